@@ -1,0 +1,12 @@
+//! # portcullis-linter
+//!
+//! The portcullis rule engine: it loads Kubernetes manifests with source positions, models
+//! NetworkPolicy semantics exactly, and runs the rule catalogue over an [`model::Inventory`].
+//! The engine does no I/O of its own except in [`load::fs`]; the CLI, the webhook and the
+//! sensor are shells around it.
+
+#![forbid(unsafe_code)]
+
+pub mod egress;
+pub mod load;
+pub mod model;

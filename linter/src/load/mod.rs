@@ -1,0 +1,225 @@
+//! Loading manifests: bytes → documents with source positions.
+//!
+//! [`parse_source`] is pure (bytes in, documents and load problems out); [`fs`] is the thin
+//! filesystem and stdin shell around it used by the CLI.
+
+pub mod fs;
+pub mod yaml;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+pub use yaml::{Chunk, NodeSpan};
+
+/// A 1-based line and 1-based column (in characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct Position {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Position {
+    pub const START: Position = Position { line: 1, column: 1 };
+}
+
+/// Index of a [`SourceFile`] in a [`Sources`] table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceId(pub u32);
+
+/// One input file (or stdin) with its text, kept for locating findings and showing source lines.
+#[derive(Debug)]
+pub struct SourceFile {
+    /// The name shown to users: the path as given, or `<stdin>`.
+    pub name: String,
+    /// The UTF-8 text; empty when the input was rejected before parsing.
+    pub text: String,
+    /// Whether findings in this file are reported (false for `--context` inputs).
+    pub reported: bool,
+}
+
+impl SourceFile {
+    /// The text of 1-based line `line`, without its newline.
+    pub fn line_text(&self, line: usize) -> Option<&str> {
+        self.text.lines().nth(line.checked_sub(1)?)
+    }
+}
+
+/// All input files of a run.
+#[derive(Debug, Default)]
+pub struct Sources {
+    files: Vec<Arc<SourceFile>>,
+}
+
+impl Sources {
+    pub fn add(&mut self, file: SourceFile) -> SourceId {
+        // Runs hold far fewer than 2^32 files; the loader stops long before.
+        let id = SourceId(u32::try_from(self.files.len()).unwrap_or(u32::MAX));
+        self.files.push(Arc::new(file));
+        id
+    }
+
+    pub fn get(&self, id: SourceId) -> Option<&SourceFile> {
+        self.files.get(id.0 as usize).map(Arc::as_ref)
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (SourceId, &SourceFile)> {
+        self.files.iter().enumerate().map(|(i, f)| (SourceId(i as u32), f.as_ref()))
+    }
+
+    /// Where `pointer` (relative to the document) starts in the source. Points at the key of a
+    /// mapping entry when there is one (that is what people look for), else at the value.
+    pub fn locate(&self, doc: &DocumentRef, pointer: &str) -> Position {
+        let Some(file) = self.get(doc.source) else { return Position::START };
+        match yaml::locate(&file.text, doc.chunk, pointer) {
+            Some((span, _)) => span.key.unwrap_or(span.value),
+            None => doc.start,
+        }
+    }
+}
+
+/// Where one document lives: its file, its text range and its first line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocumentRef {
+    pub source: SourceId,
+    /// 0-based index of the document in its file.
+    pub index: usize,
+    pub chunk: Chunk,
+    /// Position of the document's first content.
+    pub start: Position,
+}
+
+/// A parsed document.
+#[derive(Debug)]
+pub struct Document {
+    pub at: DocumentRef,
+    pub value: Value,
+}
+
+/// Why (part of) an input could not be read as manifests. Becomes a `PC000` finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadProblem {
+    pub source: SourceId,
+    pub position: Position,
+    pub message: String,
+}
+
+/// Limits that keep hostile input from exhausting memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest file read, in bytes.
+    pub max_file_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_file_bytes: 32 * 1024 * 1024 }
+    }
+}
+
+/// Checks that `bytes` are text we can parse: UTF-8 without NUL bytes.
+pub fn decode_text(bytes: Vec<u8>) -> Result<String, (Position, String)> {
+    if let Some(at) = bytes.iter().position(|&b| b == 0) {
+        return Err((
+            position_of_byte(&bytes, at),
+            format!("binary data (a NUL byte at offset {at}); expected YAML or JSON text"),
+        ));
+    }
+    let mut text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let pos = position_of_byte(e.as_bytes(), at);
+        (pos, format!("not UTF-8 text (invalid byte at offset {at}); expected YAML or JSON"))
+    })?;
+    // A byte order mark is legal in YAML; dropping it keeps columns right on the first line.
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
+}
+
+fn position_of_byte(bytes: &[u8], at: usize) -> Position {
+    let before = &bytes[..at.min(bytes.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    Position { line, column: at - line_start + 1 }
+}
+
+/// Parses a file's text into documents; unparseable documents become problems, the others are
+/// still returned.
+pub fn parse_source(source: SourceId, text: &str) -> (Vec<Document>, Vec<LoadProblem>) {
+    let mut documents = Vec::new();
+    let mut problems = Vec::new();
+    for (index, chunk) in yaml::split_documents(text).into_iter().enumerate() {
+        match yaml::parse_chunk(text, chunk) {
+            Ok(Some(value)) => {
+                let start = first_content(text, chunk);
+                documents.push(Document { at: DocumentRef { source, index, chunk, start }, value });
+            }
+            Ok(None) => {}
+            Err(e) => problems.push(LoadProblem {
+                source,
+                position: e.position,
+                message: format!("YAML syntax error: {}", e.message),
+            }),
+        }
+    }
+    (documents, problems)
+}
+
+/// The first line of a chunk that holds content (skipping `---`, comments and blanks).
+fn first_content(text: &str, chunk: Chunk) -> Position {
+    let src = &text[chunk.offset..chunk.offset + chunk.len];
+    for (i, line) in src.lines().enumerate() {
+        let t = line.trim_start();
+        if t.is_empty() || t.starts_with('#') || t.starts_with('%') || line == "---" {
+            continue;
+        }
+        let column = line.len() - t.len() + 1;
+        return Position { line: chunk.first_line + i, column };
+    }
+    Position { line: chunk.first_line, column: 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_input_is_refused_with_its_offset() {
+        let (pos, msg) = decode_text(b"a: 1\nb\x00c".to_vec()).unwrap_err();
+        assert_eq!(pos, Position { line: 2, column: 2 });
+        assert!(msg.contains("NUL byte at offset 6"));
+    }
+
+    #[test]
+    fn non_utf8_input_is_refused_with_its_offset() {
+        let (pos, msg) = decode_text(b"name: caf\xe9\n".to_vec()).unwrap_err();
+        assert_eq!(pos, Position { line: 1, column: 10 });
+        assert!(msg.contains("not UTF-8"));
+    }
+
+    #[test]
+    fn documents_know_their_first_content_line() {
+        let text = "---\n# c\nkind: A\n---\n\n  kind: B\n";
+        let (docs, problems) = parse_source(SourceId(0), text);
+        assert!(problems.is_empty());
+        assert_eq!(docs[0].at.start, Position { line: 3, column: 1 });
+        assert_eq!(docs[1].at.start, Position { line: 6, column: 3 });
+    }
+
+    #[test]
+    fn byte_order_mark_is_ignored() {
+        let text = decode_text("\u{feff}kind: A\n".as_bytes().to_vec()).unwrap();
+        let (docs, problems) = parse_source(SourceId(0), &text);
+        assert!(problems.is_empty());
+        assert_eq!(docs[0].value["kind"], "A");
+    }
+}

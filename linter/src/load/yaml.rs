@@ -1,0 +1,554 @@
+//! YAML (and therefore JSON) documents to `serde_json::Value`, with source positions on demand.
+//!
+//! One parser, `saphyr-parser`, drives everything (see `docs/decisions.md`). A file is first cut
+//! into documents at `---`/`...` lines, so a syntax error in one document never hides the others.
+//! Each document is parsed once into a `Value`; positions of individual keys are only computed
+//! when a finding needs them, by re-reading that one document (findings are rare, objects are
+//! many, so the hot path allocates no position index).
+
+use std::borrow::Cow;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
+use serde_json::{Map, Number, Value};
+
+use super::Position;
+
+/// Deepest nesting accepted; deeper input is reported, not recursed into.
+pub const MAX_DEPTH: usize = 128;
+/// Most nodes one document may expand to (aliases included): stops "billion laughs" input.
+pub const MAX_NODES_PER_DOCUMENT: usize = 1_000_000;
+
+/// One document's text inside its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk {
+    /// Byte offset of the chunk in the file.
+    pub offset: usize,
+    /// Byte length.
+    pub len: usize,
+    /// 1-based line of the chunk's first line.
+    pub first_line: usize,
+}
+
+/// A parse failure, located in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub position: Position,
+    pub message: String,
+}
+
+/// Cuts `text` into chunks that each hold at most one YAML document.
+///
+/// YAML forbids `---` and `...` at the start of a line inside content (they end block scalars
+/// too), so cutting there is exact. Lines holding only comments, directives or blanks stay with
+/// the document that follows them.
+pub fn split_documents(text: &str) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    let mut start = 0usize;
+    let mut start_line = 1usize;
+    let mut has_content = false;
+    let mut offset = 0usize;
+    let mut line_no = 1usize;
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let is_start = marker_line(body, "---");
+        let is_end = marker_line(body, "...");
+        if is_start && has_content {
+            chunks.push(Chunk { offset: start, len: offset - start, first_line: start_line });
+            start = offset;
+            start_line = line_no;
+            has_content = false;
+        }
+        if is_end {
+            let end = offset + line.len();
+            if has_content {
+                chunks.push(Chunk { offset: start, len: end - start, first_line: start_line });
+            }
+            start = end;
+            start_line = line_no + 1;
+            has_content = false;
+        } else if is_start {
+            // `--- {a: 1}` carries content on the marker line itself.
+            has_content |= !body[3..].trim().is_empty() && !body[3..].trim_start().starts_with('#');
+        } else {
+            let t = body.trim_start();
+            if !(t.is_empty() || t.starts_with('#') || (t.starts_with('%') && body.starts_with('%'))) {
+                has_content = true;
+            }
+        }
+        offset += line.len();
+        line_no += 1;
+    }
+    if has_content {
+        chunks.push(Chunk { offset: start, len: offset - start, first_line: start_line });
+    }
+    chunks
+}
+
+fn marker_line(line: &str, marker: &str) -> bool {
+    line.strip_prefix(marker).is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
+}
+
+/// Parses one chunk into its document value (`None` for a chunk with no document).
+pub fn parse_chunk(text: &str, chunk: Chunk) -> Result<Option<Value>, SyntaxError> {
+    let src = &text[chunk.offset..chunk.offset + chunk.len];
+    let mut builder = ValueBuilder::default();
+    let mut parser = Parser::new_from_str(src).keep_tags(true);
+    while let Some(event) = parser.next_event() {
+        let (event, span) = event.map_err(|e| SyntaxError {
+            position: position_in(src, chunk, e.marker().line(), e.marker().col()),
+            message: e.info().to_owned(),
+        })?;
+        if let Err(message) = builder.push(event) {
+            return Err(SyntaxError {
+                position: position_in(src, chunk, span.start.line(), span.start.col()),
+                message,
+            });
+        }
+        if builder.documents > 1 {
+            // Cannot happen after `split_documents`, but never merge two documents silently.
+            return Err(SyntaxError {
+                position: position_in(src, chunk, span.start.line(), span.start.col()),
+                message: "more than one document in one chunk".to_owned(),
+            });
+        }
+    }
+    Ok(builder.root.take())
+}
+
+fn position_in(_src: &str, chunk: Chunk, line: usize, col: usize) -> Position {
+    Position { line: chunk.first_line + line.saturating_sub(1), column: col + 1 }
+}
+
+#[derive(Debug)]
+enum Frame {
+    Seq(Vec<Value>, usize),
+    /// The map, the key awaiting its value, the anchor, and keys that came from merge keys.
+    Map(Map<String, Value>, Option<String>, usize, Vec<String>),
+}
+
+/// Builds a `Value` from parser events with an explicit stack (no recursion on input depth).
+#[derive(Debug, Default)]
+struct ValueBuilder {
+    stack: Vec<Frame>,
+    anchors: Vec<(usize, Value)>,
+    root: Option<Value>,
+    documents: usize,
+    nodes: usize,
+}
+
+impl ValueBuilder {
+    fn push(&mut self, event: Event<'_>) -> Result<(), String> {
+        match event {
+            Event::DocumentStart(_) => self.documents += 1,
+            Event::Scalar(text, style, anchor, tag) => {
+                let value = resolve_scalar(&text, style, tag.as_deref())?;
+                self.finish(value, anchor)?;
+            }
+            Event::SequenceStart(anchor, _) => self.open(Frame::Seq(Vec::new(), anchor))?,
+            Event::MappingStart(anchor, _) => self.open(Frame::Map(Map::new(), None, anchor, Vec::new()))?,
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (value, anchor) = match self.stack.pop() {
+                    Some(Frame::Seq(items, anchor)) => (Value::Array(items), anchor),
+                    Some(Frame::Map(map, _, anchor, _)) => (Value::Object(map), anchor),
+                    None => return Err("unbalanced collection end".to_owned()),
+                };
+                self.finish(value, anchor)?;
+            }
+            Event::Alias(id) => {
+                let value = self
+                    .anchors
+                    .iter()
+                    .rev()
+                    .find(|(a, _)| *a == id)
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| "alias to an unknown anchor".to_owned())?;
+                self.nodes += count_nodes(&value);
+                self.finish(value, 0)?;
+            }
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, frame: Frame) -> Result<(), String> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(format!("nesting deeper than {MAX_DEPTH} levels"));
+        }
+        self.stack.push(frame);
+        Ok(())
+    }
+
+    fn finish(&mut self, value: Value, anchor: usize) -> Result<(), String> {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES_PER_DOCUMENT {
+            return Err(format!("document expands to more than {MAX_NODES_PER_DOCUMENT} nodes (alias bomb?)"));
+        }
+        if anchor != 0 {
+            self.anchors.push((anchor, value.clone()));
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(value),
+            Some(Frame::Seq(items, _)) => items.push(value),
+            Some(Frame::Map(_, key @ None, _, _)) => {
+                *key = Some(key_string(value)?);
+            }
+            Some(Frame::Map(map, key @ Some(_), _, merged)) => {
+                let k = key.take().unwrap_or_default();
+                if k == "<<" {
+                    merge_into(map, value, merged)?;
+                } else if let Some(i) = merged.iter().position(|m| *m == k) {
+                    // An explicit key overrides what a merge key brought in.
+                    merged.swap_remove(i);
+                    map.insert(k, value);
+                } else if map.contains_key(&k) {
+                    // The API server's decoder rejects duplicate keys; so do we.
+                    return Err(format!("duplicate key {k:?}"));
+                } else {
+                    map.insert(k, value);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn count_nodes(value: &Value) -> usize {
+    let mut count = 0;
+    let mut todo = vec![value];
+    while let Some(v) = todo.pop() {
+        count += 1;
+        match v {
+            Value::Array(items) => todo.extend(items),
+            Value::Object(map) => todo.extend(map.values()),
+            _ => {}
+        }
+    }
+    count
+}
+
+/// YAML merge keys (`<<: *base`), which Kubernetes' YAML decoder honours: keys already present win.
+fn merge_into(map: &mut Map<String, Value>, value: Value, merged: &mut Vec<String>) -> Result<(), String> {
+    let sources = match value {
+        Value::Object(m) => vec![m],
+        Value::Array(items) => items
+            .into_iter()
+            .map(|i| match i {
+                Value::Object(m) => Ok(m),
+                _ => Err("merge key `<<` expects a mapping or a list of mappings".to_owned()),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err("merge key `<<` expects a mapping or a list of mappings".to_owned()),
+    };
+    for source in sources {
+        for (k, v) in source {
+            if !map.contains_key(&k) {
+                merged.push(k.clone());
+                map.insert(k, v);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn key_string(value: Value) -> Result<String, String> {
+    match value {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        Value::Null => Ok("null".to_owned()),
+        Value::Array(_) | Value::Object(_) => Err("a mapping key must be a scalar, found a collection".to_owned()),
+    }
+}
+
+/// Resolves a scalar with the YAML 1.2 core schema (JSON-compatible), honouring `!!str` and
+/// friends; quoted scalars are always strings.
+fn resolve_scalar(text: &Cow<'_, str>, style: ScalarStyle, tag: Option<&Tag>) -> Result<Value, String> {
+    if let Some(tag) = tag.filter(|t| t.is_yaml_core_schema()) {
+        return match tag.suffix.as_str() {
+            "str" | "binary" | "timestamp" => Ok(Value::String(text.to_string())),
+            "null" => Ok(Value::Null),
+            "bool" => plain_bool(text).map(Value::Bool).ok_or_else(|| format!("{text:?} is not a !!bool")),
+            "int" | "float" => plain_number(text).ok_or_else(|| format!("{text:?} is not a !!{}", tag.suffix)),
+            _ => Ok(Value::String(text.to_string())),
+        };
+    }
+    if style != ScalarStyle::Plain {
+        return Ok(Value::String(text.to_string()));
+    }
+    let t: &str = text;
+    if matches!(t, "" | "~" | "null" | "Null" | "NULL") {
+        return Ok(Value::Null);
+    }
+    if let Some(b) = plain_bool(t) {
+        return Ok(Value::Bool(b));
+    }
+    Ok(plain_number(t).unwrap_or_else(|| Value::String(t.to_owned())))
+}
+
+fn plain_bool(t: &str) -> Option<bool> {
+    match t {
+        "true" | "True" | "TRUE" => Some(true),
+        "false" | "False" | "FALSE" => Some(false),
+        _ => None,
+    }
+}
+
+fn plain_number(t: &str) -> Option<Value> {
+    let first = *t.as_bytes().first()?;
+    if !(first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.')) {
+        return None;
+    }
+    let (sign, digits) = match t.strip_prefix('-') {
+        Some(rest) => (-1i64, rest),
+        None => (1, t.strip_prefix('+').unwrap_or(t)),
+    };
+    if let Some(hex) = digits.strip_prefix("0x") {
+        return i64::from_str_radix(hex, 16).ok().map(|n| Value::from(sign * n));
+    }
+    if let Some(oct) = digits.strip_prefix("0o") {
+        return i64::from_str_radix(oct, 8).ok().map(|n| Value::from(sign * n));
+    }
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(n) = t.trim_start_matches('+').parse::<i64>() {
+            return Some(Value::from(n));
+        }
+        if let Ok(n) = digits.parse::<u64>() {
+            if sign > 0 {
+                return Some(Value::from(n));
+            }
+        }
+    }
+    match digits {
+        ".inf" | ".Inf" | ".INF" | ".nan" | ".NaN" | ".NAN" => {
+            // JSON has no infinities; keep the text so a type error names it.
+            return Some(Value::String(t.to_owned()));
+        }
+        _ => {}
+    }
+    let is_float = digits.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+        && digits.bytes().any(|b| b.is_ascii_digit())
+        && !digits.starts_with(['e', 'E']);
+    if is_float {
+        if let Ok(f) = t.parse::<f64>() {
+            return Number::from_f64(f).map(Value::Number);
+        }
+    }
+    None
+}
+
+/// Where a key path (JSON pointer, relative to the document) starts in the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeSpan {
+    /// The key of the mapping entry holding the node (absent for sequence items and the root).
+    pub key: Option<Position>,
+    /// The node's value.
+    pub value: Position,
+}
+
+/// Finds the deepest node along `pointer` that exists in the chunk, and how deep it got.
+///
+/// Returns the span of the deepest existing ancestor when the full path does not exist (e.g. a
+/// finding about a missing `policyTypes` points at `spec`).
+pub fn locate(text: &str, chunk: Chunk, pointer: &str) -> Option<(NodeSpan, bool)> {
+    let src = &text[chunk.offset..chunk.offset + chunk.len];
+    let target: Vec<String> = pointer_segments(pointer);
+    let mut parser = Parser::new_from_str(src);
+    // Path of the node being read: one entry per open collection.
+    enum Level {
+        Seq { index: usize },
+        Map { key: Option<String>, key_pos: Option<Position>, expecting_key: bool },
+    }
+    let mut levels: Vec<Level> = Vec::new();
+    let mut best: Option<(NodeSpan, usize)> = None;
+    let pos = |span: &Span| position_in(src, chunk, span.start.line(), span.start.col());
+    // How many leading path segments the current stack matches.
+    let matched_depth = |levels: &Vec<Level>| -> usize {
+        let mut depth = 0;
+        for (i, level) in levels.iter().enumerate() {
+            let Some(want) = target.get(i) else { break };
+            let ok = match level {
+                Level::Seq { index } => want.parse::<usize>().ok() == Some(*index),
+                Level::Map { key, .. } => key.as_deref() == Some(want.as_str()),
+            };
+            if !ok {
+                break;
+            }
+            depth += 1;
+        }
+        depth
+    };
+    while let Some(Ok((event, span))) = parser.next_event() {
+        // Is this event the start of a value node (not a key)?
+        let starts_node =
+            matches!(event, Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..) | Event::Alias(_));
+        if starts_node {
+            let is_key = matches!(levels.last(), Some(Level::Map { expecting_key: true, .. }));
+            if is_key {
+                if let Some(Level::Map { key, key_pos, expecting_key }) = levels.last_mut() {
+                    *key = match &event {
+                        Event::Scalar(t, ..) => Some(t.to_string()),
+                        _ => None,
+                    };
+                    *key_pos = Some(pos(&span));
+                    *expecting_key = false;
+                }
+                if !matches!(event, Event::Scalar(..)) {
+                    // Complex keys do not occur in manifests; stop rather than mis-track.
+                    break;
+                }
+                continue;
+            }
+            let depth = matched_depth(&levels);
+            if depth == levels.len() {
+                let key_pos = match levels.last() {
+                    Some(Level::Map { key_pos, .. }) => *key_pos,
+                    _ => None,
+                };
+                let node = NodeSpan { key: key_pos, value: pos(&span) };
+                if best.is_none_or(|(_, d)| depth >= d) {
+                    best = Some((node, depth));
+                }
+                if depth == target.len() {
+                    return Some((node, true));
+                }
+            }
+        }
+        match event {
+            Event::SequenceStart(..) => levels.push(Level::Seq { index: 0 }),
+            Event::MappingStart(..) => levels.push(Level::Map { key: None, key_pos: None, expecting_key: true }),
+            Event::SequenceEnd | Event::MappingEnd => {
+                levels.pop();
+                advance(&mut levels);
+            }
+            Event::Scalar(..) | Event::Alias(_) => advance(&mut levels),
+            _ => {}
+        }
+    }
+    return best.map(|(node, _)| (node, false));
+
+    fn advance(levels: &mut [Level]) {
+        match levels.last_mut() {
+            Some(Level::Seq { index }) => *index += 1,
+            Some(Level::Map { expecting_key, .. }) => *expecting_key = true,
+            None => {}
+        }
+    }
+}
+
+/// Splits an RFC 6901 JSON pointer into unescaped segments.
+pub fn pointer_segments(pointer: &str) -> Vec<String> {
+    if pointer.is_empty() {
+        return Vec::new();
+    }
+    pointer.trim_start_matches('/').split('/').map(|s| s.replace("~1", "/").replace("~0", "~")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse_all(text: &str) -> Vec<Result<Option<Value>, SyntaxError>> {
+        split_documents(text).into_iter().map(|c| parse_chunk(text, c)).collect()
+    }
+
+    #[test]
+    fn splits_multi_document_streams_and_keeps_line_numbers() {
+        let text = "# header\na: 1\n---\nb: 2\n--- # c\nc: 3\n...\n";
+        let chunks = split_documents(text);
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks[0].first_line, 1);
+        assert_eq!(chunks[1].first_line, 3);
+        assert_eq!(chunks[2].first_line, 5);
+        let values: Vec<_> = parse_all(text).into_iter().map(|r| r.unwrap().unwrap()).collect();
+        assert_eq!(values, vec![json!({"a": 1}), json!({"b": 2}), json!({"c": 3})]);
+    }
+
+    #[test]
+    fn leading_separator_and_comment_only_chunks_do_not_make_documents() {
+        let text = "---\n# only a comment\n---\nkind: A\n---\n";
+        assert_eq!(split_documents(text).len(), 1);
+    }
+
+    #[test]
+    fn a_broken_document_does_not_hide_the_next_one() {
+        let text = "a: [1, 2\n---\nb: 2\n";
+        let results = parse_all(text);
+        assert!(results[0].is_err());
+        assert_eq!(results[1].as_ref().unwrap().as_ref().unwrap(), &json!({"b": 2}));
+    }
+
+    #[test]
+    fn scalars_follow_the_core_schema() {
+        let text =
+            "a: 1\nb: '1'\nc: true\nd: ~\ne: 1.5\nf: 0x1F\ng: yes\nh: !!str 80\ni: -3\nj: \"\"\nk: 1e3\nl: 1.2.3.4\n";
+        let v = parse_all(text).remove(0).unwrap().unwrap();
+        assert_eq!(
+            v,
+            json!({"a": 1, "b": "1", "c": true, "d": null, "e": 1.5, "f": 31, "g": "yes", "h": "80", "i": -3, "j": "", "k": 1000.0, "l": "1.2.3.4"})
+        );
+    }
+
+    #[test]
+    fn json_and_flow_style_parse() {
+        let text = "{ \"kind\": \"List\", items: [ {a: 1}, {b: [2, 3]} ] }";
+        let v = parse_all(text).remove(0).unwrap().unwrap();
+        assert_eq!(v, json!({"kind": "List", "items": [{"a": 1}, {"b": [2, 3]}]}));
+    }
+
+    #[test]
+    fn anchors_aliases_and_merge_keys_expand() {
+        let text = "base: &b {x: 1, y: 2}\nuse:\n  <<: *b\n  y: 3\nlist: [*b]\n";
+        let v = parse_all(text).remove(0).unwrap().unwrap();
+        assert_eq!(v["use"], json!({"y": 3, "x": 1}));
+        assert_eq!(v["list"], json!([{"x": 1, "y": 2}]));
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let prev = i - 1;
+            text.push_str(&format!("a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"));
+        }
+        let err = parse_all(&text).remove(0).unwrap_err();
+        assert!(err.message.contains("more than"), "{err:?}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursion() {
+        let text = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let err = parse_all(&text).remove(0).unwrap_err();
+        assert!(err.message.contains("nesting") || err.message.contains("recursion"), "{err:?}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors_with_a_position() {
+        let text = "kind: A\nmetadata:\n  name: a\n  name: b\n";
+        let err = parse_all(text).remove(0).unwrap_err();
+        assert!(err.message.contains("duplicate key \"name\""));
+        assert_eq!(err.position.line, 4);
+    }
+
+    #[test]
+    fn syntax_errors_point_at_the_line_in_the_file() {
+        let text = "a: 1\n---\nb: 2\nc: [\n";
+        let err = parse_all(text).remove(1).unwrap_err();
+        assert!(err.position.line >= 4, "{err:?}");
+    }
+
+    #[test]
+    fn locate_finds_keys_and_items_and_falls_back_to_ancestors() {
+        let text = "x: 0\n---\nspec:\n  egress:\n  - to:\n    - podSelector: {}\n    ports:\n    - port: 53\n";
+        let chunk = split_documents(text)[1];
+        let (span, exact) = locate(text, chunk, "/spec/egress/0/ports/0/port").unwrap();
+        assert!(exact);
+        assert_eq!(span.key, Some(Position { line: 8, column: 7 }));
+        assert_eq!(span.value, Position { line: 8, column: 13 });
+        let (span, exact) = locate(text, chunk, "/spec/policyTypes").unwrap();
+        assert!(!exact);
+        assert_eq!(span.key, Some(Position { line: 3, column: 1 }));
+        let (span, _) = locate(text, chunk, "/spec/egress/0/to/0").unwrap();
+        assert_eq!(span.value, Position { line: 6, column: 7 });
+    }
+}

@@ -1,0 +1,505 @@
+//! The [`Inventory`]: every object of a run, typed where the engine needs types, indexed by
+//! namespace.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use k8s_openapi::api::apps::v1::{DaemonSetSpec, DeploymentSpec, ReplicaSetSpec, StatefulSetSpec};
+use k8s_openapi::api::batch::v1::{CronJobSpec, JobSpec};
+use k8s_openapi::api::core::v1::{PodSpec, PodStatus, ReplicationControllerSpec};
+use k8s_openapi::api::networking::v1::NetworkPolicySpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::object::{ApiVersionStatus, Kind, Object, ObjectId, ObjectRef};
+use crate::egress::EgressIntentSpec;
+use crate::load::{Document, DocumentRef};
+
+/// The label the API server puts on every namespace.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// Annotation listing rule codes or names to suppress on one object.
+pub const IGNORE_ANNOTATION: &str = "portcullis.dev/ignore";
+
+pub type Labels = BTreeMap<String, String>;
+
+/// Index of a [`Policy`] in [`Inventory::policies`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyId(pub usize);
+/// Index of a [`Workload`] in [`Inventory::workloads`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkloadId(pub usize);
+
+/// Transport protocols a NetworkPolicy port may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    /// Parses the exact (case-sensitive) names the API server accepts.
+    pub fn parse(s: &str) -> Option<Protocol> {
+        match s {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A port a container declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerPort {
+    pub name: Option<String>,
+    pub port: i32,
+    pub protocol: Protocol,
+}
+
+/// Policy types after the API server's defaulting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Directions {
+    pub ingress: bool,
+    pub egress: bool,
+}
+
+/// A NetworkPolicy.
+#[derive(Debug)]
+pub struct Policy {
+    pub object: ObjectId,
+    pub namespace: String,
+    pub name: String,
+    pub spec: NetworkPolicySpec,
+    /// Which directions the policy isolates, with `policyTypes` defaulting applied.
+    pub types: Directions,
+    /// Whether `policyTypes` was written out.
+    pub types_explicit: bool,
+}
+
+/// Pods: a Pod, or the pods a workload controller would create from its template.
+#[derive(Debug)]
+pub struct Workload {
+    pub object: ObjectId,
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    /// Labels of the pods.
+    pub labels: Labels,
+    pub ports: Vec<ContainerPort>,
+    pub host_network: bool,
+    /// `status.podIPs` of a Pod, when the input is captured cluster state.
+    pub pod_ips: Vec<IpAddr>,
+    /// Pointer (relative to the object) of the pod template (`""` for a Pod).
+    pub template: &'static str,
+}
+
+/// An EgressIntent.
+#[derive(Debug)]
+pub struct Intent {
+    pub object: ObjectId,
+    pub namespace: String,
+    pub name: String,
+    pub spec: Option<EgressIntentSpec>,
+}
+
+/// A namespace, whether or not its Namespace object is in the input.
+#[derive(Debug, Default)]
+pub struct NamespaceInfo {
+    pub name: String,
+    /// Labels, always including `kubernetes.io/metadata.name`.
+    pub labels: Labels,
+    pub object: Option<ObjectId>,
+    pub policies: Vec<PolicyId>,
+    pub workloads: Vec<WorkloadId>,
+    pub intents: Vec<usize>,
+}
+
+/// Something about an object that makes it invalid for the API server (becomes `PC000`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelProblem {
+    pub doc: DocumentRef,
+    /// Pointer relative to the document.
+    pub pointer: String,
+    pub message: String,
+    pub object: Option<ObjectRef>,
+}
+
+/// All objects of a run.
+#[derive(Debug)]
+pub struct Inventory {
+    default_namespace: String,
+    pub objects: Vec<Object>,
+    pub namespaces: BTreeMap<String, NamespaceInfo>,
+    pub policies: Vec<Policy>,
+    pub workloads: Vec<Workload>,
+    pub intents: Vec<Intent>,
+    pub problems: Vec<ModelProblem>,
+}
+
+impl Inventory {
+    /// An empty inventory; objects without `metadata.namespace` go to `default_namespace`.
+    pub fn new(default_namespace: &str) -> Inventory {
+        Inventory {
+            default_namespace: default_namespace.to_owned(),
+            objects: Vec::new(),
+            namespaces: BTreeMap::new(),
+            policies: Vec::new(),
+            workloads: Vec::new(),
+            intents: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// Builds an inventory from parsed documents.
+    pub fn from_documents(documents: impl IntoIterator<Item = Document>, default_namespace: &str) -> Inventory {
+        let mut inventory = Inventory::new(default_namespace);
+        for doc in documents {
+            inventory.add_document(doc);
+        }
+        inventory
+    }
+
+    pub fn object(&self, id: ObjectId) -> &Object {
+        &self.objects[id.0]
+    }
+
+    pub fn policy(&self, id: PolicyId) -> &Policy {
+        &self.policies[id.0]
+    }
+
+    pub fn workload(&self, id: WorkloadId) -> &Workload {
+        &self.workloads[id.0]
+    }
+
+    pub fn namespace(&self, name: &str) -> Option<&NamespaceInfo> {
+        self.namespaces.get(name)
+    }
+
+    /// Policies of a namespace.
+    pub fn policies_in<'a>(&'a self, namespace: &str) -> impl Iterator<Item = (PolicyId, &'a Policy)> + 'a {
+        self.namespaces
+            .get(namespace)
+            .into_iter()
+            .flat_map(|ns| ns.policies.iter())
+            .map(move |&id| (id, &self.policies[id.0]))
+    }
+
+    /// Workloads of a namespace.
+    pub fn workloads_in<'a>(&'a self, namespace: &str) -> impl Iterator<Item = (WorkloadId, &'a Workload)> + 'a {
+        self.namespaces
+            .get(namespace)
+            .into_iter()
+            .flat_map(|ns| ns.workloads.iter())
+            .map(move |&id| (id, &self.workloads[id.0]))
+    }
+
+    /// Adds one document: an object, or each item of a `List`.
+    pub fn add_document(&mut self, doc: Document) {
+        let Document { at, value } = doc;
+        let Value::Object(map) = value else {
+            self.problem(at, "", "expected a Kubernetes object (a mapping with apiVersion and kind)", None);
+            return;
+        };
+        let is_list = map.get("kind").and_then(Value::as_str).is_some_and(|k| k == "List" || k.ends_with("List"))
+            && map.get("items").is_some();
+        if is_list {
+            match map.get("items") {
+                Some(Value::Array(items)) => {
+                    for (i, item) in items.iter().enumerate() {
+                        self.add_object(at, format!("/items/{i}"), item.clone());
+                    }
+                }
+                Some(Value::Null) => {}
+                _ => self.problem(at, "/items", "`items` of a List must be a list of objects", None),
+            }
+            return;
+        }
+        self.add_object(at, String::new(), Value::Object(map));
+    }
+
+    fn problem(&mut self, doc: DocumentRef, pointer: &str, message: &str, object: Option<ObjectRef>) {
+        self.problems.push(ModelProblem { doc, pointer: pointer.to_owned(), message: message.to_owned(), object });
+    }
+
+    /// Adds one object found at `pointer` in `doc`.
+    pub fn add_object(&mut self, doc: DocumentRef, pointer: String, value: Value) {
+        let api_version = value.get("apiVersion").and_then(Value::as_str);
+        let kind = value.get("kind").and_then(Value::as_str);
+        let (Some(api_version), Some(kind)) = (api_version, kind) else {
+            let what = if value.is_object() {
+                "not a Kubernetes object: `apiVersion` and `kind` must both be strings"
+            } else {
+                "expected a Kubernetes object (a mapping with apiVersion and kind)"
+            };
+            self.problem(doc, &pointer, what, None);
+            return;
+        };
+        let (kind_enum, status) = Kind::classify(api_version, kind);
+        let meta: ObjectMeta = match typed(&value, "/metadata", &pointer) {
+            Ok(m) => m.unwrap_or_default(),
+            Err((at, msg)) => {
+                self.problem(doc, &at, &msg, None);
+                ObjectMeta::default()
+            }
+        };
+        let name = meta.name.clone().or_else(|| meta.generate_name.clone()).unwrap_or_default();
+        let namespace = if kind_enum == Kind::Namespace || (kind_enum == Kind::Other && meta.namespace.is_none()) {
+            meta.namespace.clone()
+        } else {
+            Some(meta.namespace.clone().unwrap_or_else(|| self.default_namespace.clone()))
+        };
+        let id = ObjectRef { api_version: api_version.to_owned(), kind: kind.to_owned(), namespace, name };
+        let ignore = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(IGNORE_ANNOTATION))
+            .map(|list| list.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        if let ApiVersionStatus::Removed(release) = status {
+            let served = match kind_enum {
+                Kind::NetworkPolicy => "networking.k8s.io/v1",
+                Kind::CronJob => "batch/v1",
+                _ => "apps/v1",
+            };
+            self.problem(
+                doc,
+                &format!("{pointer}/apiVersion"),
+                &format!(
+                    "apiVersion {api_version} of {kind} was removed in Kubernetes {release}; the API server rejects it (use {served})"
+                ),
+                Some(id.clone()),
+            );
+        }
+        if id.name.is_empty() && kind_enum != Kind::Other {
+            self.problem(doc, &format!("{pointer}/metadata"), "metadata.name is missing", Some(id.clone()));
+        }
+        let object_id = ObjectId(self.objects.len());
+        let ns_name = id.namespace.clone();
+        self.objects.push(Object { id: id.clone(), kind: kind_enum, doc, pointer: pointer.clone(), value, ignore });
+        if let Some(ns) = &ns_name {
+            self.ensure_namespace(ns);
+        }
+        if kind_enum == Kind::Namespace {
+            self.ensure_namespace(&id.name);
+            if let Some(info) = self.namespaces.get_mut(&id.name) {
+                info.object = Some(object_id);
+                if let Some(labels) = meta.labels {
+                    info.labels.extend(labels);
+                }
+                info.labels.insert(NAMESPACE_NAME_LABEL.to_owned(), id.name.clone());
+            }
+            return;
+        }
+        let Some(ns) = ns_name else { return };
+        match kind_enum {
+            Kind::NetworkPolicy => self.add_policy(object_id, ns),
+            Kind::EgressIntent => self.add_intent(object_id, ns),
+            k if k.is_workload() => self.add_workload(object_id, ns),
+            _ => {}
+        }
+    }
+
+    fn ensure_namespace(&mut self, name: &str) {
+        if !self.namespaces.contains_key(name) {
+            let mut labels = Labels::new();
+            labels.insert(NAMESPACE_NAME_LABEL.to_owned(), name.to_owned());
+            self.namespaces
+                .insert(name.to_owned(), NamespaceInfo { name: name.to_owned(), labels, ..NamespaceInfo::default() });
+        }
+    }
+
+    fn add_policy(&mut self, object_id: ObjectId, namespace: String) {
+        let object = &self.objects[object_id.0];
+        let spec: NetworkPolicySpec = match typed(&object.value, "/spec", &object.pointer) {
+            Ok(spec) => spec.unwrap_or_default(),
+            Err((at, msg)) => {
+                let (doc, id) = (object.doc, object.id.clone());
+                self.problem(doc, &at, &msg, Some(id));
+                return;
+            }
+        };
+        let types_explicit = spec.policy_types.is_some();
+        let types = match &spec.policy_types {
+            Some(types) => Directions {
+                ingress: types.iter().any(|t| t == "Ingress"),
+                egress: types.iter().any(|t| t == "Egress"),
+            },
+            // API server defaulting: Ingress always; Egress when the egress list is non-empty.
+            None => Directions { ingress: true, egress: spec.egress.as_ref().is_some_and(|e| !e.is_empty()) },
+        };
+        let id = PolicyId(self.policies.len());
+        let name = object.id.name.clone();
+        self.policies.push(Policy {
+            object: object_id,
+            namespace: namespace.clone(),
+            name,
+            spec,
+            types,
+            types_explicit,
+        });
+        if let Some(ns) = self.namespaces.get_mut(&namespace) {
+            ns.policies.push(id);
+        }
+    }
+
+    fn add_intent(&mut self, object_id: ObjectId, namespace: String) {
+        let object = &self.objects[object_id.0];
+        let name = object.id.name.clone();
+        let spec = match typed::<EgressIntentSpec>(&object.value, "/spec", &object.pointer) {
+            Ok(spec) => spec,
+            Err((at, msg)) => {
+                let (doc, id) = (object.doc, object.id.clone());
+                self.problem(doc, &at, &msg, Some(id));
+                None
+            }
+        };
+        let index = self.intents.len();
+        self.intents.push(Intent { object: object_id, namespace: namespace.clone(), name, spec });
+        if let Some(ns) = self.namespaces.get_mut(&namespace) {
+            ns.intents.push(index);
+        }
+    }
+
+    fn add_workload(&mut self, object_id: ObjectId, namespace: String) {
+        let object = &self.objects[object_id.0];
+        let kind = object.kind;
+        let template = kind.pod_template_pointer().unwrap_or("");
+        let parsed = pod_view(kind, &object.value, &object.pointer);
+        let (labels, spec, status) = match parsed {
+            Ok(v) => v,
+            Err((at, msg)) => {
+                let (doc, id) = (object.doc, object.id.clone());
+                self.problem(doc, &at, &msg, Some(id));
+                return;
+            }
+        };
+        let mut ports = Vec::new();
+        let sidecars = spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always"));
+        for container in spec.containers.iter().chain(sidecars) {
+            for p in container.ports.iter().flatten() {
+                let protocol = match p.protocol.as_deref() {
+                    None => Some(Protocol::Tcp),
+                    Some(s) => Protocol::parse(s),
+                };
+                if let Some(protocol) = protocol {
+                    ports.push(ContainerPort { name: p.name.clone(), port: p.container_port, protocol });
+                }
+            }
+        }
+        let pod_ips =
+            status.and_then(|s| s.pod_ips).into_iter().flatten().filter_map(|ip| ip.ip.parse().ok()).collect();
+        let id = WorkloadId(self.workloads.len());
+        let name = object.id.name.clone();
+        self.workloads.push(Workload {
+            object: object_id,
+            kind,
+            namespace: namespace.clone(),
+            name,
+            labels,
+            ports,
+            host_network: spec.host_network.unwrap_or(false),
+            pod_ips,
+            template,
+        });
+        if let Some(ns) = self.namespaces.get_mut(&namespace) {
+            ns.workloads.push(id);
+        }
+    }
+
+    /// Namespace names that have workloads.
+    pub fn namespaces_with_workloads(&self) -> impl Iterator<Item = &NamespaceInfo> {
+        self.namespaces.values().filter(|ns| !ns.workloads.is_empty())
+    }
+
+    /// Every rule code or name ignored on an object.
+    pub fn ignored(&self, object: ObjectId) -> &BTreeSet<String> {
+        &self.objects[object.0].ignore
+    }
+}
+
+type PodView = (Labels, PodSpec, Option<PodStatus>);
+
+/// Labels, spec and status of the pods a workload object runs.
+fn pod_view(kind: Kind, value: &Value, base: &str) -> Result<PodView, (String, String)> {
+    let spec_of_template = |template: &str| -> Result<PodView, (String, String)> {
+        let labels: Option<Labels> = typed(value, &format!("{template}/metadata/labels"), base)?;
+        let spec: Option<PodSpec> = typed(value, &format!("{template}/spec"), base)?;
+        Ok((labels.unwrap_or_default(), spec.unwrap_or_default(), None))
+    };
+    // Type-check the controller's own spec too, so a wrong field type anywhere is found.
+    match kind {
+        Kind::Pod => {
+            let labels: Option<Labels> = typed(value, "/metadata/labels", base)?;
+            let spec: Option<PodSpec> = typed(value, "/spec", base)?;
+            let status: Option<PodStatus> = typed(value, "/status", base)?;
+            Ok((labels.unwrap_or_default(), spec.unwrap_or_default(), status))
+        }
+        Kind::Deployment => {
+            typed::<DeploymentSpec>(value, "/spec", base).and_then(|_| spec_of_template("/spec/template"))
+        }
+        Kind::ReplicaSet => {
+            typed::<ReplicaSetSpec>(value, "/spec", base).and_then(|_| spec_of_template("/spec/template"))
+        }
+        Kind::StatefulSet => {
+            typed::<StatefulSetSpec>(value, "/spec", base).and_then(|_| spec_of_template("/spec/template"))
+        }
+        Kind::DaemonSet => {
+            typed::<DaemonSetSpec>(value, "/spec", base).and_then(|_| spec_of_template("/spec/template"))
+        }
+        Kind::Job => typed::<JobSpec>(value, "/spec", base).and_then(|_| spec_of_template("/spec/template")),
+        Kind::ReplicationController => {
+            typed::<ReplicationControllerSpec>(value, "/spec", base).and_then(|_| spec_of_template("/spec/template"))
+        }
+        Kind::CronJob => {
+            typed::<CronJobSpec>(value, "/spec", base).and_then(|_| spec_of_template("/spec/jobTemplate/spec/template"))
+        }
+        _ => Ok((Labels::new(), PodSpec::default(), None)),
+    }
+}
+
+/// Deserializes the node at `pointer` (absent or null → `None`). On a type error returns the
+/// pointer of the offending field (relative to the document: `base` + path) and a message.
+fn typed<T: DeserializeOwned>(value: &Value, pointer: &str, base: &str) -> Result<Option<T>, (String, String)> {
+    let node = match value.pointer(pointer) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(node) => node,
+    };
+    serde_path_to_error::deserialize(node).map(Some).map_err(|e| {
+        let mut at = format!("{base}{pointer}");
+        let mut dotted = pointer.trim_start_matches('/').replace('/', ".");
+        for segment in e.path().iter() {
+            use serde_path_to_error::Segment;
+            match segment {
+                Segment::Seq { index } => {
+                    at.push_str(&format!("/{index}"));
+                    dotted.push_str(&format!("[{index}]"));
+                }
+                Segment::Map { key } | Segment::Enum { variant: key } => {
+                    at.push('/');
+                    at.push_str(&super::object::pointer_escape(key));
+                    dotted.push('.');
+                    dotted.push_str(key);
+                }
+                Segment::Unknown => {}
+            }
+        }
+        (at, format!("wrong type at {dotted}: {}", e.inner()))
+    })
+}

@@ -1,0 +1,10 @@
+//! The typed model of the input: objects, workloads, policies and namespaces.
+
+pub mod inventory;
+pub mod object;
+
+pub use inventory::{
+    ContainerPort, Directions, Intent, Inventory, Labels, ModelProblem, NAMESPACE_NAME_LABEL, NamespaceInfo, Policy,
+    PolicyId, Protocol, Workload, WorkloadId,
+};
+pub use object::{Kind, Object, ObjectId, ObjectRef};
