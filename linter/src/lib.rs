@@ -7,6 +7,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod egress;
+pub mod finding;
+pub mod fix;
 pub mod load;
 pub mod model;
+pub mod rules;
+pub mod semantics;

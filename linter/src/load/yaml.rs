@@ -312,10 +312,10 @@ fn plain_number(t: &str) -> Option<Value> {
         if let Ok(n) = t.trim_start_matches('+').parse::<i64>() {
             return Some(Value::from(n));
         }
-        if let Ok(n) = digits.parse::<u64>() {
-            if sign > 0 {
-                return Some(Value::from(n));
-            }
+        if let Ok(n) = digits.parse::<u64>()
+            && sign > 0
+        {
+            return Some(Value::from(n));
         }
     }
     match digits {
@@ -328,10 +328,8 @@ fn plain_number(t: &str) -> Option<Value> {
     let is_float = digits.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
         && digits.bytes().any(|b| b.is_ascii_digit())
         && !digits.starts_with(['e', 'E']);
-    if is_float {
-        if let Ok(f) = t.parse::<f64>() {
-            return Number::from_f64(f).map(Value::Number);
-        }
+    if is_float && let Ok(f) = t.parse::<f64>() {
+        return Number::from_f64(f).map(Value::Number);
     }
     None
 }

@@ -335,8 +335,9 @@ impl Inventory {
                 return;
             }
         };
-        let types_explicit = spec.policy_types.is_some();
-        let types = match &spec.policy_types {
+        // The API server defaults an absent or empty list alike.
+        let types_explicit = spec.policy_types.as_ref().is_some_and(|t| !t.is_empty());
+        let types = match spec.policy_types.as_ref().filter(|t| !t.is_empty()) {
             Some(types) => Directions {
                 ingress: types.iter().any(|t| t == "Ingress"),
                 egress: types.iter().any(|t| t == "Egress"),

@@ -1,0 +1,363 @@
+//! `portcullis.yaml`: rule levels, DNS targets, excluded namespaces and webhook settings
+//! (DESIGN §4). Read by the CLI and the webhook alike. Unknown keys and unknown rule names are
+//! errors that name the file and line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde_json::Value;
+
+use crate::finding::Severity;
+use crate::load::{self, Position, SourceFile, Sources};
+use crate::model::Labels;
+use crate::rules::registry;
+
+/// File names searched for, in the current directory and then its parents.
+pub const DISCOVERED_NAMES: [&str; 2] = [".portcullis.yaml", "portcullis.yaml"];
+
+/// A rule's configured level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleLevel {
+    Off,
+    On(Severity),
+}
+
+/// Where cluster DNS lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    pub namespace: String,
+    pub pod_labels: Labels,
+    /// Extra DNS addresses, e.g. NodeLocal DNSCache `169.254.20.10/32`.
+    pub extra_ip_blocks: Vec<IpNet>,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            namespace: "kube-system".to_owned(),
+            pod_labels: [("k8s-app".to_owned(), "kube-dns".to_owned())].into(),
+            extra_ip_blocks: Vec::new(),
+        }
+    }
+}
+
+/// How the webhook acts on findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WebhookMode {
+    Enforce,
+    #[default]
+    Warn,
+    Audit,
+    Off,
+}
+
+impl WebhookMode {
+    pub fn parse(s: &str) -> Option<WebhookMode> {
+        match s {
+            "enforce" => Some(WebhookMode::Enforce),
+            "warn" => Some(WebhookMode::Warn),
+            "audit" => Some(WebhookMode::Audit),
+            "off" => Some(WebhookMode::Off),
+            _ => None,
+        }
+    }
+}
+
+/// Webhook settings (used by `portcullis-webhook`; validated here so both agree).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    pub mode: WebhookMode,
+    pub add_dns_allowance: bool,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig { mode: WebhookMode::Warn, add_dns_allowance: true }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Levels by rule code.
+    pub rules: BTreeMap<&'static str, RuleLevel>,
+    pub dns: DnsConfig,
+    pub exclude_namespaces: Vec<String>,
+    pub webhook: WebhookConfig,
+    /// The file it came from, if any.
+    pub path: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            rules: BTreeMap::new(),
+            dns: DnsConfig::default(),
+            exclude_namespaces: ["kube-system", "kube-public", "kube-node-lease"].map(str::to_owned).to_vec(),
+            webhook: WebhookConfig::default(),
+            path: None,
+        }
+    }
+}
+
+/// A configuration error, located.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl Config {
+    /// The effective severity of a rule (`None` when off).
+    pub fn severity(&self, code: &str, default: Severity) -> Option<Severity> {
+        match self.rules.get(code) {
+            Some(RuleLevel::Off) => None,
+            Some(RuleLevel::On(s)) => Some(*s),
+            None => Some(default),
+        }
+    }
+
+    pub fn is_excluded(&self, namespace: &str) -> bool {
+        self.exclude_namespaces.iter().any(|n| n == namespace)
+    }
+
+    /// Finds the config: `explicit` if given, else the first discovered file upwards from `dir`.
+    pub fn discover(explicit: Option<&Path>, dir: &Path) -> Result<Config, ConfigError> {
+        if let Some(path) = explicit {
+            let text = std::fs::read(path).map_err(|e| ConfigError {
+                file: path.display().to_string(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read config: {e}"),
+            })?;
+            return Config::parse_bytes(text, path);
+        }
+        let mut current = Some(dir);
+        while let Some(d) = current {
+            for name in DISCOVERED_NAMES {
+                let candidate = d.join(name);
+                if candidate.is_file() {
+                    let text = std::fs::read(&candidate).map_err(|e| ConfigError {
+                        file: candidate.display().to_string(),
+                        line: 0,
+                        column: 0,
+                        message: format!("cannot read config: {e}"),
+                    })?;
+                    return Config::parse_bytes(text, &candidate);
+                }
+            }
+            current = d.parent();
+        }
+        Ok(Config::default())
+    }
+
+    fn parse_bytes(bytes: Vec<u8>, path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = load::decode_text(bytes).map_err(|(p, m)| err(&name, p, m))?;
+        let mut config = Config::parse(&text, &name)?;
+        config.path = Some(path.to_owned());
+        Ok(config)
+    }
+
+    /// Parses configuration text; `name` is used in error messages.
+    pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let mut sources = Sources::default();
+        let source = sources.add(SourceFile { name: name.to_owned(), text: text.to_owned(), reported: false });
+        let (docs, problems) = load::parse_source(source, text);
+        if let Some(p) = problems.first() {
+            return Err(err(name, p.position, p.message.clone()));
+        }
+        let mut config = Config::default();
+        let Some(doc) = docs.first() else { return Ok(config) };
+        let reader = Reader { sources: &sources, doc: doc.at, name };
+        let Value::Object(root) = &doc.value else {
+            return Err(reader.error("", "the config must be a mapping".to_owned()));
+        };
+        for (key, value) in root {
+            let at = format!("/{key}");
+            match key.as_str() {
+                "rules" => config.rules = reader.rules(value, &at)?,
+                "dns" => config.dns = reader.dns(value, &at)?,
+                "excludeNamespaces" => config.exclude_namespaces = reader.strings(value, &at)?,
+                "webhook" => config.webhook = reader.webhook(value, &at)?,
+                other => return Err(reader.unknown_key(other, &at, &["rules", "dns", "excludeNamespaces", "webhook"])),
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn err(file: &str, p: Position, message: String) -> ConfigError {
+    ConfigError { file: file.to_owned(), line: p.line, column: p.column, message }
+}
+
+struct Reader<'a> {
+    sources: &'a Sources,
+    doc: load::DocumentRef,
+    name: &'a str,
+}
+
+impl Reader<'_> {
+    fn error(&self, pointer: &str, message: String) -> ConfigError {
+        err(self.name, self.sources.locate(&self.doc, pointer), message)
+    }
+
+    fn unknown_key(&self, key: &str, at: &str, known: &[&str]) -> ConfigError {
+        self.error(at, format!("unknown key {key:?}; expected one of: {}", known.join(", ")))
+    }
+
+    fn map<'v>(&self, value: &'v Value, at: &str) -> Result<&'v serde_json::Map<String, Value>, ConfigError> {
+        match value {
+            Value::Object(m) => Ok(m),
+            other => Err(self.error(at, format!("expected a mapping, found {}", type_name(other)))),
+        }
+    }
+
+    fn string<'v>(&self, value: &'v Value, at: &str) -> Result<&'v str, ConfigError> {
+        value.as_str().ok_or_else(|| self.error(at, format!("expected a string, found {}", type_name(value))))
+    }
+
+    fn strings(&self, value: &Value, at: &str) -> Result<Vec<String>, ConfigError> {
+        let Value::Array(items) = value else {
+            return Err(self.error(at, format!("expected a list of strings, found {}", type_name(value))));
+        };
+        items.iter().enumerate().map(|(i, v)| self.string(v, &format!("{at}/{i}")).map(str::to_owned)).collect()
+    }
+
+    fn rules(&self, value: &Value, at: &str) -> Result<BTreeMap<&'static str, RuleLevel>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (key, level) in self.map(value, at)? {
+            let here = format!("{at}/{}", crate::model::object::pointer_escape(key));
+            let meta = registry::find(key).ok_or_else(|| {
+                self.error(&here, format!("unknown rule {key:?}; run `portcullis rules` for the list"))
+            })?;
+            let level = match level {
+                Value::String(s) => match s.as_str() {
+                    "off" => RuleLevel::Off,
+                    "info" => RuleLevel::On(Severity::Info),
+                    "warning" => RuleLevel::On(Severity::Warning),
+                    "error" => RuleLevel::On(Severity::Error),
+                    other => {
+                        return Err(
+                            self.error(&here, format!("unknown level {other:?}; expected off, info, warning or error"))
+                        );
+                    }
+                },
+                // `PC010: off` parses as the string "off"; YAML 1.1 users may write `false`.
+                Value::Bool(false) => RuleLevel::Off,
+                other => {
+                    return Err(
+                        self.error(&here, format!("expected off, info, warning or error, found {}", type_name(other)))
+                    );
+                }
+            };
+            out.insert(meta.code, level);
+        }
+        Ok(out)
+    }
+
+    fn dns(&self, value: &Value, at: &str) -> Result<DnsConfig, ConfigError> {
+        let mut dns = DnsConfig::default();
+        for (key, v) in self.map(value, at)? {
+            let here = format!("{at}/{key}");
+            match key.as_str() {
+                "namespace" => dns.namespace = self.string(v, &here)?.to_owned(),
+                "podLabels" => {
+                    let mut labels = Labels::new();
+                    for (k, lv) in self.map(v, &here)? {
+                        labels.insert(k.clone(), self.string(lv, &format!("{here}/{k}"))?.to_owned());
+                    }
+                    dns.pod_labels = labels;
+                }
+                "extraIpBlocks" => {
+                    dns.extra_ip_blocks = self
+                        .strings(v, &here)?
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| {
+                            crate::semantics::ip_block::parse_cidr(s).map_err(|m| self.error(&format!("{here}/{i}"), m))
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                other => return Err(self.unknown_key(other, &here, &["namespace", "podLabels", "extraIpBlocks"])),
+            }
+        }
+        Ok(dns)
+    }
+
+    fn webhook(&self, value: &Value, at: &str) -> Result<WebhookConfig, ConfigError> {
+        let mut webhook = WebhookConfig::default();
+        for (key, v) in self.map(value, at)? {
+            let here = format!("{at}/{key}");
+            match key.as_str() {
+                "mode" => {
+                    let s = self.string(v, &here)?;
+                    webhook.mode = WebhookMode::parse(s).ok_or_else(|| {
+                        self.error(&here, format!("unknown mode {s:?}; expected enforce, warn, audit or off"))
+                    })?;
+                }
+                "mutate" => {
+                    for (mk, mv) in self.map(v, &here)? {
+                        let mhere = format!("{here}/{mk}");
+                        match mk.as_str() {
+                            "addDnsAllowance" => {
+                                webhook.add_dns_allowance = mv.as_bool().ok_or_else(|| {
+                                    self.error(&mhere, format!("expected true or false, found {}", type_name(mv)))
+                                })?;
+                            }
+                            other => return Err(self.unknown_key(other, &mhere, &["addDnsAllowance"])),
+                        }
+                    }
+                }
+                other => return Err(self.unknown_key(other, &here, &["mode", "mutate"])),
+            }
+        }
+        Ok(webhook)
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn design_example_parses() {
+        let text = "rules: {PC010: off, egress-allow-all: error}\ndns: {namespace: kube-system, podLabels: {k8s-app: kube-dns}, extraIpBlocks: [169.254.20.10/32]}\nexcludeNamespaces: [kube-system, kube-public, kube-node-lease]\nwebhook: {mode: warn, mutate: {addDnsAllowance: true}}\n";
+        let c = Config::parse(text, "portcullis.yaml").unwrap();
+        assert_eq!(c.rules.get("PC010"), Some(&RuleLevel::Off));
+        assert_eq!(c.rules.get("PC006"), Some(&RuleLevel::On(Severity::Error)));
+        assert_eq!(c.dns.extra_ip_blocks[0].to_string(), "169.254.20.10/32");
+        assert_eq!(c.webhook.mode, WebhookMode::Warn);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_file_and_line() {
+        let e = Config::parse("dns:\n  namespace: kube-system\n  podlabels: {a: b}\n", "p.yaml").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 3));
+        assert!(e.to_string().starts_with("p.yaml:3:3: unknown key \"podlabels\""), "{e}");
+    }
+
+    #[test]
+    fn unknown_rules_and_levels_are_errors() {
+        let e = Config::parse("rules:\n  PC999: off\n", "p.yaml").unwrap_err();
+        assert!(e.message.contains("unknown rule \"PC999\""));
+        assert_eq!(e.line, 2);
+        let e = Config::parse("rules: {PC001: loud}\n", "p.yaml").unwrap_err();
+        assert!(e.message.contains("unknown level \"loud\""));
+    }
+}

@@ -1,0 +1,107 @@
+//! Fixes as data: the NetworkPolicies that make a namespace default-deny without breaking DNS,
+//! and RFC 6902 patches that add DNS to an existing policy. `portcullis fix` writes them; the
+//! webhook's mutations are these same patches.
+
+use json_patch::{AddOperation, Patch, PatchOperation};
+use serde_json::{Value, json};
+
+use crate::config::DnsConfig;
+use crate::model::{Directions, NAMESPACE_NAME_LABEL, Policy};
+use crate::semantics::dns::DNS_PORT;
+
+/// Annotation on objects portcullis generates or changes, saying what it did.
+pub const GENERATED_ANNOTATION: &str = "portcullis.dev/generated";
+
+/// A default-deny policy for the given directions: empty podSelector, no rules.
+pub fn default_deny_policy(namespace: &str, name: &str, directions: Directions) -> Value {
+    let mut types = Vec::new();
+    if directions.ingress {
+        types.push("Ingress");
+    }
+    if directions.egress {
+        types.push("Egress");
+    }
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "annotations": {GENERATED_ANNOTATION: "default-deny written by portcullis fix"},
+        },
+        "spec": {"podSelector": {}, "policyTypes": types},
+    })
+}
+
+/// A policy letting every pod of a namespace reach cluster DNS on UDP and TCP 53.
+pub fn allow_dns_policy(namespace: &str, name: &str, dns: &DnsConfig) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "annotations": {GENERATED_ANNOTATION: "DNS allowance written by portcullis fix"},
+        },
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [dns_egress_rule(dns)]},
+    })
+}
+
+/// The egress rule allowing DNS: the DNS pods in the DNS namespace (selected by the label
+/// Kubernetes sets on every namespace) plus any extra DNS addresses, on UDP and TCP 53.
+pub fn dns_egress_rule(dns: &DnsConfig) -> Value {
+    let mut to = vec![json!({
+        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: dns.namespace}},
+        "podSelector": {"matchLabels": dns.pod_labels},
+    })];
+    for block in &dns.extra_ip_blocks {
+        to.push(json!({"ipBlock": {"cidr": block.to_string()}}));
+    }
+    json!({
+        "to": to,
+        "ports": [
+            {"port": DNS_PORT, "protocol": "UDP"},
+            {"port": DNS_PORT, "protocol": "TCP"},
+        ],
+    })
+}
+
+/// A patch that appends the DNS rule to a policy's egress rules and writes out `policyTypes`
+/// when it was left to defaulting (so the policy's meaning no longer depends on it).
+///
+/// `object` is the policy object as in the input (paths are relative to it).
+pub fn dns_patch(policy: &Policy, object: &Value, dns: &DnsConfig) -> Patch {
+    let mut ops = Vec::new();
+    if !policy.types_explicit {
+        let mut types = Vec::new();
+        if policy.types.ingress {
+            types.push("Ingress");
+        }
+        types.push("Egress");
+        ops.push(add("/spec/policyTypes", json!(types)));
+    }
+    let has_egress_list = object.pointer("/spec/egress").is_some_and(Value::is_array);
+    if has_egress_list {
+        ops.push(add("/spec/egress/-", dns_egress_rule(dns)));
+    } else {
+        ops.push(add("/spec/egress", json!([dns_egress_rule(dns)])));
+    }
+    Patch(ops)
+}
+
+/// A patch adding TCP 53 next to the UDP 53 entry of an egress rule.
+pub fn dns_tcp_patch(rule_index: usize) -> Patch {
+    Patch(vec![add(&format!("/spec/egress/{rule_index}/ports/-"), json!({"port": DNS_PORT, "protocol": "TCP"}))])
+}
+
+fn add(path: &str, value: Value) -> PatchOperation {
+    // Paths here are built from constants and indexes, so they are always valid pointers.
+    PatchOperation::Add(AddOperation { path: path.parse().unwrap_or_default(), value })
+}
+
+/// Applies a patch to a copy of `value`.
+pub fn apply(value: &Value, patch: &Patch) -> Result<Value, json_patch::PatchError> {
+    let mut out = value.clone();
+    json_patch::patch(&mut out, patch)?;
+    Ok(out)
+}

@@ -1,0 +1,281 @@
+use k8s_openapi::api::networking::v1::{NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{Context, Rule, RuleMeta, declare_rule};
+use crate::finding::{Applicability, Edit, Finding, Fix};
+use crate::fix::dns_patch;
+use crate::model::{NAMESPACE_NAME_LABEL, Policy, PolicyId, Protocol};
+use crate::semantics::dns::{DNS_PORT, DnsTarget, dns_reach};
+use crate::semantics::evaluator::{peer_matches, port_matches};
+use crate::semantics::selector::{describe_selector, selector_matches};
+use crate::semantics::{Endpoint, ParsedIpBlock, Traffic};
+
+declare_rule! {
+    /// ## What it does
+    /// Finds workloads whose pods are egress-isolated yet cannot reach cluster DNS (the
+    /// `k8s-app=kube-dns` pods in `kube-system`, or a configured extra address such as NodeLocal
+    /// DNSCache `169.254.20.10`) on UDP 53, and says why: which policies isolate the pods and
+    /// what is wrong with the rule that was meant to allow DNS.
+    ///
+    /// ## Why is this bad?
+    /// Every name lookup times out, so the application fails in ways that do not look like a
+    /// network policy problem. The classic causes: no DNS rule at all; a namespaceSelector on
+    /// `name: kube-system`, a label Kubernetes does not set (it sets
+    /// `kubernetes.io/metadata.name`); a podSelector without a namespaceSelector, which looks in
+    /// the policy's own namespace; or an ipBlock holding the kube-dns Service IP, which policies
+    /// never see because Service addresses are translated first.
+    ///
+    /// ## Example
+    /// ```yaml
+    /// spec:
+    ///   podSelector: {}
+    ///   policyTypes: [Egress]
+    ///   egress:
+    ///   - to:
+    ///     - namespaceSelector: {matchLabels: {name: kube-system}}
+    ///     ports:
+    ///     - {port: 53, protocol: UDP}
+    /// ```
+    ///
+    /// Use instead:
+    /// ```yaml
+    ///   egress:
+    ///   - to:
+    ///     - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
+    ///       podSelector: {matchLabels: {k8s-app: kube-dns}}
+    ///     ports:
+    ///     - {port: 53, protocol: UDP}
+    ///     - {port: 53, protocol: TCP}
+    /// ```
+    ///
+    /// ## Fix safety
+    /// Safe: the fix appends the DNS rule above to a policy that isolates the pods (and writes out
+    /// its `policyTypes` if they were defaulted). It only adds DNS to cluster DNS.
+    pub struct EgressBlocksDns {
+        code: "PC003",
+        name: "egress-blocks-dns",
+        severity: Error,
+        fix: Safe,
+    }
+}
+
+impl Rule for EgressBlocksDns {
+    fn meta(&self) -> &'static RuleMeta {
+        &Self::META
+    }
+
+    fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
+        let inv = cx.inventory;
+        for (i, w) in inv.workloads.iter().enumerate() {
+            let id = crate::model::WorkloadId(i);
+            let Some(reach) = dns_reach(&cx.eval, id, &cx.dns) else { continue };
+            if !reach.udp.is_empty() {
+                continue;
+            }
+            let names: Vec<String> = reach.isolated_by.iter().map(|&p| inv.policy(p).name.clone()).collect();
+            let diagnoses = diagnose(cx, &reach.isolated_by);
+            let why = match diagnoses.first() {
+                Some(d) => d.reason.clone(),
+                None => format!(
+                    "no egress rule of {} allows UDP 53 to cluster DNS ({})",
+                    plural_policies(&names),
+                    describe_target(&cx.dns)
+                ),
+            };
+            let mut f = cx.finding(
+                &Self::META,
+                w.object,
+                "/metadata/name",
+                format!(
+                    "pods of {} cannot resolve names: egress is isolated by {} and {why}",
+                    super::workload_label(cx, id),
+                    plural_policies(&names)
+                ),
+            );
+            for &p in &reach.isolated_by {
+                let policy = inv.policy(p);
+                f.related.push(cx.related(
+                    policy.object,
+                    "/spec/podSelector",
+                    format!("policy {} isolates egress of these pods", policy.name),
+                ));
+            }
+            for d in diagnoses.iter().skip(1).chain(diagnoses.first()) {
+                let policy = inv.policy(d.policy);
+                f.related.push(cx.related(policy.object, &d.pointer, d.reason.clone()));
+            }
+            let target = reach.isolated_by[0];
+            let policy = inv.policy(target);
+            let object = inv.object(policy.object);
+            f.fix = Some(Fix {
+                description: format!(
+                    "append a DNS egress rule (UDP and TCP 53 to cluster DNS) to policy {}",
+                    policy.name
+                ),
+                applicability: Applicability::Safe,
+                edits: vec![Edit::Patch {
+                    object: policy.object,
+                    patch: dns_patch(policy, &object.value, &cx.config.dns),
+                }],
+            });
+            out.push(f);
+        }
+    }
+}
+
+fn plural_policies(names: &[String]) -> String {
+    match names {
+        [one] => format!("policy {one}"),
+        many => format!("policies {}", many.join(", ")),
+    }
+}
+
+fn describe_target(dns: &DnsTarget) -> String {
+    let labels: Vec<String> = dns.pod_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut s = format!("pods {} in namespace {}", labels.join(","), dns.namespace);
+    for block in &dns.extra {
+        s.push_str(&format!(" or {block}"));
+    }
+    s
+}
+
+/// Why a rule that looks like a DNS rule does not let DNS through.
+struct Diagnosis {
+    policy: PolicyId,
+    pointer: String,
+    reason: String,
+}
+
+/// Finds the rules that were probably meant to allow DNS and explains each failure.
+fn diagnose(cx: &Context<'_>, policies: &[PolicyId]) -> Vec<Diagnosis> {
+    let mut out = Vec::new();
+    for &pid in policies {
+        let policy = cx.inventory.policy(pid);
+        for (i, rule) in policy.spec.egress.iter().flatten().enumerate() {
+            if !looks_like_dns(rule, &cx.dns) {
+                continue;
+            }
+            let base = format!("/spec/egress/{i}");
+            if let Some((pointer, reason)) = explain_rule(cx, policy, rule, &base) {
+                out.push(Diagnosis { policy: pid, pointer, reason });
+            }
+        }
+    }
+    out
+}
+
+fn looks_like_dns(rule: &NetworkPolicyEgressRule, dns: &DnsTarget) -> bool {
+    let port_53 = rule.ports.iter().flatten().any(|p| match &p.port {
+        Some(IntOrString::Int(n)) => (*n..=p.end_port.unwrap_or(*n)).contains(&DNS_PORT),
+        Some(IntOrString::String(name)) => name.contains("dns"),
+        None => false,
+    });
+    let mentions_dns = rule.to.iter().flatten().any(|peer| {
+        let sel_mentions = |s: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>| {
+            s.as_ref().is_some_and(|s| {
+                s.match_labels
+                    .iter()
+                    .flatten()
+                    .any(|(k, v)| v == &dns.namespace || dns.pod_labels.get(k) == Some(v) || v.contains("dns"))
+            })
+        };
+        sel_mentions(&peer.namespace_selector) || sel_mentions(&peer.pod_selector)
+    });
+    port_53 || mentions_dns
+}
+
+/// The first reason the rule misses UDP 53 to cluster DNS, with the pointer to blame.
+fn explain_rule(
+    cx: &Context<'_>,
+    policy: &Policy,
+    rule: &NetworkPolicyEgressRule,
+    base: &str,
+) -> Option<(String, String)> {
+    let dns = &cx.dns;
+    let name = &policy.name;
+    let udp = Traffic { port: DNS_PORT, protocol: Protocol::Udp };
+    let ports: &[NetworkPolicyPort] = rule.ports.as_deref().unwrap_or_default();
+    if !ports.is_empty() && !ports.iter().any(|p| port_matches(p, &dns.ports, udp)) {
+        let tcp_only =
+            ports.iter().any(|p| port_matches(p, &dns.ports, Traffic { port: DNS_PORT, protocol: Protocol::Tcp }));
+        let reason = if tcp_only {
+            format!("the DNS rule in policy {name} allows port 53 only over TCP; lookups use UDP first")
+        } else {
+            format!("the DNS rule in policy {name} does not allow UDP port 53")
+        };
+        return Some((format!("{base}/ports"), reason));
+    }
+    let peers: &[NetworkPolicyPeer] = rule.to.as_deref().unwrap_or_default();
+    let pod = Endpoint::Pod(dns.pod());
+    for (i, peer) in peers.iter().enumerate() {
+        if peer_matches(peer, &policy.namespace, &pod, &cx.eval) {
+            return None;
+        }
+        let at = format!("{base}/to/{i}");
+        if let Some(block) = &peer.ip_block {
+            let covers_extra =
+                ParsedIpBlock::parse(block).is_ok_and(|b| dns.extra.iter().any(|e| b.contains(e.addr())));
+            if covers_extra {
+                return None;
+            }
+            return Some((
+                format!("{at}/ipBlock"),
+                format!(
+                    "the DNS rule in policy {name} allows ipBlock {}, which does not hold the DNS pods: policies see pod addresses after Service translation, so a kube-dns Service IP never matches; select the DNS pods instead",
+                    block.cidr
+                ),
+            ));
+        }
+        match &peer.namespace_selector {
+            None => {
+                if peer.pod_selector.as_ref().is_some_and(|s| selector_matches(s, &dns.pod_labels)) {
+                    return Some((
+                        format!("{at}/podSelector"),
+                        format!(
+                            "the DNS rule in policy {name} has a podSelector without a namespaceSelector, which selects pods in namespace {}, not {}",
+                            policy.namespace, dns.namespace
+                        ),
+                    ));
+                }
+            }
+            Some(ns_sel) if !selector_matches(ns_sel, &dns.namespace_labels) => {
+                let wrong_key = ns_sel
+                    .match_labels
+                    .iter()
+                    .flatten()
+                    .find(|(k, v)| *v == &dns.namespace && k.as_str() != NAMESPACE_NAME_LABEL);
+                let reason = match wrong_key {
+                    Some((k, v)) => format!(
+                        "the DNS rule in policy {name} selects namespaces labelled {k}={v}; Kubernetes only sets {NAMESPACE_NAME_LABEL}"
+                    ),
+                    None => format!(
+                        "the DNS rule in policy {name} selects namespaces {}, which does not match namespace {} (labels: {})",
+                        describe_selector(ns_sel),
+                        dns.namespace,
+                        dns.namespace_labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+                    ),
+                };
+                return Some((format!("{at}/namespaceSelector"), reason));
+            }
+            Some(_) => {
+                if let Some(pod_sel) = &peer.pod_selector {
+                    return Some((
+                        format!("{at}/podSelector"),
+                        format!(
+                            "the DNS rule in policy {name} selects pods {}, which does not match the DNS pods ({})",
+                            describe_selector(pod_sel),
+                            dns.pod_labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if peers.is_empty() {
+        return None;
+    }
+    Some((
+        format!("{base}/to"),
+        format!("the DNS rule in policy {name} does not select cluster DNS ({})", describe_target(dns)),
+    ))
+}

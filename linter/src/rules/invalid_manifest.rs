@@ -1,0 +1,136 @@
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
+
+use super::{Context, Rule, RuleMeta, declare_rule};
+use crate::finding::{Anchor, Finding};
+use crate::semantics::Direction;
+use crate::semantics::selector::selector_problem;
+
+declare_rule! {
+    /// ## What it does
+    /// Reports input that is not a valid Kubernetes object: YAML or JSON that does not parse,
+    /// binary or oversized files, documents without `apiVersion`/`kind`, fields of the wrong type
+    /// in a kind portcullis knows, removed API versions, and NetworkPolicy values the API server
+    /// rejects that no other rule covers (selector operators, empty peers, unknown `policyTypes`).
+    ///
+    /// ## Why is this bad?
+    /// `kubectl apply` refuses the object, so the policy you think protects a namespace does not
+    /// exist. The rest of the input is still linted.
+    ///
+    /// ## Example
+    /// ```yaml
+    /// apiVersion: networking.k8s.io/v1
+    /// kind: NetworkPolicy
+    /// metadata: {name: web}
+    /// spec:
+    ///   podSelector: {matchLabels: {app: web}}
+    ///   ingress:
+    ///   - from:
+    ///     - {}          # a peer must set podSelector, namespaceSelector or ipBlock
+    /// ```
+    ///
+    /// Use instead:
+    /// ```yaml
+    ///   ingress:
+    ///   - from:
+    ///     - podSelector: {}
+    /// ```
+    ///
+    /// ## Fix safety
+    /// No automatic fix: only the author knows what was meant.
+    pub struct InvalidManifest {
+        code: "PC000",
+        name: "invalid-manifest",
+        severity: Error,
+        fix: None,
+    }
+}
+
+impl Rule for InvalidManifest {
+    fn meta(&self) -> &'static RuleMeta {
+        &Self::META
+    }
+
+    fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
+        let meta = &Self::META;
+        for p in cx.load_problems {
+            out.push(Finding {
+                code: meta.code,
+                rule: meta.name,
+                severity: meta.severity,
+                message: p.message.clone(),
+                anchor: Anchor::Position { source: p.source, position: p.position },
+                object: None,
+                object_id: None,
+                related: Vec::new(),
+                fix: None,
+            });
+        }
+        for p in &cx.inventory.problems {
+            out.push(Finding {
+                code: meta.code,
+                rule: meta.name,
+                severity: meta.severity,
+                message: p.message.clone(),
+                anchor: Anchor::Node { doc: p.doc, pointer: p.pointer.clone() },
+                object: p.object.clone(),
+                object_id: None,
+                related: Vec::new(),
+                fix: None,
+            });
+        }
+        for policy in &cx.inventory.policies {
+            let obj = policy.object;
+            for (i, t) in policy.spec.policy_types.iter().flatten().enumerate() {
+                if t != "Ingress" && t != "Egress" {
+                    out.push(cx.finding(
+                        meta,
+                        obj,
+                        &format!("/spec/policyTypes/{i}"),
+                        format!("unknown policy type {t:?}; expected Ingress or Egress"),
+                    ));
+                }
+            }
+            if let Some(problem) = policy.spec.pod_selector.as_ref().and_then(selector_problem) {
+                out.push(cx.finding(meta, obj, "/spec/podSelector", format!("invalid podSelector: {problem}")));
+            }
+            let directions = [
+                (
+                    Direction::Ingress,
+                    "ingress",
+                    "from",
+                    policy.spec.ingress.as_ref().map(|r| r.iter().map(|r| r.from.as_deref()).collect::<Vec<_>>()),
+                ),
+                (
+                    Direction::Egress,
+                    "egress",
+                    "to",
+                    policy.spec.egress.as_ref().map(|r| r.iter().map(|r| r.to.as_deref()).collect::<Vec<_>>()),
+                ),
+            ];
+            for (_, key, peers_key, rules) in directions {
+                for (ri, peers) in rules.into_iter().flatten().enumerate() {
+                    for (pi, peer) in peers.into_iter().flatten().enumerate() {
+                        let at = format!("/spec/{key}/{ri}/{peers_key}/{pi}");
+                        if let Some(msg) = peer_problem(peer) {
+                            out.push(cx.finding(meta, obj, &at, msg));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn peer_problem(peer: &NetworkPolicyPeer) -> Option<String> {
+    if peer.ip_block.is_none() && peer.pod_selector.is_none() && peer.namespace_selector.is_none() {
+        return Some(
+            "peer sets none of podSelector, namespaceSelector or ipBlock; the API server rejects it".to_owned(),
+        );
+    }
+    for (what, sel) in [("podSelector", &peer.pod_selector), ("namespaceSelector", &peer.namespace_selector)] {
+        if let Some(problem) = sel.as_ref().and_then(selector_problem) {
+            return Some(format!("invalid {what}: {problem}"));
+        }
+    }
+    None
+}

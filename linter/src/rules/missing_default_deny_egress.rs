@@ -1,0 +1,130 @@
+use super::{Context, Rule, RuleMeta, declare_rule};
+use crate::finding::{Applicability, Edit, Finding, Fix};
+use crate::fix::{allow_dns_policy, default_deny_policy};
+use crate::model::Directions;
+use crate::semantics::Direction;
+
+declare_rule! {
+    /// ## What it does
+    /// Finds namespaces that run workloads but have no NetworkPolicy with an empty `podSelector`
+    /// isolating `Egress`: a namespace-wide default-deny for outgoing traffic.
+    ///
+    /// ## Why is this bad?
+    /// Without it, pods may connect anywhere: other namespaces, cloud metadata endpoints, the
+    /// internet. A compromised pod can exfiltrate data or move laterally.
+    ///
+    /// ## Example
+    /// A namespace `shop` with a Deployment and only ingress policies.
+    ///
+    /// Use instead (default-deny plus the DNS allowance every pod needs):
+    /// ```yaml
+    /// apiVersion: networking.k8s.io/v1
+    /// kind: NetworkPolicy
+    /// metadata: {name: default-deny-egress, namespace: shop}
+    /// spec:
+    ///   podSelector: {}
+    ///   policyTypes: [Egress]
+    /// ---
+    /// apiVersion: networking.k8s.io/v1
+    /// kind: NetworkPolicy
+    /// metadata: {name: allow-dns, namespace: shop}
+    /// spec:
+    ///   podSelector: {}
+    ///   policyTypes: [Egress]
+    ///   egress:
+    ///   - to:
+    ///     - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
+    ///       podSelector: {matchLabels: {k8s-app: kube-dns}}
+    ///     ports:
+    ///     - {port: 53, protocol: UDP}
+    ///     - {port: 53, protocol: TCP}
+    /// ```
+    ///
+    /// ## Fix safety
+    /// Unsafe: the fix writes both policies above. DNS keeps working, but every other outgoing
+    /// connection that no policy allows is blocked.
+    pub struct MissingDefaultDenyEgress {
+        code: "PC002",
+        name: "missing-default-deny-egress",
+        severity: Error,
+        fix: Unsafe,
+    }
+}
+
+impl Rule for MissingDefaultDenyEgress {
+    fn meta(&self) -> &'static RuleMeta {
+        &Self::META
+    }
+
+    fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
+        check_default_deny(cx, &Self::META, Direction::Egress, out);
+    }
+}
+
+/// Shared by PC001 and PC002: one finding per namespace with workloads and no default-deny.
+pub(super) fn check_default_deny(
+    cx: &Context<'_>,
+    meta: &'static RuleMeta,
+    direction: Direction,
+    out: &mut Vec<Finding>,
+) {
+    let inv = cx.inventory;
+    for ns in inv.namespaces_with_workloads() {
+        if cx.eval.default_deny_policy(&ns.name, direction).is_some() {
+            continue;
+        }
+        let first = ns.workloads[0];
+        let (object, pointer) = match ns.object {
+            Some(o) => (o, "/metadata/name"),
+            None => (inv.workload(first).object, "/metadata/namespace"),
+        };
+        let (dir, consequence) = match direction {
+            Direction::Ingress => ("Ingress", "any pod in the cluster may connect to its pods"),
+            Direction::Egress => ("Egress", "its pods may connect to any destination"),
+        };
+        let mut f = cx.finding(
+            meta,
+            object,
+            pointer,
+            format!(
+                "namespace {} has workloads but no policy with an empty podSelector isolates {dir}; {consequence}",
+                ns.name
+            ),
+        );
+        for &w in ns.workloads.iter().take(3) {
+            f.related.push(cx.related(
+                inv.workload(w).object,
+                "/metadata/name",
+                format!("{} runs here", super::workload_label(cx, w)),
+            ));
+        }
+        let name_free = |name: &str| inv.policies_in(&ns.name).all(|(_, p)| p.name != name);
+        let pick = |base: &str| if name_free(base) { base.to_owned() } else { format!("portcullis-{base}") };
+        let mut edits = Vec::new();
+        match direction {
+            Direction::Ingress => {
+                let name = pick("default-deny-ingress");
+                edits.push(Edit::Create(default_deny_policy(
+                    &ns.name,
+                    &name,
+                    Directions { ingress: true, egress: false },
+                )));
+            }
+            Direction::Egress => {
+                let name = pick("default-deny-egress");
+                edits.push(Edit::Create(default_deny_policy(
+                    &ns.name,
+                    &name,
+                    Directions { ingress: false, egress: true },
+                )));
+                edits.push(Edit::Create(allow_dns_policy(&ns.name, &pick("allow-dns"), &cx.config.dns)));
+            }
+        }
+        f.fix = Some(Fix {
+            description: format!("add a default-deny {dir} policy to namespace {}", ns.name),
+            applicability: Applicability::Unsafe,
+            edits,
+        });
+        out.push(f);
+    }
+}

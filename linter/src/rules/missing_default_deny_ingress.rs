@@ -1,0 +1,46 @@
+use super::{Context, Rule, RuleMeta, declare_rule};
+use crate::finding::Finding;
+use crate::semantics::Direction;
+
+declare_rule! {
+    /// ## What it does
+    /// Finds namespaces that run workloads but have no NetworkPolicy with an empty `podSelector`
+    /// isolating `Ingress`: a namespace-wide default-deny for incoming traffic.
+    ///
+    /// ## Why is this bad?
+    /// Without it, every pod that no other policy selects accepts connections from anywhere in
+    /// the cluster. A new workload is open until someone remembers to write its policy.
+    ///
+    /// ## Example
+    /// A namespace `shop` with a Deployment and no policies.
+    ///
+    /// Use instead:
+    /// ```yaml
+    /// apiVersion: networking.k8s.io/v1
+    /// kind: NetworkPolicy
+    /// metadata: {name: default-deny-ingress, namespace: shop}
+    /// spec:
+    ///   podSelector: {}
+    ///   policyTypes: [Ingress]
+    /// ```
+    ///
+    /// ## Fix safety
+    /// Unsafe: the fix writes the default-deny policy above, which blocks every connection to the
+    /// namespace that no other policy allows. Review which traffic must stay allowed first.
+    pub struct MissingDefaultDenyIngress {
+        code: "PC001",
+        name: "missing-default-deny-ingress",
+        severity: Error,
+        fix: Unsafe,
+    }
+}
+
+impl Rule for MissingDefaultDenyIngress {
+    fn meta(&self) -> &'static RuleMeta {
+        &Self::META
+    }
+
+    fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
+        super::missing_default_deny_egress::check_default_deny(cx, &Self::META, Direction::Ingress, out);
+    }
+}

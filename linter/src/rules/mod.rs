@@ -1,0 +1,195 @@
+//! The rule catalogue. One rule per file; [`registry`] maps codes and names to rules.
+//!
+//! A rule is declared with [`declare_rule!`]: its doc comment (fixed headings `## What it does`,
+//! `## Why is this bad?`, `## Example`, `Use instead:`, `## Fix safety`) is written once and
+//! reused by `portcullis rule`, SARIF and `docs/rules.md`.
+
+use crate::config::Config;
+use crate::finding::{Anchor, Finding, Related, Severity};
+use crate::load::LoadProblem;
+use crate::model::{Inventory, Object, ObjectId};
+use crate::semantics::Evaluator;
+use crate::semantics::dns::DnsTarget;
+
+pub mod registry;
+
+mod dns_open_to_any;
+mod dns_tcp_missing;
+mod egress_allow_all;
+mod egress_blocks_dns;
+mod host_network_bypass;
+mod ignored_rules;
+mod ingress_allow_all;
+mod invalid_egress_intent;
+mod invalid_ip_block;
+mod invalid_manifest;
+mod invalid_port;
+mod missing_default_deny_egress;
+mod missing_default_deny_ingress;
+mod peer_and_or_confusion;
+mod selector_matches_nothing;
+mod unknown_named_port;
+
+/// Whether a rule offers fixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FixAvailability {
+    None,
+    Safe,
+    Unsafe,
+}
+
+/// A rule's identity and documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleMeta {
+    pub code: &'static str,
+    pub name: &'static str,
+    pub severity: Severity,
+    pub fix: FixAvailability,
+    /// Markdown docs, from the rule's doc comment.
+    pub docs: &'static str,
+}
+
+impl RuleMeta {
+    /// Docs with the one leading space of each doc-comment line removed.
+    pub fn docs_markdown(&self) -> String {
+        let mut out = String::new();
+        for line in self.docs.lines() {
+            out.push_str(line.strip_prefix(' ').unwrap_or(line));
+            out.push('\n');
+        }
+        out.trim().to_owned() + "\n"
+    }
+
+    /// The first sentence of "What it does", for tables.
+    pub fn summary(&self) -> String {
+        let docs = self.docs_markdown();
+        let body = docs.split("## What it does").nth(1).unwrap_or(&docs);
+        let para: Vec<&str> = body.trim_start().lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+        let para = para.join(" ");
+        match para.find(". ") {
+            Some(i) => para[..=i].to_owned(),
+            None => para,
+        }
+    }
+}
+
+/// A rule: metadata plus a check over the whole input.
+pub trait Rule: Sync {
+    fn meta(&self) -> &'static RuleMeta;
+    fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>);
+}
+
+/// Declares a rule struct with its metadata; the doc comment becomes its docs.
+macro_rules! declare_rule {
+    (
+        $(#[doc = $doc:literal])*
+        pub struct $name:ident {
+            code: $code:literal,
+            name: $rule:literal,
+            severity: $sev:ident,
+            fix: $fix:ident $(,)?
+        }
+    ) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct $name;
+
+        impl $name {
+            pub const META: $crate::rules::RuleMeta = $crate::rules::RuleMeta {
+                code: $code,
+                name: $rule,
+                severity: $crate::finding::Severity::$sev,
+                fix: $crate::rules::FixAvailability::$fix,
+                docs: concat!($($doc, "\n"),*),
+            };
+        }
+    };
+}
+pub(crate) use declare_rule;
+
+/// What a rule sees.
+#[derive(Debug)]
+pub struct Context<'a> {
+    pub inventory: &'a Inventory,
+    pub config: &'a Config,
+    pub eval: Evaluator<'a>,
+    pub dns: DnsTarget,
+    pub load_problems: &'a [LoadProblem],
+}
+
+impl<'a> Context<'a> {
+    pub fn new(inventory: &'a Inventory, config: &'a Config, load_problems: &'a [LoadProblem]) -> Context<'a> {
+        let eval = Evaluator::new(inventory);
+        let dns = DnsTarget::new(&config.dns, &eval);
+        Context { inventory, config, eval, dns, load_problems }
+    }
+
+    /// An anchor at `pointer` (relative to the object) in an object.
+    pub fn at(&self, object: ObjectId, pointer: &str) -> Anchor {
+        let o: &Object = self.inventory.object(object);
+        Anchor::Node { doc: o.doc, pointer: o.doc_pointer(pointer) }
+    }
+
+    /// A finding about an object, with the rule's default severity.
+    pub fn finding(&self, meta: &'static RuleMeta, object: ObjectId, pointer: &str, message: String) -> Finding {
+        Finding {
+            code: meta.code,
+            rule: meta.name,
+            severity: meta.severity,
+            message,
+            anchor: self.at(object, pointer),
+            object: Some(self.inventory.object(object).id.clone()),
+            object_id: Some(object),
+            related: Vec::new(),
+            fix: None,
+        }
+    }
+
+    /// A related location inside an object.
+    pub fn related(&self, object: ObjectId, pointer: &str, message: String) -> Related {
+        Related { anchor: self.at(object, pointer), message }
+    }
+}
+
+/// Runs every enabled rule and applies configuration: levels, excluded namespaces and
+/// `portcullis.dev/ignore` annotations. Findings come back ordered by file and document.
+pub fn run(cx: &Context<'_>) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for rule in registry::RULES {
+        let meta = rule.meta();
+        let Some(severity) = cx.config.severity(meta.code, meta.severity) else { continue };
+        let start = findings.len();
+        rule.check(cx, &mut findings);
+        for f in &mut findings[start..] {
+            f.severity = severity;
+        }
+    }
+    findings.retain(|f| !suppressed(cx, f));
+    findings.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+    findings
+}
+
+fn sort_key(f: &Finding) -> (u32, usize, &'static str) {
+    match &f.anchor {
+        Anchor::Node { doc, .. } => (doc.source.0, doc.index, f.code),
+        Anchor::Position { source, position } => (source.0, position.line, f.code),
+    }
+}
+
+fn suppressed(cx: &Context<'_>, f: &Finding) -> bool {
+    let Some(object) = &f.object else { return false };
+    let namespace = if object.kind == "Namespace" { Some(object.name.as_str()) } else { object.namespace.as_deref() };
+    if namespace.is_some_and(|ns| cx.config.is_excluded(ns)) {
+        return true;
+    }
+    f.object_id.is_some_and(|id| {
+        let ignore = cx.inventory.ignored(id);
+        ignore.contains(f.code) || ignore.contains(f.rule)
+    })
+}
+
+/// Human name of a workload for messages: `Deployment shop/pay`.
+pub(crate) fn workload_label(cx: &Context<'_>, id: crate::model::WorkloadId) -> String {
+    let w = cx.inventory.workload(id);
+    format!("{} {}/{}", cx.inventory.object(w.object).id.kind, w.namespace, w.name)
+}

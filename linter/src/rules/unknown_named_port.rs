@@ -1,0 +1,134 @@
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{Context, Rule, RuleMeta, declare_rule};
+use crate::finding::Finding;
+use crate::model::{Protocol, Workload};
+use crate::semantics::evaluator::{peers_match, policy_selects};
+use crate::semantics::{Direction, Endpoint};
+
+declare_rule! {
+    /// ## What it does
+    /// Finds a named port (`port: http`) that no container of the pods concerned declares: for
+    /// ingress, the pods the policy selects; for egress, the destination pods the rule's peers
+    /// select. Only judged when those pods' workloads are in the input.
+    ///
+    /// ## Why is this bad?
+    /// A named port resolves against the destination pod's `containerPort` names (and protocol).
+    /// A name no container declares matches nothing, so the rule allows nothing, usually after a
+    /// port was renamed in the Deployment.
+    ///
+    /// ## Example
+    /// ```yaml
+    ///   ingress:
+    ///   - ports:
+    ///     - port: htpp
+    /// ```
+    ///
+    /// Use instead:
+    /// ```yaml
+    ///     - port: http
+    /// ```
+    ///
+    /// ## Fix safety
+    /// No automatic fix.
+    pub struct UnknownNamedPort {
+        code: "PC012",
+        name: "unknown-named-port",
+        severity: Warning,
+        fix: None,
+    }
+}
+
+impl Rule for UnknownNamedPort {
+    fn meta(&self) -> &'static RuleMeta {
+        &Self::META
+    }
+
+    fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
+        let inv = cx.inventory;
+        for policy in &inv.policies {
+            // Ingress: names resolve on the selected pods of the policy's namespace.
+            for (ri, rule) in policy.spec.ingress.iter().flatten().enumerate() {
+                let selected: Vec<&Workload> = inv
+                    .workloads_in(&policy.namespace)
+                    .map(|(_, w)| w)
+                    .filter(|w| policy_selects(policy, &w.labels))
+                    .collect();
+                report(
+                    cx,
+                    policy,
+                    "ingress",
+                    ri,
+                    rule.ports.as_deref(),
+                    &selected,
+                    "the pods this policy selects",
+                    out,
+                );
+            }
+            // Egress: names resolve on the destination pods the rule's peers select.
+            for (ri, rule) in policy.spec.egress.iter().flatten().enumerate() {
+                if !rule.ports.iter().flatten().any(|p| matches!(p.port, Some(IntOrString::String(_)))) {
+                    continue;
+                }
+                let destinations: Vec<&Workload> = inv
+                    .workloads
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| {
+                        let pod = cx.eval.pod(crate::model::WorkloadId(*i));
+                        peers_match(rule.to.as_deref(), &policy.namespace, &Endpoint::Pod(pod), &cx.eval)
+                    })
+                    .map(|(_, w)| w)
+                    .collect();
+                report(
+                    cx,
+                    policy,
+                    "egress",
+                    ri,
+                    rule.ports.as_deref(),
+                    &destinations,
+                    "the destination pods of this rule",
+                    out,
+                );
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    cx: &Context<'_>,
+    policy: &crate::model::Policy,
+    key: &str,
+    ri: usize,
+    ports: Option<&[k8s_openapi::api::networking::v1::NetworkPolicyPort]>,
+    pods: &[&Workload],
+    whose: &str,
+    out: &mut Vec<Finding>,
+) {
+    if pods.is_empty() {
+        return;
+    }
+    let _ = Direction::Ingress;
+    for (pi, port) in ports.unwrap_or_default().iter().enumerate() {
+        let Some(IntOrString::String(name)) = &port.port else { continue };
+        let protocol = port.protocol.as_deref().and_then(Protocol::parse).unwrap_or(Protocol::Tcp);
+        let declared =
+            pods.iter().any(|w| w.ports.iter().any(|c| c.name.as_deref() == Some(name) && c.protocol == protocol));
+        if declared {
+            continue;
+        }
+        let same_name_other_protocol = pods.iter().any(|w| w.ports.iter().any(|c| c.name.as_deref() == Some(name)));
+        let hint = if same_name_other_protocol {
+            format!(" over {protocol} (it is declared with another protocol)")
+        } else {
+            String::new()
+        };
+        out.push(cx.finding(
+            &UnknownNamedPort::META,
+            policy.object,
+            &format!("/spec/{key}/{ri}/ports/{pi}/port"),
+            format!("named port {name:?} in policy {} is not declared by any container of {whose}{hint}; the rule matches no traffic on it", policy.name),
+        ));
+    }
+}

@@ -1,0 +1,302 @@
+//! The one evaluator: "may A send to B on port/protocol, and which policy rules decide it?"
+//!
+//! Follows the NetworkPolicy reference (networking.k8s.io/v1):
+//! - a pod is isolated for a direction when any policy of its namespace selects it and has that
+//!   direction in its (defaulted) `policyTypes`;
+//! - an isolated pod's allowed traffic is the union of all rules of those policies;
+//! - traffic between two pods needs both the sender's egress and the receiver's ingress;
+//! - a rule with no `to`/`from` matches every peer, a rule with no `ports` every port;
+//! - a peer with `namespaceSelector` and `podSelector` is their AND; without
+//!   `namespaceSelector` it means the policy's own namespace;
+//! - ports default to TCP; named ports resolve against the destination pod's containers;
+//!   `endPort` makes an inclusive range;
+//! - NetworkPolicy does not apply to hostNetwork pods.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::networking::v1::{NetworkPolicyPeer, NetworkPolicyPort};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::ip_block::ParsedIpBlock;
+use super::selector::selector_matches;
+use crate::model::{ContainerPort, Inventory, Labels, Policy, PolicyId, Protocol, Workload, WorkloadId};
+
+/// The traffic direction a policy rule governs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// A pod as the evaluator sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct PodView<'a> {
+    pub namespace: &'a str,
+    pub labels: &'a Labels,
+    pub namespace_labels: &'a Labels,
+    pub ports: &'a [ContainerPort],
+    /// Known addresses (`status.podIPs`); empty when unknown.
+    pub ips: &'a [IpAddr],
+    pub host_network: bool,
+    pub workload: Option<WorkloadId>,
+}
+
+/// One end of a connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Endpoint<'a> {
+    Pod(PodView<'a>),
+    /// An address outside the cluster's pods.
+    Address(IpAddr),
+    /// An external destination whose address is not known (a DNS name, offline).
+    UnknownAddress,
+}
+
+/// Destination port and protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    pub port: i32,
+    pub protocol: Protocol,
+}
+
+/// A rule of a policy: `spec.<direction>[index]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleRef {
+    pub policy: PolicyId,
+    pub direction: Direction,
+    pub index: usize,
+}
+
+/// How one direction judged the traffic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirectionVerdict {
+    /// Whether the pod is isolated for this direction (if not, everything is allowed).
+    pub isolated: bool,
+    /// Policies that select the pod for this direction.
+    pub isolated_by: Vec<PolicyId>,
+    /// Rules that allow the traffic.
+    pub allowed_by: Vec<RuleRef>,
+}
+
+impl DirectionVerdict {
+    pub fn allowed(&self) -> bool {
+        !self.isolated || !self.allowed_by.is_empty()
+    }
+}
+
+/// The answer for one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyVerdict {
+    pub allowed: bool,
+    /// The sender's egress (`None` when the sender is not a pod NetworkPolicy applies to).
+    pub egress: Option<DirectionVerdict>,
+    /// The receiver's ingress (`None` when the receiver is not a pod NetworkPolicy applies to).
+    pub ingress: Option<DirectionVerdict>,
+}
+
+/// Evaluates traffic over an inventory. Cheap to build; borrows the inventory.
+#[derive(Debug, Clone, Copy)]
+pub struct Evaluator<'a> {
+    pub inventory: &'a Inventory,
+}
+
+impl<'a> Evaluator<'a> {
+    pub fn new(inventory: &'a Inventory) -> Evaluator<'a> {
+        Evaluator { inventory }
+    }
+
+    /// The pod view of a workload.
+    pub fn pod(&self, id: WorkloadId) -> PodView<'a> {
+        let w: &'a Workload = self.inventory.workload(id);
+        PodView {
+            namespace: &w.namespace,
+            labels: &w.labels,
+            namespace_labels: self.namespace_labels(&w.namespace),
+            ports: &w.ports,
+            ips: &w.pod_ips,
+            host_network: w.host_network,
+            workload: Some(id),
+        }
+    }
+
+    /// Labels of a namespace (`kubernetes.io/metadata.name` at least).
+    pub fn namespace_labels(&self, namespace: &str) -> &'a Labels {
+        static EMPTY: std::sync::OnceLock<Labels> = std::sync::OnceLock::new();
+        match self.inventory.namespace(namespace) {
+            Some(ns) => &ns.labels,
+            None => EMPTY.get_or_init(Labels::new),
+        }
+    }
+
+    /// Policies of the pod's namespace that select it for `direction`.
+    pub fn isolating_policies(&self, pod: &PodView<'_>, direction: Direction) -> Vec<PolicyId> {
+        if pod.host_network {
+            return Vec::new();
+        }
+        self.inventory
+            .policies_in(pod.namespace)
+            .filter(|(_, p)| applies(p, direction) && policy_selects(p, pod.labels))
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// A policy of the namespace with an empty `podSelector` that isolates `direction`: the
+    /// namespace's default-deny (or default-allow-list) for that direction.
+    pub fn default_deny_policy(&self, namespace: &str, direction: Direction) -> Option<PolicyId> {
+        self.inventory
+            .policies_in(namespace)
+            .find(|(_, p)| applies(p, direction) && super::selector::selector_is_empty(p.spec.pod_selector.as_ref()))
+            .map(|(id, _)| id)
+    }
+
+    /// Judges `from` → `to` on `traffic`.
+    pub fn evaluate(&self, from: &Endpoint<'_>, to: &Endpoint<'_>, traffic: Traffic) -> PolicyVerdict {
+        let egress = match from {
+            Endpoint::Pod(pod) if !pod.host_network => Some(self.direction(pod, Direction::Egress, to, traffic)),
+            _ => None,
+        };
+        let ingress = match to {
+            Endpoint::Pod(pod) if !pod.host_network => Some(self.direction(pod, Direction::Ingress, from, traffic)),
+            _ => None,
+        };
+        let allowed = egress.as_ref().is_none_or(DirectionVerdict::allowed)
+            && ingress.as_ref().is_none_or(DirectionVerdict::allowed);
+        PolicyVerdict { allowed, egress, ingress }
+    }
+
+    /// Judges one direction: `pod`'s egress towards `peer`, or `pod`'s ingress from `peer`.
+    pub fn direction(
+        &self,
+        pod: &PodView<'_>,
+        direction: Direction,
+        peer: &Endpoint<'_>,
+        traffic: Traffic,
+    ) -> DirectionVerdict {
+        let isolated_by = self.isolating_policies(pod, direction);
+        let mut allowed_by = Vec::new();
+        // The destination decides named ports: the peer for egress, the pod itself for ingress.
+        let destination_ports: &[ContainerPort] = match (direction, peer) {
+            (Direction::Egress, Endpoint::Pod(p)) => p.ports,
+            (Direction::Egress, _) => &[],
+            (Direction::Ingress, _) => pod.ports,
+        };
+        for &pid in &isolated_by {
+            let policy = self.inventory.policy(pid);
+            for (index, (peers, ports)) in rules(policy, direction).enumerate() {
+                if ports_match(ports, destination_ports, traffic) && peers_match(peers, &policy.namespace, peer, self) {
+                    allowed_by.push(RuleRef { policy: pid, direction, index });
+                }
+            }
+        }
+        DirectionVerdict { isolated: !isolated_by.is_empty(), isolated_by, allowed_by }
+    }
+}
+
+/// Whether the policy governs `direction` (after `policyTypes` defaulting).
+pub fn applies(policy: &Policy, direction: Direction) -> bool {
+    match direction {
+        Direction::Ingress => policy.types.ingress,
+        Direction::Egress => policy.types.egress,
+    }
+}
+
+/// Whether the policy's `podSelector` selects pods with these labels (absent = empty = all).
+pub fn policy_selects(policy: &Policy, labels: &Labels) -> bool {
+    policy.spec.pod_selector.as_ref().is_none_or(|s| selector_matches(s, labels))
+}
+
+type RuleParts<'p> = (Option<&'p [NetworkPolicyPeer]>, Option<&'p [NetworkPolicyPort]>);
+
+/// The rules of one direction as (peers, ports). Rules of a direction the policy does not
+/// govern are ignored by Kubernetes, and so yield nothing here.
+pub fn rules(policy: &Policy, direction: Direction) -> Box<dyn Iterator<Item = RuleParts<'_>> + '_> {
+    if !applies(policy, direction) {
+        return Box::new(std::iter::empty());
+    }
+    match direction {
+        Direction::Egress => {
+            Box::new(policy.spec.egress.iter().flatten().map(|r| (r.to.as_deref(), r.ports.as_deref())))
+        }
+        Direction::Ingress => {
+            Box::new(policy.spec.ingress.iter().flatten().map(|r| (r.from.as_deref(), r.ports.as_deref())))
+        }
+    }
+}
+
+/// Whether a rule's peer list admits `peer`. Absent or empty lists admit everything.
+pub fn peers_match(
+    peers: Option<&[NetworkPolicyPeer]>,
+    policy_namespace: &str,
+    peer: &Endpoint<'_>,
+    eval: &Evaluator<'_>,
+) -> bool {
+    match peers {
+        None | Some([]) => true,
+        Some(list) => list.iter().any(|p| peer_matches(p, policy_namespace, peer, eval)),
+    }
+}
+
+/// Whether one peer admits `endpoint`.
+pub fn peer_matches(
+    peer: &NetworkPolicyPeer,
+    policy_namespace: &str,
+    endpoint: &Endpoint<'_>,
+    _eval: &Evaluator<'_>,
+) -> bool {
+    if let Some(block) = &peer.ip_block {
+        let Ok(block) = ParsedIpBlock::parse(block) else { return false };
+        return match endpoint {
+            Endpoint::Address(ip) => block.contains(*ip),
+            // A pod matches by its known addresses; with none known, only a block that covers a
+            // whole address family certainly contains it.
+            Endpoint::Pod(pod) if !pod.ips.is_empty() => pod.ips.iter().any(|ip| block.contains(*ip)),
+            Endpoint::Pod(_) | Endpoint::UnknownAddress => block.is_whole_family(),
+        };
+    }
+    let Endpoint::Pod(pod) = endpoint else { return false };
+    if peer.pod_selector.is_none() && peer.namespace_selector.is_none() {
+        // The API server rejects a peer with nothing set.
+        return false;
+    }
+    let namespace_ok = match &peer.namespace_selector {
+        Some(sel) => selector_matches(sel, pod.namespace_labels),
+        None => pod.namespace == policy_namespace,
+    };
+    let pod_ok = peer.pod_selector.as_ref().is_none_or(|sel| selector_matches(sel, pod.labels));
+    namespace_ok && pod_ok
+}
+
+/// Whether a rule's port list admits the traffic. Absent or empty lists admit every port.
+pub fn ports_match(ports: Option<&[NetworkPolicyPort]>, destination_ports: &[ContainerPort], traffic: Traffic) -> bool {
+    match ports {
+        None | Some([]) => true,
+        Some(list) => list.iter().any(|p| port_matches(p, destination_ports, traffic)),
+    }
+}
+
+/// Whether one port entry admits the traffic.
+pub fn port_matches(entry: &NetworkPolicyPort, destination_ports: &[ContainerPort], traffic: Traffic) -> bool {
+    let protocol = match entry.protocol.as_deref() {
+        None => Protocol::Tcp,
+        Some(p) => match Protocol::parse(p) {
+            Some(p) => p,
+            None => return false,
+        },
+    };
+    if protocol != traffic.protocol {
+        return false;
+    }
+    match &entry.port {
+        None => true,
+        Some(IntOrString::Int(port)) => match entry.end_port {
+            Some(end) => (*port..=end).contains(&traffic.port),
+            None => *port == traffic.port,
+        },
+        Some(IntOrString::String(name)) => {
+            entry.end_port.is_none()
+                && destination_ports
+                    .iter()
+                    .any(|c| c.name.as_deref() == Some(name) && c.protocol == protocol && c.port == traffic.port)
+        }
+    }
+}

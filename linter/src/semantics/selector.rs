@@ -1,0 +1,120 @@
+//! Label selectors, exactly as `metav1.LabelSelectorAsSelector` reads them.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::model::Labels;
+
+/// Whether `selector` selects an object with `labels`.
+///
+/// An empty selector selects everything. `matchLabels` and every `matchExpressions` entry must
+/// all hold. A selector the API server would reject (unknown operator, `In` without values)
+/// selects nothing here, so an invalid policy never looks like it allows traffic.
+pub fn selector_matches(selector: &LabelSelector, labels: &Labels) -> bool {
+    if let Some(required) = &selector.match_labels
+        && !required.iter().all(|(k, v)| labels.get(k) == Some(v))
+    {
+        return false;
+    }
+    for req in selector.match_expressions.iter().flatten() {
+        let values = req.values.as_deref().unwrap_or_default();
+        let value = labels.get(&req.key);
+        let ok = match req.operator.as_str() {
+            "In" => !values.is_empty() && value.is_some_and(|v| values.contains(v)),
+            "NotIn" => !values.is_empty() && value.is_none_or(|v| !values.contains(v)),
+            "Exists" => values.is_empty() && value.is_some(),
+            "DoesNotExist" => values.is_empty() && value.is_none(),
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether the selector is empty (`{}`, or absent where absent means empty): it selects all.
+pub fn selector_is_empty(selector: Option<&LabelSelector>) -> bool {
+    selector.is_none_or(|s| {
+        s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+            && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+    })
+}
+
+/// A selector rendered the way people write it: `app=web, tier in (a,b)`; `{}` when empty.
+pub fn describe_selector(selector: &LabelSelector) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for (k, v) in selector.match_labels.iter().flatten() {
+        parts.push(format!("{k}={v}"));
+    }
+    for req in selector.match_expressions.iter().flatten() {
+        let values = req.values.as_deref().unwrap_or_default().join(",");
+        parts.push(match req.operator.as_str() {
+            "Exists" => req.key.clone(),
+            "DoesNotExist" => format!("!{}", req.key),
+            "In" => format!("{} in ({values})", req.key),
+            "NotIn" => format!("{} notin ({values})", req.key),
+            op => format!("{} {op} ({values})", req.key),
+        });
+    }
+    if parts.is_empty() { "{}".to_owned() } else { parts.join(", ") }
+}
+
+/// What is wrong with a selector, for the API server's validation (`None` when valid).
+pub fn selector_problem(selector: &LabelSelector) -> Option<String> {
+    for req in selector.match_expressions.iter().flatten() {
+        let n = req.values.as_ref().map_or(0, Vec::len);
+        match req.operator.as_str() {
+            "In" | "NotIn" if n == 0 => {
+                return Some(format!("operator {} on key {:?} needs at least one value", req.operator, req.key));
+            }
+            "Exists" | "DoesNotExist" if n > 0 => {
+                return Some(format!("operator {} on key {:?} must not have values", req.operator, req.key));
+            }
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => {
+                return Some(format!("unknown operator {other:?}; expected In, NotIn, Exists or DoesNotExist"));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelector {
+        LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: key.to_owned(),
+                operator: op.to_owned(),
+                values: if values.is_empty() { None } else { Some(values.iter().map(|s| s.to_string()).collect()) },
+            }]),
+            match_labels: None,
+        }
+    }
+
+    #[test]
+    fn empty_selector_selects_everything() {
+        assert!(selector_matches(&LabelSelector::default(), &labels(&[])));
+        assert!(selector_is_empty(None));
+        assert!(selector_is_empty(Some(&LabelSelector::default())));
+    }
+
+    #[test]
+    fn operators_follow_kubernetes() {
+        let l = labels(&[("app", "web")]);
+        assert!(selector_matches(&expr("app", "In", &["web", "api"]), &l));
+        assert!(!selector_matches(&expr("app", "NotIn", &["web"]), &l));
+        assert!(selector_matches(&expr("tier", "NotIn", &["db"]), &l), "NotIn matches a missing key");
+        assert!(selector_matches(&expr("app", "Exists", &[]), &l));
+        assert!(selector_matches(&expr("tier", "DoesNotExist", &[]), &l));
+        assert!(!selector_matches(&expr("app", "In", &[]), &l), "invalid In selects nothing");
+        assert!(!selector_matches(&expr("app", "Equals", &["web"]), &l));
+    }
+}
