@@ -7,11 +7,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod egress;
+pub mod emit;
 pub mod finding;
 pub mod fix;
 pub mod load;
 pub mod model;
+pub mod project;
+pub mod report;
 pub mod rules;
 pub mod semantics;

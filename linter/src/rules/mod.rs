@@ -190,6 +190,11 @@ fn suppressed(cx: &Context<'_>, f: &Finding) -> bool {
 
 /// Human name of a workload for messages: `Deployment shop/pay`.
 pub(crate) fn workload_label(cx: &Context<'_>, id: crate::model::WorkloadId) -> String {
-    let w = cx.inventory.workload(id);
-    format!("{} {}/{}", cx.inventory.object(w.object).id.kind, w.namespace, w.name)
+    workload_label_of(cx.inventory, id)
+}
+
+/// Human name of a workload for messages: `Deployment shop/pay`.
+pub fn workload_label_of(inventory: &Inventory, id: crate::model::WorkloadId) -> String {
+    let w = inventory.workload(id);
+    format!("{} {}/{}", inventory.object(w.object).id.kind, w.namespace, w.name)
 }

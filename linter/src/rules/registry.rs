@@ -1,6 +1,6 @@
 //! The code table: every rule, in code order. Codes are stable forever.
 
-use super::{Rule, RuleMeta};
+use super::{FixAvailability, Rule, RuleMeta};
 use super::{
     dns_open_to_any::DnsOpenToAny, dns_tcp_missing::DnsTcpMissing, egress_allow_all::EgressAllowAll,
     egress_blocks_dns::EgressBlocksDns, host_network_bypass::HostNetworkBypass, ignored_rules::IgnoredRules,
@@ -39,4 +39,18 @@ pub fn all() -> impl Iterator<Item = &'static RuleMeta> {
 /// Finds a rule by code (`PC003`, case-insensitive) or name (`egress-blocks-dns`).
 pub fn find(code_or_name: &str) -> Option<&'static RuleMeta> {
     all().find(|m| m.code.eq_ignore_ascii_case(code_or_name) || m.name == code_or_name)
+}
+
+/// The rule table as Markdown; also embedded in README.md (a test keeps them equal).
+pub fn markdown_table() -> String {
+    let mut out = String::from("| code | name | severity | fix | what it finds |\n|---|---|---|---|---|\n");
+    for m in all() {
+        let fix = match m.fix {
+            FixAvailability::None => "",
+            FixAvailability::Safe => "safe",
+            FixAvailability::Unsafe => "unsafe",
+        };
+        out.push_str(&format!("| {} | {} | {} | {} | {} |\n", m.code, m.name, m.severity, fix, m.summary()));
+    }
+    out
 }

@@ -1,0 +1,46 @@
+//! `portcullis lint`.
+
+use super::{EXIT_FINDINGS, EXIT_OK, Io, LoadArgs, load_config, load_project};
+use crate::finding::Severity;
+use crate::report::{OutputFormat, Report, Summary, render};
+
+#[derive(Debug, clap::Args)]
+pub struct LintArgs {
+    /// Files or directories to lint (recursive *.yaml, *.yml, *.json); - or nothing reads stdin
+    pub paths: Vec<String>,
+    /// More manifests used as cluster context; findings in them are not reported
+    #[arg(long, value_name = "DIR")]
+    pub context: Vec<String>,
+    /// Output format
+    #[arg(long, short = 'f', default_value = "human", value_parser = ["human", "json", "sarif", "github", "junit"])]
+    pub format: String,
+    /// Exit 1 when a finding at or above this severity is reported
+    #[arg(long, default_value = "warning", value_parser = ["error", "warning", "info", "never"])]
+    pub fail_on: String,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
+    let config = load_config(&args.load)?;
+    let project = load_project(&args.paths, &args.context, &args.load, io.stdin)?;
+    let findings = project.lint(&config);
+    let diagnostics = project.diagnostics(&findings);
+    let summary = Summary::new(project.reported_files(), project.reported_objects(), &diagnostics);
+    let format = OutputFormat::parse(&args.format).unwrap_or(OutputFormat::Human);
+    let report = Report {
+        diagnostics: &diagnostics,
+        summary,
+        sources: &project.sources,
+        color: io.tty && format == OutputFormat::Human,
+    };
+    io.stdout.write_all(render(format, &report).as_bytes())?;
+    let threshold = match args.fail_on.as_str() {
+        "error" => Some(Severity::Error),
+        "warning" => Some(Severity::Warning),
+        "info" => Some(Severity::Info),
+        _ => None,
+    };
+    let failed = threshold.is_some_and(|t| diagnostics.iter().any(|d| d.severity >= t));
+    Ok(if failed { EXIT_FINDINGS } else { EXIT_OK })
+}

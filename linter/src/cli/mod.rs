@@ -1,0 +1,150 @@
+//! The `portcullis` command line. `main.rs` calls [`run`]; tests call it in-process with their
+//! own stdin and output buffers.
+
+mod fix;
+mod lint;
+mod rules;
+mod trace;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::load::Limits;
+use crate::load::fs::{Input, read_inputs};
+use crate::project::Project;
+
+/// Exit code: nothing at or above `--fail-on`.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: findings at or above `--fail-on`.
+pub const EXIT_FINDINGS: u8 = 1;
+/// Exit code: usage or I/O error.
+pub const EXIT_ERROR: u8 = 2;
+
+/// Safe-by-default Kubernetes egress: lint NetworkPolicies and workloads.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Lint manifests (files, directories, or - for stdin)
+    Lint(lint::LintArgs),
+    /// List the rules
+    Rules(rules::RulesArgs),
+    /// Show one rule's documentation
+    Rule(rules::RuleArgs),
+    /// Write the policies and patches that make the input pass
+    Fix(fix::FixArgs),
+    /// Explain whether traffic between two endpoints is allowed, and by which rules
+    Trace(trace::TraceArgs),
+}
+
+/// Options shared by commands that load manifests.
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// Namespace for objects without metadata.namespace
+    #[arg(long, short = 'n', default_value = "default", env = "PORTCULLIS_NAMESPACE")]
+    pub namespace: String,
+    /// Configuration file (default: .portcullis.yaml or portcullis.yaml here or in a parent)
+    #[arg(long, env = "PORTCULLIS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Largest input file, in MiB
+    #[arg(long, default_value_t = 32, value_name = "MIB")]
+    pub max_file_size: u64,
+}
+
+/// Streams a command writes to.
+pub struct Io<'a> {
+    pub stdin: &'a mut dyn Read,
+    pub stdout: &'a mut dyn Write,
+    pub stderr: &'a mut dyn Write,
+    /// Whether stdout is a terminal (colour in human output).
+    pub tty: bool,
+}
+
+impl std::fmt::Debug for Io<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Io").field("tty", &self.tty).finish_non_exhaustive()
+    }
+}
+
+/// Runs the CLI with `args` (including the program name); returns the exit code.
+pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>, io: &mut Io<'_>) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_ERROR } else { EXIT_OK };
+            let rendered = e.render().to_string();
+            let out: &mut dyn Write = if e.use_stderr() { io.stderr } else { io.stdout };
+            let _ = out.write_all(rendered.as_bytes());
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Lint(args) => lint::run(&args, io),
+        Command::Rules(args) => rules::list(&args, io),
+        Command::Rule(args) => rules::show(&args, io),
+        Command::Fix(args) => fix::run(&args, io),
+        Command::Trace(args) => trace::run(&args, io),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(io.stderr, "portcullis: error: {e:#}");
+            EXIT_ERROR
+        }
+    }
+}
+
+/// Loads the configuration for a run.
+pub(crate) fn load_config(args: &LoadArgs) -> anyhow::Result<Config> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    Ok(Config::discover(args.config.as_deref(), &cwd)?)
+}
+
+/// Loads `paths` (reported) and `context` (analysed, not reported) into a project. A file named
+/// in both is reported.
+pub(crate) fn load_project(
+    paths: &[String],
+    context: &[String],
+    args: &LoadArgs,
+    stdin: &mut dyn Read,
+) -> anyhow::Result<Project> {
+    let limits = Limits { max_file_bytes: args.max_file_size.saturating_mul(1024 * 1024) };
+    let mut project = Project::new(&args.namespace);
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    let inputs: Vec<Input> =
+        if paths.is_empty() { vec![Input::Stdin] } else { paths.iter().map(|p| Input::parse(p)).collect() };
+    let mut add =
+        |project: &mut Project, inputs: &[Input], reported: bool, stdin: &mut dyn Read| -> anyhow::Result<()> {
+            for file in read_inputs(inputs, limits, stdin)? {
+                if file.name != "<stdin>" && !seen.insert(canonical(Path::new(&file.name))) {
+                    continue;
+                }
+                match file.content {
+                    Ok(text) => {
+                        project.add_text(&file.name, text, reported);
+                    }
+                    Err((position, message)) => {
+                        project.add_rejected(&file.name, position, message, reported);
+                    }
+                }
+            }
+            Ok(())
+        };
+    add(&mut project, &inputs, true, stdin)?;
+    let context: Vec<Input> = context.iter().map(|p| Input::parse(p)).collect();
+    add(&mut project, &context, false, stdin)?;
+    Ok(project)
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned())
+}

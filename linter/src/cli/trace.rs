@@ -1,0 +1,216 @@
+//! `portcullis trace`: ALLOWED or DENIED, with the policies and rules that decided it.
+
+use std::net::IpAddr;
+
+use serde_json::{Value, json};
+
+use super::{EXIT_FINDINGS, EXIT_OK, Io, LoadArgs, load_config, load_project};
+use crate::egress::parse_fqdn;
+use crate::model::{Protocol, WorkloadId};
+use crate::project::Project;
+use crate::semantics::{DirectionVerdict, Endpoint, Evaluator, Traffic};
+
+#[derive(Debug, clap::Args)]
+pub struct TraceArgs {
+    /// Manifests holding the policies and workloads
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+    /// Source: NAMESPACE/WORKLOAD (WORKLOAD is kind/name or a bare name) or an IP address
+    #[arg(long)]
+    pub from: String,
+    /// Destination: NAMESPACE/WORKLOAD, an IP address, or a DNS name (an external address)
+    #[arg(long)]
+    pub to: String,
+    /// Destination port, optionally with protocol: 443, 53/UDP
+    #[arg(long)]
+    pub port: String,
+    /// Output format
+    #[arg(long, short = 'f', default_value = "human", value_parser = ["human", "json"])]
+    pub format: String,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// A resolved endpoint argument.
+enum Target {
+    Workload(WorkloadId),
+    Address(IpAddr),
+    Name(String),
+}
+
+pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
+    let _config = load_config(&args.load)?;
+    let project = load_project(&args.paths, &[], &args.load, io.stdin)?;
+    let traffic = parse_port(&args.port)?;
+    let from = resolve(&project, &args.from, false)?;
+    let to = resolve(&project, &args.to, true)?;
+    let eval = Evaluator::new(&project.inventory);
+    let endpoint = |t: &Target| match t {
+        Target::Workload(w) => Endpoint::Pod(eval.pod(*w)),
+        Target::Address(ip) => Endpoint::Address(*ip),
+        Target::Name(_) => Endpoint::UnknownAddress,
+    };
+    let verdict = eval.evaluate(&endpoint(&from), &endpoint(&to), traffic);
+    let describe = |t: &Target| match t {
+        Target::Workload(w) => crate::rules::workload_label_of(&project.inventory, *w),
+        Target::Address(ip) => ip.to_string(),
+        Target::Name(n) => format!("{n} (external, address unknown)"),
+    };
+    let rule_json = |dv: &Option<DirectionVerdict>, applies_note: &str| -> Value {
+        match dv {
+            None => {
+                json!({"isolated": false, "applies": false, "note": applies_note, "isolatedBy": [], "allowedBy": []})
+            }
+            Some(d) => json!({
+                "isolated": d.isolated,
+                "applies": true,
+                "isolatedBy": d.isolated_by.iter().map(|p| policy_json(&project, *p, None)).collect::<Vec<_>>(),
+                "allowedBy": d.allowed_by.iter().map(|r| policy_json(&project, r.policy, Some((r.direction, r.index)))).collect::<Vec<_>>(),
+            }),
+        }
+    };
+    let verdict_word = if verdict.allowed { "allowed" } else { "denied" };
+    if args.format == "json" {
+        let doc = json!({
+            "verdict": verdict_word,
+            "from": describe(&from),
+            "to": describe(&to),
+            "port": traffic.port,
+            "protocol": traffic.protocol,
+            "egress": rule_json(&verdict.egress, "the source is not a pod NetworkPolicy applies to"),
+            "ingress": rule_json(&verdict.ingress, "the destination is not a pod NetworkPolicy applies to"),
+        });
+        writeln!(io.stdout, "{}", serde_json::to_string_pretty(&doc)?)?;
+    } else {
+        writeln!(
+            io.stdout,
+            "{}: {} -> {} on {}/{}",
+            verdict_word.to_uppercase(),
+            describe(&from),
+            describe(&to),
+            traffic.port,
+            traffic.protocol
+        )?;
+        for (label, dv, who) in
+            [("egress", &verdict.egress, describe(&from)), ("ingress", &verdict.ingress, describe(&to))]
+        {
+            match dv {
+                None => writeln!(io.stdout, "  {label}: not applicable ({who} is not a pod NetworkPolicy applies to)")?,
+                Some(d) if !d.isolated => {
+                    writeln!(io.stdout, "  {label} of {who}: not isolated (no policy selects it for {label}), allowed")?
+                }
+                Some(d) => {
+                    let state = if d.allowed() { "allowed" } else { "denied" };
+                    writeln!(io.stdout, "  {label} of {who}: isolated, {state}")?;
+                    for p in &d.isolated_by {
+                        writeln!(io.stdout, "    isolated by {}", policy_text(&project, *p, None))?;
+                    }
+                    for r in &d.allowed_by {
+                        writeln!(
+                            io.stdout,
+                            "    allowed by {}",
+                            policy_text(&project, r.policy, Some((r.direction, r.index)))
+                        )?;
+                    }
+                    if d.allowed_by.is_empty() {
+                        writeln!(io.stdout, "    no rule of these policies allows this traffic")?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(if verdict.allowed { EXIT_OK } else { EXIT_FINDINGS })
+}
+
+fn parse_port(raw: &str) -> anyhow::Result<Traffic> {
+    let (port, proto) = raw.split_once('/').unwrap_or((raw, "TCP"));
+    let port: i32 = port
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--port {raw:?}: expected a number, optionally /TCP, /UDP or /SCTP"))?;
+    if !(1..=65535).contains(&port) {
+        anyhow::bail!("--port {port} is outside 1-65535");
+    }
+    let protocol = Protocol::parse(&proto.to_ascii_uppercase())
+        .ok_or_else(|| anyhow::anyhow!("--port {raw:?}: protocol must be TCP, UDP or SCTP"))?;
+    Ok(Traffic { port, protocol })
+}
+
+fn resolve(project: &Project, raw: &str, allow_name: bool) -> anyhow::Result<Target> {
+    if let Ok(ip) = raw.parse::<IpAddr>() {
+        return Ok(Target::Address(ip));
+    }
+    if let Some((ns, rest)) = raw.split_once('/') {
+        let (kind, name) = match rest.split_once('/') {
+            Some((k, n)) => (Some(k), n),
+            None => (None, rest),
+        };
+        let inv = &project.inventory;
+        let matches: Vec<WorkloadId> = inv
+            .workloads_in(ns)
+            .filter(|(_, w)| {
+                w.name == name && kind.is_none_or(|k| inv.object(w.object).id.kind.eq_ignore_ascii_case(k))
+            })
+            .map(|(id, _)| id)
+            .collect();
+        return match matches.as_slice() {
+            [one] => Ok(Target::Workload(*one)),
+            [] => anyhow::bail!("no workload {rest:?} in namespace {ns:?} in the input"),
+            many => anyhow::bail!(
+                "{raw:?} is ambiguous: {}; write NAMESPACE/KIND/NAME",
+                many.iter().map(|w| crate::rules::workload_label_of(inv, *w)).collect::<Vec<_>>().join(", ")
+            ),
+        };
+    }
+    if allow_name {
+        return Ok(Target::Name(parse_fqdn(raw).map_err(|e| anyhow::anyhow!("--to: {e}"))?));
+    }
+    anyhow::bail!("{raw:?}: expected NAMESPACE/WORKLOAD or an IP address")
+}
+
+fn policy_location(project: &Project, id: crate::model::PolicyId, pointer: &str) -> (String, usize) {
+    let policy = project.inventory.policy(id);
+    let obj = project.inventory.object(policy.object);
+    let pos = project.sources.locate(&obj.doc, &obj.doc_pointer(pointer));
+    (project.sources.get(obj.doc.source).map(|s| s.name.clone()).unwrap_or_default(), pos.line)
+}
+
+fn rule_pointer(rule: Option<(crate::semantics::Direction, usize)>) -> String {
+    match rule {
+        None => "/metadata/name".to_owned(),
+        Some((d, i)) => {
+            format!("/spec/{}/{i}", if d == crate::semantics::Direction::Egress { "egress" } else { "ingress" })
+        }
+    }
+}
+
+fn policy_text(
+    project: &Project,
+    id: crate::model::PolicyId,
+    rule: Option<(crate::semantics::Direction, usize)>,
+) -> String {
+    let policy = project.inventory.policy(id);
+    let (file, line) = policy_location(project, id, &rule_pointer(rule));
+    match rule {
+        None => format!("policy {}/{} ({file}:{line})", policy.namespace, policy.name),
+        Some((d, i)) => format!(
+            "{}/{} {}[{i}] ({file}:{line})",
+            policy.namespace,
+            policy.name,
+            if d == crate::semantics::Direction::Egress { "egress" } else { "ingress" }
+        ),
+    }
+}
+
+fn policy_json(
+    project: &Project,
+    id: crate::model::PolicyId,
+    rule: Option<(crate::semantics::Direction, usize)>,
+) -> Value {
+    let policy = project.inventory.policy(id);
+    let (file, line) = policy_location(project, id, &rule_pointer(rule));
+    let mut v = json!({"policy": policy.name, "namespace": policy.namespace, "file": file, "line": line});
+    if let Some((_, i)) = rule {
+        v["rule"] = json!(i);
+    }
+    v
+}

@@ -1,0 +1,71 @@
+//! A lint run's input: the source files, their inventory, and the problems met while loading.
+//! The CLI and the webhook build one, call [`Project::lint`], and render the diagnostics.
+
+use crate::config::Config;
+use crate::finding::{Diagnostic, Finding};
+use crate::load::{self, LoadProblem, Position, SourceFile, SourceId, Sources};
+use crate::model::Inventory;
+use crate::rules::{self, Context};
+
+/// Everything loaded for one run.
+#[derive(Debug)]
+pub struct Project {
+    pub sources: Sources,
+    pub inventory: Inventory,
+    pub load_problems: Vec<LoadProblem>,
+}
+
+impl Project {
+    /// An empty project; objects without a namespace go to `default_namespace`.
+    pub fn new(default_namespace: &str) -> Project {
+        Project { sources: Sources::default(), inventory: Inventory::new(default_namespace), load_problems: Vec::new() }
+    }
+
+    /// Parses a file's text and adds its objects. `reported` is false for `--context` inputs:
+    /// their objects take part in the analysis but findings in them are not shown.
+    pub fn add_text(&mut self, name: &str, text: String, reported: bool) -> SourceId {
+        let id = self.sources.add(SourceFile { name: name.to_owned(), text, reported });
+        let (documents, problems) = match self.sources.get(id) {
+            Some(file) => load::parse_source(id, &file.text),
+            None => (Vec::new(), Vec::new()),
+        };
+        self.load_problems.extend(problems);
+        for doc in documents {
+            self.inventory.add_document(doc);
+        }
+        id
+    }
+
+    /// Records an input that could not be read as text (binary, too large, not UTF-8).
+    pub fn add_rejected(&mut self, name: &str, position: Position, message: String, reported: bool) -> SourceId {
+        let id = self.sources.add(SourceFile { name: name.to_owned(), text: String::new(), reported });
+        self.load_problems.push(LoadProblem { source: id, position, message });
+        id
+    }
+
+    /// Runs the rules; returns findings located in reported files only.
+    pub fn lint(&self, config: &Config) -> Vec<Finding> {
+        let cx = Context::new(&self.inventory, config, &self.load_problems);
+        let mut findings = rules::run(&cx);
+        findings.retain(|f| self.sources.get(f.anchor.source()).is_some_and(|s| s.reported));
+        findings
+    }
+
+    /// Looks up positions and orders findings by file, line and column.
+    pub fn diagnostics(&self, findings: &[Finding]) -> Vec<Diagnostic> {
+        let mut out: Vec<(SourceId, Diagnostic)> =
+            findings.iter().map(|f| (f.anchor.source(), f.resolve(&self.sources))).collect();
+        out.sort_by(|(sa, a), (sb, b)| (sa, a.position, a.code).cmp(&(sb, b.position, b.code)));
+        out.into_iter().map(|(_, d)| d).collect()
+    }
+
+    /// Files that are reported on.
+    pub fn reported_files(&self) -> usize {
+        self.sources.iter().filter(|(_, f)| f.reported).count()
+    }
+
+    /// Objects in reported files.
+    pub fn reported_objects(&self) -> usize {
+        self.inventory.objects.iter().filter(|o| self.sources.get(o.doc.source).is_some_and(|s| s.reported)).count()
+    }
+}

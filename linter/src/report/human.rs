@@ -1,0 +1,101 @@
+//! `--format human`: rustc-like diagnostics with the source line and a caret.
+
+use super::Report;
+use crate::finding::{Diagnostic, Severity};
+
+struct Style {
+    on: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.on { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_owned() }
+    }
+    fn severity(&self, s: Severity) -> String {
+        match s {
+            Severity::Error => self.paint("1;31", "error"),
+            Severity::Warning => self.paint("1;33", "warning"),
+            Severity::Info => self.paint("1;36", "info"),
+        }
+    }
+    fn blue(&self, s: &str) -> String {
+        self.paint("1;34", s)
+    }
+}
+
+pub fn render(report: &Report<'_>) -> String {
+    let style = Style { on: report.color };
+    let mut out = String::new();
+    for d in report.diagnostics {
+        render_one(&mut out, d, report, &style);
+    }
+    let s = report.summary;
+    if s.findings == 0 {
+        out.push_str(&format!("No findings in {} files ({} objects).\n", s.files, s.objects));
+    } else {
+        out.push_str(&format!(
+            "Found {} {} ({} {}, {} {}, {} {}) in {} files ({} objects).\n",
+            s.findings,
+            plural(s.findings, "finding", "findings"),
+            s.errors,
+            plural(s.errors, "error", "errors"),
+            s.warnings,
+            plural(s.warnings, "warning", "warnings"),
+            s.infos,
+            plural(s.infos, "info", "infos"),
+            s.files,
+            s.objects
+        ));
+        let fixable = report.diagnostics.iter().filter(|d| d.fixable).count();
+        if fixable > 0 {
+            out.push_str(&format!("{fixable} of them can be fixed with `portcullis fix`.\n"));
+        }
+    }
+    out
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
+fn render_one(out: &mut String, d: &Diagnostic, report: &Report<'_>, style: &Style) {
+    out.push_str(&format!("{}[{}] {}: {}\n", style.severity(d.severity), d.code, d.rule, d.message));
+    let line = d.position.line;
+    let width = line.to_string().len();
+    let pad = " ".repeat(width);
+    out.push_str(&format!("{pad}{} {}:{}:{}\n", style.blue("-->"), d.file, line, d.position.column));
+    let text = report.sources.iter().find(|(_, f)| f.name == d.file).and_then(|(_, f)| f.line_text(line));
+    if let Some(text) = text.filter(|t| !t.is_empty()) {
+        let bar = style.blue("|");
+        out.push_str(&format!("{pad} {bar}\n"));
+        out.push_str(&format!("{} {bar} {}\n", style.blue(&line.to_string()), text));
+        let start = d.position.column.saturating_sub(1);
+        let token = token_len(text, start);
+        out.push_str(&format!(
+            "{pad} {bar} {}{}\n",
+            " ".repeat(start),
+            style.paint(if d.severity == Severity::Error { "1;31" } else { "1;33" }, &"^".repeat(token))
+        ));
+    }
+    for r in &d.related {
+        out.push_str(&format!(
+            "{pad} = {}: {} ({}:{}:{})\n",
+            style.blue("note"),
+            r.message,
+            r.file,
+            r.position.line,
+            r.position.column
+        ));
+    }
+    out.push('\n');
+}
+
+/// Length (in characters) of the key or word starting at `start`.
+fn token_len(text: &str, start: usize) -> usize {
+    let n = text
+        .chars()
+        .skip(start)
+        .take_while(|c| !c.is_whitespace() && !matches!(c, ':' | ',' | '{' | '}' | '[' | ']'))
+        .count();
+    n.max(1)
+}

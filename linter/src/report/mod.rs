@@ -1,0 +1,85 @@
+//! Report formats: one [`OutputFormat`], one renderer file each.
+
+mod github;
+mod human;
+mod json;
+mod junit;
+mod sarif;
+
+use crate::finding::{Diagnostic, Severity};
+use crate::load::Sources;
+
+/// How findings are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// rustc-like text with source lines.
+    Human,
+    /// The stable JSON schema (DESIGN §5).
+    Json,
+    /// SARIF 2.1.0, for code scanning.
+    Sarif,
+    /// GitHub Actions workflow commands (annotations).
+    Github,
+    /// JUnit XML, for CI test reports.
+    Junit,
+}
+
+impl OutputFormat {
+    pub fn parse(s: &str) -> Option<OutputFormat> {
+        match s {
+            "human" => Some(OutputFormat::Human),
+            "json" => Some(OutputFormat::Json),
+            "sarif" => Some(OutputFormat::Sarif),
+            "github" => Some(OutputFormat::Github),
+            "junit" => Some(OutputFormat::Junit),
+            _ => None,
+        }
+    }
+}
+
+/// Counts for the summary line and the JSON `summary`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Summary {
+    pub files: usize,
+    pub objects: usize,
+    pub findings: usize,
+    pub errors: usize,
+    pub warnings: usize,
+    pub infos: usize,
+}
+
+impl Summary {
+    pub fn new(files: usize, objects: usize, diagnostics: &[Diagnostic]) -> Summary {
+        let count = |s| diagnostics.iter().filter(|d| d.severity == s).count();
+        Summary {
+            files,
+            objects,
+            findings: diagnostics.len(),
+            errors: count(Severity::Error),
+            warnings: count(Severity::Warning),
+            infos: count(Severity::Info),
+        }
+    }
+}
+
+/// What a renderer needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Report<'a> {
+    pub diagnostics: &'a [Diagnostic],
+    pub summary: Summary,
+    /// For source lines in human output.
+    pub sources: &'a Sources,
+    /// ANSI colour (human output on a terminal only).
+    pub color: bool,
+}
+
+/// Renders a report.
+pub fn render(format: OutputFormat, report: &Report<'_>) -> String {
+    match format {
+        OutputFormat::Human => human::render(report),
+        OutputFormat::Json => json::render(report),
+        OutputFormat::Sarif => sarif::render(report),
+        OutputFormat::Github => github::render(report),
+        OutputFormat::Junit => junit::render(report),
+    }
+}
