@@ -86,12 +86,25 @@ pub fn dns_patch(policy: &Policy, object: &Value, dns: &DnsConfig) -> Patch {
     } else {
         ops.push(add("/spec/egress", json!([dns_egress_rule(dns)])));
     }
+    ops.push(annotate(object, "added an egress rule allowing DNS (UDP and TCP 53) to cluster DNS"));
     Patch(ops)
 }
 
 /// A patch adding TCP 53 next to the UDP 53 entry of an egress rule.
-pub fn dns_tcp_patch(rule_index: usize) -> Patch {
-    Patch(vec![add(&format!("/spec/egress/{rule_index}/ports/-"), json!({"port": DNS_PORT, "protocol": "TCP"}))])
+pub fn dns_tcp_patch(object: &Value, rule_index: usize) -> Patch {
+    Patch(vec![
+        add(&format!("/spec/egress/{rule_index}/ports/-"), json!({"port": DNS_PORT, "protocol": "TCP"})),
+        annotate(object, &format!("added TCP 53 to egress rule {rule_index} so truncated DNS answers work")),
+    ])
+}
+
+/// Sets the annotation saying what portcullis changed (creating `annotations` if needed).
+fn annotate(object: &Value, what: &str) -> PatchOperation {
+    if object.pointer("/metadata/annotations").is_some_and(Value::is_object) {
+        add("/metadata/annotations/portcullis.dev~1generated", json!(what))
+    } else {
+        add("/metadata/annotations", json!({GENERATED_ANNOTATION: what}))
+    }
 }
 
 fn add(path: &str, value: Value) -> PatchOperation {

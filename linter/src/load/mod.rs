@@ -167,7 +167,7 @@ pub fn parse_source(source: SourceId, text: &str) -> (Vec<Document>, Vec<LoadPro
             Err(e) => problems.push(LoadProblem {
                 source,
                 position: e.position,
-                message: format!("YAML syntax error: {}", e.message),
+                message: format!("invalid YAML: {}", e.message),
             }),
         }
     }

@@ -129,6 +129,9 @@ pub struct NamespaceInfo {
     pub policies: Vec<PolicyId>,
     pub workloads: Vec<WorkloadId>,
     pub intents: Vec<usize>,
+    /// Objects of API groups outside Kubernetes (custom resources), which operators may turn
+    /// into pods the input does not show.
+    pub custom_resources: usize,
 }
 
 /// Something about an object that makes it invalid for the API server (becomes `PC000`).
@@ -308,6 +311,13 @@ impl Inventory {
             return;
         }
         let Some(ns) = ns_name else { return };
+        let custom_group =
+            id.api_version.split_once('/').is_some_and(|(group, _)| group.contains('.') && !group.ends_with("k8s.io"));
+        if kind_enum == Kind::Other && custom_group {
+            if let Some(info) = self.namespaces.get_mut(&ns) {
+                info.custom_resources += 1;
+            }
+        }
         match kind_enum {
             Kind::NetworkPolicy => self.add_policy(object_id, ns),
             Kind::EgressIntent => self.add_intent(object_id, ns),

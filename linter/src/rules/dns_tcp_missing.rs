@@ -75,7 +75,10 @@ impl Rule for DnsTcpMissing {
                 f.fix = Some(Fix {
                     description: format!("add TCP 53 to egress rule {} of policy {}", udp_rule.index, policy.name),
                     applicability: Applicability::Safe,
-                    edits: vec![Edit::Patch { object: policy.object, patch: dns_tcp_patch(udp_rule.index) }],
+                    edits: vec![Edit::Patch {
+                        object: policy.object,
+                        patch: dns_tcp_patch(&inv.object(policy.object).value, udp_rule.index),
+                    }],
                 });
             }
             out.push(f);

@@ -87,7 +87,7 @@ impl Rule for EgressBlocksDns {
                 w.object,
                 "/metadata/name",
                 format!(
-                    "pods of {} cannot resolve names: egress is isolated by {} and {why}",
+                    "pods of {} cannot resolve names (egress isolated by {}): {why}",
                     super::workload_label(cx, id),
                     plural_policies(&names)
                 ),
@@ -100,9 +100,10 @@ impl Rule for EgressBlocksDns {
                     format!("policy {} isolates egress of these pods", policy.name),
                 ));
             }
-            for d in diagnoses.iter().skip(1).chain(diagnoses.first()) {
+            for (n, d) in diagnoses.iter().enumerate() {
                 let policy = inv.policy(d.policy);
-                f.related.push(cx.related(policy.object, &d.pointer, d.reason.clone()));
+                let note = if n == 0 { "the rule meant to allow DNS".to_owned() } else { d.reason.clone() };
+                f.related.push(cx.related(policy.object, &d.pointer, note));
             }
             let target = reach.isolated_by[0];
             let policy = inv.policy(target);

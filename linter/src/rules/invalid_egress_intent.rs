@@ -53,7 +53,7 @@ impl Rule for InvalidEgressIntent {
             let Some(spec) = &intent.spec else {
                 // A spec of the wrong shape is already a PC000; only a missing one is ours.
                 if cx.inventory.object(obj).value.get("spec").is_none() {
-                    out.push(cx.finding(meta, obj, "", format!("EgressIntent {name} has no spec")));
+                    out.push(cx.finding(meta, obj, "", format!("intent {name} has no spec")));
                 }
                 continue;
             };
@@ -62,7 +62,7 @@ impl Rule for InvalidEgressIntent {
                     meta,
                     obj,
                     "/spec",
-                    format!("EgressIntent {name} has no podSelector; use {{}} to select every pod of the namespace"),
+                    format!("intent {name} has no podSelector; use {{}} to select every pod of the namespace"),
                 )),
                 Some(sel) => {
                     if let Some(p) = selector_problem(sel) {
@@ -70,13 +70,13 @@ impl Rule for InvalidEgressIntent {
                             meta,
                             obj,
                             "/spec/podSelector",
-                            format!("EgressIntent {name}: invalid podSelector: {p}"),
+                            format!("intent {name}: invalid podSelector: {p}"),
                         ));
                     }
                 }
             }
             if spec.egress.is_empty() {
-                out.push(cx.finding(meta, obj, "/spec", format!("EgressIntent {name} lists no egress targets")));
+                out.push(cx.finding(meta, obj, "/spec", format!("intent {name} lists no egress targets")));
             }
             for (i, target) in spec.egress.iter().enumerate() {
                 let at = format!("/spec/egress/{i}");
@@ -85,13 +85,13 @@ impl Rule for InvalidEgressIntent {
                         meta,
                         obj,
                         &at,
-                        format!("EgressIntent {name}: target {i} sets both fqdn and fqdnPattern; set exactly one"),
+                        format!("intent {name}: target {i} sets both fqdn and fqdnPattern; set exactly one"),
                     )),
                     (None, None) => out.push(cx.finding(
                         meta,
                         obj,
                         &at,
-                        format!("EgressIntent {name}: target {i} sets neither fqdn nor fqdnPattern"),
+                        format!("intent {name}: target {i} sets neither fqdn nor fqdnPattern"),
                     )),
                     (Some(fqdn), None) => {
                         if let Err(e) = parse_fqdn(fqdn) {
@@ -99,7 +99,7 @@ impl Rule for InvalidEgressIntent {
                                 meta,
                                 obj,
                                 &format!("{at}/fqdn"),
-                                format!("EgressIntent {name}: invalid fqdn: {e}"),
+                                format!("intent {name}: invalid fqdn: {e}"),
                             ));
                         }
                     }
@@ -109,7 +109,7 @@ impl Rule for InvalidEgressIntent {
                                 meta,
                                 obj,
                                 &format!("{at}/fqdnPattern"),
-                                format!("EgressIntent {name}: invalid fqdnPattern: {e}"),
+                                format!("intent {name}: invalid fqdnPattern: {e}"),
                             ));
                         }
                     }
@@ -121,7 +121,7 @@ impl Rule for InvalidEgressIntent {
                             meta,
                             obj,
                             &format!("{pat}/port"),
-                            format!("EgressIntent {name}: port {} is outside 1-65535", port.port),
+                            format!("intent {name}: port {} is outside 1-65535", port.port),
                         ));
                     }
                     if let Some(p) = port.protocol.as_deref().filter(|p| Protocol::parse(p).is_none()) {
@@ -129,7 +129,7 @@ impl Rule for InvalidEgressIntent {
                             meta,
                             obj,
                             &format!("{pat}/protocol"),
-                            format!("EgressIntent {name}: protocol {p:?} is not one of TCP, UDP, SCTP"),
+                            format!("intent {name}: protocol {p:?} is not one of TCP, UDP, SCTP"),
                         ));
                     }
                 }

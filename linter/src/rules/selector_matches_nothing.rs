@@ -6,7 +6,9 @@ use crate::semantics::selector::{describe_selector, selector_is_empty, selector_
 declare_rule! {
     /// ## What it does
     /// Finds policies whose `podSelector` matches no workload of their namespace. Only fires when
-    /// the namespace's workloads are in the input (pass them with `--context` otherwise).
+    /// the namespace's workloads are in the input (pass them with `--context` otherwise), and
+    /// not in namespaces holding custom resources, whose operators create pods the input does
+    /// not show (a `Prometheus` resource becomes a StatefulSet).
     ///
     /// ## Why is this bad?
     /// The policy protects nothing. Usually a label was renamed in the Deployment (`app: web` →
@@ -50,6 +52,9 @@ impl Rule for SelectorMatchesNothing {
                 continue;
             }
             if workloads.any(|(_, w)| policy_selects(policy, &w.labels)) {
+                continue;
+            }
+            if cx.inventory.namespace(&policy.namespace).is_some_and(|ns| ns.custom_resources > 0) {
                 continue;
             }
             out.push(cx.finding(

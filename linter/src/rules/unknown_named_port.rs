@@ -119,16 +119,15 @@ fn report(
             continue;
         }
         let same_name_other_protocol = pods.iter().any(|w| w.ports.iter().any(|c| c.name.as_deref() == Some(name)));
-        let hint = if same_name_other_protocol {
-            format!(" over {protocol} (it is declared with another protocol)")
-        } else {
-            String::new()
-        };
+        let hint = if same_name_other_protocol { " (it is declared, but for another protocol)" } else { "" };
         out.push(cx.finding(
             &UnknownNamedPort::META,
             policy.object,
             &format!("/spec/{key}/{ri}/ports/{pi}/port"),
-            format!("named port {name:?} in policy {} is not declared by any container of {whose}{hint}; the rule matches no traffic on it", policy.name),
+            format!(
+                "named port {name:?} ({protocol}) in policy {} is not declared by any container of {whose}{hint}; the rule matches no traffic on it",
+                policy.name
+            ),
         ));
     }
 }

@@ -1,0 +1,65 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use portcullis_linter::config::Config;
+use portcullis_linter::finding::Diagnostic;
+use portcullis_linter::project::Project;
+use portcullis_linter::report::{OutputFormat, Report, Summary, render};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// The conformance corpus beside the checkout; CI has it, so its absence is a loud failure.
+pub fn conformance() -> PathBuf {
+    let dir = repo().join("../shared/conformance");
+    assert!(
+        dir.is_dir(),
+        "the conformance corpus is missing at {}: these tests read real-world inputs from ../shared/conformance",
+        dir.display()
+    );
+    dir
+}
+
+/// Loads files into a project, naming each by its path relative to `base`.
+pub fn project_from(base: &Path, files: &[PathBuf]) -> Project {
+    let mut project = Project::new("default");
+    for f in files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let name = f.strip_prefix(base).unwrap_or(f).display().to_string();
+        project.add_text(&name, text, true);
+    }
+    project
+}
+
+/// Renders diagnostics in the human format without colour.
+pub fn human(project: &Project, diagnostics: &[Diagnostic]) -> String {
+    let summary = Summary::new(project.reported_files(), project.reported_objects(), diagnostics);
+    render(OutputFormat::Human, &Report { diagnostics, summary, sources: &project.sources, color: false })
+}
+
+/// Lints and resolves.
+pub fn lint(project: &Project, config: &Config) -> Vec<Diagnostic> {
+    project.diagnostics(&project.lint(config))
+}
+
+/// Every `*.yaml`/`*.yml`/`*.json` file below a directory, sorted.
+pub fn manifest_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,101 @@
+//! Every rule's fixtures: `testcases/rules/<CODE>/<case>/input.yaml`, with an optional
+//! `portcullis.yaml`, and the rule's findings snapshotted beside them in `findings.snap`.
+//! Cases named `ok-*` must produce no finding of their rule; all others at least one.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use portcullis_linter::config::Config;
+use portcullis_linter::rules::registry;
+
+fn cases() -> BTreeMap<String, Vec<PathBuf>> {
+    let root = common::repo().join("testcases/rules");
+    let mut out: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for code in std::fs::read_dir(&root).unwrap() {
+        let code = code.unwrap().path();
+        let name = code.file_name().unwrap().to_string_lossy().to_string();
+        let mut list: Vec<PathBuf> =
+            std::fs::read_dir(&code).unwrap().map(|c| c.unwrap().path()).filter(|p| p.is_dir()).collect();
+        list.sort();
+        out.insert(name, list);
+    }
+    out
+}
+
+#[test]
+fn every_rule_fixture_matches_its_snapshot() {
+    let mut failures = Vec::new();
+    for (code, dirs) in cases() {
+        let meta = registry::find(&code).unwrap_or_else(|| panic!("testcases/rules/{code} names no rule"));
+        for dir in dirs {
+            let case = dir.file_name().unwrap().to_string_lossy().to_string();
+            let config = match std::fs::read_to_string(dir.join("portcullis.yaml")) {
+                Ok(text) => Config::parse(&text, "portcullis.yaml").unwrap(),
+                Err(_) => Config::default(),
+            };
+            let project = common::project_from(&dir, &[dir.join("input.yaml")]);
+            let diagnostics: Vec<_> =
+                common::lint(&project, &config).into_iter().filter(|d| d.code == meta.code).collect();
+            let expect_none = case.starts_with("ok-");
+            if expect_none != diagnostics.is_empty() {
+                failures.push(format!(
+                    "{code}/{case}: expected {}, got {}",
+                    if expect_none { "no finding" } else { "findings" },
+                    diagnostics.len()
+                ));
+            }
+            for d in &diagnostics {
+                let first = d.message.chars().next().unwrap();
+                if first.is_uppercase() || d.message.ends_with('.') {
+                    failures.push(format!(
+                        "{code}/{case}: messages start lowercase and end without a period: {:?}",
+                        d.message
+                    ));
+                }
+            }
+            insta::with_settings!({
+                snapshot_path => dir.clone(),
+                prepend_module_to_snapshot => false,
+                input_file => dir.join("input.yaml"),
+                omit_expression => true,
+            }, {
+                insta::assert_snapshot!("findings", common::human(&project, &diagnostics));
+            });
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_rule_has_positive_and_negative_fixtures() {
+    let cases = cases();
+    for meta in registry::all() {
+        let dirs = cases
+            .get(meta.code)
+            .unwrap_or_else(|| panic!("{} has no fixtures in testcases/rules/{}", meta.code, meta.code));
+        let names: Vec<String> = dirs.iter().map(|d| d.file_name().unwrap().to_string_lossy().to_string()).collect();
+        assert!(names.iter().any(|n| n.starts_with("ok-")), "{} has no negative (ok-*) fixture", meta.code);
+        assert!(names.iter().any(|n| !n.starts_with("ok-")), "{} has no positive fixture", meta.code);
+    }
+}
+
+#[test]
+fn every_rule_has_complete_docs() {
+    for meta in registry::all() {
+        let docs = meta.docs_markdown();
+        for heading in ["## What it does", "## Why is this bad?", "## Example", "## Fix safety"] {
+            assert!(docs.contains(heading), "{} docs lack {heading:?}", meta.code);
+        }
+        assert!(docs.contains("Use instead"), "{} docs lack \"Use instead\"", meta.code);
+        assert!(meta.name.chars().all(|c| c.is_ascii_lowercase() || c == '-'), "{} name is not kebab-case", meta.code);
+    }
+}
+
+#[test]
+fn codes_are_dense_and_in_order() {
+    for (i, meta) in registry::all().enumerate() {
+        assert_eq!(meta.code, format!("PC{i:03}"));
+    }
+}
