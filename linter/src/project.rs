@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::finding::{Diagnostic, Finding};
 use crate::load::{self, LoadProblem, Position, SourceFile, SourceId, Sources};
-use crate::model::Inventory;
+use crate::model::{Inventory, WorkloadId};
 use crate::rules::{self, Context};
 
 /// Everything loaded for one run.
@@ -57,6 +57,31 @@ impl Project {
             findings.iter().map(|f| (f.anchor.source(), f.resolve(&self.sources))).collect();
         out.sort_by(|(sa, a), (sb, b)| (sa, a.position, a.code).cmp(&(sb, b.position, b.code)));
         out.into_iter().map(|(_, d)| d).collect()
+    }
+
+    /// Finds a workload by `NAMESPACE/NAME` or `NAMESPACE/KIND/NAME` (kind case-insensitive).
+    pub fn find_workload(&self, spec: &str) -> Result<WorkloadId, String> {
+        let Some((ns, rest)) = spec.split_once('/') else {
+            return Err(format!("{spec:?}: expected NAMESPACE/WORKLOAD"));
+        };
+        let (kind, name) = match rest.split_once('/') {
+            Some((k, n)) => (Some(k), n),
+            None => (None, rest),
+        };
+        let inv = &self.inventory;
+        let matches: Vec<WorkloadId> = inv
+            .workloads_in(ns)
+            .filter(|(_, w)| w.name == name && kind.is_none_or(|k| inv.object(w.object).id.kind.eq_ignore_ascii_case(k)))
+            .map(|(id, _)| id)
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(format!("no workload {rest:?} in namespace {ns:?} in the input")),
+            many => Err(format!(
+                "{spec:?} is ambiguous: {}; write NAMESPACE/KIND/NAME",
+                many.iter().map(|w| crate::rules::workload_label_of(inv, *w)).collect::<Vec<_>>().join(", ")
+            )),
+        }
     }
 
     /// Files that are reported on.

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{EXIT_FINDINGS, EXIT_OK, Io, LoadArgs, load_config, load_project};
 use crate::egress::parse_fqdn;
-use crate::model::{Protocol, WorkloadId};
+use crate::model::WorkloadId;
 use crate::project::Project;
 use crate::semantics::{DirectionVerdict, Endpoint, Evaluator, Traffic};
 
@@ -41,7 +41,7 @@ enum Target {
 pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     let _config = load_config(&args.load)?;
     let project = load_project(&args.paths, &[], &args.load, io.stdin)?;
-    let traffic = parse_port(&args.port)?;
+    let traffic = Traffic::parse(&args.port).map_err(|e| anyhow::anyhow!("--port {e}"))?;
     let from = resolve(&project, &args.from, false)?;
     let to = resolve(&project, &args.to, true)?;
     let eval = Evaluator::new(&project.inventory);
@@ -122,44 +122,12 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     Ok(if verdict.allowed { EXIT_OK } else { EXIT_FINDINGS })
 }
 
-fn parse_port(raw: &str) -> anyhow::Result<Traffic> {
-    let (port, proto) = raw.split_once('/').unwrap_or((raw, "TCP"));
-    let port: i32 = port
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--port {raw:?}: expected a number, optionally /TCP, /UDP or /SCTP"))?;
-    if !(1..=65535).contains(&port) {
-        anyhow::bail!("--port {port} is outside 1-65535");
-    }
-    let protocol = Protocol::parse(&proto.to_ascii_uppercase())
-        .ok_or_else(|| anyhow::anyhow!("--port {raw:?}: protocol must be TCP, UDP or SCTP"))?;
-    Ok(Traffic { port, protocol })
-}
-
 fn resolve(project: &Project, raw: &str, allow_name: bool) -> anyhow::Result<Target> {
     if let Ok(ip) = raw.parse::<IpAddr>() {
         return Ok(Target::Address(ip));
     }
-    if let Some((ns, rest)) = raw.split_once('/') {
-        let (kind, name) = match rest.split_once('/') {
-            Some((k, n)) => (Some(k), n),
-            None => (None, rest),
-        };
-        let inv = &project.inventory;
-        let matches: Vec<WorkloadId> = inv
-            .workloads_in(ns)
-            .filter(|(_, w)| {
-                w.name == name && kind.is_none_or(|k| inv.object(w.object).id.kind.eq_ignore_ascii_case(k))
-            })
-            .map(|(id, _)| id)
-            .collect();
-        return match matches.as_slice() {
-            [one] => Ok(Target::Workload(*one)),
-            [] => anyhow::bail!("no workload {rest:?} in namespace {ns:?} in the input"),
-            many => anyhow::bail!(
-                "{raw:?} is ambiguous: {}; write NAMESPACE/KIND/NAME",
-                many.iter().map(|w| crate::rules::workload_label_of(inv, *w)).collect::<Vec<_>>().join(", ")
-            ),
-        };
+    if raw.contains('/') {
+        return project.find_workload(raw).map(Target::Workload).map_err(anyhow::Error::msg);
     }
     if allow_name {
         return Ok(Target::Name(parse_fqdn(raw).map_err(|e| anyhow::anyhow!("--to: {e}"))?));

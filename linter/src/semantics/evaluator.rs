@@ -59,6 +59,21 @@ pub struct Traffic {
     pub protocol: Protocol,
 }
 
+impl Traffic {
+    /// Parses `443`, `53/UDP` (protocol case-insensitive, TCP by default).
+    pub fn parse(raw: &str) -> Result<Traffic, String> {
+        let (port, proto) = raw.split_once('/').unwrap_or((raw, "TCP"));
+        let port: i32 =
+            port.parse().map_err(|_| format!("port {raw:?}: expected a number, optionally /TCP, /UDP or /SCTP"))?;
+        if !(1..=65535).contains(&port) {
+            return Err(format!("port {port} is outside 1-65535"));
+        }
+        let protocol = Protocol::parse(&proto.to_ascii_uppercase())
+            .ok_or_else(|| format!("port {raw:?}: protocol must be TCP, UDP or SCTP"))?;
+        Ok(Traffic { port, protocol })
+    }
+}
+
 /// A rule of a policy: `spec.<direction>[index]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RuleRef {
