@@ -71,7 +71,9 @@ impl Project {
         let inv = &self.inventory;
         let matches: Vec<WorkloadId> = inv
             .workloads_in(ns)
-            .filter(|(_, w)| w.name == name && kind.is_none_or(|k| inv.object(w.object).id.kind.eq_ignore_ascii_case(k)))
+            .filter(|(_, w)| {
+                w.name == name && kind.is_none_or(|k| inv.object(w.object).id.kind.eq_ignore_ascii_case(k))
+            })
             .map(|(id, _)| id)
             .collect();
         match matches.as_slice() {

@@ -25,7 +25,11 @@ fn truth_tables_match_the_kubernetes_reference() {
     let mut failures = Vec::new();
     for file in files {
         let project = common::project_from(&dir, std::slice::from_ref(&file));
-        assert!(project.load_problems.is_empty() && project.inventory.problems.is_empty(), "{}: invalid input", file.display());
+        assert!(
+            project.load_problems.is_empty() && project.inventory.problems.is_empty(),
+            "{}: invalid input",
+            file.display()
+        );
         let eval = Evaluator::new(&project.inventory);
         let queries = project
             .inventory
@@ -39,7 +43,11 @@ fn truth_tables_match_the_kubernetes_reference() {
                 other => other.to_string(),
             };
             let traffic = Traffic::parse(&text("port")).unwrap();
-            let verdict = eval.evaluate(&endpoint(&project, &eval, &text("from")), &endpoint(&project, &eval, &text("to")), traffic);
+            let verdict = eval.evaluate(
+                &endpoint(&project, &eval, &text("from")),
+                &endpoint(&project, &eval, &text("to")),
+                traffic,
+            );
             let got = if verdict.allowed { "allowed" } else { "denied" };
             total += 1;
             if got != text("expect") {

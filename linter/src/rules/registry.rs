@@ -54,3 +54,25 @@ pub fn markdown_table() -> String {
     }
     out
 }
+
+/// `docs/rules.md`: the table and every rule's docs (a test keeps the file equal to this).
+pub fn rules_document() -> String {
+    let mut out = String::from(
+        "# Rules\n\n<!-- Generated from the rule registry: `cargo run -p portcullis-linter --example rules-doc > docs/rules.md`. -->\n\n",
+    );
+    out.push_str("Levels can be changed per rule in `portcullis.yaml`; findings on one object are suppressed with the\nannotation `portcullis.dev/ignore: \"PC010,host-network-bypass\"`.\n\n");
+    out.push_str(&markdown_table());
+    for m in all() {
+        out.push_str(&format!("\n## {} {}\n\nDefault severity: **{}**.\n\n", m.code, m.name, m.severity));
+        for line in m.docs_markdown().lines() {
+            if let Some(rest) = line.strip_prefix("## ") {
+                out.push_str("### ");
+                out.push_str(rest);
+            } else {
+                out.push_str(line);
+            }
+            out.push('\n');
+        }
+    }
+    out
+}

@@ -1,0 +1,299 @@
+//! The `portcullis` binary end to end: formats, exit codes, stdin, `--context`, `fix`, and
+//! hostile input.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn portcullis(args: &[&str], cwd: &Path, stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(bytes) = stdin {
+        pipe.write_all(bytes).unwrap();
+    }
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("portcullis-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn demo_output_in_every_format() {
+    let repo = common::repo();
+    for format in ["human", "json", "sarif", "github", "junit"] {
+        let out = portcullis(&["lint", "testcases/demo", "--format", format], &repo, None);
+        assert_eq!(out.status.code(), Some(1), "{format}: the demo has findings");
+        insta::assert_snapshot!(format!("demo_{format}"), stdout(&out));
+    }
+}
+
+#[test]
+fn demo_reports_every_planted_mistake() {
+    let out = portcullis(&["lint", "testcases/demo", "--format", "json"], &common::repo(), None);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found: Vec<(String, String, u64)> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["code"].as_str().unwrap().to_owned(),
+                f["file"].as_str().unwrap().to_owned(),
+                f["line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expect = [
+        ("PC001", "testcases/demo/namespace.yaml", 4),
+        ("PC003", "testcases/demo/apps/api.yaml", 4),
+        ("PC003", "testcases/demo/apps/frontend.yaml", 4),
+        ("PC003", "testcases/demo/apps/nightly-report.yaml", 4),
+        ("PC003", "testcases/demo/apps/postgres.yaml", 4),
+        ("PC004", "testcases/demo/apps/payments.yaml", 5),
+        ("PC008", "testcases/demo/policies/api.yaml", 20),
+        ("PC009", "testcases/demo/policies/payments-egress.yaml", 27),
+        ("PC011", "testcases/demo/policies/postgres.yaml", 19),
+    ];
+    for (code, file, line) in expect {
+        assert!(
+            found.contains(&(code.to_owned(), file.to_owned(), line)),
+            "missing {code} at {file}:{line}; found {found:?}"
+        );
+    }
+    assert_eq!(found.len(), expect.len(), "unexpected extra findings: {found:?}");
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["summary"]["errors"], 7);
+}
+
+#[test]
+fn exit_codes_follow_fail_on() {
+    let repo = common::repo();
+    let never = portcullis(&["lint", "testcases/demo", "--fail-on", "never"], &repo, None);
+    assert_eq!(never.status.code(), Some(0));
+    let warnings_only = "testcases/rules/PC011/or-peers/input.yaml";
+    assert_eq!(portcullis(&["lint", warnings_only], &repo, None).status.code(), Some(1));
+    assert_eq!(portcullis(&["lint", warnings_only, "--fail-on", "error"], &repo, None).status.code(), Some(0));
+    let clean = "testcases/rules/PC003/ok-correct-dns/input.yaml";
+    assert_eq!(portcullis(&["lint", clean], &repo, None).status.code(), Some(0));
+    let missing = portcullis(&["lint", "no/such/path"], &repo, None);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no/such/path: not a file or directory"));
+    assert_eq!(portcullis(&["lint", "--format", "xml", clean], &repo, None).status.code(), Some(2));
+}
+
+#[test]
+fn bad_config_is_a_usage_error_naming_file_and_line() {
+    let dir = tempdir("config");
+    std::fs::write(dir.join(".portcullis.yaml"), "rules:\n  PC042: off\n").unwrap();
+    std::fs::write(dir.join("a.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n").unwrap();
+    let out = portcullis(&["lint", "a.yaml"], &dir, None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(".portcullis.yaml:2:3: unknown rule \"PC042\""), "{err}");
+}
+
+#[test]
+fn config_turns_rules_off_and_changes_levels() {
+    let dir = tempdir("levels");
+    let input = common::repo().join("testcases/rules/PC011/or-peers/input.yaml");
+    std::fs::copy(&input, dir.join("p.yaml")).unwrap();
+    std::fs::write(dir.join("portcullis.yaml"), "rules: {peer-and-or-confusion: error}\n").unwrap();
+    let out = portcullis(&["lint", "p.yaml", "--format", "json"], &dir, None);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["findings"][0]["severity"], "error");
+    std::fs::write(dir.join("portcullis.yaml"), "rules: {PC011: off}\n").unwrap();
+    assert_eq!(portcullis(&["lint", "p.yaml"], &dir, None).status.code(), Some(0));
+}
+
+#[test]
+fn stdin_is_linted_like_a_file() {
+    let text = std::fs::read(common::repo().join("testcases/rules/PC003/no-dns-rule/input.yaml")).unwrap();
+    let out = portcullis(&["lint", "-", "--format", "json"], &common::repo(), Some(&text));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let codes: Vec<&str> = doc["findings"].as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap()).collect();
+    assert!(codes.contains(&"PC003"), "{codes:?}");
+    assert_eq!(doc["findings"][0]["file"], "<stdin>");
+}
+
+#[test]
+fn context_policies_count_but_are_not_reported() {
+    // Lint only the Deployment; the policies that break its DNS live in the context.
+    let repo = common::repo();
+    let out = portcullis(
+        &["lint", "testcases/demo/apps/api.yaml", "--context", "testcases/demo", "--format", "json"],
+        &repo,
+        None,
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = doc["findings"].as_array().unwrap();
+    assert!(findings.iter().all(|f| f["file"] == "testcases/demo/apps/api.yaml"), "{findings:?}");
+    assert!(findings.iter().any(|f| f["code"] == "PC003"));
+    assert_eq!(doc["summary"]["files"], 1);
+}
+
+#[test]
+fn fix_output_makes_the_demo_pass_the_dns_and_default_deny_rules() {
+    let repo = common::repo();
+    let dir = tempdir("fix");
+    let fixed = dir.join("fix.yaml");
+    let out = portcullis(&["fix", "testcases/demo", "--out", fixed.to_str().unwrap()], &repo, None);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = portcullis(&["lint", "testcases/demo", fixed.to_str().unwrap(), "--format", "json"], &repo, None);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let codes: Vec<&str> = doc["findings"].as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap()).collect();
+    for code in ["PC001", "PC002", "PC003", "PC004"] {
+        assert!(!codes.contains(&code), "{code} remains after fix: {codes:?}");
+    }
+    // A namespace with no policies at all gets default-deny for both directions and DNS.
+    let bare = portcullis(&["fix", "testcases/rules/PC001/no-policies/input.yaml"], &repo, None);
+    let text = stdout(&bare);
+    assert!(
+        text.contains("name: default-deny-ingress")
+            && text.contains("name: default-deny-egress")
+            && text.contains("name: allow-dns"),
+        "{text}"
+    );
+}
+
+#[test]
+fn hostile_inputs_are_findings_not_crashes() {
+    let dir = tempdir("hostile");
+    std::fs::write(dir.join("binary.yaml"), b"\x7fELF\x02\x01\x01\x00\x00garbage").unwrap();
+    std::fs::write(dir.join("latin1.yaml"), b"name: caf\xe9\n").unwrap();
+    std::fs::write(dir.join("empty.yaml"), b"").unwrap();
+    std::fs::write(dir.join("deep.yaml"), "[".repeat(50_000)).unwrap();
+    // 100 MB, sparse: costs no disk, and must not be read whole.
+    let huge = std::fs::File::create(dir.join("huge.yaml")).unwrap();
+    huge.set_len(100 * 1024 * 1024).unwrap();
+    let out = portcullis(&["lint", ".", "--format", "json"], &dir, None);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let by_file = |name: &str| -> Vec<String> {
+        doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["file"].as_str().unwrap().ends_with(name))
+            .map(|f| f["message"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(by_file("binary.yaml")[0].contains("binary data"));
+    assert!(by_file("latin1.yaml")[0].contains("not UTF-8"));
+    assert!(by_file("empty.yaml").is_empty());
+    assert!(by_file("deep.yaml")[0].contains("invalid YAML"));
+    assert!(by_file("huge.yaml")[0].contains("larger than the 32 MiB limit"));
+}
+
+#[test]
+fn rules_and_rule_commands() {
+    let repo = common::repo();
+    let out = portcullis(&["rules"], &repo, None);
+    assert!(stdout(&out).contains("| PC003 | egress-blocks-dns | error | safe |"));
+    let out = portcullis(&["rules", "--format", "json"], &repo, None);
+    let rules: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rules.as_array().unwrap().len(), 16);
+    let by_name = stdout(&portcullis(&["rule", "egress-blocks-dns"], &repo, None));
+    assert_eq!(by_name, stdout(&portcullis(&["rule", "pc003"], &repo, None)));
+    assert!(by_name.contains("## Why is this bad?"));
+    assert_eq!(portcullis(&["rule", "PC999"], &repo, None).status.code(), Some(2));
+}
+
+#[test]
+fn trace_explains_verdicts() {
+    let repo = common::repo();
+    let out = portcullis(
+        &[
+            "trace",
+            "testcases/demo",
+            "--from",
+            "shop/frontend",
+            "--to",
+            "shop/api",
+            "--port",
+            "8080",
+            "--format",
+            "json",
+        ],
+        &repo,
+        None,
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["verdict"], "denied", "{doc}");
+    assert_eq!(doc["egress"]["isolated"], true);
+    assert_eq!(doc["ingress"]["allowedBy"][0]["policy"], "api");
+    assert_eq!(out.status.code(), Some(1));
+    let human = portcullis(
+        &["trace", "testcases/demo", "--from", "shop/payments", "--to", "203.0.113.99", "--port", "443"],
+        &repo,
+        None,
+    );
+    insta::assert_snapshot!("trace_payments_to_processor", stdout(&human));
+    let ambiguous = portcullis(
+        &["trace", "testcases/demo", "--from", "shop/nope", "--to", "1.1.1.1", "--port", "443"],
+        &repo,
+        None,
+    );
+    assert_eq!(ambiguous.status.code(), Some(2));
+}
+
+#[test]
+fn sarif_output_validates_against_the_official_schema() {
+    let schema = std::env::var("PORTCULLIS_SARIF_SCHEMA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| common::repo().join("target/tools/sarif-2.1.0.json"));
+    assert!(
+        schema.is_file(),
+        "the SARIF 2.1.0 schema is missing at {}; run .ci/setup-tools (the README's test command does)",
+        schema.display()
+    );
+    let dir = tempdir("sarif");
+    let out = portcullis(&["lint", "testcases/demo", "--format", "sarif"], &common::repo(), None);
+    let sarif = dir.join("demo.sarif");
+    std::fs::write(&sarif, &out.stdout).unwrap();
+    let check = Command::new("python3")
+        .args([
+            "-c",
+            "import json,sys,jsonschema; s=json.load(open(sys.argv[1])); d=json.load(open(sys.argv[2])); jsonschema.validators.validator_for(s)(s, format_checker=jsonschema.FormatChecker()).validate(d); print('valid')",
+        ])
+        .arg(&schema)
+        .arg(&sarif)
+        .output()
+        .expect("python3 with jsonschema (installed by .ci/setup-tools)");
+    assert!(check.status.success(), "SARIF invalid: {}", String::from_utf8_lossy(&check.stderr));
+}
+
+#[test]
+fn readme_rule_table_is_generated_from_the_registry() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let table = portcullis_linter::rules::registry::markdown_table();
+    assert!(readme.contains(&table), "README.md's rule table is stale; paste `portcullis rules` output:\n{table}");
+}
+
+#[test]
+fn rules_doc_is_generated_from_the_registry() {
+    let doc = std::fs::read_to_string(common::repo().join("docs/rules.md")).unwrap();
+    assert_eq!(
+        doc,
+        portcullis_linter::rules::registry::rules_document(),
+        "docs/rules.md is stale; regenerate with `cargo run -p portcullis-linter --example rules-doc > docs/rules.md`"
+    );
+}
