@@ -1,6 +1,8 @@
 //! The `portcullis` binary end to end: formats, exit codes, stdin, `--context`, `fix`, and
 //! hostile input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::io::Write;

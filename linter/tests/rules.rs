@@ -2,6 +2,8 @@
 //! `portcullis.yaml`, and the rule's findings snapshotted beside them in `findings.snap`.
 //! Cases named `ok-*` must produce no finding of their rule; all others at least one.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,8 @@
 //! NetworkPolicy truth tables: `testcases/semantics/*.yaml` hold policies, pods and a
 //! `TrafficQueries` document of queries with the verdict the Kubernetes reference gives.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::net::IpAddr;

@@ -6,8 +6,6 @@
 //! when a finding needs them, by re-reading that one document (findings are rare, objects are
 //! many, so the hot path allocates no position index).
 
-use std::borrow::Cow;
-
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 use serde_json::{Map, Number, Value};
 
@@ -47,8 +45,7 @@ pub fn split_documents(text: &str) -> Vec<Chunk> {
     let mut start_line = 1usize;
     let mut has_content = false;
     let mut offset = 0usize;
-    let mut line_no = 1usize;
-    for line in text.split_inclusive('\n') {
+    for (line_no, line) in (1usize..).zip(text.split_inclusive('\n')) {
         let body = line.trim_end_matches(['\n', '\r']);
         let is_start = marker_line(body, "---");
         let is_end = marker_line(body, "...");
@@ -76,7 +73,6 @@ pub fn split_documents(text: &str) -> Vec<Chunk> {
             }
         }
         offset += line.len();
-        line_no += 1;
     }
     if has_content {
         chunks.push(Chunk { offset: start, len: offset - start, first_line: start_line });
@@ -262,7 +258,7 @@ fn key_string(value: Value) -> Result<String, String> {
 
 /// Resolves a scalar with the YAML 1.2 core schema (JSON-compatible), honouring `!!str` and
 /// friends; quoted scalars are always strings.
-fn resolve_scalar(text: &Cow<'_, str>, style: ScalarStyle, tag: Option<&Tag>) -> Result<Value, String> {
+fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<Value, String> {
     if let Some(tag) = tag.filter(|t| t.is_yaml_core_schema()) {
         return match tag.suffix.as_str() {
             "str" | "binary" | "timestamp" => Ok(Value::String(text.to_string())),

@@ -313,10 +313,11 @@ impl Inventory {
         let Some(ns) = ns_name else { return };
         let custom_group =
             id.api_version.split_once('/').is_some_and(|(group, _)| group.contains('.') && !group.ends_with("k8s.io"));
-        if kind_enum == Kind::Other && custom_group {
-            if let Some(info) = self.namespaces.get_mut(&ns) {
-                info.custom_resources += 1;
-            }
+        if kind_enum == Kind::Other
+            && custom_group
+            && let Some(info) = self.namespaces.get_mut(&ns)
+        {
+            info.custom_resources += 1;
         }
         match kind_enum {
             Kind::NetworkPolicy => self.add_policy(object_id, ns),
