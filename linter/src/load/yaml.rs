@@ -6,6 +6,8 @@
 //! when a finding needs them, by re-reading that one document (findings are rare, objects are
 //! many, so the hot path allocates no position index).
 
+use std::borrow::Cow;
+
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 use serde_json::{Map, Number, Value};
 
@@ -137,7 +139,7 @@ impl ValueBuilder {
         match event {
             Event::DocumentStart(_) => self.documents += 1,
             Event::Scalar(text, style, anchor, tag) => {
-                let value = resolve_scalar(&text, style, tag.as_deref())?;
+                let value = resolve_scalar(text, style, tag.as_deref())?;
                 self.finish(value, anchor)?;
             }
             Event::SequenceStart(anchor, _) => self.open(Frame::Seq(Vec::new(), anchor))?,
@@ -196,11 +198,14 @@ impl ValueBuilder {
                     // An explicit key overrides what a merge key brought in.
                     merged.swap_remove(i);
                     map.insert(k, value);
-                } else if map.contains_key(&k) {
-                    // The API server's decoder rejects duplicate keys; so do we.
-                    return Err(format!("duplicate key {k:?}"));
                 } else {
-                    map.insert(k, value);
+                    match map.entry(k) {
+                        // The API server's decoder rejects duplicate keys; so do we.
+                        serde_json::map::Entry::Occupied(e) => return Err(format!("duplicate key {:?}", e.key())),
+                        serde_json::map::Entry::Vacant(e) => {
+                            e.insert(value);
+                        }
+                    }
                 }
             }
         }
@@ -258,27 +263,35 @@ fn key_string(value: Value) -> Result<String, String> {
 
 /// Resolves a scalar with the YAML 1.2 core schema (JSON-compatible), honouring `!!str` and
 /// friends; quoted scalars are always strings.
-fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<Value, String> {
+fn resolve_scalar(text: Cow<'_, str>, style: ScalarStyle, tag: Option<&Tag>) -> Result<Value, String> {
     if let Some(tag) = tag.filter(|t| t.is_yaml_core_schema()) {
         return match tag.suffix.as_str() {
-            "str" | "binary" | "timestamp" => Ok(Value::String(text.to_string())),
             "null" => Ok(Value::Null),
-            "bool" => plain_bool(text).map(Value::Bool).ok_or_else(|| format!("{text:?} is not a !!bool")),
-            "int" | "float" => plain_number(text).ok_or_else(|| format!("{text:?} is not a !!{}", tag.suffix)),
-            _ => Ok(Value::String(text.to_string())),
+            "bool" => plain_bool(&text).map(Value::Bool).ok_or_else(|| format!("{text:?} is not a !!bool")),
+            "int" | "float" => plain_number(&text).ok_or_else(|| format!("{text:?} is not a !!{}", tag.suffix)),
+            _ => Ok(Value::String(text.into_owned())),
         };
     }
     if style != ScalarStyle::Plain {
-        return Ok(Value::String(text.to_string()));
+        return Ok(Value::String(text.into_owned()));
     }
-    let t: &str = text;
+    let t: &str = &text;
+    // Most plain scalars are words; only those starting like a number, bool or null need more.
+    let first = t.as_bytes().first().copied().unwrap_or(b'~');
+    if !(first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.' | b'~' | b'n' | b'N' | b't' | b'T' | b'f' | b'F'))
+    {
+        return Ok(Value::String(text.into_owned()));
+    }
     if matches!(t, "" | "~" | "null" | "Null" | "NULL") {
         return Ok(Value::Null);
     }
     if let Some(b) = plain_bool(t) {
         return Ok(Value::Bool(b));
     }
-    Ok(plain_number(t).unwrap_or_else(|| Value::String(t.to_owned())))
+    Ok(match plain_number(t) {
+        Some(n) => n,
+        None => Value::String(text.into_owned()),
+    })
 }
 
 fn plain_bool(t: &str) -> Option<bool> {

@@ -419,6 +419,10 @@ impl Inventory {
             status.and_then(|s| s.pod_ips).into_iter().flatten().filter_map(|ip| ip.ip.parse().ok()).collect();
         let id = WorkloadId(self.workloads.len());
         let name = object.id.name.clone();
+        let object = &mut self.objects[object_id.0];
+        if let Value::Object(map) = &mut object.value {
+            map.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata"));
+        }
         self.workloads.push(Workload {
             object: object_id,
             kind,
@@ -448,42 +452,34 @@ impl Inventory {
 
 type PodView = (Labels, PodSpec, Option<PodStatus>);
 
-/// Labels, spec and status of the pods a workload object runs.
+/// Labels, spec and status of the pods a workload object runs. The controller's whole spec is
+/// type-checked (so a wrong type anywhere is found) and deserialized once.
 fn pod_view(kind: Kind, value: &Value, base: &str) -> Result<PodView, (String, String)> {
-    let spec_of_template = |template: &str| -> Result<PodView, (String, String)> {
-        let labels: Option<Labels> = typed(value, &format!("{template}/metadata/labels"), base)?;
-        let spec: Option<PodSpec> = typed(value, &format!("{template}/spec"), base)?;
-        Ok((labels.unwrap_or_default(), spec.unwrap_or_default(), None))
+    use k8s_openapi::api::core::v1::PodTemplateSpec;
+    let from_template = |t: Option<PodTemplateSpec>| -> PodView {
+        let t = t.unwrap_or_default();
+        (t.metadata.and_then(|m| m.labels).unwrap_or_default(), t.spec.unwrap_or_default(), None)
     };
-    // Type-check the controller's own spec too, so a wrong field type anywhere is found.
-    match kind {
+    Ok(match kind {
         Kind::Pod => {
             let labels: Option<Labels> = typed(value, "/metadata/labels", base)?;
             let spec: Option<PodSpec> = typed(value, "/spec", base)?;
             let status: Option<PodStatus> = typed(value, "/status", base)?;
-            Ok((labels.unwrap_or_default(), spec.unwrap_or_default(), status))
+            (labels.unwrap_or_default(), spec.unwrap_or_default(), status)
         }
-        Kind::Deployment => {
-            typed::<DeploymentSpec>(value, "/spec", base).and_then(|_| spec_of_template("/spec/template"))
-        }
-        Kind::ReplicaSet => {
-            typed::<ReplicaSetSpec>(value, "/spec", base).and_then(|_| spec_of_template("/spec/template"))
-        }
-        Kind::StatefulSet => {
-            typed::<StatefulSetSpec>(value, "/spec", base).and_then(|_| spec_of_template("/spec/template"))
-        }
-        Kind::DaemonSet => {
-            typed::<DaemonSetSpec>(value, "/spec", base).and_then(|_| spec_of_template("/spec/template"))
-        }
-        Kind::Job => typed::<JobSpec>(value, "/spec", base).and_then(|_| spec_of_template("/spec/template")),
+        Kind::Deployment => from_template(typed::<DeploymentSpec>(value, "/spec", base)?.map(|s| s.template)),
+        Kind::ReplicaSet => from_template(typed::<ReplicaSetSpec>(value, "/spec", base)?.and_then(|s| s.template)),
+        Kind::StatefulSet => from_template(typed::<StatefulSetSpec>(value, "/spec", base)?.map(|s| s.template)),
+        Kind::DaemonSet => from_template(typed::<DaemonSetSpec>(value, "/spec", base)?.map(|s| s.template)),
+        Kind::Job => from_template(typed::<JobSpec>(value, "/spec", base)?.map(|s| s.template)),
         Kind::ReplicationController => {
-            typed::<ReplicationControllerSpec>(value, "/spec", base).and_then(|_| spec_of_template("/spec/template"))
+            from_template(typed::<ReplicationControllerSpec>(value, "/spec", base)?.and_then(|s| s.template))
         }
-        Kind::CronJob => {
-            typed::<CronJobSpec>(value, "/spec", base).and_then(|_| spec_of_template("/spec/jobTemplate/spec/template"))
-        }
-        _ => Ok((Labels::new(), PodSpec::default(), None)),
-    }
+        Kind::CronJob => from_template(
+            typed::<CronJobSpec>(value, "/spec", base)?.and_then(|s| s.job_template.spec).map(|s| s.template),
+        ),
+        _ => (Labels::new(), PodSpec::default(), None),
+    })
 }
 
 /// Deserializes the node at `pointer` (absent or null → `None`). On a type error returns the
@@ -493,6 +489,10 @@ fn typed<T: DeserializeOwned>(value: &Value, pointer: &str, base: &str) -> Resul
         None | Some(Value::Null) => return Ok(None),
         Some(node) => node,
     };
+    // The fast path tracks no field path; only a failure is re-read to say where it failed.
+    if let Ok(v) = T::deserialize(node) {
+        return Ok(Some(v));
+    }
     serde_path_to_error::deserialize(node).map(Some).map_err(|e| {
         let mut at = format!("{base}{pointer}");
         let mut dotted = pointer.trim_start_matches('/').replace('/', ".");

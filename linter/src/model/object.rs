@@ -132,6 +132,9 @@ pub struct Object {
     pub doc: DocumentRef,
     /// Pointer to the object inside its document (`""`, or `/items/3` in a `List`).
     pub pointer: String,
+    /// The object as parsed. Workloads keep only `apiVersion`, `kind` and `metadata` once their
+    /// pods are modelled (see [`crate::model::Workload`]): their specs are most of a run's
+    /// memory and nothing reads them again.
     pub value: Value,
     /// Rule codes and names from the `portcullis.dev/ignore` annotation.
     pub ignore: BTreeSet<String>,

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Benchmark: `portcullis lint` end to end on the generated corpus (1,000 namespaces x 11 objects),
+# pinned to one core, with peak memory; the same corpus at 250..2,000 namespaces to show linear
+# scaling; and checkov on the same corpus in the same run, with the ratio.
+#
+#   linter/benches/lint-corpus.sh [RUNS]      (results go in docs/benchmarks.md)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+runs=${1:-5}
+command -v taskset >/dev/null || { echo "bench: taskset (util-linux) is required" >&2; exit 1; }
+[ -x /usr/bin/time ] || { echo "bench: /usr/bin/time is required (apt-get install -y time)" >&2; exit 1; }
+
+cargo build --quiet --release -p portcullis-linter --bin portcullis --example gen-corpus
+bin=target/release/portcullis
+work=target/bench
+mkdir -p "$work"
+
+# best wall time (s) and peak RSS (KB) of N runs of a command
+measure() {
+  local best="" rss=0
+  for _ in $(seq "$runs"); do
+    /usr/bin/time -f "%e %M" -o "$work/time" taskset -c 0 "$@" >/dev/null 2>&1 || true
+    read -r t m < "$work/time"
+    if [ -z "$best" ] || awk "BEGIN{exit !($t < $best)}"; then best=$t; fi
+    [ "$m" -gt "$rss" ] && rss=$m
+  done
+  echo "$best $rss"
+}
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "portcullis $($bin --version | cut -d' ' -f2), best of $runs runs, pinned to CPU 0"
+echo
+printf "%-12s %8s %6s %10s %14s %10s\n" namespaces objects MB seconds objects/s "peak RSS"
+for n in 250 500 1000 2000; do
+  dir="$work/corpus-$n"
+  [ -d "$dir" ] || target/release/examples/gen-corpus "$dir" "$n"
+  objects=$((n * 11))
+  mb=$(du -sm "$dir" | cut -f1)
+  read -r t rss < <(measure "$bin" lint "$dir" --format json --fail-on never)
+  printf "%-12s %8d %6s %10s %14.0f %8d MB\n" "$n" "$objects" "$mb" "$t" "$(awk "BEGIN{print $objects/$t}")" "$((rss / 1024))"
+  [ "$n" = 1000 ] && portcullis_time=$t
+done
+
+venv=target/tools/checkov-venv
+if [ ! -x "$venv/bin/checkov" ]; then
+  echo; echo "installing checkov into $venv (PyPI)..."
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet checkov
+fi
+echo
+echo "checkov $("$venv/bin/checkov" --version) on the 1,000-namespace corpus (1 run; it takes a while):"
+start=$(date +%s.%N)
+taskset -c 0 "$venv/bin/checkov" -d "$work/corpus-1000" --framework kubernetes --skip-download --quiet --compact -o json >/dev/null 2>&1 || true
+end=$(date +%s.%N)
+checkov_time=$(awk "BEGIN{print $end - $start}")
+printf "checkov: %.1f s; portcullis: %s s; portcullis is %.0fx faster\n" "$checkov_time" "$portcullis_time" "$(awk "BEGIN{print $checkov_time/$portcullis_time}")"

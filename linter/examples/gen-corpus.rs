@@ -1,0 +1,49 @@
+//! Writes the benchmark corpus: N namespaces (default 1,000), each one file holding a Namespace,
+//! 6 workloads and 4 NetworkPolicies (11 objects). One namespace in ten carries a classic DNS
+//! mistake, so the rules have real work and real findings.
+//!
+//! `cargo run --release -p portcullis-linter --example gen-corpus -- DIR [NAMESPACES]`
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+fn main() -> std::io::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let dir = PathBuf::from(args.next().unwrap_or_else(|| "target/bench-corpus".to_owned()));
+    let namespaces: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1000);
+    std::fs::create_dir_all(&dir)?;
+    for i in 0..namespaces {
+        std::fs::write(dir.join(format!("ns-{i:05}.yaml")), namespace(i))?;
+    }
+    Ok(())
+}
+
+fn namespace(i: usize) -> String {
+    let ns = format!("team-{i:05}");
+    let mut s = String::new();
+    let _ = write!(s, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    team: t{}\n", i % 50);
+    for (kind, name, port) in [
+        ("Deployment", "frontend", 8080),
+        ("Deployment", "api", 8080),
+        ("Deployment", "worker", 9000),
+        ("StatefulSet", "db", 5432),
+        ("DaemonSet", "log-agent", 24224),
+    ] {
+        let extra = if kind == "StatefulSet" { "  serviceName: db\n" } else { "" };
+        let _ = write!(
+            s,
+            "---\napiVersion: apps/v1\nkind: {kind}\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{app: {name}}}\nspec:\n{extra}  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}, tier: backend}}\n    spec:\n      containers:\n      - name: {name}\n        image: registry.example.com/{name}:1.{i}\n        ports:\n        - {{name: http, containerPort: {port}}}\n        resources:\n          requests: {{cpu: 100m, memory: 128Mi}}\n"
+        );
+    }
+    let _ = write!(
+        s,
+        "---\napiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: nightly\n  namespace: {ns}\nspec:\n  schedule: \"0 3 * * *\"\n  jobTemplate:\n    spec:\n      template:\n        metadata:\n          labels: {{app: nightly}}\n        spec:\n          restartPolicy: OnFailure\n          containers:\n          - name: job\n            image: registry.example.com/nightly:1\n"
+    );
+    // A tenth of the namespaces select kube-system by a label Kubernetes does not set.
+    let dns_ns = if i % 10 == 0 { "name: kube-system" } else { "kubernetes.io/metadata.name: kube-system" };
+    let _ = write!(
+        s,
+        "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: default-deny\n  namespace: {ns}\nspec:\n  podSelector: {{}}\n  policyTypes: [Ingress, Egress]\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: allow-dns\n  namespace: {ns}\nspec:\n  podSelector: {{}}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - namespaceSelector:\n        matchLabels: {{{dns_ns}}}\n      podSelector:\n        matchLabels: {{k8s-app: kube-dns}}\n    ports:\n    - {{port: 53, protocol: UDP}}\n    - {{port: 53, protocol: TCP}}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: api-ingress\n  namespace: {ns}\nspec:\n  podSelector:\n    matchLabels: {{app: api}}\n  policyTypes: [Ingress]\n  ingress:\n  - from:\n    - podSelector:\n        matchLabels: {{app: frontend}}\n    ports:\n    - port: http\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: api-egress\n  namespace: {ns}\nspec:\n  podSelector:\n    matchLabels: {{app: api}}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - podSelector:\n        matchLabels: {{app: db}}\n    ports:\n    - {{port: 5432, protocol: TCP}}\n  - to:\n    - ipBlock:\n        cidr: 0.0.0.0/0\n        except: [10.0.0.0/8, 169.254.0.0/16]\n    ports:\n    - {{port: 443, protocol: TCP}}\n"
+    );
+    s
+}
