@@ -1,6 +1,7 @@
 use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::Finding;
 use crate::semantics::ParsedIpBlock;
+use crate::semantics::evaluator::peer_lists;
 use crate::semantics::ip_block::{host_bits_set, parse_cidr};
 
 declare_rule! {
@@ -45,16 +46,10 @@ impl Rule for InvalidIpBlock {
 
     fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         for policy in &cx.inventory.policies {
-            let ingress = policy.spec.ingress.iter().flatten().map(|r| r.from.as_deref());
-            let egress = policy.spec.egress.iter().flatten().map(|r| r.to.as_deref());
-            let all = ingress
-                .enumerate()
-                .map(|(i, p)| ("ingress", "from", i, p))
-                .chain(egress.enumerate().map(|(i, p)| ("egress", "to", i, p)));
-            for (key, peers_key, ri, peers) in all {
-                for (pi, peer) in peers.unwrap_or_default().iter().enumerate() {
+            for list in peer_lists(policy) {
+                for (pi, peer) in list.items.iter().enumerate() {
                     let Some(block) = &peer.ip_block else { continue };
-                    let at = format!("/spec/{key}/{ri}/{peers_key}/{pi}/ipBlock");
+                    let at = format!("{}/ipBlock", list.peer_pointer(pi));
                     let name = &policy.name;
                     if peer.pod_selector.is_some() || peer.namespace_selector.is_some() {
                         out.push(cx.finding(&Self::META, policy.object, &at, format!(

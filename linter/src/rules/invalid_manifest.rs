@@ -2,7 +2,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 
 use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::{Anchor, Finding};
-use crate::semantics::Direction;
+use crate::semantics::evaluator::peer_lists;
 use crate::semantics::selector::selector_problem;
 
 declare_rule! {
@@ -93,27 +93,10 @@ impl Rule for InvalidManifest {
             if let Some(problem) = policy.spec.pod_selector.as_ref().and_then(selector_problem) {
                 out.push(cx.finding(meta, obj, "/spec/podSelector", format!("invalid podSelector: {problem}")));
             }
-            let directions = [
-                (
-                    Direction::Ingress,
-                    "ingress",
-                    "from",
-                    policy.spec.ingress.as_ref().map(|r| r.iter().map(|r| r.from.as_deref()).collect::<Vec<_>>()),
-                ),
-                (
-                    Direction::Egress,
-                    "egress",
-                    "to",
-                    policy.spec.egress.as_ref().map(|r| r.iter().map(|r| r.to.as_deref()).collect::<Vec<_>>()),
-                ),
-            ];
-            for (_, key, peers_key, rules) in directions {
-                for (ri, peers) in rules.into_iter().flatten().enumerate() {
-                    for (pi, peer) in peers.into_iter().flatten().enumerate() {
-                        let at = format!("/spec/{key}/{ri}/{peers_key}/{pi}");
-                        if let Some(msg) = peer_problem(peer) {
-                            out.push(cx.finding(meta, obj, &at, msg));
-                        }
+            for list in peer_lists(policy) {
+                for (pi, peer) in list.items.iter().enumerate() {
+                    if let Some(msg) = peer_problem(peer) {
+                        out.push(cx.finding(meta, obj, &list.peer_pointer(pi), msg));
                     }
                 }
             }

@@ -4,6 +4,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::Finding;
 use crate::model::Protocol;
+use crate::semantics::evaluator::port_lists;
 
 declare_rule! {
     /// ## What it does
@@ -45,15 +46,9 @@ impl Rule for InvalidPort {
 
     fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         for policy in &cx.inventory.policies {
-            let ingress = policy.spec.ingress.iter().flatten().map(|r| r.ports.as_deref());
-            let egress = policy.spec.egress.iter().flatten().map(|r| r.ports.as_deref());
-            let all = ingress
-                .enumerate()
-                .map(|(i, p)| ("ingress", i, p))
-                .chain(egress.enumerate().map(|(i, p)| ("egress", i, p)));
-            for (key, ri, ports) in all {
-                for (pi, port) in ports.unwrap_or_default().iter().enumerate() {
-                    let at = format!("/spec/{key}/{ri}/ports/{pi}");
+            for list in port_lists(policy) {
+                for (pi, port) in list.items.iter().enumerate() {
+                    let at = list.port_pointer(pi);
                     if let Some((field, msg)) = port_problem(port) {
                         out.push(cx.finding(
                             &Self::META,

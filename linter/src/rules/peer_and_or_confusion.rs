@@ -1,5 +1,6 @@
 use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::Finding;
+use crate::semantics::evaluator::peer_lists;
 use crate::semantics::selector::describe_selector;
 
 declare_rule! {
@@ -47,14 +48,8 @@ impl Rule for PeerAndOrConfusion {
 
     fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         for policy in &cx.inventory.policies {
-            let ingress = policy.spec.ingress.iter().flatten().map(|r| r.from.as_deref());
-            let egress = policy.spec.egress.iter().flatten().map(|r| r.to.as_deref());
-            let all = ingress
-                .enumerate()
-                .map(|(i, p)| ("ingress", "from", i, p))
-                .chain(egress.enumerate().map(|(i, p)| ("egress", "to", i, p)));
-            for (key, peers_key, ri, peers) in all {
-                let peers = peers.unwrap_or_default();
+            for list in peer_lists(policy) {
+                let peers = list.items;
                 let ns_only = peers
                     .iter()
                     .position(|p| p.namespace_selector.is_some() && p.pod_selector.is_none() && p.ip_block.is_none());
@@ -67,17 +62,16 @@ impl Rule for PeerAndOrConfusion {
                 let mut f = cx.finding(
                     &Self::META,
                     policy.object,
-                    &format!("/spec/{key}/{ri}/{peers_key}/{p}"),
+                    &list.peer_pointer(p),
                     format!(
-                        "{key} rule {ri} of policy {} lists namespaceSelector {{{ns_sel}}} and podSelector {{{pod_sel}}} as separate peers, which means OR: every pod in those namespaces, or those pods in namespace {}; for pods {{{pod_sel}}} in namespaces {{{ns_sel}}}, put both selectors in one peer",
-                        policy.name, policy.namespace
+                        "{} rule {} of policy {} lists namespaceSelector {{{ns_sel}}} and podSelector {{{pod_sel}}} as separate peers, which means OR: every pod in those namespaces, or those pods in namespace {}; for pods {{{pod_sel}}} in namespaces {{{ns_sel}}}, put both selectors in one peer",
+                        list.key(),
+                        list.rule,
+                        policy.name,
+                        policy.namespace
                     ),
                 );
-                f.related.push(cx.related(
-                    policy.object,
-                    &format!("/spec/{key}/{ri}/{peers_key}/{n}"),
-                    "the namespace-only peer".to_owned(),
-                ));
+                f.related.push(cx.related(policy.object, &list.peer_pointer(n), "the namespace-only peer".to_owned()));
                 out.push(f);
             }
         }

@@ -220,6 +220,59 @@ pub fn policy_selects(policy: &Policy, labels: &Labels) -> bool {
     policy.spec.pod_selector.as_ref().is_none_or(|s| selector_matches(s, labels))
 }
 
+/// One rule's peer or port list, with where it is: `spec.<key>[rule].<field>`.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleList<'p, T> {
+    pub direction: Direction,
+    /// Index of the rule in its direction's list.
+    pub rule: usize,
+    pub items: &'p [T],
+}
+
+impl<T> RuleList<'_, T> {
+    /// `ingress` or `egress`.
+    pub fn key(&self) -> &'static str {
+        match self.direction {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+
+    /// Pointer (relative to the object) of item `index` of a peer list.
+    pub fn peer_pointer(&self, index: usize) -> String {
+        let field = if self.direction == Direction::Ingress { "from" } else { "to" };
+        format!("/spec/{}/{}/{field}/{index}", self.key(), self.rule)
+    }
+
+    /// Pointer (relative to the object) of item `index` of a port list.
+    pub fn port_pointer(&self, index: usize) -> String {
+        format!("/spec/{}/{}/ports/{index}", self.key(), self.rule)
+    }
+}
+
+/// Every rule's peers (`from`/`to`), ingress then egress, whether or not `policyTypes` governs
+/// the direction (validation rules look at everything written).
+pub fn peer_lists(policy: &Policy) -> impl Iterator<Item = RuleList<'_, NetworkPolicyPeer>> {
+    let ingress = policy.spec.ingress.iter().flatten().map(|r| r.from.as_deref());
+    let egress = policy.spec.egress.iter().flatten().map(|r| r.to.as_deref());
+    ingress
+        .enumerate()
+        .map(|(rule, p)| (Direction::Ingress, rule, p))
+        .chain(egress.enumerate().map(|(rule, p)| (Direction::Egress, rule, p)))
+        .map(|(direction, rule, items)| RuleList { direction, rule, items: items.unwrap_or_default() })
+}
+
+/// Every rule's ports, ingress then egress, whether or not `policyTypes` governs the direction.
+pub fn port_lists(policy: &Policy) -> impl Iterator<Item = RuleList<'_, NetworkPolicyPort>> {
+    let ingress = policy.spec.ingress.iter().flatten().map(|r| r.ports.as_deref());
+    let egress = policy.spec.egress.iter().flatten().map(|r| r.ports.as_deref());
+    ingress
+        .enumerate()
+        .map(|(rule, p)| (Direction::Ingress, rule, p))
+        .chain(egress.enumerate().map(|(rule, p)| (Direction::Egress, rule, p)))
+        .map(|(direction, rule, items)| RuleList { direction, rule, items: items.unwrap_or_default() })
+}
+
 type RuleParts<'p> = (Option<&'p [NetworkPolicyPeer]>, Option<&'p [NetworkPolicyPort]>);
 
 /// The rules of one direction as (peers, ports). Rules of a direction the policy does not
