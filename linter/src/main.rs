@@ -11,6 +11,7 @@ fn main() -> ExitCode {
         stdout: &mut stdout.lock(),
         stderr: &mut std::io::stderr().lock(),
         tty,
+        stdin_tty: std::io::stdin().is_terminal(),
     };
     ExitCode::from(portcullis_linter::cli::run(std::env::args_os(), &mut io))
 }

@@ -67,11 +67,13 @@ pub struct Io<'a> {
     pub stderr: &'a mut dyn Write,
     /// Whether stdout is a terminal (colour in human output).
     pub tty: bool,
+    /// Whether stdin is a terminal (then there is nothing piped to read).
+    pub stdin_tty: bool,
 }
 
 impl std::fmt::Debug for Io<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Io").field("tty", &self.tty).finish_non_exhaustive()
+        f.debug_struct("Io").field("tty", &self.tty).field("stdin_tty", &self.stdin_tty).finish_non_exhaustive()
     }
 }
 
@@ -116,12 +118,16 @@ pub(crate) fn load_project(
     context: &[String],
     args: &LoadArgs,
     stdin: &mut dyn Read,
+    stdin_tty: bool,
 ) -> anyhow::Result<Project> {
     let limits = Limits { max_file_bytes: args.max_file_size.saturating_mul(1024 * 1024) };
     let mut project = Project::new(&args.namespace);
     let mut seen: HashSet<PathBuf> = HashSet::new();
     let inputs: Vec<Input> =
         if paths.is_empty() { vec![Input::Stdin] } else { paths.iter().map(|p| Input::parse(p)).collect() };
+    if stdin_tty && inputs.contains(&Input::Stdin) {
+        anyhow::bail!("no input: name files or directories, or pipe manifests to stdin (`-`)");
+    }
     let mut add =
         |project: &mut Project, inputs: &[Input], reported: bool, stdin: &mut dyn Read| -> anyhow::Result<()> {
             for file in read_inputs(inputs, limits, stdin)? {

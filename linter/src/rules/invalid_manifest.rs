@@ -2,6 +2,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 
 use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::{Anchor, Finding};
+use crate::model::inventory::IGNORE_ANNOTATION;
 use crate::semantics::evaluator::peer_lists;
 use crate::semantics::selector::selector_problem;
 
@@ -10,7 +11,8 @@ declare_rule! {
     /// Reports input that is not a valid Kubernetes object: YAML or JSON that does not parse,
     /// binary or oversized files, documents without `apiVersion`/`kind`, fields of the wrong type
     /// in a kind portcullis knows, removed API versions, and NetworkPolicy values the API server
-    /// rejects that no other rule covers (selector operators, empty peers, unknown `policyTypes`).
+    /// rejects that no other rule covers (selector operators, empty peers, unknown `policyTypes`),
+    /// and unknown rule names in a `portcullis.dev/ignore` annotation.
     ///
     /// ## Why is this bad?
     /// `kubectl apply` refuses the object, so the policy you think protects a namespace does not
@@ -77,6 +79,18 @@ impl Rule for InvalidManifest {
                 related: Vec::new(),
                 fix: None,
             });
+        }
+        for (i, object) in cx.inventory.objects.iter().enumerate() {
+            for name in &object.ignore {
+                if super::registry::find(name).is_none() {
+                    out.push(cx.finding(
+                        meta,
+                        crate::model::ObjectId(i),
+                        "/metadata/annotations/portcullis.dev~1ignore",
+                        format!("{IGNORE_ANNOTATION} names unknown rule {name:?}; run `portcullis rules` for the list"),
+                    ));
+                }
+            }
         }
         for policy in &cx.inventory.policies {
             let obj = policy.object;
