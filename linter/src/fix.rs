@@ -21,29 +21,26 @@ pub fn default_deny_policy(namespace: &str, name: &str, directions: Directions) 
     if directions.egress {
         types.push("Egress");
     }
-    json!({
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "annotations": {GENERATED_ANNOTATION: "default-deny written by portcullis fix"},
-        },
-        "spec": {"podSelector": {}, "policyTypes": types},
-    })
+    generated_policy(namespace, name, "default-deny", json!({"podSelector": {}, "policyTypes": types}))
 }
 
 /// A policy letting every pod of a namespace reach cluster DNS on UDP and TCP 53.
 pub fn allow_dns_policy(namespace: &str, name: &str, dns: &DnsConfig) -> Value {
+    let spec = json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [dns_egress_rule(dns)]});
+    generated_policy(namespace, name, "DNS allowance", spec)
+}
+
+/// A NetworkPolicy written by `portcullis fix`, annotated as such.
+fn generated_policy(namespace: &str, name: &str, what: &str, spec: Value) -> Value {
     json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "annotations": {GENERATED_ANNOTATION: "DNS allowance written by portcullis fix"},
+            "annotations": {GENERATED_ANNOTATION: format!("{what} written by portcullis fix")},
         },
-        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [dns_egress_rule(dns)]},
+        "spec": spec,
     })
 }
 

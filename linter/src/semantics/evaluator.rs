@@ -14,7 +14,9 @@
 
 use std::net::IpAddr;
 
-use k8s_openapi::api::networking::v1::{NetworkPolicyPeer, NetworkPolicyPort};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::ip_block::ParsedIpBlock;
@@ -253,24 +255,24 @@ impl<T> RuleList<'_, T> {
 /// Every rule's peers (`from`/`to`), ingress then egress, whether or not `policyTypes` governs
 /// the direction (validation rules look at everything written).
 pub fn peer_lists(policy: &Policy) -> impl Iterator<Item = RuleList<'_, NetworkPolicyPeer>> {
-    let ingress = policy.spec.ingress.iter().flatten().map(|r| r.from.as_deref());
-    let egress = policy.spec.egress.iter().flatten().map(|r| r.to.as_deref());
-    ingress
-        .enumerate()
-        .map(|(rule, p)| (Direction::Ingress, rule, p))
-        .chain(egress.enumerate().map(|(rule, p)| (Direction::Egress, rule, p)))
-        .map(|(direction, rule, items)| RuleList { direction, rule, items: items.unwrap_or_default() })
+    rule_lists(policy, |r| r.from.as_deref(), |r| r.to.as_deref())
 }
 
 /// Every rule's ports, ingress then egress, whether or not `policyTypes` governs the direction.
 pub fn port_lists(policy: &Policy) -> impl Iterator<Item = RuleList<'_, NetworkPolicyPort>> {
-    let ingress = policy.spec.ingress.iter().flatten().map(|r| r.ports.as_deref());
-    let egress = policy.spec.egress.iter().flatten().map(|r| r.ports.as_deref());
-    ingress
-        .enumerate()
-        .map(|(rule, p)| (Direction::Ingress, rule, p))
-        .chain(egress.enumerate().map(|(rule, p)| (Direction::Egress, rule, p)))
-        .map(|(direction, rule, items)| RuleList { direction, rule, items: items.unwrap_or_default() })
+    rule_lists(policy, |r| r.ports.as_deref(), |r| r.ports.as_deref())
+}
+
+fn rule_lists<'p, T: 'p>(
+    policy: &'p Policy,
+    ingress: impl Fn(&'p NetworkPolicyIngressRule) -> Option<&'p [T]> + 'p,
+    egress: impl Fn(&'p NetworkPolicyEgressRule) -> Option<&'p [T]> + 'p,
+) -> impl Iterator<Item = RuleList<'p, T>> {
+    let ingress =
+        policy.spec.ingress.iter().flatten().map(ingress).enumerate().map(|(rule, p)| (Direction::Ingress, rule, p));
+    let egress =
+        policy.spec.egress.iter().flatten().map(egress).enumerate().map(|(rule, p)| (Direction::Egress, rule, p));
+    ingress.chain(egress).map(|(direction, rule, items)| RuleList { direction, rule, items: items.unwrap_or_default() })
 }
 
 type RuleParts<'p> = (Option<&'p [NetworkPolicyPeer]>, Option<&'p [NetworkPolicyPort]>);
