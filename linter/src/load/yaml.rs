@@ -93,19 +93,16 @@ pub fn parse_chunk(text: &str, chunk: Chunk) -> Result<Option<Value>, SyntaxErro
     let mut parser = Parser::new_from_str(src).keep_tags(true);
     while let Some(event) = parser.next_event() {
         let (event, span) = event.map_err(|e| SyntaxError {
-            position: position_in(src, chunk, e.marker().line(), e.marker().col()),
+            position: position_in(chunk, e.marker().line(), e.marker().col()),
             message: e.info().to_owned(),
         })?;
         if let Err(message) = builder.push(event) {
-            return Err(SyntaxError {
-                position: position_in(src, chunk, span.start.line(), span.start.col()),
-                message,
-            });
+            return Err(SyntaxError { position: position_in(chunk, span.start.line(), span.start.col()), message });
         }
         if builder.documents > 1 {
             // Cannot happen after `split_documents`, but never merge two documents silently.
             return Err(SyntaxError {
-                position: position_in(src, chunk, span.start.line(), span.start.col()),
+                position: position_in(chunk, span.start.line(), span.start.col()),
                 message: "more than one document in one chunk".to_owned(),
             });
         }
@@ -113,7 +110,7 @@ pub fn parse_chunk(text: &str, chunk: Chunk) -> Result<Option<Value>, SyntaxErro
     Ok(builder.root.take())
 }
 
-fn position_in(_src: &str, chunk: Chunk, line: usize, col: usize) -> Position {
+fn position_in(chunk: Chunk, line: usize, col: usize) -> Position {
     Position { line: chunk.first_line + line.saturating_sub(1), column: col + 1 }
 }
 
@@ -352,6 +349,13 @@ pub struct NodeSpan {
     pub value: Position,
 }
 
+/// One open collection on the path of the node being read by [`locate`].
+#[derive(Debug)]
+enum Level {
+    Seq { index: usize },
+    Map { key: Option<String>, key_pos: Option<Position>, expecting_key: bool },
+}
+
 /// Finds the deepest node along `pointer` that exists in the chunk, and how deep it got.
 ///
 /// Returns the span of the deepest existing ancestor when the full path does not exist (e.g. a
@@ -360,14 +364,9 @@ pub fn locate(text: &str, chunk: Chunk, pointer: &str) -> Option<(NodeSpan, bool
     let src = &text[chunk.offset..chunk.offset + chunk.len];
     let target: Vec<String> = pointer_segments(pointer);
     let mut parser = Parser::new_from_str(src);
-    // Path of the node being read: one entry per open collection.
-    enum Level {
-        Seq { index: usize },
-        Map { key: Option<String>, key_pos: Option<Position>, expecting_key: bool },
-    }
     let mut levels: Vec<Level> = Vec::new();
     let mut best: Option<(NodeSpan, usize)> = None;
-    let pos = |span: &Span| position_in(src, chunk, span.start.line(), span.start.col());
+    let pos = |span: &Span| position_in(chunk, span.start.line(), span.start.col());
     // How many leading path segments the current stack matches.
     let matched_depth = |levels: &Vec<Level>| -> usize {
         let mut depth = 0;
@@ -431,14 +430,15 @@ pub fn locate(text: &str, chunk: Chunk, pointer: &str) -> Option<(NodeSpan, bool
             _ => {}
         }
     }
-    return best.map(|(node, _)| (node, false));
+    best.map(|(node, _)| (node, false))
+}
 
-    fn advance(levels: &mut [Level]) {
-        match levels.last_mut() {
-            Some(Level::Seq { index }) => *index += 1,
-            Some(Level::Map { expecting_key, .. }) => *expecting_key = true,
-            None => {}
-        }
+/// After a node ends: the next sequence item, or the next key of a mapping.
+fn advance(levels: &mut [Level]) {
+    match levels.last_mut() {
+        Some(Level::Seq { index }) => *index += 1,
+        Some(Level::Map { expecting_key, .. }) => *expecting_key = true,
+        None => {}
     }
 }
 

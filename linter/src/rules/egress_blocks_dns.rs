@@ -209,7 +209,7 @@ fn explain_rule(
     let peers: &[NetworkPolicyPeer] = rule.to.as_deref().unwrap_or_default();
     let pod = Endpoint::Pod(dns.pod());
     for (i, peer) in peers.iter().enumerate() {
-        if peer_matches(peer, &policy.namespace, &pod, &cx.eval) {
+        if peer_matches(peer, &policy.namespace, &pod) {
             return None;
         }
         let at = format!("{base}/to/{i}");

@@ -3,8 +3,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::Finding;
 use crate::model::{Protocol, Workload};
+use crate::semantics::Endpoint;
 use crate::semantics::evaluator::{peers_match, policy_selects};
-use crate::semantics::{Direction, Endpoint};
 
 declare_rule! {
     /// ## What it does
@@ -76,7 +76,7 @@ impl Rule for UnknownNamedPort {
                     .enumerate()
                     .filter(|(i, _)| {
                         let pod = cx.eval.pod(crate::model::WorkloadId(*i));
-                        peers_match(rule.to.as_deref(), &policy.namespace, &Endpoint::Pod(pod), &cx.eval)
+                        peers_match(rule.to.as_deref(), &policy.namespace, &Endpoint::Pod(pod))
                     })
                     .map(|(_, w)| w)
                     .collect();
@@ -109,7 +109,6 @@ fn report(
     if pods.is_empty() {
         return;
     }
-    let _ = Direction::Ingress;
     for (pi, port) in ports.unwrap_or_default().iter().enumerate() {
         let Some(IntOrString::String(name)) = &port.port else { continue };
         let protocol = port.protocol.as_deref().and_then(Protocol::parse).unwrap_or(Protocol::Tcp);

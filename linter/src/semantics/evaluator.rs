@@ -200,7 +200,7 @@ impl<'a> Evaluator<'a> {
         for &pid in &isolated_by {
             let policy = self.inventory.policy(pid);
             for (index, (peers, ports)) in rules(policy, direction).enumerate() {
-                if ports_match(ports, destination_ports, traffic) && peers_match(peers, &policy.namespace, peer, self) {
+                if ports_match(ports, destination_ports, traffic) && peers_match(peers, &policy.namespace, peer) {
                     allowed_by.push(RuleRef { policy: pid, direction, index });
                 }
             }
@@ -294,25 +294,15 @@ pub fn rules(policy: &Policy, direction: Direction) -> Box<dyn Iterator<Item = R
 }
 
 /// Whether a rule's peer list admits `peer`. Absent or empty lists admit everything.
-pub fn peers_match(
-    peers: Option<&[NetworkPolicyPeer]>,
-    policy_namespace: &str,
-    peer: &Endpoint<'_>,
-    eval: &Evaluator<'_>,
-) -> bool {
+pub fn peers_match(peers: Option<&[NetworkPolicyPeer]>, policy_namespace: &str, peer: &Endpoint<'_>) -> bool {
     match peers {
         None | Some([]) => true,
-        Some(list) => list.iter().any(|p| peer_matches(p, policy_namespace, peer, eval)),
+        Some(list) => list.iter().any(|p| peer_matches(p, policy_namespace, peer)),
     }
 }
 
 /// Whether one peer admits `endpoint`.
-pub fn peer_matches(
-    peer: &NetworkPolicyPeer,
-    policy_namespace: &str,
-    endpoint: &Endpoint<'_>,
-    _eval: &Evaluator<'_>,
-) -> bool {
+pub fn peer_matches(peer: &NetworkPolicyPeer, policy_namespace: &str, endpoint: &Endpoint<'_>) -> bool {
     if let Some(block) = &peer.ip_block {
         let Ok(block) = ParsedIpBlock::parse(block) else { return false };
         return match endpoint {
