@@ -2,7 +2,6 @@ use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::{Applicability, Edit, Finding, Fix};
 use crate::fix::dns_tcp_patch;
 use crate::model::WorkloadId;
-use crate::semantics::dns::dns_reach;
 
 declare_rule! {
     /// ## What it does
@@ -50,7 +49,7 @@ impl Rule for DnsTcpMissing {
         let inv = cx.inventory;
         for (i, w) in inv.workloads.iter().enumerate() {
             let id = WorkloadId(i);
-            let Some(reach) = dns_reach(&cx.eval, id, &cx.dns) else { continue };
+            let Some(reach) = cx.dns_reach(id) else { continue };
             let (Some(udp_rule), true) = (reach.udp.first(), reach.tcp.is_empty()) else { continue };
             let policy = inv.policy(udp_rule.policy);
             let mut f = cx.finding(

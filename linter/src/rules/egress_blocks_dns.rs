@@ -5,7 +5,7 @@ use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::{Applicability, Edit, Finding, Fix};
 use crate::fix::dns_patch;
 use crate::model::{NAMESPACE_NAME_LABEL, Policy, PolicyId, Protocol};
-use crate::semantics::dns::{DNS_PORT, DnsTarget, dns_reach};
+use crate::semantics::dns::{DNS_PORT, DnsTarget};
 use crate::semantics::evaluator::{peer_matches, port_matches};
 use crate::semantics::selector::{describe_selector, selector_matches};
 use crate::semantics::{Endpoint, ParsedIpBlock, Traffic};
@@ -68,7 +68,7 @@ impl Rule for EgressBlocksDns {
         let inv = cx.inventory;
         for (i, w) in inv.workloads.iter().enumerate() {
             let id = crate::model::WorkloadId(i);
-            let Some(reach) = dns_reach(&cx.eval, id, &cx.dns) else { continue };
+            let Some(reach) = cx.dns_reach(id) else { continue };
             if !reach.udp.is_empty() {
                 continue;
             }

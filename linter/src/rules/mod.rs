@@ -7,9 +7,9 @@
 use crate::config::Config;
 use crate::finding::{Anchor, Finding, Related, Severity};
 use crate::load::LoadProblem;
-use crate::model::{Inventory, Object, ObjectId};
+use crate::model::{Inventory, Object, ObjectId, WorkloadId};
 use crate::semantics::Evaluator;
-use crate::semantics::dns::DnsTarget;
+use crate::semantics::dns::{DnsReach, DnsTarget, dns_reach};
 
 pub mod registry;
 
@@ -115,13 +115,23 @@ pub struct Context<'a> {
     pub eval: Evaluator<'a>,
     pub dns: DnsTarget,
     pub load_problems: &'a [LoadProblem],
+    /// DNS reachability per workload, computed once for the rules that need it (PC003, PC004).
+    dns_reach: std::sync::OnceLock<Vec<Option<DnsReach>>>,
 }
 
 impl<'a> Context<'a> {
     pub fn new(inventory: &'a Inventory, config: &'a Config, load_problems: &'a [LoadProblem]) -> Context<'a> {
         let eval = Evaluator::new(inventory);
         let dns = DnsTarget::new(&config.dns, &eval);
-        Context { inventory, config, eval, dns, load_problems }
+        Context { inventory, config, eval, dns, load_problems, dns_reach: std::sync::OnceLock::new() }
+    }
+
+    /// How a workload's egress treats DNS (`None` when its egress is not isolated).
+    pub fn dns_reach(&self, workload: WorkloadId) -> Option<&DnsReach> {
+        let all = self.dns_reach.get_or_init(|| {
+            (0..self.inventory.workloads.len()).map(|i| dns_reach(&self.eval, WorkloadId(i), &self.dns)).collect()
+        });
+        all.get(workload.0).and_then(Option::as_ref)
     }
 
     /// An anchor at `pointer` (relative to the object) in an object.

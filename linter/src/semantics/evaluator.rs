@@ -279,18 +279,13 @@ type RuleParts<'p> = (Option<&'p [NetworkPolicyPeer]>, Option<&'p [NetworkPolicy
 
 /// The rules of one direction as (peers, ports). Rules of a direction the policy does not
 /// govern are ignored by Kubernetes, and so yield nothing here.
-pub fn rules(policy: &Policy, direction: Direction) -> Box<dyn Iterator<Item = RuleParts<'_>> + '_> {
-    if !applies(policy, direction) {
-        return Box::new(std::iter::empty());
-    }
-    match direction {
-        Direction::Egress => {
-            Box::new(policy.spec.egress.iter().flatten().map(|r| (r.to.as_deref(), r.ports.as_deref())))
-        }
-        Direction::Ingress => {
-            Box::new(policy.spec.ingress.iter().flatten().map(|r| (r.from.as_deref(), r.ports.as_deref())))
-        }
-    }
+pub fn rules(policy: &Policy, direction: Direction) -> impl Iterator<Item = RuleParts<'_>> + '_ {
+    let governed = applies(policy, direction);
+    let ingress = policy.spec.ingress.as_ref().filter(|_| governed && direction == Direction::Ingress);
+    let egress = policy.spec.egress.as_ref().filter(|_| governed && direction == Direction::Egress);
+    let ingress = ingress.into_iter().flatten().map(|r| (r.from.as_deref(), r.ports.as_deref()));
+    let egress = egress.into_iter().flatten().map(|r| (r.to.as_deref(), r.ports.as_deref()));
+    ingress.chain(egress)
 }
 
 /// Whether a rule's peer list admits `peer`. Absent or empty lists admit everything.
