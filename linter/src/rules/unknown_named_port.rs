@@ -1,3 +1,4 @@
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{Context, Rule, RuleMeta, declare_rule};
@@ -5,6 +6,7 @@ use crate::finding::Finding;
 use crate::model::{Protocol, Workload};
 use crate::semantics::Endpoint;
 use crate::semantics::evaluator::{peers_match, policy_selects};
+use crate::semantics::selector::selector_matches;
 
 declare_rule! {
     /// ## What it does
@@ -48,35 +50,35 @@ impl Rule for UnknownNamedPort {
         let inv = cx.inventory;
         for policy in &inv.policies {
             // Ingress: names resolve on the selected pods of the policy's namespace.
-            for (ri, rule) in policy.spec.ingress.iter().flatten().enumerate() {
+            if policy.spec.ingress.as_ref().is_some_and(|r| !r.is_empty()) {
                 let selected: Vec<&Workload> = inv
                     .workloads_in(&policy.namespace)
                     .map(|(_, w)| w)
                     .filter(|w| policy_selects(policy, &w.labels))
                     .collect();
-                report(
-                    cx,
-                    policy,
-                    "ingress",
-                    ri,
-                    rule.ports.as_deref(),
-                    &selected,
-                    "the pods this policy selects",
-                    out,
-                );
+                for (ri, rule) in policy.spec.ingress.iter().flatten().enumerate() {
+                    report(
+                        cx,
+                        policy,
+                        "ingress",
+                        ri,
+                        rule.ports.as_deref(),
+                        &selected,
+                        "the pods this policy selects",
+                        out,
+                    );
+                }
             }
             // Egress: names resolve on the destination pods the rule's peers select.
             for (ri, rule) in policy.spec.egress.iter().flatten().enumerate() {
                 if !rule.ports.iter().flatten().any(|p| matches!(p.port, Some(IntOrString::String(_)))) {
                     continue;
                 }
-                let destinations: Vec<&Workload> = inv
-                    .workloads
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| {
-                        let pod = cx.eval.pod(crate::model::WorkloadId(*i));
-                        peers_match(rule.to.as_deref(), &policy.namespace, &Endpoint::Pod(pod))
+                let destinations: Vec<&Workload> = candidate_namespaces(cx, &policy.namespace, rule.to.as_deref())
+                    .into_iter()
+                    .flat_map(|ns| inv.workloads_in(ns))
+                    .filter(|(id, _)| {
+                        peers_match(rule.to.as_deref(), &policy.namespace, &Endpoint::Pod(cx.eval.pod(*id)))
                     })
                     .map(|(_, w)| w)
                     .collect();
@@ -93,6 +95,33 @@ impl Rule for UnknownNamedPort {
             }
         }
     }
+}
+
+/// Namespaces whose pods a peer list can select, so a rule is judged against its own
+/// namespaces' workloads rather than every workload of the input.
+fn candidate_namespaces<'a>(
+    cx: &Context<'a>,
+    policy_namespace: &'a str,
+    peers: Option<&[NetworkPolicyPeer]>,
+) -> Vec<&'a str> {
+    let inv = cx.inventory;
+    let peers = peers.unwrap_or_default();
+    // No peers selects everything; an ipBlock matches pods by address, wherever they run.
+    if peers.is_empty() || peers.iter().any(|p| p.ip_block.is_some()) {
+        return inv.namespaces.keys().map(String::as_str).collect();
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for peer in peers {
+        match &peer.namespace_selector {
+            None => out.push(policy_namespace),
+            Some(sel) => out.extend(
+                inv.namespaces.values().filter(|ns| selector_matches(sel, &ns.labels)).map(|ns| ns.name.as_str()),
+            ),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 #[allow(clippy::too_many_arguments)]
