@@ -114,6 +114,8 @@ pub struct Diagnostic {
     pub rule: &'static str,
     pub severity: Severity,
     pub message: String,
+    /// The file holding the finding, and its name as shown to users.
+    pub source: SourceId,
     pub file: String,
     pub position: Position,
     pub object: Option<ObjectRef>,
@@ -138,6 +140,7 @@ impl Finding {
             rule: self.rule,
             severity: self.severity,
             message: self.message.clone(),
+            source: self.anchor.source(),
             file: name(self.anchor.source()),
             position: self.anchor.resolve(sources),
             object: self.object.clone(),

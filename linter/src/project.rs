@@ -53,10 +53,9 @@ impl Project {
 
     /// Looks up positions and orders findings by file, line and column.
     pub fn diagnostics(&self, findings: &[Finding]) -> Vec<Diagnostic> {
-        let mut out: Vec<(SourceId, Diagnostic)> =
-            findings.iter().map(|f| (f.anchor.source(), f.resolve(&self.sources))).collect();
-        out.sort_by(|(sa, a), (sb, b)| (sa, a.position, a.code).cmp(&(sb, b.position, b.code)));
-        out.into_iter().map(|(_, d)| d).collect()
+        let mut out: Vec<Diagnostic> = findings.iter().map(|f| f.resolve(&self.sources)).collect();
+        out.sort_by(|a, b| (a.source, a.position, a.code).cmp(&(b.source, b.position, b.code)));
+        out
     }
 
     /// Finds a workload by `NAMESPACE/NAME` or `NAMESPACE/KIND/NAME` (kind case-insensitive).

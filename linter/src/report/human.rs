@@ -64,7 +64,7 @@ fn render_one(out: &mut String, d: &Diagnostic, report: &Report<'_>, style: &Sty
     let width = line.to_string().len();
     let pad = " ".repeat(width);
     out.push_str(&format!("{pad}{} {}:{}:{}\n", style.blue("-->"), d.file, line, d.position.column));
-    let text = report.sources.iter().find(|(_, f)| f.name == d.file).and_then(|(_, f)| f.line_text(line));
+    let text = report.sources.get(d.source).and_then(|f| f.line_text(line));
     if let Some(text) = text.filter(|t| !t.is_empty()) {
         let bar = style.blue("|");
         out.push_str(&format!("{pad} {bar}\n"));
