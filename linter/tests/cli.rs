@@ -249,12 +249,31 @@ fn trace_explains_verdicts() {
         None,
     );
     insta::assert_snapshot!("trace_payments_to_processor", stdout(&human));
-    let ambiguous = portcullis(
+    let unknown = portcullis(
         &["trace", "testcases/demo", "--from", "shop/nope", "--to", "1.1.1.1", "--port", "443"],
         &repo,
         None,
     );
-    assert_eq!(ambiguous.status.code(), Some(2));
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no workload \"nope\" in namespace \"shop\""));
+}
+
+#[test]
+fn trace_asks_for_the_kind_when_a_name_is_ambiguous() {
+    let dir = tempdir("ambiguous");
+    std::fs::write(
+        dir.join("a.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: a}\nspec: {containers: [{name: c, image: x}]}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: a}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: c, image: x}]}\n",
+    )
+    .unwrap();
+    let out = portcullis(&["trace", "a.yaml", "--from", "a/web", "--to", "1.1.1.1", "--port", "443"], &dir, None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is ambiguous: Pod a/web, Deployment a/web"), "{err}");
+    let out =
+        portcullis(&["trace", "a.yaml", "--from", "a/deployment/web", "--to", "1.1.1.1", "--port", "443"], &dir, None);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).starts_with("ALLOWED: Deployment a/web -> 1.1.1.1 on 443/TCP"));
 }
 
 #[test]
