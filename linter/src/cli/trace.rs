@@ -146,7 +146,7 @@ fn rule_pointer(rule: Option<(crate::semantics::Direction, usize)>) -> String {
     match rule {
         None => "/metadata/name".to_owned(),
         Some((d, i)) => {
-            format!("/spec/{}/{i}", if d == crate::semantics::Direction::Egress { "egress" } else { "ingress" })
+            format!("/spec/{}/{i}", d.key())
         }
     }
 }
@@ -160,12 +160,7 @@ fn policy_text(
     let (file, line) = policy_location(project, id, &rule_pointer(rule));
     match rule {
         None => format!("policy {}/{} ({file}:{line})", policy.namespace, policy.name),
-        Some((d, i)) => format!(
-            "{}/{} {}[{i}] ({file}:{line})",
-            policy.namespace,
-            policy.name,
-            if d == crate::semantics::Direction::Egress { "egress" } else { "ingress" }
-        ),
+        Some((d, i)) => format!("{}/{} {}[{i}] ({file}:{line})", policy.namespace, policy.name, d.key()),
     }
 }
 

@@ -3,7 +3,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::Finding;
 use crate::semantics::dns::DNS_PORT;
-use crate::semantics::evaluator::applies;
+use crate::semantics::evaluator::{applies, numeric_range};
 use crate::semantics::{Direction, ParsedIpBlock};
 
 declare_rule! {
@@ -56,7 +56,7 @@ impl Rule for DnsOpenToAny {
             }
             for (i, rule) in policy.spec.egress.iter().flatten().enumerate() {
                 let Some(port_index) = rule.ports.iter().flatten().position(|p| match &p.port {
-                    Some(IntOrString::Int(n)) => (*n..=p.end_port.unwrap_or(*n)).contains(&DNS_PORT),
+                    Some(IntOrString::Int(_)) => numeric_range(p).is_some_and(|r| r.contains(&DNS_PORT)),
                     _ => false,
                 }) else {
                     continue;

@@ -6,7 +6,7 @@ use crate::finding::{Applicability, Edit, Finding, Fix};
 use crate::fix::dns_patch;
 use crate::model::{NAMESPACE_NAME_LABEL, Policy, PolicyId, Protocol};
 use crate::semantics::dns::{DNS_PORT, DnsTarget};
-use crate::semantics::evaluator::{peer_matches, port_matches};
+use crate::semantics::evaluator::{numeric_range, peer_matches, port_matches};
 use crate::semantics::selector::{describe_selector, selector_matches};
 use crate::semantics::{Endpoint, ParsedIpBlock, Traffic};
 
@@ -167,7 +167,7 @@ fn diagnose(cx: &Context<'_>, policies: &[PolicyId]) -> Vec<Diagnosis> {
 
 fn looks_like_dns(rule: &NetworkPolicyEgressRule, dns: &DnsTarget) -> bool {
     let port_53 = rule.ports.iter().flatten().any(|p| match &p.port {
-        Some(IntOrString::Int(n)) => (*n..=p.end_port.unwrap_or(*n)).contains(&DNS_PORT),
+        Some(IntOrString::Int(_)) => numeric_range(p).is_some_and(|r| r.contains(&DNS_PORT)),
         Some(IntOrString::String(name)) => name.contains("dns"),
         None => false,
     });

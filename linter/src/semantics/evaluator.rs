@@ -31,6 +31,16 @@ pub enum Direction {
     Egress,
 }
 
+impl Direction {
+    /// The `spec` key of the direction's rules: `ingress` or `egress`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
 /// A pod as the evaluator sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct PodView<'a> {
@@ -234,10 +244,7 @@ pub struct RuleList<'p, T> {
 impl<T> RuleList<'_, T> {
     /// `ingress` or `egress`.
     pub fn key(&self) -> &'static str {
-        match self.direction {
-            Direction::Ingress => "ingress",
-            Direction::Egress => "egress",
-        }
+        self.direction.key()
     }
 
     /// Pointer (relative to the object) of item `index` of a peer list.
@@ -343,15 +350,20 @@ pub fn port_matches(entry: &NetworkPolicyPort, destination_ports: &[ContainerPor
     }
     match &entry.port {
         None => true,
-        Some(IntOrString::Int(port)) => match entry.end_port {
-            Some(end) => (*port..=end).contains(&traffic.port),
-            None => *port == traffic.port,
-        },
+        Some(IntOrString::Int(_)) => numeric_range(entry).is_some_and(|r| r.contains(&traffic.port)),
         Some(IntOrString::String(name)) => {
             entry.end_port.is_none()
                 && destination_ports
                     .iter()
                     .any(|c| c.name.as_deref() == Some(name) && c.protocol == protocol && c.port == traffic.port)
         }
+    }
+}
+
+/// The ports a numeric entry covers: `port`, or `port..=endPort`. `None` for named or absent ports.
+pub fn numeric_range(entry: &NetworkPolicyPort) -> Option<std::ops::RangeInclusive<i32>> {
+    match &entry.port {
+        Some(IntOrString::Int(port)) => Some(*port..=entry.end_port.unwrap_or(*port)),
+        _ => None,
     }
 }
