@@ -6,9 +6,9 @@ use serde_json::{Value, json};
 
 use super::{EXIT_FINDINGS, EXIT_OK, Io, LoadArgs, load_config, load_project};
 use crate::egress::parse_fqdn;
-use crate::model::WorkloadId;
+use crate::model::{PolicyId, WorkloadId};
 use crate::project::Project;
-use crate::semantics::{DirectionVerdict, Endpoint, Evaluator, Traffic};
+use crate::semantics::{Direction, DirectionVerdict, Endpoint, Evaluator, Traffic};
 
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
@@ -64,8 +64,8 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
             Some(d) => json!({
                 "isolated": d.isolated,
                 "applies": true,
-                "isolatedBy": d.isolated_by.iter().map(|p| policy_json(&project, *p, None)).collect::<Vec<_>>(),
-                "allowedBy": d.allowed_by.iter().map(|r| policy_json(&project, r.policy, Some((r.direction, r.index)))).collect::<Vec<_>>(),
+                "isolatedBy": d.isolated_by.iter().map(|p| Decider::new(&project, *p, None).json()).collect::<Vec<_>>(),
+                "allowedBy": d.allowed_by.iter().map(|r| Decider::new(&project, r.policy, Some((r.direction, r.index))).json()).collect::<Vec<_>>(),
             }),
         }
     };
@@ -103,13 +103,13 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
                     let state = if d.allowed() { "allowed" } else { "denied" };
                     writeln!(io.stdout, "  {label} of {who}: isolated, {state}")?;
                     for p in &d.isolated_by {
-                        writeln!(io.stdout, "    isolated by {}", policy_text(&project, *p, None))?;
+                        writeln!(io.stdout, "    isolated by {}", Decider::new(&project, *p, None).text())?;
                     }
                     for r in &d.allowed_by {
                         writeln!(
                             io.stdout,
                             "    allowed by {}",
-                            policy_text(&project, r.policy, Some((r.direction, r.index)))
+                            Decider::new(&project, r.policy, Some((r.direction, r.index))).text()
                         )?;
                     }
                     if d.allowed_by.is_empty() {
@@ -135,45 +135,41 @@ fn resolve(project: &Project, raw: &str, allow_name: bool) -> anyhow::Result<Tar
     anyhow::bail!("{raw:?}: expected NAMESPACE/WORKLOAD or an IP address")
 }
 
-fn policy_location(project: &Project, id: crate::model::PolicyId, pointer: &str) -> (String, usize) {
-    let policy = project.inventory.policy(id);
-    let obj = project.inventory.object(policy.object);
-    let pos = project.sources.locate(&obj.doc, &obj.doc_pointer(pointer));
-    (project.sources.get(obj.doc.source).map(|s| s.name.clone()).unwrap_or_default(), pos.line)
+/// A policy (or one of its rules) that decided a direction, with where it is written.
+struct Decider<'p> {
+    namespace: &'p str,
+    policy: &'p str,
+    rule: Option<(Direction, usize)>,
+    file: String,
+    line: usize,
 }
 
-fn rule_pointer(rule: Option<(crate::semantics::Direction, usize)>) -> String {
-    match rule {
-        None => "/metadata/name".to_owned(),
-        Some((d, i)) => {
-            format!("/spec/{}/{i}", d.key())
+impl<'p> Decider<'p> {
+    fn new(project: &'p Project, id: PolicyId, rule: Option<(Direction, usize)>) -> Decider<'p> {
+        let policy = project.inventory.policy(id);
+        let obj = project.inventory.object(policy.object);
+        let pointer = match rule {
+            None => "/metadata/name".to_owned(),
+            Some((d, i)) => format!("/spec/{}/{i}", d.key()),
+        };
+        let line = project.sources.locate(&obj.doc, &obj.doc_pointer(&pointer)).line;
+        let file = project.sources.get(obj.doc.source).map(|s| s.name.clone()).unwrap_or_default();
+        Decider { namespace: &policy.namespace, policy: &policy.name, rule, file, line }
+    }
+
+    fn text(&self) -> String {
+        let Decider { namespace, policy, file, line, .. } = self;
+        match self.rule {
+            None => format!("policy {namespace}/{policy} ({file}:{line})"),
+            Some((d, i)) => format!("{namespace}/{policy} {}[{i}] ({file}:{line})", d.key()),
         }
     }
-}
 
-fn policy_text(
-    project: &Project,
-    id: crate::model::PolicyId,
-    rule: Option<(crate::semantics::Direction, usize)>,
-) -> String {
-    let policy = project.inventory.policy(id);
-    let (file, line) = policy_location(project, id, &rule_pointer(rule));
-    match rule {
-        None => format!("policy {}/{} ({file}:{line})", policy.namespace, policy.name),
-        Some((d, i)) => format!("{}/{} {}[{i}] ({file}:{line})", policy.namespace, policy.name, d.key()),
+    fn json(&self) -> Value {
+        let mut v = json!({"policy": self.policy, "namespace": self.namespace, "file": self.file, "line": self.line});
+        if let Some((_, i)) = self.rule {
+            v["rule"] = json!(i);
+        }
+        v
     }
-}
-
-fn policy_json(
-    project: &Project,
-    id: crate::model::PolicyId,
-    rule: Option<(crate::semantics::Direction, usize)>,
-) -> Value {
-    let policy = project.inventory.policy(id);
-    let (file, line) = policy_location(project, id, &rule_pointer(rule));
-    let mut v = json!({"policy": policy.name, "namespace": policy.namespace, "file": file, "line": line});
-    if let Some((_, i)) = rule {
-        v["rule"] = json!(i);
-    }
-    v
 }
