@@ -53,6 +53,15 @@ pub enum WebhookMode {
 }
 
 impl WebhookMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookMode::Enforce => "enforce",
+            WebhookMode::Warn => "warn",
+            WebhookMode::Audit => "audit",
+            WebhookMode::Off => "off",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<WebhookMode> {
         match s {
             "enforce" => Some(WebhookMode::Enforce),

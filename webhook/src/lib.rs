@@ -1,2 +1,17 @@
-//! The portcullis admission webhook. Its server lands with the webhook issue; today it is an empty crate so the
-//! workspace layout of DESIGN.md exists from the start.
+//! # portcullis-webhook
+//!
+//! The validating and mutating admission webhook: the rules of `portcullis lint` applied on
+//! every `kubectl apply`. The decision ([`admission`], [`review`]) is pure code over a
+//! [`state::Snapshot`]; [`server`] serves it over rustls; [`state`] and [`kube_state`] hold
+//! the cluster state it needs.
+
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod cli;
+pub mod kube_state;
+pub mod metrics;
+pub mod review;
+pub mod server;
+pub mod state;
+pub mod tls;

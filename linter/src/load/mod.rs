@@ -97,6 +97,14 @@ pub struct DocumentRef {
     pub start: Position,
 }
 
+impl DocumentRef {
+    /// A document that has no text behind it: an object that arrived as data (an admission
+    /// review, a cluster watch). Findings in it resolve to the start of the "file".
+    pub fn detached(source: SourceId, index: usize) -> DocumentRef {
+        DocumentRef { source, index, chunk: Chunk { offset: 0, len: 0, first_line: 1 }, start: Position::START }
+    }
+}
+
 /// A parsed document.
 #[derive(Debug)]
 pub struct Document {

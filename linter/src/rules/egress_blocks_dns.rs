@@ -74,14 +74,7 @@ impl Rule for EgressBlocksDns {
             }
             let names: Vec<String> = reach.isolated_by.iter().map(|&p| inv.policy(p).name.clone()).collect();
             let diagnoses = diagnose(cx, &reach.isolated_by);
-            let why = match diagnoses.first() {
-                Some(d) => d.reason.clone(),
-                None => format!(
-                    "no egress rule of {} allows UDP 53 to cluster DNS ({})",
-                    plural_policies(&names),
-                    describe_target(&cx.dns)
-                ),
-            };
+            let why = why_blocked(cx, &diagnoses, &names);
             let mut f = cx.finding(
                 &Self::META,
                 w.object,
@@ -121,6 +114,27 @@ impl Rule for EgressBlocksDns {
             });
             out.push(f);
         }
+    }
+}
+
+/// Why DNS is blocked for pods whose egress `reach` describes, or `None` when UDP 53 does
+/// reach cluster DNS. The webhook uses it for the pods a reviewed policy selects.
+pub fn explain_dns_block(cx: &Context<'_>, reach: &crate::semantics::dns::DnsReach) -> Option<String> {
+    if !reach.udp.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = reach.isolated_by.iter().map(|&p| cx.inventory.policy(p).name.clone()).collect();
+    Some(why_blocked(cx, &diagnose(cx, &reach.isolated_by), &names))
+}
+
+fn why_blocked(cx: &Context<'_>, diagnoses: &[Diagnosis], names: &[String]) -> String {
+    match diagnoses.first() {
+        Some(d) => d.reason.clone(),
+        None => format!(
+            "no egress rule of {} allows UDP 53 to cluster DNS ({})",
+            plural_policies(names),
+            describe_target(&cx.dns)
+        ),
     }
 }
 

@@ -13,6 +13,8 @@ use crate::semantics::dns::{DnsReach, DnsTarget, dns_reach};
 
 pub mod registry;
 
+pub use egress_blocks_dns::explain_dns_block;
+
 mod dns_open_to_any;
 mod dns_tcp_missing;
 mod egress_allow_all;

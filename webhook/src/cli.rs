@@ -1,0 +1,208 @@
+//! The `portcullis-webhook` command line.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum_server::tls_rustls::RustlsConfig;
+use clap::{Parser, Subcommand, ValueEnum};
+use portcullis_linter::config::Config;
+
+use crate::metrics::Metrics;
+use crate::server::{self, App, Limits};
+use crate::state::{ClusterState, StaticState};
+use crate::tls;
+
+/// Admission webhook: the portcullis rules on every `kubectl apply`.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis-webhook", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve /validate and /mutate over HTTPS, and /healthz, /readyz, /metrics over HTTP
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address for the HTTPS admission endpoints
+    #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Address for /healthz, /readyz and /metrics (plain HTTP)
+    #[arg(long, env = "PORTCULLIS_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+    /// Serving certificate chain (PEM); reloaded when it changes on disk
+    #[arg(long, env = "PORTCULLIS_TLS_CERT", required_unless_present = "dev", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Serving private key (PEM)
+    #[arg(long, env = "PORTCULLIS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Configuration file (the same portcullis.yaml the CLI reads)
+    #[arg(long, env = "PORTCULLIS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Development mode: cluster state from --state DIR, a generated CA and certificate
+    #[arg(long, env = "PORTCULLIS_DEV", requires = "state", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub dev: bool,
+    /// Manifest directory used as cluster state in --dev mode
+    #[arg(long, env = "PORTCULLIS_STATE", requires = "dev")]
+    pub state: Option<PathBuf>,
+    /// Where --dev writes the generated CA certificate
+    #[arg(long, env = "PORTCULLIS_DEV_CA_OUT", default_value = "portcullis-dev-ca.pem")]
+    pub dev_ca_out: PathBuf,
+    /// Log format
+    #[arg(long, env = "PORTCULLIS_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Largest AdmissionReview body accepted, in bytes
+    #[arg(long, env = "PORTCULLIS_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Longest time one review may take, in milliseconds
+    #[arg(long, env = "PORTCULLIS_REVIEW_TIMEOUT_MS", default_value_t = 10_000)]
+    pub review_timeout_ms: u64,
+    /// How long shutdown waits for in-flight reviews, in seconds
+    #[arg(long, env = "PORTCULLIS_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
+    pub shutdown_grace_seconds: u64,
+    /// How often the certificate files are checked for changes, in seconds
+    #[arg(long, env = "PORTCULLIS_CERT_RELOAD_SECONDS", default_value_t = 10)]
+    pub cert_reload_seconds: u64,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    let Command::Serve(args) = cli.command;
+    init_logging(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            let _ = writeln!(std::io::stderr(), "portcullis-webhook: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Runs the servers until SIGTERM or Ctrl-C, then shuts down gracefully.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    tls::install_crypto_provider();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let config = Config::discover(args.config.as_deref(), &cwd)?;
+    let metrics = Arc::new(Metrics::new());
+    let (state, tls_config): (Arc<dyn ClusterState>, RustlsConfig) = if args.dev {
+        let dir = args.state.clone().unwrap_or_default();
+        let (state, problems) =
+            StaticState::load(&dir).with_context(|| format!("loading state from {}", dir.display()))?;
+        if problems > 0 {
+            tracing::warn!(problems, "some state manifests could not be used; run `portcullis lint {}`", dir.display());
+        }
+        let certs = tls::dev_certificates(&["localhost", "127.0.0.1"]).context("generating dev certificates")?;
+        std::fs::write(&args.dev_ca_out, &certs.ca_pem)
+            .with_context(|| format!("writing the dev CA to {}", args.dev_ca_out.display()))?;
+        let loaded = tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes())?;
+        if let Some(t) = loaded.not_after {
+            metrics.cert_expiry.set(t);
+        }
+        print_dev_banner(&args)?;
+        (Arc::new(state), RustlsConfig::from_config(loaded.config))
+    } else {
+        let (cert, key) = match (&args.tls_cert, &args.tls_key) {
+            (Some(c), Some(k)) => (c.clone(), k.clone()),
+            _ => anyhow::bail!("--tls-cert and --tls-key are required without --dev"),
+        };
+        let (loaded, cert_pem, key_pem) = tls::load_files(&cert, &key)?;
+        if let Some(t) = loaded.not_after {
+            metrics.cert_expiry.set(t);
+        }
+        let tls_config = RustlsConfig::from_config(loaded.config);
+        let reloader = tls::Reloader { cert, key, interval: Duration::from_secs(args.cert_reload_seconds.max(1)) };
+        tokio::spawn(reloader.run(tls_config.clone(), (cert_pem, key_pem), metrics.clone()));
+        let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+        let state = crate::kube_state::KubeState::new(client);
+        tokio::spawn(state.clone().run());
+        (Arc::new(state), tls_config)
+    };
+    let app = App { config: Arc::new(config), state, metrics, timeout: Duration::from_millis(args.review_timeout_ms) };
+    let limits = Limits {
+        max_body_bytes: args.max_body_bytes,
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
+    };
+    let https = std::net::TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
+    let ops = std::net::TcpListener::bind(args.metrics_listen)
+        .with_context(|| format!("listening on {}", args.metrics_listen))?;
+    let running = server::start(https, ops, app, tls_config, limits).await?;
+    tracing::info!(https = %running.https, ops = %running.ops, "portcullis-webhook serving");
+    shutdown_signal().await;
+    tracing::info!("shutting down; finishing in-flight reviews");
+    running.shutdown().await?;
+    Ok(())
+}
+
+fn print_dev_banner(args: &ServeArgs) -> anyhow::Result<()> {
+    let port = args.listen.port();
+    let ca = args.dev_ca_out.display();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "portcullis-webhook dev mode: state from {state}, CA written to {ca}\n\
+         Try it (a Deployment whose pods would lose DNS, in a namespace labelled portcullis.dev/mode=enforce):\n\n  \
+         curl --cacert {ca} -H 'Content-Type: application/json' \\\n    \
+         --data @testcases/admission/deployment-create-dns-blocked.json \\\n    \
+         https://localhost:{port}/validate\n",
+        state = args.state.as_deref().unwrap_or_else(|| std::path::Path::new(".")).display(),
+    )?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,107 @@
+//! Prometheus metrics, served as text on the plain-HTTP port.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::state::Sizes;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReviewLabels {
+    pub endpoint: &'static str,
+    pub kind: String,
+    pub operation: &'static str,
+    pub decision: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to ~1.6 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 15))
+}
+
+/// Every metric the webhook exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub reviews: Family<ReviewLabels, Counter>,
+    pub latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    pub bad_requests: Family<EndpointLabels, Counter>,
+    pub fresh_reads: Family<ResultLabels, Counter>,
+    pub cache_objects: Family<ObjectLabels, Gauge>,
+    pub cert_expiry: Gauge,
+    pub cert_reloads: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("portcullis_webhook");
+        let reviews = Family::<ReviewLabels, Counter>::default();
+        registry.register("reviews", "Admission reviews by endpoint, kind, operation and decision", reviews.clone());
+        let latency = Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register("review_duration_seconds", "Time to decide one admission review", latency.clone());
+        let bad_requests = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "bad_requests",
+            "Bodies that were not AdmissionReview v1 requests (HTTP 400)",
+            bad_requests.clone(),
+        );
+        let fresh_reads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "fresh_reads",
+            "Direct reads of a namespace's policies before a denial, by result",
+            fresh_reads.clone(),
+        );
+        let cache_objects = Family::<ObjectLabels, Gauge>::default();
+        registry.register("cache_objects", "Objects in the cluster-state cache, by kind", cache_objects.clone());
+        let cert_expiry = Gauge::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "notAfter of the serving certificate, as a Unix timestamp",
+            cert_expiry.clone(),
+        );
+        let cert_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "certificate_reloads",
+            "Serving certificate reloads from disk, by result",
+            cert_reloads.clone(),
+        );
+        Metrics { registry, reviews, latency, bad_requests, fresh_reads, cache_objects, cert_expiry, cert_reloads }
+    }
+
+    /// The metrics in Prometheus text format, cache sizes as of now.
+    pub fn render(&self, sizes: Sizes) -> String {
+        for (kind, n) in
+            [("Namespace", sizes.namespaces), ("NetworkPolicy", sizes.policies), ("EgressIntent", sizes.intents)]
+        {
+            self.cache_objects.get_or_create(&ObjectLabels { kind }).set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,443 @@
+//! The admission decision as pure code: (reviewed object, cluster snapshot, config) → problems
+//! and, for `/mutate`, a patch. No I/O, no clock: everything is a parameter, so every decision
+//! is a unit test.
+//!
+//! Each review builds a small [`Inventory`]: the reviewed namespace and the DNS namespace with
+//! their labels, the namespace's NetworkPolicies from the snapshot (the reviewed policy
+//! replacing its stored version), and the reviewed object. The engine's rules run on it and
+//! the findings about the reviewed object are kept. The webhook sees no workloads besides the
+//! reviewed one, so rules that need all of a namespace's pods (PC010, PC012) do not run here.
+
+use std::collections::BTreeSet;
+
+use json_patch::Patch;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::admission::Operation;
+use portcullis_linter::config::Config;
+use portcullis_linter::emit::to_yaml;
+use portcullis_linter::finding::{Anchor, Edit, Finding, Severity};
+use portcullis_linter::fix::{self, default_deny_policy, dns_patch};
+use portcullis_linter::load::{DocumentRef, SourceId};
+use portcullis_linter::model::{Directions, Inventory, Kind, Labels, ObjectId, PolicyId};
+use portcullis_linter::rules::{self, Context, explain_dns_block};
+use portcullis_linter::semantics::{Direction, describe_selector, selector_matches};
+use serde_json::{Value, json};
+
+use crate::state::Snapshot;
+
+/// Rules that need every workload of a namespace, which the webhook does not watch.
+const NEEDS_ALL_WORKLOADS: [&str; 2] = ["PC010", "PC012"];
+/// Rules about a namespace as a whole, reported on any workload review in it.
+const NAMESPACE_RULES: [&str; 2] = ["PC001", "PC002"];
+
+/// The reviewed object, as the API server describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// `group/version` (`v1` for the core group) from `request.kind`.
+    pub api_version: &'a str,
+    pub kind: &'a str,
+    pub operation: &'a Operation,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub sub_resource: Option<&'a str>,
+    pub object: Option<&'a Value>,
+    pub old_object: Option<&'a Value>,
+}
+
+/// What kind of review a request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Pods a workload would run: namespace default-deny and DNS rules.
+    Workload,
+    /// A NetworkPolicy created or updated: its own rules plus what it does to DNS.
+    Policy,
+    /// A NetworkPolicy deleted: does the namespace keep its default-deny?
+    PolicyDelete,
+    /// An EgressIntent created or updated.
+    Intent,
+}
+
+impl Scope {
+    /// Which review a request gets, or why it gets none.
+    pub fn of(subject: &Subject<'_>) -> Result<Scope, &'static str> {
+        if subject.sub_resource.is_some_and(|s| !s.is_empty()) {
+            return Err("subresource requests are not reviewed");
+        }
+        let (kind, _) = Kind::classify(subject.api_version, subject.kind);
+        let writes = matches!(subject.operation, Operation::Create | Operation::Update);
+        match kind {
+            k if k.is_workload() && writes => Ok(Scope::Workload),
+            Kind::NetworkPolicy if writes => Ok(Scope::Policy),
+            Kind::NetworkPolicy if matches!(subject.operation, Operation::Delete) => Ok(Scope::PolicyDelete),
+            Kind::EgressIntent if writes => Ok(Scope::Intent),
+            Kind::Other | Kind::Namespace => Err("kind not reviewed"),
+            _ => Err("operation not reviewed for this kind"),
+        }
+    }
+}
+
+/// One problem with the reviewed object, ready to become a denial or a warning.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    pub code: &'static str,
+    pub rule: &'static str,
+    pub severity: Severity,
+    pub message: String,
+    /// What fixes it: a sentence and the YAML to apply.
+    pub fix: Option<String>,
+}
+
+impl Problem {
+    /// One line: `PC003 egress-blocks-dns: message`.
+    pub fn headline(&self) -> String {
+        format!("{} {}: {}", self.code, self.rule, self.message)
+    }
+}
+
+/// A patch for `/mutate`, verified to apply to the request's object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mutation {
+    pub patch: Patch,
+    /// What it does, for logs and the annotation.
+    pub description: String,
+}
+
+/// Reviews a request for `/validate`.
+pub fn validate(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Vec<Problem> {
+    match Scope::of(subject) {
+        Ok(Scope::Workload) | Ok(Scope::Intent) => review_object(subject, snapshot, config),
+        Ok(Scope::Policy) => review_policy(subject, snapshot, config).0,
+        Ok(Scope::PolicyDelete) => review_delete(subject, snapshot, config),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Computes the `/mutate` patch: the DNS allowance for a policy that would cut its pods off
+/// from cluster DNS. `None` when nothing needs adding.
+pub fn mutate(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Option<Mutation> {
+    if !config.webhook.add_dns_allowance || Scope::of(subject) != Ok(Scope::Policy) {
+        return None;
+    }
+    let mutation = review_policy(subject, snapshot, config).1?;
+    // The patch must apply to the object exactly as the API server sent it, and the result
+    // must still be a NetworkPolicy.
+    let original = subject.object?;
+    let patched = fix::apply(original, &mutation.patch).ok()?;
+    serde_json::from_value::<k8s_openapi::api::networking::v1::NetworkPolicy>(patched).ok()?;
+    Some(mutation)
+}
+
+/// An inventory under construction: every object is its own detached document.
+struct Build {
+    inv: Inventory,
+    docs: usize,
+}
+
+impl Build {
+    fn new(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Build {
+        let mut b = Build { inv: Inventory::new(subject.namespace), docs: 0 };
+        let dns_ns = config.dns.namespace.as_str();
+        let mut namespaces = vec![(subject.namespace, &snapshot.namespace_labels)];
+        if dns_ns != subject.namespace {
+            namespaces.push((dns_ns, &snapshot.dns_namespace_labels));
+        }
+        for (name, labels) in namespaces {
+            // An unknown namespace still gets its metadata.name label from the inventory.
+            if let Some(labels) = labels {
+                b.add(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}));
+            }
+        }
+        b
+    }
+
+    /// Adds an object; returns its document index.
+    fn add(&mut self, value: Value) -> usize {
+        let index = self.docs;
+        self.docs += 1;
+        self.inv.add_object(DocumentRef::detached(SourceId(0), index), String::new(), value);
+        index
+    }
+
+    fn add_policies(&mut self, snapshot: &Snapshot, except: Option<&str>) {
+        for p in &snapshot.policies {
+            if except.is_some_and(|name| p.pointer("/metadata/name").and_then(Value::as_str) == Some(name)) {
+                continue;
+            }
+            self.add(Value::clone(p));
+        }
+    }
+
+    fn object_at(&self, index: usize) -> Option<ObjectId> {
+        self.inv.objects.iter().position(|o| o.doc.index == index).map(ObjectId)
+    }
+
+    fn policy_at(&self, index: usize) -> Option<PolicyId> {
+        let object = self.object_at(index)?;
+        self.inv.policies.iter().position(|p| p.object == object).map(PolicyId)
+    }
+}
+
+fn doc_index(f: &Finding) -> Option<usize> {
+    match &f.anchor {
+        Anchor::Node { doc, .. } => Some(doc.index),
+        Anchor::Position { .. } => None,
+    }
+}
+
+/// The object as the engine should see it: `apiVersion`/`kind` from the request when the
+/// object omits them, and a name for objects created with `generateName`.
+fn completed(subject: &Subject<'_>, object: &Value) -> Value {
+    let mut value = object.clone();
+    if let Value::Object(map) = &mut value {
+        map.entry("apiVersion").or_insert_with(|| json!(subject.api_version));
+        map.entry("kind").or_insert_with(|| json!(subject.kind));
+        if let Some(Value::Object(meta)) = map.get_mut("metadata")
+            && !meta.contains_key("name")
+        {
+            let name = match meta.get("generateName").and_then(Value::as_str) {
+                Some(prefix) if subject.name.is_empty() => format!("{prefix}<generated>"),
+                _ => subject.name.to_owned(),
+            };
+            meta.insert("name".to_owned(), json!(name));
+        }
+    }
+    value
+}
+
+/// Workloads and EgressIntents: the rules' findings about the object itself, plus the
+/// namespace-level rules for the namespace the pods would run in.
+fn review_object(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Vec<Problem> {
+    let Some(object) = subject.object else { return Vec::new() };
+    let mut b = Build::new(subject, snapshot, config);
+    b.add_policies(snapshot, None);
+    let reviewed = b.add(completed(subject, object));
+    let cx = Context::new(&b.inv, config, &[]);
+    let is_workload = Scope::of(subject) == Ok(Scope::Workload);
+    rules::run(&cx)
+        .into_iter()
+        .filter(|f| !NEEDS_ALL_WORKLOADS.contains(&f.code))
+        .filter(|f| doc_index(f) == Some(reviewed) || (is_workload && NAMESPACE_RULES.contains(&f.code)))
+        .map(|f| problem(&cx, f))
+        .collect()
+}
+
+/// A NetworkPolicy: its own findings, and whether the pods it selects can still resolve names
+/// (checked on a representative pod). Returns the problems and the DNS mutation, if one helps.
+fn review_policy(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> (Vec<Problem>, Option<Mutation>) {
+    let Some(object) = subject.object else { return (Vec::new(), None) };
+    let value = completed(subject, object);
+    let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(subject.name).to_owned();
+    let mut b = Build::new(subject, snapshot, config);
+    b.add_policies(snapshot, Some(&name));
+    let reviewed = b.add(value);
+    let policy = b.policy_at(reviewed);
+    // A pod the policy selects, with as few labels as the selector allows: other policies'
+    // selectors match it only if they match every pod this policy selects.
+    let probe = policy.and_then(|p| {
+        let policy = b.inv.policy(p);
+        if !policy.types.egress {
+            return None;
+        }
+        let selector = policy.spec.pod_selector.clone().unwrap_or_default();
+        let labels = representative_labels(&selector)?;
+        Some((b.add(probe_pod(&policy.namespace, labels)), describe_selector(&selector)))
+    });
+    let cx = Context::new(&b.inv, config, &[]);
+    let mut problems: Vec<Problem> = rules::run(&cx)
+        .into_iter()
+        .filter(|f| !NEEDS_ALL_WORKLOADS.contains(&f.code) && doc_index(f) == Some(reviewed))
+        .map(|f| problem(&cx, f))
+        .collect();
+    let (Some(pid), Some((probe, selected))) = (policy, probe) else { return (problems, None) };
+    let Some(workload) = b.inv.workloads.iter().position(|w| b.inv.object(w.object).doc.index == probe) else {
+        return (problems, None);
+    };
+    let Some(reach) = cx.dns_reach(portcullis_linter::model::WorkloadId(workload)) else {
+        return (problems, None);
+    };
+    let policy = b.inv.policy(pid);
+    let ignored = b.inv.ignored(policy.object);
+    let enabled = |code: &str, rule: &str, default: Severity| {
+        if ignored.contains(code) || ignored.contains(rule) {
+            return None;
+        }
+        config.severity(code, default)
+    };
+    let pods = if selected.is_empty() { "every pod of the namespace".to_owned() } else { format!("pods {selected}") };
+    let original = b.inv.object(policy.object).value.clone();
+    let mut mutation = None;
+    if let Some(why) = explain_dns_block(&cx, reach) {
+        let patch = dns_patch(policy, subject.object.unwrap_or(&original), &config.dns);
+        let description = "appended an egress rule allowing DNS (UDP and TCP 53) to cluster DNS".to_owned();
+        if let Some(severity) = enabled("PC003", "egress-blocks-dns", Severity::Error) {
+            problems.push(Problem {
+                code: "PC003",
+                rule: "egress-blocks-dns",
+                severity,
+                message: format!(
+                    "NetworkPolicy {}/{} isolates egress of {pods}, which then cannot resolve names: {why}",
+                    policy.namespace, policy.name
+                ),
+                fix: render_patched("append a DNS egress rule to this policy", &original, &patch),
+            });
+        }
+        mutation = Some(Mutation { patch, description });
+    } else if reach.tcp.is_empty() {
+        // UDP reaches DNS, TCP does not: PC004's own fix, when it patches this policy.
+        let finding = rules::run(&cx).into_iter().find(|f| f.code == "PC004" && doc_index(f) == Some(probe));
+        let own_patch = finding.as_ref().and_then(|f| f.fix.as_ref()).and_then(|fix| {
+            fix.edits.iter().find_map(|e| match e {
+                Edit::Patch { object, patch } if *object == policy.object => Some(patch.clone()),
+                _ => None,
+            })
+        });
+        if let Some(severity) = enabled("PC004", "dns-tcp-missing", Severity::Warning) {
+            problems.push(Problem {
+                code: "PC004",
+                rule: "dns-tcp-missing",
+                severity,
+                message: format!(
+                    "with NetworkPolicy {}/{}, {pods} reach cluster DNS on UDP 53 but not TCP 53; answers too large for UDP will fail",
+                    policy.namespace, policy.name
+                ),
+                fix: own_patch.as_ref().and_then(|p| render_patched("add TCP 53 next to UDP 53", &original, p)),
+            });
+        }
+        if let Some(patch) = own_patch {
+            mutation = Some(Mutation { patch, description: "added TCP 53 to the DNS egress rule".to_owned() });
+        }
+    }
+    (problems, mutation)
+}
+
+/// NetworkPolicy DELETE: removing the policy that makes the namespace default-deny.
+fn review_delete(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Vec<Problem> {
+    let Some(old) = subject.old_object else { return Vec::new() };
+    let old = completed(subject, old);
+    let name = old.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(subject.name).to_owned();
+    let default_deny = |with_deleted: bool| {
+        let mut b = Build::new(subject, snapshot, config);
+        b.add_policies(snapshot, Some(&name));
+        if with_deleted {
+            b.add(old.clone());
+        }
+        let cx = Context::new(&b.inv, config, &[]);
+        [Direction::Ingress, Direction::Egress].map(|d| cx.eval.default_deny_policy(subject.namespace, d).is_some())
+    };
+    let before = default_deny(true);
+    let after = default_deny(false);
+    let ns = subject.namespace;
+    let mut problems = Vec::new();
+    for (i, (code, rule, dir, consequence)) in [
+        ("PC001", "missing-default-deny-ingress", "Ingress", "any pod in the cluster may connect to its pods"),
+        ("PC002", "missing-default-deny-egress", "Egress", "its pods may connect to any destination"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if !before[i] || after[i] {
+            continue;
+        }
+        let Some(severity) = config.severity(code, Severity::Error) else { continue };
+        let directions = Directions { ingress: i == 0, egress: i == 1 };
+        let replacement = default_deny_policy(ns, &format!("default-deny-{}", dir.to_lowercase()), directions);
+        problems.push(Problem {
+            code,
+            rule,
+            severity,
+            message: format!(
+                "deleting NetworkPolicy {ns}/{name} leaves namespace {ns} without a default-deny {dir} policy; {consequence}"
+            ),
+            fix: Some(format!(
+                "keep it, or create another default-deny {dir} policy first:\n{}",
+                to_yaml(&replacement)
+            )),
+        });
+    }
+    problems
+}
+
+/// Labels of a pod the selector matches, using as few labels as possible: `matchLabels`, one
+/// value for each `In`, an empty value for each `Exists`. `None` when no pod can match.
+fn representative_labels(selector: &LabelSelector) -> Option<Labels> {
+    let mut labels: Labels = selector.match_labels.clone().unwrap_or_default();
+    for e in selector.match_expressions.iter().flatten() {
+        match e.operator.as_str() {
+            "In" => {
+                let values = e.values.as_deref().unwrap_or_default();
+                let keep = labels.get(&e.key).is_some_and(|v| values.contains(v));
+                if !keep {
+                    labels.insert(e.key.clone(), values.first()?.clone());
+                }
+            }
+            "Exists" => {
+                labels.entry(e.key.clone()).or_default();
+            }
+            _ => {}
+        }
+    }
+    selector_matches(selector, &labels).then_some(labels)
+}
+
+fn probe_pod(namespace: &str, labels: Labels) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "portcullis-probe", "namespace": namespace, "labels": labels},
+        "spec": {"containers": [{"name": "probe", "image": "probe"}]},
+    })
+}
+
+/// A finding as a problem, its fix rendered as YAML.
+fn problem(cx: &Context<'_>, f: Finding) -> Problem {
+    let fix = f.fix.as_ref().map(|fix| {
+        let mut text = fix.description.clone();
+        for edit in &fix.edits {
+            let yaml = match edit {
+                Edit::Create(value) => Some(to_yaml(value)),
+                Edit::Patch { object, patch } => {
+                    fix::apply(&cx.inventory.object(*object).value, patch).ok().map(|v| to_yaml(&for_display(v)))
+                }
+            };
+            if let Some(yaml) = yaml {
+                text.push_str(":\n");
+                text.push_str(&yaml);
+            }
+        }
+        text
+    });
+    Problem { code: f.code, rule: f.rule, severity: f.severity, message: f.message, fix }
+}
+
+fn render_patched(what: &str, original: &Value, patch: &Patch) -> Option<String> {
+    let patched = fix::apply(original, patch).ok()?;
+    Some(format!("{what}:\n{}", to_yaml(&for_display(patched))))
+}
+
+/// An object as a person would apply it: without the fields the API server manages.
+fn for_display(mut value: Value) -> Value {
+    if let Some(Value::Object(meta)) = value.get_mut("metadata") {
+        for key in ["managedFields", "resourceVersion", "uid", "creationTimestamp", "generation", "selfLink"] {
+            meta.remove(key);
+        }
+        if let Some(Value::Object(annotations)) = meta.get_mut("annotations") {
+            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+            if annotations.is_empty() {
+                meta.remove("annotations");
+            }
+        }
+    }
+    if let Value::Object(map) = &mut value {
+        map.remove("status");
+    }
+    value
+}
+
+/// The namespace label that overrides the configured mode.
+pub const MODE_LABEL: &str = "portcullis.dev/mode";
+
+/// Rule codes of a set of problems, for logs.
+pub fn codes(problems: &[Problem]) -> String {
+    let codes: BTreeSet<&str> = problems.iter().map(|p| p.code).collect();
+    codes.into_iter().collect::<Vec<_>>().join(",")
+}

@@ -1,0 +1,244 @@
+//! The two HTTP servers: admission over TLS (`/validate`, `/mutate`) and operations over plain
+//! HTTP (`/healthz`, `/readyz`, `/metrics`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use portcullis_linter::config::Config;
+
+use crate::admission::{self, Decision, Endpoint, Outcome, Request};
+use crate::metrics::{EndpointLabels, Metrics, ResultLabels, ReviewLabels};
+use crate::state::{ClusterState, Snapshot};
+
+/// What every request handler shares.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub state: Arc<dyn ClusterState>,
+    pub metrics: Arc<Metrics>,
+    /// Longest time one review may take.
+    pub timeout: Duration,
+}
+
+/// Server limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body; larger bodies get HTTP 413.
+    pub max_body_bytes: usize,
+    /// How long shutdown waits for in-flight reviews.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_body_bytes: 8 * 1024 * 1024, shutdown_grace: Duration::from_secs(20) }
+    }
+}
+
+/// The admission routes.
+pub fn admission_router(app: App, limits: Limits) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .route("/mutate", post(mutate))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .with_state(app)
+}
+
+/// The operations routes.
+pub fn ops_router(app: App) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+async fn validate(State(app): State<App>, body: Bytes) -> Response {
+    handle(&app, Endpoint::Validate, &body).await
+}
+
+async fn mutate(State(app): State<App>, body: Bytes) -> Response {
+    handle(&app, Endpoint::Mutate, &body).await
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    if app.state.ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "cluster state not synced yet\n").into_response()
+    }
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let body = app.metrics.render(app.state.sizes());
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+}
+
+async fn handle(app: &App, endpoint: Endpoint, body: &[u8]) -> Response {
+    let started = Instant::now();
+    let req = match admission::parse(body) {
+        Ok(req) => req,
+        Err(e) => {
+            app.metrics.bad_requests.get_or_create(&EndpointLabels { endpoint: endpoint.as_str() }).inc();
+            tracing::warn!(endpoint = endpoint.as_str(), error = %e, "bad admission request");
+            return (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{e}\n"))
+                .into_response();
+        }
+    };
+    let outcome = match tokio::time::timeout(app.timeout, decide(app, endpoint, &req)).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            tracing::error!(uid = %req.inner.uid, "review timed out after {:?}", app.timeout);
+            return (StatusCode::SERVICE_UNAVAILABLE, "review timed out\n").into_response();
+        }
+    };
+    let elapsed = started.elapsed();
+    record(app, endpoint, &req, &outcome, elapsed);
+    let review = outcome.response.into_review();
+    match serde_json::to_vec(&review) {
+        Ok(json) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the response: {e}\n")).into_response(),
+    }
+}
+
+/// Decides with the cached state; before denying for a problem that depends on which policies
+/// exist, re-reads the namespace's policies so a stale cache never rejects a correct apply.
+async fn decide(app: &App, endpoint: Endpoint, req: &Request) -> Outcome {
+    let namespace = req.namespace();
+    let snapshot = app.state.snapshot(&namespace, &app.config.dns.namespace);
+    let outcome = admission::decide(endpoint, req, &snapshot, &app.config);
+    if !outcome.denied_for_policy_state() {
+        return outcome;
+    }
+    match app.state.fresh_policies(&namespace).await {
+        Ok(policies) => {
+            app.metrics.fresh_reads.get_or_create(&ResultLabels { result: "success" }).inc();
+            let fresh = Snapshot { policies, ..snapshot };
+            admission::decide(endpoint, req, &fresh, &app.config)
+        }
+        Err(e) => {
+            // Unconfirmed: admit with the problems as warnings rather than reject on a cache
+            // we could not check.
+            app.metrics.fresh_reads.get_or_create(&ResultLabels { result: "failure" }).inc();
+            tracing::warn!(uid = %req.inner.uid, error = %e, "could not confirm a denial; admitting with warnings");
+            let mut config = Config::clone(&app.config);
+            config.webhook.mode = portcullis_linter::config::WebhookMode::Warn;
+            let mut labels = snapshot.namespace_labels.clone().unwrap_or_default();
+            labels.remove(crate::review::MODE_LABEL);
+            let snapshot = Snapshot { namespace_labels: Some(labels), ..snapshot };
+            admission::decide(endpoint, req, &snapshot, &config)
+        }
+    }
+}
+
+fn record(app: &App, endpoint: Endpoint, req: &Request, outcome: &Outcome, elapsed: Duration) {
+    let decision = outcome.decision;
+    app.metrics
+        .reviews
+        .get_or_create(&ReviewLabels {
+            endpoint: endpoint.as_str(),
+            kind: req.inner.kind.kind.clone(),
+            operation: req.operation(),
+            decision: decision.as_str(),
+        })
+        .inc();
+    app.metrics.latency.get_or_create(&EndpointLabels { endpoint: endpoint.as_str() }).observe(elapsed.as_secs_f64());
+    let findings = crate::review::codes(&outcome.problems);
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
+    let namespace = req.namespace();
+    macro_rules! log_review {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                uid = %req.inner.uid,
+                endpoint = endpoint.as_str(),
+                kind = %req.inner.kind.kind,
+                namespace = %namespace,
+                name = %req.inner.name,
+                operation = req.operation(),
+                dry_run = req.inner.dry_run,
+                mode = outcome.mode.as_str(),
+                decision = decision.as_str(),
+                findings = %findings,
+                skipped = outcome.skipped.unwrap_or(""),
+                duration_ms,
+                "admission review"
+            )
+        };
+    }
+    // Skipped and clean reviews are the bulk of traffic: debug level.
+    if matches!(decision, Decision::Skip | Decision::Allow) {
+        log_review!(tracing::Level::DEBUG);
+    } else {
+        log_review!(tracing::Level::INFO);
+    }
+}
+
+/// A running pair of servers.
+#[derive(Debug)]
+pub struct Running {
+    pub https: SocketAddr,
+    pub ops: SocketAddr,
+    handle: Handle<SocketAddr>,
+    ops_shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    grace: Duration,
+}
+
+/// Starts both servers on already bound listeners (port 0 works: tests read the addresses).
+pub async fn start(
+    https: std::net::TcpListener,
+    ops: std::net::TcpListener,
+    app: App,
+    tls: RustlsConfig,
+    limits: Limits,
+) -> std::io::Result<Running> {
+    https.set_nonblocking(true)?;
+    ops.set_nonblocking(true)?;
+    let https_addr = https.local_addr()?;
+    let ops_listener = tokio::net::TcpListener::from_std(ops)?;
+    let ops_addr = ops_listener.local_addr()?;
+    let handle = Handle::new();
+    let admission = admission_router(app.clone(), limits);
+    let server = axum_server::from_tcp_rustls(https, tls)?.handle(handle.clone());
+    let mut tasks = vec![tokio::spawn(server.serve(admission.into_make_service()))];
+    let (ops_shutdown, mut rx) = tokio::sync::watch::channel(false);
+    let ops_app = ops_router(app);
+    tasks.push(tokio::spawn(async move {
+        axum::serve(ops_listener, ops_app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    }));
+    Ok(Running { https: https_addr, ops: ops_addr, handle, ops_shutdown, tasks, grace: limits.shutdown_grace })
+}
+
+impl Running {
+    /// Stops accepting connections, lets in-flight reviews finish (up to the grace period),
+    /// then returns.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        self.handle.graceful_shutdown(Some(self.grace));
+        let _ = self.ops_shutdown.send(true);
+        for task in self.tasks {
+            match task.await {
+                Ok(result) => result?,
+                Err(e) => return Err(std::io::Error::other(e)),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,317 @@
+//! Cluster state the admission decisions need: namespace labels, NetworkPolicies and
+//! EgressIntents, indexed by namespace.
+//!
+//! [`ClusterState`] is the seam between the pure decision code and the cluster. Two
+//! implementations: [`StaticState`] (a manifest directory, for `serve --dev` and tests) and
+//! [`crate::kube_state::KubeState`] (watches on the API server). Both keep their objects in an
+//! [`Index`], filled by the same watcher-event logic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use futures::future::BoxFuture;
+use portcullis_linter::load::Limits;
+use portcullis_linter::load::fs::{Input, read_inputs};
+use portcullis_linter::model::{Kind, Labels};
+use portcullis_linter::project::Project;
+use serde_json::Value;
+
+/// What one admission decision sees of the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Labels of the reviewed namespace (`None` when the namespace is unknown).
+    pub namespace_labels: Option<Labels>,
+    /// Labels of the namespace cluster DNS runs in.
+    pub dns_namespace_labels: Option<Labels>,
+    /// The namespace's NetworkPolicies, as the API server returns them.
+    pub policies: Vec<Arc<Value>>,
+    /// The namespace's EgressIntents.
+    pub intents: Vec<Arc<Value>>,
+}
+
+/// Object counts, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sizes {
+    pub namespaces: usize,
+    pub policies: usize,
+    pub intents: usize,
+}
+
+/// Why fresh state could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading NetworkPolicies of namespace {namespace}: {message}")]
+pub struct StateError {
+    pub namespace: String,
+    pub message: String,
+}
+
+/// The cluster as the webhook sees it.
+pub trait ClusterState: Send + Sync + std::fmt::Debug {
+    /// The state of `namespace` (and the DNS namespace's labels) from the cache.
+    fn snapshot(&self, namespace: &str, dns_namespace: &str) -> Snapshot;
+
+    /// The namespace's NetworkPolicies read fresh from the source of truth, bypassing the cache.
+    /// Called before denying because a policy is missing, so a stale cache never rejects a
+    /// correct apply.
+    fn fresh_policies<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Vec<Arc<Value>>, StateError>>;
+
+    /// Whether the cache is complete (every watch listed once).
+    fn ready(&self) -> bool;
+
+    fn sizes(&self) -> Sizes;
+}
+
+/// One kind of object, by namespace then name, with reflector semantics: during a relist the
+/// new objects are buffered and swapped in when the list is complete.
+#[derive(Debug)]
+pub struct KindIndex<T> {
+    live: HashMap<String, BTreeMap<String, T>>,
+    relist: Option<HashMap<String, BTreeMap<String, T>>>,
+    synced: bool,
+    len: usize,
+}
+
+impl<T> Default for KindIndex<T> {
+    fn default() -> Self {
+        KindIndex { live: HashMap::new(), relist: None, synced: false, len: 0 }
+    }
+}
+
+/// A watcher event reduced to what the index needs (mirrors `kube::runtime::watcher::Event`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum IndexEvent<T> {
+    Apply { namespace: String, name: String, value: T },
+    Delete { namespace: String, name: String },
+    Init,
+    InitApply { namespace: String, name: String, value: T },
+    InitDone,
+}
+
+impl<T: Clone> KindIndex<T> {
+    pub fn apply(&mut self, event: IndexEvent<T>) {
+        match event {
+            IndexEvent::Apply { namespace, name, value } => {
+                self.live.entry(namespace).or_default().insert(name, value);
+            }
+            IndexEvent::Delete { namespace, name } => {
+                if let Some(ns) = self.live.get_mut(&namespace) {
+                    ns.remove(&name);
+                    if ns.is_empty() {
+                        self.live.remove(&namespace);
+                    }
+                }
+            }
+            IndexEvent::Init => self.relist = Some(HashMap::new()),
+            IndexEvent::InitApply { namespace, name, value } => {
+                self.relist.get_or_insert_with(HashMap::new).entry(namespace).or_default().insert(name, value);
+            }
+            IndexEvent::InitDone => {
+                self.live = self.relist.take().unwrap_or_default();
+                self.synced = true;
+            }
+        }
+        self.len = self.live.values().map(BTreeMap::len).sum();
+    }
+
+    pub fn in_namespace(&self, namespace: &str) -> Vec<T> {
+        self.live.get(namespace).map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&T> {
+        self.live.get(namespace).and_then(|m| m.get(name))
+    }
+
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Namespaces, policies and intents. Namespaces are cluster-scoped: they live under `""`.
+#[derive(Debug, Default)]
+pub struct Index {
+    pub namespaces: RwLock<KindIndex<Arc<Labels>>>,
+    pub policies: RwLock<KindIndex<Arc<Value>>>,
+    pub intents: RwLock<KindIndex<Arc<Value>>>,
+}
+
+impl Index {
+    pub fn snapshot(&self, namespace: &str, dns_namespace: &str) -> Snapshot {
+        let labels = |name: &str| {
+            let guard = self.namespaces.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            guard.get("", name).map(|l| (**l).clone())
+        };
+        let policies = self.policies.read().unwrap_or_else(std::sync::PoisonError::into_inner).in_namespace(namespace);
+        let intents = self.intents.read().unwrap_or_else(std::sync::PoisonError::into_inner).in_namespace(namespace);
+        Snapshot { namespace_labels: labels(namespace), dns_namespace_labels: labels(dns_namespace), policies, intents }
+    }
+
+    pub fn synced(&self) -> bool {
+        let synced =
+            |l: &RwLock<KindIndex<Arc<Value>>>| l.read().unwrap_or_else(std::sync::PoisonError::into_inner).synced();
+        self.namespaces.read().unwrap_or_else(std::sync::PoisonError::into_inner).synced()
+            && synced(&self.policies)
+            && synced(&self.intents)
+    }
+
+    pub fn sizes(&self) -> Sizes {
+        Sizes {
+            namespaces: self.namespaces.read().unwrap_or_else(std::sync::PoisonError::into_inner).len(),
+            policies: self.policies.read().unwrap_or_else(std::sync::PoisonError::into_inner).len(),
+            intents: self.intents.read().unwrap_or_else(std::sync::PoisonError::into_inner).len(),
+        }
+    }
+}
+
+/// State loaded once from a manifest directory: `serve --dev --state DIR`, tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct StaticState {
+    index: Index,
+}
+
+impl StaticState {
+    /// Loads every manifest under `dir` (as `portcullis lint` would). Objects without a
+    /// namespace go to `default`. Returns the state and the number of documents that could
+    /// not be used (reported by `portcullis lint DIR`).
+    pub fn load(dir: &Path) -> anyhow::Result<(StaticState, usize)> {
+        let files = read_inputs(&[Input::Path(dir.to_path_buf())], Limits::default(), &mut std::io::empty())?;
+        let mut project = Project::new("default");
+        for file in files {
+            match file.content {
+                Ok(text) => {
+                    project.add_text(&file.name, text, true);
+                }
+                Err((position, message)) => {
+                    project.add_rejected(&file.name, position, message, true);
+                }
+            }
+        }
+        let problems = project.load_problems.len() + project.inventory.problems.len();
+        Ok((StaticState::from_project(&project), problems))
+    }
+
+    /// Builds the state from already loaded manifests.
+    pub fn from_project(project: &Project) -> StaticState {
+        let state = StaticState::default();
+        let inv = &project.inventory;
+        let mut events = Vec::new();
+        for ns in inv.namespaces.values() {
+            events.push(IndexEvent::InitApply {
+                namespace: String::new(),
+                name: ns.name.clone(),
+                value: Arc::new(ns.labels.clone()),
+            });
+        }
+        apply_all(&state.index.namespaces, events);
+        let of_kind = |kind: Kind| {
+            let mut events = Vec::new();
+            for o in inv.objects.iter().filter(|o| o.kind == kind) {
+                if let Some(namespace) = o.namespace() {
+                    events.push(IndexEvent::InitApply {
+                        namespace: namespace.to_owned(),
+                        name: o.id.name.clone(),
+                        value: Arc::new(o.value.clone()),
+                    });
+                }
+            }
+            events
+        };
+        apply_all(&state.index.policies, of_kind(Kind::NetworkPolicy));
+        apply_all(&state.index.intents, of_kind(Kind::EgressIntent));
+        state
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+}
+
+fn apply_all<T: Clone>(index: &RwLock<KindIndex<T>>, events: Vec<IndexEvent<T>>) {
+    let mut guard = index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    guard.apply(IndexEvent::Init);
+    for e in events {
+        guard.apply(e);
+    }
+    guard.apply(IndexEvent::InitDone);
+}
+
+impl ClusterState for StaticState {
+    fn snapshot(&self, namespace: &str, dns_namespace: &str) -> Snapshot {
+        self.index.snapshot(namespace, dns_namespace)
+    }
+
+    fn fresh_policies<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Vec<Arc<Value>>, StateError>> {
+        // The directory is the source of truth and never changes under us.
+        let policies =
+            self.index.policies.read().unwrap_or_else(std::sync::PoisonError::into_inner).in_namespace(namespace);
+        Box::pin(async move { Ok(policies) })
+    }
+
+    fn ready(&self) -> bool {
+        self.index.synced()
+    }
+
+    fn sizes(&self) -> Sizes {
+        self.index.sizes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(namespace: &str, name: &str, v: u32) -> IndexEvent<u32> {
+        IndexEvent::Apply { namespace: namespace.into(), name: name.into(), value: v }
+    }
+
+    #[test]
+    fn relist_replaces_everything_only_when_done() {
+        let mut idx = KindIndex::default();
+        assert!(!idx.synced());
+        idx.apply(apply("a", "x", 1));
+        idx.apply(IndexEvent::Init);
+        idx.apply(IndexEvent::InitApply { namespace: "b".into(), name: "y".into(), value: 2 });
+        // Until the relist completes, readers see the old state.
+        assert_eq!(idx.in_namespace("a"), vec![1]);
+        assert!(idx.in_namespace("b").is_empty());
+        idx.apply(IndexEvent::InitDone);
+        assert!(idx.synced());
+        assert!(idx.in_namespace("a").is_empty(), "objects gone during the relist are dropped");
+        assert_eq!(idx.in_namespace("b"), vec![2]);
+        assert_eq!(idx.len(), 1);
+    }
+
+    #[test]
+    fn apply_and_delete_keep_counts() {
+        let mut idx = KindIndex::default();
+        idx.apply(apply("a", "x", 1));
+        idx.apply(apply("a", "x", 2));
+        idx.apply(apply("a", "y", 3));
+        assert_eq!(idx.in_namespace("a"), vec![2, 3]);
+        assert_eq!(idx.len(), 2);
+        idx.apply(IndexEvent::Delete { namespace: "a".into(), name: "x".into() });
+        idx.apply(IndexEvent::Delete { namespace: "zzz".into(), name: "x".into() });
+        assert_eq!(idx.in_namespace("a"), vec![3]);
+        assert_eq!(idx.len(), 1);
+    }
+
+    #[test]
+    fn static_state_from_the_demo() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testcases/demo");
+        let (state, problems) = StaticState::load(&dir).unwrap();
+        assert_eq!(problems, 0);
+        assert!(state.ready());
+        let snap = state.snapshot("shop", "kube-system");
+        assert_eq!(snap.policies.len(), 5);
+        assert_eq!(snap.namespace_labels.unwrap().get("kubernetes.io/metadata.name").map(String::as_str), Some("shop"));
+        assert!(snap.dns_namespace_labels.is_none(), "kube-system is not in the demo");
+    }
+}
