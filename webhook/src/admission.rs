@@ -108,6 +108,18 @@ pub fn parse(body: &[u8]) -> Result<Request, BadReview> {
     Ok(Request { inner, object, old_object })
 }
 
+/// The response body. The patch is written as base64, as Go encodes `[]byte` (kube-core
+/// would write an array of numbers, which the API server also reads, but no one else does).
+pub fn response_body(response: AdmissionResponse) -> Result<Vec<u8>, serde_json::Error> {
+    use base64::Engine as _;
+    let mut review = serde_json::to_value(response.into_review())?;
+    if let Some(patch) = review.pointer_mut("/response/patch") {
+        let bytes: Vec<u8> = serde_json::from_value(patch.take())?;
+        *patch = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
+    serde_json::to_vec(&review)
+}
+
 /// What happened to a review, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {

@@ -263,7 +263,7 @@ fn review_policy(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
         }
         config.severity(code, default)
     };
-    let pods = if selected.is_empty() { "every pod of the namespace".to_owned() } else { format!("pods {selected}") };
+    let pods = if selected == "{}" { "every pod of the namespace".to_owned() } else { format!("pods {selected}") };
     let original = b.inv.object(policy.object).value.clone();
     let mut mutation = None;
     if let Some(why) = explain_dns_block(&cx, reach) {
@@ -391,20 +391,21 @@ fn probe_pod(namespace: &str, labels: Labels) -> Value {
 /// A finding as a problem, its fix rendered as YAML.
 fn problem(cx: &Context<'_>, f: Finding) -> Problem {
     let fix = f.fix.as_ref().map(|fix| {
-        let mut text = fix.description.clone();
-        for edit in &fix.edits {
-            let yaml = match edit {
+        let documents: Vec<String> = fix
+            .edits
+            .iter()
+            .filter_map(|edit| match edit {
                 Edit::Create(value) => Some(to_yaml(value)),
                 Edit::Patch { object, patch } => {
                     fix::apply(&cx.inventory.object(*object).value, patch).ok().map(|v| to_yaml(&for_display(v)))
                 }
-            };
-            if let Some(yaml) = yaml {
-                text.push_str(":\n");
-                text.push_str(&yaml);
-            }
+            })
+            .collect();
+        if documents.is_empty() {
+            fix.description.clone()
+        } else {
+            format!("{}:\n{}", fix.description, documents.join("---\n"))
         }
-        text
     });
     Problem { code: f.code, rule: f.rule, severity: f.severity, message: f.message, fix }
 }

@@ -107,8 +107,7 @@ async fn handle(app: &App, endpoint: Endpoint, body: &[u8]) -> Response {
     };
     let elapsed = started.elapsed();
     record(app, endpoint, &req, &outcome, elapsed);
-    let review = outcome.response.into_review();
-    match serde_json::to_vec(&review) {
+    match admission::response_body(outcome.response) {
         Ok(json) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the response: {e}\n")).into_response(),
     }
