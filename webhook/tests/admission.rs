@@ -108,10 +108,8 @@ fn check_patched(object: &Value, patch: Value, case: &str) {
     json_patch::patch(&mut patched, &patch).unwrap();
     serde_json::from_value::<k8s_openapi::api::networking::v1::NetworkPolicy>(patched.clone()).unwrap();
     let mut project = Project::new("default");
-    for f in ["namespaces.yaml"] {
-        let text = std::fs::read_to_string(cases_dir().join("state").join(f)).unwrap();
-        project.add_text(f, text, false);
-    }
+    let namespaces = std::fs::read_to_string(cases_dir().join("state/namespaces.yaml")).unwrap();
+    project.add_text("namespaces.yaml", namespaces, false);
     project.add_text("patched.json", serde_json::to_string(&patched).unwrap(), true);
     let ns = patched["metadata"]["namespace"].as_str().unwrap();
     // A pod the policy selects, so the DNS rules have something to check.
