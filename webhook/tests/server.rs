@@ -1,0 +1,350 @@
+//! The real server on 127.0.0.1 with generated certificates, spoken to by a real HTTPS client
+//! (rustls verifying the CA, hyper): decisions, patches, warnings, 400s, the body limit,
+//! certificate rotation while serving, graceful shutdown, and the operations port.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use base64::Engine as _;
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use portcullis_linter::config::Config;
+use portcullis_webhook::metrics::Metrics;
+use portcullis_webhook::server::{self, App, Limits, Running};
+use portcullis_webhook::state::{ClusterState, Sizes, Snapshot, StateError, StaticState};
+use portcullis_webhook::tls::{self, DevCertificates};
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn case(path: &str) -> Vec<u8> {
+    std::fs::read(repo().join("testcases/admission").join(path)).unwrap()
+}
+
+fn temp_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "portcullis-webhook-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The admission test state, optionally slow to confirm denials and optionally not ready.
+#[derive(Debug)]
+struct TestState {
+    inner: StaticState,
+    confirm_delay: Duration,
+    ready: bool,
+}
+
+impl ClusterState for TestState {
+    fn snapshot(&self, namespace: &str, dns_namespace: &str) -> Snapshot {
+        self.inner.snapshot(namespace, dns_namespace)
+    }
+
+    fn fresh_policies<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Vec<Arc<Value>>, StateError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.confirm_delay).await;
+            self.inner.fresh_policies(namespace).await
+        })
+    }
+
+    fn ready(&self) -> bool {
+        self.ready
+    }
+
+    fn sizes(&self) -> Sizes {
+        self.inner.sizes()
+    }
+}
+
+fn test_state(confirm_delay: Duration, ready: bool) -> Arc<TestState> {
+    let (inner, _) = StaticState::load(&repo().join("testcases/admission/state")).unwrap();
+    Arc::new(TestState { inner, confirm_delay, ready })
+}
+
+struct Harness {
+    running: Running,
+    ca: CertificateDer<'static>,
+    metrics: Arc<Metrics>,
+}
+
+async fn start_with(state: Arc<dyn ClusterState>, certs: &DevCertificates, limits: Limits) -> (Harness, RustlsConfig) {
+    tls::install_crypto_provider();
+    let loaded = tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap();
+    let tls_config = RustlsConfig::from_config(loaded.config);
+    let metrics = Arc::new(Metrics::new());
+    let app =
+        App { config: Arc::new(Config::default()), state, metrics: metrics.clone(), timeout: Duration::from_secs(10) };
+    let https = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ops = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let running = server::start(https, ops, app, tls_config.clone(), limits).await.unwrap();
+    (Harness { running, ca: ca_der(&certs.ca_pem), metrics }, tls_config)
+}
+
+async fn start() -> Harness {
+    let certs = tls::dev_certificates(&["localhost", "127.0.0.1"]).unwrap();
+    start_with(test_state(Duration::ZERO, true), &certs, Limits::default()).await.0
+}
+
+fn ca_der(pem: &str) -> CertificateDer<'static> {
+    rustls_pemfile::certs(&mut pem.as_bytes()).next().unwrap().unwrap()
+}
+
+/// One HTTPS request on a fresh connection. Returns status, body and the served leaf certificate.
+async fn https(
+    addr: SocketAddr,
+    ca: &CertificateDer<'static>,
+    path: &str,
+    body: Vec<u8>,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Result<(u16, Vec<u8>, Vec<u8>), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let stream = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    let leaf = stream.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let request = hyper::Request::post(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes().to_vec();
+    Ok((status, body, leaf))
+}
+
+async fn post(h: &Harness, path: &str, body: Vec<u8>) -> (u16, Value) {
+    let (status, body, _) = https(h.running.https, &h.ca, path, body, &rustls::version::TLS13).await.unwrap();
+    let value = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+    (status, value)
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let request = hyper::Request::get(path).header("host", "localhost").body(Full::new(Bytes::new())).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn denies_warns_and_patches_over_https() {
+    let h = start().await;
+    let body = case("validate/deployment-create-dns-blocked.json");
+    let uid = serde_json::from_slice::<Value>(&body).unwrap()["request"]["uid"].clone();
+    let (status, review) = post(&h, "/validate", body).await;
+    assert_eq!(status, 200);
+    assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(review["kind"], "AdmissionReview");
+    let response = &review["response"];
+    assert_eq!(response["uid"], uid);
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["code"], 403);
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(message.contains("PC003 egress-blocks-dns") && message.contains("name=kube-system"), "{message}");
+    assert!(message.contains("kubernetes.io/metadata.name: kube-system"), "the fix YAML is in the message: {message}");
+
+    let (status, review) = post(&h, "/validate", case("validate/deployment-update-warn-mode.json")).await;
+    assert_eq!(status, 200);
+    assert_eq!(review["response"]["allowed"], true);
+    let warnings = review["response"]["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+
+    let body = case("mutate/networkpolicy-create-egress-lockdown-without-dns.json");
+    let request: Value = serde_json::from_slice(&body).unwrap();
+    let (status, review) = post(&h, "/mutate", body).await;
+    assert_eq!(status, 200);
+    assert_eq!(review["response"]["patchType"], "JSONPatch");
+    let bytes =
+        base64::engine::general_purpose::STANDARD.decode(review["response"]["patch"].as_str().unwrap()).unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+    let mut object = request["request"]["object"].clone();
+    json_patch::patch(&mut object, &patch).unwrap();
+    let policy: k8s_openapi::api::networking::v1::NetworkPolicy = serde_json::from_value(object.clone()).unwrap();
+    assert_eq!(policy.spec.unwrap().egress.unwrap().len(), 1);
+
+    // The patched policy, sent back to /validate as the API server would, is admitted.
+    let mut again = request.clone();
+    again["request"]["object"] = object;
+    let (status, review) = post(&h, "/validate", serde_json::to_vec(&again).unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(review["response"]["allowed"], true, "{review}");
+    h.running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_are_served() {
+    let h = start().await;
+    let body = case("validate/pod-create-shop-allowed.json");
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let (status, _, _) = https(h.running.https, &h.ca, "/validate", body.clone(), version).await.unwrap();
+        assert_eq!(status, 200);
+    }
+    // A client that does not trust our CA fails the handshake.
+    let other = tls::dev_certificates(&["localhost"]).unwrap();
+    let err = https(h.running.https, &ca_der(&other.ca_pem), "/validate", body, &rustls::version::TLS13).await;
+    assert!(err.is_err_and(|e| e.contains("TLS handshake")));
+    h.running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn garbage_gets_400_with_a_reason() {
+    let h = start().await;
+    let cases: [(&[u8], &str); 5] = [
+        (b"not json at all", "not a valid AdmissionReview"),
+        (b"{}", "missing field"),
+        (
+            br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":null}"#,
+            "admission.k8s.io/v1 only",
+        ),
+        (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#, "has no request"),
+        (&[0xff, 0xfe, 0x00, 0x01], "not a valid AdmissionReview"),
+    ];
+    for (body, expected) in cases {
+        let (status, reply) = post(&h, "/validate", body.to_vec()).await;
+        assert_eq!(status, 400, "{reply}");
+        assert!(reply.as_str().unwrap().contains(expected), "{reply} should mention {expected}");
+    }
+    let metrics = get(h.running.ops, "/metrics").await.1;
+    assert!(metrics.contains("portcullis_webhook_bad_requests_total{endpoint=\"validate\"} 5"), "{metrics}");
+    h.running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413() {
+    let certs = tls::dev_certificates(&["localhost"]).unwrap();
+    let limits = Limits { max_body_bytes: 64 * 1024, ..Limits::default() };
+    let (h, _) = start_with(test_state(Duration::ZERO, true), &certs, limits).await;
+    let mut review: Value = serde_json::from_slice(&case("validate/pod-create-shop-allowed.json")).unwrap();
+    review["request"]["object"]["metadata"]["annotations"] = serde_json::json!({"big": "x".repeat(100 * 1024)});
+    let (status, _) = post(&h, "/validate", serde_json::to_vec(&review).unwrap()).await;
+    assert_eq!(status, 413);
+    h.running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn certificate_rotation_while_serving() {
+    tls::install_crypto_provider();
+    let dir = temp_dir();
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let first = tls::dev_certificates(&["localhost"]).unwrap();
+    std::fs::write(&cert, &first.cert_pem).unwrap();
+    std::fs::write(&key, &first.key_pem).unwrap();
+    let (h, tls_config) = start_with(test_state(Duration::ZERO, true), &first, Limits::default()).await;
+    let (_, cert_pem, key_pem) = tls::load_files(&cert, &key).unwrap();
+    let reloader = tls::Reloader { cert: cert.clone(), key: key.clone(), interval: Duration::from_millis(20) };
+    let task = tokio::spawn(reloader.run(tls_config, (cert_pem, key_pem), h.metrics.clone()));
+    let body = case("validate/pod-create-shop-allowed.json");
+    let served = |ca: CertificateDer<'static>| {
+        let body = body.clone();
+        let addr = h.running.https;
+        async move { https(addr, &ca, "/validate", body, &rustls::version::TLS13).await }
+    };
+    let leaf = |pem: &str| ca_der(pem).to_vec();
+    assert_eq!(served(h.ca.clone()).await.unwrap().2, leaf(&first.cert_pem));
+
+    // A new pair (signed by a new CA) is picked up without a restart.
+    let second = tls::dev_certificates(&["localhost"]).unwrap();
+    std::fs::write(&key, &second.key_pem).unwrap();
+    std::fs::write(&cert, &second.cert_pem).unwrap();
+    let mut rotated = false;
+    for _ in 0..250 {
+        if let Ok((200, _, l)) = served(ca_der(&second.ca_pem)).await
+            && l == leaf(&second.cert_pem)
+        {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(rotated, "the new certificate was not served");
+
+    // A bad pair (certificate of a third key) is rejected; the second pair stays in service.
+    let third = tls::dev_certificates(&["localhost"]).unwrap();
+    std::fs::write(&cert, &third.cert_pem).unwrap();
+    for _ in 0..250 {
+        let metrics = h.metrics.render(Sizes::default());
+        if metrics.contains("certificate_reloads_total{result=\"failure\"} 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = h.metrics.render(Sizes::default());
+    assert!(metrics.contains("certificate_reloads_total{result=\"failure\"} 1"), "{metrics}");
+    let (status, _, l) = served(ca_der(&second.ca_pem)).await.unwrap();
+    assert_eq!((status, l), (200, leaf(&second.cert_pem)));
+    task.abort();
+    h.running.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_reviews() {
+    let certs = tls::dev_certificates(&["localhost"]).unwrap();
+    // Denials are confirmed with a fresh read that takes 400 ms: a review in flight.
+    let (h, _) = start_with(test_state(Duration::from_millis(400), true), &certs, Limits::default()).await;
+    let addr = h.running.https;
+    let ca = h.ca.clone();
+    let in_flight = tokio::spawn(async move {
+        https(addr, &ca, "/validate", case("validate/deployment-create-dns-blocked.json"), &rustls::version::TLS13)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.running.shutdown().await.unwrap();
+    let (status, body, _) = in_flight.await.unwrap().unwrap();
+    assert_eq!(status, 200);
+    let review: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(review["response"]["allowed"], false);
+    // After shutdown nothing listens.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn operations_port() {
+    let certs = tls::dev_certificates(&["localhost"]).unwrap();
+    let (h, _) = start_with(test_state(Duration::ZERO, false), &certs, Limits::default()).await;
+    assert_eq!(get(h.running.ops, "/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(get(h.running.ops, "/readyz").await.0, 503, "not ready until the state is synced");
+    post(&h, "/validate", case("validate/deployment-create-no-default-deny.json")).await;
+    let (status, metrics) = get(h.running.ops, "/metrics").await;
+    assert_eq!(status, 200);
+    for expected in [
+        "portcullis_webhook_reviews_total{endpoint=\"validate\",kind=\"Deployment\",operation=\"CREATE\",decision=\"deny\"} 1",
+        "portcullis_webhook_review_duration_seconds_count{endpoint=\"validate\"} 1",
+        "portcullis_webhook_cache_objects{kind=\"NetworkPolicy\"} 4",
+        "portcullis_webhook_fresh_reads_total{result=\"success\"} 1",
+    ] {
+        assert!(metrics.contains(expected), "missing {expected} in\n{metrics}");
+    }
+    h.running.shutdown().await.unwrap();
+}
