@@ -1,0 +1,194 @@
+//! The watch-backed state: its index filled with real watcher events, and the stale-cache
+//! re-read against a mocked API server (tower-test) through kube's real client code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use hyper::{Request, Response};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::client::Body;
+use kube::runtime::watcher::Event;
+use portcullis_linter::config::Config;
+use portcullis_webhook::admission::{self, Endpoint};
+use portcullis_webhook::kube_state::KubeState;
+use portcullis_webhook::metrics::Metrics;
+use portcullis_webhook::server::{self, App, Limits};
+use portcullis_webhook::state::ClusterState;
+use portcullis_webhook::tls;
+use serde_json::{Value, json};
+use tower_test::mock::{Handle, pair};
+
+type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn mocked() -> (KubeState, ApiHandle) {
+    let (service, handle) = pair::<Request<Body>, Response<Body>>();
+    (KubeState::new(kube::Client::new(service, "default")), handle)
+}
+
+fn namespace(name: &str, labels: Value) -> Namespace {
+    serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}),
+    )
+    .unwrap()
+}
+
+fn policy(ns: &str, name: &str, spec: Value) -> NetworkPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": ns, "resourceVersion": "7",
+            "managedFields": [{"manager": "kubectl", "operation": "Update"}]},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn default_deny(ns: &str) -> NetworkPolicy {
+    policy(ns, "default-deny", json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}))
+}
+
+fn dns_rule(namespace_labels: Value) -> Value {
+    json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{
+        "to": [{"namespaceSelector": {"matchLabels": namespace_labels}}],
+        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]})
+}
+
+/// The cache as a watch leaves it after its first list: billing's DNS rule is the broken one.
+fn synced(state: &KubeState) {
+    state.apply_namespace_event(&Event::Init);
+    state.apply_namespace_event(&Event::InitApply(namespace("billing", json!({"portcullis.dev/mode": "enforce"}))));
+    state.apply_namespace_event(&Event::InitApply(namespace("kube-system", json!({}))));
+    state.apply_namespace_event(&Event::InitDone);
+    state.apply_policy_event(&Event::Init);
+    state.apply_policy_event(&Event::InitApply(default_deny("billing")));
+    state.apply_policy_event(&Event::InitApply(policy(
+        "billing",
+        "allow-dns",
+        dns_rule(json!({"name": "kube-system"})),
+    )));
+    state.apply_policy_event(&Event::InitDone);
+    state.apply_intent_event(&Event::Init);
+    state.apply_intent_event(&Event::InitDone);
+}
+
+#[tokio::test]
+async fn watcher_events_fill_the_index() {
+    let (state, _api) = mocked();
+    assert!(!state.ready(), "not ready before every watch listed once");
+    synced(&state);
+    assert!(state.ready());
+    let snap = state.snapshot("billing", "kube-system");
+    assert_eq!(snap.policies.len(), 2);
+    assert!(snap.policies.iter().all(|p| p["metadata"].get("managedFields").is_none()), "managedFields dropped");
+    let labels = snap.namespace_labels.unwrap();
+    assert_eq!(labels["kubernetes.io/metadata.name"], "billing", "the API server's label is implied");
+    assert_eq!(labels["portcullis.dev/mode"], "enforce");
+    assert!(snap.dns_namespace_labels.is_some());
+
+    state.apply_policy_event(&Event::Delete(default_deny("billing")));
+    state.apply_policy_event(&Event::Apply(default_deny("other")));
+    assert_eq!(state.snapshot("billing", "kube-system").policies.len(), 1);
+    assert_eq!(state.sizes().policies, 2);
+    assert_eq!(state.sizes().namespaces, 2);
+}
+
+/// Answers one list of a namespace's NetworkPolicies with `items`.
+async fn answer_list(api: &mut ApiHandle, namespace: &str, items: Vec<NetworkPolicy>) {
+    let (request, send) = api.next_request().await.expect("the webhook reads the namespace's policies");
+    assert_eq!(request.method(), "GET");
+    assert_eq!(request.uri().path(), format!("/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies"));
+    let list = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicyList",
+        "metadata": {"resourceVersion": "8"}, "items": items});
+    send.send_response(Response::builder().status(200).body(Body::from(serde_json::to_vec(&list).unwrap())).unwrap());
+}
+
+#[tokio::test]
+async fn fresh_policies_lists_through_the_kube_client() {
+    let (state, mut api) = mocked();
+    let server = tokio::spawn(async move {
+        answer_list(&mut api, "billing", vec![default_deny("billing")]).await;
+    });
+    let fresh = state.fresh_policies("billing").await.unwrap();
+    server.await.unwrap();
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0]["metadata"]["name"], "default-deny");
+}
+
+#[tokio::test]
+async fn api_errors_are_reported_not_panicked() {
+    let (state, mut api) = mocked();
+    let server = tokio::spawn(async move {
+        let (_, send) = api.next_request().await.unwrap();
+        let status = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+            "message": "networkpolicies is forbidden", "reason": "Forbidden", "code": 403});
+        send.send_response(Response::builder().status(403).body(Body::from(status.to_string().into_bytes())).unwrap());
+    });
+    let err = state.fresh_policies("billing").await.unwrap_err();
+    server.await.unwrap();
+    assert!(err.to_string().contains("forbidden"), "{err}");
+}
+
+/// The cache still holds billing's broken DNS rule, the API server already has the fixed one:
+/// the webhook confirms before denying and admits the Deployment.
+#[tokio::test]
+async fn a_stale_cache_never_rejects_a_correct_apply() {
+    tls::install_crypto_provider();
+    let (state, mut api) = mocked();
+    synced(&state);
+    let body = std::fs::read(repo().join("testcases/admission/validate/deployment-create-dns-blocked.json")).unwrap();
+
+    // With the cache alone the decision would be a denial.
+    let req = admission::parse(&body).unwrap();
+    let cached =
+        admission::decide(Endpoint::Validate, &req, &state.snapshot("billing", "kube-system"), &Config::default());
+    assert!(cached.denied_for_policy_state());
+
+    let certs = tls::dev_certificates(&["localhost"]).unwrap();
+    let loaded = tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap();
+    let app = App {
+        config: Arc::new(Config::default()),
+        state: Arc::new(state),
+        metrics: Arc::new(Metrics::new()),
+        timeout: Duration::from_secs(10),
+    };
+    let running = server::start(
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        app,
+        RustlsConfig::from_config(loaded.config),
+        Limits::default(),
+    )
+    .await
+    .unwrap();
+    let api_server = tokio::spawn(async move {
+        let fixed = policy("billing", "allow-dns", dns_rule(json!({"kubernetes.io/metadata.name": "kube-system"})));
+        answer_list(&mut api, "billing", vec![default_deny("billing"), fixed]).await;
+    });
+    let response = post_https(running.https, &certs.ca_pem, body).await;
+    api_server.await.unwrap();
+    assert_eq!(response["response"]["allowed"], true, "{response}");
+    running.shutdown().await.unwrap();
+}
+
+async fn post_https(addr: std::net::SocketAddr, ca_pem: &str, body: Vec<u8>) -> Value {
+    use http_body_util::{BodyExt, Full};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pemfile::certs(&mut ca_pem.as_bytes()).next().unwrap().unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let request =
+        Request::post("/validate").header("host", "localhost").body(Full::new(hyper::body::Bytes::from(body))).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap()
+}
