@@ -111,7 +111,8 @@ pub fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -182,7 +183,7 @@ fn print_dev_banner(args: &ServeArgs) -> anyhow::Result<()> {
         "portcullis-webhook dev mode: state from {state}, CA written to {ca}\n\
          Try it (a Deployment whose pods would lose DNS, in a namespace labelled portcullis.dev/mode=enforce):\n\n  \
          curl --cacert {ca} -H 'Content-Type: application/json' \\\n    \
-         --data @testcases/admission/deployment-create-dns-blocked.json \\\n    \
+         --data @testcases/admission/validate/deployment-create-dns-blocked.json \\\n    \
          https://localhost:{port}/validate\n",
         state = args.state.as_deref().unwrap_or_else(|| std::path::Path::new(".")).display(),
     )?;

@@ -442,3 +442,87 @@ pub fn codes(problems: &[Problem]) -> String {
     let codes: BTreeSet<&str> = problems.iter().map(|p| p.code).collect();
     codes.into_iter().collect::<Vec<_>>().join(",")
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    use super::*;
+
+    fn req(key: &str, operator: &str, values: &[&str]) -> LabelSelectorRequirement {
+        LabelSelectorRequirement {
+            key: key.to_owned(),
+            operator: operator.to_owned(),
+            values: Some(values.iter().map(|v| (*v).to_owned()).collect()),
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn representative_pod_has_the_fewest_labels_the_selector_allows() {
+        let selector = LabelSelector {
+            match_labels: Some(labels(&[("app", "web")])),
+            match_expressions: Some(vec![
+                req("tier", "In", &["front", "back"]),
+                req("canary", "Exists", &[]),
+                req("legacy", "DoesNotExist", &[]),
+                req("zone", "NotIn", &["a"]),
+            ]),
+        };
+        assert_eq!(
+            representative_labels(&selector),
+            Some(labels(&[("app", "web"), ("canary", ""), ("tier", "front")]))
+        );
+        assert_eq!(representative_labels(&LabelSelector::default()), Some(Labels::new()));
+    }
+
+    #[test]
+    fn contradictory_selectors_select_no_pod() {
+        let selector = LabelSelector {
+            match_labels: Some(labels(&[("app", "web")])),
+            match_expressions: Some(vec![req("app", "NotIn", &["web"])]),
+        };
+        assert_eq!(representative_labels(&selector), None);
+        let empty_in = LabelSelector { match_labels: None, match_expressions: Some(vec![req("app", "In", &[])]) };
+        assert_eq!(representative_labels(&empty_in), None);
+    }
+
+    #[test]
+    fn in_keeps_a_match_labels_value_it_allows() {
+        let selector = LabelSelector {
+            match_labels: Some(labels(&[("tier", "back")])),
+            match_expressions: Some(vec![req("tier", "In", &["front", "back"])]),
+        };
+        assert_eq!(representative_labels(&selector), Some(labels(&[("tier", "back")])));
+    }
+
+    #[test]
+    fn scope_follows_kind_operation_and_subresource() {
+        let op = Operation::Create;
+        let subject = |api_version, kind, operation, sub_resource| Subject {
+            api_version,
+            kind,
+            operation,
+            namespace: "ns",
+            name: "x",
+            sub_resource,
+            object: None,
+            old_object: None,
+        };
+        assert_eq!(Scope::of(&subject("apps/v1", "Deployment", &op, None)), Ok(Scope::Workload));
+        assert_eq!(Scope::of(&subject("batch/v1", "CronJob", &op, None)), Ok(Scope::Workload));
+        assert_eq!(Scope::of(&subject("networking.k8s.io/v1", "NetworkPolicy", &op, None)), Ok(Scope::Policy));
+        assert_eq!(
+            Scope::of(&subject("networking.k8s.io/v1", "NetworkPolicy", &Operation::Delete, None)),
+            Ok(Scope::PolicyDelete)
+        );
+        assert_eq!(Scope::of(&subject("portcullis.dev/v1alpha1", "EgressIntent", &op, None)), Ok(Scope::Intent));
+        assert!(Scope::of(&subject("apps/v1", "Deployment", &Operation::Delete, None)).is_err());
+        assert!(Scope::of(&subject("apps/v1", "Deployment", &Operation::Update, Some("status"))).is_err());
+        assert!(Scope::of(&subject("v1", "Service", &op, None)).is_err());
+        assert!(Scope::of(&subject("v1", "Namespace", &op, None)).is_err());
+    }
+}
