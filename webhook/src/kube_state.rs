@@ -20,7 +20,7 @@ use kube::{Client, ResourceExt};
 use portcullis_linter::model::{Labels, NAMESPACE_NAME_LABEL};
 use serde_json::Value;
 
-use crate::state::{ClusterState, Index, IndexEvent, Sizes, Snapshot, StateError};
+use crate::state::{ClusterState, Index, IndexEvent, Sizes, Snapshot, StateError, StoredObject};
 
 /// The EgressIntent resource, watched untyped so the webhook does not need the CRD's types.
 pub fn egress_intent_resource() -> ApiResource {
@@ -67,13 +67,13 @@ fn namespaced<K: ResourceExt>(o: &K) -> (String, String) {
     (o.namespace().unwrap_or_default(), o.name_any())
 }
 
-/// An object as JSON, without `managedFields` (large, and never read).
-fn slim<K: serde::Serialize>(o: &K) -> Arc<Value> {
+/// An object as compact JSON, without `managedFields` (large, and never read).
+fn slim<K: serde::Serialize>(o: &K) -> StoredObject {
     let mut value = serde_json::to_value(o).unwrap_or(Value::Null);
     if let Some(Value::Object(meta)) = value.get_mut("metadata") {
         meta.remove("managedFields");
     }
-    Arc::new(value)
+    StoredObject::new(value)
 }
 
 fn namespace_labels(ns: &Namespace) -> Arc<Labels> {
@@ -139,7 +139,7 @@ impl ClusterState for KubeState {
         self.index.snapshot(namespace, dns_namespace)
     }
 
-    fn fresh_policies<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Vec<Arc<Value>>, StateError>> {
+    fn fresh_policies<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Vec<StoredObject>, StateError>> {
         Box::pin(async move {
             let api = Api::<NetworkPolicy>::namespaced(self.client.clone(), namespace);
             let list = api

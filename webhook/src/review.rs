@@ -160,10 +160,11 @@ impl Build {
 
     fn add_policies(&mut self, snapshot: &Snapshot, except: Option<&str>) {
         for p in &snapshot.policies {
-            if except.is_some_and(|name| p.pointer("/metadata/name").and_then(Value::as_str) == Some(name)) {
+            let value = p.value();
+            if except.is_some_and(|name| value.pointer("/metadata/name").and_then(Value::as_str) == Some(name)) {
                 continue;
             }
-            self.add(Value::clone(p));
+            self.add(value);
         }
     }
 

@@ -86,7 +86,10 @@ async fn watcher_events_fill_the_index() {
     assert!(state.ready());
     let snap = state.snapshot("billing", "kube-system");
     assert_eq!(snap.policies.len(), 2);
-    assert!(snap.policies.iter().all(|p| p["metadata"].get("managedFields").is_none()), "managedFields dropped");
+    assert!(
+        snap.policies.iter().all(|p| p.value()["metadata"].get("managedFields").is_none()),
+        "managedFields dropped"
+    );
     let labels = snap.namespace_labels.unwrap();
     assert_eq!(labels["kubernetes.io/metadata.name"], "billing", "the API server's label is implied");
     assert_eq!(labels["portcullis.dev/mode"], "enforce");
@@ -118,7 +121,7 @@ async fn fresh_policies_lists_through_the_kube_client() {
     let fresh = state.fresh_policies("billing").await.unwrap();
     server.await.unwrap();
     assert_eq!(fresh.len(), 1);
-    assert_eq!(fresh[0]["metadata"]["name"], "default-deny");
+    assert_eq!(fresh[0].value()["metadata"]["name"], "default-deny");
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use portcullis_linter::config::Config;
 use portcullis_webhook::metrics::Metrics;
 use portcullis_webhook::server::{self, App, Limits, Running};
-use portcullis_webhook::state::{ClusterState, Sizes, Snapshot, StateError, StaticState};
+use portcullis_webhook::state::{ClusterState, Sizes, Snapshot, StateError, StaticState, StoredObject};
 use portcullis_webhook::tls::{self, DevCertificates};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
@@ -55,7 +55,7 @@ impl ClusterState for TestState {
         self.inner.snapshot(namespace, dns_namespace)
     }
 
-    fn fresh_policies<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Vec<Arc<Value>>, StateError>> {
+    fn fresh_policies<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Vec<StoredObject>, StateError>> {
         Box::pin(async move {
             tokio::time::sleep(self.confirm_delay).await;
             self.inner.fresh_policies(namespace).await
