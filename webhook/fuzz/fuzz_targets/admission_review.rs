@@ -1,0 +1,28 @@
+//! Arbitrary bytes as an AdmissionReview body: parsing, both endpoints' decisions against the
+//! admission test state, and encoding the response. Never a panic; a 400 or a review.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use portcullis_linter::config::Config;
+use portcullis_webhook::admission::{self, Endpoint};
+use portcullis_webhook::state::{ClusterState, StaticState};
+
+fn state() -> &'static StaticState {
+    static STATE: OnceLock<StaticState> = OnceLock::new();
+    STATE.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testcases/admission/state");
+        StaticState::load(&dir).map(|(s, _)| s).unwrap_or_default()
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(req) = admission::parse(data) else { return };
+    let config = Config::default();
+    let snapshot = state().snapshot(&req.namespace(), &config.dns.namespace);
+    for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
+        let outcome = admission::decide(endpoint, &req, &snapshot, &config);
+        let _ = admission::response_body(outcome.response);
+    }
+});
