@@ -239,10 +239,23 @@ pub fn decide(endpoint: Endpoint, req: &Request, snapshot: &Snapshot, config: &C
         }
         Endpoint::Validate => {
             let problems = review::validate(&subject, snapshot, config);
+            // Objects a controller creates (a ReplicaSet's pods, a CronJob's Jobs) are warned
+            // about, never denied: their owner was reviewed when it was applied, and denying
+            // them would stop a running app from rescheduling.
+            let mode =
+                if mode == WebhookMode::Enforce && controlled(req.object.as_ref()) { WebhookMode::Warn } else { mode };
             let decision = respond(&mut response, &subject, &problems, mode);
             Outcome { response, decision, mode, problems, skipped: None }
         }
     }
+}
+
+/// Whether an object has a controller owner reference.
+fn controlled(object: Option<&Value>) -> bool {
+    object
+        .and_then(|o| o.pointer("/metadata/ownerReferences"))
+        .and_then(Value::as_array)
+        .is_some_and(|refs| refs.iter().any(|r| r.get("controller").and_then(Value::as_bool) == Some(true)))
 }
 
 /// Fills the response for the problems found under `mode`.
