@@ -20,7 +20,7 @@ use kube::{Client, ResourceExt};
 use portcullis_linter::model::{Labels, NAMESPACE_NAME_LABEL};
 use serde_json::Value;
 
-use crate::state::{ClusterState, Index, IndexEvent, Sizes, Snapshot, StateError, StoredObject};
+use crate::state::{ClusterState, Index, IndexEvent, Sizes, Snapshot, StateError, StoredObject, write};
 
 /// The EgressIntent resource, watched untyped so the webhook does not need the CRD's types.
 pub fn egress_intent_resource() -> ApiResource {
@@ -93,17 +93,17 @@ impl KubeState {
 
     pub fn apply_namespace_event(&self, event: &Event<Namespace>) {
         let e = index_event(event, |o| (String::new(), o.name_any()), namespace_labels);
-        self.index.namespaces.write().unwrap_or_else(std::sync::PoisonError::into_inner).apply(e);
+        write(&self.index.namespaces).apply(e);
     }
 
     pub fn apply_policy_event(&self, event: &Event<NetworkPolicy>) {
         let e = index_event(event, namespaced, slim);
-        self.index.policies.write().unwrap_or_else(std::sync::PoisonError::into_inner).apply(e);
+        write(&self.index.policies).apply(e);
     }
 
     pub fn apply_intent_event(&self, event: &Event<DynamicObject>) {
         let e = index_event(event, namespaced, slim);
-        self.index.intents.write().unwrap_or_else(std::sync::PoisonError::into_inner).apply(e);
+        write(&self.index.intents).apply(e);
     }
 
     /// Runs the three watches until the process ends. Errors are retried with kube's default

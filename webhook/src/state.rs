@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::future::BoxFuture;
 use portcullis_linter::load::Limits;
@@ -32,10 +32,6 @@ impl StoredObject {
     /// The object, parsed for a review to own (`Null` in the impossible unparseable case).
     pub fn value(&self) -> Value {
         serde_json::from_str(&self.0).unwrap_or(Value::Null)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
     }
 }
 
@@ -111,14 +107,20 @@ pub enum IndexEvent<T> {
 }
 
 impl<T: Clone> KindIndex<T> {
+    /// Applies one event. The object count is kept incrementally: an event costs one map
+    /// operation, not a walk over every namespace.
     pub fn apply(&mut self, event: IndexEvent<T>) {
         match event {
             IndexEvent::Apply { namespace, name, value } => {
-                self.live.entry(namespace).or_default().insert(name, value);
+                if self.live.entry(namespace).or_default().insert(name, value).is_none() {
+                    self.len += 1;
+                }
             }
             IndexEvent::Delete { namespace, name } => {
                 if let Some(ns) = self.live.get_mut(&namespace) {
-                    ns.remove(&name);
+                    if ns.remove(&name).is_some() {
+                        self.len -= 1;
+                    }
                     if ns.is_empty() {
                         self.live.remove(&namespace);
                     }
@@ -130,10 +132,10 @@ impl<T: Clone> KindIndex<T> {
             }
             IndexEvent::InitDone => {
                 self.live = self.relist.take().unwrap_or_default();
+                self.len = self.live.values().map(BTreeMap::len).sum();
                 self.synced = true;
             }
         }
-        self.len = self.live.values().map(BTreeMap::len).sum();
     }
 
     pub fn in_namespace(&self, namespace: &str) -> Vec<T> {
@@ -157,6 +159,17 @@ impl<T: Clone> KindIndex<T> {
     }
 }
 
+/// Reads a lock; a writer that panicked left a consistent index (every event is applied whole),
+/// so a poisoned lock is read as is.
+pub fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Writes a lock (see [`read`] on poisoning).
+pub fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Namespaces, policies and intents. Namespaces are cluster-scoped: they live under `""`.
 #[derive(Debug, Default)]
 pub struct Index {
@@ -167,28 +180,24 @@ pub struct Index {
 
 impl Index {
     pub fn snapshot(&self, namespace: &str, dns_namespace: &str) -> Snapshot {
-        let labels = |name: &str| {
-            let guard = self.namespaces.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            guard.get("", name).map(|l| (**l).clone())
-        };
-        let policies = self.policies.read().unwrap_or_else(std::sync::PoisonError::into_inner).in_namespace(namespace);
-        let intents = self.intents.read().unwrap_or_else(std::sync::PoisonError::into_inner).in_namespace(namespace);
-        Snapshot { namespace_labels: labels(namespace), dns_namespace_labels: labels(dns_namespace), policies, intents }
+        let labels = |name: &str| read(&self.namespaces).get("", name).map(|l| Labels::clone(l));
+        Snapshot {
+            namespace_labels: labels(namespace),
+            dns_namespace_labels: labels(dns_namespace),
+            policies: read(&self.policies).in_namespace(namespace),
+            intents: read(&self.intents).in_namespace(namespace),
+        }
     }
 
     pub fn synced(&self) -> bool {
-        let synced =
-            |l: &RwLock<KindIndex<StoredObject>>| l.read().unwrap_or_else(std::sync::PoisonError::into_inner).synced();
-        self.namespaces.read().unwrap_or_else(std::sync::PoisonError::into_inner).synced()
-            && synced(&self.policies)
-            && synced(&self.intents)
+        read(&self.namespaces).synced() && read(&self.policies).synced() && read(&self.intents).synced()
     }
 
     pub fn sizes(&self) -> Sizes {
         Sizes {
-            namespaces: self.namespaces.read().unwrap_or_else(std::sync::PoisonError::into_inner).len(),
-            policies: self.policies.read().unwrap_or_else(std::sync::PoisonError::into_inner).len(),
-            intents: self.intents.read().unwrap_or_else(std::sync::PoisonError::into_inner).len(),
+            namespaces: read(&self.namespaces).len(),
+            policies: read(&self.policies).len(),
+            intents: read(&self.intents).len(),
         }
     }
 }
@@ -284,7 +293,7 @@ impl Events {
 }
 
 fn apply_all<T: Clone>(index: &RwLock<KindIndex<T>>, events: Vec<IndexEvent<T>>) {
-    let mut guard = index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut guard = write(index);
     guard.apply(IndexEvent::Init);
     for e in events {
         guard.apply(e);
@@ -299,8 +308,7 @@ impl ClusterState for StaticState {
 
     fn fresh_policies<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Vec<StoredObject>, StateError>> {
         // The directory is the source of truth and never changes under us.
-        let policies =
-            self.index.policies.read().unwrap_or_else(std::sync::PoisonError::into_inner).in_namespace(namespace);
+        let policies = read(&self.index.policies).in_namespace(namespace);
         Box::pin(async move { Ok(policies) })
     }
 
@@ -348,8 +356,19 @@ mod tests {
         assert_eq!(idx.len(), 2);
         idx.apply(IndexEvent::Delete { namespace: "a".into(), name: "x".into() });
         idx.apply(IndexEvent::Delete { namespace: "zzz".into(), name: "x".into() });
+        idx.apply(IndexEvent::Delete { namespace: "a".into(), name: "x".into() });
         assert_eq!(idx.in_namespace("a"), vec![3]);
         assert_eq!(idx.len(), 1);
+        // A relist recounts; later events count on from there.
+        idx.apply(IndexEvent::Init);
+        for (ns, name) in [("a", "p"), ("b", "q"), ("b", "r")] {
+            idx.apply(IndexEvent::InitApply { namespace: ns.into(), name: name.into(), value: 9 });
+        }
+        idx.apply(IndexEvent::InitDone);
+        assert_eq!(idx.len(), 3);
+        idx.apply(apply("c", "s", 1));
+        idx.apply(IndexEvent::Delete { namespace: "b".into(), name: "q".into() });
+        assert_eq!(idx.len(), 3);
     }
 
     #[test]
