@@ -218,7 +218,7 @@ fn review_object(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
         .into_iter()
         .filter(|f| !NEEDS_ALL_WORKLOADS.contains(&f.code))
         .filter(|f| doc_index(f) == Some(reviewed) || (is_workload && NAMESPACE_RULES.contains(&f.code)))
-        .map(|f| problem(&cx, f))
+        .map(|f| problem(&cx, &f))
         .collect()
 }
 
@@ -244,8 +244,9 @@ fn review_policy(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
         Some((b.add(probe_pod(&policy.namespace, labels)), describe_selector(&selector)))
     });
     let cx = Context::new(&b.inv, config, &[]);
-    let mut problems: Vec<Problem> = rules::run(&cx)
-        .into_iter()
+    let findings = rules::run(&cx);
+    let mut problems: Vec<Problem> = findings
+        .iter()
         .filter(|f| !NEEDS_ALL_WORKLOADS.contains(&f.code) && doc_index(f) == Some(reviewed))
         .map(|f| problem(&cx, f))
         .collect();
@@ -285,8 +286,8 @@ fn review_policy(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
         mutation = Some(Mutation { patch, description });
     } else if reach.tcp.is_empty() {
         // UDP reaches DNS, TCP does not: PC004's own fix, when it patches this policy.
-        let finding = rules::run(&cx).into_iter().find(|f| f.code == "PC004" && doc_index(f) == Some(probe));
-        let own_patch = finding.as_ref().and_then(|f| f.fix.as_ref()).and_then(|fix| {
+        let finding = findings.iter().find(|f| f.code == "PC004" && doc_index(f) == Some(probe));
+        let own_patch = finding.and_then(|f| f.fix.as_ref()).and_then(|fix| {
             fix.edits.iter().find_map(|e| match e {
                 Edit::Patch { object, patch } if *object == policy.object => Some(patch.clone()),
                 _ => None,
@@ -389,17 +390,15 @@ fn probe_pod(namespace: &str, labels: Labels) -> Value {
     })
 }
 
-/// A finding as a problem, its fix rendered as YAML.
-fn problem(cx: &Context<'_>, f: Finding) -> Problem {
+/// A finding as a problem, its fix rendered as YAML (new objects, patched objects).
+fn problem(cx: &Context<'_>, f: &Finding) -> Problem {
     let fix = f.fix.as_ref().map(|fix| {
         let documents: Vec<String> = fix
             .edits
             .iter()
             .filter_map(|edit| match edit {
                 Edit::Create(value) => Some(to_yaml(value)),
-                Edit::Patch { object, patch } => {
-                    fix::apply(&cx.inventory.object(*object).value, patch).ok().map(|v| to_yaml(&for_display(v)))
-                }
+                Edit::Patch { object, patch } => patched_yaml(&cx.inventory.object(*object).value, patch),
             })
             .collect();
         if documents.is_empty() {
@@ -408,12 +407,17 @@ fn problem(cx: &Context<'_>, f: Finding) -> Problem {
             format!("{}:\n{}", fix.description, documents.join("---\n"))
         }
     });
-    Problem { code: f.code, rule: f.rule, severity: f.severity, message: f.message, fix }
+    Problem { code: f.code, rule: f.rule, severity: f.severity, message: f.message.clone(), fix }
 }
 
+/// `what:` followed by the patched object as YAML.
 fn render_patched(what: &str, original: &Value, patch: &Patch) -> Option<String> {
-    let patched = fix::apply(original, patch).ok()?;
-    Some(format!("{what}:\n{}", to_yaml(&for_display(patched))))
+    Some(format!("{what}:\n{}", patched_yaml(original, patch)?))
+}
+
+/// The object with the patch applied, as a person would apply it.
+fn patched_yaml(original: &Value, patch: &Patch) -> Option<String> {
+    fix::apply(original, patch).ok().map(|v| to_yaml(&for_display(v)))
 }
 
 /// An object as a person would apply it: without the fields the API server manages.
