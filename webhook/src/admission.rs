@@ -183,8 +183,19 @@ pub fn mode_for(snapshot: &Snapshot, config: &Config) -> WebhookMode {
         .unwrap_or(config.webhook.mode)
 }
 
-/// Decides a review. Dry-run requests are decided exactly like real ones.
+/// Decides a review in the namespace's mode. Dry-run requests are decided exactly like real ones.
 pub fn decide(endpoint: Endpoint, req: &Request, snapshot: &Snapshot, config: &Config) -> Outcome {
+    decide_in_mode(endpoint, req, snapshot, config, mode_for(snapshot, config))
+}
+
+/// Decides a review in a given mode (the server uses `warn` when it could not confirm a denial).
+pub fn decide_in_mode(
+    endpoint: Endpoint,
+    req: &Request,
+    snapshot: &Snapshot,
+    config: &Config,
+    mode: WebhookMode,
+) -> Outcome {
     let mut response = AdmissionResponse::from(&req.inner);
     let namespace = req.namespace();
     let api_version = req.api_version();
@@ -198,7 +209,6 @@ pub fn decide(endpoint: Endpoint, req: &Request, snapshot: &Snapshot, config: &C
         object: req.object.as_ref(),
         old_object: req.old_object.as_ref(),
     };
-    let mode = mode_for(snapshot, config);
     let skip = |response: AdmissionResponse, why: &'static str| Outcome {
         response,
         decision: Decision::Skip,

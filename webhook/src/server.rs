@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
-use portcullis_linter::config::Config;
+use portcullis_linter::config::{Config, WebhookMode};
 
 use crate::admission::{self, Decision, Endpoint, Outcome, Request};
 use crate::metrics::{EndpointLabels, Metrics, ResultLabels, ReviewLabels};
@@ -133,12 +133,7 @@ async fn decide(app: &App, endpoint: Endpoint, req: &Request) -> Outcome {
             // we could not check.
             app.metrics.fresh_reads.get_or_create(&ResultLabels { result: "failure" }).inc();
             tracing::warn!(uid = %req.inner.uid, error = %e, "could not confirm a denial; admitting with warnings");
-            let mut config = Config::clone(&app.config);
-            config.webhook.mode = portcullis_linter::config::WebhookMode::Warn;
-            let mut labels = snapshot.namespace_labels.clone().unwrap_or_default();
-            labels.remove(crate::review::MODE_LABEL);
-            let snapshot = Snapshot { namespace_labels: Some(labels), ..snapshot };
-            admission::decide(endpoint, req, &snapshot, &config)
+            admission::decide_in_mode(endpoint, req, &snapshot, &app.config, WebhookMode::Warn)
         }
     }
 }

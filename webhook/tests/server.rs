@@ -48,6 +48,7 @@ struct TestState {
     inner: StaticState,
     confirm_delay: Duration,
     ready: bool,
+    confirm_fails: bool,
 }
 
 impl ClusterState for TestState {
@@ -58,6 +59,9 @@ impl ClusterState for TestState {
     fn fresh_policies<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Vec<StoredObject>, StateError>> {
         Box::pin(async move {
             tokio::time::sleep(self.confirm_delay).await;
+            if self.confirm_fails {
+                return Err(StateError { namespace: namespace.to_owned(), message: "connection refused".to_owned() });
+            }
             self.inner.fresh_policies(namespace).await
         })
     }
@@ -73,7 +77,7 @@ impl ClusterState for TestState {
 
 fn test_state(confirm_delay: Duration, ready: bool) -> Arc<TestState> {
     let (inner, _) = StaticState::load(&repo().join("testcases/admission/state")).unwrap();
-    Arc::new(TestState { inner, confirm_delay, ready })
+    Arc::new(TestState { inner, confirm_delay, ready, confirm_fails: false })
 }
 
 struct Harness {
@@ -327,6 +331,25 @@ async fn graceful_shutdown_finishes_in_flight_reviews() {
     assert_eq!(review["response"]["allowed"], false);
     // After shutdown nothing listens.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn an_unconfirmed_denial_admits_with_warnings() {
+    let certs = tls::dev_certificates(&["localhost"]).unwrap();
+    let (inner, _) = StaticState::load(&repo().join("testcases/admission/state")).unwrap();
+    let state = Arc::new(TestState { inner, confirm_delay: Duration::ZERO, ready: true, confirm_fails: true });
+    let (h, _) = start_with(state, &certs, Limits::default()).await;
+    let (status, review) = post(&h, "/validate", case("validate/deployment-create-dns-blocked.json")).await;
+    assert_eq!(status, 200);
+    assert_eq!(review["response"]["allowed"], true, "{review}");
+    let warnings = review["response"]["warnings"].as_array().unwrap();
+    assert!(warnings[0].as_str().unwrap().contains("PC003 egress-blocks-dns"), "{warnings:?}");
+    // A denial for the object's own content needs no confirmation and stays a denial.
+    let (_, review) = post(&h, "/validate", case("validate/networkpolicy-update-ignored-and-invalid.json")).await;
+    assert_eq!(review["response"]["allowed"], false);
+    let metrics = get(h.running.ops, "/metrics").await.1;
+    assert!(metrics.contains("portcullis_webhook_fresh_reads_total{result=\"failure\"} 1"), "{metrics}");
+    h.running.shutdown().await.unwrap();
 }
 
 #[tokio::test]
