@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use base64::Engine as _;
 use portcullis_linter::config::Config;
@@ -13,9 +13,9 @@ use portcullis_webhook::admission::{self, Endpoint};
 use portcullis_webhook::state::{ClusterState, StaticState};
 use serde_json::{Value, json};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
+mod common;
+
+use common::repo;
 
 fn cases_dir() -> PathBuf {
     repo().join("testcases/admission")

@@ -2,7 +2,6 @@
 //! re-read against a mocked API server (tower-test) through kube's real client code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +23,9 @@ use tower_test::mock::{Handle, pair};
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
+mod common;
+
+use common::{ca_der, https, repo};
 
 fn mocked() -> (KubeState, ApiHandle) {
     let (service, handle) = pair::<Request<Body>, Response<Body>>();
@@ -174,24 +173,11 @@ async fn a_stale_cache_never_rejects_a_correct_apply() {
         let fixed = policy("billing", "allow-dns", dns_rule(json!({"kubernetes.io/metadata.name": "kube-system"})));
         answer_list(&mut api, "billing", vec![default_deny("billing"), fixed]).await;
     });
-    let response = post_https(running.https, &certs.ca_pem, body).await;
+    let (status, body, _) =
+        https(running.https, &ca_der(&certs.ca_pem), "/validate", body, &rustls::version::TLS13).await.unwrap();
+    assert_eq!(status, 200);
+    let response: Value = serde_json::from_slice(&body).unwrap();
     api_server.await.unwrap();
     assert_eq!(response["response"]["allowed"], true, "{response}");
     running.shutdown().await.unwrap();
-}
-
-async fn post_https(addr: std::net::SocketAddr, ca_pem: &str, body: Vec<u8>) -> Value {
-    use http_body_util::{BodyExt, Full};
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls_pemfile::certs(&mut ca_pem.as_bytes()).next().unwrap().unwrap()).unwrap();
-    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
-    let request =
-        Request::post("/validate").header("host", "localhost").body(Full::new(hyper::body::Bytes::from(body))).unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap()
 }

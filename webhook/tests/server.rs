@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -20,12 +20,12 @@ use portcullis_webhook::metrics::Metrics;
 use portcullis_webhook::server::{self, App, Limits, Running};
 use portcullis_webhook::state::{ClusterState, Sizes, Snapshot, StateError, StaticState, StoredObject};
 use portcullis_webhook::tls::{self, DevCertificates};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
+mod common;
+
+use common::{ca_der, https, repo};
 
 fn case(path: &str) -> Vec<u8> {
     std::fs::read(repo().join("testcases/admission").join(path)).unwrap()
@@ -102,46 +102,6 @@ async fn start_with(state: Arc<dyn ClusterState>, certs: &DevCertificates, limit
 async fn start() -> Harness {
     let certs = tls::dev_certificates(&["localhost", "127.0.0.1"]).unwrap();
     start_with(test_state(Duration::ZERO, true), &certs, Limits::default()).await.0
-}
-
-fn ca_der(pem: &str) -> CertificateDer<'static> {
-    rustls_pemfile::certs(&mut pem.as_bytes()).next().unwrap().unwrap()
-}
-
-/// One HTTPS request on a fresh connection. Returns status, body and the served leaf certificate.
-async fn https(
-    addr: SocketAddr,
-    ca: &CertificateDer<'static>,
-    path: &str,
-    body: Vec<u8>,
-    version: &'static rustls::SupportedProtocolVersion,
-) -> Result<(u16, Vec<u8>, Vec<u8>), String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let stream = connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .map_err(|e| format!("TLS handshake: {e}"))?;
-    let leaf = stream.get_ref().1.peer_certificates().unwrap()[0].to_vec();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let request = hyper::Request::post(path)
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes().to_vec();
-    Ok((status, body, leaf))
 }
 
 async fn post(h: &Harness, path: &str, body: Vec<u8>) -> (u16, Value) {
