@@ -8,8 +8,11 @@ use portcullis_linter::config::{Config, WebhookMode};
 use portcullis_linter::finding::Severity;
 use serde_json::Value;
 
-use crate::review::{self, MODE_LABEL, Problem, Scope, Subject};
+use crate::review::{self, Problem, Scope, Subject};
 use crate::state::Snapshot;
+
+/// The namespace label that overrides the configured mode.
+pub const MODE_LABEL: &str = "portcullis.dev/mode";
 
 /// The only AdmissionReview version served.
 pub const API_VERSION: &str = "admission.k8s.io/v1";

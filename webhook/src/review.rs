@@ -439,9 +439,6 @@ fn for_display(mut value: Value) -> Value {
     value
 }
 
-/// The namespace label that overrides the configured mode.
-pub const MODE_LABEL: &str = "portcullis.dev/mode";
-
 /// Rule codes of a set of problems, for logs.
 pub fn codes(problems: &[Problem]) -> String {
     let codes: BTreeSet<&str> = problems.iter().map(|p| p.code).collect();
