@@ -1,7 +1,12 @@
 //! A lint run's input: the source files, their inventory, and the problems met while loading.
 //! The CLI and the webhook build one, call [`Project::lint`], and render the diagnostics.
 
-use crate::config::Config;
+use jiff::Timestamp;
+
+use crate::config::{Config, DnsConfig};
+use crate::egress::intents::compile;
+use crate::egress::render::render;
+use crate::egress::{AddressCache, IntentMeta, RenderConfig, otterize};
 use crate::finding::{Diagnostic, Finding};
 use crate::load::{self, LoadProblem, Position, SourceFile, SourceId, Sources};
 use crate::model::{Inventory, WorkloadId};
@@ -13,12 +18,19 @@ pub struct Project {
     pub sources: Sources,
     pub inventory: Inventory,
     pub load_problems: Vec<LoadProblem>,
+    /// Whether [`Project::expand_intents`] ran.
+    expanded: bool,
 }
 
 impl Project {
     /// An empty project; objects without a namespace go to `default_namespace`.
     pub fn new(default_namespace: &str) -> Project {
-        Project { sources: Sources::default(), inventory: Inventory::new(default_namespace), load_problems: Vec::new() }
+        Project {
+            sources: Sources::default(),
+            inventory: Inventory::new(default_namespace),
+            load_problems: Vec::new(),
+            expanded: false,
+        }
     }
 
     /// Parses a file's text and adds its objects. `reported` is false for `--context` inputs:
@@ -41,6 +53,34 @@ impl Project {
         let id = self.sources.add(SourceFile { name: name.to_owned(), text: String::new(), reported });
         self.load_problems.push(LoadProblem { source: id, position, message });
         id
+    }
+
+    /// Adds the NetworkPolicy each valid EgressIntent (and Otterize ClientIntents with internet
+    /// targets) will have in the cluster, so the rules see its pods as egress-isolated with DNS
+    /// allowed. Offline there are no addresses yet: only the DNS allowance and fixed blocks.
+    /// Call it once all files are added; later calls do nothing.
+    pub fn expand_intents(&mut self, dns: &DnsConfig) {
+        if std::mem::replace(&mut self.expanded, true) {
+            return;
+        }
+        let config = RenderConfig { dns: dns.clone(), ..RenderConfig::default() };
+        let empty = AddressCache::default();
+        let mut generated = Vec::new();
+        for intent in &self.inventory.intents {
+            let Some(spec) = &intent.spec else { continue };
+            let meta = IntentMeta::new(&intent.namespace, &intent.name);
+            if let Ok(compiled) = compile(meta, spec) {
+                generated.push((intent.object, render(&compiled, &empty, &config, Timestamp::UNIX_EPOCH).policy));
+            }
+        }
+        for converted in otterize::convert_all(&self.inventory) {
+            if let Ok(compiled) = converted.intent {
+                generated.push((converted.object, render(&compiled, &empty, &config, Timestamp::UNIX_EPOCH).policy));
+            }
+        }
+        for (source, policy) in generated {
+            self.inventory.add_generated_policy(source, &policy);
+        }
     }
 
     /// Runs the rules; returns findings located in reported files only.

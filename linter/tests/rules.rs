@@ -37,7 +37,8 @@ fn every_rule_fixture_matches_its_snapshot() {
                 Ok(text) => Config::parse(&text, "portcullis.yaml").unwrap(),
                 Err(_) => Config::default(),
             };
-            let project = common::project_from(&dir, &[dir.join("input.yaml")]);
+            let mut project = common::project_from(&dir, &[dir.join("input.yaml")]);
+            project.expand_intents(&config.dns);
             let diagnostics: Vec<_> =
                 common::lint(&project, &config).into_iter().filter(|d| d.code == meta.code).collect();
             let expect_none = case.starts_with("ok-");

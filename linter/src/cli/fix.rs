@@ -26,7 +26,7 @@ type Output = BTreeMap<String, Vec<Value>>;
 
 pub fn run(args: &FixArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     let config = load_config(&args.load)?;
-    let project = load_project(&args.paths, &[], &args.load, io.stdin, io.stdin_tty)?;
+    let project = load_project(&args.paths, &[], &args.load, &config, io.stdin, io.stdin_tty)?;
     let findings = project.lint(&config);
     let inv = &project.inventory;
 

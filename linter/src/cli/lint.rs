@@ -23,7 +23,7 @@ pub struct LintArgs {
 
 pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     let config = load_config(&args.load)?;
-    let project = load_project(&args.paths, &args.context, &args.load, io.stdin, io.stdin_tty)?;
+    let project = load_project(&args.paths, &args.context, &args.load, &config, io.stdin, io.stdin_tty)?;
     let findings = project.lint(&config);
     let diagnostics = project.diagnostics(&findings);
     let summary = Summary::new(project.reported_files(), project.reported_objects(), &diagnostics);

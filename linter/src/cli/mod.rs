@@ -3,6 +3,7 @@
 
 mod fix;
 mod lint;
+mod resolve;
 mod rules;
 mod trace;
 
@@ -44,6 +45,8 @@ pub enum Command {
     Fix(fix::FixArgs),
     /// Explain whether traffic between two endpoints is allowed, and by which rules
     Trace(trace::TraceArgs),
+    /// Render EgressIntents to NetworkPolicies (resolving their names now), for GitOps
+    Resolve(resolve::ResolveArgs),
 }
 
 /// Options shared by commands that load manifests.
@@ -95,6 +98,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>, io: &mut Io<'_>) 
         Command::Rule(args) => rules::show(&args, io),
         Command::Fix(args) => fix::run(&args, io),
         Command::Trace(args) => trace::run(&args, io),
+        Command::Resolve(args) => resolve::run(&args, io),
     };
     match result {
         Ok(code) => code,
@@ -111,12 +115,13 @@ pub(crate) fn load_config(args: &LoadArgs) -> anyhow::Result<Config> {
     Ok(Config::discover(args.config.as_deref(), &cwd)?)
 }
 
-/// Loads `paths` (reported) and `context` (analysed, not reported) into a project. A file named
-/// in both is reported.
+/// Loads `paths` (reported) and `context` (analysed, not reported) into a project, with the
+/// policies its intents will generate. A file named in both is reported.
 pub(crate) fn load_project(
     paths: &[String],
     context: &[String],
     args: &LoadArgs,
+    config: &Config,
     stdin: &mut dyn Read,
     stdin_tty: bool,
 ) -> anyhow::Result<Project> {
@@ -148,6 +153,7 @@ pub(crate) fn load_project(
     add(&mut project, &inputs, true, stdin)?;
     let context: Vec<Input> = context.iter().map(|p| Input::parse(p)).collect();
     add(&mut project, &context, false, stdin)?;
+    project.expand_intents(&config.dns);
     Ok(project)
 }
 

@@ -39,8 +39,8 @@ enum Target {
 }
 
 pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
-    let _config = load_config(&args.load)?;
-    let project = load_project(&args.paths, &[], &args.load, io.stdin, io.stdin_tty)?;
+    let config = load_config(&args.load)?;
+    let project = load_project(&args.paths, &[], &args.load, &config, io.stdin, io.stdin_tty)?;
     let traffic = Traffic::parse(&args.port).map_err(|e| anyhow::anyhow!("--port {e}"))?;
     let from = resolve(&project, &args.from, false)?;
     let to = resolve(&project, &args.to, true)?;

@@ -1,43 +1,167 @@
-//! FQDN egress intents (`EgressIntent`, DESIGN §7): the types and the name grammar.
+//! FQDN egress intents (`EgressIntent`, DESIGN §7): the custom resource's types, the name
+//! grammar, the address cache, rendering to NetworkPolicies, the controller's in-memory state
+//! and DNS resolution.
 //!
-//! Rendering intents to NetworkPolicies and the address cache arrive with the FQDN-intents
-//! issue; the linter already validates intents (`PC015`) with the grammar defined here.
+//! Everything here except [`resolve`] is pure: time is a parameter, so tests travel in time.
+//! With the `crd` feature the spec also derives kube's `CustomResource` and a JSON schema, so
+//! the CRD the webhook installs is generated from the very types the linter validates.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 
+pub mod cache;
+pub mod intents;
+pub mod otterize;
+pub mod render;
+pub mod resolve;
+
+pub use cache::{AddressCache, AddressSource, CacheConfig};
+pub use intents::{Answer, ClientPod, IntentKey, IntentMeta, IntentSet, Observation};
+pub use render::{RenderConfig, Rendered};
+
+/// API group of EgressIntent.
+pub const GROUP: &str = "portcullis.dev";
 /// `apiVersion` of EgressIntent.
 pub const API_VERSION: &str = "portcullis.dev/v1alpha1";
+/// `kind` of EgressIntent.
+pub const KIND: &str = "EgressIntent";
 
-/// `spec` of an EgressIntent.
+/// An exact name: RFC 1123 labels (underscores tolerated, as in DNS), a dot, optional final dot.
+#[cfg(feature = "crd")]
+const FQDN_REGEX: &str =
+    r"^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)+[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$";
+/// `*.suffix` or `**.suffix` where the suffix is an exact name.
+#[cfg(feature = "crd")]
+const PATTERN_REGEX: &str =
+    r"^\*\*?\.([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)+[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$";
+
+/// `spec` of an EgressIntent: the pods it is for and the names they may reach.
+///
+/// The fields are deliberately tolerant (`Option`, wide integers) so that a wrong value is a
+/// `PC015` finding with a location rather than a type error; the CRD schema is strict.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "crd", derive(kube::CustomResource, schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "crd",
+    kube(
+        group = "portcullis.dev",
+        version = "v1alpha1",
+        kind = "EgressIntent",
+        namespaced,
+        shortname = "ei",
+        category = "portcullis",
+        status = "EgressIntentStatus",
+        doc = "Allows the selected pods to reach external names (FQDNs); portcullis renders it to a NetworkPolicy with ipBlocks kept fresh from DNS.",
+        printcolumn = r#"{"name":"Policy","type":"string","jsonPath":".status.policyName"}"#,
+        printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    )
+)]
 pub struct EgressIntentSpec {
-    /// The pods allowed to reach the targets (required).
+    /// The pods of the namespace allowed to reach the targets; `{}` selects every pod.
+    #[cfg_attr(feature = "crd", schemars(required))]
     pub pod_selector: Option<LabelSelector>,
+    /// The destinations.
     #[serde(default)]
+    #[cfg_attr(feature = "crd", schemars(length(min = 1, max = 64)))]
     pub egress: Vec<EgressTarget>,
 }
 
 /// One allowed destination: an exact name or a wildcard pattern, with ports.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "crd", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "crd",
+    schemars(extend("x-kubernetes-validations" = [{
+        "rule": "has(self.fqdn) != has(self.fqdnPattern)",
+        "message": "set exactly one of fqdn and fqdnPattern",
+    }]))
+)]
 pub struct EgressTarget {
+    /// An exact name such as `api.stripe.com`, resolved by the controller and learned by the sensor.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "crd", schemars(length(max = 253), regex(pattern = FQDN_REGEX)))]
     pub fqdn: Option<String>,
+    /// `*.example.com` (exactly one label) or `**.example.com` (one or more labels); learned
+    /// only from DNS answers the sensor sees.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "crd", schemars(length(max = 253), regex(pattern = PATTERN_REGEX)))]
     pub fqdn_pattern: Option<String>,
+    /// Ports; none means every port and protocol.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "crd", schemars(length(max = 32)))]
     pub ports: Vec<IntentPort>,
 }
 
-/// A destination port; the protocol defaults to TCP.
+/// A destination port; the protocol defaults to TCP and is always written out when rendered.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "crd", derive(schemars::JsonSchema))]
 pub struct IntentPort {
     /// Kept wide so an out-of-range value is a finding, not a type error.
+    #[cfg_attr(feature = "crd", schemars(range(min = 1, max = 65535)))]
     pub port: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "crd", schemars(extend("enum" = ["TCP", "UDP", "SCTP"])))]
     pub protocol: Option<String>,
+}
+
+/// `status` of an EgressIntent, written by the controller. The learned addresses persist here
+/// so a restarted controller loses none of them.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "crd", derive(schemars::JsonSchema))]
+pub struct EgressIntentStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The NetworkPolicy rendered from the intent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_name: Option<String>,
+    /// Per name: its state and known addresses.
+    #[serde(default)]
+    pub addresses: Vec<NameStatus>,
+    /// `Ready`: every exact name has at least one address and the policy is written.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// The addresses of one name.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "crd", derive(schemars::JsonSchema))]
+pub struct NameStatus {
+    /// The name (absent for a pattern that has not matched any answer yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fqdn: Option<String>,
+    /// The `fqdnPattern` this name was learned for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    pub state: NameState,
+    #[serde(default)]
+    pub ips: Vec<AddressStatus>,
+}
+
+/// Whether a name has an address yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[cfg_attr(feature = "crd", derive(schemars::JsonSchema))]
+pub enum NameState {
+    Pending,
+    Resolved,
+}
+
+/// One known address of a name.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "crd", derive(schemars::JsonSchema))]
+pub struct AddressStatus {
+    pub ip: std::net::IpAddr,
+    pub source: AddressSource,
+    pub last_seen: Time,
+    /// When the DNS answer expires (TTL after the floor and cap); the address stays in the
+    /// policy for the grace period after this.
+    pub expires_at: Time,
 }
 
 /// A wildcard pattern per DESIGN §7.

@@ -91,6 +91,10 @@ pub struct Policy {
     pub types: Directions,
     /// Whether `policyTypes` was written out.
     pub types_explicit: bool,
+    /// A policy the input does not contain but that the cluster will have: the one portcullis
+    /// renders from the EgressIntent `object`. Rules about how policies are written skip it;
+    /// the evaluator counts it.
+    pub generated: bool,
 }
 
 /// Pods: a Pod, or the pods a workload controller would create from its template.
@@ -365,6 +369,7 @@ impl Inventory {
             spec,
             types,
             types_explicit,
+            generated: false,
         });
         if let Some(ns) = self.namespaces.get_mut(&namespace) {
             ns.policies.push(id);
@@ -436,6 +441,45 @@ impl Inventory {
         });
         if let Some(ns) = self.namespaces.get_mut(&namespace) {
             ns.workloads.push(id);
+        }
+    }
+
+    /// The policies written in the input (not [`Policy::generated`]).
+    pub fn written_policies(&self) -> impl Iterator<Item = &Policy> {
+        self.policies.iter().filter(|p| !p.generated)
+    }
+
+    /// Adds the policy the cluster will have for an intent (`source`): a NetworkPolicy object
+    /// rendered by [`crate::egress::render`]. A value that is not a valid policy is ignored.
+    pub fn add_generated_policy(&mut self, source: ObjectId, policy: &Value) {
+        let (Some(namespace), Some(name)) = (
+            policy.pointer("/metadata/namespace").and_then(Value::as_str),
+            policy.pointer("/metadata/name").and_then(Value::as_str),
+        ) else {
+            return;
+        };
+        let Ok(spec) = policy.get("spec").map(|s| serde_json::from_value::<NetworkPolicySpec>(s.clone())).transpose()
+        else {
+            return;
+        };
+        let spec = spec.unwrap_or_default();
+        let types = Directions {
+            ingress: spec.policy_types.iter().flatten().any(|t| t == "Ingress"),
+            egress: spec.policy_types.iter().flatten().any(|t| t == "Egress"),
+        };
+        self.ensure_namespace(namespace);
+        let id = PolicyId(self.policies.len());
+        self.policies.push(Policy {
+            object: source,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            spec,
+            types,
+            types_explicit: true,
+            generated: true,
+        });
+        if let Some(ns) = self.namespaces.get_mut(namespace) {
+            ns.policies.push(id);
         }
     }
 

@@ -1,8 +1,7 @@
 use super::{Context, Rule, RuleMeta, declare_rule};
-use crate::egress::{parse_fqdn, parse_pattern};
+use crate::egress::IntentMeta;
+use crate::egress::intents::compile;
 use crate::finding::Finding;
-use crate::model::Protocol;
-use crate::semantics::selector::selector_problem;
 
 declare_rule! {
     /// ## What it does
@@ -49,89 +48,16 @@ impl Rule for InvalidEgressIntent {
         let meta = &Self::META;
         for intent in &cx.inventory.intents {
             let obj = intent.object;
-            let name = &intent.name;
             let Some(spec) = &intent.spec else {
                 // A spec of the wrong shape is already a PC000; only a missing one is ours.
                 if cx.inventory.object(obj).value.get("spec").is_none() {
-                    out.push(cx.finding(meta, obj, "", format!("intent {name} has no spec")));
+                    out.push(cx.finding(meta, obj, "", format!("intent {} has no spec", intent.name)));
                 }
                 continue;
             };
-            match &spec.pod_selector {
-                None => out.push(cx.finding(
-                    meta,
-                    obj,
-                    "/spec",
-                    format!("intent {name} has no podSelector; use {{}} to select every pod of the namespace"),
-                )),
-                Some(sel) => {
-                    if let Some(p) = selector_problem(sel) {
-                        out.push(cx.finding(
-                            meta,
-                            obj,
-                            "/spec/podSelector",
-                            format!("intent {name}: invalid podSelector: {p}"),
-                        ));
-                    }
-                }
-            }
-            if spec.egress.is_empty() {
-                out.push(cx.finding(meta, obj, "/spec", format!("intent {name} lists no egress targets")));
-            }
-            for (i, target) in spec.egress.iter().enumerate() {
-                let at = format!("/spec/egress/{i}");
-                match (&target.fqdn, &target.fqdn_pattern) {
-                    (Some(_), Some(_)) => out.push(cx.finding(
-                        meta,
-                        obj,
-                        &at,
-                        format!("intent {name}: target {i} sets both fqdn and fqdnPattern; set exactly one"),
-                    )),
-                    (None, None) => out.push(cx.finding(
-                        meta,
-                        obj,
-                        &at,
-                        format!("intent {name}: target {i} sets neither fqdn nor fqdnPattern"),
-                    )),
-                    (Some(fqdn), None) => {
-                        if let Err(e) = parse_fqdn(fqdn) {
-                            out.push(cx.finding(
-                                meta,
-                                obj,
-                                &format!("{at}/fqdn"),
-                                format!("intent {name}: invalid fqdn: {e}"),
-                            ));
-                        }
-                    }
-                    (None, Some(pattern)) => {
-                        if let Err(e) = parse_pattern(pattern) {
-                            out.push(cx.finding(
-                                meta,
-                                obj,
-                                &format!("{at}/fqdnPattern"),
-                                format!("intent {name}: invalid fqdnPattern: {e}"),
-                            ));
-                        }
-                    }
-                }
-                for (pi, port) in target.ports.iter().enumerate() {
-                    let pat = format!("{at}/ports/{pi}");
-                    if !(1..=65535).contains(&port.port) {
-                        out.push(cx.finding(
-                            meta,
-                            obj,
-                            &format!("{pat}/port"),
-                            format!("intent {name}: port {} is outside 1-65535", port.port),
-                        ));
-                    }
-                    if let Some(p) = port.protocol.as_deref().filter(|p| Protocol::parse(p).is_none()) {
-                        out.push(cx.finding(
-                            meta,
-                            obj,
-                            &format!("{pat}/protocol"),
-                            format!("intent {name}: protocol {p:?} is not one of TCP, UDP, SCTP"),
-                        ));
-                    }
+            if let Err(problems) = compile(IntentMeta::new(&intent.namespace, &intent.name), spec) {
+                for p in problems {
+                    out.push(cx.finding(meta, obj, &p.pointer, p.message));
                 }
             }
         }

@@ -92,7 +92,7 @@ impl Rule for InvalidManifest {
                 }
             }
         }
-        for policy in &cx.inventory.policies {
+        for policy in cx.inventory.written_policies() {
             let obj = policy.object;
             for (i, t) in policy.spec.policy_types.iter().flatten().enumerate() {
                 if t != "Ingress" && t != "Egress" {
