@@ -27,6 +27,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Print the EgressIntent CustomResourceDefinition (YAML), generated from the Rust types
+    Crd,
     /// Serve /validate and /mutate over HTTPS, and /healthz, /readyz, /metrics over HTTP
     Serve(ServeArgs),
 }
@@ -89,7 +91,10 @@ pub fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
-    let Command::Serve(args) = cli.command;
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        Command::Crd => return print_crd(),
+    };
     init_logging(args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -102,6 +107,17 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
+            let _ = writeln!(std::io::stderr(), "portcullis-webhook: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_crd() -> ExitCode {
+    let written = crate::crd::yaml().and_then(|text| Ok(std::io::stdout().write_all(text.as_bytes())?));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
             let _ = writeln!(std::io::stderr(), "portcullis-webhook: error: {e:#}");
             ExitCode::FAILURE
         }

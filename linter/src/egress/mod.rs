@@ -34,10 +34,9 @@ const FQDN_REGEX: &str =
 const PATTERN_REGEX: &str =
     r"^\*\*?\.([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)+[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$";
 
-/// `spec` of an EgressIntent: the pods it is for and the names they may reach.
-///
-/// The fields are deliberately tolerant (`Option`, wide integers) so that a wrong value is a
-/// `PC015` finding with a location rather than a type error; the CRD schema is strict.
+/// Which pods of the namespace may reach which external names.
+// The fields are deliberately tolerant (`Option`, wide integers) so that a wrong value is a
+// `PC015` finding with a location rather than a type error; the CRD schema is strict.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[cfg_attr(feature = "crd", derive(kube::CustomResource, schemars::JsonSchema))]
@@ -94,21 +93,23 @@ pub struct EgressTarget {
     pub ports: Vec<IntentPort>,
 }
 
-/// A destination port; the protocol defaults to TCP and is always written out when rendered.
+/// A destination port; the protocol defaults to TCP.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[cfg_attr(feature = "crd", derive(schemars::JsonSchema))]
 pub struct IntentPort {
-    /// Kept wide so an out-of-range value is a finding, not a type error.
+    /// The port number, 1-65535.
+    // Kept wide so an out-of-range value is a finding, not a type error.
     #[cfg_attr(feature = "crd", schemars(range(min = 1, max = 65535)))]
     pub port: i64,
+    /// TCP (the default), UDP or SCTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "crd", schemars(extend("enum" = ["TCP", "UDP", "SCTP"])))]
     pub protocol: Option<String>,
 }
 
-/// `status` of an EgressIntent, written by the controller. The learned addresses persist here
-/// so a restarted controller loses none of them.
+/// Written by the portcullis controller: the rendered policy and the addresses it allows.
+// The learned addresses persist here so a restarted controller loses none of them.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(feature = "crd", derive(schemars::JsonSchema))]
@@ -122,7 +123,7 @@ pub struct EgressIntentStatus {
     /// Per name: its state and known addresses.
     #[serde(default)]
     pub addresses: Vec<NameStatus>,
-    /// `Ready`: every exact name has at least one address and the policy is written.
+    /// `Ready` is true when every exact name has an address and the policy is written.
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }
@@ -138,7 +139,9 @@ pub struct NameStatus {
     /// The `fqdnPattern` this name was learned for, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
+    /// `Pending` until the name has an address.
     pub state: NameState,
+    /// The addresses the policy allows for this name.
     #[serde(default)]
     pub ips: Vec<AddressStatus>,
 }
@@ -156,8 +159,12 @@ pub enum NameState {
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(feature = "crd", derive(schemars::JsonSchema))]
 pub struct AddressStatus {
+    /// An IPv4 or IPv6 address.
+    #[cfg_attr(feature = "crd", schemars(with = "String"))]
     pub ip: std::net::IpAddr,
+    /// `resolver` (the controller's own lookup) or `sensor` (an answer a selected pod received).
     pub source: AddressSource,
+    /// When a DNS answer last contained the address.
     pub last_seen: Time,
     /// When the DNS answer expires (TTL after the floor and cap); the address stays in the
     /// policy for the grace period after this.

@@ -156,8 +156,7 @@ pub fn render(intent: &CompiledIntent, cache: &AddressCache, config: &RenderConf
     let selector = serde_json::to_value(&intent.selector).unwrap_or_else(|_| json!({}));
 
     // The size budget: everything but the peers, then peers most recently seen first.
-    let port_rules: Vec<(Ports, Value)> =
-        groups.keys().map(|ports| (ports.clone(), ports_json(ports))).collect();
+    let port_rules: Vec<(Ports, Value)> = groups.keys().map(|ports| (ports.clone(), ports_json(ports))).collect();
     let mut skeleton_egress = vec![dns_rule.clone()];
     skeleton_egress.extend(port_rules.iter().map(|(_, p)| json!({"to": [], "ports": p})));
     let skeleton = json!({"metadata": metadata, "spec": {"podSelector": selector, "egress": skeleton_egress}});
