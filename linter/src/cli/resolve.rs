@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::{EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, Io, LoadArgs, load_config, load_project};
 use crate::egress::intents::compile;
-use crate::egress::resolve::{DnsLookup, HostsTable, LookupError, Resolution};
+use crate::egress::resolve::{DnsLookup, HostsTable, LookupError, Resolution, lookup_many};
 use crate::egress::{CacheConfig, IntentMeta, IntentSet, NameState, RenderConfig, otterize};
 use crate::emit::to_yaml;
 
@@ -168,25 +168,7 @@ fn lookup_all(names: &[String], hosts: Option<&HostsTable>, dns: Option<&DnsLook
     }
     let Some(dns) = dns.filter(|_| !todo.is_empty()) else { return Ok(results) };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let resolved = runtime.block_on(async {
-        let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
-        let mut tasks = tokio::task::JoinSet::new();
-        for name in todo {
-            let (dns, limit) = (dns.clone(), limit.clone());
-            tasks.spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                let result = dns.lookup(&name).await;
-                (name, result)
-            });
-        }
-        let mut out = Vec::new();
-        while let Some(done) = tasks.join_next().await {
-            if let Ok(pair) = done {
-                out.push(pair);
-            }
-        }
-        out
-    });
+    let resolved = runtime.block_on(lookup_many(dns, todo, 16));
     results.extend(resolved);
     Ok(results)
 }

@@ -43,6 +43,13 @@ pub struct CacheConfig {
     pub max_names: usize,
 }
 
+impl CacheConfig {
+    /// The TTL actually used for an answer: clamped to the floor and cap.
+    pub fn effective_ttl(&self, ttl: u32) -> Duration {
+        Duration::from_secs(u64::from(ttl)).clamp(self.ttl_floor, self.ttl_cap)
+    }
+}
+
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
@@ -108,11 +115,6 @@ impl AddressCache {
         self.names.get(name)
     }
 
-    /// The TTL actually used for an answer.
-    pub fn effective_ttl(&self, ttl: u32) -> Duration {
-        Duration::from_secs(u64::from(ttl)).clamp(self.config.ttl_floor, self.config.ttl_cap)
-    }
-
     /// Records a successful answer for `name`: each address is added or refreshed. Returns
     /// whether the set of addresses changed.
     ///
@@ -131,7 +133,7 @@ impl AddressCache {
         entry.failing = false;
         let mut changed = false;
         for (ip, ttl) in answers {
-            let expires_at = add(now, Duration::from_secs(u64::from(ttl)).clamp(config.ttl_floor, config.ttl_cap));
+            let expires_at = add(now, config.effective_ttl(ttl));
             match entry.addresses.get_mut(&ip) {
                 Some(a) => {
                     a.last_seen = a.last_seen.max(now);
@@ -282,7 +284,7 @@ mod tests {
 
     #[test]
     fn ttls_are_clamped_to_floor_and_cap() {
-        let c = AddressCache::new(config());
+        let c = config();
         assert_eq!(c.effective_ttl(1), Duration::from_secs(30));
         assert_eq!(c.effective_ttl(300), Duration::from_secs(300));
         assert_eq!(c.effective_ttl(u32::MAX), Duration::from_secs(3600));

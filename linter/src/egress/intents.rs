@@ -277,6 +277,10 @@ impl IntentSet {
         self.intents.len()
     }
 
+    pub fn cache_config(&self) -> &CacheConfig {
+        &self.cache_config
+    }
+
     pub fn is_empty(&self) -> bool {
         self.intents.is_empty()
     }

@@ -13,6 +13,7 @@ pub mod intents;
 pub mod otterize;
 pub mod render;
 pub mod resolve;
+pub mod schedule;
 
 pub use cache::{AddressCache, AddressSource, CacheConfig};
 pub use intents::{Answer, ClientPod, IntentKey, IntentMeta, IntentSet, Observation};

@@ -1,7 +1,7 @@
 //! Resolving exact names: hickory-resolver against configured or system nameservers (A and
 //! AAAA, CNAME chains followed, TTLs kept), and a hosts-file table for offline rendering.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -10,8 +10,11 @@ use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts,
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 
-use super::intents::Answer;
+use jiff::Timestamp;
+
+use super::intents::{Answer, IntentKey, IntentSet};
 use super::parse_fqdn;
+use super::schedule::{Jitter, Schedule};
 
 /// The addresses of a name, and the CNAME chain that led to them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -72,6 +75,9 @@ impl DnsLookup {
         opts.preserve_intermediates = true;
         opts.use_hosts_file = ResolveHosts::Never;
         opts.ndots = 0;
+        // portcullis keeps its own cache with the TTLs; a second one would answer re-resolutions
+        // from memory instead of asking the server.
+        opts.cache_size = 0;
         let resolver = builder.build().map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
         Ok(DnsLookup { resolver })
     }
@@ -94,6 +100,60 @@ impl DnsLookup {
         }
         finish(name, out, errors)
     }
+}
+
+/// Looks `names` up with at most `concurrency` queries in flight; results in name order.
+pub async fn lookup_many(
+    dns: &DnsLookup,
+    names: Vec<String>,
+    concurrency: usize,
+) -> Vec<(String, Result<Resolution, LookupError>)> {
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for name in names {
+        let (dns, limit) = (dns.clone(), limit.clone());
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let result = dns.lookup(&name).await;
+            (name, result)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        // A lookup task cannot panic (no unwrap inside); a cancelled one is simply not reported.
+        if let Ok(pair) = done {
+            out.push(pair);
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Applies lookup results to the intents and reschedules each name: at its answer's (floored,
+/// capped) TTL on success, after a jittered backoff on failure. Returns the intents whose
+/// address set changed.
+pub fn apply_results(
+    set: &mut IntentSet,
+    schedule: &mut Schedule,
+    results: &[(String, Result<Resolution, LookupError>)],
+    jitter: &mut Jitter,
+    now: Timestamp,
+) -> Vec<IntentKey> {
+    let mut changed = BTreeSet::new();
+    for (name, result) in results {
+        match result {
+            Ok(r) => {
+                changed.extend(set.apply_lookup(name, Some(&r.answers), now));
+                let ttl = r.answers.iter().map(|a| a.ttl).min().unwrap_or(0);
+                schedule.succeeded(name, set.cache_config().effective_ttl(ttl), now);
+            }
+            Err(_) => {
+                changed.extend(set.apply_lookup(name, None, now));
+                schedule.failed(name, now, jitter.factor());
+            }
+        }
+    }
+    changed.into_iter().collect()
 }
 
 fn collect(records: &[hickory_resolver::proto::rr::Record], out: &mut Resolution) {
