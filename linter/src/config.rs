@@ -86,6 +86,18 @@ impl Default for WebhookConfig {
     }
 }
 
+/// FQDN controller settings (used by `portcullis-webhook`; validated here so both agree).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ControllerConfig {
+    /// DNS servers the controller asks (`IP:PORT`); empty means the system's.
+    pub nameservers: Vec<std::net::SocketAddr>,
+    /// Address cache timing and bounds.
+    pub cache: crate::egress::CacheConfig,
+    /// Whether every new non-excluded namespace gets default-deny and allow-dns policies
+    /// (a namespace label `portcullis.dev/guard: "true"|"false"` overrides it).
+    pub namespace_guard: bool,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -94,6 +106,7 @@ pub struct Config {
     pub dns: DnsConfig,
     pub exclude_namespaces: Vec<String>,
     pub webhook: WebhookConfig,
+    pub controller: ControllerConfig,
     /// The file it came from, if any.
     pub path: Option<PathBuf>,
 }
@@ -105,6 +118,7 @@ impl Default for Config {
             dns: DnsConfig::default(),
             exclude_namespaces: ["kube-system", "kube-public", "kube-node-lease"].map(str::to_owned).to_vec(),
             webhook: WebhookConfig::default(),
+            controller: ControllerConfig::default(),
             path: None,
         }
     }
@@ -193,7 +207,14 @@ impl Config {
                 "dns" => config.dns = reader.dns(value, &at)?,
                 "excludeNamespaces" => config.exclude_namespaces = reader.strings(value, &at)?,
                 "webhook" => config.webhook = reader.webhook(value, &at)?,
-                other => return Err(reader.unknown_key(other, &at, &["rules", "dns", "excludeNamespaces", "webhook"])),
+                "controller" => config.controller = reader.controller(value, &at)?,
+                other => {
+                    return Err(reader.unknown_key(
+                        other,
+                        &at,
+                        &["rules", "dns", "excludeNamespaces", "webhook", "controller"],
+                    ));
+                }
             }
         }
         Ok(config)
@@ -329,6 +350,67 @@ impl Reader<'_> {
     }
 }
 
+impl Reader<'_> {
+    fn seconds(&self, value: &Value, at: &str) -> Result<std::time::Duration, ConfigError> {
+        value
+            .as_u64()
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| self.error(at, format!("expected a whole number of seconds, found {}", type_name(value))))
+    }
+
+    fn controller(&self, value: &Value, at: &str) -> Result<ControllerConfig, ConfigError> {
+        let mut c = ControllerConfig::default();
+        for (key, v) in self.map(value, at)? {
+            let here = format!("{at}/{key}");
+            match key.as_str() {
+                "nameservers" => {
+                    c.nameservers = self
+                        .strings(v, &here)?
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| {
+                            s.parse().map_err(|_| self.error(&format!("{here}/{i}"), format!("{s:?} is not IP:PORT")))
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                "namespaceGuard" => {
+                    c.namespace_guard = v
+                        .as_bool()
+                        .ok_or_else(|| self.error(&here, format!("expected true or false, found {}", type_name(v))))?;
+                }
+                "ttlFloorSeconds" => c.cache.ttl_floor = self.seconds(v, &here)?,
+                "ttlCapSeconds" => c.cache.ttl_cap = self.seconds(v, &here)?,
+                "graceSeconds" => c.cache.grace = self.seconds(v, &here)?,
+                "maxAddressesPerName" => {
+                    c.cache.max_per_name = v
+                        .as_u64()
+                        .and_then(|n| usize::try_from(n).ok())
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| self.error(&here, "expected a positive number".to_owned()))?;
+                }
+                other => {
+                    return Err(self.unknown_key(
+                        other,
+                        &here,
+                        &[
+                            "nameservers",
+                            "namespaceGuard",
+                            "ttlFloorSeconds",
+                            "ttlCapSeconds",
+                            "graceSeconds",
+                            "maxAddressesPerName",
+                        ],
+                    ));
+                }
+            }
+        }
+        if c.cache.ttl_floor > c.cache.ttl_cap {
+            return Err(self.error(at, "ttlFloorSeconds is above ttlCapSeconds".to_owned()));
+        }
+        Ok(c)
+    }
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -359,6 +441,22 @@ mod tests {
         let e = Config::parse("dns:\n  namespace: kube-system\n  podlabels: {a: b}\n", "p.yaml").unwrap_err();
         assert_eq!((e.line, e.column), (3, 3));
         assert!(e.to_string().starts_with("p.yaml:3:3: unknown key \"podlabels\""), "{e}");
+    }
+
+    #[test]
+    fn controller_settings_parse_and_are_checked() {
+        let c = Config::parse(
+            "controller:\n  nameservers: [10.96.0.10:53]\n  namespaceGuard: true\n  graceSeconds: 30\n",
+            "p.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.controller.nameservers[0].to_string(), "10.96.0.10:53");
+        assert!(c.controller.namespace_guard);
+        assert_eq!(c.controller.cache.grace.as_secs(), 30);
+        let e = Config::parse("controller:\n  ttlFloorSeconds: 100\n  ttlCapSeconds: 10\n", "p.yaml").unwrap_err();
+        assert!(e.message.contains("ttlFloorSeconds is above ttlCapSeconds"), "{e}");
+        let e = Config::parse("controller: {nameservers: [dns]}\n", "p.yaml").unwrap_err();
+        assert!(e.message.contains("is not IP:PORT"), "{e}");
     }
 
     #[test]

@@ -111,7 +111,7 @@ fn names_are_re_resolved_at_expiry_and_follow_changed_answers() {
     server.restart(7);
     let (due, changed) = refresh(&mut set, &mut schedule, &dns, at(30));
     assert_eq!(due, ["api.example.test"]);
-    assert_eq!(changed, [key.clone()]);
+    assert_eq!(changed, std::slice::from_ref(&key));
     assert_eq!(schedule.next_due(), Some(at(37)));
     // The old address stays through expiry (30) + grace (60); the new one is there.
     assert_eq!(rendered_cidrs(&set, &key, at(89)), ["192.0.2.20/32", "192.0.2.21/32"]);

@@ -30,7 +30,7 @@ pub enum Command {
     /// Print the EgressIntent CustomResourceDefinition (YAML), generated from the Rust types
     Crd,
     /// Serve /validate and /mutate over HTTPS, and /healthz, /readyz, /metrics over HTTP
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -65,6 +65,15 @@ pub struct ServeArgs {
     /// Where --dev writes the generated CA certificate
     #[arg(long, env = "PORTCULLIS_DEV_CA_OUT", default_value = "portcullis-dev-ca.pem")]
     pub dev_ca_out: PathBuf,
+    /// Run the FQDN controller (EgressIntents → NetworkPolicies, namespace guard); off in --dev
+    #[arg(long, env = "PORTCULLIS_CONTROLLER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub controller: bool,
+    /// This replica's name, the controller Lease's holder identity (the chart sets the pod name)
+    #[arg(long, env = "PORTCULLIS_POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Namespace of the controller Lease (the chart sets the release namespace)
+    #[arg(long, env = "PORTCULLIS_POD_NAMESPACE", default_value = "portcullis-system")]
+    pub pod_namespace: String,
     /// Log format
     #[arg(long, env = "PORTCULLIS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -92,7 +101,7 @@ pub fn main() -> ExitCode {
         }
     };
     let args = match cli.command {
-        Command::Serve(args) => args,
+        Command::Serve(args) => *args,
         Command::Crd => return print_crd(),
     };
     init_logging(args.log_format);
@@ -170,8 +179,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let reloader = tls::Reloader { cert, key, interval: Duration::from_secs(args.cert_reload_seconds.max(1)) };
         tokio::spawn(reloader.run(tls_config.clone(), (cert_pem, key_pem), metrics.clone()));
         let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
-        let state = crate::kube_state::KubeState::new(client);
+        let state = crate::kube_state::KubeState::new(client.clone());
         tokio::spawn(state.clone().run());
+        if args.controller {
+            let identity = args.pod_name.clone().unwrap_or_else(|| format!("portcullis-{}", std::process::id()));
+            let lease = crate::controller::lease::LeaseConfig::new(&args.pod_namespace, &identity);
+            crate::controller::run::start(client, Arc::new(config.clone()), lease)?;
+            tracing::info!(identity, "FQDN controller started (active while holding the Lease)");
+        }
         (Arc::new(state), tls_config)
     };
     let app = App { config: Arc::new(config), state, metrics, timeout: Duration::from_millis(args.review_timeout_ms) };

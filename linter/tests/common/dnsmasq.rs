@@ -2,6 +2,7 @@
 //! file the test rewrites (SIGHUP reloads it), with a TTL the test picks and CNAME chains from
 //! its configuration. Names under `example.test` that are not in the hosts file are NXDOMAIN.
 //! Also used by the webhook's controller tests (included by path).
+#![allow(dead_code)] // each including test uses a part
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;

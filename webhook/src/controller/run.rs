@@ -1,0 +1,178 @@
+//! Wiring the controller to a cluster: kube-runtime Controllers on EgressIntent (owning the
+//! rendered NetworkPolicies) and, for the namespace guard, on Namespace; a resolution loop; and
+//! the Lease election gating every write. Kept thin: the logic is in [`super::Reconciler`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client};
+use portcullis_linter::config::Config;
+use portcullis_linter::egress::render::{MANAGED_BY, MANAGED_BY_LABEL};
+use portcullis_linter::egress::resolve::DnsLookup;
+use portcullis_linter::egress::{EgressIntent, IntentKey, Observation};
+use tokio::sync::mpsc;
+
+use super::api::{ApiError, ControllerApi, KubeApi};
+use super::lease::{Elector, LeaseConfig};
+use super::{GuardedNamespace, Reconciler, Settings, guard_policies};
+
+/// Reconcile requests queued from observations and lookups; beyond this, triggers are dropped
+/// (the intent's periodic requeue still picks the change up).
+const TRIGGER_QUEUE: usize = 4096;
+
+/// The running controller, for the parts of the webhook that feed it.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    reconciler: Arc<Reconciler<KubeApi>>,
+    trigger: mpsc::Sender<ObjectRef<EgressIntent>>,
+}
+
+impl Handle {
+    /// Feeds a DNS answer a pod received (the sensor's `observe`); returns the intents that
+    /// changed, whose reconciles are queued.
+    pub fn observe(&self, observation: &Observation) -> Vec<IntentKey> {
+        let changed = self.reconciler.observe(observation);
+        trigger(&self.trigger, &changed);
+        changed
+    }
+}
+
+fn trigger(queue: &mpsc::Sender<ObjectRef<EgressIntent>>, keys: &[IntentKey]) {
+    for key in keys {
+        if queue.try_send(ObjectRef::new(&key.name).within(&key.namespace)).is_err() {
+            tracing::warn!(intent = %key, "reconcile queue full; the intent's periodic requeue will catch up");
+        }
+    }
+}
+
+struct Context {
+    reconciler: Arc<Reconciler<KubeApi>>,
+    api: Arc<KubeApi>,
+    leader: tokio::sync::watch::Receiver<bool>,
+    config: Arc<Config>,
+}
+
+/// Starts the controller tasks; they stop with the process.
+pub fn start(client: Client, config: Arc<Config>, lease: LeaseConfig) -> anyhow::Result<Handle> {
+    let api = Arc::new(KubeApi::new(client.clone()));
+    let reconciler = Arc::new(Reconciler::new(KubeApi::new(client.clone()), Settings::from_config(&config)));
+    let dns = DnsLookup::new(&config.controller.nameservers, Duration::from_secs(2)).map_err(anyhow::Error::msg)?;
+    let elector = Arc::new(Elector::new(api.clone(), lease));
+    let leader = elector.leader();
+    tokio::spawn({
+        let elector = elector.clone();
+        async move { elector.run(std::future::pending()).await }
+    });
+    let (tx, rx) = mpsc::channel(TRIGGER_QUEUE);
+    let ctx = Arc::new(Context { reconciler: reconciler.clone(), api, leader: leader.clone(), config: config.clone() });
+
+    let intents: Api<EgressIntent> = Api::all(client.clone());
+    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let controller = Controller::new(intents, watcher::Config::default())
+        .owns(Api::<NetworkPolicy>::all(client.clone()), owned.clone())
+        .reconcile_on(tokio_stream(rx));
+    let store = controller.store();
+    tokio::spawn(controller.run(reconcile_intent, retry, ctx.clone()).for_each(|_| async {}));
+
+    // Resolution: exact names at their expiry; forget intents that left the store.
+    tokio::spawn({
+        let (reconciler, tx, mut leader) = (reconciler.clone(), tx.clone(), leader.clone());
+        async move {
+            loop {
+                let wait = reconciler
+                    .next_resolution()
+                    .map(|t| {
+                        Duration::from_secs(u64::try_from(t.as_second() - Timestamp::now().as_second()).unwrap_or(0))
+                    })
+                    .unwrap_or(Duration::from_secs(1))
+                    .clamp(Duration::from_millis(200), Duration::from_secs(5));
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = leader.changed() => {}
+                }
+                if !*leader.borrow() {
+                    continue;
+                }
+                let changed = reconciler.resolve_due(&dns, Timestamp::now()).await;
+                trigger(&tx, &changed);
+                let present: std::collections::HashSet<IntentKey> = store
+                    .state()
+                    .iter()
+                    .map(|i| IntentKey {
+                        namespace: i.metadata.namespace.clone().unwrap_or_default(),
+                        name: i.metadata.name.clone().unwrap_or_default(),
+                    })
+                    .collect();
+                reconciler.forget_absent(&present);
+            }
+        }
+    });
+
+    // The namespace guard (policies restored if deleted: their deletion triggers the owner).
+    let guard = Controller::new(Api::<Namespace>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<NetworkPolicy>::all(client), owned);
+    tokio::spawn(guard.run(reconcile_namespace, retry_namespace, ctx).for_each(|_| async {}));
+
+    Ok(Handle { reconciler, trigger: tx })
+}
+
+fn tokio_stream(
+    mut rx: mpsc::Receiver<ObjectRef<EgressIntent>>,
+) -> impl futures::Stream<Item = ObjectRef<EgressIntent>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+async fn reconcile_intent(intent: Arc<EgressIntent>, ctx: Arc<Context>) -> Result<Action, ApiError> {
+    if !*ctx.leader.borrow() {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    let outcome = ctx.reconciler.reconcile(&intent, Timestamp::now()).await?;
+    tracing::debug!(
+        intent = %format!("{}/{}", intent.metadata.namespace.as_deref().unwrap_or(""), intent.metadata.name.as_deref().unwrap_or("")),
+        policy_written = outcome.policy_written,
+        status_written = outcome.status_written,
+        "reconciled"
+    );
+    Ok(Action::requeue(outcome.requeue_after))
+}
+
+fn retry(_: Arc<EgressIntent>, error: &ApiError, _: Arc<Context>) -> Action {
+    tracing::warn!(%error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile_namespace(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, ApiError> {
+    if !*ctx.leader.borrow() {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    let name = ns.metadata.name.clone().unwrap_or_default();
+    if ns.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let guarded = GuardedNamespace {
+        name: name.clone(),
+        uid: ns.metadata.uid.clone(),
+        labels: ns.metadata.labels.clone().unwrap_or_default(),
+    };
+    let config = &ctx.config;
+    if let Some(policies) =
+        guard_policies(&guarded, config.controller.namespace_guard, config.is_excluded(&name), &config.dns)
+    {
+        for policy in &policies {
+            ctx.api.apply_policy(&name, policy).await?;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+fn retry_namespace(_: Arc<Namespace>, error: &ApiError, _: Arc<Context>) -> Action {
+    tracing::warn!(%error, "namespace guard failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
