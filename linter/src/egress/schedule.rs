@@ -63,6 +63,15 @@ impl Schedule {
         added
     }
 
+    /// Schedules `name` at `now` unless it is already scheduled (cheap: no scan of the others).
+    pub fn ensure(&mut self, name: &str, now: Timestamp) -> bool {
+        if self.names.contains_key(name) {
+            return false;
+        }
+        self.set(name, Entry { due: now, failures: 0 });
+        true
+    }
+
     fn set(&mut self, name: &str, entry: Entry) {
         if let Some(old) = self.names.insert(name.to_owned(), entry) {
             self.queue.remove(&(old.due, name.to_owned()));

@@ -124,8 +124,14 @@ impl<A: ControllerApi> Reconciler<A> {
             match inner.set.upsert(meta, &intent.spec, previous) {
                 Ok(()) => {
                     inner.set.prune(&key, now);
+                    // New names are due at once; names no intent wants any more leave the
+                    // schedule at the next resolution round (`resolve_due` syncs it).
                     let Inner { set, schedule, .. } = &mut *inner;
-                    schedule.sync(set.exact_names(), now);
+                    if let Some((intent, _)) = set.get(&key) {
+                        for name in intent.exact_names() {
+                            schedule.ensure(name, now);
+                        }
+                    }
                     Ok((inner.set.render(&key, &self.settings.render, now), inner.set.next_expiry(&key)))
                 }
                 Err(problems) => {
