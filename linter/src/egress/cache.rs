@@ -180,6 +180,11 @@ impl AddressCache {
         slot.expires_at = slot.expires_at.max(address.expires_at);
     }
 
+    /// Drops the names `keep` rejects (a target removed from the intent).
+    pub fn retain_names(&mut self, keep: impl Fn(&str) -> bool) {
+        self.names.retain(|name, _| keep(name));
+    }
+
     /// Removes addresses past `expires_at + grace` (except on failing names), and names that
     /// `keep` rejects. Returns whether anything was removed.
     pub fn prune(&mut self, now: Timestamp, keep: impl Fn(&str) -> bool) -> bool {

@@ -321,7 +321,7 @@ impl IntentSet {
         self.unindex(&key);
         let mut tracked = match self.intents.remove(&key) {
             Some(mut t) => {
-                t.cache.prune(Timestamp::MIN, |n| intent.wants(n));
+                t.cache.retain_names(|n| intent.wants(n));
                 t.intent = intent;
                 t
             }

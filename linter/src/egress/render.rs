@@ -233,6 +233,19 @@ pub fn ready_condition(rendered: &Rendered, previous: Option<&EgressIntentStatus
     } else {
         ("True", "Resolved", format!("policy {} allows {} addresses", rendered.policy_name, rendered.addresses))
     };
+    ready(status, reason, message, rendered.status.observed_generation, previous, now)
+}
+
+/// A `Ready` condition. `lastTransitionTime` is kept from `previous` while `status` stays the
+/// same (the Kubernetes convention: it marks flips of status, not of reason or message).
+pub fn ready(
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    previous: Option<&EgressIntentStatus>,
+    now: Timestamp,
+) -> Condition {
     let since = previous
         .and_then(|p| p.conditions.iter().find(|c| c.type_ == READY))
         .filter(|c| c.status == status)
@@ -243,7 +256,7 @@ pub fn ready_condition(rendered: &Rendered, previous: Option<&EgressIntentStatus
         status: status.to_owned(),
         reason: reason.to_owned(),
         message,
-        observed_generation: rendered.status.observed_generation,
+        observed_generation: generation,
         last_transition_time: since,
     }
 }
@@ -388,6 +401,17 @@ mod tests {
         assert!(text.contains("\"10.0.19.135/32\""), "the most recently seen address is kept");
         assert!(!text.contains("\"10.0.0.0/32\""), "the least recently seen address goes first");
         assert_eq!(ready_condition(&r, None, t(500)).reason, "PolicyTooLarge");
+    }
+
+    #[test]
+    fn transition_time_marks_status_flips_only() {
+        let with = |c: Condition| EgressIntentStatus { conditions: vec![c], ..Default::default() };
+        let pending = ready("False", "Pending", "no address yet".into(), Some(1), None, t(0));
+        assert_eq!(pending.last_transition_time, Time(t(0)));
+        let invalid = ready("False", "Invalid", "bad".into(), Some(2), Some(&with(pending)), t(10));
+        assert_eq!(invalid.last_transition_time, Time(t(0)), "a new reason is not a transition");
+        let resolved = ready("True", "Resolved", "ok".into(), Some(2), Some(&with(invalid)), t(20));
+        assert_eq!(resolved.last_transition_time, Time(t(20)));
     }
 
     #[test]

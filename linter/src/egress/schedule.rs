@@ -47,12 +47,7 @@ impl Schedule {
     /// longer wanted are forgotten. Returns whether a new name was added.
     pub fn sync<'a>(&mut self, names: impl IntoIterator<Item = &'a str>, now: Timestamp) -> bool {
         let wanted: BTreeSet<&str> = names.into_iter().collect();
-        let gone: Vec<String> = self.names.keys().filter(|n| !wanted.contains(n.as_str())).cloned().collect();
-        for name in gone {
-            if let Some(e) = self.names.remove(&name) {
-                self.queue.remove(&(e.due, name));
-            }
-        }
+        self.retain(|n| wanted.contains(n));
         let mut added = false;
         for name in wanted {
             if !self.names.contains_key(name) {
@@ -61,6 +56,16 @@ impl Schedule {
             }
         }
         added
+    }
+
+    /// Forgets the names `keep` rejects.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        let gone: Vec<(String, Entry)> =
+            self.names.iter().filter(|(n, _)| !keep(n)).map(|(n, e)| (n.clone(), *e)).collect();
+        for (name, entry) in gone {
+            self.names.remove(&name);
+            self.queue.remove(&(entry.due, name));
+        }
     }
 
     /// Schedules `name` at `now` unless it is already scheduled (cheap: no scan of the others).

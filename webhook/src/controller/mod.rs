@@ -17,10 +17,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use portcullis_linter::config::{Config, DnsConfig};
 use portcullis_linter::egress::cache::add;
-use portcullis_linter::egress::render::{MANAGED_BY, MANAGED_BY_LABEL, READY, ready_condition};
+use portcullis_linter::egress::render::{MANAGED_BY, MANAGED_BY_LABEL, ready, ready_condition};
 use portcullis_linter::egress::resolve::{DnsLookup, apply_results, lookup_many};
 use portcullis_linter::egress::schedule::{Backoff, Jitter, Schedule};
 use portcullis_linter::egress::{
@@ -189,8 +188,9 @@ impl<A: ControllerApi> Reconciler<A> {
         inner.set.remove(key);
         inner.applied.remove(key);
         inner.written.remove(key);
-        let names: Vec<String> = inner.set.exact_names().map(str::to_owned).collect();
-        inner.schedule.sync(names.iter().map(String::as_str), Timestamp::MIN);
+        let Inner { set, schedule, .. } = &mut *inner;
+        let wanted: BTreeSet<&str> = set.exact_names().collect();
+        schedule.retain(|n| wanted.contains(n));
     }
 
     /// Forgets every intent not in `present` (deleted while no reconcile saw it).
@@ -246,23 +246,12 @@ fn invalid_status(
     message: String,
     now: Timestamp,
 ) -> EgressIntentStatus {
-    let since = previous
-        .and_then(|p| p.conditions.iter().find(|c| c.type_ == READY))
-        .filter(|c| c.status == "False" && c.reason == "Invalid")
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
+    let generation = intent.metadata.generation;
     EgressIntentStatus {
-        observed_generation: intent.metadata.generation,
+        observed_generation: generation,
         policy_name: None,
         addresses: Vec::new(),
-        conditions: vec![Condition {
-            type_: READY.to_owned(),
-            status: "False".to_owned(),
-            reason: "Invalid".to_owned(),
-            message,
-            observed_generation: intent.metadata.generation,
-            last_transition_time: since,
-        }],
+        conditions: vec![ready("False", "Invalid", message, generation, previous, now)],
     }
 }
 
