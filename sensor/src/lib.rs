@@ -1,2 +1,21 @@
-//! The portcullis eBPF DNS sensor. Its program and user space land with the sensor issue; today it is an
-//! empty crate so the workspace layout of DESIGN.md exists from the start.
+//! portcullis-sensor: a per-node eBPF DNS-snooping agent.
+//!
+//! An eBPF socket filter ([`bpf`]) passes DNS packets from an AF_PACKET socket; user space parses
+//! them ([`packet`], [`dns`]), pairs every response with the query it answers and drops spoofed
+//! or unsolicited ones ([`matcher`]), attributes the client to a pod ([`pods`]), and emits
+//! observations (DESIGN §8) to stdout or the webhook ([`output`]).
+
+pub mod bpf;
+pub mod capture;
+pub mod cli;
+pub mod cluster;
+pub mod dns;
+pub mod matcher;
+pub mod metrics;
+pub mod output;
+pub mod packet;
+pub mod pcap;
+pub mod pods;
+pub mod stats;
+pub mod sys;
+pub mod tcp;

@@ -1,10 +1,11 @@
 //! A real DNS server for tests: dnsmasq on 127.0.0.1 at a free port, answering from a hosts
 //! file the test rewrites (SIGHUP reloads it), with a TTL the test picks and CNAME chains from
 //! its configuration. Names under `example.test` that are not in the hosts file are NXDOMAIN.
-//! Also used by the webhook's controller tests (included by path).
+//! Also used by the webhook's controller tests and, inside a network namespace, by the sensor's
+//! eBPF tests (included by path).
 #![allow(dead_code)] // each including test uses a part
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,6 +15,9 @@ pub struct Dnsmasq {
     dir: PathBuf,
     pub addr: SocketAddr,
     cnames: Vec<String>,
+    /// Network namespace to run in (`ip netns exec`), and more addresses to listen on there.
+    netns: Option<String>,
+    also: Vec<IpAddr>,
 }
 
 fn free_port() -> u16 {
@@ -24,6 +28,23 @@ impl Dnsmasq {
     /// Starts dnsmasq answering `hosts` (hosts-file text) with `ttl`; `cnames` are dnsmasq
     /// `cname=` values such as `"www.example.test,host.example.test"`.
     pub fn start(name: &str, hosts: &str, ttl: u32, cnames: &[&str]) -> Dnsmasq {
+        Self::start_at(name, SocketAddr::from(([127, 0, 0, 1], free_port())), None, &[], hosts, ttl, cnames)
+    }
+
+    /// Starts dnsmasq inside the network namespace `netns`, listening on `addr` and `also`.
+    pub fn start_in(netns: &str, addr: SocketAddr, also: &[IpAddr], hosts: &str, ttl: u32, cnames: &[&str]) -> Dnsmasq {
+        Self::start_at(netns, addr, Some(netns), also, hosts, ttl, cnames)
+    }
+
+    fn start_at(
+        name: &str,
+        addr: SocketAddr,
+        netns: Option<&str>,
+        also: &[IpAddr],
+        hosts: &str,
+        ttl: u32,
+        cnames: &[&str],
+    ) -> Dnsmasq {
         let dir = std::env::temp_dir().join(format!("portcullis-dnsmasq-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -31,8 +52,10 @@ impl Dnsmasq {
         let mut server = Dnsmasq {
             child: None,
             dir,
-            addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            addr,
             cnames: cnames.iter().map(|c| (*c).to_owned()).collect(),
+            netns: netns.map(str::to_owned),
+            also: also.to_vec(),
         };
         server.spawn(ttl);
         server
@@ -40,16 +63,28 @@ impl Dnsmasq {
 
     fn spawn(&mut self, ttl: u32) {
         let mut conf = format!(
-            "port={}\nlisten-address=127.0.0.1\nbind-interfaces\nno-resolv\nno-hosts\naddn-hosts={}\nlocal-ttl={ttl}\nlocal=/example.test/\n",
+            "port={}\nlisten-address={}\nbind-interfaces\nno-resolv\nno-hosts\naddn-hosts={}\nlocal-ttl={ttl}\nlocal=/example.test/\n",
             self.addr.port(),
+            self.addr.ip(),
             self.dir.join("hosts").display()
         );
+        for ip in &self.also {
+            conf.push_str(&format!("listen-address={ip}\n"));
+        }
         for c in &self.cnames {
             conf.push_str(&format!("cname={c}\n"));
         }
         let path = self.dir.join("dnsmasq.conf");
         std::fs::write(&path, conf).unwrap();
-        let child = Command::new("dnsmasq")
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, "dnsmasq"]);
+                command
+            }
+            None => Command::new("dnsmasq"),
+        };
+        let child = command
             .args(["--keep-in-foreground", "--pid-file=", "--user=root"])
             .arg(format!("--conf-file={}", path.display()))
             .stdout(Stdio::null())
@@ -60,9 +95,21 @@ impl Dnsmasq {
             );
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(self.addr).is_err() {
+        while !self.listening() {
             assert!(Instant::now() < deadline, "dnsmasq did not start on {}", self.addr);
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn listening(&self) -> bool {
+        match &self.netns {
+            None => TcpStream::connect(self.addr).is_ok(),
+            // Not reachable from this namespace: ask the namespace's socket table.
+            Some(netns) => Command::new("ip")
+                .args(["netns", "exec", netns, "ss", "-Hltn"])
+                .arg(format!("sport = :{}", self.addr.port()))
+                .output()
+                .is_ok_and(|out| !out.stdout.is_empty()),
         }
     }
 

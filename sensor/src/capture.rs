@@ -1,0 +1,96 @@
+//! The capture loop: frames from the eBPF filter → matcher → observations on a bounded queue.
+//!
+//! Runs on its own OS thread: reading the socket is blocking work, and one thread keeps the
+//! matcher's table free of locks.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use portcullis_linter::egress::observation::{SensorAnswer, SensorClient, SensorObservation};
+use tokio::sync::{mpsc, watch};
+
+use crate::bpf::Filter;
+use crate::matcher::{Answered, Matcher};
+use crate::pods::PodDirectory;
+use crate::stats::{Reason, Stats};
+use crate::sys::SocketStats;
+
+/// Kernel-side figures, refreshed by the capture thread about once a second.
+#[derive(Debug, Clone, Default)]
+pub struct KernelFigures {
+    /// In [`crate::bpf::KERNEL_COUNTERS`] order.
+    pub counters: Vec<u64>,
+    pub socket: SocketStats,
+}
+
+/// Everything the capture thread owns or shares.
+#[derive(Debug)]
+pub struct Capture {
+    pub filter: Filter,
+    pub matcher: Matcher,
+    pub node: String,
+    pub pods: Arc<PodDirectory>,
+    pub queue: mpsc::Sender<SensorObservation>,
+    pub stats: Arc<Stats>,
+    /// Trusted resolvers learned from the cluster, merged with the static ones.
+    pub cluster_resolvers: Option<watch::Receiver<Vec<IpAddr>>>,
+    pub static_resolvers: Vec<IpAddr>,
+    pub kernel: Arc<Mutex<KernelFigures>>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Builds the wire record for a matched response.
+pub fn observation(answered: Answered, node: &str, pods: &PodDirectory, ts: Timestamp) -> SensorObservation {
+    SensorObservation {
+        ts,
+        node: node.to_owned(),
+        client: SensorClient { ip: answered.client, pod: pods.lookup(answered.client) },
+        server: answered.server,
+        qname: answered.qname,
+        answers: answered.answers.iter().map(|a| SensorAnswer { ip: a.ip, ttl: a.ttl }).collect(),
+        cnames: answered.cnames,
+    }
+}
+
+impl Capture {
+    /// Runs until `stop` is set or the socket fails.
+    pub fn run(mut self) -> std::io::Result<()> {
+        let mut buf = vec![0u8; 65_536];
+        let mut last_figures = Instant::now() - Duration::from_secs(60);
+        while !self.stop.load(Ordering::Relaxed) {
+            if let Some(rx) = &mut self.cluster_resolvers
+                && rx.has_changed().unwrap_or(false)
+            {
+                let cluster = rx.borrow_and_update().clone();
+                self.matcher.set_trusted(self.static_resolvers.iter().copied().chain(cluster));
+            }
+            let Self { filter, matcher, node, pods, queue, stats, .. } = &mut self;
+            filter.poll(&mut buf, |frame| {
+                let now = Instant::now();
+                for answered in matcher.frame(frame.data, now) {
+                    let record = observation(answered, node, pods, Timestamp::now());
+                    if queue.try_send(record).is_err() {
+                        stats.bump(Reason::QueueFull);
+                    }
+                }
+            })?;
+            if last_figures.elapsed() >= Duration::from_secs(1) {
+                last_figures = Instant::now();
+                self.refresh_figures();
+            }
+        }
+        self.refresh_figures();
+        Ok(())
+    }
+
+    fn refresh_figures(&mut self) {
+        let counters = self.filter.kernel_counters().unwrap_or_default();
+        let socket = self.filter.socket_stats().unwrap_or_default();
+        if let Ok(mut figures) = self.kernel.lock() {
+            *figures = KernelFigures { counters, socket };
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The `portcullis-sensor` command line and process wiring.
+
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use tokio::sync::{mpsc, watch};
+
+use crate::bpf::{Delivery, Filter, FilterConfig};
+use crate::capture::{Capture, KernelFigures};
+use crate::matcher::{MatchConfig, Matcher};
+use crate::metrics::{self, Sources};
+use crate::output::{self, Outputs, ReportConfig, ReportStats, Reporter};
+use crate::pods::PodDirectory;
+use crate::stats::Stats;
+
+const TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// Per-node DNS-snooping sensor: sees the DNS answers pods really receive.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis-sensor", version, about, long_about = None)]
+pub struct Args {
+    /// Capture on this interface only (default: every interface)
+    #[arg(long, env = "PORTCULLIS_SENSOR_INTERFACE")]
+    pub interface: Option<String>,
+    /// The DNS port, in the eBPF filter and the matcher
+    #[arg(long, env = "PORTCULLIS_SENSOR_DNS_PORT", default_value_t = 53)]
+    pub dns_port: u16,
+    /// A resolver whose answers are trusted (repeat; add the NodeLocal DNSCache address,
+    /// 169.254.20.10, when it is deployed). In a cluster, kube-dns is added automatically.
+    #[arg(long = "trusted-resolver", env = "PORTCULLIS_SENSOR_TRUSTED_RESOLVERS", value_delimiter = ',')]
+    pub trusted_resolvers: Vec<IpAddr>,
+    /// Read pods and kube-dns from the Kubernetes API (auto: when running in a pod)
+    #[arg(long, env = "PORTCULLIS_SENSOR_KUBERNETES", value_enum, default_value = "auto")]
+    pub kubernetes: Kubernetes,
+    /// The cluster DNS Service whose addresses are trusted, NAMESPACE/NAME
+    #[arg(long, env = "PORTCULLIS_SENSOR_DNS_SERVICE", default_value = "kube-system/kube-dns")]
+    pub dns_service: String,
+    /// This node's name (the chart sets it from spec.nodeName)
+    #[arg(long, env = "NODE_NAME")]
+    pub node: Option<String>,
+    /// How long a query waits for its response, in milliseconds
+    #[arg(long, env = "PORTCULLIS_SENSOR_WINDOW_MS", default_value_t = 5_000)]
+    pub window_ms: u64,
+    /// Pending queries kept at most
+    #[arg(long, env = "PORTCULLIS_SENSOR_MAX_PENDING", default_value_t = 65_536)]
+    pub max_pending: usize,
+    /// Write observations as JSON lines to stdout
+    #[arg(long, value_enum, default_value = "none")]
+    pub output: Output,
+    /// Send observations to the webhook (https://…/v1/observations)
+    #[arg(long, env = "PORTCULLIS_SENSOR_REPORT_URL", requires = "report_ca")]
+    pub report_url: Option<hyper::Uri>,
+    /// CA certificate (PEM) of the webhook's serving certificate
+    #[arg(long, env = "PORTCULLIS_SENSOR_REPORT_CA")]
+    pub report_ca: Option<PathBuf>,
+    /// Bearer token file (the pod's ServiceAccount token)
+    #[arg(long, env = "PORTCULLIS_SENSOR_REPORT_TOKEN_FILE", default_value = TOKEN_FILE)]
+    pub report_token_file: PathBuf,
+    /// Observations per request
+    #[arg(long, env = "PORTCULLIS_SENSOR_REPORT_BATCH", default_value_t = 256)]
+    pub report_batch: usize,
+    /// Longest wait before a partial batch is sent, in milliseconds
+    #[arg(long, env = "PORTCULLIS_SENSOR_REPORT_INTERVAL_MS", default_value_t = 1_000)]
+    pub report_interval_ms: u64,
+    /// Observations queued at most between capture and output (beyond: dropped, counted)
+    #[arg(long, env = "PORTCULLIS_SENSOR_QUEUE", default_value_t = 10_000)]
+    pub queue: usize,
+    /// Plain-HTTP address for /metrics and /healthz
+    #[arg(long, env = "PORTCULLIS_SENSOR_METRICS_LISTEN", default_value = "0.0.0.0:9091")]
+    pub metrics_listen: SocketAddr,
+    /// How frames reach user space (see docs/decisions.md)
+    #[arg(long, value_enum, default_value = "socket")]
+    pub delivery: Delivery,
+    /// Socket receive buffer, in bytes
+    #[arg(long, default_value_t = 8 << 20)]
+    pub receive_buffer: usize,
+    /// Log format (logs go to stderr)
+    #[arg(long, env = "PORTCULLIS_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kubernetes {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Stdout,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    init_logging(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "portcullis-sensor: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            let _ = writeln!(std::io::stderr(), "portcullis-sensor: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Runs until SIGTERM or Ctrl-C.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let in_cluster = match args.kubernetes {
+        Kubernetes::Auto => std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
+        Kubernetes::Always => true,
+        Kubernetes::Never => false,
+    };
+    if args.trusted_resolvers.is_empty() && !in_cluster {
+        anyhow::bail!(
+            "no trusted resolver: pass --trusted-resolver IP (outside a cluster nothing is trusted by default)"
+        );
+    }
+    if args.output == Output::None && args.report_url.is_none() {
+        anyhow::bail!("nothing to do: pass --output stdout and/or --report-url");
+    }
+    let node = match &args.node {
+        Some(node) => node.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default(),
+    };
+
+    let stats = Arc::new(Stats::default());
+    let report_stats = Arc::new(ReportStats::default());
+    let pods = Arc::new(PodDirectory::default());
+    let kernel = Arc::new(Mutex::new(KernelFigures::default()));
+    let (queue_tx, queue_rx) = mpsc::channel(args.queue.max(1));
+
+    let cluster_resolvers = if in_cluster {
+        let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+        let (namespace, service) = args.dns_service.split_once('/').context("--dns-service must be NAMESPACE/NAME")?;
+        let (tx, rx) = watch::channel(Vec::new());
+        tokio::spawn(crate::cluster::watch_resolvers(client.clone(), namespace.to_owned(), service.to_owned(), tx));
+        tokio::spawn(crate::cluster::watch_pods(client, node.clone(), pods.clone()));
+        Some(rx)
+    } else {
+        None
+    };
+
+    let report = match &args.report_url {
+        Some(url) => Some(Reporter::new(
+            ReportConfig {
+                url: url.clone(),
+                ca: args.report_ca.clone().unwrap_or_default(),
+                token_file: args.report_token_file.clone(),
+                batch: args.report_batch,
+                interval: Duration::from_millis(args.report_interval_ms.max(10)),
+            },
+            report_stats.clone(),
+        )?),
+        None => None,
+    };
+
+    let filter = Filter::open(&FilterConfig {
+        dns_port: args.dns_port,
+        delivery: args.delivery,
+        interface: args.interface.clone(),
+        receive_buffer: args.receive_buffer,
+    })
+    .context("attaching the eBPF DNS filter")?;
+    let matcher = Matcher::new(
+        MatchConfig {
+            dns_port: args.dns_port,
+            window: Duration::from_millis(args.window_ms),
+            max_pending: args.max_pending,
+        },
+        args.trusted_resolvers.iter().copied(),
+        stats.clone(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let capture = Capture {
+        filter,
+        matcher,
+        node,
+        pods: pods.clone(),
+        queue: queue_tx.clone(),
+        stats: stats.clone(),
+        cluster_resolvers,
+        static_resolvers: args.trusted_resolvers.clone(),
+        kernel: kernel.clone(),
+        stop: stop.clone(),
+    };
+    let capture = std::thread::Builder::new().name("capture".into()).spawn(move || capture.run())?;
+
+    let sources = Sources {
+        stats,
+        kernel,
+        report: report_stats,
+        pods,
+        queue: queue_tx.downgrade(),
+        queue_capacity: args.queue.max(1),
+    };
+    let listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .with_context(|| format!("listening on {}", args.metrics_listen))?;
+    tracing::info!(metrics = %listener.local_addr()?, interface = args.interface.as_deref().unwrap_or("all"), port = args.dns_port, delivery = ?args.delivery, "portcullis-sensor capturing");
+    tokio::spawn(metrics::serve(listener, sources));
+    drop(queue_tx);
+    let outputs = tokio::spawn(output::run(queue_rx, Outputs { stdout: args.output == Output::Stdout, report }));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    stop.store(true, Ordering::Relaxed);
+    let captured = tokio::task::spawn_blocking(move || capture.join()).await?;
+    match captured {
+        Ok(result) => result.context("capture")?,
+        Err(_) => anyhow::bail!("the capture thread panicked"),
+    }
+    // The capture thread owned the last sender: the output task ends once what was queued is
+    // written (and reported).
+    let _ = tokio::time::timeout(Duration::from_secs(10), outputs).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+}

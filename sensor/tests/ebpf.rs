@@ -1,0 +1,269 @@
+//! The sensor for real: the eBPF filter loaded into this kernel, attached in a client network
+//! namespace joined by a veth pair to a server namespace where dnsmasq answers on a test port.
+//! Real queries (A, AAAA over IPv6, a CNAME chain, NXDOMAIN, TCP) must produce exactly the
+//! expected observations; a forged response from a third address and an unsolicited one from the
+//! resolver's own address must produce none, and the counters must say why.
+//!
+//! Needs root and a kernel with BPF: CI has both, and these tests fail (never skip) without them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
+#[path = "../../linter/tests/common/dnsmasq.rs"]
+mod dnsmasq;
+#[path = "common/netns.rs"]
+mod netns;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use netns::{NetPair, in_netns};
+
+const PORT: u16 = 5353;
+const HOSTS: &str = "192.0.2.10 api.example.test\n2001:db8::10 api.example.test\n";
+
+fn query_bytes(id: u16, qname: &str, qtype: RecordType) -> Vec<u8> {
+    let mut message = Message::query();
+    message.metadata.id = id;
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(Name::from_str(qname).unwrap(), qtype));
+    message.to_vec().unwrap()
+}
+
+/// Sends a query over UDP from `bind` and waits for the first reply.
+fn udp_ask(bind: SocketAddr, server: SocketAddr, id: u16, qname: &str, qtype: RecordType) -> Message {
+    let socket = UdpSocket::bind(bind).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    socket.send_to(&query_bytes(id, qname, qtype), server).unwrap();
+    let mut buf = [0u8; 4096];
+    let (len, _) = socket.recv_from(&mut buf).unwrap();
+    Message::from_vec(&buf[..len]).unwrap()
+}
+
+fn tcp_ask(server: SocketAddr, id: u16, qname: &str, qtype: RecordType) -> Message {
+    let mut stream = TcpStream::connect_timeout(&server, Duration::from_secs(3)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let bytes = query_bytes(id, qname, qtype);
+    stream.write_all(&(bytes.len() as u16).to_be_bytes()).unwrap();
+    stream.write_all(&bytes).unwrap();
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).unwrap();
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut buf).unwrap();
+    Message::from_vec(&buf).unwrap()
+}
+
+fn forged_response(id: u16, qname: &str, address: [u8; 4]) -> Vec<u8> {
+    let mut message = Message::response(id, OpCode::Query);
+    message.metadata.recursion_available = true;
+    let name = Name::from_str(qname).unwrap();
+    message.add_query(Query::query(name.clone(), RecordType::A));
+    message.add_answer(Record::from_rdata(name, 3600, RData::A(A(address.into()))));
+    message.to_vec().unwrap()
+}
+
+/// The sensor binary, running inside the client namespace.
+struct Sensor {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    metrics: SocketAddr,
+    ns: String,
+}
+
+impl Sensor {
+    fn start(net: &NetPair, delivery: &str) -> Sensor {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &net.client_ns, env!("CARGO_BIN_EXE_portcullis-sensor")])
+            .args(["--interface", &net.client_if, "--dns-port", &PORT.to_string()])
+            .args(["--trusted-resolver", &net.server_v4.to_string()])
+            .args(["--trusted-resolver", &net.server_v6.to_string()])
+            .args(["--output", "stdout", "--metrics-listen", "127.0.0.1:0", "--node", "test-node"])
+            .args(["--kubernetes", "never", "--delivery", delivery])
+            .env("PORTCULLIS_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        // The log line that says capture started carries the metrics address.
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut log = String::new();
+        let metrics = loop {
+            let mut line = String::new();
+            let read = stderr.read_line(&mut line).unwrap();
+            log.push_str(&line);
+            assert!(read > 0, "the sensor exited before capturing (CI runs as root with BPF):\n{log}");
+            if let Some(rest) = line.split("metrics=").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        Sensor { child, lines, metrics, ns: net.client_ns.clone() }
+    }
+
+    /// `reason` → value of `portcullis_sensor_packets_total` and (prefixed `kernel:`) of
+    /// `portcullis_sensor_kernel_packets_total`.
+    fn counters(&self) -> BTreeMap<String, u64> {
+        let addr = self.metrics;
+        let text = in_netns(&self.ns, move || {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: sensor\r\n\r\n").unwrap();
+            let mut text = String::new();
+            stream.read_to_string(&mut text).unwrap();
+            text
+        });
+        let mut counters = BTreeMap::new();
+        for line in text.lines() {
+            for (metric, prefix) in
+                [("portcullis_sensor_packets_total", ""), ("portcullis_sensor_kernel_packets_total", "kernel:")]
+            {
+                if let Some(rest) = line.strip_prefix(&format!("{metric}{{reason=\""))
+                    && let Some((reason, value)) = rest.split_once("\"} ")
+                {
+                    counters.insert(format!("{prefix}{reason}"), value.parse().unwrap());
+                }
+            }
+        }
+        counters
+    }
+
+    /// Waits until `done` holds for the counters (the capture thread works asynchronously).
+    fn wait_for(&self, what: &str, done: impl Fn(&BTreeMap<String, u64>) -> bool) -> BTreeMap<String, u64> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let counters = self.counters();
+            if done(&counters) {
+                return counters;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; counters: {counters:#?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop(mut self) -> Vec<serde_json::Value> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "sensor exit: {status}");
+        self.lines.try_iter().map(|line| serde_json::from_str(&line).unwrap()).collect()
+    }
+}
+
+fn observation(net: &NetPair, v6: bool, qname: &str, cnames: &[&str], ip: &str) -> serde_json::Value {
+    serde_json::json!({
+        "node": "test-node",
+        "client": {"ip": net.client_ip(v6).to_string()},
+        "server": net.server_ip(v6).to_string(),
+        "qname": qname,
+        "answers": [{"ip": ip, "ttl": 120}],
+        "cnames": cnames,
+    })
+}
+
+fn scenario(tag: u8, delivery: &str) {
+    let net = NetPair::new(tag);
+    let _dns = dnsmasq::Dnsmasq::start_in(
+        &net.server_ns,
+        SocketAddr::new(net.server_ip(false), PORT),
+        &[net.server_ip(true)],
+        HOSTS,
+        120,
+        &["www.example.test,api.example.test"],
+    );
+    let sensor = Sensor::start(&net, delivery);
+
+    let (client4, client6) = (net.client_ip(false), net.client_ip(true));
+    let (server4, server6) = (SocketAddr::new(net.server_ip(false), PORT), SocketAddr::new(net.server_ip(true), PORT));
+    in_netns(&net.client_ns, move || {
+        let any4 = SocketAddr::new(client4, 0);
+        let a = udp_ask(any4, server4, 1, "api.example.test.", RecordType::A);
+        assert_eq!(a.answers.len(), 1);
+        let aaaa = udp_ask(SocketAddr::new(client6, 0), server6, 2, "api.example.test.", RecordType::AAAA);
+        assert_eq!(aaaa.answers.len(), 1);
+        let chain = udp_ask(any4, server4, 3, "www.example.test.", RecordType::A);
+        assert_eq!(chain.answers.len(), 2, "CNAME + A");
+        let missing = udp_ask(any4, server4, 4, "nope.example.test.", RecordType::A);
+        assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);
+        let tcp = tcp_ask(server4, 5, "www.example.test.", RecordType::A);
+        assert_eq!(tcp.metadata.message_type, MessageType::Response);
+        assert_eq!(tcp.answers.len(), 2);
+        // Not DNS: the kernel filter drops it.
+        UdpSocket::bind(any4).unwrap().send_to(b"not dns", SocketAddr::new(server4.ip(), 9999)).unwrap();
+    });
+    sensor.wait_for("the real answers", |c| c["observations"] == 4 && c["nxdomain"] == 1);
+
+    // A forged answer, from an address on the resolver's subnet that is not the resolver, to a
+    // query the client really sent: counted untrusted_source, never observed.
+    let forged_port = 40_001;
+    let (forged_from, client_ns, server_ns) = (net.forger_v4, net.client_ns.clone(), net.server_ns.clone());
+    let asked = std::thread::spawn(move || {
+        in_netns(&client_ns, move || {
+            udp_ask(SocketAddr::new(client4, forged_port), server4, 0x4242, "forged.example.test.", RecordType::A)
+        })
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let target = SocketAddr::new(client4, forged_port);
+    in_netns(&server_ns, move || {
+        let forger = UdpSocket::bind(SocketAddr::new(IpAddr::V4(forged_from), PORT)).unwrap();
+        forger.send_to(&forged_response(0x4242, "forged.example.test.", [203, 0, 113, 66]), target).unwrap();
+    });
+    asked.join().unwrap();
+    // An unsolicited answer from the resolver's own address and port (a raw socket writes the
+    // UDP header, since dnsmasq holds the port): no query has that id, so it is never observed.
+    let unsolicited_to = SocketAddr::new(client4, 40_002);
+    in_netns(&net.server_ns, move || {
+        let raw =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(socket2::Protocol::UDP)).unwrap();
+        let payload = forged_response(0x5151, "api.example.test.", [203, 0, 113, 77]);
+        let mut datagram = Vec::new();
+        datagram.extend_from_slice(&PORT.to_be_bytes());
+        datagram.extend_from_slice(&unsolicited_to.port().to_be_bytes());
+        datagram.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        datagram.extend_from_slice(&[0, 0]); // no checksum (allowed for UDP over IPv4)
+        datagram.extend_from_slice(&payload);
+        raw.send_to(&datagram, &unsolicited_to.into()).unwrap();
+    });
+    let counters = sensor.wait_for("the spoofing verdicts", |c| {
+        c["untrusted_source"] == 1 && c["unsolicited"] == 1 && c["nxdomain"] == 2 && c["kernel:not_dns_port"] >= 1
+    });
+    assert_eq!(counters["observations"], 4, "{counters:#?}");
+    // The filter works in the kernel: user space saw exactly what it passed, and nothing else.
+    let kernel = sensor.wait_for("the kernel counters", |c| c["kernel:passed"] == c["frames"]);
+    assert_eq!(kernel["not_dns_port"], 0, "{kernel:#?}");
+    assert_eq!(kernel["dns_malformed"], 0, "{kernel:#?}");
+
+    let mut observed = sensor.stop();
+    for record in &mut observed {
+        let ts = record.as_object_mut().unwrap().remove("ts").unwrap();
+        assert!(jiff::Timestamp::from_str(ts.as_str().unwrap()).is_ok(), "{ts}");
+    }
+    let expected = vec![
+        observation(&net, false, "api.example.test", &[], "192.0.2.10"),
+        observation(&net, true, "api.example.test", &[], "2001:db8::10"),
+        observation(&net, false, "www.example.test", &["api.example.test"], "192.0.2.10"),
+        observation(&net, false, "www.example.test", &["api.example.test"], "192.0.2.10"),
+    ];
+    assert_eq!(observed, expected);
+}
+
+#[test]
+fn socket_delivery_observes_real_answers_and_drops_spoofed_ones() {
+    scenario(1, "socket");
+}
+
+#[test]
+fn ring_buffer_delivery_observes_the_same() {
+    scenario(2, "ringbuf");
+}
