@@ -42,6 +42,10 @@ pub struct Args {
     /// The cluster DNS Service whose addresses are trusted, NAMESPACE/NAME
     #[arg(long, env = "PORTCULLIS_SENSOR_DNS_SERVICE", default_value = "kube-system/kube-dns")]
     pub dns_service: String,
+    /// Attribute clients from a pod list (`kubectl get pods -o json`) instead of a pod watch:
+    /// for trying the sensor outside a cluster
+    #[arg(long, env = "PORTCULLIS_SENSOR_PODS")]
+    pub pods: Option<PathBuf>,
     /// This node's name (the chart sets it from spec.nodeName)
     #[arg(long, env = "NODE_NAME")]
     pub node: Option<String>,
@@ -168,13 +172,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let pods = Arc::new(PodDirectory::default());
     let kernel = Arc::new(Mutex::new(KernelFigures::default()));
     let (queue_tx, queue_rx) = mpsc::channel(args.queue.max(1));
+    if let Some(path) = &args.pods {
+        let list = crate::pods::read_list(path)?;
+        pods.replace(&list, &node);
+        tracing::info!(pods = pods.len(), node, file = %path.display(), "pod addresses loaded from a file");
+    }
 
     let cluster_resolvers = if in_cluster {
         let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
         let (namespace, service) = args.dns_service.split_once('/').context("--dns-service must be NAMESPACE/NAME")?;
         let (tx, rx) = watch::channel(Vec::new());
         tokio::spawn(crate::cluster::watch_resolvers(client.clone(), namespace.to_owned(), service.to_owned(), tx));
-        tokio::spawn(crate::cluster::watch_pods(client, node.clone(), pods.clone()));
+        if args.pods.is_none() {
+            tokio::spawn(crate::cluster::watch_pods(client, node.clone(), pods.clone()));
+        }
         Some(rx)
     } else {
         None

@@ -80,6 +80,18 @@ impl PodDirectory {
     }
 }
 
+/// Reads a pod list as `kubectl get pods -o json` writes it (a `List`, or one Pod).
+pub fn read_list(path: &std::path::Path) -> anyhow::Result<Vec<Pod>> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", path.display()))?;
+    let items = match value.get("items") {
+        Some(items) => items.clone(),
+        None => serde_json::Value::Array(vec![value]),
+    };
+    serde_json::from_value(items).map_err(|e| anyhow::anyhow!("{}: not a list of Pods: {e}", path.display()))
+}
+
 fn pod_key(pod: &Pod) -> (String, String) {
     (pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone().unwrap_or_default())
 }

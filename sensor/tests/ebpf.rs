@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
@@ -78,7 +78,7 @@ struct Sensor {
 }
 
 impl Sensor {
-    fn start(net: &NetPair, delivery: &str) -> Sensor {
+    fn start(net: &NetPair, delivery: &str, extra: &[String]) -> Sensor {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &net.client_ns, env!("CARGO_BIN_EXE_portcullis-sensor")])
             .args(["--interface", &net.client_if, "--dns-port", &PORT.to_string()])
@@ -86,6 +86,7 @@ impl Sensor {
             .args(["--trusted-resolver", &net.server_v6.to_string()])
             .args(["--output", "stdout", "--metrics-listen", "127.0.0.1:0", "--node", "test-node"])
             .args(["--kubernetes", "never", "--delivery", delivery])
+            .args(extra)
             .env("PORTCULLIS_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -182,7 +183,7 @@ fn scenario(tag: u8, delivery: &str) {
         120,
         &["www.example.test,api.example.test"],
     );
-    let sensor = Sensor::start(&net, delivery);
+    let sensor = Sensor::start(&net, delivery, &[]);
 
     let (client4, client6) = (net.client_ip(false), net.client_ip(true));
     let (server4, server6) = (SocketAddr::new(net.server_ip(false), PORT), SocketAddr::new(net.server_ip(true), PORT));
@@ -266,4 +267,93 @@ fn socket_delivery_observes_real_answers_and_drops_spoofed_ones() {
 #[test]
 fn ring_buffer_delivery_observes_the_same() {
     scenario(2, "ringbuf");
+}
+
+/// The whole path: the sensor, attributing the client to a pod (from a pod list), reports over
+/// HTTPS with a bearer token to the webhook's `POST /v1/observations` (served in-process, on a
+/// listener inside the client namespace), which feeds a wildcard intent the addresses.
+#[test]
+fn reports_attributed_observations_to_the_webhook() {
+    use portcullis_webhook::observations::{Ingest, LocalIntents, StaticToken};
+    use portcullis_webhook::server::{self, App, Limits};
+
+    let net = NetPair::new(3);
+    let _dns = dnsmasq::Dnsmasq::start_in(
+        &net.server_ns,
+        SocketAddr::new(net.server_ip(false), PORT),
+        &[],
+        HOSTS,
+        120,
+        &["www.example.test,api.example.test"],
+    );
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    let dir = std::env::temp_dir().join(format!("portcullis-sensor-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = "e2e-sensor-token-0123456789";
+    std::fs::write(dir.join("token"), token).unwrap();
+
+    portcullis_webhook::tls::install_crypto_provider();
+    let certs = portcullis_webhook::tls::dev_certificates(&["localhost"]).unwrap();
+    std::fs::write(dir.join("ca.pem"), &certs.ca_pem).unwrap();
+    let loaded = portcullis_webhook::tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap();
+    let user = "system:serviceaccount:portcullis-system:portcullis-sensor".to_owned();
+    let metrics = Arc::new(portcullis_webhook::metrics::Metrics::new());
+    let app = App {
+        config: Arc::new(Default::default()),
+        state: Arc::new(portcullis_webhook::state::StaticState::default()),
+        metrics: metrics.clone(),
+        timeout: Duration::from_secs(10),
+        ingest: Some(Arc::new(Ingest {
+            auth: Arc::new(StaticToken::from_file(&dir.join("token"), user.clone()).unwrap()),
+            allowed_user: user,
+            sink: Arc::new(LocalIntents::load(&repo.join("testcases/sensor")).unwrap()),
+        })),
+    };
+    // Listeners opened inside the client namespace stay there, whichever thread serves them.
+    let (https, ops) = in_netns(&net.client_ns, || {
+        (std::net::TcpListener::bind("127.0.0.1:0").unwrap(), std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+    });
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(loaded.config);
+    let running = runtime.block_on(server::start(https, ops, app, tls, Limits::default())).unwrap();
+
+    let url = format!("https://localhost:{}/v1/observations", running.https.port());
+    let extra: Vec<String> = [
+        "--report-url",
+        &url,
+        "--report-ca",
+        &dir.join("ca.pem").display().to_string(),
+        "--report-token-file",
+        &dir.join("token").display().to_string(),
+        "--report-interval-ms",
+        "100",
+        "--pods",
+        &repo.join("testcases/sensor/pods.json").display().to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let sensor = Sensor::start(&net, "socket", &extra);
+    let (client4, server4) = (net.client_ip(false), SocketAddr::new(net.server_ip(false), PORT));
+    in_netns(&net.client_ns, move || {
+        udp_ask(SocketAddr::new(client4, 0), server4, 7, "www.example.test.", RecordType::A);
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = metrics.render(Default::default());
+        if text.contains("portcullis_webhook_observation_intent_updates_total 1") {
+            assert!(text.contains("portcullis_webhook_observations_total{result=\"accepted\"} 1"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the webhook never got the observation:\n{text}\n{:#?}", sensor.counters());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let observed = sensor.stop();
+    assert_eq!(observed.len(), 1, "{observed:#?}");
+    assert_eq!(
+        observed[0]["client"],
+        serde_json::json!({"ip": "10.231.3.2", "pod": {"namespace": "shop", "name": "pay-7f9c4d-x2k8q",
+            "workload": "Deployment/pay", "labels": {"app": "pay", "pod-template-hash": "7f9c4d"}}})
+    );
+    runtime.block_on(running.shutdown()).unwrap();
 }

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use portcullis_linter::config::Config;
 
 use crate::metrics::Metrics;
+use crate::observations::{Ingest, LocalIntents, StaticToken, TokenReviewer};
 use crate::server::{self, App, Limits};
 use crate::state::{ClusterState, StaticState};
 use crate::tls;
@@ -74,6 +75,13 @@ pub struct ServeArgs {
     /// Namespace of the controller Lease (the chart sets the release namespace)
     #[arg(long, env = "PORTCULLIS_POD_NAMESPACE", default_value = "portcullis-system")]
     pub pod_namespace: String,
+    /// The sensor's ServiceAccount, NAMESPACE/NAME: the only identity allowed to
+    /// POST /v1/observations (default: portcullis-sensor in --pod-namespace)
+    #[arg(long, env = "PORTCULLIS_SENSOR_SERVICE_ACCOUNT")]
+    pub sensor_service_account: Option<String>,
+    /// --dev: accept observations bearing the token in this file (feeds the --state intents)
+    #[arg(long, env = "PORTCULLIS_OBSERVATIONS_TOKEN_FILE", requires = "dev")]
+    pub observations_token_file: Option<PathBuf>,
     /// Log format
     #[arg(long, env = "PORTCULLIS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -150,6 +158,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let config = Config::discover(args.config.as_deref(), &cwd)?;
     let metrics = Arc::new(Metrics::new());
+    let sensor_user = sensor_user(&args)?;
+    let mut ingest = None;
     let (state, tls_config): (Arc<dyn ClusterState>, RustlsConfig) = if args.dev {
         let dir = args.state.clone().unwrap_or_default();
         let (state, problems) =
@@ -163,6 +173,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let loaded = tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes())?;
         if let Some(t) = loaded.not_after {
             metrics.cert_expiry.set(t);
+        }
+        if let Some(token_file) = &args.observations_token_file {
+            let intents =
+                LocalIntents::load(&dir).with_context(|| format!("loading intents from {}", dir.display()))?;
+            tracing::info!(intents = intents.len(), user = %sensor_user, "POST /v1/observations enabled (dev token)");
+            ingest = Some(Arc::new(Ingest {
+                auth: Arc::new(StaticToken::from_file(token_file, sensor_user.clone())?),
+                allowed_user: sensor_user.clone(),
+                sink: Arc::new(intents),
+            }));
         }
         print_dev_banner(&args)?;
         (Arc::new(state), RustlsConfig::from_config(loaded.config))
@@ -184,12 +204,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if args.controller {
             let identity = args.pod_name.clone().unwrap_or_else(|| format!("portcullis-{}", std::process::id()));
             let lease = crate::controller::lease::LeaseConfig::new(&args.pod_namespace, &identity);
-            crate::controller::run::start(client, Arc::new(config.clone()), lease)?;
+            let handle = crate::controller::run::start(client.clone(), Arc::new(config.clone()), lease)?;
             tracing::info!(identity, "FQDN controller started (active while holding the Lease)");
+            ingest = Some(Arc::new(Ingest {
+                auth: Arc::new(TokenReviewer::new(client)),
+                allowed_user: sensor_user.clone(),
+                sink: Arc::new(handle),
+            }));
         }
         (Arc::new(state), tls_config)
     };
-    let app = App { config: Arc::new(config), state, metrics, timeout: Duration::from_millis(args.review_timeout_ms) };
+    let app = App {
+        config: Arc::new(config),
+        state,
+        metrics,
+        timeout: Duration::from_millis(args.review_timeout_ms),
+        ingest,
+    };
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
@@ -203,6 +234,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down; finishing in-flight reviews");
     running.shutdown().await?;
     Ok(())
+}
+
+/// The Kubernetes user name of the sensor's ServiceAccount.
+fn sensor_user(args: &ServeArgs) -> anyhow::Result<String> {
+    let account =
+        args.sensor_service_account.clone().unwrap_or_else(|| format!("{}/portcullis-sensor", args.pod_namespace));
+    match account.split_once('/') {
+        Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(format!("system:serviceaccount:{namespace}:{name}"))
+        }
+        _ => anyhow::bail!("--sensor-service-account must be NAMESPACE/NAME, not {account:?}"),
+    }
 }
 
 fn print_dev_banner(args: &ServeArgs) -> anyhow::Result<()> {

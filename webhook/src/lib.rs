@@ -13,6 +13,7 @@ pub mod controller;
 pub mod crd;
 pub mod kube_state;
 pub mod metrics;
+pub mod observations;
 pub mod review;
 pub mod server;
 pub mod state;

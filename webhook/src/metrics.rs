@@ -48,6 +48,9 @@ pub struct Metrics {
     pub cache_objects: Family<ObjectLabels, Gauge>,
     pub cert_expiry: Gauge,
     pub cert_reloads: Family<ResultLabels, Counter>,
+    pub observations: Family<ResultLabels, Counter>,
+    pub observation_requests: Family<ResultLabels, Counter>,
+    pub observation_intent_updates: Counter,
 }
 
 impl Default for Metrics {
@@ -89,7 +92,37 @@ impl Metrics {
             "Serving certificate reloads from disk, by result",
             cert_reloads.clone(),
         );
-        Metrics { registry, reviews, latency, bad_requests, fresh_reads, cache_objects, cert_expiry, cert_reloads }
+        let observations = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "observations",
+            "Sensor observations received: accepted (fed to the controller) or unattributed (no pod)",
+            observations.clone(),
+        );
+        let observation_requests = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "observation_requests_refused",
+            "POST /v1/observations requests refused, by reason",
+            observation_requests.clone(),
+        );
+        let observation_intent_updates = Counter::default();
+        registry.register(
+            "observation_intent_updates",
+            "EgressIntents whose addresses changed because of an observation",
+            observation_intent_updates.clone(),
+        );
+        Metrics {
+            registry,
+            reviews,
+            latency,
+            bad_requests,
+            fresh_reads,
+            cache_objects,
+            cert_expiry,
+            cert_reloads,
+            observations,
+            observation_requests,
+            observation_intent_updates,
+        }
     }
 
     /// The metrics in Prometheus text format, cache sizes as of now.

@@ -17,6 +17,7 @@ use portcullis_linter::config::{Config, WebhookMode};
 
 use crate::admission::{self, Decision, Endpoint, Outcome, Request};
 use crate::metrics::{EndpointLabels, Metrics, ResultLabels, ReviewLabels};
+use crate::observations::{self, Ingest, Verdict};
 use crate::state::{ClusterState, Snapshot};
 
 /// What every request handler shares.
@@ -27,6 +28,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Longest time one review may take.
     pub timeout: Duration,
+    /// `POST /v1/observations` (the sensor's reports); `None` answers 404.
+    pub ingest: Option<Arc<Ingest>>,
 }
 
 /// Server limits.
@@ -50,6 +53,7 @@ pub fn admission_router(app: App, limits: Limits) -> Router {
         .route("/validate", post(validate))
         .route("/mutate", post(mutate))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .route("/v1/observations", post(ingest_observations).layer(DefaultBodyLimit::max(observations::MAX_BODY_BYTES)))
         .with_state(app)
 }
 
@@ -68,6 +72,35 @@ async fn validate(State(app): State<App>, body: Bytes) -> Response {
 
 async fn mutate(State(app): State<App>, body: Bytes) -> Response {
     handle(&app, Endpoint::Mutate, &body).await
+}
+
+async fn ingest_observations(State(app): State<App>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+    let Some(ingest) = &app.ingest else {
+        return (StatusCode::NOT_FOUND, "observations are not enabled on this webhook\n").into_response();
+    };
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let verdict = ingest.handle(authorization, &body).await;
+    let (status, result, message) = match &verdict {
+        Verdict::Accepted { accepted, unattributed, intents_changed } => {
+            app.metrics.observations.get_or_create(&ResultLabels { result: "accepted" }).inc_by(*accepted as u64);
+            app.metrics
+                .observations
+                .get_or_create(&ResultLabels { result: "unattributed" })
+                .inc_by(*unattributed as u64);
+            app.metrics.observation_intent_updates.inc_by(*intents_changed as u64);
+            let body = serde_json::json!({
+                "accepted": accepted, "unattributed": unattributed, "intentsChanged": intents_changed,
+            });
+            return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+        }
+        Verdict::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, "unauthenticated", m),
+        Verdict::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
+        Verdict::BadRequest(m) => (StatusCode::BAD_REQUEST, "rejected", m),
+        Verdict::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
+    };
+    app.metrics.observation_requests.get_or_create(&ResultLabels { result }).inc();
+    tracing::warn!(status = status.as_u16(), reason = %message, "observation batch refused");
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
 }
 
 async fn healthz() -> &'static str {

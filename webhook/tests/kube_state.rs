@@ -159,6 +159,7 @@ async fn a_stale_cache_never_rejects_a_correct_apply() {
         state: Arc::new(state),
         metrics: Arc::new(Metrics::new()),
         timeout: Duration::from_secs(10),
+        ingest: None,
     };
     let running = server::start(
         std::net::TcpListener::bind("127.0.0.1:0").unwrap(),

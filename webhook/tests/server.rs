@@ -91,8 +91,13 @@ async fn start_with(state: Arc<dyn ClusterState>, certs: &DevCertificates, limit
     let loaded = tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap();
     let tls_config = RustlsConfig::from_config(loaded.config);
     let metrics = Arc::new(Metrics::new());
-    let app =
-        App { config: Arc::new(Config::default()), state, metrics: metrics.clone(), timeout: Duration::from_secs(10) };
+    let app = App {
+        config: Arc::new(Config::default()),
+        state,
+        metrics: metrics.clone(),
+        timeout: Duration::from_secs(10),
+        ingest: None,
+    };
     let https = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let ops = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let running = server::start(https, ops, app, tls_config.clone(), limits).await.unwrap();

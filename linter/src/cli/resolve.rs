@@ -14,9 +14,9 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use super::{EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, Io, LoadArgs, load_config, load_project};
-use crate::egress::intents::compile;
+use crate::egress::intents::compile_inventory;
 use crate::egress::resolve::{DnsLookup, HostsTable, LookupError, Resolution, lookup_many};
-use crate::egress::{CacheConfig, IntentMeta, IntentSet, NameState, RenderConfig, otterize};
+use crate::egress::{CacheConfig, IntentSet, NameState, RenderConfig};
 use crate::emit::to_yaml;
 
 #[derive(Debug, clap::Args)]
@@ -64,24 +64,14 @@ pub fn run(args: &ResolveArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
         invalid += 1;
         writeln!(io.stderr, "{file}:{}:{}: {message}", at.line, at.column)
     };
-    for intent in &inv.intents {
-        let meta = IntentMeta::new(&intent.namespace, &intent.name);
-        match &intent.spec {
-            None => locate(intent.object, "", &format!("intent {} has no valid spec", intent.name))?,
-            Some(spec) => match compile(meta, spec) {
-                Ok(compiled) => set.upsert_compiled(compiled, None),
-                Err(problems) => {
-                    for p in problems {
-                        locate(intent.object, &p.pointer, &p.message)?;
-                    }
-                }
-            },
-        }
-    }
-    for converted in otterize::convert_all(inv) {
-        match converted.intent {
+    for (object, compiled) in compile_inventory(inv) {
+        match compiled {
             Ok(compiled) => set.upsert_compiled(compiled, None),
-            Err(p) => locate(converted.object, &p.pointer, &p.message)?,
+            Err(problems) => {
+                for p in problems {
+                    locate(object, &p.pointer, &p.message)?;
+                }
+            }
         }
     }
 

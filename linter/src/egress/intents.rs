@@ -124,6 +124,30 @@ pub struct SpecProblem {
     pub message: String,
 }
 
+/// Every intent in `inventory`, EgressIntents and Otterize ClientIntents alike, compiled, with
+/// the object each came from (for locating its problems).
+pub fn compile_inventory(
+    inventory: &crate::model::Inventory,
+) -> Vec<(crate::model::ObjectId, Result<CompiledIntent, Vec<SpecProblem>>)> {
+    let mut out = Vec::new();
+    for intent in &inventory.intents {
+        let meta = IntentMeta::new(&intent.namespace, &intent.name);
+        let compiled = match &intent.spec {
+            Some(spec) => compile(meta, spec),
+            None => Err(vec![SpecProblem {
+                pointer: String::new(),
+                message: format!("intent {} has no valid spec", intent.name),
+            }]),
+        };
+        out.push((intent.object, compiled));
+    }
+    for converted in super::otterize::convert_all(inventory) {
+        let compiled = converted.intent.map_err(|p| vec![SpecProblem { pointer: p.pointer, message: p.message }]);
+        out.push((converted.object, compiled));
+    }
+    out
+}
+
 /// Validates a spec (the checks of `PC015`) and compiles it.
 pub fn compile(meta: IntentMeta, spec: &EgressIntentSpec) -> Result<CompiledIntent, Vec<SpecProblem>> {
     compile_spec(meta, spec, true)

@@ -29,6 +29,18 @@ pub async fn https(
     body: Vec<u8>,
     version: &'static rustls::SupportedProtocolVersion,
 ) -> Result<(u16, Vec<u8>, Vec<u8>), String> {
+    https_with(addr, ca, path, body, version, &[]).await
+}
+
+/// [`https`] with extra request headers.
+pub async fn https_with(
+    addr: SocketAddr,
+    ca: &CertificateDer<'static>,
+    path: &str,
+    body: Vec<u8>,
+    version: &'static rustls::SupportedProtocolVersion,
+    headers: &[(&str, &str)],
+) -> Result<(u16, Vec<u8>, Vec<u8>), String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.clone()).unwrap();
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -46,11 +58,11 @@ pub async fn https(
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let request = hyper::Request::post(path)
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
+    let mut request = hyper::Request::post(path).header("host", "localhost").header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(Bytes::from(body))).unwrap();
     let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes().to_vec();

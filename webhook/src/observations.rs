@@ -1,0 +1,274 @@
+//! `POST /v1/observations`: the sensor's DNS answers, into the FQDN controller.
+//!
+//! Only the sensor's ServiceAccount may post: the bearer token is verified by a TokenReview in a
+//! cluster (results cached briefly, bounded) or against a static token file in dev mode, and the
+//! authenticated user must be exactly `system:serviceaccount:NAMESPACE:NAME` of the sensor. The
+//! body is bounded (size, observations per batch, answers and CNAMEs per observation) and
+//! validated as a whole before any of it is used.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use kube::api::PostParams;
+use portcullis_linter::egress::CacheConfig;
+use portcullis_linter::egress::intents::{IntentKey, IntentSet, Observation, compile_inventory};
+use portcullis_linter::egress::observation::{MAX_BATCH, ObservationBatch};
+
+/// Largest body `POST /v1/observations` reads.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// How long a TokenReview verdict is reused.
+const REVIEW_TTL: Duration = Duration::from_secs(60);
+/// Tokens whose verdicts are cached at most.
+const REVIEW_CACHE: usize = 1024;
+
+/// Why a token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("the token is not valid")]
+    Invalid,
+    #[error("cannot verify the token: {0}")]
+    Unavailable(String),
+}
+
+/// Turns a bearer token into a user name.
+pub trait Authenticator: Send + Sync + Debug {
+    fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<String, AuthError>>;
+}
+
+/// Where accepted observations go: the controller (in a cluster) or an in-memory intent set.
+pub trait ObservationSink: Send + Sync + Debug {
+    /// Returns the intents whose addresses changed.
+    fn observe(&self, observation: &Observation) -> Vec<IntentKey>;
+}
+
+impl ObservationSink for crate::controller::run::Handle {
+    fn observe(&self, observation: &Observation) -> Vec<IntentKey> {
+        crate::controller::run::Handle::observe(self, observation)
+    }
+}
+
+/// Dev mode: one static token, read from a file at start.
+#[derive(Debug)]
+pub struct StaticToken {
+    token: String,
+    user: String,
+}
+
+impl StaticToken {
+    /// `user` is who the token stands for (the sensor's ServiceAccount user name).
+    pub fn from_file(path: &std::path::Path, user: String) -> anyhow::Result<Self> {
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading the observations token {}: {e}", path.display()))?
+            .trim()
+            .to_owned();
+        if token.len() < 16 {
+            anyhow::bail!("the observations token in {} is shorter than 16 characters", path.display());
+        }
+        Ok(Self { token, user })
+    }
+}
+
+/// Compares without an early exit, so response time does not leak how much of a token matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Authenticator for StaticToken {
+    fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<String, AuthError>> {
+        let verdict = if constant_time_eq(token.as_bytes(), self.token.as_bytes()) {
+            Ok(self.user.clone())
+        } else {
+            Err(AuthError::Invalid)
+        };
+        Box::pin(std::future::ready(verdict))
+    }
+}
+
+/// In a cluster: a TokenReview per new token, verdicts cached for a minute.
+pub struct TokenReviewer {
+    client: kube::Client,
+    cache: Mutex<HashMap<String, (Instant, Option<String>)>>,
+}
+
+impl Debug for TokenReviewer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenReviewer").finish_non_exhaustive()
+    }
+}
+
+impl TokenReviewer {
+    pub fn new(client: kube::Client) -> Self {
+        Self { client, cache: Mutex::new(HashMap::new()) }
+    }
+
+    fn cached(&self, token: &str) -> Option<Option<String>> {
+        let cache = self.cache.lock().ok()?;
+        let (at, user) = cache.get(token)?;
+        (at.elapsed() < REVIEW_TTL).then(|| user.clone())
+    }
+
+    fn remember(&self, token: &str, user: Option<String>) {
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= REVIEW_CACHE {
+                cache.retain(|_, (at, _)| at.elapsed() < REVIEW_TTL);
+                if cache.len() >= REVIEW_CACHE {
+                    cache.clear();
+                }
+            }
+            cache.insert(token.to_owned(), (Instant::now(), user));
+        }
+    }
+}
+
+impl Authenticator for TokenReviewer {
+    fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<String, AuthError>> {
+        Box::pin(async move {
+            if let Some(verdict) = self.cached(token) {
+                return verdict.ok_or(AuthError::Invalid);
+            }
+            let review = TokenReview {
+                spec: TokenReviewSpec { token: Some(token.to_owned()), ..Default::default() },
+                ..Default::default()
+            };
+            let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
+            let reviewed =
+                api.create(&PostParams::default(), &review).await.map_err(|e| AuthError::Unavailable(e.to_string()))?;
+            let status = reviewed.status.unwrap_or_default();
+            let user = match (status.authenticated, status.user) {
+                (Some(true), Some(user)) => user.username,
+                _ => None,
+            };
+            self.remember(token, user.clone());
+            user.ok_or(AuthError::Invalid)
+        })
+    }
+}
+
+/// Dev mode's sink: the intents of the `--state` directory, in memory.
+#[derive(Debug)]
+pub struct LocalIntents {
+    set: Mutex<IntentSet>,
+}
+
+impl LocalIntents {
+    /// Compiles every valid intent under `dir` (invalid ones are `portcullis lint`'s business).
+    pub fn load(dir: &std::path::Path) -> anyhow::Result<Self> {
+        use portcullis_linter::load::Limits;
+        use portcullis_linter::load::fs::{Input, read_inputs};
+        let files = read_inputs(&[Input::Path(dir.to_path_buf())], Limits::default(), &mut std::io::empty())?;
+        let mut project = portcullis_linter::project::Project::new("default");
+        for file in files {
+            if let Ok(text) = file.content {
+                project.add_text(&file.name, text, true);
+            }
+        }
+        let mut set = IntentSet::new(CacheConfig::default());
+        for (_, compiled) in compile_inventory(&project.inventory) {
+            if let Ok(compiled) = compiled {
+                set.upsert_compiled(compiled, None);
+            }
+        }
+        Ok(Self { set: Mutex::new(set) })
+    }
+
+    pub fn len(&self) -> usize {
+        self.set.lock().map_or(0, |set| set.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl ObservationSink for LocalIntents {
+    fn observe(&self, observation: &Observation) -> Vec<IntentKey> {
+        let changed = self.set.lock().map(|mut set| set.observe(observation)).unwrap_or_default();
+        for key in &changed {
+            tracing::info!(intent = %key, qname = %observation.qname, "intent addresses changed from an observation");
+        }
+        changed
+    }
+}
+
+/// The endpoint's collaborators.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    pub auth: Arc<dyn Authenticator>,
+    /// The one user allowed to post: `system:serviceaccount:NAMESPACE:NAME`.
+    pub allowed_user: String,
+    pub sink: Arc<dyn ObservationSink>,
+}
+
+/// What a request came to; the handler turns it into a status code.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// 200 with counts.
+    Accepted { accepted: usize, unattributed: usize, intents_changed: usize },
+    /// 401: no or bad token.
+    Unauthenticated(String),
+    /// 403: a valid token of another user.
+    Forbidden(String),
+    /// 400: the body is not a valid batch.
+    BadRequest(String),
+    /// 503: the token could not be checked.
+    Unavailable(String),
+}
+
+impl Ingest {
+    /// Handles one request: authorization header value and body.
+    pub async fn handle(&self, authorization: Option<&str>, body: &[u8]) -> Verdict {
+        let Some(token) =
+            authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty())
+        else {
+            return Verdict::Unauthenticated("a bearer token is required".into());
+        };
+        match self.auth.authenticate(token).await {
+            Ok(user) if user == self.allowed_user => {}
+            Ok(user) => return Verdict::Forbidden(format!("{user} may not post observations")),
+            Err(AuthError::Invalid) => return Verdict::Unauthenticated("the token is not valid".into()),
+            Err(AuthError::Unavailable(e)) => return Verdict::Unavailable(e),
+        }
+        let batch: ObservationBatch = match serde_json::from_slice(body) {
+            Ok(batch) => batch,
+            Err(e) => return Verdict::BadRequest(format!("not an observation batch: {e}")),
+        };
+        if batch.observations.len() > MAX_BATCH {
+            return Verdict::BadRequest(format!(
+                "{} observations (at most {MAX_BATCH} per batch)",
+                batch.observations.len()
+            ));
+        }
+        for (index, observation) in batch.observations.iter().enumerate() {
+            if let Err(problem) = observation.validate() {
+                return Verdict::BadRequest(format!("observations[{index}]: {problem}"));
+            }
+        }
+        let (mut accepted, mut unattributed, mut changed) = (0, 0, 0);
+        for observation in &batch.observations {
+            match observation.to_observation() {
+                Some(observation) => {
+                    accepted += 1;
+                    changed += self.sink.observe(&observation).len();
+                }
+                None => unattributed += 1,
+            }
+        }
+        Verdict::Accepted { accepted, unattributed, intents_changed: changed }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}
