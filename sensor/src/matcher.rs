@@ -163,7 +163,7 @@ impl Matcher {
                 question
             }
             _ => {
-                self.stats.bump(Reason::QueryIgnored);
+                self.stats.bump(Reason::OtherQuestion);
                 return;
             }
         };
@@ -196,6 +196,10 @@ impl Matcher {
         let server = segment.src.ip();
         if !self.trusted.contains(&server) {
             self.stats.bump(Reason::UntrustedSource);
+            return None;
+        }
+        if !summary.question.as_ref().is_some_and(|q| matches!(q.qtype, RecordType::A | RecordType::AAAA)) {
+            self.stats.bump(Reason::OtherQuestion);
             return None;
         }
         let key = Key { client: segment.dst, id: summary.id, transport: segment.transport };

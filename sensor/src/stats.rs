@@ -35,7 +35,7 @@ reasons! {
     NotDnsPort => "not_dns_port", "neither port is the DNS port";
     TcpIncomplete => "tcp_incomplete", "TCP stream bytes given up (a sequence gap, or a message over 64 KiB)";
     DnsMalformed => "dns_malformed", "the payload is not a DNS message";
-    QueryIgnored => "query_ignored", "a query that is not for A or AAAA records of one IN name";
+    OtherQuestion => "other_question", "a query or response not about A or AAAA records of one IN name";
     PendingFull => "pending_full", "the pending-query table was full; the query was not recorded";
     UntrustedSource => "untrusted_source", "a response from an address that is not a trusted resolver";
     Unsolicited => "unsolicited", "a response no recorded query asked for (client, ports, id)";

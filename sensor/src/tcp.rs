@@ -51,6 +51,11 @@ impl Streams {
         self.expire(now);
         let key = (src, dst);
         let mut pushed = Pushed::default();
+        // SYN, FIN and bare ACKs carry no stream bytes (and SYN and FIN take a sequence number
+        // each): the flow starts, and continues, at the first byte of data.
+        if data.is_empty() {
+            return pushed;
+        }
         let flow = match self.flows.get_mut(&key) {
             Some(flow) => {
                 // Serial-number arithmetic: negative distance means already seen.
