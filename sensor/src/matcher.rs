@@ -155,13 +155,12 @@ impl Matcher {
     }
 
     fn query(&mut self, segment: &Segment<'_>, summary: Summary, now: Instant) {
+        if segment.dst.port() != self.config.dns_port {
+            self.stats.bump(Reason::WrongDirection);
+            return;
+        }
         let question = match summary.question {
-            Some(question)
-                if segment.dst.port() == self.config.dns_port
-                    && matches!(question.qtype, RecordType::A | RecordType::AAAA) =>
-            {
-                question
-            }
+            Some(question) if matches!(question.qtype, RecordType::A | RecordType::AAAA) => question,
             _ => {
                 self.stats.bump(Reason::OtherQuestion);
                 return;
@@ -190,7 +189,7 @@ impl Matcher {
 
     fn response(&mut self, segment: &Segment<'_>, summary: Summary, now: Instant) -> Option<Answered> {
         if segment.src.port() != self.config.dns_port {
-            self.stats.bump(Reason::NotDnsPort);
+            self.stats.bump(Reason::WrongDirection);
             return None;
         }
         let server = segment.src.ip();
@@ -253,11 +252,12 @@ impl Matcher {
         })
     }
 
-    /// Forgets queries and answers older than the window.
+    /// Forgets queries older than twice the window (between one and two windows old, their
+    /// answers count as late rather than unsolicited), and answers older than the window.
     fn expire(&mut self, now: Instant) {
         let window = self.config.window;
         while let Some(&(at, key)) = self.order.front() {
-            if now.saturating_duration_since(at) <= window {
+            if now.saturating_duration_since(at) <= window * 2 {
                 break;
             }
             self.order.pop_front();

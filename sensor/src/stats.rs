@@ -37,6 +37,7 @@ reasons! {
     DnsMalformed => "dns_malformed", "the payload is not a DNS message";
     OtherQuestion => "other_question", "a query or response not about A or AAAA records of one IN name";
     PendingFull => "pending_full", "the pending-query table was full; the query was not recorded";
+    WrongDirection => "wrong_direction", "a query sent from the DNS port, or a response sent to it";
     UntrustedSource => "untrusted_source", "a response from an address that is not a trusted resolver";
     Unsolicited => "unsolicited", "a response no recorded query asked for (client, ports, id)";
     Duplicate => "duplicate", "a second copy of an already answered response (another interface)";
