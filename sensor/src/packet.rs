@@ -61,7 +61,7 @@ pub enum FrameError {
     NotIp(u16),
     #[error("IP protocol {0} is neither UDP nor TCP")]
     NotUdpTcp(u8),
-    #[error("a non-first IP fragment has no transport header")]
+    #[error("an IP fragment (the sensor does not reassemble datagrams)")]
     Fragment,
     #[error("malformed {0} header")]
     Malformed(&'static str),
@@ -120,7 +120,9 @@ fn parse_ipv4(packet: &[u8]) -> Result<Segment<'_>, FrameError> {
         return Err(FrameError::Malformed("IPv4"));
     }
     let total = usize::from(be16(packet, 2)?);
-    if be16(packet, 6)? & 0x1fff != 0 {
+    // A non-first fragment has no transport header; the first one (more-fragments set) holds
+    // only part of the datagram, which the sensor does not reassemble. Both are counted.
+    if be16(packet, 6)? & 0x3fff != 0 {
         return Err(FrameError::Fragment);
     }
     let protocol = byte(packet, 9)?;
@@ -151,7 +153,8 @@ fn parse_ipv6(packet: &[u8]) -> Result<Segment<'_>, FrameError> {
             EXT_HOPOPTS | EXT_ROUTING | EXT_DSTOPTS | EXT_MOBILITY => (usize::from(byte(body, offset + 1)?) + 1) * 8,
             EXT_AH => (usize::from(byte(body, offset + 1)?) + 2) * 4,
             EXT_FRAGMENT => {
-                if be16(body, offset + 2)? & 0xfff8 != 0 {
+                // Offset or more-fragments set: part of a datagram (as for IPv4).
+                if be16(body, offset + 2)? & 0xfff9 != 0 {
                     return Err(FrameError::Fragment);
                 }
                 8
@@ -251,6 +254,9 @@ mod tests {
         frame[20] = 0x00;
         frame[21] = 0x10; // fragment offset 16
         assert_eq!(parse_ethernet(&frame), Err(FrameError::Fragment));
+        frame[20] = 0x20; // more fragments, offset 0: the first fragment
+        frame[21] = 0x00;
+        assert_eq!(parse_ethernet(&frame), Err(FrameError::Fragment));
         let frame = udp4(b"abcdef");
         for cut in 0..frame.len() {
             let result = parse_ethernet(&frame[..cut]);
@@ -264,13 +270,15 @@ mod tests {
         packet.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
         packet.extend_from_slice(&"fd00::2".parse::<Ipv6Addr>().unwrap().octets());
         packet.extend_from_slice(&[EXT_FRAGMENT, 0, 0, 0, 0, 0, 0, 0]); // hop-by-hop, 8 bytes
-        packet.extend_from_slice(&[PROTO_UDP, 0, 0, 1, 0, 0, 0, 7]); // first fragment (M set)
+        packet.extend_from_slice(&[PROTO_UDP, 0, 0, 0, 0, 0, 0, 7]); // an atomic fragment (RFC 6946)
         packet.extend_from_slice(&[0, 53, 0x9c, 0x40, 0, 10, 0, 0, b'h', b'i']);
         let payload = (packet.len() - 40) as u16;
         packet[4..6].copy_from_slice(&payload.to_be_bytes());
         let segment = parse_ip(&packet).unwrap();
         assert_eq!(segment.src, "[::1]:53".parse().unwrap());
         assert_eq!(segment.payload, b"hi");
+        packet[48 + 3] = 0x01; // more fragments: the first of several
+        assert_eq!(parse_ip(&packet), Err(FrameError::Fragment));
         packet[48 + 3] = 0x08; // offset 1: a non-first fragment
         assert_eq!(parse_ip(&packet), Err(FrameError::Fragment));
     }

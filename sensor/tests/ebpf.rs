@@ -202,8 +202,14 @@ fn scenario(tag: u8, delivery: &str) {
         assert_eq!(tcp.answers.len(), 2);
         // Not DNS: the kernel filter drops it.
         UdpSocket::bind(any4).unwrap().send_to(b"not dns", SocketAddr::new(server4.ip(), 9999)).unwrap();
+        // A datagram to the DNS port larger than the veth MTU (1,500) leaves as three fragments:
+        // the kernel drops the two without a UDP header, user space counts the first.
+        UdpSocket::bind(any4).unwrap().send_to(&[0u8; 3000], server4).unwrap();
     });
-    sensor.wait_for("the real answers", |c| c["observations"] == 4 && c["nxdomain"] == 1);
+    let counters = sensor.wait_for("the real answers", |c| {
+        c["observations"] == 4 && c["nxdomain"] == 1 && c["fragment"] == 1 && c["kernel:fragment"] >= 2
+    });
+    assert_eq!(counters["kernel:fragment"], 2, "{counters:#?}");
 
     // A forged answer, from an address on the resolver's subnet that is not the resolver, to a
     // query the client really sent: counted untrusted_source, never observed.
