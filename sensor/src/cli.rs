@@ -1,6 +1,5 @@
 //! The `portcullis-sensor` command line and process wiring.
 
-use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use portcullis_service::{LogFormat, init_logging, shutdown_signal};
 use tokio::sync::{mpsc, watch};
 
 use crate::bpf::{Delivery, Filter, FilterConfig};
@@ -103,12 +103,6 @@ pub enum Output {
     None,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let args = match Args::try_parse() {
@@ -119,32 +113,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "portcullis-sensor: error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            let _ = writeln!(std::io::stderr(), "portcullis-sensor: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    portcullis_service::run("portcullis-sensor", Some(2), run(args))
 }
 
 /// Runs until SIGTERM or Ctrl-C.
@@ -264,19 +233,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // written (and reported).
     let _ = tokio::time::timeout(Duration::from_secs(10), outputs).await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
-    }
 }

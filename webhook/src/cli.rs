@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum_server::tls_rustls::RustlsConfig;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use portcullis_linter::config::Config;
+use portcullis_service::{LogFormat, init_logging, shutdown_signal};
 
 use crate::metrics::Metrics;
 use crate::observations::{Ingest, LocalIntents, StaticToken, TokenReviewer};
@@ -32,12 +33,6 @@ pub enum Command {
     Crd,
     /// Serve /validate and /mutate over HTTPS, and /healthz, /readyz, /metrics over HTTP
     Serve(Box<ServeArgs>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, clap::Args)]
@@ -113,21 +108,7 @@ pub fn main() -> ExitCode {
         Command::Crd => return print_crd(),
     };
     init_logging(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            let _ = writeln!(std::io::stderr(), "portcullis-webhook: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    portcullis_service::run("portcullis-webhook", None, serve(args))
 }
 
 fn print_crd() -> ExitCode {
@@ -138,17 +119,6 @@ fn print_crd() -> ExitCode {
             let _ = writeln!(std::io::stderr(), "portcullis-webhook: error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
 
@@ -262,22 +232,4 @@ fn print_dev_banner(args: &ServeArgs) -> anyhow::Result<()> {
         state = args.state.as_deref().unwrap_or_else(|| std::path::Path::new(".")).display(),
     )?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }

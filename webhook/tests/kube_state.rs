@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
 use hyper::{Request, Response};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -15,7 +14,7 @@ use portcullis_linter::config::Config;
 use portcullis_webhook::admission::{self, Endpoint};
 use portcullis_webhook::kube_state::KubeState;
 use portcullis_webhook::metrics::Metrics;
-use portcullis_webhook::server::{self, App, Limits};
+use portcullis_webhook::server::App;
 use portcullis_webhook::state::ClusterState;
 use portcullis_webhook::tls;
 use serde_json::{Value, json};
@@ -25,7 +24,7 @@ type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
 mod common;
 
-use common::{ca_der, https, repo};
+use common::{https, repo};
 
 fn mocked() -> (KubeState, ApiHandle) {
     let (service, handle) = pair::<Request<Body>, Response<Body>>();
@@ -152,8 +151,6 @@ async fn a_stale_cache_never_rejects_a_correct_apply() {
         admission::decide(Endpoint::Validate, &req, &state.snapshot("billing", "kube-system"), &Config::default());
     assert!(cached.denied_for_policy_state());
 
-    let certs = tls::dev_certificates(&["localhost"]).unwrap();
-    let loaded = tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap();
     let app = App {
         config: Arc::new(Config::default()),
         state: Arc::new(state),
@@ -161,21 +158,12 @@ async fn a_stale_cache_never_rejects_a_correct_apply() {
         timeout: Duration::from_secs(10),
         ingest: None,
     };
-    let running = server::start(
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-        app,
-        RustlsConfig::from_config(loaded.config),
-        Limits::default(),
-    )
-    .await
-    .unwrap();
+    let (running, ca) = common::serve(app).await;
     let api_server = tokio::spawn(async move {
         let fixed = policy("billing", "allow-dns", dns_rule(json!({"kubernetes.io/metadata.name": "kube-system"})));
         answer_list(&mut api, "billing", vec![default_deny("billing"), fixed]).await;
     });
-    let (status, body, _) =
-        https(running.https, &ca_der(&certs.ca_pem), "/validate", body, &rustls::version::TLS13).await.unwrap();
+    let (status, body, _) = https(running.https, &ca, "/validate", body, &rustls::version::TLS13).await.unwrap();
     assert_eq!(status, 200);
     let response: Value = serde_json::from_slice(&body).unwrap();
     api_server.await.unwrap();

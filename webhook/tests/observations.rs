@@ -10,16 +10,14 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
-use common::{ca_der, https_with, repo};
+use common::{https_with, repo};
 use hyper::{Request, Response};
 use kube::client::Body;
 use portcullis_linter::config::Config;
 use portcullis_webhook::metrics::Metrics;
 use portcullis_webhook::observations::{AuthError, Authenticator, Ingest, LocalIntents, StaticToken, TokenReviewer};
-use portcullis_webhook::server::{self, App, Limits, Running};
+use portcullis_webhook::server::{App, Running};
 use portcullis_webhook::state::StaticState;
-use portcullis_webhook::tls;
 use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
 
@@ -33,7 +31,6 @@ struct Harness {
 }
 
 async fn start(user: &str) -> Harness {
-    tls::install_crypto_provider();
     let dir = std::env::temp_dir().join(format!("portcullis-observations-{}-{}", std::process::id(), user.len()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
@@ -44,8 +41,6 @@ async fn start(user: &str) -> Harness {
         allowed_user: SENSOR.to_owned(),
         sink: Arc::new(intents),
     };
-    let certs = tls::dev_certificates(&["localhost"]).unwrap();
-    let loaded = tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap();
     let metrics = Arc::new(Metrics::new());
     let app = App {
         config: Arc::new(Config::default()),
@@ -54,16 +49,8 @@ async fn start(user: &str) -> Harness {
         timeout: Duration::from_secs(10),
         ingest: Some(Arc::new(ingest)),
     };
-    let running = server::start(
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-        app,
-        RustlsConfig::from_config(loaded.config),
-        Limits::default(),
-    )
-    .await
-    .unwrap();
-    Harness { running, ca: ca_der(&certs.ca_pem), metrics }
+    let (running, ca) = common::serve(app).await;
+    Harness { running, ca, metrics }
 }
 
 async fn post(h: &Harness, token: Option<&str>, body: Vec<u8>) -> (u16, String) {

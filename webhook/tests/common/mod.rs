@@ -21,6 +21,27 @@ pub fn ca_der(pem: &str) -> CertificateDer<'static> {
     rustls_pemfile::certs(&mut pem.as_bytes()).next().unwrap().unwrap()
 }
 
+/// Starts the real servers for `app` on 127.0.0.1 (free ports) with a fresh dev CA and serving
+/// certificate for `localhost`; returns them and the CA to trust.
+pub async fn serve(
+    app: portcullis_webhook::server::App,
+) -> (portcullis_webhook::server::Running, CertificateDer<'static>) {
+    use portcullis_webhook::{server, tls};
+    tls::install_crypto_provider();
+    let certs = tls::dev_certificates(&["localhost"]).unwrap();
+    let loaded = tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap();
+    let running = server::start(
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        app,
+        axum_server::tls_rustls::RustlsConfig::from_config(loaded.config),
+        server::Limits::default(),
+    )
+    .await
+    .unwrap();
+    (running, ca_der(&certs.ca_pem))
+}
+
 /// One HTTPS request on a fresh connection. Returns status, body and the served leaf certificate.
 pub async fn https(
     addr: SocketAddr,
