@@ -3,6 +3,7 @@
 
 mod fix;
 mod lint;
+mod map;
 mod resolve;
 mod rules;
 mod trace;
@@ -47,6 +48,8 @@ pub enum Command {
     Trace(trace::TraceArgs),
     /// Render EgressIntents to NetworkPolicies (resolving their names now), for GitOps
     Resolve(resolve::ResolveArgs),
+    /// Show which workloads resolved which external names (from the sensor's observations)
+    Map(map::MapArgs),
 }
 
 /// Options shared by commands that load manifests.
@@ -99,6 +102,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>, io: &mut Io<'_>) 
         Command::Fix(args) => fix::run(&args, io),
         Command::Trace(args) => trace::run(&args, io),
         Command::Resolve(args) => resolve::run(&args, io),
+        Command::Map(args) => map::run(&args, io),
     };
     match result {
         Ok(code) => code,

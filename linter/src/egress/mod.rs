@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, T
 
 pub mod cache;
 pub mod intents;
+pub mod map;
 pub mod observation;
 pub mod otterize;
 pub mod render;

@@ -1,0 +1,310 @@
+//! `portcullis map`: the egress map (which workload resolved which external names) from the
+//! sensor's JSON lines or a saved map, as a table, JSON, Graphviz dot, Mermaid or one
+//! self-contained HTML page; or, with `--export-intents`, the EgressIntents that would allow
+//! exactly what was observed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use super::{EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, Io};
+use crate::egress::map::{MapLimits, MapSnapshot, export_intents, read_map};
+use crate::emit::to_yaml;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MapFormat {
+    Table,
+    Json,
+    Dot,
+    Mermaid,
+    Html,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MapArgs {
+    /// The sensor's JSON lines (`portcullis-sensor --output stdout`) or a saved map (`--format
+    /// json`); - for stdin
+    #[arg(long, value_name = "FILE")]
+    pub from: String,
+    /// Output format
+    #[arg(long, short = 'f', value_enum, default_value = "table")]
+    pub format: MapFormat,
+    /// Write the EgressIntents that allow exactly what was observed (YAML) instead of the map
+    #[arg(long)]
+    pub export_intents: bool,
+    /// Write to this file instead of stdout
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+}
+
+/// Exit 0 when every input line was used, 1 when some were skipped (reported on stderr; the
+/// output holds the rest), 2 when the input cannot be read.
+pub fn run(args: &MapArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
+    if args.from.starts_with("http://") || args.from.starts_with("https://") {
+        writeln!(
+            io.stderr,
+            "portcullis: reading the map from the webhook (GET /v1/map) is not supported yet; save the sensor's output to a file"
+        )?;
+        return Ok(EXIT_ERROR);
+    }
+    let text = if args.from == "-" {
+        let mut text = String::new();
+        io.stdin.read_to_string(&mut text).map_err(|e| anyhow::anyhow!("reading stdin: {e}"))?;
+        text
+    } else {
+        match std::fs::read_to_string(&args.from) {
+            Ok(text) => text,
+            Err(e) => {
+                writeln!(io.stderr, "portcullis: cannot read {}: {e}", args.from)?;
+                return Ok(EXIT_ERROR);
+            }
+        }
+    };
+    let (map, problems) = read_map(&text, MapLimits::default());
+    for problem in &problems {
+        writeln!(io.stderr, "{}:{}: {}", args.from, problem.line, problem.message)?;
+    }
+    let snapshot = map.snapshot();
+    let output = if args.export_intents {
+        let export = export_intents(&snapshot);
+        for skipped in &export.skipped {
+            writeln!(io.stderr, "portcullis: not exported: {skipped}")?;
+        }
+        let docs: Vec<String> = export.intents.iter().map(to_yaml).collect();
+        docs.join("---\n")
+    } else {
+        match args.format {
+            MapFormat::Table => table(&snapshot),
+            MapFormat::Json => serde_json::to_string_pretty(&snapshot)? + "\n",
+            MapFormat::Dot => dot(&snapshot),
+            MapFormat::Mermaid => mermaid(&snapshot),
+            MapFormat::Html => html(&snapshot),
+        }
+    };
+    match &args.out {
+        Some(path) => std::fs::write(path, output)?,
+        None => io.stdout.write_all(output.as_bytes())?,
+    }
+    Ok(if problems.is_empty() { EXIT_OK } else { EXIT_FINDINGS })
+}
+
+fn addresses(name: &crate::egress::map::NameEntry) -> String {
+    name.addresses.iter().map(|a| a.ip.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// One block per workload: its names, their addresses, when last seen and how often.
+pub fn table(snapshot: &MapSnapshot) -> String {
+    let mut out = String::new();
+    if snapshot.workloads.is_empty() {
+        out.push_str("no observations\n");
+    }
+    for workload in &snapshot.workloads {
+        let labels: Vec<String> = workload.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let who =
+            if workload.key.is_attributed() { workload.key.to_string() } else { format!("{} (no pod)", workload.key) };
+        let _ = write!(out, "{who}");
+        if !labels.is_empty() {
+            let _ = write!(out, "  [{}]", labels.join(", "));
+        }
+        out.push('\n');
+        let rows: Vec<[String; 4]> = workload
+            .names
+            .iter()
+            .map(|n| {
+                let via =
+                    if n.cnames.is_empty() { String::new() } else { format!(" (via {})", n.cnames.join(" → ")) };
+                [format!("{}{via}", n.name), addresses(n), n.last_seen.to_string(), n.count.to_string()]
+            })
+            .collect();
+        let header = ["NAME", "ADDRESSES", "LAST SEEN", "ANSWERS"].map(str::to_owned);
+        let mut widths = header.clone().map(|h| h.chars().count());
+        for row in &rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        for row in std::iter::once(&header).chain(&rows) {
+            let cells: Vec<String> = row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+            let _ = writeln!(out, "  {}", cells.join("  ").trim_end());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn quoted(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Graphviz: workloads (boxes) → names (ellipses), edges labelled with the answer count.
+pub fn dot(snapshot: &MapSnapshot) -> String {
+    let mut out = String::from("digraph egress {\n  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n");
+    let mut names = BTreeMap::new();
+    for workload in &snapshot.workloads {
+        let _ = writeln!(out, "  {} [shape=box];", quoted(&workload.key.to_string()));
+        for name in &workload.names {
+            names.insert(name.name.clone(), ());
+        }
+    }
+    for name in names.keys() {
+        let _ = writeln!(out, "  {} [shape=ellipse];", quoted(name));
+    }
+    for workload in &snapshot.workloads {
+        for name in &workload.names {
+            let _ = writeln!(
+                out,
+                "  {} -> {} [label={}];",
+                quoted(&workload.key.to_string()),
+                quoted(&name.name),
+                quoted(&name.count.to_string())
+            );
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// Mermaid flowchart; node ids are generated (`w0`, `n0`), labels quoted.
+pub fn mermaid(snapshot: &MapSnapshot) -> String {
+    let mut out = String::from("flowchart LR\n");
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    for workload in &snapshot.workloads {
+        for name in &workload.names {
+            let next = names.len();
+            names.entry(name.name.as_str()).or_insert(next);
+        }
+    }
+    // Mermaid entity codes: labels may be rendered as HTML.
+    let label = |text: &str| text.replace('"', "#quot;").replace('<', "#lt;").replace('>', "#gt;");
+    for (index, workload) in snapshot.workloads.iter().enumerate() {
+        let _ = writeln!(out, "  w{index}[\"{}\"]", label(&workload.key.to_string()));
+    }
+    for (name, index) in &names {
+        let _ = writeln!(out, "  n{index}([\"{}\"])", label(name));
+    }
+    for (index, workload) in snapshot.workloads.iter().enumerate() {
+        for name in &workload.names {
+            let _ = writeln!(out, "  w{index} -->|{}| n{}", name.count, names[name.name.as_str()]);
+        }
+    }
+    out
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One self-contained page: an SVG graph (workloads left, names right) and a table filtered by
+/// a search box. No external resources; all text escaped.
+pub fn html(snapshot: &MapSnapshot) -> String {
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    for workload in &snapshot.workloads {
+        for name in &workload.names {
+            let next = names.len();
+            names.entry(name.name.as_str()).or_insert(next);
+        }
+    }
+    // Names are numbered in first-seen order above; lay them out alphabetically.
+    let order: BTreeMap<&str, usize> = names.keys().enumerate().map(|(i, n)| (*n, i)).collect();
+    let row = 28;
+    let rows = snapshot.workloads.len().max(order.len()).max(1);
+    let height = rows * row + 20;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"900\" height=\"{height}\" role=\"img\" aria-label=\"egress graph\">\n"
+    );
+    let y = |i: usize| i * row + 24;
+    for (w, workload) in snapshot.workloads.iter().enumerate() {
+        for name in &workload.names {
+            let n = order[name.name.as_str()];
+            let _ = writeln!(
+                svg,
+                "<line x1=\"300\" y1=\"{}\" x2=\"560\" y2=\"{}\" stroke=\"#8aa\" stroke-width=\"1.5\"><title>{} → {} ({} answers)</title></line>",
+                y(w) - 4,
+                y(n) - 4,
+                escape(&workload.key.to_string()),
+                escape(&name.name),
+                name.count
+            );
+        }
+    }
+    for (w, workload) in snapshot.workloads.iter().enumerate() {
+        let _ = writeln!(
+            svg,
+            "<text x=\"290\" y=\"{}\" text-anchor=\"end\" class=\"workload\">{}</text>",
+            y(w),
+            escape(&workload.key.to_string())
+        );
+    }
+    for (name, n) in &order {
+        let _ = writeln!(svg, "<text x=\"570\" y=\"{}\" class=\"name\">{}</text>", y(*n), escape(name));
+    }
+    svg.push_str("</svg>\n");
+
+    let mut body = String::new();
+    for workload in &snapshot.workloads {
+        for name in &workload.names {
+            let _ = writeln!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&workload.key.to_string()),
+                escape(&name.name),
+                escape(&addresses(name)),
+                escape(&name.last_seen.to_string()),
+                name.count
+            );
+        }
+    }
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>portcullis egress map</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #1d2a2e; }}
+h1 {{ font-size: 1.4rem; }}
+svg text {{ font-size: 13px; font-family: ui-monospace, monospace; }}
+svg .workload {{ fill: #1d4e89; }}
+svg .name {{ fill: #2a6b3c; }}
+input {{ font-size: 1rem; padding: .4rem; width: 24rem; margin: 1rem 0; }}
+table {{ border-collapse: collapse; font-family: ui-monospace, monospace; font-size: 13px; }}
+th, td {{ text-align: left; padding: .3rem .8rem; border-bottom: 1px solid #dde; }}
+th {{ background: #f2f5f7; }}
+</style>
+</head>
+<body>
+<h1>portcullis egress map</h1>
+<p>{workloads} workloads, {names} external names. Generated by <code>portcullis map --format html</code>.</p>
+{svg}<input id="q" type="search" placeholder="Filter by workload, name or address" aria-label="filter">
+<table id="map">
+<thead><tr><th>workload</th><th>name</th><th>addresses</th><th>last seen</th><th>answers</th></tr></thead>
+<tbody>
+{body}</tbody>
+</table>
+<script>
+document.getElementById('q').addEventListener('input', function () {{
+  var q = this.value.toLowerCase();
+  document.querySelectorAll('#map tbody tr').forEach(function (tr) {{
+    tr.hidden = q !== '' && tr.textContent.toLowerCase().indexOf(q) === -1;
+  }});
+}});
+</script>
+</body>
+</html>
+"#,
+        workloads = snapshot.workloads.len(),
+        names = order.len(),
+    )
+}
