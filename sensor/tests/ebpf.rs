@@ -309,11 +309,11 @@ fn reports_attributed_observations_to_the_webhook() {
         state: Arc::new(portcullis_webhook::state::StaticState::default()),
         metrics: metrics.clone(),
         timeout: Duration::from_secs(10),
-        ingest: Some(Arc::new(Ingest {
-            auth: Arc::new(StaticToken::from_file(&dir.join("token"), user.clone()).unwrap()),
-            allowed_user: user,
-            sink: Arc::new(LocalIntents::load(&repo.join("testcases/sensor")).unwrap()),
-        })),
+        ingest: Some(Arc::new(Ingest::new(
+            Arc::new(StaticToken::from_file(&dir.join("token"), user.clone()).unwrap()),
+            user,
+            Arc::new(LocalIntents::load(&repo.join("testcases/sensor")).unwrap()),
+        ))),
     };
     // Listeners opened inside the client namespace stay there, whichever thread serves them.
     let (https, ops) = in_netns(&net.client_ns, || {

@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// POST /v1/observations (default: portcullis-sensor in --pod-namespace)
     #[arg(long, env = "PORTCULLIS_SENSOR_SERVICE_ACCOUNT")]
     pub sensor_service_account: Option<String>,
+    /// A user allowed to GET /v1/map, the egress map (repeat, or separate with commas; none by
+    /// default), e.g. system:serviceaccount:portcullis-system:portcullis-map
+    #[arg(long = "map-reader", env = "PORTCULLIS_MAP_READERS", value_delimiter = ',')]
+    pub map_readers: Vec<String>,
     /// --dev: accept observations bearing the token in this file (feeds the --state intents)
     #[arg(long, env = "PORTCULLIS_OBSERVATIONS_TOKEN_FILE", requires = "dev")]
     pub observations_token_file: Option<PathBuf>,
@@ -148,11 +152,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let intents =
                 LocalIntents::load(&dir).with_context(|| format!("loading intents from {}", dir.display()))?;
             tracing::info!(intents = intents.len(), user = %sensor_user, "POST /v1/observations enabled (dev token)");
-            ingest = Some(Arc::new(Ingest {
-                auth: Arc::new(StaticToken::from_file(token_file, sensor_user.clone())?),
-                allowed_user: sensor_user.clone(),
-                sink: Arc::new(intents),
-            }));
+            let auth = Arc::new(StaticToken::from_file(token_file, sensor_user.clone())?);
+            ingest = Some(Arc::new(
+                Ingest::new(auth, sensor_user.clone(), Arc::new(intents)).with_map_readers(args.map_readers.clone()),
+            ));
         }
         print_dev_banner(&args)?;
         (Arc::new(state), RustlsConfig::from_config(loaded.config))
@@ -176,11 +179,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let lease = crate::controller::lease::LeaseConfig::new(&args.pod_namespace, &identity);
             let handle = crate::controller::run::start(client.clone(), Arc::new(config.clone()), lease)?;
             tracing::info!(identity, "FQDN controller started (active while holding the Lease)");
-            ingest = Some(Arc::new(Ingest {
-                auth: Arc::new(TokenReviewer::new(client)),
-                allowed_user: sensor_user.clone(),
-                sink: Arc::new(handle),
-            }));
+            let auth = Arc::new(TokenReviewer::new(client));
+            ingest = Some(Arc::new(
+                Ingest::new(auth, sensor_user.clone(), Arc::new(handle)).with_map_readers(args.map_readers.clone()),
+            ));
         }
         (Arc::new(state), tls_config)
     };

@@ -16,6 +16,7 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::PostParams;
 use portcullis_linter::egress::CacheConfig;
 use portcullis_linter::egress::intents::{IntentKey, IntentSet, Observation, compile_inventory};
+use portcullis_linter::egress::map::{EgressMap, MapSnapshot};
 use portcullis_linter::egress::observation::{MAX_BATCH, ObservationBatch};
 
 /// Largest body `POST /v1/observations` reads.
@@ -194,13 +195,17 @@ impl ObservationSink for LocalIntents {
     }
 }
 
-/// The endpoint's collaborators.
+/// The endpoints' collaborators.
 #[derive(Debug, Clone)]
 pub struct Ingest {
     pub auth: Arc<dyn Authenticator>,
     /// The one user allowed to post: `system:serviceaccount:NAMESPACE:NAME`.
     pub allowed_user: String,
     pub sink: Arc<dyn ObservationSink>,
+    /// Users allowed to `GET /v1/map` (none by default).
+    pub map_readers: Vec<String>,
+    /// Every valid observation received, aggregated (bounded).
+    pub map: Arc<Mutex<EgressMap>>,
 }
 
 /// What a request came to; the handler turns it into a status code.
@@ -219,6 +224,39 @@ pub enum Verdict {
 }
 
 impl Ingest {
+    /// Observations from `allowed_user`, authenticated by `auth`, go to `sink`; no map readers.
+    pub fn new(auth: Arc<dyn Authenticator>, allowed_user: String, sink: Arc<dyn ObservationSink>) -> Self {
+        Self { auth, allowed_user, sink, map_readers: Vec::new(), map: Arc::new(Mutex::new(EgressMap::default())) }
+    }
+
+    /// Lets these users read the egress map.
+    pub fn with_map_readers(mut self, readers: Vec<String>) -> Self {
+        self.map_readers = readers;
+        self
+    }
+
+    async fn authenticate(&self, authorization: Option<&str>) -> Result<String, Verdict> {
+        let Some(token) =
+            authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty())
+        else {
+            return Err(Verdict::Unauthenticated("a bearer token is required".into()));
+        };
+        match self.auth.authenticate(token).await {
+            Ok(user) => Ok(user),
+            Err(AuthError::Invalid) => Err(Verdict::Unauthenticated("the token is not valid".into())),
+            Err(AuthError::Unavailable(e)) => Err(Verdict::Unavailable(e)),
+        }
+    }
+
+    /// `GET /v1/map`: the egress map, for the users in `map_readers`.
+    pub async fn read_map(&self, authorization: Option<&str>) -> Result<MapSnapshot, Verdict> {
+        let user = self.authenticate(authorization).await?;
+        if !self.map_readers.contains(&user) {
+            return Err(Verdict::Forbidden(format!("{user} may not read the egress map")));
+        }
+        Ok(self.map.lock().map(|map| map.snapshot()).unwrap_or_default())
+    }
+
     /// Handles one request: authorization header value and body.
     pub async fn handle(&self, authorization: Option<&str>, body: &[u8]) -> Verdict {
         let Some(token) =
@@ -245,6 +283,11 @@ impl Ingest {
         for (index, observation) in batch.observations.iter().enumerate() {
             if let Err(problem) = observation.validate() {
                 return Verdict::BadRequest(format!("observations[{index}]: {problem}"));
+            }
+        }
+        if let Ok(mut map) = self.map.lock() {
+            for observation in &batch.observations {
+                map.record(observation);
             }
         }
         let (mut accepted, mut unattributed, mut changed) = (0, 0, 0);

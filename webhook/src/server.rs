@@ -47,13 +47,14 @@ impl Default for Limits {
     }
 }
 
-/// The admission routes.
+/// The HTTPS routes: admission, and the sensor's observations and the egress map.
 pub fn admission_router(app: App, limits: Limits) -> Router {
     Router::new()
         .route("/validate", post(validate))
         .route("/mutate", post(mutate))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .route("/v1/observations", post(ingest_observations).layer(DefaultBodyLimit::max(observations::MAX_BODY_BYTES)))
+        .route("/v1/map", get(egress_map))
         .with_state(app)
 }
 
@@ -101,6 +102,29 @@ async fn ingest_observations(State(app): State<App>, headers: axum::http::Header
     app.metrics.observation_requests.get_or_create(&ResultLabels { result }).inc();
     tracing::warn!(status = status.as_u16(), reason = %message, "observation batch refused");
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
+}
+
+async fn egress_map(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
+    let Some(ingest) = &app.ingest else {
+        return (StatusCode::NOT_FOUND, "the egress map is not enabled on this webhook\n").into_response();
+    };
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match ingest.read_map(authorization).await {
+        Ok(snapshot) => match serde_json::to_string(&snapshot) {
+            Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the map: {e}\n")).into_response(),
+        },
+        Err(verdict) => {
+            let (status, message) = match verdict {
+                Verdict::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+                Verdict::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+                Verdict::Unauthenticated(m) | Verdict::BadRequest(m) => (StatusCode::UNAUTHORIZED, m),
+                Verdict::Accepted { .. } => (StatusCode::INTERNAL_SERVER_ERROR, String::new()),
+            };
+            tracing::warn!(status = status.as_u16(), reason = %message, "egress map request refused");
+            (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
+        }
+    }
 }
 
 async fn healthz() -> &'static str {

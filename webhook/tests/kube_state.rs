@@ -158,7 +158,7 @@ async fn a_stale_cache_never_rejects_a_correct_apply() {
         timeout: Duration::from_secs(10),
         ingest: None,
     };
-    let (running, ca) = common::serve(app).await;
+    let (running, ca, _) = common::serve(app).await;
     let api_server = tokio::spawn(async move {
         let fixed = policy("billing", "allow-dns", dns_rule(json!({"kubernetes.io/metadata.name": "kube-system"})));
         answer_list(&mut api, "billing", vec![default_deny("billing"), fixed]).await;

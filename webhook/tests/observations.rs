@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{https_with, repo};
+use common::{https_request, https_with, repo};
 use hyper::{Request, Response};
 use kube::client::Body;
 use portcullis_linter::config::Config;
@@ -27,20 +27,26 @@ const TOKEN: &str = "sensor-token-0123456789abcdef";
 struct Harness {
     running: Running,
     ca: CertificateDer<'static>,
+    ca_pem: String,
     metrics: Arc<Metrics>,
 }
 
 async fn start(user: &str) -> Harness {
+    start_with_readers(user, vec![SENSOR.to_owned()]).await
+}
+
+async fn start_with_readers(user: &str, readers: Vec<String>) -> Harness {
     let dir = std::env::temp_dir().join(format!("portcullis-observations-{}-{}", std::process::id(), user.len()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
     let intents = LocalIntents::load(&repo().join("testcases/sensor")).unwrap();
     assert_eq!(intents.len(), 1);
-    let ingest = Ingest {
-        auth: Arc::new(StaticToken::from_file(&dir.join("token"), user.to_owned()).unwrap()),
-        allowed_user: SENSOR.to_owned(),
-        sink: Arc::new(intents),
-    };
+    let ingest = Ingest::new(
+        Arc::new(StaticToken::from_file(&dir.join("token"), user.to_owned()).unwrap()),
+        SENSOR.to_owned(),
+        Arc::new(intents),
+    )
+    .with_map_readers(readers);
     let metrics = Arc::new(Metrics::new());
     let app = App {
         config: Arc::new(Config::default()),
@@ -49,8 +55,8 @@ async fn start(user: &str) -> Harness {
         timeout: Duration::from_secs(10),
         ingest: Some(Arc::new(ingest)),
     };
-    let (running, ca) = common::serve(app).await;
-    Harness { running, ca, metrics }
+    let (running, ca, ca_pem) = common::serve(app).await;
+    Harness { running, ca, ca_pem, metrics }
 }
 
 async fn post(h: &Harness, token: Option<&str>, body: Vec<u8>) -> (u16, String) {
@@ -166,4 +172,75 @@ async fn token_reviews_go_to_the_api_server_and_are_cached() {
     // An API server that cannot answer makes a new token "unavailable" (HTTP 503), not "invalid".
     drop(server);
     assert!(matches!(reviewer.authenticate("new-token").await, Err(AuthError::Unavailable(_))));
+}
+
+async fn get_map(h: &Harness, token: Option<&str>) -> (u16, String) {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
+    let (status, body, _) =
+        https_request(h.running.https, &h.ca, "GET", "/v1/map", Vec::new(), &rustls::version::TLS13, &headers)
+            .await
+            .unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn the_egress_map_is_served_to_its_readers_only() {
+    let h = start(SENSOR).await;
+    let body = batch(vec![observation("api.example.test", true), observation("other.example.test", false)]);
+    assert_eq!(post(&h, Some(TOKEN), body).await.0, 200);
+    assert_eq!(get_map(&h, None).await.0, 401);
+    let (status, text) = get_map(&h, Some(TOKEN)).await;
+    assert_eq!(status, 200, "{text}");
+    let map: Value = serde_json::from_str(&text).unwrap();
+    let who: Vec<String> = map["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| format!("{}/{}", w["namespace"].as_str().unwrap(), w["workload"].as_str().unwrap()))
+        .collect();
+    assert_eq!(who, ["/10.231.3.2", "shop/Deployment/pay"]);
+    assert_eq!(map["workloads"][1]["names"][0]["name"], "api.example.test");
+    assert_eq!(map["workloads"][1]["names"][0]["addresses"][0]["ip"], "192.0.2.10");
+    // `portcullis map --from https://…/v1/map`, the CLI's real client, against this server.
+    let dir = std::env::temp_dir().join(format!("portcullis-map-client-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), &h.ca_pem).unwrap();
+    std::fs::write(dir.join("token"), TOKEN).unwrap();
+    let url = format!("https://localhost:{}/v1/map", h.running.https.port());
+    let args: Vec<std::ffi::OsString> = [
+        "portcullis",
+        "map",
+        "--from",
+        &url,
+        "--ca",
+        dir.join("ca.pem").to_str().unwrap(),
+        "--token-file",
+        dir.join("token").to_str().unwrap(),
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let mut io = portcullis_linter::cli::Io {
+            stdin: &mut std::io::empty(),
+            stdout: &mut stdout,
+            stderr: &mut stderr,
+            tty: false,
+            stdin_tty: true,
+        };
+        let code = portcullis_linter::cli::run(args, &mut io);
+        (code, String::from_utf8(stdout).unwrap(), String::from_utf8(stderr).unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("shop/Deployment/pay  [app=pay]\n"), "{stdout}");
+    assert!(stdout.contains("api.example.test  192.0.2.10"), "{stdout}");
+
+    // A valid token of a user who is not a reader.
+    let other = start_with_readers(SENSOR, vec!["someone-else".to_owned()]).await;
+    let (status, text) = get_map(&other, Some(TOKEN)).await;
+    assert_eq!(status, 403, "{text}");
 }

@@ -22,10 +22,16 @@ pub enum MapFormat {
 
 #[derive(Debug, clap::Args)]
 pub struct MapArgs {
-    /// The sensor's JSON lines (`portcullis-sensor --output stdout`) or a saved map (`--format
-    /// json`); - for stdin
-    #[arg(long, value_name = "FILE")]
+    /// The sensor's JSON lines (`portcullis-sensor --output stdout`), a saved map (`--format
+    /// json`), - for stdin, or the webhook's https://…/v1/map
+    #[arg(long, value_name = "FILE|URL")]
     pub from: String,
+    /// With an https:// --from: the bearer token file (a map reader's token)
+    #[arg(long, value_name = "FILE", env = "PORTCULLIS_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// With an https:// --from: the CA certificate (PEM) of the webhook
+    #[arg(long, value_name = "FILE", env = "PORTCULLIS_CA")]
+    pub ca: Option<PathBuf>,
     /// Output format
     #[arg(long, short = 'f', value_enum, default_value = "table")]
     pub format: MapFormat,
@@ -40,14 +46,15 @@ pub struct MapArgs {
 /// Exit 0 when every input line was used, 1 when some were skipped (reported on stderr; the
 /// output holds the rest), 2 when the input cannot be read.
 pub fn run(args: &MapArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
-    if args.from.starts_with("http://") || args.from.starts_with("https://") {
-        writeln!(
-            io.stderr,
-            "portcullis: reading the map from the webhook (GET /v1/map) is not supported yet; save the sensor's output to a file"
-        )?;
-        return Ok(EXIT_ERROR);
-    }
-    let text = if args.from == "-" {
+    let text = if args.from.starts_with("http://") || args.from.starts_with("https://") {
+        match fetch(args) {
+            Ok(text) => text,
+            Err(e) => {
+                writeln!(io.stderr, "portcullis: cannot read the map from {}: {e:#}", args.from)?;
+                return Ok(EXIT_ERROR);
+            }
+        }
+    } else if args.from == "-" {
         let mut text = String::new();
         io.stdin.read_to_string(&mut text).map_err(|e| anyhow::anyhow!("reading stdin: {e}"))?;
         text
@@ -86,6 +93,55 @@ pub fn run(args: &MapArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
         None => io.stdout.write_all(output.as_bytes())?,
     }
     Ok(if problems.is_empty() { EXIT_OK } else { EXIT_FINDINGS })
+}
+
+/// `GET /v1/map` over HTTPS (TLS 1.2+, trusting only `--ca`), with the bearer token of
+/// `--token-file`.
+fn fetch(args: &MapArgs) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use http_body_util::BodyExt as _;
+
+    let uri: hyper::Uri = args.from.parse().context("not a URL")?;
+    if uri.scheme_str() != Some("https") {
+        anyhow::bail!("only https:// (the map is served with a bearer token)");
+    }
+    let ca = args.ca.as_ref().context("--ca is required with an https:// --from")?;
+    let token_file = args.token_file.as_ref().context("--token-file is required with an https:// --from")?;
+    let token = std::fs::read_to_string(token_file).with_context(|| format!("reading {}", token_file.display()))?;
+    let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.context("parsing --ca")?).context("adding --ca")?;
+    }
+    let tls =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, http_body_util::Empty<hyper::body::Bytes>>(connector);
+    let request = hyper::Request::get(uri)
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {}", token.trim()))
+        .body(http_body_util::Empty::new())?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let response = tokio::time::timeout(std::time::Duration::from_secs(30), client.request(request))
+            .await
+            .context("timed out")??;
+        let status = response.status();
+        // The map is bounded server-side; cap what is read anyway.
+        let body = http_body_util::Limited::new(response.into_body(), 256 * 1024 * 1024)
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the response: {e}"))?
+            .to_bytes();
+        let text = String::from_utf8(body.to_vec()).context("the response is not UTF-8")?;
+        if !status.is_success() {
+            anyhow::bail!("HTTP {status}: {}", text.trim());
+        }
+        Ok(text)
+    })
 }
 
 fn addresses(name: &crate::egress::map::NameEntry) -> String {

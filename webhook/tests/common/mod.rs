@@ -22,10 +22,11 @@ pub fn ca_der(pem: &str) -> CertificateDer<'static> {
 }
 
 /// Starts the real servers for `app` on 127.0.0.1 (free ports) with a fresh dev CA and serving
-/// certificate for `localhost`; returns them and the CA to trust.
+/// certificate for `localhost`; returns them and the CA to trust (DER, and PEM for clients that
+/// read a file).
 pub async fn serve(
     app: portcullis_webhook::server::App,
-) -> (portcullis_webhook::server::Running, CertificateDer<'static>) {
+) -> (portcullis_webhook::server::Running, CertificateDer<'static>, String) {
     use portcullis_webhook::{server, tls};
     tls::install_crypto_provider();
     let certs = tls::dev_certificates(&["localhost"]).unwrap();
@@ -39,7 +40,7 @@ pub async fn serve(
     )
     .await
     .unwrap();
-    (running, ca_der(&certs.ca_pem))
+    (running, ca_der(&certs.ca_pem), certs.ca_pem.clone())
 }
 
 /// One HTTPS request on a fresh connection. Returns status, body and the served leaf certificate.
@@ -62,6 +63,19 @@ pub async fn https_with(
     version: &'static rustls::SupportedProtocolVersion,
     headers: &[(&str, &str)],
 ) -> Result<(u16, Vec<u8>, Vec<u8>), String> {
+    https_request(addr, ca, "POST", path, body, version, headers).await
+}
+
+/// One HTTPS request with any method.
+pub async fn https_request(
+    addr: SocketAddr,
+    ca: &CertificateDer<'static>,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+    version: &'static rustls::SupportedProtocolVersion,
+    headers: &[(&str, &str)],
+) -> Result<(u16, Vec<u8>, Vec<u8>), String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.clone()).unwrap();
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -79,7 +93,11 @@ pub async fn https_with(
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let mut request = hyper::Request::post(path).header("host", "localhost").header("content-type", "application/json");
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json");
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
