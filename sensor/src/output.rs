@@ -3,8 +3,15 @@
 //!
 //! The queue between the capture thread and this task is bounded; when the webhook is slow or
 //! down, the capture thread drops (and counts) what does not fit, never blocking on the network.
+//!
+//! Every batch goes to **every address** the report host resolves to (the chart points it at a
+//! headless Service): each webhook replica then sees every observation, so the one holding the
+//! controller Lease never misses one, and every replica's `/v1/map` is whole. Each address gets
+//! its own connection pool and its own retries; TLS still verifies the host name.
 
+use std::collections::HashMap;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +24,7 @@ use hyper::{Request, StatusCode, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 use portcullis_linter::egress::observation::{MAX_BATCH, ObservationBatch, SensorObservation};
 use tokio::sync::mpsc;
@@ -94,13 +102,45 @@ fn write_line(observation: &SensorObservation) {
     }
 }
 
+/// Resolves every name to one fixed address: a connection pool pinned to one replica, while
+/// the URI (and so TLS server-name verification) keeps the host name.
+#[derive(Debug, Clone, Copy)]
+struct Pinned(SocketAddr);
+
+impl tower_service::Service<Name> for Pinned {
+    type Response = std::iter::Once<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Name) -> Self::Future {
+        std::future::ready(Ok(std::iter::once(self.0)))
+    }
+}
+
+type PinnedClient = Client<HttpsConnector<HttpConnector<Pinned>>, Full<Bytes>>;
+
 /// Batches observations to the webhook.
-#[derive(Debug)]
 pub struct Reporter {
     config: ReportConfig,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    tls: rustls::ClientConfig,
+    /// One pool per replica address, rebuilt as the host's addresses change.
+    clients: HashMap<SocketAddr, PinnedClient>,
     pending: Vec<SensorObservation>,
     pub stats: Arc<ReportStats>,
+}
+
+impl std::fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reporter")
+            .field("url", &self.config.url)
+            .field("replicas", &self.clients.keys().collect::<Vec<_>>())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Reporter {
@@ -122,10 +162,44 @@ impl Reporter {
             .context("TLS versions")?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let connector =
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
-        let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(Self { config, client, pending: Vec::new(), stats })
+        if config.url.host().is_none() {
+            anyhow::bail!("--report-url has no host");
+        }
+        Ok(Self { config, tls, clients: HashMap::new(), pending: Vec::new(), stats })
+    }
+
+    fn client(&mut self, addr: SocketAddr) -> PinnedClient {
+        let tls = self.tls.clone();
+        self.clients
+            .entry(addr)
+            .or_insert_with(|| {
+                let mut http = HttpConnector::new_with_resolver(Pinned(addr));
+                http.enforce_http(false);
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(tls)
+                    .https_only()
+                    .enable_http1()
+                    .wrap_connector(http);
+                Client::builder(TokioExecutor::new()).build(connector)
+            })
+            .clone()
+    }
+
+    /// The report host's current addresses (every webhook replica behind a headless Service).
+    async fn replicas(&mut self) -> anyhow::Result<Vec<SocketAddr>> {
+        let host = self.config.url.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+        let port = self.config.url.port_u16().unwrap_or(443);
+        let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .with_context(|| format!("resolving {host}"))?
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        if addrs.is_empty() {
+            anyhow::bail!("{host} has no address");
+        }
+        self.clients.retain(|addr, _| addrs.contains(addr));
+        Ok(addrs)
     }
 
     /// Sends what is pending, retrying with backoff (1 s doubling to 30 s, five attempts). A batch
@@ -143,44 +217,71 @@ impl Reporter {
                     continue;
                 }
             };
+            // Every replica gets the batch; only the ones that failed are retried.
+            let mut waiting: Option<Vec<SocketAddr>> = None;
             let mut delay = Duration::from_secs(1);
-            let mut delivered = false;
             for attempt in 1..=5 {
-                match self.post(body.clone()).await {
-                    Ok(()) => {
-                        delivered = true;
-                        break;
-                    }
-                    Err(err) => {
-                        self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(attempt, error = %format!("{err:#}"), "reporting observations failed");
-                        if attempt < 5 {
+                let targets = match waiting.take() {
+                    Some(targets) => targets,
+                    None => match self.replicas().await {
+                        Ok(all) => all,
+                        Err(err) => {
+                            self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(attempt, error = %format!("{err:#}"), "reporting observations failed");
                             tokio::time::sleep(delay).await;
                             delay = (delay * 2).min(Duration::from_secs(30));
+                            continue;
                         }
+                    },
+                };
+                let sends: Vec<_> = targets
+                    .iter()
+                    .map(|addr| {
+                        let client = self.client(*addr);
+                        let request = self.request(body.clone());
+                        async move { (*addr, post(&client, request).await) }
+                    })
+                    .collect();
+                let mut failed = Vec::new();
+                for (addr, result) in futures::future::join_all(sends).await {
+                    if let Err(err) = result {
+                        self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(attempt, replica = %addr, error = %format!("{err:#}"), "reporting observations failed");
+                        failed.push(addr);
                     }
                 }
+                if failed.is_empty() {
+                    break;
+                }
+                waiting = Some(failed);
+                if attempt < 5 {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
             }
-            let counter = if delivered { &self.stats.sent } else { &self.stats.dropped };
+            let counter = if waiting.is_none() { &self.stats.sent } else { &self.stats.dropped };
             counter.fetch_add(count, Ordering::Relaxed);
         }
     }
 
-    async fn post(&self, body: Bytes) -> anyhow::Result<()> {
+    /// The request for one replica (the token is re-read: kubelet rotates projected tokens).
+    fn request(&self, body: Bytes) -> anyhow::Result<Request<Full<Bytes>>> {
         let token = std::fs::read_to_string(&self.config.token_file)
             .with_context(|| format!("reading the token {}", self.config.token_file.display()))?;
-        let request = Request::post(self.config.url.clone())
+        Ok(Request::post(self.config.url.clone())
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(hyper::header::AUTHORIZATION, format!("Bearer {}", token.trim()))
-            .body(Full::new(body))?;
-        let response = tokio::time::timeout(Duration::from_secs(10), self.client.request(request))
-            .await
-            .context("timed out")??;
-        let status = response.status();
-        if status == StatusCode::OK || status == StatusCode::ACCEPTED || status == StatusCode::NO_CONTENT {
-            return Ok(());
-        }
-        let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        anyhow::bail!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(512)]))
+            .body(Full::new(body))?)
     }
+}
+
+async fn post(client: &PinnedClient, request: anyhow::Result<Request<Full<Bytes>>>) -> anyhow::Result<()> {
+    let response =
+        tokio::time::timeout(Duration::from_secs(10), client.request(request?)).await.context("timed out")??;
+    let status = response.status();
+    if status == StatusCode::OK || status == StatusCode::ACCEPTED || status == StatusCode::NO_CONTENT {
+        return Ok(());
+    }
+    let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    anyhow::bail!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(512)]))
 }

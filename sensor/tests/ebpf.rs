@@ -276,8 +276,9 @@ fn ring_buffer_delivery_observes_the_same() {
 }
 
 /// The whole path: the sensor, attributing the client to a pod (from a pod list), reports over
-/// HTTPS with a bearer token to the webhook's `POST /v1/observations` (served in-process, on a
-/// listener inside the client namespace), which feeds a wildcard intent the addresses.
+/// HTTPS with a bearer token to `POST /v1/observations` of **two** webhook replicas (in-process,
+/// on 127.0.0.1 and 127.0.0.2 inside the client namespace, both named `webhook.test` there, as
+/// behind a headless Service); each feeds its wildcard intent the address.
 #[test]
 fn reports_attributed_observations_to_the_webhook() {
     use portcullis_webhook::observations::{Ingest, LocalIntents, StaticToken};
@@ -299,31 +300,44 @@ fn reports_attributed_observations_to_the_webhook() {
     std::fs::write(dir.join("token"), token).unwrap();
 
     portcullis_webhook::tls::install_crypto_provider();
-    let certs = portcullis_webhook::tls::dev_certificates(&["localhost"]).unwrap();
+    let certs = portcullis_webhook::tls::dev_certificates(&["webhook.test"]).unwrap();
     std::fs::write(dir.join("ca.pem"), &certs.ca_pem).unwrap();
-    let loaded = portcullis_webhook::tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap();
     let user = "system:serviceaccount:portcullis-system:portcullis-sensor".to_owned();
-    let metrics = Arc::new(portcullis_webhook::metrics::Metrics::new());
-    let app = App {
-        config: Arc::new(Default::default()),
-        state: Arc::new(portcullis_webhook::state::StaticState::default()),
-        metrics: metrics.clone(),
-        timeout: Duration::from_secs(10),
-        ingest: Some(Arc::new(Ingest::new(
-            Arc::new(StaticToken::from_file(&dir.join("token"), user.clone()).unwrap()),
-            user,
-            Arc::new(LocalIntents::load(&repo.join("testcases/sensor")).unwrap()),
-        ))),
-    };
     // Listeners opened inside the client namespace stay there, whichever thread serves them.
-    let (https, ops) = in_netns(&net.client_ns, || {
-        (std::net::TcpListener::bind("127.0.0.1:0").unwrap(), std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+    let listeners = in_netns(&net.client_ns, || {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        let second = std::net::TcpListener::bind(("127.0.0.2", port)).unwrap();
+        let ops = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        vec![(first, ops()), (second, ops())]
     });
+    // `ip netns exec` shows /etc/netns/NAME/hosts as /etc/hosts to the sensor.
+    let etc = std::path::PathBuf::from(format!("/etc/netns/{}", net.client_ns));
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("hosts"), "127.0.0.1 localhost\n127.0.0.1 webhook.test\n127.0.0.2 webhook.test\n").unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let tls = axum_server::tls_rustls::RustlsConfig::from_config(loaded.config);
-    let running = runtime.block_on(server::start(https, ops, app, tls, Limits::default())).unwrap();
+    let mut replicas = Vec::new();
+    for (https, ops) in listeners {
+        let metrics = Arc::new(portcullis_webhook::metrics::Metrics::new());
+        let app = App {
+            config: Arc::new(Default::default()),
+            state: Arc::new(portcullis_webhook::state::StaticState::default()),
+            metrics: metrics.clone(),
+            timeout: Duration::from_secs(10),
+            ingest: Some(Arc::new(Ingest::new(
+                Arc::new(StaticToken::from_file(&dir.join("token"), user.clone()).unwrap()),
+                user.clone(),
+                Arc::new(LocalIntents::load(&repo.join("testcases/sensor")).unwrap()),
+            ))),
+        };
+        let loaded =
+            portcullis_webhook::tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap();
+        let tls = axum_server::tls_rustls::RustlsConfig::from_config(loaded.config);
+        let running = runtime.block_on(server::start(https, ops, app, tls, Limits::default())).unwrap();
+        replicas.push((running, metrics));
+    }
 
-    let url = format!("https://localhost:{}/v1/observations", running.https.port());
+    let url = format!("https://webhook.test:{}/v1/observations", replicas[0].0.https.port());
     let extra: Vec<String> = [
         "--report-url",
         &url,
@@ -345,14 +359,21 @@ fn reports_attributed_observations_to_the_webhook() {
         udp_ask(SocketAddr::new(client4, 0), server4, 7, "www.example.test.", RecordType::A);
     });
     let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let text = metrics.render(Default::default());
-        if text.contains("portcullis_webhook_observation_intent_updates_total 1") {
-            assert!(text.contains("portcullis_webhook_observations_total{result=\"accepted\"} 1"), "{text}");
-            break;
+    for (running, metrics) in &replicas {
+        loop {
+            let text = metrics.render(Default::default());
+            if text.contains("portcullis_webhook_observation_intent_updates_total 1") {
+                assert!(text.contains("portcullis_webhook_observations_total{result=\"accepted\"} 1"), "{text}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {} never got the observation:\n{text}\n{:#?}",
+                running.https,
+                sensor.counters()
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(Instant::now() < deadline, "the webhook never got the observation:\n{text}\n{:#?}", sensor.counters());
-        std::thread::sleep(Duration::from_millis(100));
     }
     let observed = sensor.stop();
     assert_eq!(observed.len(), 1, "{observed:#?}");
@@ -361,5 +382,8 @@ fn reports_attributed_observations_to_the_webhook() {
         serde_json::json!({"ip": "10.231.3.2", "pod": {"namespace": "shop", "name": "pay-7f9c4d-x2k8q",
             "workload": "Deployment/pay", "labels": {"app": "pay", "pod-template-hash": "7f9c4d"}}})
     );
-    runtime.block_on(running.shutdown()).unwrap();
+    for (running, _) in replicas {
+        runtime.block_on(running.shutdown()).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(etc);
 }
