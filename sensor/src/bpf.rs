@@ -137,8 +137,8 @@ impl Filter {
         Ok(Self { _ebpf: ebpf, socket, counters, ring })
     }
 
-    /// Calls `each` for every frame available now, waiting up to ~200 ms for the first one.
-    /// Returns the number of frames handed over.
+    /// Calls `each` for the frames available now (at most 256 from the socket, 4,096 from the
+    /// ring buffer), waiting up to ~200 ms for the first one. Returns how many were handed over.
     pub fn poll(&mut self, buf: &mut [u8], mut each: impl FnMut(Frame<'_>)) -> io::Result<usize> {
         match &mut self.ring {
             None => {
@@ -163,8 +163,11 @@ impl Filter {
                 if !sys::wait_readable(ring.as_raw_fd(), Duration::from_millis(200))? {
                     return Ok(0);
                 }
+                // Bounded like the socket path, so a flood cannot keep the caller from its
+                // periodic work (counters, trust updates, stop).
                 let mut handed = 0;
-                while let Some(item) = ring.next() {
+                while handed < 4096 {
+                    let Some(item) = ring.next() else { break };
                     if let Some(frame) = ring_frame(&item) {
                         each(frame);
                     }

@@ -59,7 +59,8 @@ impl Capture {
     /// Runs until `stop` is set or the socket fails.
     pub fn run(mut self) -> std::io::Result<()> {
         let mut buf = vec![0u8; 65_536];
-        let mut last_figures = Instant::now() - Duration::from_secs(60);
+        // `None`: refresh on the first round (Instant arithmetic near boot could underflow).
+        let mut last_figures: Option<Instant> = None;
         while !self.stop.load(Ordering::Relaxed) {
             if let Some(rx) = &mut self.cluster_resolvers
                 && rx.has_changed().unwrap_or(false)
@@ -77,8 +78,8 @@ impl Capture {
                     }
                 }
             })?;
-            if last_figures.elapsed() >= Duration::from_secs(1) {
-                last_figures = Instant::now();
+            if last_figures.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                last_figures = Some(Instant::now());
                 self.refresh_figures();
             }
         }

@@ -102,6 +102,11 @@ impl Matcher {
         self.pending.len()
     }
 
+    /// Entries held for expiry and de-duplication (bounded by a small multiple of `max_pending`).
+    pub fn bookkeeping(&self) -> usize {
+        self.order.len() + self.answered_order.len()
+    }
+
     /// Handles one Ethernet frame; returns what it answered, if anything.
     pub fn frame(&mut self, frame: &[u8], now: Instant) -> Vec<Answered> {
         self.stats.bump(Reason::Frames);
@@ -184,6 +189,12 @@ impl Matcher {
         self.stats.bump(Reason::Queries);
         self.answered.remove(&key);
         self.pending.insert(key, Pending { question, servers: vec![server], at: now });
+        // Answered queries leave their entry in `order` until it ages out; at high query rates
+        // compact it, so its size stays bounded by the table's, not by rate × window.
+        if self.order.len() >= 2 * self.config.max_pending.max(1) {
+            let pending = &self.pending;
+            self.order.retain(|(at, key)| pending.get(key).is_some_and(|p| p.at == *at));
+        }
         self.order.push_back((now, key));
     }
 

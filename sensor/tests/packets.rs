@@ -95,3 +95,25 @@ fn the_window_and_the_table_are_bounded() {
     // The answer to the recorded one still goes through.
     assert_eq!(matcher.frame(&frames[1], later).len(), 1);
 }
+
+#[test]
+fn answered_queries_do_not_grow_memory_at_any_rate() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../testcases/dns/a-record.hex")).unwrap();
+    let frames: Vec<Vec<u8>> = text.lines().filter(|l| !l.starts_with('#')).map(unhex).collect();
+    let stats = Arc::new(Stats::default());
+    let config = MatchConfig { dns_port: 53, window: Duration::from_secs(5), max_pending: 8 };
+    let mut matcher = Matcher::new(config, ["10.0.0.53".parse().unwrap()], stats.clone());
+    let now = Instant::now();
+    let id_at = 14 + 20 + 8;
+    // 10,000 query/answer pairs within one window, each with its own id.
+    for i in 0..10_000u16 {
+        let (mut query, mut answer) = (frames[0].clone(), frames[1].clone());
+        query[id_at..id_at + 2].copy_from_slice(&i.to_be_bytes());
+        answer[id_at..id_at + 2].copy_from_slice(&i.to_be_bytes());
+        matcher.frame(&query, now);
+        assert_eq!(matcher.frame(&answer, now).len(), 1);
+    }
+    assert_eq!(stats.get(Reason::Observations), 10_000);
+    assert!(matcher.bookkeeping() <= 4 * 8, "{}", matcher.bookkeeping());
+}
