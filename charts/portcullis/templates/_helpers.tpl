@@ -1,0 +1,55 @@
+{{/* Names and labels shared by every template. */}}
+{{- define "portcullis.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "portcullis.webhook" -}}{{ include "portcullis.fullname" . }}-webhook{{- end -}}
+{{- define "portcullis.sensor" -}}{{ include "portcullis.fullname" . }}-sensor{{- end -}}
+
+{{- define "portcullis.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "portcullis.webhookSelector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: webhook
+{{- end -}}
+
+{{- define "portcullis.sensorSelector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: sensor
+{{- end -}}
+
+{{- define "portcullis.tag" -}}{{ .Values.image.tag | default .Chart.AppVersion }}{{- end -}}
+
+{{/* The TLS Secret the webhook serves with. */}}
+{{- define "portcullis.tlsSecret" -}}
+{{- if eq .Values.tls.mode "secret" -}}
+{{- required "tls.secret.name is required with tls.mode=secret" .Values.tls.secret.name -}}
+{{- else -}}
+{{- include "portcullis.webhook" . }}-tls
+{{- end -}}
+{{- end -}}
+
+{{/* Hardened container security context (non-root, read-only root, no capabilities). */}}
+{{- define "portcullis.restricted" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
