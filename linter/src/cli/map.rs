@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use super::{EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, Io};
 use crate::egress::map::{MapLimits, MapSnapshot, export_intents, read_map};
 use crate::emit::to_yaml;
+use crate::report::escape_markup as escape;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MapFormat {
@@ -188,6 +189,16 @@ pub fn table(snapshot: &MapSnapshot) -> String {
     out
 }
 
+/// Every name of the map, alphabetically, with its index (node ids and layout rows).
+fn name_index(snapshot: &MapSnapshot) -> BTreeMap<&str, usize> {
+    let mut names: BTreeMap<&str, usize> =
+        snapshot.workloads.iter().flat_map(|w| w.names.iter().map(|n| (n.name.as_str(), 0))).collect();
+    for (index, slot) in names.values_mut().enumerate() {
+        *slot = index;
+    }
+    names
+}
+
 fn quoted(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
@@ -195,14 +206,10 @@ fn quoted(text: &str) -> String {
 /// Graphviz: workloads (boxes) → names (ellipses), edges labelled with the answer count.
 pub fn dot(snapshot: &MapSnapshot) -> String {
     let mut out = String::from("digraph egress {\n  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n");
-    let mut names = BTreeMap::new();
     for workload in &snapshot.workloads {
         let _ = writeln!(out, "  {} [shape=box];", quoted(&workload.key.to_string()));
-        for name in &workload.names {
-            names.insert(name.name.clone(), ());
-        }
     }
-    for name in names.keys() {
+    for name in name_index(snapshot).keys() {
         let _ = writeln!(out, "  {} [shape=ellipse];", quoted(name));
     }
     for workload in &snapshot.workloads {
@@ -223,13 +230,7 @@ pub fn dot(snapshot: &MapSnapshot) -> String {
 /// Mermaid flowchart; node ids are generated (`w0`, `n0`), labels quoted.
 pub fn mermaid(snapshot: &MapSnapshot) -> String {
     let mut out = String::from("flowchart LR\n");
-    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
-    for workload in &snapshot.workloads {
-        for name in &workload.names {
-            let next = names.len();
-            names.entry(name.name.as_str()).or_insert(next);
-        }
-    }
+    let names = name_index(snapshot);
     // Mermaid entity codes: labels may be rendered as HTML.
     let label = |text: &str| text.replace('"', "#quot;").replace('<', "#lt;").replace('>', "#gt;");
     for (index, workload) in snapshot.workloads.iter().enumerate() {
@@ -246,33 +247,10 @@ pub fn mermaid(snapshot: &MapSnapshot) -> String {
     out
 }
 
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// One self-contained page: an SVG graph (workloads left, names right) and a table filtered by
 /// a search box. No external resources; all text escaped.
 pub fn html(snapshot: &MapSnapshot) -> String {
-    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
-    for workload in &snapshot.workloads {
-        for name in &workload.names {
-            let next = names.len();
-            names.entry(name.name.as_str()).or_insert(next);
-        }
-    }
-    // Names are numbered in first-seen order above; lay them out alphabetically.
-    let order: BTreeMap<&str, usize> = names.keys().enumerate().map(|(i, n)| (*n, i)).collect();
+    let order = name_index(snapshot);
     let row = 28;
     let rows = snapshot.workloads.len().max(order.len()).max(1);
     let height = rows * row + 20;

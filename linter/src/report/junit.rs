@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::Report;
+use super::{Report, escape_markup as escape};
 use crate::finding::Diagnostic;
 
 pub fn render(report: &Report<'_>) -> String {
@@ -50,22 +50,5 @@ pub fn render(report: &Report<'_>) -> String {
         out.push_str("  </testsuite>\n");
     }
     out.push_str("</testsuites>\n");
-    out
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // XML 1.0 forbids most control characters even escaped.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push('?'),
-            c => out.push(c),
-        }
-    }
     out
 }

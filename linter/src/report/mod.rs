@@ -83,3 +83,22 @@ pub fn render(format: OutputFormat, report: &Report<'_>) -> String {
         OutputFormat::Junit => junit::render(report),
     }
 }
+
+/// Escapes text for XML and HTML (JUnit reports, `portcullis map --format html`). Control
+/// characters XML 1.0 forbids even escaped become `?`.
+pub(crate) fn escape_markup(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // XML 1.0 forbids most control characters even escaped.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out
+}
