@@ -184,7 +184,38 @@ fn default_values_render_validate_and_lint_clean() {
     let objects = documents(&yaml);
     check_invariants(&objects);
     assert_eq!(lint_codes(&yaml), Vec::<String>::new(), "portcullis under its own rules");
-    // cert-manager issues the serving certificate, for both Service names.
+    // Self-managed TLS by default: no cert-manager objects; the webhook is told its Secret,
+    // configurations and names, and may touch only those.
+    assert!(of_kind(&objects, "Certificate").is_empty());
+    let env = &of_kind(&objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"];
+    let var = |name: &str| env.as_array().unwrap().iter().find(|e| e["name"] == name).map(|e| e["value"].clone());
+    assert_eq!(var("PORTCULLIS_SELF_MANAGED_TLS"), Some("pc-portcullis-webhook-tls".into()));
+    assert_eq!(var("PORTCULLIS_WEBHOOK_CONFIGURATION"), Some("pc-portcullis-webhook".into()));
+    let names = var("PORTCULLIS_TLS_DNS_NAMES").unwrap();
+    assert!(names.as_str().unwrap().contains("pc-portcullis-webhook-headless.portcullis-system.svc"), "{names}");
+    let tls_role =
+        of_kind(&objects, "Role").into_iter().find(|r| r["metadata"]["name"] == "pc-portcullis-webhook-tls").unwrap();
+    assert_eq!(tls_role["rules"][1]["resourceNames"], serde_json::json!(["pc-portcullis-webhook-tls"]));
+    let webhook_role = of_kind(&objects, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "pc-portcullis-webhook")
+        .unwrap();
+    assert!(
+        webhook_role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["resourceNames"] == serde_json::json!(["pc-portcullis-webhook"])
+                && r["resources"].as_array().unwrap().iter().any(|x| x == "validatingwebhookconfigurations"))
+    );
+    assert_eq!(of_kind(&objects, "ValidatingWebhookConfiguration")[0]["webhooks"][0]["failurePolicy"], "Ignore");
+    assert_eq!(of_kind(&objects, "PodDisruptionBudget").len(), 1);
+}
+
+#[test]
+fn cert_manager_issues_for_both_service_names() {
+    let yaml = render(Some(&common::repo().join("testcases/chart/values-cert-manager.yaml")));
+    let objects = documents(&yaml);
     let certificate = of_kind(&objects, "Certificate")
         .into_iter()
         .find(|c| c["spec"]["secretName"] == "pc-portcullis-webhook-tls")
@@ -196,8 +227,6 @@ fn default_values_render_validate_and_lint_clean() {
         of_kind(&objects, "ValidatingWebhookConfiguration")[0]["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
         "portcullis-system/pc-portcullis-webhook"
     );
-    assert_eq!(of_kind(&objects, "ValidatingWebhookConfiguration")[0]["webhooks"][0]["failurePolicy"], "Ignore");
-    assert_eq!(of_kind(&objects, "PodDisruptionBudget").len(), 1);
 }
 
 #[test]

@@ -44,11 +44,27 @@ pub struct ServeArgs {
     #[arg(long, env = "PORTCULLIS_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
     /// Serving certificate chain (PEM); reloaded when it changes on disk
-    #[arg(long, env = "PORTCULLIS_TLS_CERT", required_unless_present = "dev", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "PORTCULLIS_TLS_CERT",
+        required_unless_present_any = ["dev", "self_managed_tls"],
+        requires = "tls_key",
+        conflicts_with = "self_managed_tls"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// Serving private key (PEM)
     #[arg(long, env = "PORTCULLIS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Self-managed TLS: keep a CA and serving certificate in this Secret (of --pod-namespace),
+    /// and write the CA into the caBundle of --webhook-configuration (no cert-manager needed)
+    #[arg(long, env = "PORTCULLIS_SELF_MANAGED_TLS", value_name = "SECRET", requires = "webhook_configuration")]
+    pub self_managed_tls: Option<String>,
+    /// Name of the Validating and Mutating webhook configurations whose caBundle --self-managed-tls keeps
+    #[arg(long, env = "PORTCULLIS_WEBHOOK_CONFIGURATION")]
+    pub webhook_configuration: Option<String>,
+    /// DNS name of the serving certificate with --self-managed-tls (repeat, or separate with commas)
+    #[arg(long = "tls-dns-name", env = "PORTCULLIS_TLS_DNS_NAMES", value_delimiter = ',')]
+    pub tls_dns_names: Vec<String>,
     /// Configuration file (the same portcullis.yaml the CLI reads)
     #[arg(long, env = "PORTCULLIS_CONFIG")]
     pub config: Option<PathBuf>,
@@ -160,18 +176,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         print_dev_banner(&args)?;
         (Arc::new(state), RustlsConfig::from_config(loaded.config))
     } else {
-        let (cert, key) = match (&args.tls_cert, &args.tls_key) {
-            (Some(c), Some(k)) => (c.clone(), k.clone()),
-            _ => anyhow::bail!("--tls-cert and --tls-key are required without --dev"),
-        };
-        let (loaded, cert_pem, key_pem) = tls::load_files(&cert, &key)?;
-        if let Some(t) = loaded.not_after {
-            metrics.cert_expiry.set(t);
-        }
-        let tls_config = RustlsConfig::from_config(loaded.config);
-        let reloader = tls::Reloader { cert, key, interval: Duration::from_secs(args.cert_reload_seconds.max(1)) };
-        tokio::spawn(reloader.run(tls_config.clone(), (cert_pem, key_pem), metrics.clone()));
         let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+        let tls_config = match &args.self_managed_tls {
+            Some(secret) => self_managed_tls(&args, secret, client.clone(), &metrics).await?,
+            None => {
+                let (cert, key) = match (&args.tls_cert, &args.tls_key) {
+                    (Some(c), Some(k)) => (c.clone(), k.clone()),
+                    _ => anyhow::bail!("--tls-cert and --tls-key (or --self-managed-tls) are required without --dev"),
+                };
+                let (loaded, cert_pem, key_pem) = tls::load_files(&cert, &key)?;
+                if let Some(t) = loaded.not_after {
+                    metrics.cert_expiry.set(t);
+                }
+                let tls_config = RustlsConfig::from_config(loaded.config);
+                let interval = Duration::from_secs(args.cert_reload_seconds.max(1));
+                let reloader = tls::Reloader { cert, key, interval };
+                tokio::spawn(reloader.run(tls_config.clone(), (cert_pem, key_pem), metrics.clone()));
+                tls_config
+            }
+        };
         let state = crate::kube_state::KubeState::new(client.clone());
         tokio::spawn(state.clone().run());
         if args.controller {
@@ -206,6 +229,45 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down; finishing in-flight reviews");
     running.shutdown().await?;
     Ok(())
+}
+
+/// Makes sure the self-managed Secret and caBundles are right, serves their certificate, and
+/// keeps checking every minute (rotation, another replica's writes, a caBundle reset by an upgrade).
+async fn self_managed_tls(
+    args: &ServeArgs,
+    secret: &str,
+    client: kube::Client,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<RustlsConfig> {
+    let settings = crate::selftls::SelfTls {
+        namespace: args.pod_namespace.clone(),
+        secret: secret.to_owned(),
+        configuration: args.webhook_configuration.clone().unwrap_or_default(),
+        names: if args.tls_dns_names.is_empty() {
+            vec!["portcullis-webhook".to_owned()]
+        } else {
+            args.tls_dns_names.clone()
+        },
+    };
+    let api: Arc<dyn crate::selftls::TlsApi> = Arc::new(crate::selftls::KubeTlsApi::new(client));
+    let material = settings
+        .ensure(api.as_ref(), jiff::Timestamp::now().as_second())
+        .await
+        .context("self-managed TLS (the Secret and the webhook configurations' caBundle)")?;
+    let loaded = tls::server_config(material.cert.as_bytes(), material.key.as_bytes())?;
+    if let Some(t) = loaded.not_after {
+        metrics.cert_expiry.set(t);
+    }
+    let served = RustlsConfig::from_config(loaded.config);
+    tokio::spawn(crate::selftls::run(
+        settings,
+        api,
+        served.clone(),
+        material,
+        Duration::from_secs(60),
+        metrics.clone(),
+    ));
+    Ok(served)
 }
 
 /// The Kubernetes user name of the sensor's ServiceAccount.

@@ -15,6 +15,7 @@ pub mod kube_state;
 pub mod metrics;
 pub mod observations;
 pub mod review;
+pub mod selftls;
 pub mod server;
 pub mod state;
 pub mod tls;

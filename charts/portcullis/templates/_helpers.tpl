@@ -41,6 +41,15 @@ app.kubernetes.io/component: sensor
 {{- end -}}
 {{- end -}}
 
+{{/* The serving certificate's DNS names: the Service (the API server) and the headless Service
+(the sensors), as a YAML list. */}}
+{{- define "portcullis.dnsNames" -}}
+- {{ include "portcullis.webhook" . }}.{{ .Release.Namespace }}.svc
+- {{ include "portcullis.webhook" . }}.{{ .Release.Namespace }}.svc.cluster.local
+- {{ include "portcullis.webhook" . }}-headless.{{ .Release.Namespace }}.svc
+- {{ include "portcullis.webhook" . }}-headless.{{ .Release.Namespace }}.svc.cluster.local
+{{- end -}}
+
 {{/* Hardened container security context (non-root, read-only root, no capabilities). */}}
 {{- define "portcullis.restricted" -}}
 allowPrivilegeEscalation: false
