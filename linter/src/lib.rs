@@ -19,3 +19,5 @@ pub mod project;
 pub mod report;
 pub mod rules;
 pub mod semantics;
+#[cfg(feature = "service")]
+pub mod service;

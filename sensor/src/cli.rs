@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
-use portcullis_service::{LogFormat, init_logging, shutdown_signal};
+use portcullis_linter::service::{LogFormat, init_logging, shutdown_signal};
 use tokio::sync::{mpsc, watch};
 
 use crate::bpf::{Delivery, Filter, FilterConfig};
@@ -113,7 +113,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(args.log_format);
-    portcullis_service::run("portcullis-sensor", Some(2), run(args))
+    portcullis_linter::service::run("portcullis-sensor", Some(2), run(args))
 }
 
 /// Runs until SIGTERM or Ctrl-C.

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use axum_server::tls_rustls::RustlsConfig;
 use clap::{Parser, Subcommand};
 use portcullis_linter::config::Config;
-use portcullis_service::{LogFormat, init_logging, shutdown_signal};
+use portcullis_linter::service::{LogFormat, init_logging, shutdown_signal};
 
 use crate::metrics::Metrics;
 use crate::observations::{Ingest, LocalIntents, StaticToken, TokenReviewer};
@@ -128,7 +128,7 @@ pub fn main() -> ExitCode {
         Command::Crd => return print_crd(),
     };
     init_logging(args.log_format);
-    portcullis_service::run("portcullis-webhook", None, serve(args))
+    portcullis_linter::service::run("portcullis-webhook", None, serve(args))
 }
 
 fn print_crd() -> ExitCode {

@@ -1,5 +1,8 @@
 //! What portcullis's long-running binaries (`portcullis-webhook`, `portcullis-sensor`) share:
 //! logging to stderr, the async runtime with one error path, and the shutdown signals.
+//!
+//! Behind the `service` feature, which those two crates enable: the `portcullis` CLI and the
+//! engine do not pay for a log subscriber or signal handling.
 
 use std::future::Future;
 use std::io::Write as _;
