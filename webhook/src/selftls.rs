@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
 use k8s_openapi::api::core::v1::Secret;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
@@ -234,34 +236,32 @@ impl SelfTls {
 
     async fn ensure_bundles(&self, api: &dyn TlsApi, ca_pem: &str) -> Result<(), SelfTlsError> {
         let bundle = ByteString(ca_pem.as_bytes().to_vec());
-        if let Some(mut config) = api.get_validating(&self.configuration).await? {
-            let mut changed = false;
-            for hook in config.webhooks.iter_mut().flatten() {
-                if hook.client_config.ca_bundle.as_ref() != Some(&bundle) {
-                    hook.client_config.ca_bundle = Some(bundle.clone());
-                    changed = true;
-                }
-            }
-            if changed {
-                api.replace_validating(&config).await?;
-                tracing::info!(configuration = %self.configuration, "self-managed TLS: caBundle set (validating)");
-            }
+        if let Some(mut config) = api.get_validating(&self.configuration).await?
+            && set_bundle(config.webhooks.iter_mut().flatten().map(|hook| &mut hook.client_config), &bundle)
+        {
+            api.replace_validating(&config).await?;
+            tracing::info!(configuration = %self.configuration, "self-managed TLS: caBundle set (validating)");
         }
-        if let Some(mut config) = api.get_mutating(&self.configuration).await? {
-            let mut changed = false;
-            for hook in config.webhooks.iter_mut().flatten() {
-                if hook.client_config.ca_bundle.as_ref() != Some(&bundle) {
-                    hook.client_config.ca_bundle = Some(bundle.clone());
-                    changed = true;
-                }
-            }
-            if changed {
-                api.replace_mutating(&config).await?;
-                tracing::info!(configuration = %self.configuration, "self-managed TLS: caBundle set (mutating)");
-            }
+        if let Some(mut config) = api.get_mutating(&self.configuration).await?
+            && set_bundle(config.webhooks.iter_mut().flatten().map(|hook| &mut hook.client_config), &bundle)
+        {
+            api.replace_mutating(&config).await?;
+            tracing::info!(configuration = %self.configuration, "self-managed TLS: caBundle set (mutating)");
         }
         Ok(())
     }
+}
+
+/// Sets `bundle` on every webhook of a configuration; true when any was different.
+fn set_bundle<'a>(configs: impl Iterator<Item = &'a mut WebhookClientConfig>, bundle: &ByteString) -> bool {
+    let mut changed = false;
+    for config in configs {
+        if config.ca_bundle.as_ref() != Some(bundle) {
+            config.ca_bundle = Some(bundle.clone());
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// [`TlsApi`] over kube's client.
