@@ -208,19 +208,56 @@ pub struct Ingest {
     pub map: Arc<Mutex<EgressMap>>,
 }
 
-/// What a request came to; the handler turns it into a status code.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// 200 with counts.
-    Accepted { accepted: usize, unattributed: usize, intents_changed: usize },
+/// What an accepted batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// Observations with a pod, fed to the controller.
+    pub accepted: usize,
+    /// Observations without a pod (kept in the map only).
+    pub unattributed: usize,
+    /// Intents whose addresses changed.
+    pub intents_changed: usize,
+}
+
+/// Why a request to `/v1/observations` or `/v1/map` was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
     /// 401: no or bad token.
     Unauthenticated(String),
-    /// 403: a valid token of another user.
+    /// 403: a valid token of someone not allowed.
     Forbidden(String),
     /// 400: the body is not a valid batch.
     BadRequest(String),
     /// 503: the token could not be checked.
     Unavailable(String),
+}
+
+impl Refusal {
+    /// HTTP status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::Unauthenticated(_) => 401,
+            Refusal::Forbidden(_) => 403,
+            Refusal::BadRequest(_) => 400,
+            Refusal::Unavailable(_) => 503,
+        }
+    }
+
+    /// The `result` label of the refused-requests metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::Unauthenticated(_) => "unauthenticated",
+            Refusal::Forbidden(_) => "forbidden",
+            Refusal::BadRequest(_) => "rejected",
+            Refusal::Unavailable(_) => "unavailable",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Refusal::Unauthenticated(m) | Refusal::Forbidden(m) | Refusal::BadRequest(m) | Refusal::Unavailable(m) => m,
+        }
+    }
 }
 
 impl Ingest {
@@ -235,55 +272,47 @@ impl Ingest {
         self
     }
 
-    async fn authenticate(&self, authorization: Option<&str>) -> Result<String, Verdict> {
+    /// The user behind the `Authorization: Bearer` header.
+    async fn authenticate(&self, authorization: Option<&str>) -> Result<String, Refusal> {
         let Some(token) =
             authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty())
         else {
-            return Err(Verdict::Unauthenticated("a bearer token is required".into()));
+            return Err(Refusal::Unauthenticated("a bearer token is required".into()));
         };
         match self.auth.authenticate(token).await {
             Ok(user) => Ok(user),
-            Err(AuthError::Invalid) => Err(Verdict::Unauthenticated("the token is not valid".into())),
-            Err(AuthError::Unavailable(e)) => Err(Verdict::Unavailable(e)),
+            Err(AuthError::Invalid) => Err(Refusal::Unauthenticated("the token is not valid".into())),
+            Err(AuthError::Unavailable(e)) => Err(Refusal::Unavailable(e)),
         }
     }
 
     /// `GET /v1/map`: the egress map, for the users in `map_readers`.
-    pub async fn read_map(&self, authorization: Option<&str>) -> Result<MapSnapshot, Verdict> {
+    pub async fn read_map(&self, authorization: Option<&str>) -> Result<MapSnapshot, Refusal> {
         let user = self.authenticate(authorization).await?;
         if !self.map_readers.contains(&user) {
-            return Err(Verdict::Forbidden(format!("{user} may not read the egress map")));
+            return Err(Refusal::Forbidden(format!("{user} may not read the egress map")));
         }
         Ok(self.map.lock().map(|map| map.snapshot()).unwrap_or_default())
     }
 
-    /// Handles one request: authorization header value and body.
-    pub async fn handle(&self, authorization: Option<&str>, body: &[u8]) -> Verdict {
-        let Some(token) =
-            authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty())
-        else {
-            return Verdict::Unauthenticated("a bearer token is required".into());
-        };
-        match self.auth.authenticate(token).await {
-            Ok(user) if user == self.allowed_user => {}
-            Ok(user) => return Verdict::Forbidden(format!("{user} may not post observations")),
-            Err(AuthError::Invalid) => return Verdict::Unauthenticated("the token is not valid".into()),
-            Err(AuthError::Unavailable(e)) => return Verdict::Unavailable(e),
+    /// `POST /v1/observations`: authorization header value and body.
+    pub async fn handle(&self, authorization: Option<&str>, body: &[u8]) -> Result<Accepted, Refusal> {
+        let user = self.authenticate(authorization).await?;
+        if user != self.allowed_user {
+            return Err(Refusal::Forbidden(format!("{user} may not post observations")));
         }
-        let batch: ObservationBatch = match serde_json::from_slice(body) {
-            Ok(batch) => batch,
-            Err(e) => return Verdict::BadRequest(format!("not an observation batch: {e}")),
-        };
+        let batch: ObservationBatch =
+            serde_json::from_slice(body).map_err(|e| Refusal::BadRequest(format!("not an observation batch: {e}")))?;
         if batch.observations.len() > MAX_BATCH {
-            return Verdict::BadRequest(format!(
+            return Err(Refusal::BadRequest(format!(
                 "{} observations (at most {MAX_BATCH} per batch)",
                 batch.observations.len()
-            ));
+            )));
         }
         for (index, observation) in batch.observations.iter().enumerate() {
-            if let Err(problem) = observation.validate() {
-                return Verdict::BadRequest(format!("observations[{index}]: {problem}"));
-            }
+            observation
+                .validate()
+                .map_err(|problem| Refusal::BadRequest(format!("observations[{index}]: {problem}")))?;
         }
         if let Ok(mut map) = self.map.lock() {
             for observation in &batch.observations {
@@ -300,7 +329,7 @@ impl Ingest {
                 None => unattributed += 1,
             }
         }
-        Verdict::Accepted { accepted, unattributed, intents_changed: changed }
+        Ok(Accepted { accepted, unattributed, intents_changed: changed })
     }
 }
 

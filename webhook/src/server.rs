@@ -17,7 +17,7 @@ use portcullis_linter::config::{Config, WebhookMode};
 
 use crate::admission::{self, Decision, Endpoint, Outcome, Request};
 use crate::metrics::{EndpointLabels, Metrics, ResultLabels, ReviewLabels};
-use crate::observations::{self, Ingest, Verdict};
+use crate::observations::{self, Accepted, Ingest, Refusal};
 use crate::state::{ClusterState, Snapshot};
 
 /// What every request handler shares.
@@ -80,28 +80,22 @@ async fn ingest_observations(State(app): State<App>, headers: axum::http::Header
         return (StatusCode::NOT_FOUND, "observations are not enabled on this webhook\n").into_response();
     };
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let verdict = ingest.handle(authorization, &body).await;
-    let (status, result, message) = match &verdict {
-        Verdict::Accepted { accepted, unattributed, intents_changed } => {
-            app.metrics.observations.get_or_create(&ResultLabels { result: "accepted" }).inc_by(*accepted as u64);
-            app.metrics
-                .observations
-                .get_or_create(&ResultLabels { result: "unattributed" })
-                .inc_by(*unattributed as u64);
-            app.metrics.observation_intent_updates.inc_by(*intents_changed as u64);
+    match ingest.handle(authorization, &body).await {
+        Ok(Accepted { accepted, unattributed, intents_changed }) => {
+            let count = |result| app.metrics.observations.get_or_create(&ResultLabels { result }).clone();
+            count("accepted").inc_by(accepted as u64);
+            count("unattributed").inc_by(unattributed as u64);
+            app.metrics.observation_intent_updates.inc_by(intents_changed as u64);
             let body = serde_json::json!({
                 "accepted": accepted, "unattributed": unattributed, "intentsChanged": intents_changed,
             });
-            return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
         }
-        Verdict::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, "unauthenticated", m),
-        Verdict::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
-        Verdict::BadRequest(m) => (StatusCode::BAD_REQUEST, "rejected", m),
-        Verdict::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
-    };
-    app.metrics.observation_requests.get_or_create(&ResultLabels { result }).inc();
-    tracing::warn!(status = status.as_u16(), reason = %message, "observation batch refused");
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
+        Err(refusal) => {
+            app.metrics.observation_requests.get_or_create(&ResultLabels { result: refusal.label() }).inc();
+            refused(&refusal, "observation batch refused")
+        }
+    }
 }
 
 async fn egress_map(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
@@ -114,17 +108,15 @@ async fn egress_map(State(app): State<App>, headers: axum::http::HeaderMap) -> R
             Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the map: {e}\n")).into_response(),
         },
-        Err(verdict) => {
-            let (status, message) = match verdict {
-                Verdict::Forbidden(m) => (StatusCode::FORBIDDEN, m),
-                Verdict::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
-                Verdict::Unauthenticated(m) | Verdict::BadRequest(m) => (StatusCode::UNAUTHORIZED, m),
-                Verdict::Accepted { .. } => (StatusCode::INTERNAL_SERVER_ERROR, String::new()),
-            };
-            tracing::warn!(status = status.as_u16(), reason = %message, "egress map request refused");
-            (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
-        }
+        Err(refusal) => refused(&refusal, "egress map request refused"),
     }
+}
+
+/// The response (and log line) for a refused `/v1/*` request.
+fn refused(refusal: &Refusal, what: &'static str) -> Response {
+    let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    tracing::warn!(status = status.as_u16(), reason = %refusal.message(), "{what}");
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{}\n", refusal.message())).into_response()
 }
 
 async fn healthz() -> &'static str {
