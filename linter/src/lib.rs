@@ -13,6 +13,7 @@ pub mod egress;
 pub mod emit;
 pub mod finding;
 pub mod fix;
+pub mod https;
 pub mod load;
 pub mod model;
 pub mod project;

@@ -149,19 +149,7 @@ impl Reporter {
             anyhow::bail!("--report-url must be https:// (observations carry a bearer token)");
         }
         config.batch = config.batch.clamp(1, MAX_BATCH);
-        let pem = std::fs::read(&config.ca).with_context(|| format!("reading --report-ca {}", config.ca.display()))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            roots.add(cert.context("parsing --report-ca")?).context("adding --report-ca")?;
-        }
-        if roots.is_empty() {
-            anyhow::bail!("--report-ca {} holds no certificate", config.ca.display());
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .context("TLS versions")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = portcullis_linter::https::client_config_trusting(&config.ca, "--report-ca")?;
         if config.url.host().is_none() {
             anyhow::bail!("--report-url has no host");
         }

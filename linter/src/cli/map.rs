@@ -109,16 +109,7 @@ fn fetch(args: &MapArgs) -> anyhow::Result<String> {
     let ca = args.ca.as_ref().context("--ca is required with an https:// --from")?;
     let token_file = args.token_file.as_ref().context("--token-file is required with an https:// --from")?;
     let token = std::fs::read_to_string(token_file).with_context(|| format!("reading {}", token_file.display()))?;
-    let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(cert.context("parsing --ca")?).context("adding --ca")?;
-    }
-    let tls =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let tls = crate::https::client_config_trusting(ca, "--ca")?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build::<_, http_body_util::Empty<hyper::body::Bytes>>(connector);
