@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
 mod common;
+
+use common::respond;
 #[path = "../../linter/tests/common/dnsmasq.rs"]
 mod dnsmasq;
 
@@ -312,10 +314,6 @@ fn kube_api() -> (KubeApi, ApiHandle) {
 async fn body(request: Request<Body>) -> Value {
     let bytes = http_body_util::BodyExt::collect(request.into_body()).await.unwrap().to_bytes();
     serde_json::from_slice(&bytes).unwrap()
-}
-
-fn respond(send: tower_test::mock::SendResponse<Response<Body>>, code: u16, value: &Value) {
-    send.send_response(Response::builder().status(code).body(Body::from(serde_json::to_vec(value).unwrap())).unwrap());
 }
 
 #[tokio::test]

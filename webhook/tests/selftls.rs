@@ -221,6 +221,7 @@ async fn the_stored_ca_verifies_the_served_certificate() {
 /// left alone.
 #[tokio::test]
 async fn the_kube_client_reads_creates_and_replaces() {
+    use common::respond;
     use hyper::{Request, Response};
     use kube::client::Body;
     use portcullis_webhook::selftls::KubeTlsApi;
@@ -228,11 +229,6 @@ async fn the_kube_client_reads_creates_and_replaces() {
 
     let (service, mut server) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let api = KubeTlsApi::new(kube::Client::new(service, "default"));
-    let respond = |send: tower_test::mock::SendResponse<Response<Body>>, code: u16, value: &Value| {
-        send.send_response(
-            Response::builder().status(code).body(Body::from(serde_json::to_vec(value).unwrap())).unwrap(),
-        );
-    };
     let not_found =
         json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
     let serving = tokio::spawn(async move {

@@ -107,3 +107,17 @@ pub async fn https_request(
     let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes().to_vec();
     Ok((status, body, leaf))
 }
+
+/// Answers one request of a mocked API server (tower-test) with `code` and the JSON `value`.
+pub fn respond(
+    send: tower_test::mock::SendResponse<hyper::Response<kube::client::Body>>,
+    code: u16,
+    value: &serde_json::Value,
+) {
+    send.send_response(
+        hyper::Response::builder()
+            .status(code)
+            .body(kube::client::Body::from(serde_json::to_vec(value).unwrap()))
+            .unwrap(),
+    );
+}
