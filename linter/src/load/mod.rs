@@ -3,11 +3,14 @@
 //! [`parse_source`] is pure (bytes in, documents and load problems out); [`fs`] is the thin
 //! filesystem and stdin shell around it used by the CLI.
 
+pub mod block;
+pub mod de;
 pub mod fs;
 pub mod yaml;
 
 use std::sync::Arc;
 
+use saphyr_parser::{Event, Span};
 use serde_json::Value;
 
 pub use yaml::{Chunk, NodeSpan};
@@ -135,7 +138,10 @@ impl Default for Limits {
 
 /// Checks that `bytes` are text we can parse: UTF-8 without NUL bytes.
 pub fn decode_text(bytes: Vec<u8>) -> Result<String, (Position, String)> {
-    if let Some(at) = bytes.iter().position(|&b| b == 0) {
+    // `contains` on bytes is memchr; the position is only needed for the message.
+    if bytes.contains(&0)
+        && let Some(at) = bytes.iter().position(|&b| b == 0)
+    {
         return Err((
             position_of_byte(&bytes, at),
             format!("binary data (a NUL byte at offset {at}); expected YAML or JSON text"),
@@ -160,23 +166,78 @@ fn position_of_byte(bytes: &[u8], at: usize) -> Position {
     Position { line, column: at - line_start + 1 }
 }
 
-/// Parses a file's text into documents; unparseable documents become problems, the others are
-/// still returned.
-pub fn parse_source(source: SourceId, text: &str) -> (Vec<Document>, Vec<LoadProblem>) {
+/// A document the fast path read: its parser events, not yet built into a value.
+#[derive(Debug)]
+pub struct Scanned<'a> {
+    pub at: DocumentRef,
+    /// Every event of the document, `StreamStart` to `StreamEnd`.
+    pub events: Vec<(Event<'a>, Span)>,
+}
+
+impl Scanned<'_> {
+    /// The document's value (`Ok(None)`: no document), or why it is invalid.
+    pub fn into_document(self) -> Result<Option<Document>, LoadProblem> {
+        let Scanned { at, events } = self;
+        match yaml::build_value(events.into_iter().map(Ok), at.chunk) {
+            Ok(value) => Ok(value.map(|value| Document { at, value })),
+            Err(e) => Err(invalid_yaml(at.source, e)),
+        }
+    }
+}
+
+/// One document of a file: a value, or (from the fast path) events the caller may read typed
+/// fields from before building the value ([`Scanned::into_document`]).
+#[derive(Debug)]
+pub enum Parsed<'a> {
+    Value(Document),
+    Scanned(Scanned<'a>),
+}
+
+impl Parsed<'_> {
+    pub fn into_document(self) -> Result<Option<Document>, LoadProblem> {
+        match self {
+            Parsed::Value(document) => Ok(Some(document)),
+            Parsed::Scanned(scanned) => scanned.into_document(),
+        }
+    }
+}
+
+fn invalid_yaml(source: SourceId, e: yaml::SyntaxError) -> LoadProblem {
+    LoadProblem { source, position: e.position, message: format!("invalid YAML: {}", e.message) }
+}
+
+/// Cuts a file's text into documents: the ones the fast path reads stay events, the others are
+/// parsed into values; unparseable documents become problems, the others are still returned.
+pub fn scan_source(source: SourceId, text: &str) -> (Vec<Parsed<'_>>, Vec<LoadProblem>) {
     let mut documents = Vec::new();
     let mut problems = Vec::new();
     for (index, chunk) in yaml::split_documents(text).into_iter().enumerate() {
-        match yaml::parse_chunk(text, chunk) {
-            Ok(Some(value)) => {
-                let start = first_content(text, chunk);
-                documents.push(Document { at: DocumentRef { source, index, chunk, start }, value });
-            }
+        let src = &text[chunk.offset..chunk.offset + chunk.len];
+        let at = DocumentRef { source, index, chunk, start: first_content(text, chunk) };
+        if let Some(events) = block::scan(src) {
+            documents.push(Parsed::Scanned(Scanned { at, events }));
+            continue;
+        }
+        let full = saphyr_parser::Parser::new_from_str(src).keep_tags(true);
+        match yaml::build_value(full, chunk) {
+            Ok(Some(value)) => documents.push(Parsed::Value(Document { at, value })),
             Ok(None) => {}
-            Err(e) => problems.push(LoadProblem {
-                source,
-                position: e.position,
-                message: format!("invalid YAML: {}", e.message),
-            }),
+            Err(e) => problems.push(invalid_yaml(source, e)),
+        }
+    }
+    (documents, problems)
+}
+
+/// Parses a file's text into documents; unparseable documents become problems, the others are
+/// still returned.
+pub fn parse_source(source: SourceId, text: &str) -> (Vec<Document>, Vec<LoadProblem>) {
+    let (parsed, mut problems) = scan_source(source, text);
+    let mut documents = Vec::with_capacity(parsed.len());
+    for document in parsed {
+        match document.into_document() {
+            Ok(Some(document)) => documents.push(document),
+            Ok(None) => {}
+            Err(problem) => problems.push(problem),
         }
     }
     (documents, problems)

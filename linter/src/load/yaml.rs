@@ -1,14 +1,16 @@
 //! YAML (and therefore JSON) documents to `serde_json::Value`, with source positions on demand.
 //!
-//! One parser, `saphyr-parser`, drives everything (see `docs/decisions.md`). A file is first cut
-//! into documents at `---`/`...` lines, so a syntax error in one document never hides the others.
+//! One parser, `saphyr-parser`, drives everything (see `docs/decisions.md`); the common block
+//! style of manifests takes a fast path ([`super::block`]) that yields the very same events. A
+//! file is first cut into documents at `---`/`...` lines, so a syntax error in one document never
+//! hides the others.
 //! Each document is parsed once into a `Value`; positions of individual keys are only computed
 //! when a finding needs them, by re-reading that one document (findings are rare, objects are
 //! many, so the hot path allocates no position index).
 
 use std::borrow::Cow;
 
-use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
+use saphyr_parser::{Event, Marker, Parser, ScalarStyle, ScanError, Span, StrInput, Tag};
 use serde_json::{Map, Number, Value};
 
 use super::Position;
@@ -86,18 +88,61 @@ fn marker_line(line: &str, marker: &str) -> bool {
     line.strip_prefix(marker).is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
 }
 
+/// The parser events of one document: the fast path's when the document is in its subset, else
+/// the full parser's (identical wherever both answer).
+pub enum Events<'a> {
+    Fast(std::vec::IntoIter<(Event<'a>, Span)>),
+    Full(Box<Parser<'a, StrInput<'a>>>),
+}
+
+impl std::fmt::Debug for Events<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Events::Fast(_) => "Events::Fast",
+            Events::Full(_) => "Events::Full",
+        })
+    }
+}
+
+impl<'a> Events<'a> {
+    pub fn new(src: &'a str) -> Events<'a> {
+        match super::block::scan(src) {
+            Some(events) => Events::Fast(events.into_iter()),
+            None => Events::Full(Box::new(Parser::new_from_str(src).keep_tags(true))),
+        }
+    }
+}
+
+impl<'a> Iterator for Events<'a> {
+    type Item = Result<(Event<'a>, Span), ScanError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Events::Fast(events) => events.next().map(Ok),
+            Events::Full(parser) => parser.next_event(),
+        }
+    }
+}
+
 /// Parses one chunk into its document value (`None` for a chunk with no document).
 pub fn parse_chunk(text: &str, chunk: Chunk) -> Result<Option<Value>, SyntaxError> {
-    let src = &text[chunk.offset..chunk.offset + chunk.len];
+    build_value(Events::new(&text[chunk.offset..chunk.offset + chunk.len]), chunk)
+}
+
+/// Builds the document value of one chunk's events (`None` for a chunk with no document).
+pub fn build_value<'a>(
+    events: impl IntoIterator<Item = Result<(Event<'a>, Span), ScanError>>,
+    chunk: Chunk,
+) -> Result<Option<Value>, SyntaxError> {
     let mut builder = ValueBuilder::default();
-    let mut parser = Parser::new_from_str(src).keep_tags(true);
-    while let Some(event) = parser.next_event() {
+    for event in events {
         let (event, span) = event.map_err(|e| SyntaxError {
             position: position_in(chunk, e.marker().line(), e.marker().col()),
             message: e.info().to_owned(),
         })?;
-        if let Err(message) = builder.push(event) {
-            return Err(SyntaxError { position: position_in(chunk, span.start.line(), span.start.col()), message });
+        if let Err((message, at)) = builder.push(event, span.start) {
+            let at = at.unwrap_or(span.start);
+            return Err(SyntaxError { position: position_in(chunk, at.line(), at.col()), message });
         }
         if builder.documents > 1 {
             // Cannot happen after `split_documents`, but never merge two documents silently.
@@ -114,40 +159,60 @@ fn position_in(chunk: Chunk, line: usize, col: usize) -> Position {
     Position { line: chunk.first_line + line.saturating_sub(1), column: col + 1 }
 }
 
+/// An open collection: where its items start on the builder's item stacks, and its anchor.
 #[derive(Debug)]
 enum Frame {
-    Seq(Vec<Value>, usize),
-    /// The map, the key awaiting its value, the anchor, and keys that came from merge keys.
-    Map(Map<String, Value>, Option<String>, usize, Vec<String>),
+    Seq {
+        start: usize,
+        anchor: usize,
+    },
+    /// `key`: the key awaiting its value.
+    Map {
+        start: usize,
+        key: Option<(String, Marker)>,
+        anchor: usize,
+    },
 }
 
 /// Builds a `Value` from parser events with an explicit stack (no recursion on input depth).
+///
+/// Items of open collections wait on two shared stacks and each collection is allocated once,
+/// at its exact size, when it closes: a run keeps hundreds of thousands of small maps, and
+/// growing each one entry by entry leaves most of their memory as spare capacity.
 #[derive(Debug, Default)]
 struct ValueBuilder {
     stack: Vec<Frame>,
+    items: Vec<Value>,
+    /// Entries of open mappings, with where each key was written.
+    entries: Vec<(String, Marker, Value)>,
     anchors: Vec<(usize, Value)>,
     root: Option<Value>,
     documents: usize,
     nodes: usize,
 }
 
+/// A build failure and, when it is not the current event, where it is.
+type BuildError = (String, Option<Marker>);
+
 impl ValueBuilder {
-    fn push(&mut self, event: Event<'_>) -> Result<(), String> {
+    fn push(&mut self, event: Event<'_>, at: Marker) -> Result<(), BuildError> {
         match event {
             Event::DocumentStart(_) => self.documents += 1,
             Event::Scalar(text, style, anchor, tag) => {
-                let value = resolve_scalar(text, style, tag.as_deref())?;
-                self.finish(value, anchor)?;
+                let value = resolve_scalar(text, style, tag.as_deref()).map_err(|e| (e, None))?;
+                self.finish(value, anchor, at)?;
             }
-            Event::SequenceStart(anchor, _) => self.open(Frame::Seq(Vec::new(), anchor))?,
-            Event::MappingStart(anchor, _) => self.open(Frame::Map(Map::new(), None, anchor, Vec::new()))?,
+            Event::SequenceStart(anchor, _) => self.open(Frame::Seq { start: self.items.len(), anchor })?,
+            Event::MappingStart(anchor, _) => {
+                self.open(Frame::Map { start: self.entries.len(), key: None, anchor })?;
+            }
             Event::SequenceEnd | Event::MappingEnd => {
                 let (value, anchor) = match self.stack.pop() {
-                    Some(Frame::Seq(items, anchor)) => (Value::Array(items), anchor),
-                    Some(Frame::Map(map, _, anchor, _)) => (Value::Object(map), anchor),
-                    None => return Err("unbalanced collection end".to_owned()),
+                    Some(Frame::Seq { start, anchor }) => (Value::Array(self.items.split_off(start)), anchor),
+                    Some(Frame::Map { start, anchor, .. }) => (Value::Object(self.close_map(start)?), anchor),
+                    None => return Err(("unbalanced collection end".to_owned(), None)),
                 };
-                self.finish(value, anchor)?;
+                self.finish(value, anchor, at)?;
             }
             Event::Alias(id) => {
                 let value = self
@@ -156,57 +221,68 @@ impl ValueBuilder {
                     .rev()
                     .find(|(a, _)| *a == id)
                     .map(|(_, v)| v.clone())
-                    .ok_or_else(|| "alias to an unknown anchor".to_owned())?;
+                    .ok_or_else(|| ("alias to an unknown anchor".to_owned(), None))?;
                 self.nodes += count_nodes(&value);
-                self.finish(value, 0)?;
+                self.finish(value, 0, at)?;
             }
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
         }
         Ok(())
     }
 
-    fn open(&mut self, frame: Frame) -> Result<(), String> {
+    fn open(&mut self, frame: Frame) -> Result<(), BuildError> {
         if self.stack.len() >= MAX_DEPTH {
-            return Err(format!("nesting deeper than {MAX_DEPTH} levels"));
+            return Err((format!("nesting deeper than {MAX_DEPTH} levels"), None));
         }
         self.stack.push(frame);
         Ok(())
     }
 
-    fn finish(&mut self, value: Value, anchor: usize) -> Result<(), String> {
+    fn finish(&mut self, value: Value, anchor: usize, at: Marker) -> Result<(), BuildError> {
         self.nodes += 1;
         if self.nodes > MAX_NODES_PER_DOCUMENT {
-            return Err(format!("document expands to more than {MAX_NODES_PER_DOCUMENT} nodes (alias bomb?)"));
+            return Err((format!("document expands to more than {MAX_NODES_PER_DOCUMENT} nodes (alias bomb?)"), None));
         }
         if anchor != 0 {
             self.anchors.push((anchor, value.clone()));
         }
         match self.stack.last_mut() {
             None => self.root = Some(value),
-            Some(Frame::Seq(items, _)) => items.push(value),
-            Some(Frame::Map(_, key @ None, _, _)) => {
-                *key = Some(key_string(value)?);
-            }
-            Some(Frame::Map(map, key @ Some(_), _, merged)) => {
-                let k = key.take().unwrap_or_default();
-                if k == "<<" {
-                    merge_into(map, value, merged)?;
-                } else if let Some(i) = merged.iter().position(|m| *m == k) {
-                    // An explicit key overrides what a merge key brought in.
-                    merged.swap_remove(i);
-                    map.insert(k, value);
-                } else {
-                    match map.entry(k) {
-                        // The API server's decoder rejects duplicate keys; so do we.
-                        serde_json::map::Entry::Occupied(e) => return Err(format!("duplicate key {:?}", e.key())),
-                        serde_json::map::Entry::Vacant(e) => {
-                            e.insert(value);
-                        }
-                    }
+            Some(Frame::Seq { .. }) => self.items.push(value),
+            Some(Frame::Map { key: key @ None, .. }) => *key = Some((key_string(value).map_err(|e| (e, None))?, at)),
+            Some(Frame::Map { key: key @ Some(_), .. }) => {
+                if let Some((k, key_at)) = key.take() {
+                    self.entries.push((k, key_at, value));
                 }
             }
         }
         Ok(())
+    }
+
+    /// The mapping whose entries start at `start` on the entry stack.
+    fn close_map(&mut self, start: usize) -> Result<Map<String, Value>, BuildError> {
+        let mut map = Map::with_capacity(self.entries.len() - start);
+        // Keys that came from merge keys: an explicit key overrides them.
+        let mut merged: Vec<String> = Vec::new();
+        for (k, at, value) in self.entries.drain(start..) {
+            if k == "<<" {
+                merge_into(&mut map, value, &mut merged).map_err(|e| (e, Some(at)))?;
+            } else if let Some(i) = merged.iter().position(|m| *m == k) {
+                merged.swap_remove(i);
+                map.insert(k, value);
+            } else {
+                match map.entry(k) {
+                    // The API server's decoder rejects duplicate keys; so do we.
+                    serde_json::map::Entry::Occupied(e) => {
+                        return Err((format!("duplicate key {:?}", e.key()), Some(at)));
+                    }
+                    serde_json::map::Entry::Vacant(e) => {
+                        e.insert(value);
+                    }
+                }
+            }
+        }
+        Ok(map)
     }
 }
 
@@ -248,7 +324,7 @@ fn merge_into(map: &mut Map<String, Value>, value: Value, merged: &mut Vec<Strin
     Ok(())
 }
 
-fn key_string(value: Value) -> Result<String, String> {
+pub(crate) fn key_string(value: Value) -> Result<String, String> {
     match value {
         Value::String(s) => Ok(s),
         Value::Number(n) => Ok(n.to_string()),
@@ -269,26 +345,28 @@ fn resolve_scalar(text: Cow<'_, str>, style: ScalarStyle, tag: Option<&Tag>) -> 
             _ => Ok(Value::String(text.into_owned())),
         };
     }
+    Ok(resolve_untagged(&text, style).unwrap_or_else(|| Value::String(text.into_owned())))
+}
+
+/// What an untagged scalar stands for under the core schema, or `None` when it is the string
+/// of its own text (every quoted scalar, and most plain ones).
+pub(crate) fn resolve_untagged(t: &str, style: ScalarStyle) -> Option<Value> {
     if style != ScalarStyle::Plain {
-        return Ok(Value::String(text.into_owned()));
+        return None;
     }
-    let t: &str = &text;
     // Most plain scalars are words; only those starting like a number, bool or null need more.
     let first = t.as_bytes().first().copied().unwrap_or(b'~');
     if !(first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.' | b'~' | b'n' | b'N' | b't' | b'T' | b'f' | b'F'))
     {
-        return Ok(Value::String(text.into_owned()));
+        return None;
     }
     if matches!(t, "" | "~" | "null" | "Null" | "NULL") {
-        return Ok(Value::Null);
+        return Some(Value::Null);
     }
     if let Some(b) = plain_bool(t) {
-        return Ok(Value::Bool(b));
+        return Some(Value::Bool(b));
     }
-    Ok(match plain_number(t) {
-        Some(n) => n,
-        None => Value::String(text.into_owned()),
-    })
+    plain_number(t)
 }
 
 fn plain_bool(t: &str) -> Option<bool> {
@@ -363,7 +441,6 @@ enum Level {
 pub fn locate(text: &str, chunk: Chunk, pointer: &str) -> Option<(NodeSpan, bool)> {
     let src = &text[chunk.offset..chunk.offset + chunk.len];
     let target: Vec<String> = pointer_segments(pointer);
-    let mut parser = Parser::new_from_str(src);
     let mut levels: Vec<Level> = Vec::new();
     let mut best: Option<(NodeSpan, usize)> = None;
     let pos = |span: &Span| position_in(chunk, span.start.line(), span.start.col());
@@ -383,7 +460,7 @@ pub fn locate(text: &str, chunk: Chunk, pointer: &str) -> Option<(NodeSpan, bool
         }
         depth
     };
-    while let Some(Ok((event, span))) = parser.next_event() {
+    for (event, span) in Events::new(src).map_while(Result::ok) {
         // Is this event the start of a value node (not a key)?
         let starts_node =
             matches!(event, Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..) | Event::Alias(_));
