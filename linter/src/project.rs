@@ -8,7 +8,7 @@ use crate::egress::intents::compile;
 use crate::egress::render::render;
 use crate::egress::{AddressCache, IntentMeta, RenderConfig, otterize};
 use crate::finding::{Diagnostic, Finding};
-use crate::load::{self, LoadProblem, Position, SourceFile, SourceId, Sources};
+use crate::load::{self, LoadProblem, Parsed, Position, SourceFile, SourceId, Sources};
 use crate::model::{Inventory, WorkloadId};
 use crate::rules::{self, Context};
 
@@ -37,13 +37,20 @@ impl Project {
     /// their objects take part in the analysis but findings in them are not shown.
     pub fn add_text(&mut self, name: &str, text: String, reported: bool) -> SourceId {
         let id = self.sources.add(SourceFile { name: name.to_owned(), text, reported });
-        let (documents, problems) = match self.sources.get(id) {
-            Some(file) => load::parse_source(id, &file.text),
-            None => (Vec::new(), Vec::new()),
-        };
+        let Some(file) = self.sources.get(id) else { return id };
+        let (documents, problems) = load::scan_source(id, &file.text);
         self.load_problems.extend(problems);
-        for doc in documents {
-            self.inventory.add_document(doc);
+        for document in documents {
+            if let Parsed::Scanned(scanned) = &document
+                && self.inventory.add_scanned(scanned)
+            {
+                continue;
+            }
+            match document.into_document() {
+                Ok(Some(document)) => self.inventory.add_document(document),
+                Ok(None) => {}
+                Err(problem) => self.load_problems.push(problem),
+            }
         }
         id
     }

@@ -9,12 +9,14 @@ use k8s_openapi::api::batch::v1::{CronJobSpec, JobSpec};
 use k8s_openapi::api::core::v1::{PodSpec, PodStatus, ReplicationControllerSpec};
 use k8s_openapi::api::networking::v1::NetworkPolicySpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use saphyr_parser::{Event, Span};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::object::{ApiVersionStatus, Kind, Object, ObjectId, ObjectRef};
 use crate::egress::EgressIntentSpec;
-use crate::load::{Document, DocumentRef};
+use crate::load::yaml::{MAX_NODES_PER_DOCUMENT, build_value, resolve_untagged};
+use crate::load::{Document, DocumentRef, Scanned, de};
 
 /// The label the API server puts on every namespace.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -241,12 +243,81 @@ impl Inventory {
         self.add_object(at, String::new(), Value::Object(map));
     }
 
+    /// Adds a document the fast path read, without building the value of a controller's `spec`:
+    /// its pod template is deserialized straight from the events, and the object keeps only
+    /// `apiVersion`, `kind` and `metadata` (all it would keep anyway). Returns `false`, having
+    /// added nothing, for anything else (other kinds, lists, anything the `Value` path would
+    /// report); the caller then builds the document's value and calls [`Inventory::add_document`].
+    pub fn add_scanned(&mut self, scanned: &Scanned<'_>) -> bool {
+        let events = &scanned.events;
+        // StreamStart, DocumentStart, MappingStart, entries…, MappingEnd, DocumentEnd, StreamEnd.
+        let Some(end) = events.len().checked_sub(3) else { return false };
+        if events.len() > MAX_NODES_PER_DOCUMENT
+            || !matches!(events.get(2), Some((Event::MappingStart(0, None), _)))
+            || !matches!(events[end].0, Event::MappingEnd)
+        {
+            return false;
+        }
+        let mut entries: Vec<(&str, std::ops::Range<usize>)> = Vec::new();
+        let mut i = 3;
+        while i < end {
+            let (Event::Scalar(key, style, 0, None), _) = &events[i] else { return false };
+            let Some(value_end) = de::node_end(events, i + 1).filter(|&e| e <= end) else { return false };
+            let key: &str = key;
+            if resolve_untagged(key, *style).is_some() || key == "<<" || entries.iter().any(|(k, _)| *k == key) {
+                return false;
+            }
+            entries.push((key, i + 1..value_end));
+            i = value_end;
+        }
+        let string = |name: &str| -> Option<&str> {
+            let (_, range) = entries.iter().find(|(k, _)| *k == name)?;
+            match &events[range.start].0 {
+                Event::Scalar(text, style, 0, None) if range.len() == 1 && resolve_untagged(text, *style).is_none() => {
+                    Some(text)
+                }
+                _ => None,
+            }
+        };
+        let (Some(api_version), Some(kind)) = (string("apiVersion"), string("kind")) else { return false };
+        let (kind, _) = Kind::classify(api_version, kind);
+        if !kind.is_workload() || kind == Kind::Pod {
+            return false;
+        }
+        let node = |range: &std::ops::Range<usize>| &events[range.clone()];
+        let spec = entries.iter().find(|(k, _)| *k == "spec").map(|(_, r)| node(r));
+        let Ok(pods) = template_view(kind, &EventSpec(spec)) else { return false };
+        // Entries the object does not keep must still be what the `Value` path accepts.
+        let kept = |k: &str| matches!(k, "apiVersion" | "kind" | "metadata");
+        let rest_ok = entries
+            .iter()
+            .filter(|(k, _)| !kept(k) && *k != "spec")
+            .all(|(_, r)| de::from_events::<serde::de::IgnoredAny>(node(r)).is_ok());
+        if !rest_ok {
+            return false;
+        }
+        let head = events[..3].iter();
+        let body = entries.iter().filter(|(k, _)| kept(k)).flat_map(|(_, r)| &events[r.start - 1..r.end]);
+        let tail = events[end..].iter();
+        let Ok(Some(value)) = build_value(head.chain(body).chain(tail).cloned().map(Ok), scanned.at.chunk) else {
+            return false;
+        };
+        self.add_object_with(scanned.at, String::new(), value, Some(pods));
+        true
+    }
+
     fn problem(&mut self, doc: DocumentRef, pointer: &str, message: &str, object: Option<ObjectRef>) {
         self.problems.push(ModelProblem { doc, pointer: pointer.to_owned(), message: message.to_owned(), object });
     }
 
     /// Adds one object found at `pointer` in `doc`.
     pub fn add_object(&mut self, doc: DocumentRef, pointer: String, value: Value) {
+        self.add_object_with(doc, pointer, value, None);
+    }
+
+    /// Adds one object; a workload's pods may come already read from the document's events
+    /// (then `value` holds only `apiVersion`, `kind` and `metadata`).
+    fn add_object_with(&mut self, doc: DocumentRef, pointer: String, value: Value, pods: Option<PodView>) {
         let api_version = value.get("apiVersion").and_then(Value::as_str);
         let kind = value.get("kind").and_then(Value::as_str);
         let (Some(api_version), Some(kind)) = (api_version, kind) else {
@@ -326,7 +397,7 @@ impl Inventory {
         match kind_enum {
             Kind::NetworkPolicy => self.add_policy(object_id, ns),
             Kind::EgressIntent => self.add_intent(object_id, ns),
-            k if k.is_workload() => self.add_workload(object_id, ns),
+            k if k.is_workload() => self.add_workload(object_id, ns, pods),
             _ => {}
         }
     }
@@ -394,11 +465,14 @@ impl Inventory {
         }
     }
 
-    fn add_workload(&mut self, object_id: ObjectId, namespace: String) {
+    fn add_workload(&mut self, object_id: ObjectId, namespace: String, pods: Option<PodView>) {
         let object = &self.objects[object_id.0];
         let kind = object.kind;
         let template = kind.pod_template_pointer().unwrap_or("");
-        let parsed = pod_view(kind, &object.value, &object.pointer);
+        let parsed = match pods {
+            Some(pods) => Ok(pods),
+            None => pod_view(kind, &object.value, &object.pointer),
+        };
         let (labels, spec, status) = match parsed {
             Ok(v) => v,
             Err((at, msg)) => {
@@ -496,32 +570,67 @@ impl Inventory {
 
 type PodView = (Labels, PodSpec, Option<PodStatus>);
 
+/// Where a workload's `spec` is deserialized from: the object's value, or the document's events.
+trait SpecSource {
+    type Error;
+    /// The `spec`, typed (absent or null → `None`).
+    fn spec<T: DeserializeOwned>(&self) -> Result<Option<T>, Self::Error>;
+}
+
+/// The `spec` of an object value; errors name the offending field.
+struct ValueSpec<'a> {
+    value: &'a Value,
+    base: &'a str,
+}
+
+impl SpecSource for ValueSpec<'_> {
+    type Error = (String, String);
+    fn spec<T: DeserializeOwned>(&self) -> Result<Option<T>, Self::Error> {
+        typed(self.value, "/spec", self.base)
+    }
+}
+
+/// The events of a document's `spec` (`None`: no `spec`); any error means "use the value".
+struct EventSpec<'a, 'e>(Option<&'a [(Event<'e>, Span)]>);
+
+impl SpecSource for EventSpec<'_, '_> {
+    type Error = de::Refused;
+    fn spec<T: DeserializeOwned>(&self) -> Result<Option<T>, Self::Error> {
+        self.0.map_or(Ok(None), de::from_events::<Option<T>>)
+    }
+}
+
 /// Labels, spec and status of the pods a workload object runs. The controller's whole spec is
 /// type-checked (so a wrong type anywhere is found) and deserialized once.
 fn pod_view(kind: Kind, value: &Value, base: &str) -> Result<PodView, (String, String)> {
+    if kind == Kind::Pod {
+        let labels: Option<Labels> = typed(value, "/metadata/labels", base)?;
+        let spec: Option<PodSpec> = typed(value, "/spec", base)?;
+        let status: Option<PodStatus> = typed(value, "/status", base)?;
+        return Ok((labels.unwrap_or_default(), spec.unwrap_or_default(), status));
+    }
+    template_view(kind, &ValueSpec { value, base })
+}
+
+/// Labels and spec of the pod template of a controller kind.
+fn template_view<S: SpecSource>(kind: Kind, source: &S) -> Result<PodView, S::Error> {
     use k8s_openapi::api::core::v1::PodTemplateSpec;
     let from_template = |t: Option<PodTemplateSpec>| -> PodView {
         let t = t.unwrap_or_default();
         (t.metadata.and_then(|m| m.labels).unwrap_or_default(), t.spec.unwrap_or_default(), None)
     };
     Ok(match kind {
-        Kind::Pod => {
-            let labels: Option<Labels> = typed(value, "/metadata/labels", base)?;
-            let spec: Option<PodSpec> = typed(value, "/spec", base)?;
-            let status: Option<PodStatus> = typed(value, "/status", base)?;
-            (labels.unwrap_or_default(), spec.unwrap_or_default(), status)
-        }
-        Kind::Deployment => from_template(typed::<DeploymentSpec>(value, "/spec", base)?.map(|s| s.template)),
-        Kind::ReplicaSet => from_template(typed::<ReplicaSetSpec>(value, "/spec", base)?.and_then(|s| s.template)),
-        Kind::StatefulSet => from_template(typed::<StatefulSetSpec>(value, "/spec", base)?.map(|s| s.template)),
-        Kind::DaemonSet => from_template(typed::<DaemonSetSpec>(value, "/spec", base)?.map(|s| s.template)),
-        Kind::Job => from_template(typed::<JobSpec>(value, "/spec", base)?.map(|s| s.template)),
+        Kind::Deployment => from_template(source.spec::<DeploymentSpec>()?.map(|s| s.template)),
+        Kind::ReplicaSet => from_template(source.spec::<ReplicaSetSpec>()?.and_then(|s| s.template)),
+        Kind::StatefulSet => from_template(source.spec::<StatefulSetSpec>()?.map(|s| s.template)),
+        Kind::DaemonSet => from_template(source.spec::<DaemonSetSpec>()?.map(|s| s.template)),
+        Kind::Job => from_template(source.spec::<JobSpec>()?.map(|s| s.template)),
         Kind::ReplicationController => {
-            from_template(typed::<ReplicationControllerSpec>(value, "/spec", base)?.and_then(|s| s.template))
+            from_template(source.spec::<ReplicationControllerSpec>()?.and_then(|s| s.template))
         }
-        Kind::CronJob => from_template(
-            typed::<CronJobSpec>(value, "/spec", base)?.and_then(|s| s.job_template.spec).map(|s| s.template),
-        ),
+        Kind::CronJob => {
+            from_template(source.spec::<CronJobSpec>()?.and_then(|s| s.job_template.spec).map(|s| s.template))
+        }
         _ => (Labels::new(), PodSpec::default(), None),
     })
 }
@@ -558,4 +667,62 @@ fn typed<T: DeserializeOwned>(value: &Value, pointer: &str, base: &str) -> Resul
         }
         (at, format!("wrong type at {dotted}: {}", e.inner()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{Parsed, SourceId, scan_source};
+
+    /// The one scanned document of `text`.
+    fn scanned(text: &str) -> Scanned<'_> {
+        match scan_source(SourceId(0), text).0.pop() {
+            Some(Parsed::Scanned(s)) => s,
+            other => panic!("expected the fast path to read the document: {other:?}"),
+        }
+    }
+
+    /// Adds `text` both ways: from its events, and from its value.
+    fn both_ways(text: &str) -> (bool, Inventory, Inventory) {
+        let mut fast = Inventory::new("default");
+        let taken = fast.add_scanned(&scanned(text));
+        let mut slow = Inventory::new("default");
+        if let Ok(Some(document)) = scanned(text).into_document() {
+            slow.add_document(document);
+        }
+        (taken, fast, slow)
+    }
+
+    const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\n  namespace: shop\n  labels: {app: api}\nspec:\n  selector: {matchLabels: {app: api}}\n  template:\n    metadata:\n      labels: {app: api, tier: backend}\n    spec:\n      hostNetwork: true\n      containers:\n      - name: api\n        image: example/api:1\n        ports:\n        - {name: http, containerPort: 8080}\n        - {containerPort: 53, protocol: UDP}\nstatus: {replicas: 1}\n";
+
+    #[test]
+    fn controllers_are_read_from_events_as_from_their_value() {
+        let (taken, fast, slow) = both_ways(DEPLOYMENT);
+        assert!(taken);
+        assert_eq!(fast.objects[0].value, slow.objects[0].value);
+        assert_eq!(fast.objects[0].value.as_object().map(|m| m.len()), Some(3));
+        let (a, b) = (&fast.workloads[0], &slow.workloads[0]);
+        assert_eq!(
+            (&a.labels, &a.ports, a.host_network, a.template),
+            (&b.labels, &b.ports, b.host_network, b.template)
+        );
+        assert_eq!(a.ports.len(), 2);
+        assert!(a.host_network);
+        assert_eq!(fast.problems, slow.problems);
+    }
+
+    #[test]
+    fn what_the_value_path_reports_is_left_to_it() {
+        let wrong_type = DEPLOYMENT.replace("hostNetwork: true", "hostNetwork: [yes]");
+        let duplicate_in_status = DEPLOYMENT.replace("{replicas: 1}", "{replicas: 1, replicas: 2}");
+        let policy =
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec: {podSelector: {}}\n";
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: []}\n";
+        let list = "apiVersion: v1\nkind: List\nitems: []\n";
+        for text in [wrong_type.as_str(), duplicate_in_status.as_str(), policy, pod, list] {
+            let (taken, fast, _) = both_ways(text);
+            assert!(!taken, "{text}");
+            assert!(fast.objects.is_empty() && fast.problems.is_empty());
+        }
+    }
 }
