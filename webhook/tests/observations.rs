@@ -229,6 +229,7 @@ async fn the_egress_map_is_served_to_its_readers_only() {
             stderr: &mut stderr,
             tty: false,
             stdin_tty: true,
+            exiting: false,
         };
         let code = portcullis_linter::cli::run(args, &mut io);
         (code, String::from_utf8(stdout).unwrap(), String::from_utf8(stderr).unwrap())

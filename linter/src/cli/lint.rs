@@ -42,5 +42,8 @@ pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
         _ => None,
     };
     let failed = threshold.is_some_and(|t| diagnostics.iter().any(|d| d.severity >= t));
+    if io.exiting {
+        std::mem::forget((project, findings, diagnostics));
+    }
     Ok(if failed { EXIT_FINDINGS } else { EXIT_OK })
 }

@@ -43,7 +43,7 @@ pub fn read_inputs(inputs: &[Input], limits: Limits, stdin: &mut dyn Read) -> Re
         match input {
             Input::Stdin => out.push(ReadFile {
                 name: "<stdin>".to_owned(),
-                content: read_limited(&mut *stdin, limits)
+                content: read_limited(&mut *stdin, limits, 0)
                     .map_err(|e| ReadError::Io { path: "<stdin>".to_owned(), source: e })?,
             }),
             Input::Path(path) => {
@@ -93,13 +93,19 @@ pub fn is_manifest_name(path: &Path) -> bool {
 fn read_file(path: &Path, limits: Limits) -> Result<ReadFile, ReadError> {
     let name = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| ReadError::Io { path: name.clone(), source: e })?;
-    let content = read_limited(file, limits).map_err(|e| ReadError::Io { path: name.clone(), source: e })?;
+    // The size is only a hint (files change while read): it saves growing the buffer read by read.
+    let size_hint = file.metadata().map_or(0, |m| m.len().min(limits.max_file_bytes));
+    let content = read_limited(file, limits, size_hint).map_err(|e| ReadError::Io { path: name.clone(), source: e })?;
     Ok(ReadFile { name, content })
 }
 
 /// Reads at most the limit plus one byte, so a huge input costs no more memory than the limit.
-fn read_limited(reader: impl Read, limits: Limits) -> std::io::Result<Result<String, (Position, String)>> {
-    let mut bytes = Vec::new();
+fn read_limited(
+    reader: impl Read,
+    limits: Limits,
+    size_hint: u64,
+) -> std::io::Result<Result<String, (Position, String)>> {
+    let mut bytes = Vec::with_capacity(usize::try_from(size_hint).unwrap_or(0).saturating_add(1));
     reader.take(limits.max_file_bytes.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limits.max_file_bytes {
         return Ok(Err((
