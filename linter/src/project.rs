@@ -38,20 +38,19 @@ impl Project {
     pub fn add_text(&mut self, name: &str, text: String, reported: bool) -> SourceId {
         let id = self.sources.add(SourceFile { name: name.to_owned(), text, reported });
         let Some(file) = self.sources.get(id) else { return id };
-        let (documents, problems) = load::scan_source(id, &file.text);
-        self.load_problems.extend(problems);
-        for document in documents {
-            if let Parsed::Scanned(scanned) = &document
-                && self.inventory.add_scanned(scanned)
+        let (inventory, problems) = (&mut self.inventory, &mut self.load_problems);
+        load::scan_source(id, &file.text, |parsed| {
+            if let Ok(Parsed::Scanned(scanned)) = &parsed
+                && inventory.add_scanned(scanned)
             {
-                continue;
+                return;
             }
-            match document.into_document() {
-                Ok(Some(document)) => self.inventory.add_document(document),
+            match parsed.and_then(Parsed::into_document) {
+                Ok(Some(document)) => inventory.add_document(document),
                 Ok(None) => {}
-                Err(problem) => self.load_problems.push(problem),
+                Err(problem) => problems.push(problem),
             }
-        }
+        });
         id
     }
 

@@ -153,6 +153,21 @@ fn context_policies_count_but_are_not_reported() {
 }
 
 #[test]
+fn a_file_reached_twice_is_linted_once() {
+    // By two spellings of its path, through its directory, and through a symlink.
+    let dir = tempdir("twice");
+    std::fs::copy(common::repo().join("testcases/rules/PC003/no-dns-rule/input.yaml"), dir.join("a.yaml")).unwrap();
+    std::os::unix::fs::symlink(dir.join("a.yaml"), dir.join("b.yaml")).unwrap();
+    let once = portcullis(&["lint", "a.yaml", "--format", "json"], &dir, None);
+    let twice = portcullis(&["lint", "a.yaml", "./a.yaml", ".", "--context", ".", "--format", "json"], &dir, None);
+    let once: serde_json::Value = serde_json::from_slice(&once.stdout).unwrap();
+    let twice: serde_json::Value = serde_json::from_slice(&twice.stdout).unwrap();
+    assert_eq!(twice["summary"]["files"], 1, "{twice}");
+    assert_eq!(once["findings"].as_array().unwrap().len(), twice["findings"].as_array().unwrap().len());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn fix_output_makes_the_demo_pass_the_dns_and_default_deny_rules() {
     let repo = common::repo();
     let dir = tempdir("fix");

@@ -10,13 +10,13 @@ mod trace;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::load::Limits;
-use crate::load::fs::{Input, read_inputs};
+use crate::load::fs::{FileIdentity, Input, read_inputs};
 use crate::project::Project;
 
 /// Exit code: nothing at or above `--fail-on`.
@@ -135,7 +135,7 @@ pub(crate) fn load_project(
 ) -> anyhow::Result<Project> {
     let limits = Limits { max_file_bytes: args.max_file_size.saturating_mul(1024 * 1024) };
     let mut project = Project::new(&args.namespace);
-    let mut seen: HashSet<PathBuf> = HashSet::new();
+    let mut seen: HashSet<FileIdentity> = HashSet::new();
     let inputs: Vec<Input> =
         if paths.is_empty() { vec![Input::Stdin] } else { paths.iter().map(|p| Input::parse(p)).collect() };
     if stdin_tty && inputs.contains(&Input::Stdin) {
@@ -144,7 +144,10 @@ pub(crate) fn load_project(
     let mut add =
         |project: &mut Project, inputs: &[Input], reported: bool, stdin: &mut dyn Read| -> anyhow::Result<()> {
             for file in read_inputs(inputs, limits, stdin)? {
-                if file.name != "<stdin>" && !seen.insert(canonical(Path::new(&file.name))) {
+                // A file named twice (`lint a.yaml .`, or as input and context) is read once.
+                if let Some(identity) = file.identity
+                    && !seen.insert(identity)
+                {
                     continue;
                 }
                 match file.content {
@@ -163,8 +166,4 @@ pub(crate) fn load_project(
     add(&mut project, &context, false, stdin)?;
     project.expand_intents(&config.dns);
     Ok(project)
-}
-
-fn canonical(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned())
 }

@@ -23,6 +23,29 @@ impl Input {
 pub struct ReadFile {
     pub name: String,
     pub content: Result<String, (Position, String)>,
+    /// What makes two names the same file (device and inode on Unix); `None` for stdin.
+    pub identity: Option<FileIdentity>,
+}
+
+/// Identifies a file whatever path reached it, from the metadata the read already fetched.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FileIdentity {
+    #[cfg(unix)]
+    Inode { dev: u64, ino: u64 },
+    /// Elsewhere (or without metadata): the canonical path.
+    Path(PathBuf),
+}
+
+impl FileIdentity {
+    fn of(path: &Path, metadata: Option<&std::fs::Metadata>) -> FileIdentity {
+        #[cfg(unix)]
+        if let Some(m) = metadata {
+            use std::os::unix::fs::MetadataExt;
+            return FileIdentity::Inode { dev: m.dev(), ino: m.ino() };
+        }
+        let _ = metadata;
+        FileIdentity::Path(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()))
+    }
 }
 
 /// A usage or I/O error that stops the run (exit code 2), unlike problems inside a file.
@@ -45,6 +68,7 @@ pub fn read_inputs(inputs: &[Input], limits: Limits, stdin: &mut dyn Read) -> Re
                 name: "<stdin>".to_owned(),
                 content: read_limited(&mut *stdin, limits, 0)
                     .map_err(|e| ReadError::Io { path: "<stdin>".to_owned(), source: e })?,
+                identity: None,
             }),
             Input::Path(path) => {
                 let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
@@ -93,10 +117,12 @@ pub fn is_manifest_name(path: &Path) -> bool {
 fn read_file(path: &Path, limits: Limits) -> Result<ReadFile, ReadError> {
     let name = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| ReadError::Io { path: name.clone(), source: e })?;
+    let metadata = file.metadata().ok();
     // The size is only a hint (files change while read): it saves growing the buffer read by read.
-    let size_hint = file.metadata().map_or(0, |m| m.len().min(limits.max_file_bytes));
+    let size_hint = metadata.as_ref().map_or(0, |m| m.len().min(limits.max_file_bytes));
+    let identity = Some(FileIdentity::of(path, metadata.as_ref()));
     let content = read_limited(file, limits, size_hint).map_err(|e| ReadError::Io { path: name.clone(), source: e })?;
-    Ok(ReadFile { name, content })
+    Ok(ReadFile { name, content, identity })
 }
 
 /// Reads at most the limit plus one byte, so a huge input costs no more memory than the limit.

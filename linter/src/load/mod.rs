@@ -206,40 +206,37 @@ fn invalid_yaml(source: SourceId, e: yaml::SyntaxError) -> LoadProblem {
     LoadProblem { source, position: e.position, message: format!("invalid YAML: {}", e.message) }
 }
 
-/// Cuts a file's text into documents: the ones the fast path reads stay events, the others are
-/// parsed into values; unparseable documents become problems, the others are still returned.
-pub fn scan_source(source: SourceId, text: &str) -> (Vec<Parsed<'_>>, Vec<LoadProblem>) {
-    let mut documents = Vec::new();
-    let mut problems = Vec::new();
+/// Cuts a file's text into documents and hands each to `each`, in order, as soon as it is read:
+/// the ones the fast path reads stay events, the others are parsed into values, and unparseable
+/// ones become problems. (One document at a time: a file's documents are never all in memory as
+/// events at once.)
+pub fn scan_source<'a>(source: SourceId, text: &'a str, mut each: impl FnMut(Result<Parsed<'a>, LoadProblem>)) {
     for (index, chunk) in yaml::split_documents(text).into_iter().enumerate() {
         let src = &text[chunk.offset..chunk.offset + chunk.len];
         let at = DocumentRef { source, index, chunk, start: first_content(text, chunk) };
         if let Some(events) = block::scan(src) {
-            documents.push(Parsed::Scanned(Scanned { at, events }));
+            each(Ok(Parsed::Scanned(Scanned { at, events })));
             continue;
         }
         let full = saphyr_parser::Parser::new_from_str(src).keep_tags(true);
         match yaml::build_value(full, chunk) {
-            Ok(Some(value)) => documents.push(Parsed::Value(Document { at, value })),
+            Ok(Some(value)) => each(Ok(Parsed::Value(Document { at, value }))),
             Ok(None) => {}
-            Err(e) => problems.push(invalid_yaml(source, e)),
+            Err(e) => each(Err(invalid_yaml(source, e))),
         }
     }
-    (documents, problems)
 }
 
 /// Parses a file's text into documents; unparseable documents become problems, the others are
 /// still returned.
 pub fn parse_source(source: SourceId, text: &str) -> (Vec<Document>, Vec<LoadProblem>) {
-    let (parsed, mut problems) = scan_source(source, text);
-    let mut documents = Vec::with_capacity(parsed.len());
-    for document in parsed {
-        match document.into_document() {
-            Ok(Some(document)) => documents.push(document),
-            Ok(None) => {}
-            Err(problem) => problems.push(problem),
-        }
-    }
+    let mut documents = Vec::new();
+    let mut problems = Vec::new();
+    scan_source(source, text, |parsed| match parsed.and_then(Parsed::into_document) {
+        Ok(Some(document)) => documents.push(document),
+        Ok(None) => {}
+        Err(problem) => problems.push(problem),
+    });
     (documents, problems)
 }
 

@@ -676,8 +676,10 @@ mod tests {
 
     /// The one scanned document of `text`.
     fn scanned(text: &str) -> Scanned<'_> {
-        match scan_source(SourceId(0), text).0.pop() {
-            Some(Parsed::Scanned(s)) => s,
+        let mut documents = Vec::new();
+        scan_source(SourceId(0), text, |parsed| documents.push(parsed));
+        match documents.pop() {
+            Some(Ok(Parsed::Scanned(s))) => s,
             other => panic!("expected the fast path to read the document: {other:?}"),
         }
     }
