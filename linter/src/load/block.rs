@@ -19,7 +19,10 @@ const MAX_DEPTH: usize = 64;
 /// the subset. The events are those `saphyr_parser::Parser` produces, including `StreamStart`
 /// and `StreamEnd`; the start marker (line and column) of every node event is the full parser's.
 pub fn scan(src: &str) -> Option<Vec<(Event<'_>, Span)>> {
-    let mut scanner = Scanner { out: Vec::with_capacity(64), stack: Vec::new(), pending: None, started: false };
+    // Manifests run at about one event per six bytes: room for all of them up front saves
+    // growing (and copying) the vector, within a bound for huge documents.
+    let capacity = (src.len() / 4 + 16).min(4096);
+    let mut scanner = Scanner { out: Vec::with_capacity(capacity), stack: Vec::new(), pending: None, started: false };
     scanner.run(src).ok()?;
     Some(scanner.out)
 }
@@ -94,6 +97,8 @@ struct Scanner<'a> {
 #[derive(Clone, Copy)]
 struct Line<'a> {
     text: &'a str,
+    /// Whether the line is ASCII (then columns are byte offsets).
+    ascii: bool,
     /// 1-based line number in the document.
     number: usize,
     /// Byte offset of the line in the document.
@@ -107,7 +112,7 @@ impl<'a> Line<'a> {
 
     /// The marker of byte `at` of the line (columns count characters, like the full parser).
     fn marker(&self, at: usize) -> Marker {
-        let col = if self.text.is_ascii() { at } else { self.text.get(..at).map_or(at, |s| s.chars().count()) };
+        let col = if self.ascii { at } else { self.text.get(..at).map_or(at, |s| s.chars().count()) };
         Marker::new(self.offset + at, self.number, col)
     }
 
@@ -171,16 +176,24 @@ impl<'a> Scanner<'a> {
     }
 
     fn run(&mut self, src: &'a str) -> Step {
-        if src.contains(['\t', '\r']) {
+        // A fold without early exit vectorises; tabs and CRs are rare enough to look for them
+        // everywhere first.
+        let special =
+            src.as_bytes().chunks(64).any(|c| c.iter().fold(false, |any, &b| any | (b == b'\t') | (b == b'\r')));
+        if special {
             return Err(Unsupported);
         }
         self.emit(Event::StreamStart, Marker::new(0, 1, 0));
         let mut explicit_start = false;
         let mut offset = 0;
         let mut last = Marker::new(0, 1, 0);
-        for (number, text) in (1..).zip(src.split('\n')) {
-            let line = Line { text, number, offset };
-            offset += text.len() + 1;
+        let mut number = 0;
+        while offset < src.len() {
+            let next = super::yaml::next_line(src, offset);
+            let text = src[offset..next].strip_suffix('\n').unwrap_or(&src[offset..next]);
+            number += 1;
+            let line = Line { text, ascii: text.is_ascii(), number, offset };
+            offset = next;
             let indent = line.skip_spaces(0);
             if indent == text.len() || line.byte(indent) == b'#' {
                 continue;

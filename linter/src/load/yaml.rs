@@ -49,10 +49,15 @@ pub fn split_documents(text: &str) -> Vec<Chunk> {
     let mut start_line = 1usize;
     let mut has_content = false;
     let mut offset = 0usize;
-    for (line_no, line) in (1usize..).zip(text.split_inclusive('\n')) {
+    let mut line_no = 1usize;
+    while offset < text.len() {
+        // Once a document has content only a line's first byte is looked at: this runs over
+        // every byte of every input.
+        let next = next_line(text, offset);
+        let line = &text[offset..next];
         let body = line.trim_end_matches(['\n', '\r']);
-        let is_start = marker_line(body, "---");
-        let is_end = marker_line(body, "...");
+        let is_start = body.starts_with('-') && marker_line(body, "---");
+        let is_end = body.starts_with('.') && marker_line(body, "...");
         if is_start && has_content {
             chunks.push(Chunk { offset: start, len: offset - start, first_line: start_line });
             start = offset;
@@ -60,28 +65,40 @@ pub fn split_documents(text: &str) -> Vec<Chunk> {
             has_content = false;
         }
         if is_end {
-            let end = offset + line.len();
             if has_content {
-                chunks.push(Chunk { offset: start, len: end - start, first_line: start_line });
+                chunks.push(Chunk { offset: start, len: next - start, first_line: start_line });
             }
-            start = end;
+            start = next;
             start_line = line_no + 1;
             has_content = false;
         } else if is_start {
             // `--- {a: 1}` carries content on the marker line itself.
             has_content |= !body[3..].trim().is_empty() && !body[3..].trim_start().starts_with('#');
-        } else {
+        } else if !has_content {
             let t = body.trim_start();
-            if !(t.is_empty() || t.starts_with('#') || (t.starts_with('%') && body.starts_with('%'))) {
-                has_content = true;
-            }
+            has_content = !(t.is_empty() || t.starts_with('#') || (t.starts_with('%') && body.starts_with('%')));
         }
-        offset += line.len();
+        offset = next;
+        line_no += 1;
     }
     if has_content {
         chunks.push(Chunk { offset: start, len: offset - start, first_line: start_line });
     }
     chunks
+}
+
+/// The start of the line after the one starting at `offset` (or the end of `text`). A plain
+/// loop: manifest lines are short, and a search routine's setup costs more than it saves there.
+pub(crate) fn next_line(text: &str, offset: usize) -> usize {
+    let bytes = text.as_bytes();
+    let mut i = offset;
+    while i < bytes.len() {
+        if bytes[i] == b'\n' {
+            return i + 1;
+        }
+        i += 1;
+    }
+    bytes.len()
 }
 
 fn marker_line(line: &str, marker: &str) -> bool {

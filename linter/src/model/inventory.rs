@@ -635,10 +635,26 @@ fn template_view<S: SpecSource>(kind: Kind, source: &S) -> Result<PodView, S::Er
     })
 }
 
+/// `Value::pointer` for the constant, escape-free pointers of this module, without allocating
+/// (serde_json unescapes every segment into a new string).
+fn lookup<'v>(value: &'v Value, pointer: &str) -> Option<&'v Value> {
+    if pointer.contains('~') || !(pointer.is_empty() || pointer.starts_with('/')) {
+        return value.pointer(pointer);
+    }
+    pointer.split('/').skip(1).try_fold(value, |node, key| match node {
+        Value::Object(map) => map.get(key),
+        // As serde_json: no sign, no leading zero.
+        Value::Array(items) if !(key.starts_with('+') || (key.starts_with('0') && key.len() > 1)) => {
+            key.parse::<usize>().ok().and_then(|i| items.get(i))
+        }
+        _ => None,
+    })
+}
+
 /// Deserializes the node at `pointer` (absent or null → `None`). On a type error returns the
 /// pointer of the offending field (relative to the document: `base` + path) and a message.
 fn typed<T: DeserializeOwned>(value: &Value, pointer: &str, base: &str) -> Result<Option<T>, (String, String)> {
-    let node = match value.pointer(pointer) {
+    let node = match lookup(value, pointer) {
         None | Some(Value::Null) => return Ok(None),
         Some(node) => node,
     };
@@ -696,6 +712,29 @@ mod tests {
     }
 
     const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\n  namespace: shop\n  labels: {app: api}\nspec:\n  selector: {matchLabels: {app: api}}\n  template:\n    metadata:\n      labels: {app: api, tier: backend}\n    spec:\n      hostNetwork: true\n      containers:\n      - name: api\n        image: example/api:1\n        ports:\n        - {name: http, containerPort: 8080}\n        - {containerPort: 53, protocol: UDP}\nstatus: {replicas: 1}\n";
+
+    #[test]
+    fn lookup_agrees_with_value_pointer() {
+        let value = serde_json::json!({"a": {"b": [1, {"c/d": 2, "e~f": 3}]}, "": 4});
+        let pointers = [
+            "",
+            "/a",
+            "/a/b",
+            "/a/b/1",
+            "/a/b/1/c~1d",
+            "/a/b/1/e~0f",
+            "/a/x",
+            "/a/b/9",
+            "/a/b/x",
+            "/",
+            "/a/b/01",
+            "/a/b/+1",
+            "a",
+        ];
+        for p in pointers {
+            assert_eq!(lookup(&value, p), value.pointer(p), "{p}");
+        }
+    }
 
     #[test]
     fn controllers_are_read_from_events_as_from_their_value() {
