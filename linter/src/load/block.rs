@@ -162,6 +162,12 @@ fn starts_special(b: u8) -> bool {
     )
 }
 
+/// Characters outside ASCII that YAML refuses or treats as line breaks or byte order marks (C1
+/// controls, NEL, U+2028/U+2029, U+FEFF, U+FFFE/U+FFFF): left to the full parser.
+fn unusual(c: char) -> bool {
+    matches!(c, '\u{80}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}')
+}
+
 fn span(at: Marker) -> Span {
     Span::new(at, at)
 }
@@ -176,11 +182,10 @@ impl<'a> Scanner<'a> {
     }
 
     fn run(&mut self, src: &'a str) -> Step {
-        // A fold without early exit vectorises; tabs and CRs are rare enough to look for them
-        // everywhere first.
-        let special =
-            src.as_bytes().chunks(64).any(|c| c.iter().fold(false, |any, &b| any | (b == b'\t') | (b == b'\r')));
-        if special {
+        // Control characters (tabs and CRs included) are rare enough to look for them everywhere
+        // first; YAML refuses most of them. A fold without early exit vectorises.
+        let control = |b: u8| (b < 0x20 && b != b'\n') | (b == 0x7f);
+        if src.as_bytes().chunks(64).any(|c| c.iter().fold(false, |any, &b| any | control(b))) {
             return Err(Unsupported);
         }
         self.emit(Event::StreamStart, Marker::new(0, 1, 0));
@@ -193,6 +198,9 @@ impl<'a> Scanner<'a> {
             let text = src[offset..next].strip_suffix('\n').unwrap_or(&src[offset..next]);
             number += 1;
             let line = Line { text, ascii: text.is_ascii(), number, offset };
+            if !line.ascii && text.chars().any(unusual) {
+                return Err(Unsupported);
+            }
             offset = next;
             let indent = line.skip_spaces(0);
             if indent == text.len() || line.byte(indent) == b'#' {
@@ -592,6 +600,12 @@ mod tests {
         declines("%YAML 1.2\n---\na: 1\n");
         declines("a: @x\n");
         declines("# only a comment\n");
+        // Found by the fuzz target: the full parser refuses unprintable characters.
+        declines("kind: Service\0");
+        declines("a: b\u{1}c\n");
+        declines("a: b\u{7f}\n");
+        declines("a: b\u{85}c\n");
+        declines("a: b\u{2028}c\n");
     }
 
     #[test]
