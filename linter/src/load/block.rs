@@ -81,7 +81,7 @@ struct Pending {
     /// sequence, for a key).
     indent: usize,
     is_key: bool,
-    /// Where the full parser puts an empty value: at a key's colon, just after a dash.
+    /// Where the full parser puts an empty value: at a key's colon; at the end of a dash's line.
     after: Marker,
 }
 
@@ -255,9 +255,11 @@ impl<'a> Scanner<'a> {
             }
             if p.is_key && indent == p.indent && dash {
                 self.push(Block { indent, kind: BlockKind::IndentlessSeq })?;
-                // The full parser starts an indentless sequence at its first item's content.
+                // The full parser starts an indentless sequence where its first item's content
+                // starts, or at the end of the line when the item continues below.
                 let content = line.skip_spaces(indent + 1);
-                let at = if content < line.text.len() { content } else { indent + 1 };
+                let at =
+                    if content < line.text.len() && line.byte(content) != b'#' { content } else { line.text.len() };
                 self.emit(Event::SequenceStart(0, None), line.marker(at));
                 return self.seq_item(line, indent);
             }
@@ -309,7 +311,7 @@ impl<'a> Scanner<'a> {
     fn seq_item(&mut self, line: Line<'a>, dash: usize) -> Step {
         let at = line.skip_spaces(dash + 1);
         if at >= line.text.len() || line.byte(at) == b'#' {
-            self.pending = Some(Pending { indent: dash, is_key: false, after: line.marker(dash + 1) });
+            self.pending = Some(Pending { indent: dash, is_key: false, after: line.marker(line.text.len()) });
             return Ok(());
         }
         if line.is_dash_entry(at) {
@@ -569,6 +571,16 @@ mod tests {
         agrees("list:\n    - a\n    -\n    - 'q'\nz: x y  # comment\nempty:\ne2: []\n");
         agrees("- a\n- b: 1\n  c: 2\n-\n  d: 3\n- [1, 'x', \"y\", {a: b}]\n");
         agrees("  indented: root\n  next: 1\n");
+        // Found by the fuzz target: an indentless sequence whose first dash has trailing spaces.
+        agrees("to:\n- \n  app: foo\nx: 1\n");
+        agrees("to:\n-   \n  app: foo\n");
+        agrees("to:\n-\n  app: foo\n");
+        agrees("- \n- x\n-   \n-\n");
+        agrees("to:\n- # c\n  app: foo\n");
+        agrees("a:\n  -   \n  - x\nb:   \nc: 1\n");
+        agrees("- # c\n- x\n");
+        agrees("a:\n  - # c\n  - y\n");
+        agrees("a: # c\nb: 1\nc:   # c\n");
         agrees("a:\n  b:\n    c:\nd: \"\"\ne: ''\nf: 'it''s'\ng: a#b\nh: a:b\ni: -1\nj: x - y\n");
         agrees("k: {\"a\":1, \"b\": [x, y]}\nl: [ ]\nm: { }\nn: café\nnämé: ü # c\n");
         agrees("s: \"a\\\"b\\\\c\\/d\\n\\t\\u00e9\"\nt: [\"x\\\"\"]\nu: {image: nginx:1.25, ip: 2001:db8::1}\n");
