@@ -406,6 +406,14 @@ impl<'a> Scanner<'a> {
                 b':' if !block && matches!(line.byte(end + 1), b',' | b'[' | b']' | b'{' | b'}' | b'\n') => {
                     return Err(Unsupported);
                 }
+                // The full parser refuses ` -` before a flow indicator (`[x -]`).
+                b'-' if !block
+                    && end > at
+                    && bytes[end - 1] == b' '
+                    && matches!(line.byte(end + 1), b',' | b'[' | b']' | b'{' | b'}' | b'\n') =>
+                {
+                    return Err(Unsupported);
+                }
                 b',' | b'[' | b']' | b'{' | b'}' if !block => break,
                 b'#' | b'\'' | b'"' if !block => return Err(Unsupported),
                 _ => {}
@@ -583,6 +591,7 @@ mod tests {
         agrees("a: # c\nb: 1\nc:   # c\n");
         agrees("a:\n  b:\n    c:\nd: \"\"\ne: ''\nf: 'it''s'\ng: a#b\nh: a:b\ni: -1\nj: x - y\n");
         agrees("k: {\"a\":1, \"b\": [x, y]}\nl: [ ]\nm: { }\nn: café\nnämé: ü # c\n");
+        agrees("a: [x - , x --, x -y, x ?, x ? , x :y]\nb: {c: x - y, d: x ? y}\ne: d- -\n");
         agrees("s: \"a\\\"b\\\\c\\/d\\n\\t\\u00e9\"\nt: [\"x\\\"\"]\nu: {image: nginx:1.25, ip: 2001:db8::1}\n");
         agrees("o: [[1, 2], [3]]\np: {a: {b: {c: d}}}\nq: http://example.com/a?b=c\nr: 10.0.0.0/8\n");
     }
@@ -618,6 +627,10 @@ mod tests {
         declines("a: b\u{7f}\n");
         declines("a: b\u{85}c\n");
         declines("a: b\u{2028}c\n");
+        // Found by the fuzz target: the full parser refuses ` -` before a flow indicator.
+        declines("a: {b: d- -}\n");
+        declines("a: [x -, y]\n");
+        declines("a: [x -]\n");
     }
 
     #[test]
