@@ -12,6 +12,10 @@ use std::borrow::Cow;
 
 use saphyr_parser::{Event, Marker, ScalarStyle, Span};
 
+/// Longest mapping key the fast path handles (YAML's limit for implicit keys is 1,024
+/// characters; bytes are never fewer than characters).
+const MAX_KEY_BYTES: usize = 1000;
+
 /// Deepest nesting the fast path handles; deeper documents go to the full parser.
 const MAX_DEPTH: usize = 64;
 
@@ -330,6 +334,11 @@ impl<'a> Scanner<'a> {
     /// Where a block mapping key starting at `at` ends (the byte of its `:`), if the line is
     /// `key: …`.
     fn key_end(&self, line: Line<'a>, at: usize) -> Option<usize> {
+        // YAML limits implicit keys to 1,024 characters; long ones are left to the full parser.
+        self.key_colon(line, at).filter(|&colon| colon - at <= MAX_KEY_BYTES)
+    }
+
+    fn key_colon(&self, line: Line<'a>, at: usize) -> Option<usize> {
         let bytes = line.text.as_bytes();
         match line.byte(at) {
             b'"' | b'\'' => {
@@ -631,6 +640,10 @@ mod tests {
         declines("a: {b: d- -}\n");
         declines("a: [x -, y]\n");
         declines("a: [x -]\n");
+        // Found by the fuzz target: implicit keys are limited to 1,024 characters.
+        declines(&format!("- {}: x\n", "k".repeat(1100)));
+        declines(&format!("{}: x\n", "k".repeat(1100)));
+        agrees(&format!("{}: x\n", "k".repeat(900)));
     }
 
     #[test]
