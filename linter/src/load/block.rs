@@ -321,11 +321,11 @@ impl<'a> Scanner<'a> {
         if line.is_dash_entry(at) {
             return Err(Unsupported);
         }
-        if self.key_end(line, at).is_some() {
+        if let Some(colon) = self.key_end(line, at) {
             // A compact mapping: `- key: value`, its keys aligned with this one.
             self.push(Block { indent: at, kind: BlockKind::Map })?;
             self.emit(Event::MappingStart(0, None), line.marker(at));
-            return self.map_entry(line, at);
+            return self.map_entry_at(line, at, colon);
         }
         let end = self.inline_value(line, at, true)?;
         line.expect_end(end)
@@ -364,6 +364,11 @@ impl<'a> Scanner<'a> {
     /// `key: …` with the key at `at`.
     fn map_entry(&mut self, line: Line<'a>, at: usize) -> Step {
         let colon = self.key_end(line, at).ok_or(Unsupported)?;
+        self.map_entry_at(line, at, colon)
+    }
+
+    /// `key: …` with the key at `at` and its `:` at `colon` (already found).
+    fn map_entry_at(&mut self, line: Line<'a>, at: usize, colon: usize) -> Step {
         let key_at = line.marker(at);
         match line.byte(at) {
             b'"' | b'\'' => {

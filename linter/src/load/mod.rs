@@ -1,7 +1,9 @@
 //! Loading manifests: bytes → documents with source positions.
 //!
-//! [`parse_source`] is pure (bytes in, documents and load problems out); [`fs`] is the thin
-//! filesystem and stdin shell around it used by the CLI.
+//! [`scan_source`] and [`parse_source`] are pure (text in, documents and load problems out):
+//! the first hands over fast-path documents as events ([`block`]) so controllers can be typed
+//! straight from them ([`de`]), the second builds every document's value. [`fs`] is the thin
+//! filesystem and stdin shell around them used by the CLI.
 
 pub mod block;
 pub mod de;
