@@ -8,7 +8,7 @@ use crate::egress::intents::compile;
 use crate::egress::render::render;
 use crate::egress::{AddressCache, IntentMeta, RenderConfig, otterize};
 use crate::finding::{Diagnostic, Finding};
-use crate::load::{self, LoadProblem, Parsed, Position, SourceFile, SourceId, Sources};
+use crate::load::{self, LoadProblem, Locator, Parsed, Position, SourceFile, SourceId, Sources};
 use crate::model::{Inventory, WorkloadId};
 use crate::rules::{self, Context};
 
@@ -99,7 +99,8 @@ impl Project {
 
     /// Looks up positions and orders findings by file, line and column.
     pub fn diagnostics(&self, findings: &[Finding]) -> Vec<Diagnostic> {
-        let mut out: Vec<Diagnostic> = findings.iter().map(|f| f.resolve(&self.sources)).collect();
+        let mut locator = Locator::new(&self.sources);
+        let mut out: Vec<Diagnostic> = findings.iter().map(|f| f.resolve_in(&mut locator)).collect();
         out.sort_by(|a, b| (a.source, a.position, a.code).cmp(&(b.source, b.position, b.code)));
         out
     }

@@ -41,7 +41,7 @@ const MAX_CHECKED_KEYS: usize = 64;
 /// Deserializes the node whose events are `events` (exactly one node: a scalar, or a collection
 /// from its start to its end event).
 pub fn from_events<T: DeserializeOwned>(events: &[(Event<'_>, Span)]) -> Result<T, Refused> {
-    let mut de = EventDeserializer { events, pos: 0 };
+    let mut de = EventDeserializer { events, pos: 0, keys: Vec::new() };
     let value = T::deserialize(&mut de)?;
     if de.pos != events.len() {
         return Err(Refused("trailing events".to_owned()));
@@ -52,6 +52,9 @@ pub fn from_events<T: DeserializeOwned>(events: &[(Event<'_>, Span)]) -> Result<
 struct EventDeserializer<'s, 'de> {
     events: &'s [(Event<'de>, Span)],
     pos: usize,
+    /// Keys of the open mappings, innermost last (one stack for all: a map per allocation would
+    /// cost more than the lookups).
+    keys: Vec<Cow<'de, str>>,
 }
 
 impl<'de> EventDeserializer<'_, 'de> {
@@ -87,7 +90,9 @@ impl<'de> de::Deserializer<'de> for &mut EventDeserializer<'_, 'de> {
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Refused> {
         match self.next()? {
             Event::MappingStart(0, None) => {
-                let value = visitor.visit_map(Entries { de: &mut *self, keys: Vec::new() })?;
+                let start = self.keys.len();
+                let value = visitor.visit_map(Entries { de: &mut *self, start })?;
+                self.keys.truncate(start);
                 self.expect_end(true)?;
                 Ok(value)
             }
@@ -142,7 +147,8 @@ impl<'de> de::Deserializer<'de> for &mut EventDeserializer<'_, 'de> {
 /// The entries of a mapping, refusing duplicate and merge keys.
 struct Entries<'a, 's, 'de> {
     de: &'a mut EventDeserializer<'s, 'de>,
-    keys: Vec<Cow<'de, str>>,
+    /// Where this mapping's keys start on the deserializer's key stack.
+    start: usize,
 }
 
 impl<'de> MapAccess<'de> for Entries<'_, '_, 'de> {
@@ -158,10 +164,11 @@ impl<'de> MapAccess<'de> for Entries<'_, '_, 'de> {
             None => text.clone(),
             Some(value) => Cow::Owned(key_string(value).map_err(Refused)?),
         };
-        if key == "<<" || self.keys.len() >= MAX_CHECKED_KEYS || self.keys.contains(&key) {
+        let seen = &self.de.keys[self.start..];
+        if key == "<<" || seen.len() >= MAX_CHECKED_KEYS || seen.contains(&key) {
             return Err(Refused("merge, duplicate or too many keys".to_owned()));
         }
-        self.keys.push(key.clone());
+        self.de.keys.push(key.clone());
         let value = match key {
             Cow::Borrowed(s) => seed.deserialize(de::value::BorrowedStrDeserializer::new(s))?,
             Cow::Owned(s) => seed.deserialize(s.into_deserializer())?,

@@ -10,6 +10,7 @@ pub mod de;
 pub mod fs;
 pub mod yaml;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use saphyr_parser::{Event, Span};
@@ -88,6 +89,36 @@ impl Sources {
             Some((span, _)) => span.key.unwrap_or(span.value),
             None => doc.start,
         }
+    }
+}
+
+/// [`Sources::locate`] with a memory: findings about the pods of one namespace point at the
+/// same policy nodes again and again, and each lookup reads the whole document.
+#[derive(Debug)]
+pub struct Locator<'a> {
+    sources: &'a Sources,
+    /// Pointers already looked up, by document (source and chunk offset).
+    memo: HashMap<(SourceId, usize), Vec<(String, Position)>>,
+}
+
+impl<'a> Locator<'a> {
+    pub fn new(sources: &'a Sources) -> Locator<'a> {
+        Locator { sources, memo: HashMap::new() }
+    }
+
+    pub fn sources(&self) -> &'a Sources {
+        self.sources
+    }
+
+    /// [`Sources::locate`], each document and pointer looked up once.
+    pub fn locate(&mut self, doc: &DocumentRef, pointer: &str) -> Position {
+        let known = self.memo.entry((doc.source, doc.chunk.offset)).or_default();
+        if let Some((_, position)) = known.iter().find(|(p, _)| p == pointer) {
+            return *position;
+        }
+        let position = self.sources.locate(doc, pointer);
+        known.push((pointer.to_owned(), position));
+        position
     }
 }
 
@@ -272,6 +303,24 @@ mod tests {
         let (pos, msg) = decode_text(b"name: caf\xe9\n".to_vec()).unwrap_err();
         assert_eq!(pos, Position { line: 1, column: 10 });
         assert!(msg.contains("not UTF-8"));
+    }
+
+    #[test]
+    fn the_locator_answers_as_sources_do_for_each_document() {
+        let text = "kind: A\nspec: {x: 1}\n---\nkind: B\nspec:\n  x: 2\n";
+        let mut sources = Sources::default();
+        let id = sources.add(SourceFile { name: "f".to_owned(), text: text.to_owned(), reported: true });
+        let (docs, _) = parse_source(id, text);
+        let mut locator = Locator::new(&sources);
+        // Twice each: the second answer comes from the memo and must not mix up documents.
+        for _ in 0..2 {
+            for doc in &docs {
+                for pointer in ["/spec/x", "/kind", "/missing"] {
+                    assert_eq!(locator.locate(&doc.at, pointer), sources.locate(&doc.at, pointer), "{pointer}");
+                }
+            }
+        }
+        assert_eq!(locator.locate(&docs[1].at, "/spec/x"), Position { line: 6, column: 3 });
     }
 
     #[test]

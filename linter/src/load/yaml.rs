@@ -446,9 +446,9 @@ pub struct NodeSpan {
 
 /// One open collection on the path of the node being read by [`locate`].
 #[derive(Debug)]
-enum Level {
+enum Level<'a> {
     Seq { index: usize },
-    Map { key: Option<String>, key_pos: Option<Position>, expecting_key: bool },
+    Map { key: Option<Cow<'a, str>>, key_pos: Option<Position>, expecting_key: bool },
 }
 
 /// Finds the deepest node along `pointer` that exists in the chunk, and how deep it got.
@@ -458,11 +458,11 @@ enum Level {
 pub fn locate(text: &str, chunk: Chunk, pointer: &str) -> Option<(NodeSpan, bool)> {
     let src = &text[chunk.offset..chunk.offset + chunk.len];
     let target: Vec<String> = pointer_segments(pointer);
-    let mut levels: Vec<Level> = Vec::new();
+    let mut levels: Vec<Level<'_>> = Vec::new();
     let mut best: Option<(NodeSpan, usize)> = None;
     let pos = |span: &Span| position_in(chunk, span.start.line(), span.start.col());
     // How many leading path segments the current stack matches.
-    let matched_depth = |levels: &Vec<Level>| -> usize {
+    let matched_depth = |levels: &Vec<Level<'_>>| -> usize {
         let mut depth = 0;
         for (i, level) in levels.iter().enumerate() {
             let Some(want) = target.get(i) else { break };
@@ -484,17 +484,14 @@ pub fn locate(text: &str, chunk: Chunk, pointer: &str) -> Option<(NodeSpan, bool
         if starts_node {
             let is_key = matches!(levels.last(), Some(Level::Map { expecting_key: true, .. }));
             if is_key {
-                if let Some(Level::Map { key, key_pos, expecting_key }) = levels.last_mut() {
-                    *key = match &event {
-                        Event::Scalar(t, ..) => Some(t.to_string()),
-                        _ => None,
-                    };
-                    *key_pos = Some(pos(&span));
-                    *expecting_key = false;
-                }
-                if !matches!(event, Event::Scalar(..)) {
+                let Event::Scalar(text, ..) = event else {
                     // Complex keys do not occur in manifests; stop rather than mis-track.
                     break;
+                };
+                if let Some(Level::Map { key, key_pos, expecting_key }) = levels.last_mut() {
+                    *key = Some(text);
+                    *key_pos = Some(pos(&span));
+                    *expecting_key = false;
                 }
                 continue;
             }
@@ -528,7 +525,7 @@ pub fn locate(text: &str, chunk: Chunk, pointer: &str) -> Option<(NodeSpan, bool
 }
 
 /// After a node ends: the next sequence item, or the next key of a mapping.
-fn advance(levels: &mut [Level]) {
+fn advance(levels: &mut [Level<'_>]) {
     match levels.last_mut() {
         Some(Level::Seq { index }) => *index += 1,
         Some(Level::Map { expecting_key, .. }) => *expecting_key = true,

@@ -84,8 +84,8 @@ pub fn dns_reach(eval: &Evaluator<'_>, workload: WorkloadId, target: &DnsTarget)
     let mut reach = DnsReach { isolated_by, udp: Vec::new(), tcp: Vec::new() };
     for endpoint in target.endpoints() {
         for (protocol, out) in [(Protocol::Udp, &mut reach.udp), (Protocol::Tcp, &mut reach.tcp)] {
-            let verdict = eval.direction(&pod, Direction::Egress, &endpoint, Traffic { port: DNS_PORT, protocol });
-            for rule in verdict.allowed_by {
+            let traffic = Traffic { port: DNS_PORT, protocol };
+            for rule in eval.allowing_rules(&pod, Direction::Egress, &reach.isolated_by, &endpoint, traffic) {
                 if !out.contains(&rule) {
                     out.push(rule);
                 }

@@ -200,6 +200,21 @@ impl<'a> Evaluator<'a> {
         traffic: Traffic,
     ) -> DirectionVerdict {
         let isolated_by = self.isolating_policies(pod, direction);
+        let allowed_by = self.allowing_rules(pod, direction, &isolated_by, peer, traffic);
+        DirectionVerdict { isolated: !isolated_by.is_empty(), isolated_by, allowed_by }
+    }
+
+    /// The rules of the policies `isolated_by` (those isolating `pod` for `direction`, from
+    /// [`Evaluator::isolating_policies`]) that allow `peer` on `traffic`: the heart of
+    /// [`Evaluator::direction`], for judging many peers or ports of one pod.
+    pub fn allowing_rules(
+        &self,
+        pod: &PodView<'_>,
+        direction: Direction,
+        isolated_by: &[PolicyId],
+        peer: &Endpoint<'_>,
+        traffic: Traffic,
+    ) -> Vec<RuleRef> {
         let mut allowed_by = Vec::new();
         // The destination decides named ports: the peer for egress, the pod itself for ingress.
         let destination_ports: &[ContainerPort] = match (direction, peer) {
@@ -207,7 +222,7 @@ impl<'a> Evaluator<'a> {
             (Direction::Egress, _) => &[],
             (Direction::Ingress, _) => pod.ports,
         };
-        for &pid in &isolated_by {
+        for &pid in isolated_by {
             let policy = self.inventory.policy(pid);
             for (index, (peers, ports)) in rules(policy, direction).enumerate() {
                 if ports_match(ports, destination_ports, traffic) && peers_match(peers, &policy.namespace, peer) {
@@ -215,7 +230,7 @@ impl<'a> Evaluator<'a> {
                 }
             }
         }
-        DirectionVerdict { isolated: !isolated_by.is_empty(), isolated_by, allowed_by }
+        allowed_by
     }
 }
 
