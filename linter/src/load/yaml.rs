@@ -44,61 +44,109 @@ pub struct SyntaxError {
 /// too), so cutting there is exact. Lines holding only comments, directives or blanks stay with
 /// the document that follows them.
 pub fn split_documents(text: &str) -> Vec<Chunk> {
+    // Only marker lines (`---`, `...` at the start of a line) can cut a document, so they are
+    // found with a vectorised search; the lines between two markers are looked at only until
+    // one with content shows up (usually the first). This runs over every byte of every input.
     let mut chunks = Vec::new();
+    let mut lines = LineCounter::default();
     let mut start = 0usize;
-    let mut start_line = 1usize;
     let mut has_content = false;
-    let mut offset = 0usize;
-    let mut line_no = 1usize;
-    while offset < text.len() {
-        // Once a document has content only a line's first byte is looked at: this runs over
-        // every byte of every input.
+    // Lines before this offset have been looked at for content.
+    let mut scanned = 0usize;
+    for (offset, is_end) in marker_lines(text) {
+        has_content = has_content || any_content(text, scanned, offset);
         let next = next_line(text, offset);
-        let line = &text[offset..next];
-        let body = line.trim_end_matches(['\n', '\r']);
-        let is_start = body.starts_with('-') && marker_line(body, "---");
-        let is_end = body.starts_with('.') && marker_line(body, "...");
-        if is_start && has_content {
-            chunks.push(Chunk { offset: start, len: offset - start, first_line: start_line });
+        if !is_end && has_content {
+            chunks.push(Chunk { offset: start, len: offset - start, first_line: lines.line_at(text, start) });
             start = offset;
-            start_line = line_no;
             has_content = false;
         }
         if is_end {
             if has_content {
-                chunks.push(Chunk { offset: start, len: next - start, first_line: start_line });
+                chunks.push(Chunk { offset: start, len: next - start, first_line: lines.line_at(text, start) });
             }
             start = next;
-            start_line = line_no + 1;
             has_content = false;
-        } else if is_start {
+        } else {
             // `--- {a: 1}` carries content on the marker line itself.
-            has_content |= !body[3..].trim().is_empty() && !body[3..].trim_start().starts_with('#');
-        } else if !has_content {
-            let t = body.trim_start();
-            has_content = !(t.is_empty() || t.starts_with('#') || (t.starts_with('%') && body.starts_with('%')));
+            let rest = text[offset + 3..next].trim_end_matches(['\n', '\r']);
+            has_content |= !rest.trim().is_empty() && !rest.trim_start().starts_with('#');
         }
-        offset = next;
-        line_no += 1;
+        scanned = next;
     }
-    if has_content {
-        chunks.push(Chunk { offset: start, len: offset - start, first_line: start_line });
+    if has_content || any_content(text, scanned, text.len()) {
+        chunks.push(Chunk { offset: start, len: text.len() - start, first_line: lines.line_at(text, start) });
     }
     chunks
 }
 
-/// The start of the line after the one starting at `offset` (or the end of `text`). A plain
-/// loop: manifest lines are short, and a search routine's setup costs more than it saves there.
+/// Offsets of the lines that are document markers, in order, each with whether it is an end
+/// marker (`...`) rather than a start marker (`---`).
+fn marker_lines(text: &str) -> impl Iterator<Item = (usize, bool)> + '_ {
+    let bytes = text.as_bytes();
+    let at_line_start = |marker: &'static [u8]| {
+        let first = bytes.starts_with(marker).then_some(0);
+        // The match is at the newline before the marker.
+        let rest = memchr::memmem::find_iter(bytes, &[b"\n", marker].concat()).map(|i| i + 1).collect::<Vec<_>>();
+        first.into_iter().chain(rest)
+    };
+    let mut starts = at_line_start(b"---").peekable();
+    let mut ends = at_line_start(b"...").peekable();
+    std::iter::from_fn(move || {
+        let is_end = match (starts.peek(), ends.peek()) {
+            (Some(s), Some(e)) => e < s,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (None, None) => return None,
+        };
+        let offset = if is_end { ends.next() } else { starts.next() }?;
+        Some((offset, is_end))
+    })
+    .filter(|&(offset, is_end)| {
+        let line = text[offset..next_line(text, offset)].trim_end_matches(['\n', '\r']);
+        marker_line(line, if is_end { "..." } else { "---" })
+    })
+}
+
+/// Whether any line in `from..to` (whole lines) has content: not blank, not a comment, not a
+/// directive.
+fn any_content(text: &str, mut from: usize, to: usize) -> bool {
+    while from < to {
+        let next = next_line(text, from);
+        let body = text[from..next].trim_end_matches(['\n', '\r']);
+        let t = body.trim_start();
+        if !(t.is_empty() || t.starts_with('#') || (t.starts_with('%') && body.starts_with('%'))) {
+            return true;
+        }
+        from = next;
+    }
+    false
+}
+
+/// 1-based line numbers of increasing offsets, counting each newline once.
+#[derive(Default)]
+struct LineCounter {
+    offset: usize,
+    newlines: usize,
+}
+
+impl LineCounter {
+    fn line_at(&mut self, text: &str, offset: usize) -> usize {
+        if let Some(between) = text.as_bytes().get(self.offset..offset) {
+            self.newlines += memchr::memchr_iter(b'\n', between).count();
+            self.offset = offset;
+        }
+        self.newlines + 1
+    }
+}
+
+/// The start of the line after the one starting at `offset` (or the end of `text`).
 pub(crate) fn next_line(text: &str, offset: usize) -> usize {
     let bytes = text.as_bytes();
-    let mut i = offset;
-    while i < bytes.len() {
-        if bytes[i] == b'\n' {
-            return i + 1;
-        }
-        i += 1;
+    match bytes.get(offset..).and_then(|rest| memchr::memchr(b'\n', rest)) {
+        Some(i) => offset + i + 1,
+        None => bytes.len(),
     }
-    bytes.len()
 }
 
 fn marker_line(line: &str, marker: &str) -> bool {
@@ -560,6 +608,74 @@ mod tests {
         assert_eq!(chunks[2].first_line, 5);
         let values: Vec<_> = parse_all(text).into_iter().map(|r| r.unwrap().unwrap()).collect();
         assert_eq!(values, vec![json!({"a": 1}), json!({"b": 2}), json!({"c": 3})]);
+    }
+
+    /// The splitter as the YAML spec reads: every line in turn (the oracle for the vectorised one).
+    fn split_line_by_line(text: &str) -> Vec<Chunk> {
+        let (mut chunks, mut start, mut start_line, mut has_content) = (Vec::new(), 0, 1, false);
+        let mut offset = 0;
+        for (i, line) in text.split_inclusive('\n').enumerate() {
+            let (next, line_no) = (offset + line.len(), i + 1);
+            let body = line.trim_end_matches(['\n', '\r']);
+            let (is_start, is_end) = (marker_line(body, "---"), marker_line(body, "..."));
+            if is_start && has_content {
+                chunks.push(Chunk { offset: start, len: offset - start, first_line: start_line });
+                (start, start_line, has_content) = (offset, line_no, false);
+            }
+            if is_end {
+                if has_content {
+                    chunks.push(Chunk { offset: start, len: next - start, first_line: start_line });
+                }
+                (start, start_line, has_content) = (next, line_no + 1, false);
+            } else if is_start {
+                has_content |= !body[3..].trim().is_empty() && !body[3..].trim_start().starts_with('#');
+            } else if !has_content {
+                let t = body.trim_start();
+                has_content = !(t.is_empty() || t.starts_with('#') || (t.starts_with('%') && body.starts_with('%')));
+            }
+            offset = next;
+        }
+        if has_content {
+            chunks.push(Chunk { offset: start, len: offset - start, first_line: start_line });
+        }
+        chunks
+    }
+
+    #[test]
+    fn the_marker_search_splits_as_reading_every_line_does() {
+        let texts = [
+            "",
+            "\n",
+            "---",
+            "---\n",
+            "...\n",
+            "a: 1",
+            "a: 1\n---",
+            "--- {a: 1}\n--- # c\n---\tb\n",
+            "%YAML 1.2\n---\na: 1\n...\n%TAG ! x\n---\nb: 2\n",
+            "a: |\n  ---\n  ...\n---x\n----\n...x\n....\n-- -\n",
+            "# c\n\n  # d\n---\n---\n\n...\n...\nk: v\r\n---\r\nj: w\r\n...\r\n",
+            "x: 1\n---\n...\n---\n  \n--- \n... # end\ny: 2",
+            "  %not-a-directive\n---\n%directive\n",
+        ];
+        for text in texts {
+            assert_eq!(split_documents(text), split_line_by_line(text), "{text:?}");
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testcases");
+        let mut todo = vec![dir];
+        let mut files = 0;
+        while let Some(dir) = todo.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    todo.push(path);
+                } else if let Ok(text) = std::fs::read_to_string(&path) {
+                    files += 1;
+                    assert_eq!(split_documents(&text), split_line_by_line(&text), "{}", path.display());
+                }
+            }
+        }
+        assert!(files > 100, "only {files} testcase files read");
     }
 
     #[test]
