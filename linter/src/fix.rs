@@ -66,7 +66,9 @@ pub fn dns_egress_rule(dns: &DnsConfig) -> Value {
 /// A patch that appends the DNS rule to a policy's egress rules and writes out `policyTypes`
 /// when it was left to defaulting (so the policy's meaning no longer depends on it).
 ///
-/// `object` is the policy object as in the input (paths are relative to it).
+/// `object` is the policy object as in the input (paths are relative to it); only its
+/// `metadata` is read, so a policy that keeps no whole value
+/// ([`crate::model::Inventory::keep_policy_values`]) gets the same patch.
 pub fn dns_patch(policy: &Policy, object: &Value, dns: &DnsConfig) -> Patch {
     let mut ops = Vec::new();
     if !policy.types_explicit {
@@ -77,8 +79,8 @@ pub fn dns_patch(policy: &Policy, object: &Value, dns: &DnsConfig) -> Patch {
         types.push("Egress");
         ops.push(add("/spec/policyTypes", json!(types)));
     }
-    let has_egress_list = object.pointer("/spec/egress").is_some_and(Value::is_array);
-    if has_egress_list {
+    // An egress list, even an empty one (`egress: null` is no list).
+    if policy.spec.egress.is_some() {
         ops.push(add("/spec/egress/-", dns_egress_rule(dns)));
     } else {
         ops.push(add("/spec/egress", json!([dns_egress_rule(dns)])));
@@ -87,7 +89,8 @@ pub fn dns_patch(policy: &Policy, object: &Value, dns: &DnsConfig) -> Patch {
     Patch(ops)
 }
 
-/// A patch adding TCP 53 next to the UDP 53 entry of an egress rule.
+/// A patch adding TCP 53 next to the UDP 53 entry of an egress rule (only `object`'s
+/// `metadata` is read).
 pub fn dns_tcp_patch(object: &Value, rule_index: usize) -> Patch {
     Patch(vec![
         add(&format!("/spec/egress/{rule_index}/ports/-"), json!({"port": DNS_PORT, "protocol": "TCP"})),

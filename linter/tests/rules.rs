@@ -102,3 +102,42 @@ fn codes_are_dense_and_in_order() {
         assert_eq!(meta.code, format!("PC{i:03}"));
     }
 }
+
+/// `portcullis lint` keeps no whole value for the policies the fast path reads
+/// (`Inventory::keep_policy_values(false)`); every fixture and the demo must give the same
+/// findings, fixes included, as a run that keeps them.
+#[test]
+fn lint_only_runs_find_and_fix_what_full_runs_do() {
+    let mut inputs: Vec<(PathBuf, Vec<PathBuf>)> =
+        cases().into_values().flatten().map(|dir| (dir.clone(), vec![dir.join("input.yaml")])).collect();
+    let demo = common::repo().join("testcases/demo");
+    inputs.push((demo.clone(), common::manifest_files(&demo)));
+    let mut lean_policies = 0;
+    for (dir, files) in inputs {
+        let config = match std::fs::read_to_string(dir.join("portcullis.yaml")) {
+            Ok(text) => Config::parse(&text, "portcullis.yaml").unwrap(),
+            Err(_) => Config::default(),
+        };
+        let run = |keep: bool| {
+            let mut project = portcullis_linter::project::Project::new("default");
+            project.inventory.keep_policy_values(keep);
+            for f in &files {
+                project.add_text(&f.display().to_string(), std::fs::read_to_string(f).unwrap(), true);
+            }
+            project.expand_intents(&config.dns);
+            let findings = project.lint(&config);
+            (project, findings)
+        };
+        let ((full, full_findings), (lean, lean_findings)) = (run(true), run(false));
+        assert_eq!(full_findings, lean_findings, "{}", dir.display());
+        for (a, b) in full.inventory.policies.iter().zip(&lean.inventory.policies) {
+            assert_eq!((&a.name, &a.spec, a.types), (&b.name, &b.spec, b.types), "{}", dir.display());
+        }
+        let policy_without_spec = |o: &&portcullis_linter::model::Object| {
+            o.kind == portcullis_linter::model::Kind::NetworkPolicy && o.value.get("spec").is_none()
+        };
+        lean_policies += lean.inventory.objects.iter().filter(policy_without_spec).count();
+        assert_eq!(full.inventory.objects.iter().filter(policy_without_spec).count(), 0, "{}", dir.display());
+    }
+    assert!(lean_policies > 20, "only {lean_policies} policies were read without their value");
+}

@@ -133,8 +133,21 @@ pub(crate) fn load_project(
     stdin: &mut dyn Read,
     stdin_tty: bool,
 ) -> anyhow::Result<Project> {
+    load_project_with(Project::new(&args.namespace), paths, context, args, config, stdin, stdin_tty)
+}
+
+/// [`load_project`] into a given (empty) project: `lint` hands one whose policies keep no
+/// whole values ([`crate::model::Inventory::keep_policy_values`]).
+pub(crate) fn load_project_with(
+    mut project: Project,
+    paths: &[String],
+    context: &[String],
+    args: &LoadArgs,
+    config: &Config,
+    stdin: &mut dyn Read,
+    stdin_tty: bool,
+) -> anyhow::Result<Project> {
     let limits = Limits { max_file_bytes: args.max_file_size.saturating_mul(1024 * 1024) };
-    let mut project = Project::new(&args.namespace);
     let mut seen: HashSet<FileIdentity> = HashSet::new();
     let inputs: Vec<Input> =
         if paths.is_empty() { vec![Input::Stdin] } else { paths.iter().map(|p| Input::parse(p)).collect() };

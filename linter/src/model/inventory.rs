@@ -160,6 +160,8 @@ pub struct Inventory {
     pub workloads: Vec<Workload>,
     pub intents: Vec<Intent>,
     pub problems: Vec<ModelProblem>,
+    /// See [`Inventory::keep_policy_values`].
+    keep_policy_values: bool,
 }
 
 impl Inventory {
@@ -173,7 +175,17 @@ impl Inventory {
             workloads: Vec::new(),
             intents: Vec::new(),
             problems: Vec::new(),
+            keep_policy_values: true,
         }
+    }
+
+    /// Whether NetworkPolicy objects keep their whole value in [`Object::value`] (the default).
+    /// A run that only lints turns it off: a policy the fast path read then keeps only
+    /// `apiVersion`, `kind` and `metadata` there, its spec being typed in [`Policy::spec`],
+    /// which spares building a value nothing reads. Whatever writes policies back (applied
+    /// fixes, the webhook's state and patches) needs the whole value and keeps the default.
+    pub fn keep_policy_values(&mut self, keep: bool) {
+        self.keep_policy_values = keep;
     }
 
     /// Builds an inventory from parsed documents.
@@ -245,9 +257,11 @@ impl Inventory {
 
     /// Adds a document the fast path read, without building the value of a controller's `spec`:
     /// its pod template is deserialized straight from the events, and the object keeps only
-    /// `apiVersion`, `kind` and `metadata` (all it would keep anyway). Returns `false`, having
-    /// added nothing, for anything else (other kinds, lists, anything the `Value` path would
-    /// report); the caller then builds the document's value and calls [`Inventory::add_document`].
+    /// `apiVersion`, `kind` and `metadata` (all it would keep anyway). The same for a
+    /// NetworkPolicy when policies do not keep their values ([`Inventory::keep_policy_values`]).
+    /// Returns `false`, having added nothing, for anything else (other kinds, lists, anything
+    /// the `Value` path would report); the caller then builds the document's value and calls
+    /// [`Inventory::add_document`].
     pub fn add_scanned(&mut self, scanned: &Scanned<'_>) -> bool {
         let events = &scanned.events;
         // StreamStart, DocumentStart, MappingStart, entries…, MappingEnd, DocumentEnd, StreamEnd.
@@ -281,12 +295,20 @@ impl Inventory {
         };
         let (Some(api_version), Some(kind)) = (string("apiVersion"), string("kind")) else { return false };
         let (kind, _) = Kind::classify(api_version, kind);
-        if !kind.is_workload() || kind == Kind::Pod {
-            return false;
-        }
         let node = |range: &std::ops::Range<usize>| &events[range.clone()];
         let spec = entries.iter().find(|(k, _)| *k == "spec").map(|(_, r)| node(r));
-        let Ok(pods) = template_view(kind, &EventSpec(spec)) else { return false };
+        let typed = match kind {
+            Kind::NetworkPolicy if !self.keep_policy_values => match EventSpec(spec).spec() {
+                Ok(spec) => Typed::Policy(spec),
+                Err(_) => return false,
+            },
+            Kind::Pod => return false,
+            kind if kind.is_workload() => match template_view(kind, &EventSpec(spec)) {
+                Ok(pods) => Typed::Pods(pods),
+                Err(_) => return false,
+            },
+            _ => return false,
+        };
         // Entries the object does not keep must still be what the `Value` path accepts.
         let kept = |k: &str| matches!(k, "apiVersion" | "kind" | "metadata");
         let rest_ok = entries
@@ -302,7 +324,7 @@ impl Inventory {
         let Ok(Some(value)) = build_value(head.chain(body).chain(tail).cloned().map(Ok), scanned.at.chunk) else {
             return false;
         };
-        self.add_object_with(scanned.at, String::new(), value, Some(pods));
+        self.add_object_with(scanned.at, String::new(), value, Some(typed));
         true
     }
 
@@ -315,9 +337,9 @@ impl Inventory {
         self.add_object_with(doc, pointer, value, None);
     }
 
-    /// Adds one object; a workload's pods may come already read from the document's events
-    /// (then `value` holds only `apiVersion`, `kind` and `metadata`).
-    fn add_object_with(&mut self, doc: DocumentRef, pointer: String, value: Value, pods: Option<PodView>) {
+    /// Adds one object; a workload's pods or a policy's spec may come already read from the
+    /// document's events (then `value` holds only `apiVersion`, `kind` and `metadata`).
+    fn add_object_with(&mut self, doc: DocumentRef, pointer: String, value: Value, read: Option<Typed>) {
         let api_version = value.get("apiVersion").and_then(Value::as_str);
         let kind = value.get("kind").and_then(Value::as_str);
         let (Some(api_version), Some(kind)) = (api_version, kind) else {
@@ -394,10 +416,12 @@ impl Inventory {
         {
             info.custom_resources += 1;
         }
-        match kind_enum {
-            Kind::NetworkPolicy => self.add_policy(object_id, ns),
-            Kind::EgressIntent => self.add_intent(object_id, ns),
-            k if k.is_workload() => self.add_workload(object_id, ns, pods),
+        match (kind_enum, read) {
+            (Kind::NetworkPolicy, Some(Typed::Policy(spec))) => self.add_policy(object_id, ns, Some(spec)),
+            (Kind::NetworkPolicy, _) => self.add_policy(object_id, ns, None),
+            (Kind::EgressIntent, _) => self.add_intent(object_id, ns),
+            (k, Some(Typed::Pods(pods))) if k.is_workload() => self.add_workload(object_id, ns, Some(pods)),
+            (k, _) if k.is_workload() => self.add_workload(object_id, ns, None),
             _ => {}
         }
     }
@@ -411,9 +435,15 @@ impl Inventory {
         }
     }
 
-    fn add_policy(&mut self, object_id: ObjectId, namespace: String) {
+    /// Adds a policy; its spec comes typed (`Some`) from the document's events or is read from
+    /// the object's value.
+    fn add_policy(&mut self, object_id: ObjectId, namespace: String, spec: Option<Option<NetworkPolicySpec>>) {
         let object = &self.objects[object_id.0];
-        let spec: NetworkPolicySpec = match typed(&object.value, "/spec", &object.pointer) {
+        let spec = match spec {
+            Some(spec) => Ok(spec),
+            None => typed(&object.value, "/spec", &object.pointer),
+        };
+        let spec: NetworkPolicySpec = match spec {
             Ok(spec) => spec.unwrap_or_default(),
             Err((at, msg)) => {
                 let (doc, id) = (object.doc, object.id.clone());
@@ -473,7 +503,7 @@ impl Inventory {
             Some(pods) => Ok(pods),
             None => pod_view(kind, &object.value, &object.pointer),
         };
-        let (labels, spec, status) = match parsed {
+        let PodView { labels, ports, host_network, pod_ips } = match parsed {
             Ok(v) => v,
             Err((at, msg)) => {
                 let (doc, id) = (object.doc, object.id.clone());
@@ -481,21 +511,6 @@ impl Inventory {
                 return;
             }
         };
-        let mut ports = Vec::new();
-        let sidecars = spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always"));
-        for container in spec.containers.iter().chain(sidecars) {
-            for p in container.ports.iter().flatten() {
-                let protocol = match p.protocol.as_deref() {
-                    None => Some(Protocol::Tcp),
-                    Some(s) => Protocol::parse(s),
-                };
-                if let Some(protocol) = protocol {
-                    ports.push(ContainerPort { name: p.name.clone(), port: p.container_port, protocol });
-                }
-            }
-        }
-        let pod_ips =
-            status.and_then(|s| s.pod_ips).into_iter().flatten().filter_map(|ip| ip.ip.parse().ok()).collect();
         let id = WorkloadId(self.workloads.len());
         let name = object.id.name.clone();
         let object = &mut self.objects[object_id.0];
@@ -509,7 +524,7 @@ impl Inventory {
             name,
             labels,
             ports,
-            host_network: spec.host_network.unwrap_or(false),
+            host_network,
             pod_ips,
             template,
         });
@@ -568,7 +583,40 @@ impl Inventory {
     }
 }
 
-type PodView = (Labels, PodSpec, Option<PodStatus>);
+/// What the model keeps of a workload's pods.
+struct PodView {
+    labels: Labels,
+    ports: Vec<ContainerPort>,
+    host_network: bool,
+    pod_ips: Vec<IpAddr>,
+}
+
+impl PodView {
+    fn new(labels: Labels, spec: &PodSpec, status: Option<PodStatus>) -> PodView {
+        let mut ports = Vec::new();
+        let sidecars = spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always"));
+        for container in spec.containers.iter().chain(sidecars) {
+            for p in container.ports.iter().flatten() {
+                let protocol = match p.protocol.as_deref() {
+                    None => Some(Protocol::Tcp),
+                    Some(s) => Protocol::parse(s),
+                };
+                if let Some(protocol) = protocol {
+                    ports.push(ContainerPort { name: p.name.clone(), port: p.container_port, protocol });
+                }
+            }
+        }
+        let pod_ips =
+            status.and_then(|s| s.pod_ips).into_iter().flatten().filter_map(|ip| ip.ip.parse().ok()).collect();
+        PodView { labels, ports, host_network: spec.host_network.unwrap_or(false), pod_ips }
+    }
+}
+
+/// What [`Inventory::add_scanned`] typed straight from a document's events.
+enum Typed {
+    Pods(PodView),
+    Policy(Option<NetworkPolicySpec>),
+}
 
 /// Where a workload's `spec` is deserialized from: the object's value, or the document's events.
 trait SpecSource {
@@ -607,7 +655,7 @@ fn pod_view(kind: Kind, value: &Value, base: &str) -> Result<PodView, (String, S
         let labels: Option<Labels> = typed(value, "/metadata/labels", base)?;
         let spec: Option<PodSpec> = typed(value, "/spec", base)?;
         let status: Option<PodStatus> = typed(value, "/status", base)?;
-        return Ok((labels.unwrap_or_default(), spec.unwrap_or_default(), status));
+        return Ok(PodView::new(labels.unwrap_or_default(), &spec.unwrap_or_default(), status));
     }
     template_view(kind, &ValueSpec { value, base })
 }
@@ -617,7 +665,7 @@ fn template_view<S: SpecSource>(kind: Kind, source: &S) -> Result<PodView, S::Er
     use k8s_openapi::api::core::v1::PodTemplateSpec;
     let from_template = |t: Option<PodTemplateSpec>| -> PodView {
         let t = t.unwrap_or_default();
-        (t.metadata.and_then(|m| m.labels).unwrap_or_default(), t.spec.unwrap_or_default(), None)
+        PodView::new(t.metadata.and_then(|m| m.labels).unwrap_or_default(), &t.spec.unwrap_or_default(), None)
     };
     Ok(match kind {
         Kind::Deployment => from_template(source.spec::<DeploymentSpec>()?.map(|s| s.template)),
@@ -631,7 +679,7 @@ fn template_view<S: SpecSource>(kind: Kind, source: &S) -> Result<PodView, S::Er
         Kind::CronJob => {
             from_template(source.spec::<CronJobSpec>()?.and_then(|s| s.job_template.spec).map(|s| s.template))
         }
-        _ => (Labels::new(), PodSpec::default(), None),
+        _ => PodView::new(Labels::new(), &PodSpec::default(), None),
     })
 }
 
@@ -702,7 +750,13 @@ mod tests {
 
     /// Adds `text` both ways: from its events, and from its value.
     fn both_ways(text: &str) -> (bool, Inventory, Inventory) {
+        both_ways_keeping(text, true)
+    }
+
+    /// [`both_ways`], the events way keeping policy values or not.
+    fn both_ways_keeping(text: &str, keep_policy_values: bool) -> (bool, Inventory, Inventory) {
         let mut fast = Inventory::new("default");
+        fast.keep_policy_values(keep_policy_values);
         let taken = fast.add_scanned(&scanned(text));
         let mut slow = Inventory::new("default");
         if let Ok(Some(document)) = scanned(text).into_document() {
@@ -750,6 +804,27 @@ mod tests {
         assert_eq!(a.ports.len(), 2);
         assert!(a.host_network);
         assert_eq!(fast.problems, slow.problems);
+    }
+
+    const POLICY: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: p\n  namespace: shop\n  annotations: {a: b}\nspec:\n  podSelector: {matchLabels: {app: api}}\n  egress:\n  - to:\n    - namespaceSelector: {matchLabels: {name: kube-system}}\n    ports:\n    - {port: 53, protocol: UDP}\n    - {port: dns, endPort: 60}\n";
+
+    #[test]
+    fn policies_are_read_from_events_when_their_values_are_not_kept() {
+        let (taken, fast, slow) = both_ways_keeping(POLICY, false);
+        assert!(taken);
+        let (a, b) = (&fast.policies[0], &slow.policies[0]);
+        assert_eq!((&a.name, &a.namespace, &a.spec, a.types), (&b.name, &b.namespace, &b.spec, b.types));
+        assert!(a.spec.egress.as_ref().is_some_and(|e| e[0].ports.as_ref().is_some_and(|p| p.len() == 2)));
+        assert_eq!(fast.objects[0].value.get("metadata"), slow.objects[0].value.get("metadata"));
+        assert_eq!(fast.objects[0].value.get("spec"), None);
+        assert_eq!(fast.problems, slow.problems);
+        // Kept values (the default): the policy is left to the value path.
+        assert!(!both_ways(POLICY).0);
+        // Type errors are left to the value path, which reports them.
+        let wrong_type = POLICY.replace("{port: dns, endPort: 60}", "{port: dns, endPort: sixty}");
+        let (taken, fast, slow) = both_ways_keeping(&wrong_type, false);
+        assert!(!taken && fast.objects.is_empty());
+        assert_eq!(slow.problems.len(), 1);
     }
 
     #[test]

@@ -134,7 +134,9 @@ pub struct Object {
     pub pointer: String,
     /// The object as parsed. Workloads keep only `apiVersion`, `kind` and `metadata` once their
     /// pods are modelled (see [`crate::model::Workload`]): their specs are most of a run's
-    /// memory and nothing reads them again.
+    /// memory and nothing reads them again. So do NetworkPolicies in runs that only lint
+    /// ([`crate::model::Inventory::keep_policy_values`]); their spec is in
+    /// [`crate::model::Policy::spec`].
     pub value: Value,
     /// Rule codes and names from the `portcullis.dev/ignore` annotation.
     pub ignore: BTreeSet<String>,
