@@ -34,6 +34,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     phase("read", t, format!("{} files", files.len()))?;
     let t = Instant::now();
     let mut project = Project::new("default");
+    // As `portcullis lint` does: policies keep no whole value.
+    project.inventory.keep_policy_values(false);
     for f in files {
         project.add_text(&f.name, f.content.map_err(|(_, m)| m)?, true);
     }
