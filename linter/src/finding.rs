@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::load::{DocumentRef, Locator, Position, SourceId, Sources};
+use crate::load::{DocumentRef, Locator, Position, SourceId};
 use crate::model::{ObjectId, ObjectRef};
 
 /// How serious a finding is. Ordered: `Info < Warning < Error`.
@@ -47,13 +47,8 @@ impl Anchor {
         }
     }
 
-    /// Looks up the position in the sources.
-    pub fn resolve(&self, sources: &Sources) -> Position {
-        self.resolve_in(&mut Locator::new(sources))
-    }
-
-    /// Looks up the position, remembering document nodes already found.
-    pub fn resolve_in(&self, locator: &mut Locator<'_>) -> Position {
+    /// Looks up the position (the locator remembers document nodes already found).
+    pub fn resolve(&self, locator: &mut Locator<'_>) -> Position {
         match self {
             Anchor::Node { doc, pointer } => locator.locate(doc, pointer),
             Anchor::Position { position, .. } => *position,
@@ -137,13 +132,9 @@ pub struct RelatedLocation {
 }
 
 impl Finding {
-    /// Looks up positions and file names.
-    pub fn resolve(&self, sources: &Sources) -> Diagnostic {
-        self.resolve_in(&mut Locator::new(sources))
-    }
-
-    /// [`Finding::resolve`], remembering document nodes already found (for many findings).
-    pub fn resolve_in(&self, locator: &mut Locator<'_>) -> Diagnostic {
+    /// Looks up positions and file names (the locator remembers document nodes already found,
+    /// so one serves all findings of a run).
+    pub fn resolve(&self, locator: &mut Locator<'_>) -> Diagnostic {
         let sources = locator.sources();
         let name = |id: SourceId| sources.get(id).map(|f| f.name.clone()).unwrap_or_default();
         Diagnostic {
@@ -153,14 +144,14 @@ impl Finding {
             message: self.message.clone(),
             source: self.anchor.source(),
             file: name(self.anchor.source()),
-            position: self.anchor.resolve_in(locator),
+            position: self.anchor.resolve(locator),
             object: self.object.clone(),
             related: self
                 .related
                 .iter()
                 .map(|r| RelatedLocation {
                     file: name(r.anchor.source()),
-                    position: r.anchor.resolve_in(locator),
+                    position: r.anchor.resolve(locator),
                     message: r.message.clone(),
                 })
                 .collect(),

@@ -100,7 +100,7 @@ impl Project {
     /// Looks up positions and orders findings by file, line and column.
     pub fn diagnostics(&self, findings: &[Finding]) -> Vec<Diagnostic> {
         let mut locator = Locator::new(&self.sources);
-        let mut out: Vec<Diagnostic> = findings.iter().map(|f| f.resolve_in(&mut locator)).collect();
+        let mut out: Vec<Diagnostic> = findings.iter().map(|f| f.resolve(&mut locator)).collect();
         out.sort_by(|a, b| (a.source, a.position, a.code).cmp(&(b.source, b.position, b.code)));
         out
     }

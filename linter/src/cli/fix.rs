@@ -9,6 +9,7 @@ use super::{EXIT_OK, Io, LoadArgs, load_config, load_project};
 use crate::emit::to_yaml;
 use crate::finding::Edit;
 use crate::model::ObjectId;
+use crate::project::Project;
 
 #[derive(Debug, clap::Args)]
 pub struct FixArgs {
@@ -26,7 +27,8 @@ type Output = BTreeMap<String, Vec<Value>>;
 
 pub fn run(args: &FixArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     let config = load_config(&args.load)?;
-    let project = load_project(&args.paths, &[], &args.load, &config, io.stdin, io.stdin_tty)?;
+    let project = Project::new(&args.load.namespace);
+    let project = load_project(project, &args.paths, &[], &args.load, &config, io.stdin, io.stdin_tty)?;
     let findings = project.lint(&config);
     let inv = &project.inventory;
 

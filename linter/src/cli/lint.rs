@@ -1,6 +1,6 @@
 //! `portcullis lint`.
 
-use super::{EXIT_FINDINGS, EXIT_OK, Io, LoadArgs, load_config, load_project_with};
+use super::{EXIT_FINDINGS, EXIT_OK, Io, LoadArgs, load_config, load_project};
 use crate::finding::Severity;
 use crate::project::Project;
 use crate::report::{OutputFormat, Report, Summary, render};
@@ -27,7 +27,7 @@ pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     // Linting writes nothing back, so policies need not keep their whole values.
     let mut project = Project::new(&args.load.namespace);
     project.inventory.keep_policy_values(false);
-    let project = load_project_with(project, &args.paths, &args.context, &args.load, &config, io.stdin, io.stdin_tty)?;
+    let project = load_project(project, &args.paths, &args.context, &args.load, &config, io.stdin, io.stdin_tty)?;
     let findings = project.lint(&config);
     let diagnostics = project.diagnostics(&findings);
     let summary = Summary::new(project.reported_files(), project.reported_objects(), &diagnostics);

@@ -125,20 +125,10 @@ pub(crate) fn load_config(args: &LoadArgs) -> anyhow::Result<Config> {
 
 /// Loads `paths` (reported) and `context` (analysed, not reported) into a project, with the
 /// policies its intents will generate. A file named in both is reported.
+///
+/// `project` is the empty project to fill (`Project::new(&args.namespace)`, which `lint` tells
+/// not to keep whole policy values: [`crate::model::Inventory::keep_policy_values`]).
 pub(crate) fn load_project(
-    paths: &[String],
-    context: &[String],
-    args: &LoadArgs,
-    config: &Config,
-    stdin: &mut dyn Read,
-    stdin_tty: bool,
-) -> anyhow::Result<Project> {
-    load_project_with(Project::new(&args.namespace), paths, context, args, config, stdin, stdin_tty)
-}
-
-/// [`load_project`] into a given (empty) project: `lint` hands one whose policies keep no
-/// whole values ([`crate::model::Inventory::keep_policy_values`]).
-pub(crate) fn load_project_with(
     mut project: Project,
     paths: &[String],
     context: &[String],

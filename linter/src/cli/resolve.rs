@@ -18,6 +18,7 @@ use crate::egress::intents::compile_inventory;
 use crate::egress::resolve::{DnsLookup, HostsTable, LookupError, Resolution, lookup_many};
 use crate::egress::{CacheConfig, IntentSet, NameState, RenderConfig};
 use crate::emit::to_yaml;
+use crate::project::Project;
 
 #[derive(Debug, clap::Args)]
 pub struct ResolveArgs {
@@ -43,7 +44,8 @@ pub struct ResolveArgs {
 /// still written, without them), 2 on invalid input or I/O errors.
 pub fn run(args: &ResolveArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     let config = load_config(&args.load)?;
-    let project = load_project(&args.paths, &[], &args.load, &config, io.stdin, io.stdin_tty)?;
+    let project = Project::new(&args.load.namespace);
+    let project = load_project(project, &args.paths, &[], &args.load, &config, io.stdin, io.stdin_tty)?;
     let hosts = match &args.hosts {
         Some(path) => {
             let text = std::fs::read_to_string(path)
