@@ -416,12 +416,15 @@ impl Inventory {
         {
             info.custom_resources += 1;
         }
-        match (kind_enum, read) {
-            (Kind::NetworkPolicy, Some(Typed::Policy(spec))) => self.add_policy(object_id, ns, Some(spec)),
-            (Kind::NetworkPolicy, _) => self.add_policy(object_id, ns, None),
-            (Kind::EgressIntent, _) => self.add_intent(object_id, ns),
-            (k, Some(Typed::Pods(pods))) if k.is_workload() => self.add_workload(object_id, ns, Some(pods)),
-            (k, _) if k.is_workload() => self.add_workload(object_id, ns, None),
+        let (pods, spec) = match read {
+            Some(Typed::Pods(pods)) => (Some(pods), None),
+            Some(Typed::Policy(spec)) => (None, Some(spec)),
+            None => (None, None),
+        };
+        match kind_enum {
+            Kind::NetworkPolicy => self.add_policy(object_id, ns, spec),
+            Kind::EgressIntent => self.add_intent(object_id, ns),
+            k if k.is_workload() => self.add_workload(object_id, ns, pods),
             _ => {}
         }
     }
