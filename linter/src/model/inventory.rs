@@ -303,7 +303,7 @@ impl Inventory {
                 Err(_) => return false,
             },
             Kind::Pod => return false,
-            kind if kind.is_workload() => match template_view(kind, &EventSpec(spec)) {
+            kind if kind.is_workload() => match template_facts(kind, &EventSpec(spec)) {
                 Ok(pods) => Typed::Pods(pods),
                 Err(_) => return false,
             },
@@ -498,15 +498,15 @@ impl Inventory {
         }
     }
 
-    fn add_workload(&mut self, object_id: ObjectId, namespace: String, pods: Option<PodView>) {
+    fn add_workload(&mut self, object_id: ObjectId, namespace: String, pods: Option<PodFacts>) {
         let object = &self.objects[object_id.0];
         let kind = object.kind;
         let template = kind.pod_template_pointer().unwrap_or("");
         let parsed = match pods {
             Some(pods) => Ok(pods),
-            None => pod_view(kind, &object.value, &object.pointer),
+            None => pod_facts(kind, &object.value, &object.pointer),
         };
-        let PodView { labels, ports, host_network, pod_ips } = match parsed {
+        let PodFacts { labels, ports, host_network, pod_ips } = match parsed {
             Ok(v) => v,
             Err((at, msg)) => {
                 let (doc, id) = (object.doc, object.id.clone());
@@ -586,16 +586,17 @@ impl Inventory {
     }
 }
 
-/// What the model keeps of a workload's pods.
-struct PodView {
+/// What the model keeps of a workload's pods (not to be confused with the evaluator's
+/// `semantics::PodView`, which borrows these from a [`Workload`]).
+struct PodFacts {
     labels: Labels,
     ports: Vec<ContainerPort>,
     host_network: bool,
     pod_ips: Vec<IpAddr>,
 }
 
-impl PodView {
-    fn new(labels: Labels, spec: &PodSpec, status: Option<PodStatus>) -> PodView {
+impl PodFacts {
+    fn new(labels: Labels, spec: &PodSpec, status: Option<PodStatus>) -> PodFacts {
         let mut ports = Vec::new();
         let sidecars = spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always"));
         for container in spec.containers.iter().chain(sidecars) {
@@ -611,13 +612,13 @@ impl PodView {
         }
         let pod_ips =
             status.and_then(|s| s.pod_ips).into_iter().flatten().filter_map(|ip| ip.ip.parse().ok()).collect();
-        PodView { labels, ports, host_network: spec.host_network.unwrap_or(false), pod_ips }
+        PodFacts { labels, ports, host_network: spec.host_network.unwrap_or(false), pod_ips }
     }
 }
 
 /// What [`Inventory::add_scanned`] typed straight from a document's events.
 enum Typed {
-    Pods(PodView),
+    Pods(PodFacts),
     Policy(Option<NetworkPolicySpec>),
 }
 
@@ -653,22 +654,22 @@ impl SpecSource for EventSpec<'_, '_> {
 
 /// Labels, spec and status of the pods a workload object runs. The controller's whole spec is
 /// type-checked (so a wrong type anywhere is found) and deserialized once.
-fn pod_view(kind: Kind, value: &Value, base: &str) -> Result<PodView, (String, String)> {
+fn pod_facts(kind: Kind, value: &Value, base: &str) -> Result<PodFacts, (String, String)> {
     if kind == Kind::Pod {
         let labels: Option<Labels> = typed(value, "/metadata/labels", base)?;
         let spec: Option<PodSpec> = typed(value, "/spec", base)?;
         let status: Option<PodStatus> = typed(value, "/status", base)?;
-        return Ok(PodView::new(labels.unwrap_or_default(), &spec.unwrap_or_default(), status));
+        return Ok(PodFacts::new(labels.unwrap_or_default(), &spec.unwrap_or_default(), status));
     }
-    template_view(kind, &ValueSpec { value, base })
+    template_facts(kind, &ValueSpec { value, base })
 }
 
 /// Labels and spec of the pod template of a controller kind.
-fn template_view<S: SpecSource>(kind: Kind, source: &S) -> Result<PodView, S::Error> {
+fn template_facts<S: SpecSource>(kind: Kind, source: &S) -> Result<PodFacts, S::Error> {
     use k8s_openapi::api::core::v1::PodTemplateSpec;
-    let from_template = |t: Option<PodTemplateSpec>| -> PodView {
+    let from_template = |t: Option<PodTemplateSpec>| -> PodFacts {
         let t = t.unwrap_or_default();
-        PodView::new(t.metadata.and_then(|m| m.labels).unwrap_or_default(), &t.spec.unwrap_or_default(), None)
+        PodFacts::new(t.metadata.and_then(|m| m.labels).unwrap_or_default(), &t.spec.unwrap_or_default(), None)
     };
     Ok(match kind {
         Kind::Deployment => from_template(source.spec::<DeploymentSpec>()?.map(|s| s.template)),
@@ -682,7 +683,7 @@ fn template_view<S: SpecSource>(kind: Kind, source: &S) -> Result<PodView, S::Er
         Kind::CronJob => {
             from_template(source.spec::<CronJobSpec>()?.and_then(|s| s.job_template.spec).map(|s| s.template))
         }
-        _ => PodView::new(Labels::new(), &PodSpec::default(), None),
+        _ => PodFacts::new(Labels::new(), &PodSpec::default(), None),
     })
 }
 
