@@ -35,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let mut project = Project::new("default");
     // As `portcullis lint` does: policies keep no whole value.
-    project.inventory.keep_policy_values(false);
+    project.inventory.keep_values(false);
     for f in files {
         project.add_text(&f.name, f.content.map_err(|(_, m)| m)?, true);
     }

@@ -66,10 +66,10 @@ pub fn dns_egress_rule(dns: &DnsConfig) -> Value {
 /// A patch that appends the DNS rule to a policy's egress rules and writes out `policyTypes`
 /// when it was left to defaulting (so the policy's meaning no longer depends on it).
 ///
-/// `object` is the policy object as in the input (paths are relative to it); only its
-/// `metadata` is read, so a policy that keeps no whole value
-/// ([`crate::model::Inventory::keep_policy_values`]) gets the same patch.
-pub fn dns_patch(policy: &Policy, object: &Value, dns: &DnsConfig) -> Patch {
+/// Paths are relative to the policy object; `has_annotations` says whether it has a
+/// `metadata.annotations` mapping ([`crate::model::Object::has_annotations`],
+/// [`crate::model::has_annotations`]).
+pub fn dns_patch(policy: &Policy, has_annotations: bool, dns: &DnsConfig) -> Patch {
     let mut ops = Vec::new();
     if !policy.types_explicit {
         let mut types = Vec::new();
@@ -85,22 +85,22 @@ pub fn dns_patch(policy: &Policy, object: &Value, dns: &DnsConfig) -> Patch {
     } else {
         ops.push(add("/spec/egress", json!([dns_egress_rule(dns)])));
     }
-    ops.push(annotate(object, "added an egress rule allowing DNS (UDP and TCP 53) to cluster DNS"));
+    ops.push(annotate(has_annotations, "added an egress rule allowing DNS (UDP and TCP 53) to cluster DNS"));
     Patch(ops)
 }
 
-/// A patch adding TCP 53 next to the UDP 53 entry of an egress rule (only `object`'s
-/// `metadata` is read).
-pub fn dns_tcp_patch(object: &Value, rule_index: usize) -> Patch {
+/// A patch adding TCP 53 next to the UDP 53 entry of an egress rule (`has_annotations` as for
+/// [`dns_patch`]).
+pub fn dns_tcp_patch(has_annotations: bool, rule_index: usize) -> Patch {
     Patch(vec![
         add(&format!("/spec/egress/{rule_index}/ports/-"), json!({"port": DNS_PORT, "protocol": "TCP"})),
-        annotate(object, &format!("added TCP 53 to egress rule {rule_index} so truncated DNS answers work")),
+        annotate(has_annotations, &format!("added TCP 53 to egress rule {rule_index} so truncated DNS answers work")),
     ])
 }
 
 /// Sets the annotation saying what portcullis changed (creating `annotations` if needed).
-fn annotate(object: &Value, what: &str) -> PatchOperation {
-    if object.pointer("/metadata/annotations").is_some_and(Value::is_object) {
+fn annotate(has_annotations: bool, what: &str) -> PatchOperation {
+    if has_annotations {
         add("/metadata/annotations/portcullis.dev~1generated", json!(what))
     } else {
         add("/metadata/annotations", json!({GENERATED_ANNOTATION: what}))

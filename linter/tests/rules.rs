@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use portcullis_linter::config::Config;
+use portcullis_linter::model::Kind;
 use portcullis_linter::rules::registry;
 
 fn cases() -> BTreeMap<String, Vec<PathBuf>> {
@@ -103,16 +104,16 @@ fn codes_are_dense_and_in_order() {
     }
 }
 
-/// `portcullis lint` keeps no whole value for the policies the fast path reads
-/// (`Inventory::keep_policy_values(false)`); every fixture and the demo must give the same
-/// findings, fixes included, as a run that keeps them.
+/// `portcullis lint` keeps no value for the workloads and policies the fast path reads
+/// (`Inventory::keep_values(false)`); every fixture and the demo must give the same findings,
+/// fixes included, as a run that keeps them.
 #[test]
 fn lint_only_runs_find_and_fix_what_full_runs_do() {
     let mut inputs: Vec<(PathBuf, Vec<PathBuf>)> =
         cases().into_values().flatten().map(|dir| (dir.clone(), vec![dir.join("input.yaml")])).collect();
     let demo = common::repo().join("testcases/demo");
     inputs.push((demo.clone(), common::manifest_files(&demo)));
-    let mut lean_policies = 0;
+    let (mut lean_policies, mut lean_workloads) = (0, 0);
     for (dir, files) in inputs {
         let config = match std::fs::read_to_string(dir.join("portcullis.yaml")) {
             Ok(text) => Config::parse(&text, "portcullis.yaml").unwrap(),
@@ -120,7 +121,7 @@ fn lint_only_runs_find_and_fix_what_full_runs_do() {
         };
         let run = |keep: bool| {
             let mut project = portcullis_linter::project::Project::new("default");
-            project.inventory.keep_policy_values(keep);
+            project.inventory.keep_values(keep);
             for f in &files {
                 project.add_text(&f.display().to_string(), std::fs::read_to_string(f).unwrap(), true);
             }
@@ -133,11 +134,26 @@ fn lint_only_runs_find_and_fix_what_full_runs_do() {
         for (a, b) in full.inventory.policies.iter().zip(&lean.inventory.policies) {
             assert_eq!((&a.name, &a.spec, a.types), (&b.name, &b.spec, b.types), "{}", dir.display());
         }
-        let policy_without_spec = |o: &&portcullis_linter::model::Object| {
-            o.kind == portcullis_linter::model::Kind::NetworkPolicy && o.value.get("spec").is_none()
+        let header = |o: &portcullis_linter::model::Object| {
+            (o.id.clone(), o.kind, o.doc, o.pointer.clone(), o.ignore.clone(), o.has_annotations)
         };
-        lean_policies += lean.inventory.objects.iter().filter(policy_without_spec).count();
-        assert_eq!(full.inventory.objects.iter().filter(policy_without_spec).count(), 0, "{}", dir.display());
+        let headers =
+            |p: &portcullis_linter::project::Project| p.inventory.objects.iter().map(header).collect::<Vec<_>>();
+        assert_eq!(headers(&full), headers(&lean), "{}", dir.display());
+        // Policies and workloads that keep no value.
+        let without_value = |p: &portcullis_linter::project::Project| {
+            let lean = |o: &&portcullis_linter::model::Object| o.value.is_null();
+            let objects = || p.inventory.objects.iter().filter(lean);
+            (
+                objects().filter(|o| o.kind == Kind::NetworkPolicy).count(),
+                objects().filter(|o| o.kind.is_workload()).count(),
+            )
+        };
+        assert_eq!(without_value(&full), (0, 0), "{}", dir.display());
+        let (policies, workloads) = without_value(&lean);
+        lean_policies += policies;
+        lean_workloads += workloads;
     }
     assert!(lean_policies > 20, "only {lean_policies} policies were read without their value");
+    assert!(lean_workloads > 20, "only {lean_workloads} workloads were read without their value");
 }

@@ -18,7 +18,7 @@ use portcullis_linter::emit::to_yaml;
 use portcullis_linter::finding::{Anchor, Edit, Finding, Severity};
 use portcullis_linter::fix::{self, default_deny_policy, dns_patch};
 use portcullis_linter::load::{DocumentRef, SourceId};
-use portcullis_linter::model::{Directions, Inventory, Kind, Labels, ObjectId, PolicyId};
+use portcullis_linter::model::{Directions, Inventory, Kind, Labels, ObjectId, PolicyId, has_annotations};
 use portcullis_linter::rules::{self, Context, explain_dns_block};
 use portcullis_linter::semantics::{Direction, describe_selector, selector_matches};
 use serde_json::{Value, json};
@@ -269,7 +269,7 @@ fn review_policy(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
     let original = b.inv.object(policy.object).value.clone();
     let mut mutation = None;
     if let Some(why) = explain_dns_block(&cx, reach) {
-        let patch = dns_patch(policy, subject.object.unwrap_or(&original), &config.dns);
+        let patch = dns_patch(policy, has_annotations(subject.object.unwrap_or(&original)), &config.dns);
         let description = "appended an egress rule allowing DNS (UDP and TCP 53) to cluster DNS".to_owned();
         if let Some(severity) = enabled("PC003", "egress-blocks-dns", Severity::Error) {
             problems.push(Problem {

@@ -24,9 +24,9 @@ pub struct LintArgs {
 
 pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     let config = load_config(&args.load)?;
-    // Linting writes nothing back, so policies need not keep their whole values.
+    // Linting writes nothing back, so objects need not keep their values.
     let mut project = Project::new(&args.load.namespace);
-    project.inventory.keep_policy_values(false);
+    project.inventory.keep_values(false);
     let project = load_project(project, &args.paths, &args.context, &args.load, &config, io.stdin, io.stdin_tty)?;
     let findings = project.lint(&config);
     let diagnostics = project.diagnostics(&findings);

@@ -127,7 +127,7 @@ pub(crate) fn load_config(args: &LoadArgs) -> anyhow::Result<Config> {
 /// policies its intents will generate. A file named in both is reported.
 ///
 /// `project` is the empty project to fill (`Project::new(&args.namespace)`, which `lint` tells
-/// not to keep whole policy values: [`crate::model::Inventory::keep_policy_values`]).
+/// not to keep object values: [`crate::model::Inventory::keep_values`]).
 pub(crate) fn load_project(
     mut project: Project,
     paths: &[String],

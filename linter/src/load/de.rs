@@ -41,7 +41,8 @@ const MAX_CHECKED_KEYS: usize = 64;
 /// Deserializes the node whose events are `events` (exactly one node: a scalar, or a collection
 /// from its start to its end event).
 pub fn from_events<T: DeserializeOwned>(events: &[(Event<'_>, Span)]) -> Result<T, Refused> {
-    let mut de = EventDeserializer { events, pos: 0, keys: Vec::new() };
+    // Room for the keys of a pod template's deepest path without growing the stack.
+    let mut de = EventDeserializer { events, pos: 0, keys: Vec::with_capacity(16) };
     let value = T::deserialize(&mut de)?;
     if de.pos != events.len() {
         return Err(Refused("trailing events".to_owned()));

@@ -13,7 +13,7 @@ use saphyr_parser::{Event, Span};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::object::{ApiVersionStatus, Kind, Object, ObjectId, ObjectRef};
+use super::object::{ApiVersionStatus, Kind, Object, ObjectId, ObjectRef, has_annotations};
 use crate::egress::EgressIntentSpec;
 use crate::load::yaml::{MAX_NODES_PER_DOCUMENT, build_value, resolve_untagged};
 use crate::load::{Document, DocumentRef, Scanned, de};
@@ -160,8 +160,8 @@ pub struct Inventory {
     pub workloads: Vec<Workload>,
     pub intents: Vec<Intent>,
     pub problems: Vec<ModelProblem>,
-    /// See [`Inventory::keep_policy_values`].
-    keep_policy_values: bool,
+    /// See [`Inventory::keep_values`].
+    keep_values: bool,
 }
 
 impl Inventory {
@@ -175,17 +175,19 @@ impl Inventory {
             workloads: Vec::new(),
             intents: Vec::new(),
             problems: Vec::new(),
-            keep_policy_values: true,
+            keep_values: true,
         }
     }
 
-    /// Whether NetworkPolicy objects keep their whole value in [`Object::value`] (the default).
-    /// A run that only lints turns it off: a policy the fast path read then keeps only
-    /// `apiVersion`, `kind` and `metadata` there, its spec being typed in [`Policy::spec`],
-    /// which spares building a value nothing reads. Whatever writes policies back (applied
-    /// fixes, the webhook's state and patches) needs the whole value and keeps the default.
-    pub fn keep_policy_values(&mut self, keep: bool) {
-        self.keep_policy_values = keep;
+    /// Whether objects keep their value in [`Object::value`] (the default). A run that only
+    /// lints turns it off: a workload or NetworkPolicy the fast path read then keeps
+    /// `Value::Null` there, which spares building values nothing reads. What the engine needs of
+    /// such an object is typed from its events instead: its header in [`Object::id`],
+    /// [`Object::ignore`] and [`Object::has_annotations`], its pods in [`Workload`], a policy's
+    /// spec in [`Policy::spec`]. Whatever writes objects back (applied fixes, the webhook's state
+    /// and patches) needs the values and keeps the default.
+    pub fn keep_values(&mut self, keep: bool) {
+        self.keep_values = keep;
     }
 
     /// Builds an inventory from parsed documents.
@@ -258,10 +260,10 @@ impl Inventory {
     /// Adds a document the fast path read, without building the value of a controller's `spec`:
     /// its pod template is deserialized straight from the events, and the object keeps only
     /// `apiVersion`, `kind` and `metadata` (all it would keep anyway). The same for a
-    /// NetworkPolicy when policies do not keep their values ([`Inventory::keep_policy_values`]).
-    /// Returns `false`, having added nothing, for anything else (other kinds, lists, anything
-    /// the `Value` path would report); the caller then builds the document's value and calls
-    /// [`Inventory::add_document`].
+    /// NetworkPolicy when objects do not keep their values ([`Inventory::keep_values`]), and
+    /// then neither keeps any value. Returns `false`, having added nothing, for anything else
+    /// (other kinds, lists, anything the `Value` path would report); the caller then builds the
+    /// document's value and calls [`Inventory::add_document`].
     pub fn add_scanned(&mut self, scanned: &Scanned<'_>) -> bool {
         let events = &scanned.events;
         // StreamStart, DocumentStart, MappingStart, entries…, MappingEnd, DocumentEnd, StreamEnd.
@@ -284,21 +286,18 @@ impl Inventory {
             entries.push((key, i + 1..value_end));
             i = value_end;
         }
+        let node = |name: &str| entries.iter().find(|(k, _)| *k == name).map(|(_, r)| &events[r.clone()]);
         let string = |name: &str| -> Option<&str> {
-            let (_, range) = entries.iter().find(|(k, _)| *k == name)?;
-            match &events[range.start].0 {
-                Event::Scalar(text, style, 0, None) if range.len() == 1 && resolve_untagged(text, *style).is_none() => {
-                    Some(text)
-                }
+            match node(name)? {
+                [(Event::Scalar(text, style, 0, None), _)] if resolve_untagged(text, *style).is_none() => Some(text),
                 _ => None,
             }
         };
         let (Some(api_version), Some(kind)) = (string("apiVersion"), string("kind")) else { return false };
-        let (kind, _) = Kind::classify(api_version, kind);
-        let node = |range: &std::ops::Range<usize>| &events[range.clone()];
-        let spec = entries.iter().find(|(k, _)| *k == "spec").map(|(_, r)| node(r));
-        let typed = match kind {
-            Kind::NetworkPolicy if !self.keep_policy_values => match EventSpec(spec).spec() {
+        let (kind_enum, _) = Kind::classify(api_version, kind);
+        let spec = node("spec");
+        let typed = match kind_enum {
+            Kind::NetworkPolicy if !self.keep_values => match EventSpec(spec).spec() {
                 Ok(spec) => Typed::Policy(spec),
                 Err(_) => return false,
             },
@@ -309,22 +308,35 @@ impl Inventory {
             },
             _ => return false,
         };
+        let Ok(meta) = node("metadata").map_or(Ok(None), de::from_events::<Option<ObjectMeta>>) else { return false };
+        let meta = meta.unwrap_or_default();
         // Entries the object does not keep must still be what the `Value` path accepts.
         let kept = |k: &str| matches!(k, "apiVersion" | "kind" | "metadata");
         let rest_ok = entries
             .iter()
             .filter(|(k, _)| !kept(k) && *k != "spec")
-            .all(|(_, r)| de::from_events::<serde::de::IgnoredAny>(node(r)).is_ok());
+            .all(|(_, r)| de::from_events::<serde::de::IgnoredAny>(&events[r.clone()]).is_ok());
         if !rest_ok {
             return false;
         }
-        let head = events[..3].iter();
-        let body = entries.iter().filter(|(k, _)| kept(k)).flat_map(|(_, r)| &events[r.start - 1..r.end]);
-        let tail = events[end..].iter();
-        let Ok(Some(value)) = build_value(head.chain(body).chain(tail).cloned().map(Ok), scanned.at.chunk) else {
-            return false;
+        let value = if self.keep_values {
+            let head = events[..3].iter();
+            let body = entries.iter().filter(|(k, _)| kept(k)).flat_map(|(_, r)| &events[r.start - 1..r.end]);
+            let tail = events[end..].iter();
+            match build_value(head.chain(body).chain(tail).cloned().map(Ok), scanned.at.chunk) {
+                Ok(Some(value)) => value,
+                _ => return false,
+            }
+        } else {
+            Value::Null
         };
-        self.add_object_with(scanned.at, String::new(), value, Some(typed));
+        let header = Header {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+            has_annotations: meta.annotations.is_some(),
+            meta,
+        };
+        self.add_object_with(scanned.at, String::new(), header, value, Some(typed));
         true
     }
 
@@ -334,12 +346,6 @@ impl Inventory {
 
     /// Adds one object found at `pointer` in `doc`.
     pub fn add_object(&mut self, doc: DocumentRef, pointer: String, value: Value) {
-        self.add_object_with(doc, pointer, value, None);
-    }
-
-    /// Adds one object; a workload's pods or a policy's spec may come already read from the
-    /// document's events (then `value` holds only `apiVersion`, `kind` and `metadata`).
-    fn add_object_with(&mut self, doc: DocumentRef, pointer: String, value: Value, read: Option<Typed>) {
         let api_version = value.get("apiVersion").and_then(Value::as_str);
         let kind = value.get("kind").and_then(Value::as_str);
         let (Some(api_version), Some(kind)) = (api_version, kind) else {
@@ -351,21 +357,42 @@ impl Inventory {
             self.problem(doc, &pointer, what, None);
             return;
         };
-        let (kind_enum, status) = Kind::classify(api_version, kind);
-        let meta: ObjectMeta = match typed(&value, "/metadata", &pointer) {
+        let meta = match typed(&value, "/metadata", &pointer) {
             Ok(m) => m.unwrap_or_default(),
             Err((at, msg)) => {
                 self.problem(doc, &at, &msg, None);
                 ObjectMeta::default()
             }
         };
+        let header = Header {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+            meta,
+            has_annotations: has_annotations(&value),
+        };
+        self.add_object_with(doc, pointer, header, value, None);
+    }
+
+    /// Adds one object whose header has been read; a workload's pods or a policy's spec may
+    /// come already read from the document's events (then `value` holds only `apiVersion`,
+    /// `kind` and `metadata`, or nothing: [`Inventory::keep_values`]).
+    fn add_object_with(
+        &mut self,
+        doc: DocumentRef,
+        pointer: String,
+        header: Header,
+        value: Value,
+        read: Option<Typed>,
+    ) {
+        let Header { api_version, kind, meta, has_annotations } = header;
+        let (kind_enum, status) = Kind::classify(&api_version, &kind);
         let name = meta.name.clone().or_else(|| meta.generate_name.clone()).unwrap_or_default();
         let namespace = if kind_enum == Kind::Namespace || (kind_enum == Kind::Other && meta.namespace.is_none()) {
             meta.namespace.clone()
         } else {
             Some(meta.namespace.clone().unwrap_or_else(|| self.default_namespace.clone()))
         };
-        let id = ObjectRef { api_version: api_version.to_owned(), kind: kind.to_owned(), namespace, name };
+        let id = ObjectRef { api_version, kind, namespace, name };
         let ignore = meta
             .annotations
             .as_ref()
@@ -382,7 +409,8 @@ impl Inventory {
                 doc,
                 &format!("{pointer}/apiVersion"),
                 &format!(
-                    "apiVersion {api_version} of {kind} was removed in Kubernetes {release}; the API server rejects it (use {served})"
+                    "apiVersion {} of {} was removed in Kubernetes {release}; the API server rejects it (use {served})",
+                    id.api_version, id.kind
                 ),
                 Some(id.clone()),
             );
@@ -392,7 +420,15 @@ impl Inventory {
         }
         let object_id = ObjectId(self.objects.len());
         let ns_name = id.namespace.clone();
-        self.objects.push(Object { id: id.clone(), kind: kind_enum, doc, pointer: pointer.clone(), value, ignore });
+        self.objects.push(Object {
+            id: id.clone(),
+            kind: kind_enum,
+            doc,
+            pointer: pointer.clone(),
+            value,
+            ignore,
+            has_annotations,
+        });
         if let Some(ns) = &ns_name {
             self.ensure_namespace(ns);
         }
@@ -616,6 +652,15 @@ impl PodFacts {
     }
 }
 
+/// What an object says of itself: `apiVersion`, `kind` and `metadata` (with whether
+/// `metadata.annotations` is a mapping, as the value has it).
+struct Header {
+    api_version: String,
+    kind: String,
+    meta: ObjectMeta,
+    has_annotations: bool,
+}
+
 /// What [`Inventory::add_scanned`] typed straight from a document's events.
 enum Typed {
     Pods(PodFacts),
@@ -758,9 +803,9 @@ mod tests {
     }
 
     /// [`both_ways`], the events way keeping policy values or not.
-    fn both_ways_keeping(text: &str, keep_policy_values: bool) -> (bool, Inventory, Inventory) {
+    fn both_ways_keeping(text: &str, keep_values: bool) -> (bool, Inventory, Inventory) {
         let mut fast = Inventory::new("default");
-        fast.keep_policy_values(keep_policy_values);
+        fast.keep_values(keep_values);
         let taken = fast.add_scanned(&scanned(text));
         let mut slow = Inventory::new("default");
         if let Ok(Some(document)) = scanned(text).into_document() {
@@ -800,6 +845,7 @@ mod tests {
         assert!(taken);
         assert_eq!(fast.objects[0].value, slow.objects[0].value);
         assert_eq!(fast.objects[0].value.as_object().map(|m| m.len()), Some(3));
+        assert_same_header(&fast.objects[0], &slow.objects[0]);
         let (a, b) = (&fast.workloads[0], &slow.workloads[0]);
         assert_eq!(
             (&a.labels, &a.ports, a.host_network, a.template),
@@ -808,6 +854,38 @@ mod tests {
         assert_eq!(a.ports.len(), 2);
         assert!(a.host_network);
         assert_eq!(fast.problems, slow.problems);
+    }
+
+    /// What an object says of itself is the same however it was read.
+    fn assert_same_header(a: &Object, b: &Object) {
+        assert_eq!(
+            (&a.id, a.kind, a.doc, &a.pointer, &a.ignore, a.has_annotations),
+            (&b.id, b.kind, b.doc, &b.pointer, &b.ignore, b.has_annotations)
+        );
+    }
+
+    #[test]
+    fn objects_keep_no_value_when_values_are_not_kept() {
+        let annotated = DEPLOYMENT.replace(
+            "  labels: {app: api}\n",
+            "  labels: {app: api}\n  annotations: {portcullis.dev/ignore: 'PC005, host-network-bypass'}\n",
+        );
+        for (text, annotations) in [(DEPLOYMENT, false), (annotated.as_str(), true)] {
+            let (taken, fast, slow) = both_ways_keeping(text, false);
+            assert!(taken);
+            assert_same_header(&fast.objects[0], &slow.objects[0]);
+            assert_eq!(fast.objects[0].has_annotations, annotations);
+            assert_eq!(fast.objects[0].ignore.len(), if annotations { 2 } else { 0 });
+            assert_eq!(fast.objects[0].value, Value::Null);
+            assert_eq!(fast.workloads[0].labels, slow.workloads[0].labels);
+        }
+        // Metadata the value path reports on is left to it.
+        for metadata in ["  labels: {app: [api]}\n", "  labels: {app: api, app: web}\n", "  annotations: [a]\n"] {
+            let text = DEPLOYMENT.replace("  labels: {app: api}\n", metadata);
+            let (taken, fast, slow) = both_ways_keeping(&text, false);
+            assert!(!taken && fast.objects.is_empty(), "{metadata}");
+            assert!(!slow.problems.is_empty() || slow.objects.is_empty(), "{metadata}");
+        }
     }
 
     const POLICY: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: p\n  namespace: shop\n  annotations: {a: b}\nspec:\n  podSelector: {matchLabels: {app: api}}\n  egress:\n  - to:\n    - namespaceSelector: {matchLabels: {name: kube-system}}\n    ports:\n    - {port: 53, protocol: UDP}\n    - {port: dns, endPort: 60}\n";
@@ -819,8 +897,9 @@ mod tests {
         let (a, b) = (&fast.policies[0], &slow.policies[0]);
         assert_eq!((&a.name, &a.namespace, &a.spec, a.types), (&b.name, &b.namespace, &b.spec, b.types));
         assert!(a.spec.egress.as_ref().is_some_and(|e| e[0].ports.as_ref().is_some_and(|p| p.len() == 2)));
-        assert_eq!(fast.objects[0].value.get("metadata"), slow.objects[0].value.get("metadata"));
-        assert_eq!(fast.objects[0].value.get("spec"), None);
+        assert_same_header(&fast.objects[0], &slow.objects[0]);
+        assert!(fast.objects[0].has_annotations);
+        assert_eq!(fast.objects[0].value, Value::Null);
         assert_eq!(fast.problems, slow.problems);
         // Kept values (the default): the policy is left to the value path.
         assert!(!both_ways(POLICY).0);

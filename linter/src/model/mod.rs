@@ -7,4 +7,4 @@ pub use inventory::{
     ContainerPort, Directions, Intent, Inventory, Labels, ModelProblem, NAMESPACE_NAME_LABEL, NamespaceInfo, Policy,
     PolicyId, Protocol, Workload, WorkloadId,
 };
-pub use object::{Kind, Object, ObjectId, ObjectRef};
+pub use object::{Kind, Object, ObjectId, ObjectRef, has_annotations};

@@ -134,12 +134,15 @@ pub struct Object {
     pub pointer: String,
     /// The object as parsed. Workloads keep only `apiVersion`, `kind` and `metadata` once their
     /// pods are modelled (see [`crate::model::Workload`]): their specs are most of a run's
-    /// memory and nothing reads them again. So do NetworkPolicies in runs that only lint
-    /// ([`crate::model::Inventory::keep_policy_values`]); their spec is in
-    /// [`crate::model::Policy::spec`].
+    /// memory and nothing reads them again. In runs that only lint
+    /// ([`crate::model::Inventory::keep_values`]) the workloads and NetworkPolicies the fast path
+    /// read keep `Value::Null`: what the engine needs of them is typed elsewhere.
     pub value: Value,
     /// Rule codes and names from the `portcullis.dev/ignore` annotation.
     pub ignore: BTreeSet<String>,
+    /// Whether `metadata.annotations` is a mapping (a patch then adds its annotation to it
+    /// rather than creating it); known even when `value` is not kept.
+    pub has_annotations: bool,
 }
 
 impl Object {
@@ -152,6 +155,11 @@ impl Object {
     pub fn namespace(&self) -> Option<&str> {
         self.id.namespace.as_deref()
     }
+}
+
+/// Whether an object value has a `metadata.annotations` mapping.
+pub fn has_annotations(value: &Value) -> bool {
+    value.get("metadata").and_then(|m| m.get("annotations")).is_some_and(Value::is_object)
 }
 
 /// Escapes one segment for a JSON pointer (RFC 6901).

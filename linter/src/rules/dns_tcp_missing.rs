@@ -76,7 +76,7 @@ impl Rule for DnsTcpMissing {
                     applicability: Applicability::Safe,
                     edits: vec![Edit::Patch {
                         object: policy.object,
-                        patch: dns_tcp_patch(&inv.object(policy.object).value, udp_rule.index),
+                        patch: dns_tcp_patch(inv.object(policy.object).has_annotations, udp_rule.index),
                     }],
                 });
             }

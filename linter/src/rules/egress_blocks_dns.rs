@@ -109,7 +109,7 @@ impl Rule for EgressBlocksDns {
                 applicability: Applicability::Safe,
                 edits: vec![Edit::Patch {
                     object: policy.object,
-                    patch: dns_patch(policy, &object.value, &cx.config.dns),
+                    patch: dns_patch(policy, object.has_annotations, &cx.config.dns),
                 }],
             });
             out.push(f);
