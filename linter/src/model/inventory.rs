@@ -386,15 +386,15 @@ impl Inventory {
     ) {
         let Header { api_version, kind, meta, has_annotations } = header;
         let (kind_enum, status) = Kind::classify(&api_version, &kind);
-        let name = meta.name.clone().or_else(|| meta.generate_name.clone()).unwrap_or_default();
-        let namespace = if kind_enum == Kind::Namespace || (kind_enum == Kind::Other && meta.namespace.is_none()) {
-            meta.namespace.clone()
+        let ObjectMeta { name, generate_name, namespace, labels, annotations, .. } = meta;
+        let name = name.or(generate_name).unwrap_or_default();
+        let namespace = if kind_enum == Kind::Namespace || (kind_enum == Kind::Other && namespace.is_none()) {
+            namespace
         } else {
-            Some(meta.namespace.clone().unwrap_or_else(|| self.default_namespace.clone()))
+            Some(namespace.unwrap_or_else(|| self.default_namespace.clone()))
         };
         let id = ObjectRef { api_version, kind, namespace, name };
-        let ignore = meta
-            .annotations
+        let ignore = annotations
             .as_ref()
             .and_then(|a| a.get(IGNORE_ANNOTATION))
             .map(|list| list.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
@@ -418,38 +418,31 @@ impl Inventory {
         if id.name.is_empty() && kind_enum != Kind::Other {
             self.problem(doc, &format!("{pointer}/metadata"), "metadata.name is missing", Some(id.clone()));
         }
-        let object_id = ObjectId(self.objects.len());
+        let custom_group = kind_enum == Kind::Other
+            && id
+                .api_version
+                .split_once('/')
+                .is_some_and(|(group, _)| group.contains('.') && !group.ends_with("k8s.io"));
         let ns_name = id.namespace.clone();
-        self.objects.push(Object {
-            id: id.clone(),
-            kind: kind_enum,
-            doc,
-            pointer: pointer.clone(),
-            value,
-            ignore,
-            has_annotations,
-        });
+        let namespace_object = (kind_enum == Kind::Namespace).then(|| id.name.clone());
+        let object_id = ObjectId(self.objects.len());
+        self.objects.push(Object { id, kind: kind_enum, doc, pointer, value, ignore, has_annotations });
         if let Some(ns) = &ns_name {
             self.ensure_namespace(ns);
         }
-        if kind_enum == Kind::Namespace {
-            self.ensure_namespace(&id.name);
-            if let Some(info) = self.namespaces.get_mut(&id.name) {
+        if let Some(name) = namespace_object {
+            self.ensure_namespace(&name);
+            if let Some(info) = self.namespaces.get_mut(&name) {
                 info.object = Some(object_id);
-                if let Some(labels) = meta.labels {
+                if let Some(labels) = labels {
                     info.labels.extend(labels);
                 }
-                info.labels.insert(NAMESPACE_NAME_LABEL.to_owned(), id.name.clone());
+                info.labels.insert(NAMESPACE_NAME_LABEL.to_owned(), name);
             }
             return;
         }
         let Some(ns) = ns_name else { return };
-        let custom_group =
-            id.api_version.split_once('/').is_some_and(|(group, _)| group.contains('.') && !group.ends_with("k8s.io"));
-        if kind_enum == Kind::Other
-            && custom_group
-            && let Some(info) = self.namespaces.get_mut(&ns)
-        {
+        if custom_group && let Some(info) = self.namespaces.get_mut(&ns) {
             info.custom_resources += 1;
         }
         let (pods, spec) = match read {
