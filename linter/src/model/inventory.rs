@@ -333,6 +333,8 @@ impl Inventory {
         let header = Header {
             api_version: api_version.to_owned(),
             kind: kind.to_owned(),
+            // `annotations: null` deserialized to `None`, and anything but a mapping was refused
+            // above, so this is exactly `has_annotations` of the value.
             has_annotations: meta.annotations.is_some(),
             meta,
         };
@@ -645,8 +647,9 @@ impl PodFacts {
     }
 }
 
-/// What an object says of itself: `apiVersion`, `kind` and `metadata` (with whether
-/// `metadata.annotations` is a mapping, as the value has it).
+/// What an object says of itself: `apiVersion`, `kind` and `metadata`, with whether
+/// `metadata.annotations` is a mapping in the value. That cannot always be read from `meta`: a
+/// type error elsewhere in `metadata` leaves `meta` at its default on the value path.
 struct Header {
     api_version: String,
     kind: String,
@@ -872,13 +875,21 @@ mod tests {
             assert_eq!(fast.objects[0].value, Value::Null);
             assert_eq!(fast.workloads[0].labels, slow.workloads[0].labels);
         }
-        // Metadata the value path reports on is left to it.
-        for metadata in ["  labels: {app: [api]}\n", "  labels: {app: api, app: web}\n", "  annotations: [a]\n"] {
+        // Metadata the value path reports on is left to it: type errors (a model problem there)
+        // and duplicate keys (the document is invalid YAML there).
+        for metadata in ["  labels: {app: [api]}\n", "  annotations: [a]\n"] {
             let text = DEPLOYMENT.replace("  labels: {app: api}\n", metadata);
             let (taken, fast, slow) = both_ways_keeping(&text, false);
-            assert!(!taken && fast.objects.is_empty(), "{metadata}");
-            assert!(!slow.problems.is_empty() || slow.objects.is_empty(), "{metadata}");
+            assert!(!taken && fast.objects.is_empty() && fast.problems.is_empty(), "{metadata}");
+            // The type error, then the name its default metadata lacks.
+            let pointers: Vec<_> = slow.problems.iter().map(|p| p.pointer.as_str()).collect();
+            assert_eq!(pointers.len(), 2, "{metadata}: {pointers:?}");
+            assert!(pointers[0].starts_with("/metadata/") && pointers[1] == "/metadata", "{metadata}: {pointers:?}");
         }
+        let duplicate = DEPLOYMENT.replace("  labels: {app: api}\n", "  labels: {app: api, app: web}\n");
+        let (taken, fast, _) = both_ways_keeping(&duplicate, false);
+        assert!(!taken && fast.objects.is_empty());
+        assert!(scanned(&duplicate).into_document().is_err());
     }
 
     const POLICY: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: p\n  namespace: shop\n  annotations: {a: b}\nspec:\n  podSelector: {matchLabels: {app: api}}\n  egress:\n  - to:\n    - namespaceSelector: {matchLabels: {name: kube-system}}\n    ports:\n    - {port: 53, protocol: UDP}\n    - {port: dns, endPort: 60}\n";
