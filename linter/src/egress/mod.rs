@@ -59,13 +59,17 @@ const PATTERN_REGEX: &str =
         printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     )
 )]
+#[cfg_attr(feature = "crd", schemars(transform = egress_required))]
 pub struct EgressIntentSpec {
     /// The pods of the namespace allowed to reach the targets; `{}` selects every pod.
     #[cfg_attr(feature = "crd", schemars(required))]
     pub pod_selector: Option<LabelSelector>,
     /// The destinations.
+    // `serde(default)` keeps a missing list a located PC015 finding; the schema requires the
+    // list and carries no `default` (an empty default would fail its own `minItems`, and the
+    // API server refuses such a CRD).
     #[serde(default)]
-    #[cfg_attr(feature = "crd", schemars(length(min = 1, max = 64)))]
+    #[cfg_attr(feature = "crd", schemars(length(min = 1, max = 64), transform = without_default))]
     pub egress: Vec<EgressTarget>,
 }
 
@@ -75,10 +79,24 @@ pub struct EgressIntentSpec {
 #[cfg_attr(feature = "crd", derive(schemars::JsonSchema))]
 #[cfg_attr(
     feature = "crd",
-    schemars(extend("x-kubernetes-validations" = [{
-        "rule": "has(self.fqdn) != has(self.fqdnPattern)",
-        "message": "set exactly one of fqdn and fqdnPattern",
-    }]))
+    schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "has(self.fqdn) != has(self.fqdnPattern)",
+            "message": "set exactly one of fqdn and fqdnPattern",
+        },
+        {
+            "rule": "!has(self.fqdn) || !self.fqdn.matches('(^|[.])[0-9]+[.]?$')",
+            "message": "fqdn is an IP address, not a DNS name; allow addresses with a NetworkPolicy ipBlock",
+        },
+        {
+            "rule": "!has(self.fqdn) || !self.fqdn.matches('(?i)(^|[.])(localhost|svc|cluster[.]local)[.]?$')",
+            "message": "fqdn is an in-cluster name (localhost, .svc, .cluster.local); allow in-cluster destinations with a NetworkPolicy selector",
+        },
+        {
+            "rule": "!has(self.fqdnPattern) || !self.fqdnPattern.matches('(?i)(^|[.])(localhost|svc|cluster[.]local|[0-9]+)[.]?$')",
+            "message": "fqdnPattern must name external hosts, not in-cluster names or addresses",
+        },
+    ]))
 )]
 pub struct EgressTarget {
     /// An exact name such as `api.stripe.com`, resolved by the controller and learned by the sensor.
@@ -174,6 +192,22 @@ pub struct AddressStatus {
     pub expires_at: Time,
 }
 
+/// Marks `egress` required (schemars leaves `serde(default)` fields optional).
+#[cfg(feature = "crd")]
+fn egress_required(schema: &mut schemars::Schema) {
+    if let Some(serde_json::Value::Array(required)) = schema.get_mut("required")
+        && !required.iter().any(|r| r == "egress")
+    {
+        required.push(serde_json::Value::String("egress".to_owned()));
+    }
+}
+
+/// Drops the `default` schemars derives from `serde(default)`.
+#[cfg(feature = "crd")]
+fn without_default(schema: &mut schemars::Schema) {
+    schema.remove("default");
+}
+
 /// A wildcard pattern per DESIGN §7.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum NamePattern {
@@ -219,8 +253,22 @@ pub fn parse_fqdn(raw: &str) -> Result<String, String> {
     for label in &labels {
         check_label(raw, label)?;
     }
+    // A last label of digits is an IPv4 literal (or no hostname at all, RFC 3696 §2): the
+    // controller would query DNS for it forever.
+    if labels.last().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(format!("{raw:?} is an IP address, not a DNS name; allow addresses with a NetworkPolicy ipBlock"));
+    }
+    if let Some(suffix) = IN_CLUSTER_SUFFIXES.iter().find(|s| name == **s || name.ends_with(&format!(".{s}"))) {
+        return Err(format!(
+            "{raw:?} is an in-cluster name (.{suffix}); allow in-cluster destinations with a NetworkPolicy podSelector or namespaceSelector"
+        ));
+    }
     Ok(name)
 }
+
+/// Name suffixes that never leave the cluster or the node: an EgressIntent for them would
+/// open in-cluster or loopback addresses through DNS.
+pub const IN_CLUSTER_SUFFIXES: [&str; 3] = ["localhost", "svc", "cluster.local"];
 
 fn check_label(raw: &str, label: &str) -> Result<(), String> {
     if label.is_empty() {
@@ -289,5 +337,29 @@ mod tests {
         assert!(parse_fqdn("-a.com").is_err());
         assert!(parse_fqdn("a..com").is_err());
         assert!(parse_fqdn("bücher.de").is_err());
+    }
+
+    #[test]
+    fn ip_literals_and_in_cluster_names_are_refused() {
+        for bad in [
+            "10.0.0.1",
+            "169.254.169.254.",
+            "a.123",
+            "localhost",
+            "app.localhost",
+            "kubernetes.default.svc",
+            "api.shop.svc.cluster.local",
+            "Kube-DNS.Kube-System.SVC.Cluster.Local.",
+        ] {
+            assert!(parse_fqdn(bad).is_err(), "{bad}");
+        }
+        assert!(parse_fqdn("10.0.0.1").unwrap_err().contains("is an IP address"));
+        assert!(parse_fqdn("api.shop.svc.cluster.local").unwrap_err().contains("in-cluster name (.cluster.local)"));
+        for bad in ["*.svc.cluster.local", "**.cluster.local", "*.localhost", "**.0.10"] {
+            assert!(parse_pattern(bad).is_err(), "{bad}");
+        }
+        for good in ["api.stripe.com", "s3.eu-west-2.amazonaws.com", "1password.com", "svc.example.com", "x.local"] {
+            assert!(parse_fqdn(good).is_ok(), "{good}");
+        }
     }
 }
