@@ -285,6 +285,11 @@ pub struct IntentSet {
     intents: BTreeMap<IntentKey, Tracked>,
     /// Exact name → the intents naming it.
     by_name: BTreeMap<String, BTreeSet<IntentKey>>,
+    /// Exact name → the controller's last successful lookup and when it was made. A new intent
+    /// for a name others already track starts from it instead of waiting for the name's next
+    /// lookup (up to the TTL cap). Only resolver answers are kept: sensor answers are scoped to
+    /// the pods that asked and never cross intents.
+    resolved: BTreeMap<String, (Vec<Answer>, Timestamp)>,
 }
 
 /// Lowercase, no trailing dot: how names are compared.
@@ -294,7 +299,7 @@ fn normalize(name: &str) -> String {
 
 impl IntentSet {
     pub fn new(cache_config: CacheConfig) -> IntentSet {
-        IntentSet { cache_config, intents: BTreeMap::new(), by_name: BTreeMap::new() }
+        IntentSet { cache_config, intents: BTreeMap::new(), by_name: BTreeMap::new(), resolved: BTreeMap::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -364,7 +369,13 @@ impl IntentSet {
         };
         let exact: Vec<String> = tracked.intent.exact_names().map(str::to_owned).collect();
         for name in exact {
-            tracked.cache.ensure(&name);
+            let known = tracked.cache.get(&name).is_some_and(|e| !e.addresses.is_empty());
+            match self.resolved.get(&name) {
+                Some((answers, at)) if !known => {
+                    tracked.cache.record(&name, answers.iter().map(|a| (a.ip, a.ttl)), AddressSource::Resolver, *at);
+                }
+                _ => tracked.cache.ensure(&name),
+            }
             self.by_name.entry(name).or_default().insert(key.clone());
         }
         self.intents.insert(key, tracked);
@@ -382,6 +393,7 @@ impl IntentSet {
                     keys.remove(key);
                     if keys.is_empty() {
                         self.by_name.remove(name);
+                        self.resolved.remove(name);
                     }
                 }
             }
@@ -398,6 +410,9 @@ impl IntentSet {
     pub fn apply_lookup(&mut self, name: &str, answers: Option<&[Answer]>, now: Timestamp) -> Vec<IntentKey> {
         let name = normalize(name);
         let Some(keys) = self.by_name.get(&name) else { return Vec::new() };
+        if let Some(answers) = answers.filter(|a| !a.is_empty()) {
+            self.resolved.insert(name.clone(), (answers.to_vec(), now));
+        }
         let mut changed = Vec::new();
         for key in keys {
             let Some(t) = self.intents.get_mut(key) else { continue };
@@ -553,6 +568,45 @@ mod tests {
         set.upsert(meta("b", "y"), &spec("y", &["example.com"]), None).unwrap();
         assert_eq!(set.exact_names().collect::<Vec<_>>(), ["example.com"]);
         assert!(set.get(&key("b", "y")).unwrap().1.get("api.stripe.com").is_none());
+    }
+
+    /// Regression (issue 15, item 5): a second intent for a name another intent tracks stayed
+    /// Pending until the name's next lookup, up to the TTL cap.
+    #[test]
+    fn a_new_intent_for_a_tracked_name_starts_from_the_last_lookup() {
+        let mut set = IntentSet::new(CacheConfig::default());
+        set.upsert(meta("a", "x"), &spec("x", &["api.stripe.com"]), None).unwrap();
+        let answers = [Answer { ip: "192.0.2.1".parse().unwrap(), ttl: 300 }];
+        set.apply_lookup("api.stripe.com", Some(&answers), t(0));
+        set.upsert(meta("b", "y"), &spec("y", &["api.stripe.com"]), None).unwrap();
+        let rendered = set.render(&key("b", "y"), &RenderConfig::default(), t(40)).unwrap();
+        let ips: Vec<_> = rendered.status.addresses.iter().flat_map(|n| n.ips.iter().map(|a| a.ip)).collect();
+        assert_eq!(ips, ["192.0.2.1".parse::<std::net::IpAddr>().unwrap()]);
+        // The address keeps the lookup's expiry, not one counted from the second intent's arrival.
+        let (_, cache) = set.get(&key("b", "y")).unwrap();
+        let expiry = cache.get("api.stripe.com").unwrap().addresses.values().next().unwrap().expires_at;
+        assert_eq!(expiry, t(300));
+    }
+
+    #[test]
+    fn sensor_answers_never_seed_another_intent() {
+        let mut set = IntentSet::new(CacheConfig::default());
+        set.upsert(meta("shop", "pay"), &spec("pay", &["api.stripe.com"]), None).unwrap();
+        set.observe(&obs(pod("shop", "pay"), "api.stripe.com", "192.0.2.9"));
+        set.upsert(meta("shop", "web"), &spec("web", &["api.stripe.com"]), None).unwrap();
+        let (_, cache) = set.get(&key("shop", "web")).unwrap();
+        assert!(cache.get("api.stripe.com").unwrap().addresses.is_empty());
+    }
+
+    #[test]
+    fn the_last_lookup_is_forgotten_with_the_last_intent_naming_it() {
+        let mut set = IntentSet::new(CacheConfig::default());
+        set.upsert(meta("a", "x"), &spec("x", &["api.stripe.com"]), None).unwrap();
+        set.apply_lookup("api.stripe.com", Some(&[Answer { ip: "192.0.2.1".parse().unwrap(), ttl: 60 }]), t(0));
+        set.remove(&key("a", "x"));
+        set.upsert(meta("b", "y"), &spec("y", &["api.stripe.com"]), None).unwrap();
+        let (_, cache) = set.get(&key("b", "y")).unwrap();
+        assert!(cache.get("api.stripe.com").unwrap().addresses.is_empty());
     }
 
     #[test]
