@@ -31,15 +31,16 @@ struct TimedApi {
 }
 
 impl ControllerApi for TimedApi {
-    fn apply_policy<'a>(&'a self, _: &'a str, _: &'a Value) -> BoxFuture<'a, Result<(), ApiError>> {
+    fn apply_policy<'a>(&'a self, _: &'a str, _: &'a Value) -> BoxFuture<'a, Result<Option<String>, ApiError>> {
         self.applied.lock().unwrap().push(Instant::now());
-        Box::pin(async { Ok(()) })
+        Box::pin(async { Ok(None) })
     }
     fn patch_status<'a>(
         &'a self,
         _: &'a str,
         _: &'a str,
         _: &'a EgressIntentStatus,
+        _: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async { Ok(()) })
     }

@@ -26,31 +26,52 @@ use portcullis_linter::egress::{
     Answer, CacheConfig, ClientPod, EgressIntent, EgressIntentStatus, IntentKey, NameState, Observation,
 };
 use portcullis_linter::project::Project;
-use portcullis_webhook::controller::api::{ApiError, ControllerApi, FIELD_MANAGER, KubeApi};
+use portcullis_webhook::controller::api::{ApiError, ControllerApi, FIELD_MANAGER, Fenced, KubeApi};
 use portcullis_webhook::controller::lease::{Elector, LeaseConfig};
 use portcullis_webhook::controller::{
     GUARD_LABEL, GuardedNamespace, Reconciler, Settings, guard_policies, status_needs_write,
 };
 use serde_json::{Value, json};
 
-/// An in-memory API server for the controller: records writes; Leases with resourceVersions.
+/// An in-memory API server for the controller: records writes; policies and Leases with
+/// resourceVersions, checked as the API server checks a precondition.
 #[derive(Default)]
 struct FakeApi {
     policies: Mutex<Vec<Value>>,
     statuses: Mutex<Vec<EgressIntentStatus>>,
     leases: Mutex<HashMap<String, Lease>>,
+    /// The stored resourceVersion of each policy, by name.
+    policy_versions: Mutex<HashMap<String, u64>>,
+    /// The precondition each policy write carried.
+    preconditions: Mutex<Vec<Option<String>>>,
 }
 
 impl ControllerApi for FakeApi {
-    fn apply_policy<'a>(&'a self, _: &'a str, policy: &'a Value) -> BoxFuture<'a, Result<(), ApiError>> {
-        self.policies.lock().unwrap().push(policy.clone());
-        Box::pin(async { Ok(()) })
+    fn apply_policy<'a>(&'a self, _: &'a str, policy: &'a Value) -> BoxFuture<'a, Result<Option<String>, ApiError>> {
+        let name = policy["metadata"]["name"].as_str().unwrap().to_owned();
+        let mut versions = self.policy_versions.lock().unwrap();
+        let stored = versions.get(&name).copied();
+        let precondition = policy["metadata"]["resourceVersion"].as_str().map(str::to_owned);
+        self.preconditions.lock().unwrap().push(precondition.clone());
+        let result = match precondition {
+            Some(rv) if Some(rv.parse::<u64>().unwrap()) != stored => Err(ApiError::Conflict("policy changed".into())),
+            _ => {
+                let next = stored.unwrap_or(0) + 1;
+                versions.insert(name, next);
+                let mut written = policy.clone();
+                written["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+                self.policies.lock().unwrap().push(written);
+                Ok(Some(next.to_string()))
+            }
+        };
+        Box::pin(async move { result })
     }
     fn patch_status<'a>(
         &'a self,
         _: &'a str,
         _: &'a str,
         s: &'a EgressIntentStatus,
+        _: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         self.statuses.lock().unwrap().push(s.clone());
         Box::pin(async { Ok(()) })
@@ -273,6 +294,64 @@ async fn one_writer_holds_the_lease_and_a_stand_by_takes_over_when_it_stops() {
     assert_eq!(lease.spec.as_ref().unwrap().lease_transitions, Some(1));
 }
 
+/// Regression (issue 15, item 6): leader A was paused, B took the Lease, and A wrote on resume.
+/// A replica writes only until the renew deadline after its last successful renewal was sent.
+#[tokio::test(flavor = "current_thread")]
+async fn a_paused_leader_stops_writing_before_its_lease_can_expire() {
+    let api = Arc::new(FakeApi::default());
+    let a = Elector::new(api.clone(), LeaseConfig::new("portcullis", "a"));
+    let config = LeaseConfig::new("portcullis", "a");
+    assert!(config.validate().is_ok());
+    let fence = a.fence();
+    assert!(!fence.is_open(), "closed before the first renewal");
+    let before = std::time::Instant::now();
+    assert!(a.tick(t(0)).await);
+    assert!(fence.is_open());
+    // Paused past the renew deadline (10 s) but not yet past the lease duration (15 s):
+    // another replica cannot hold the Lease yet, and this one already writes nothing.
+    assert!(!fence.is_open_at(before + config.renew_deadline + Duration::from_millis(1)));
+    assert!(config.renew_deadline < config.duration);
+
+    // With the fence closed, a reconcile sends nothing at all.
+    let fenced = Fenced::new(FakeApi::default(), portcullis_webhook::controller::lease::Fence::default());
+    let reconciler = Reconciler::new(fenced, settings());
+    let err = reconciler.reconcile(&intent(json!([{"fqdn": "api.example.com"}]), None), t(0)).await.unwrap_err();
+    assert_eq!(err, ApiError::Fenced);
+    assert_eq!(reconciler.api().inner().writes(), (0, 0));
+}
+
+#[test]
+fn lease_timing_must_leave_room_between_renewal_and_expiry() {
+    let bad = LeaseConfig { renew_deadline: Duration::from_secs(15), ..LeaseConfig::new("portcullis", "a") };
+    assert!(bad.validate().unwrap_err().contains("renew_deadline"));
+}
+
+/// A replica whose view is stale (another leader wrote the policy since) gets a conflict, not
+/// an overwrite, and applies afresh on the retry.
+#[tokio::test(flavor = "current_thread")]
+async fn policy_writes_carry_the_last_seen_resource_version() {
+    let reconciler = Reconciler::new(FakeApi::default(), settings());
+    let first = intent(json!([{"fqdn": "api.example.com", "ports": [{"port": 443}]}]), None);
+    let key = key();
+    assert!(reconciler.reconcile(&first, t(0)).await.unwrap().policy_written);
+    assert_eq!(reconciler.api().preconditions.lock().unwrap().clone(), [None], "a first apply has no precondition");
+    // Another writer changes the stored policy.
+    *reconciler.api().policy_versions.lock().unwrap().values_mut().next().unwrap() += 1;
+    reconciler.observe(&Observation {
+        client: ClientPod { namespace: key.namespace.clone(), labels: [("app".to_owned(), "pay".to_owned())].into() },
+        qname: "api.example.com".into(),
+        answers: vec![Answer { ip: "192.0.2.2".parse().unwrap(), ttl: 600 }],
+        cnames: vec![],
+        at: t(1),
+    });
+    let err = reconciler.reconcile(&first, t(1)).await.unwrap_err();
+    assert!(matches!(err, ApiError::Conflict(_)), "{err:?}");
+    // The retry applies without the stale precondition (its view was dropped).
+    assert!(reconciler.reconcile(&first, t(2)).await.unwrap().policy_written);
+    assert_eq!(reconciler.api().writes().0, 2);
+    assert_eq!(reconciler.api().preconditions.lock().unwrap().clone(), [None, Some("1".to_owned()), None]);
+}
+
 #[test]
 fn the_namespace_guard_writes_what_fix_writes_and_it_passes_lint() {
     let ns = |labels: &[(&str, &str)]| GuardedNamespace {
@@ -341,6 +420,8 @@ async fn the_kube_client_sends_server_side_apply_and_status_patches() {
         assert_eq!(request.headers()["content-type"], "application/merge-patch+json");
         let sent = body(request).await;
         assert_eq!(sent["status"]["policyName"], "egress-intent-pay");
+        // The intent's resourceVersion as read is the write's precondition.
+        assert_eq!(sent["metadata"]["resourceVersion"], "42");
         respond(
             send,
             200,
@@ -350,7 +431,7 @@ async fn the_kube_client_sends_server_side_apply_and_status_patches() {
     });
     api.apply_policy("shop", &policy).await.unwrap();
     let status = EgressIntentStatus { policy_name: Some("egress-intent-pay".into()), ..Default::default() };
-    api.patch_status("shop", "pay", &status).await.unwrap();
+    api.patch_status("shop", "pay", &status, Some("42")).await.unwrap();
     serving.await.unwrap();
 }
 

@@ -19,6 +19,9 @@ pub enum ApiError {
     /// Optimistic concurrency lost (HTTP 409): someone else wrote first.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The write was not sent: this replica's Lease may have expired in another's view.
+    #[error("not sent: this replica is not the leader (its lease fence is closed)")]
+    Fenced,
     #[error("{0}")]
     Other(String),
 }
@@ -35,14 +38,21 @@ impl From<KubeError> for ApiError {
 /// The writes and reads the controller makes.
 pub trait ControllerApi: Send + Sync {
     /// Server-side apply of a NetworkPolicy (field manager `portcullis`, forced: the rendered
-    /// policy is portcullis' alone).
-    fn apply_policy<'a>(&'a self, namespace: &'a str, policy: &'a Value) -> BoxFuture<'a, Result<(), ApiError>>;
-    /// Merge-patches an EgressIntent's status subresource.
+    /// policy is portcullis' alone). A `metadata.resourceVersion` in `policy` is a precondition
+    /// (409 when the stored policy changed since). Returns the stored policy's resourceVersion.
+    fn apply_policy<'a>(
+        &'a self,
+        namespace: &'a str,
+        policy: &'a Value,
+    ) -> BoxFuture<'a, Result<Option<String>, ApiError>>;
+    /// Merge-patches an EgressIntent's status subresource; `resource_version`, when given, is a
+    /// precondition (409 when the intent changed since it was read).
     fn patch_status<'a>(
         &'a self,
         namespace: &'a str,
         name: &'a str,
         status: &'a EgressIntentStatus,
+        resource_version: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), ApiError>>;
     /// Reads a Lease.
     fn get_lease<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<Option<Lease>, ApiError>>;
@@ -71,12 +81,16 @@ impl KubeApi {
 }
 
 impl ControllerApi for KubeApi {
-    fn apply_policy<'a>(&'a self, namespace: &'a str, policy: &'a Value) -> BoxFuture<'a, Result<(), ApiError>> {
+    fn apply_policy<'a>(
+        &'a self,
+        namespace: &'a str,
+        policy: &'a Value,
+    ) -> BoxFuture<'a, Result<Option<String>, ApiError>> {
         Box::pin(async move {
             let name = policy.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
             let api: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), namespace);
-            api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(policy)).await?;
-            Ok(())
+            let stored = api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(policy)).await?;
+            Ok(stored.metadata.resource_version)
         })
     }
 
@@ -85,10 +99,14 @@ impl ControllerApi for KubeApi {
         namespace: &'a str,
         name: &'a str,
         status: &'a EgressIntentStatus,
+        resource_version: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
             let api: Api<EgressIntent> = Api::namespaced(self.client.clone(), namespace);
-            let patch = json!({"status": status});
+            let mut patch = json!({"status": status});
+            if let Some(rv) = resource_version {
+                patch["metadata"] = json!({"resourceVersion": rv});
+            }
             let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
             api.patch_status(name, &params, &Patch::Merge(&patch)).await?;
             Ok(())
@@ -117,5 +135,61 @@ impl ControllerApi for KubeApi {
             let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
             Ok(api.replace(&name, &params, lease).await?)
         })
+    }
+}
+
+/// A [`ControllerApi`] whose writes pass the Lease [`Fence`](super::lease::Fence) first: a
+/// replica that may have lost the Lease sends nothing. Reads and Lease calls go through.
+#[derive(Debug, Clone)]
+pub struct Fenced<A> {
+    inner: A,
+    fence: super::lease::Fence,
+}
+
+impl<A> Fenced<A> {
+    pub fn new(inner: A, fence: super::lease::Fence) -> Fenced<A> {
+        Fenced { inner, fence }
+    }
+
+    pub fn inner(&self) -> &A {
+        &self.inner
+    }
+}
+
+impl<A: ControllerApi> ControllerApi for Fenced<A> {
+    fn apply_policy<'a>(
+        &'a self,
+        namespace: &'a str,
+        policy: &'a Value,
+    ) -> BoxFuture<'a, Result<Option<String>, ApiError>> {
+        if !self.fence.is_open() {
+            return Box::pin(async { Err(ApiError::Fenced) });
+        }
+        self.inner.apply_policy(namespace, policy)
+    }
+
+    fn patch_status<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        status: &'a EgressIntentStatus,
+        resource_version: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        if !self.fence.is_open() {
+            return Box::pin(async { Err(ApiError::Fenced) });
+        }
+        self.inner.patch_status(namespace, name, status, resource_version)
+    }
+
+    fn get_lease<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<Option<Lease>, ApiError>> {
+        self.inner.get_lease(namespace, name)
+    }
+
+    fn create_lease<'a>(&'a self, namespace: &'a str, lease: &'a Lease) -> BoxFuture<'a, Result<Lease, ApiError>> {
+        self.inner.create_lease(namespace, lease)
+    }
+
+    fn replace_lease<'a>(&'a self, namespace: &'a str, lease: &'a Lease) -> BoxFuture<'a, Result<Lease, ApiError>> {
+        self.inner.replace_lease(namespace, lease)
     }
 }

@@ -1,9 +1,19 @@
 //! One active writer: a `coordination.k8s.io/v1` Lease. The holder renews it every
 //! `renew_every`; another replica takes it over only after `duration` without a renewal. Writes
 //! use the Lease's `resourceVersion`, so two replicas racing for it cannot both win.
+//!
+//! Holding the Lease is not enough to write: a replica that was paused (SIGSTOP, a long GC, a
+//! frozen VM) still believes it leads when it resumes. Every write therefore passes the
+//! [`Fence`], which is open only until `renew_deadline` after the last successful Lease write
+//! was *sent* — measured on the monotonic clock, which keeps counting while the process is
+//! stopped — and `renew_deadline` is shorter than `duration`, as client-go's leader election
+//! does. Another replica can take the Lease only after `duration`, so by then this one has
+//! stopped writing in everyone's view. Writes also carry `resourceVersion` preconditions
+//! ([`super::Reconciler`]), so a write already in flight when the fence closes cannot overwrite
+//! a newer one.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -24,6 +34,9 @@ pub struct LeaseConfig {
     pub duration: Duration,
     /// How often the holder renews (and a stand-by checks).
     pub renew_every: Duration,
+    /// How long after a successful renewal was sent the holder may still write. Shorter than
+    /// `duration`, longer than `renew_every`.
+    pub renew_deadline: Duration,
 }
 
 impl LeaseConfig {
@@ -34,7 +47,53 @@ impl LeaseConfig {
             identity: identity.to_owned(),
             duration: Duration::from_secs(15),
             renew_every: Duration::from_secs(5),
+            renew_deadline: Duration::from_secs(10),
         }
+    }
+
+    /// Checks the timing: `renew_every < renew_deadline < duration`.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.renew_every >= self.renew_deadline || self.renew_deadline >= self.duration {
+            return Err(format!(
+                "lease timing must satisfy renew_every ({:?}) < renew_deadline ({:?}) < duration ({:?})",
+                self.renew_every, self.renew_deadline, self.duration
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Open while this replica may write: until its last successful Lease write, as sent, plus the
+/// renew deadline. Cheap to clone; every clone sees the same state.
+#[derive(Debug, Clone, Default)]
+pub struct Fence {
+    until: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Fence {
+    /// Whether a write may be sent now.
+    pub fn is_open(&self) -> bool {
+        self.is_open_at(Instant::now())
+    }
+
+    /// Whether a write may be sent at `now` (monotonic).
+    pub fn is_open_at(&self, now: Instant) -> bool {
+        self.slot().is_some_and(|until| now < until)
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        // The slot holds a plain value; a panic elsewhere cannot leave it half-written.
+        self.until.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Opens the fence until `until` (a Lease write sent at `until - renew_deadline` succeeded).
+    pub fn open_until(&self, until: Instant) {
+        *self.slot() = Some(until);
+    }
+
+    /// Closes the fence (the Lease was lost or could not be renewed).
+    pub fn close(&self) {
+        *self.slot() = None;
     }
 }
 
@@ -100,11 +159,17 @@ pub struct Elector<A> {
     api: Arc<A>,
     config: LeaseConfig,
     leader: watch::Sender<bool>,
+    fence: Fence,
 }
 
 impl<A: ControllerApi> Elector<A> {
     pub fn new(api: Arc<A>, config: LeaseConfig) -> Elector<A> {
-        Elector { api, config, leader: watch::Sender::new(false) }
+        Elector { api, config, leader: watch::Sender::new(false), fence: Fence::default() }
+    }
+
+    /// The fence every write of this replica must pass.
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
     }
 
     /// `true` while this replica holds the Lease.
@@ -119,10 +184,18 @@ impl<A: ControllerApi> Elector<A> {
     /// One round at `now`: read, decide, write. Any failure means "not the leader" until the
     /// next round: pausing writes is always safe, two writers are not.
     pub async fn tick(&self, now: Timestamp) -> bool {
+        // The deadline counts from before the read: the renewal can only have been seen
+        // by others after this instant.
+        let sent = Instant::now();
         let leader = self.try_tick(now).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, lease = %self.config.name, "lease round failed; standing by");
             false
         });
+        if leader {
+            self.fence.open_until(sent + self.config.renew_deadline);
+        } else {
+            self.fence.close();
+        }
         self.leader.send_if_modified(|current| std::mem::replace(current, leader) != leader);
         leader
     }

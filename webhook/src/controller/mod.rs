@@ -66,6 +66,9 @@ struct Inner {
     jitter: Jitter,
     /// The policy last applied per intent (writes happen only when it changes).
     applied: HashMap<IntentKey, Value>,
+    /// The stored policy's resourceVersion after our last apply: the next apply's precondition,
+    /// so a replica with a stale view cannot overwrite a newer leader's policy.
+    applied_version: HashMap<IntentKey, String>,
     /// The status last written per intent.
     written: HashMap<IntentKey, EgressIntentStatus>,
 }
@@ -143,7 +146,8 @@ impl<A: ControllerApi> Reconciler<A> {
             Ok(r) => r,
             Err(message) => {
                 let status = invalid_status(intent, previous, message, now);
-                let status_written = self.write_status(&key, previous, status).await?;
+                let version = intent.metadata.resource_version.as_deref();
+                let status_written = self.write_status(&key, previous, status, version).await?;
                 return Ok(Outcome { policy_written: false, status_written, requeue_after: MAX_REQUEUE });
             }
         };
@@ -153,14 +157,35 @@ impl<A: ControllerApi> Reconciler<A> {
         let policy_written = if self.lock().applied.get(&key) == Some(&rendered.policy) {
             false
         } else {
-            self.api.apply_policy(&namespace, &rendered.policy).await?;
-            self.lock().applied.insert(key.clone(), rendered.policy.clone());
+            let mut policy = rendered.policy.clone();
+            if let Some(rv) = self.lock().applied_version.get(&key) {
+                policy["metadata"]["resourceVersion"] = json!(rv);
+            }
+            match self.api.apply_policy(&namespace, &policy).await {
+                Ok(version) => {
+                    let mut inner = self.lock();
+                    inner.applied.insert(key.clone(), rendered.policy.clone());
+                    match version {
+                        Some(v) => inner.applied_version.insert(key.clone(), v),
+                        None => inner.applied_version.remove(&key),
+                    };
+                }
+                Err(e) => {
+                    // A conflict means someone wrote the policy since we did (another leader,
+                    // a person): forget our view; the retry applies fresh.
+                    let mut inner = self.lock();
+                    inner.applied.remove(&key);
+                    inner.applied_version.remove(&key);
+                    return Err(e);
+                }
+            }
             true
         };
         let mut status = rendered.status.clone();
         let last = self.lock().written.get(&key).cloned();
         status.conditions = vec![ready_condition(&rendered, last.as_ref().or(previous), now)];
-        let status_written = self.write_status(&key, last.as_ref().or(previous), status).await?;
+        let version = intent.metadata.resource_version.as_deref();
+        let status_written = self.write_status(&key, last.as_ref().or(previous), status, version).await?;
         let requeue_after = next_expiry
             .map(|t| Duration::from_secs(u64::try_from(t.as_second() - now.as_second()).unwrap_or(0).max(1)))
             .unwrap_or(MAX_REQUEUE)
@@ -173,11 +198,15 @@ impl<A: ControllerApi> Reconciler<A> {
         key: &IntentKey,
         persisted: Option<&EgressIntentStatus>,
         status: EgressIntentStatus,
+        resource_version: Option<&str>,
     ) -> Result<bool, ApiError> {
         if !status_needs_write(persisted, &status, self.settings.cache.grace) {
             return Ok(false);
         }
-        self.api.patch_status(&key.namespace, &key.name, &status).await?;
+        if let Err(e) = self.api.patch_status(&key.namespace, &key.name, &status, resource_version).await {
+            self.lock().written.remove(key);
+            return Err(e);
+        }
         self.lock().written.insert(key.clone(), status);
         Ok(true)
     }
@@ -187,6 +216,7 @@ impl<A: ControllerApi> Reconciler<A> {
         let mut inner = self.lock();
         inner.set.remove(key);
         inner.applied.remove(key);
+        inner.applied_version.remove(key);
         inner.written.remove(key);
         let Inner { set, schedule, .. } = &mut *inner;
         let wanted: BTreeSet<&str> = set.exact_names().collect();

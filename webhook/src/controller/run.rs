@@ -19,7 +19,7 @@ use portcullis_linter::egress::resolve::DnsLookup;
 use portcullis_linter::egress::{EgressIntent, IntentKey, Observation};
 use tokio::sync::mpsc;
 
-use super::api::{ApiError, ControllerApi, KubeApi};
+use super::api::{ApiError, ControllerApi, Fenced, KubeApi};
 use super::lease::{Elector, LeaseConfig};
 use super::{GuardedNamespace, Reconciler, Settings, guard_policies};
 
@@ -30,7 +30,7 @@ const TRIGGER_QUEUE: usize = 4096;
 /// The running controller, for the parts of the webhook that feed it.
 #[derive(Clone, Debug)]
 pub struct Handle {
-    reconciler: Arc<Reconciler<KubeApi>>,
+    reconciler: Arc<Reconciler<Fenced<KubeApi>>>,
     trigger: mpsc::Sender<ObjectRef<EgressIntent>>,
 }
 
@@ -53,18 +53,22 @@ fn trigger(queue: &mpsc::Sender<ObjectRef<EgressIntent>>, keys: &[IntentKey]) {
 }
 
 struct Context {
-    reconciler: Arc<Reconciler<KubeApi>>,
-    api: Arc<KubeApi>,
+    reconciler: Arc<Reconciler<Fenced<KubeApi>>>,
+    api: Arc<Fenced<KubeApi>>,
     leader: tokio::sync::watch::Receiver<bool>,
     config: Arc<Config>,
 }
 
 /// Starts the controller tasks; they stop with the process.
 pub fn start(client: Client, config: Arc<Config>, lease: LeaseConfig) -> anyhow::Result<Handle> {
-    let api = Arc::new(KubeApi::new(client.clone()));
-    let reconciler = Arc::new(Reconciler::new(KubeApi::new(client.clone()), Settings::from_config(&config)));
+    lease.validate().map_err(anyhow::Error::msg)?;
+    let elector = Arc::new(Elector::new(Arc::new(KubeApi::new(client.clone())), lease));
+    let fence = elector.fence();
+    // Every write (policies, statuses, the namespace guard) passes the Lease fence.
+    let api = Arc::new(Fenced::new(KubeApi::new(client.clone()), fence.clone()));
+    let reconciler =
+        Arc::new(Reconciler::new(Fenced::new(KubeApi::new(client.clone()), fence), Settings::from_config(&config)));
     let dns = DnsLookup::new(&config.controller.nameservers, Duration::from_secs(2)).map_err(anyhow::Error::msg)?;
-    let elector = Arc::new(Elector::new(api.clone(), lease));
     let leader = elector.leader();
     tokio::spawn({
         let elector = elector.clone();
