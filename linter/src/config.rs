@@ -73,16 +73,38 @@ impl WebhookMode {
     }
 }
 
+/// The users whose object creations are trusted as a workload controller's by default: the
+/// kube-controller-manager controllers that create pods and pod-owning objects (with
+/// `--use-service-account-credentials`, each runs as its own ServiceAccount; without it, all
+/// run as `system:kube-controller-manager`).
+pub const DEFAULT_TRUSTED_CONTROLLERS: [&str; 8] = [
+    "system:kube-controller-manager",
+    "system:serviceaccount:kube-system:replicaset-controller",
+    "system:serviceaccount:kube-system:deployment-controller",
+    "system:serviceaccount:kube-system:statefulset-controller",
+    "system:serviceaccount:kube-system:daemon-set-controller",
+    "system:serviceaccount:kube-system:job-controller",
+    "system:serviceaccount:kube-system:cronjob-controller",
+    "system:serviceaccount:kube-system:replication-controller",
+];
+
 /// Webhook settings (used by `portcullis-webhook`; validated here so both agree).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookConfig {
     pub mode: WebhookMode,
     pub add_dns_allowance: bool,
+    /// Users whose requests for objects owned by a workload controller are warned about,
+    /// never denied, in enforce mode (the owner was reviewed when it was applied).
+    pub trusted_controllers: Vec<String>,
 }
 
 impl Default for WebhookConfig {
     fn default() -> Self {
-        WebhookConfig { mode: WebhookMode::Warn, add_dns_allowance: true }
+        WebhookConfig {
+            mode: WebhookMode::Warn,
+            add_dns_allowance: true,
+            trusted_controllers: DEFAULT_TRUSTED_CONTROLLERS.map(str::to_owned).to_vec(),
+        }
     }
 }
 
@@ -107,6 +129,9 @@ pub struct Config {
     pub exclude_namespaces: Vec<String>,
     pub webhook: WebhookConfig,
     pub controller: ControllerConfig,
+    /// Rules (by code) that a `portcullis.dev/ignore` annotation may not silence: the platform
+    /// team's call, in the file CI and the webhook both read.
+    pub forbidden_ignores: std::collections::BTreeSet<&'static str>,
     /// The file it came from, if any.
     pub path: Option<PathBuf>,
 }
@@ -119,6 +144,7 @@ impl Default for Config {
             exclude_namespaces: ["kube-system", "kube-public", "kube-node-lease"].map(str::to_owned).to_vec(),
             webhook: WebhookConfig::default(),
             controller: ControllerConfig::default(),
+            forbidden_ignores: std::collections::BTreeSet::new(),
             path: None,
         }
     }
@@ -146,6 +172,11 @@ impl Config {
 
     pub fn is_excluded(&self, namespace: &str) -> bool {
         self.exclude_namespaces.iter().any(|n| n == namespace)
+    }
+
+    /// Whether a `portcullis.dev/ignore` annotation may silence the rule with this code.
+    pub fn may_ignore(&self, code: &str) -> bool {
+        !self.forbidden_ignores.contains(code)
     }
 
     /// Finds the config: `explicit` if given, else the first discovered file upwards from `dir`.
@@ -208,11 +239,12 @@ impl Config {
                 "excludeNamespaces" => config.exclude_namespaces = reader.strings(value, &at)?,
                 "webhook" => config.webhook = reader.webhook(value, &at)?,
                 "controller" => config.controller = reader.controller(value, &at)?,
+                "ignoreAnnotations" => config.forbidden_ignores = reader.ignore_annotations(value, &at)?,
                 other => {
                     return Err(reader.unknown_key(
                         other,
                         &at,
-                        &["rules", "dns", "excludeNamespaces", "webhook", "controller"],
+                        &["rules", "dns", "excludeNamespaces", "webhook", "controller", "ignoreAnnotations"],
                     ));
                 }
             }
@@ -256,6 +288,33 @@ impl Reader<'_> {
             return Err(self.error(at, format!("expected a list of strings, found {}", type_name(value))));
         };
         items.iter().enumerate().map(|(i, v)| self.string(v, &format!("{at}/{i}")).map(str::to_owned)).collect()
+    }
+
+    /// `ignoreAnnotations: {forbiddenRules: [PC001, missing-default-deny-egress]}`.
+    fn ignore_annotations(
+        &self,
+        value: &Value,
+        at: &str,
+    ) -> Result<std::collections::BTreeSet<&'static str>, ConfigError> {
+        let mut forbidden = std::collections::BTreeSet::new();
+        for (key, v) in self.map(value, at)? {
+            let here = format!("{at}/{key}");
+            match key.as_str() {
+                "forbiddenRules" => {
+                    for (i, name) in self.strings(v, &here)?.iter().enumerate() {
+                        let meta = registry::find(name).ok_or_else(|| {
+                            self.error(
+                                &format!("{here}/{i}"),
+                                format!("unknown rule {name:?}; run `portcullis rules` for the list"),
+                            )
+                        })?;
+                        forbidden.insert(meta.code);
+                    }
+                }
+                other => return Err(self.unknown_key(other, &here, &["forbiddenRules"])),
+            }
+        }
+        Ok(forbidden)
     }
 
     fn rules(&self, value: &Value, at: &str) -> Result<BTreeMap<&'static str, RuleLevel>, ConfigError> {
@@ -343,7 +402,8 @@ impl Reader<'_> {
                         }
                     }
                 }
-                other => return Err(self.unknown_key(other, &here, &["mode", "mutate"])),
+                "trustedControllers" => webhook.trusted_controllers = self.strings(v, &here)?,
+                other => return Err(self.unknown_key(other, &here, &["mode", "mutate", "trustedControllers"])),
             }
         }
         Ok(webhook)
@@ -457,6 +517,21 @@ mod tests {
         assert!(e.message.contains("ttlFloorSeconds is above ttlCapSeconds"), "{e}");
         let e = Config::parse("controller: {nameservers: [dns]}\n", "p.yaml").unwrap_err();
         assert!(e.message.contains("is not IP:PORT"), "{e}");
+    }
+
+    #[test]
+    fn forbidden_ignores_and_trusted_controllers_parse() {
+        let c = Config::parse(
+            "ignoreAnnotations: {forbiddenRules: [PC001, missing-default-deny-egress]}\nwebhook: {trustedControllers: [system:serviceaccount:argo:rollouts]}\n",
+            "p.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.forbidden_ignores.iter().copied().collect::<Vec<_>>(), ["PC001", "PC002"]);
+        assert!(!c.may_ignore("PC001") && c.may_ignore("PC003"));
+        assert_eq!(c.webhook.trusted_controllers, ["system:serviceaccount:argo:rollouts"]);
+        assert!(Config::default().webhook.trusted_controllers.iter().any(|u| u.ends_with(":replicaset-controller")));
+        let e = Config::parse("ignoreAnnotations: {forbiddenRules: [PC999]}\n", "p.yaml").unwrap_err();
+        assert!(e.message.contains("unknown rule \"PC999\""), "{e}");
     }
 
     #[test]

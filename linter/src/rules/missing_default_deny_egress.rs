@@ -73,7 +73,16 @@ pub(super) fn check_default_deny(
         if cx.eval.default_deny_policy(&ns.name, direction).is_some() {
             continue;
         }
-        let first = ns.workloads[0];
+        // The finding is about the namespace's workloads: one whose annotation ignores the
+        // rule does not count (so `lint` and the webhook, which sees one workload, agree).
+        // The Namespace object's own annotation is honoured by `rules::run` like any other.
+        let workloads: Vec<_> = ns
+            .workloads
+            .iter()
+            .copied()
+            .filter(|&w| !super::ignores(cx, inv.workload(w).object, meta.code, meta.name))
+            .collect();
+        let Some(&first) = workloads.first() else { continue };
         let (object, pointer) = match ns.object {
             Some(o) => (o, "/metadata/name"),
             None => (inv.workload(first).object, "/metadata/namespace"),
@@ -91,7 +100,7 @@ pub(super) fn check_default_deny(
                 ns.name
             ),
         );
-        for &w in ns.workloads.iter().take(3) {
+        for &w in workloads.iter().take(3) {
             f.related.push(cx.related(
                 inv.workload(w).object,
                 "/metadata/name",

@@ -19,6 +19,7 @@ mod dns_open_to_any;
 mod dns_tcp_missing;
 mod egress_allow_all;
 mod egress_blocks_dns;
+mod forbidden_ignore;
 mod host_network_bypass;
 mod ignored_rules;
 mod ingress_allow_all;
@@ -194,10 +195,19 @@ fn suppressed(cx: &Context<'_>, f: &Finding) -> bool {
     if namespace.is_some_and(|ns| cx.config.is_excluded(ns)) {
         return true;
     }
-    f.object_id.is_some_and(|id| {
-        let ignore = cx.inventory.ignored(id);
-        ignore.contains(f.code) || ignore.contains(f.rule)
-    })
+    f.object_id.is_some_and(|id| ignores(cx, id, f.code, f.rule))
+}
+
+/// Whether an object's `portcullis.dev/ignore` annotation silences a rule for it: it names the
+/// rule by code or name and `portcullis.yaml` allows ignoring that rule. The one place this is
+/// decided, for `lint` and the webhook alike. A refused ignore is itself reported (PC016),
+/// which no annotation silences.
+pub fn ignores(cx: &Context<'_>, object: ObjectId, code: &str, name: &str) -> bool {
+    if code == forbidden_ignore::ForbiddenIgnore::META.code || !cx.config.may_ignore(code) {
+        return false;
+    }
+    let ignore = cx.inventory.ignored(object);
+    ignore.contains(code) || ignore.contains(name)
 }
 
 /// Human name of a workload for messages: `Deployment shop/pay`.

@@ -3,9 +3,9 @@
 use super::{FixAvailability, Rule, RuleMeta};
 use super::{
     dns_open_to_any::DnsOpenToAny, dns_tcp_missing::DnsTcpMissing, egress_allow_all::EgressAllowAll,
-    egress_blocks_dns::EgressBlocksDns, host_network_bypass::HostNetworkBypass, ignored_rules::IgnoredRules,
-    ingress_allow_all::IngressAllowAll, invalid_egress_intent::InvalidEgressIntent, invalid_ip_block::InvalidIpBlock,
-    invalid_manifest::InvalidManifest, invalid_port::InvalidPort,
+    egress_blocks_dns::EgressBlocksDns, forbidden_ignore::ForbiddenIgnore, host_network_bypass::HostNetworkBypass,
+    ignored_rules::IgnoredRules, ingress_allow_all::IngressAllowAll, invalid_egress_intent::InvalidEgressIntent,
+    invalid_ip_block::InvalidIpBlock, invalid_manifest::InvalidManifest, invalid_port::InvalidPort,
     missing_default_deny_egress::MissingDefaultDenyEgress, missing_default_deny_ingress::MissingDefaultDenyIngress,
     peer_and_or_confusion::PeerAndOrConfusion, selector_matches_nothing::SelectorMatchesNothing,
     unknown_named_port::UnknownNamedPort,
@@ -29,6 +29,7 @@ pub static RULES: &[&dyn Rule] = &[
     &InvalidPort,
     &HostNetworkBypass,
     &InvalidEgressIntent,
+    &ForbiddenIgnore,
 ];
 
 /// Metadata of every rule, in code order.
