@@ -165,15 +165,98 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Whether a fresh read of the namespace's policies could change the answer: the request
-    /// is denied for a problem that depends on which policies exist.
-    pub fn denied_for_policy_state(&self) -> bool {
+    /// Whether the answer must be confirmed on fresh state before it is sent: every denial.
+    /// A fresh read can change it twice over: a policy the cache has not seen yet, and a
+    /// namespace whose deletion it has not seen yet (nothing in a terminating namespace is
+    /// ever denied).
+    pub fn needs_confirmation(&self) -> bool {
+        self.decision == Decision::Deny
+    }
+
+    /// Whether the denial depends on which policies exist (PC001–PC004), so that an unconfirmed
+    /// one must not stand: a denial for the object's own content (a bad CIDR) stands even when
+    /// the fresh read fails.
+    pub fn depends_on_policy_state(&self) -> bool {
         self.decision == Decision::Deny
             && self
                 .problems
                 .iter()
                 .any(|p| p.severity == Severity::Error && matches!(p.code, "PC001" | "PC002" | "PC003" | "PC004"))
     }
+}
+
+/// Owner kinds whose controllers create workload objects (a ReplicaSet's Pods, a Deployment's
+/// ReplicaSets, a CronJob's Jobs).
+const WORKLOAD_OWNERS: [&str; 7] =
+    ["ReplicaSet", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "ReplicationController"];
+
+/// Metadata only the cluster maintains: an UPDATE that changes nothing else (the garbage
+/// collector removing `foregroundDeletion`, a finalizer added or removed, managed fields, a
+/// status write through the main resource) is housekeeping, never reviewed.
+const CLUSTER_METADATA: [&str; 9] = [
+    "finalizers",
+    "managedFields",
+    "ownerReferences",
+    "resourceVersion",
+    "generation",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "uid",
+    "creationTimestamp",
+];
+
+/// Why a request is part of the cluster's own housekeeping, which portcullis never reviews
+/// (and so never blocks): anything in a terminating namespace, anything being deleted, and
+/// updates that change only metadata the cluster maintains. `None` for everything else.
+pub fn housekeeping(req: &Request, snapshot: &Snapshot) -> Option<&'static str> {
+    if snapshot.namespace_terminating {
+        return Some("namespace is terminating");
+    }
+    let deleting = |o: &Option<Value>| {
+        o.as_ref().and_then(|v| v.pointer("/metadata/deletionTimestamp")).is_some_and(|t| !t.is_null())
+    };
+    if deleting(&req.object) || deleting(&req.old_object) {
+        return Some("object is being deleted");
+    }
+    if req.inner.operation == Operation::Update
+        && let (Some(new), Some(old)) = (&req.object, &req.old_object)
+        && without_cluster_metadata(new) == without_cluster_metadata(old)
+    {
+        return Some("update changes only metadata the cluster maintains");
+    }
+    None
+}
+
+fn without_cluster_metadata(object: &Value) -> Value {
+    let mut value = object.clone();
+    if let Value::Object(map) = &mut value {
+        map.remove("status");
+        if let Some(Value::Object(meta)) = map.get_mut("metadata") {
+            for key in CLUSTER_METADATA {
+                meta.remove(key);
+            }
+        }
+    }
+    value
+}
+
+/// Whether the request comes from a workload controller creating or updating an object it
+/// owns: the requesting user is a configured trusted controller *and* the object's controller
+/// owner is a workload kind. An `ownerReferences` entry alone proves nothing (anyone can write
+/// one); the API server sets `userInfo` and no client can forge it.
+pub fn from_workload_controller(req: &Request, config: &Config) -> bool {
+    let user = req.inner.user_info.username.as_deref().unwrap_or_default();
+    if !config.webhook.trusted_controllers.iter().any(|u| u == user) {
+        return false;
+    }
+    req.object.as_ref().and_then(|o| o.pointer("/metadata/ownerReferences")).and_then(Value::as_array).is_some_and(
+        |refs| {
+            refs.iter().any(|r| {
+                r.get("controller").and_then(Value::as_bool) == Some(true)
+                    && r.get("kind").and_then(Value::as_str).is_some_and(|k| WORKLOAD_OWNERS.contains(&k))
+            })
+        },
+    )
 }
 
 /// The effective mode for a namespace: its `portcullis.dev/mode` label, else the config.
@@ -228,6 +311,9 @@ pub fn decide_in_mode(
     if mode == WebhookMode::Off {
         return skip(response, "mode off");
     }
+    if let Some(why) = housekeeping(req, snapshot) {
+        return skip(response, why);
+    }
     match endpoint {
         Endpoint::Mutate => {
             let mutation = if matches!(mode, WebhookMode::Enforce | WebhookMode::Warn) {
@@ -251,24 +337,44 @@ pub fn decide_in_mode(
             }
         }
         Endpoint::Validate => {
-            let problems = review::validate(&subject, snapshot, config);
-            // Objects a controller creates (a ReplicaSet's pods, a CronJob's Jobs) are warned
-            // about, never denied: their owner was reviewed when it was applied, and denying
-            // them would stop a running app from rescheduling.
-            let mode =
-                if mode == WebhookMode::Enforce && controlled(req.object.as_ref()) { WebhookMode::Warn } else { mode };
+            let mut problems = review::validate(&subject, snapshot, config);
+            // Objects a workload controller creates (a ReplicaSet's pods, a CronJob's Jobs) are
+            // warned about, never denied: their owner was reviewed when it was applied, and
+            // denying them would stop a running app from rescheduling.
+            let mode = if mode == WebhookMode::Enforce && from_workload_controller(req, config) {
+                WebhookMode::Warn
+            } else {
+                mode
+            };
+            if mode == WebhookMode::Enforce {
+                ratchet(&subject, snapshot, config, &mut problems);
+            }
             let decision = respond(&mut response, &subject, &problems, mode);
             Outcome { response, decision, mode, problems, skipped: None }
         }
     }
 }
 
-/// Whether an object has a controller owner reference.
-fn controlled(object: Option<&Value>) -> bool {
-    object
-        .and_then(|o| o.pointer("/metadata/ownerReferences"))
-        .and_then(Value::as_array)
-        .is_some_and(|refs| refs.iter().any(|r| r.get("controller").and_then(Value::as_bool) == Some(true)))
+/// On UPDATE, only errors the update introduces deny: an error the old object already had
+/// becomes a warning. Scaling, a rollout restart or a label change of an app that predates
+/// enforce mode goes through (with the warning), while an update that breaks DNS is refused.
+fn ratchet(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config, problems: &mut [Problem]) {
+    if !matches!(subject.operation, Operation::Update)
+        || subject.old_object.is_none()
+        || !problems.iter().any(|p| p.severity == Severity::Error)
+    {
+        return;
+    }
+    let before = Subject { object: subject.old_object, ..*subject };
+    let existing: Vec<&'static str> = review::validate(&before, snapshot, config)
+        .into_iter()
+        .filter(|p| p.severity == Severity::Error)
+        .map(|p| p.code)
+        .collect();
+    for p in problems.iter_mut().filter(|p| p.severity == Severity::Error && existing.contains(&p.code)) {
+        p.severity = Severity::Warning;
+        p.message.push_str(" (already so before this update: only problems an update introduces are denied)");
+    }
 }
 
 /// Fills the response for the problems found under `mode`.

@@ -20,7 +20,9 @@ use kube::{Client, ResourceExt};
 use portcullis_linter::model::{Labels, NAMESPACE_NAME_LABEL};
 use serde_json::Value;
 
-use crate::state::{ClusterState, Index, IndexEvent, Sizes, Snapshot, StateError, StoredObject, write};
+use crate::state::{
+    ClusterState, Fresh, Index, IndexEvent, NamespaceInfo, Sizes, Snapshot, StateError, StoredObject, write,
+};
 
 /// The EgressIntent resource, watched untyped so the webhook does not need the CRD's types.
 pub fn egress_intent_resource() -> ApiResource {
@@ -76,10 +78,12 @@ fn slim<K: serde::Serialize>(o: &K) -> StoredObject {
     StoredObject::new(value)
 }
 
-fn namespace_labels(ns: &Namespace) -> Arc<Labels> {
+fn namespace_info(ns: &Namespace) -> Arc<NamespaceInfo> {
     let mut labels: Labels = ns.labels().clone();
     labels.entry(NAMESPACE_NAME_LABEL.to_owned()).or_insert_with(|| ns.name_any());
-    Arc::new(labels)
+    let terminating = ns.metadata.deletion_timestamp.is_some()
+        || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
+    Arc::new(NamespaceInfo { labels, terminating })
 }
 
 impl KubeState {
@@ -92,7 +96,7 @@ impl KubeState {
     }
 
     pub fn apply_namespace_event(&self, event: &Event<Namespace>) {
-        let e = index_event(event, |o| (String::new(), o.name_any()), namespace_labels);
+        let e = index_event(event, |o| (String::new(), o.name_any()), namespace_info);
         write(&self.index.namespaces).apply(e);
     }
 
@@ -139,14 +143,14 @@ impl ClusterState for KubeState {
         self.index.snapshot(namespace, dns_namespace)
     }
 
-    fn fresh_policies<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Vec<StoredObject>, StateError>> {
+    fn fresh<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Fresh, StateError>> {
         Box::pin(async move {
+            let error = |e: kube::Error| StateError { namespace: namespace.to_owned(), message: e.to_string() };
             let api = Api::<NetworkPolicy>::namespaced(self.client.clone(), namespace);
-            let list = api
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| StateError { namespace: namespace.to_owned(), message: e.to_string() })?;
-            Ok(list.items.iter().map(slim).collect())
+            let list = api.list(&ListParams::default()).await.map_err(error)?;
+            let ns = Api::<Namespace>::all(self.client.clone()).get_opt(namespace).await.map_err(error)?;
+            let terminating = ns.as_ref().is_some_and(|ns| namespace_info(ns).terminating);
+            Ok(Fresh { policies: list.items.iter().map(slim).collect(), terminating })
         })
     }
 

@@ -163,19 +163,30 @@ async fn handle(app: &App, endpoint: Endpoint, body: &[u8]) -> Response {
 }
 
 /// Decides with the cached state; before denying for a problem that depends on which policies
-/// exist, re-reads the namespace's policies so a stale cache never rejects a correct apply.
+/// exist, re-reads the namespace and its policies so a stale cache never rejects a correct
+/// apply, nor the cleanup of a namespace whose deletion the cache has not seen yet.
 async fn decide(app: &App, endpoint: Endpoint, req: &Request) -> Outcome {
     let namespace = req.namespace();
     let snapshot = app.state.snapshot(&namespace, &app.config.dns.namespace);
     let outcome = admission::decide(endpoint, req, &snapshot, &app.config);
-    if !outcome.denied_for_policy_state() {
+    if !outcome.needs_confirmation() {
         return outcome;
     }
-    match app.state.fresh_policies(&namespace).await {
-        Ok(policies) => {
+    match app.state.fresh(&namespace).await {
+        Ok(fresh) => {
             app.metrics.fresh_reads.get_or_create(&ResultLabels { result: "success" }).inc();
-            let fresh = Snapshot { policies, ..snapshot };
+            let fresh = Snapshot {
+                policies: fresh.policies,
+                namespace_terminating: snapshot.namespace_terminating || fresh.terminating,
+                ..snapshot
+            };
             admission::decide(endpoint, req, &fresh, &app.config)
+        }
+        Err(e) if !outcome.depends_on_policy_state() => {
+            // The object's own content is wrong whatever the cluster holds.
+            app.metrics.fresh_reads.get_or_create(&ResultLabels { result: "failure" }).inc();
+            tracing::warn!(uid = %req.inner.uid, error = %e, "could not read fresh state; the content denial stands");
+            outcome
         }
         Err(e) => {
             // Unconfirmed: admit with the problems as warnings rather than reject on a cache

@@ -35,11 +35,32 @@ impl StoredObject {
     }
 }
 
+/// What a review needs of a Namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    /// Its labels, `kubernetes.io/metadata.name` included.
+    pub labels: Labels,
+    /// Being deleted (`deletionTimestamp` set or phase `Terminating`): the namespace controller
+    /// is removing its objects, and nothing in it is ever denied.
+    pub terminating: bool,
+}
+
+impl NamespaceInfo {
+    /// From a Namespace object as JSON (the API server's, or a manifest).
+    pub fn from_value(value: &Value, labels: Labels) -> NamespaceInfo {
+        let terminating = value.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
+            || value.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating");
+        NamespaceInfo { labels, terminating }
+    }
+}
+
 /// What one admission decision sees of the cluster.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Labels of the reviewed namespace (`None` when the namespace is unknown).
     pub namespace_labels: Option<Labels>,
+    /// Whether the reviewed namespace is being deleted.
+    pub namespace_terminating: bool,
     /// Labels of the namespace cluster DNS runs in.
     pub dns_namespace_labels: Option<Labels>,
     /// The namespace's NetworkPolicies, as the API server returns them.
@@ -64,15 +85,23 @@ pub struct StateError {
     pub message: String,
 }
 
+/// A namespace read fresh from the source of truth.
+#[derive(Debug, Clone, Default)]
+pub struct Fresh {
+    pub policies: Vec<StoredObject>,
+    /// Whether the namespace is being deleted (its deletion may not have reached the cache).
+    pub terminating: bool,
+}
+
 /// The cluster as the webhook sees it.
 pub trait ClusterState: Send + Sync + std::fmt::Debug {
     /// The state of `namespace` (and the DNS namespace's labels) from the cache.
     fn snapshot(&self, namespace: &str, dns_namespace: &str) -> Snapshot;
 
-    /// The namespace's NetworkPolicies read fresh from the source of truth, bypassing the cache.
-    /// Called before denying because a policy is missing, so a stale cache never rejects a
-    /// correct apply.
-    fn fresh_policies<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Vec<StoredObject>, StateError>>;
+    /// The namespace and its NetworkPolicies read fresh from the source of truth, bypassing the
+    /// cache. Called before every denial that depends on cluster state, so a stale cache never
+    /// rejects a correct apply nor a terminating namespace's cleanup.
+    fn fresh<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Fresh, StateError>>;
 
     /// Whether the cache is complete (every watch listed once).
     fn ready(&self) -> bool;
@@ -173,17 +202,19 @@ pub fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 /// Namespaces, policies and intents. Namespaces are cluster-scoped: they live under `""`.
 #[derive(Debug, Default)]
 pub struct Index {
-    pub namespaces: RwLock<KindIndex<Arc<Labels>>>,
+    pub namespaces: RwLock<KindIndex<Arc<NamespaceInfo>>>,
     pub policies: RwLock<KindIndex<StoredObject>>,
     pub intents: RwLock<KindIndex<StoredObject>>,
 }
 
 impl Index {
     pub fn snapshot(&self, namespace: &str, dns_namespace: &str) -> Snapshot {
-        let labels = |name: &str| read(&self.namespaces).get("", name).map(|l| Labels::clone(l));
+        let namespaces = read(&self.namespaces);
+        let info = namespaces.get("", namespace);
         Snapshot {
-            namespace_labels: labels(namespace),
-            dns_namespace_labels: labels(dns_namespace),
+            namespace_labels: info.map(|i| i.labels.clone()),
+            namespace_terminating: info.is_some_and(|i| i.terminating),
+            dns_namespace_labels: namespaces.get("", dns_namespace).map(|i| i.labels.clone()),
             policies: read(&self.policies).in_namespace(namespace),
             intents: read(&self.intents).in_namespace(namespace),
         }
@@ -248,7 +279,7 @@ impl StaticState {
 /// Objects gathered from manifests, then applied as one list (Init … InitDone) per kind.
 #[derive(Default)]
 struct Events {
-    namespaces: BTreeMap<String, Arc<Labels>>,
+    namespaces: BTreeMap<String, Arc<NamespaceInfo>>,
     policies: Vec<IndexEvent<StoredObject>>,
     intents: Vec<IndexEvent<StoredObject>>,
 }
@@ -259,7 +290,11 @@ impl Events {
         for ns in inv.namespaces.values() {
             // A Namespace object's labels win over a namespace only referenced by objects.
             if ns.object.is_some() || !self.namespaces.contains_key(&ns.name) {
-                self.namespaces.insert(ns.name.clone(), Arc::new(ns.labels.clone()));
+                let info = match ns.object {
+                    Some(o) => NamespaceInfo::from_value(&inv.object(o).value, ns.labels.clone()),
+                    None => NamespaceInfo { labels: ns.labels.clone(), terminating: false },
+                };
+                self.namespaces.insert(ns.name.clone(), Arc::new(info));
             }
         }
         for o in &inv.objects {
@@ -306,10 +341,11 @@ impl ClusterState for StaticState {
         self.index.snapshot(namespace, dns_namespace)
     }
 
-    fn fresh_policies<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Vec<StoredObject>, StateError>> {
+    fn fresh<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Fresh, StateError>> {
         // The directory is the source of truth and never changes under us.
         let policies = read(&self.index.policies).in_namespace(namespace);
-        Box::pin(async move { Ok(policies) })
+        let terminating = read(&self.index.namespaces).get("", namespace).is_some_and(|i| i.terminating);
+        Box::pin(async move { Ok(Fresh { policies, terminating }) })
     }
 
     fn ready(&self) -> bool {

@@ -157,3 +157,173 @@ fn conformance_reviews_never_fail_badly() {
     }
     insta::assert_snapshot!("conformance_admission", table);
 }
+
+/// A case's request body with `edit` applied to its `request`.
+fn edited(case: &str, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let mut review: Value =
+        serde_json::from_slice(&std::fs::read(cases_dir().join(format!("validate/{case}.json"))).unwrap()).unwrap();
+    edit(&mut review["request"]);
+    serde_json::to_vec(&review).unwrap()
+}
+
+/// Decides one validate body; returns the decision, whether it was allowed and the codes.
+fn verdict(body: &[u8], state: &StaticState, config: &Config, terminating: bool) -> (&'static str, bool, String) {
+    let req = admission::parse(body).unwrap();
+    let mut snapshot = state.snapshot(&req.namespace(), &config.dns.namespace);
+    snapshot.namespace_terminating |= terminating;
+    let outcome = admission::decide(Endpoint::Validate, &req, &snapshot, config);
+    (outcome.decision.as_str(), outcome.response.allowed, portcullis_webhook::review::codes(&outcome.problems))
+}
+
+/// Regression (issue 15, item 2): `kubectl delete deploy --cascade=foreground` hung because the
+/// garbage collector's UPDATE removing the `foregroundDeletion` finalizer was denied (PC001/PC002
+/// in an enforcing namespace without default-deny).
+#[test]
+fn the_garbage_collectors_finalizer_update_is_never_denied() {
+    let state = state();
+    let config = Config::default();
+    let body = edited("deployment-create-no-default-deny", |r| {
+        let mut old = r["object"].clone();
+        old["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
+        old["metadata"]["deletionTimestamp"] = json!("2026-11-25T10:00:00Z");
+        let mut new = old.clone();
+        new["metadata"].as_object_mut().unwrap().remove("finalizers");
+        new["metadata"]["resourceVersion"] = json!("400099");
+        r["operation"] = json!("UPDATE");
+        r["userInfo"] = json!({"username": "system:serviceaccount:kube-system:generic-garbage-collector"});
+        r["object"] = new;
+        r["oldObject"] = old;
+    });
+    assert_eq!(verdict(&body, &state, &config, false), ("skip", true, String::new()));
+    // The same object created in that namespace is still denied: the rule itself is unchanged.
+    let create = std::fs::read(cases_dir().join("validate/deployment-create-no-default-deny.json")).unwrap();
+    assert_eq!(verdict(&create, &state, &config, false).0, "deny");
+}
+
+#[test]
+fn updates_of_cluster_maintained_metadata_only_are_housekeeping() {
+    let state = state();
+    let config = Config::default();
+    let body = edited("deployment-create-no-default-deny", |r| {
+        let old = r["object"].clone();
+        let mut new = old.clone();
+        new["metadata"]["finalizers"] = json!(["example.com/cleanup"]);
+        new["metadata"]["ownerReferences"] = json!([]);
+        new["metadata"]["managedFields"] = json!([]);
+        new["status"] = json!({"replicas": 2});
+        r["operation"] = json!("UPDATE");
+        r["object"] = new;
+        r["oldObject"] = old;
+    });
+    assert_eq!(verdict(&body, &state, &config, false), ("skip", true, String::new()));
+}
+
+/// Regression (issue 15, item 2): `kubectl delete namespace` stayed Terminating because the
+/// namespace controller's DELETE of the default-deny was denied.
+#[test]
+fn nothing_in_a_terminating_namespace_is_denied() {
+    let state = state();
+    let config = Config::default();
+    let delete = std::fs::read(cases_dir().join("validate/networkpolicy-delete-default-deny.json")).unwrap();
+    assert_eq!(verdict(&delete, &state, &config, false).0, "deny", "deleting a default-deny is still denied");
+    assert_eq!(verdict(&delete, &state, &config, true), ("skip", true, String::new()));
+    let create = std::fs::read(cases_dir().join("validate/deployment-create-no-default-deny.json")).unwrap();
+    assert_eq!(verdict(&create, &state, &config, true).0, "skip");
+}
+
+#[test]
+fn objects_being_deleted_are_never_denied() {
+    let state = state();
+    let config = Config::default();
+    let body = edited("deployment-create-no-default-deny", |r| {
+        r["object"]["metadata"]["deletionTimestamp"] = json!("2026-11-25T10:00:00Z");
+    });
+    assert_eq!(verdict(&body, &state, &config, false).0, "skip");
+}
+
+/// A scale or rollout restart of an app that predates enforce mode: the namespace's missing
+/// default-deny is not new, so the update is admitted with warnings; an update that introduces
+/// a new error is still denied.
+#[test]
+fn updates_are_denied_only_for_problems_they_introduce() {
+    let state = state();
+    let config = Config::default();
+    let restart = edited("deployment-create-no-default-deny", |r| {
+        let old = r["object"].clone();
+        let mut new = old.clone();
+        new["spec"]["replicas"] = json!(5);
+        new["spec"]["template"]["metadata"]["annotations"] =
+            json!({"kubectl.kubernetes.io/restartedAt": "2026-11-25T10:00:00Z"});
+        r["operation"] = json!("UPDATE");
+        r["object"] = new;
+        r["oldObject"] = old;
+    });
+    assert_eq!(verdict(&restart, &state, &config, false), ("warn", true, "PC001,PC002".to_owned()));
+
+    // The old policy was valid; the update writes a CIDR the API server rejects: denied.
+    let broken = edited("networkpolicy-update-ignored-and-invalid", |r| {
+        let mut old = r["object"].clone();
+        old["spec"]["policyTypes"] = json!(["Ingress", "Egress"]);
+        old["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"] = json!("10.0.0.0/8");
+        r["oldObject"] = old;
+    });
+    let (decision, allowed, codes) = verdict(&broken, &state, &config, false);
+    assert_eq!((decision, allowed), ("deny", false), "{codes}");
+}
+
+/// Regression (issue 15, item 3): any `ownerReferences` entry with `controller: true` turned a
+/// denial into a warning. Only a trusted controller creating an object its workload owns is
+/// exempt; the API server sets `userInfo`, so it cannot be forged by the client.
+#[test]
+fn the_controller_exemption_trusts_the_requesting_controller_not_the_owner_reference() {
+    let state = state();
+    let config = Config::default();
+    let real = std::fs::read(cases_dir().join("validate/pod-create-owned-by-replicaset.json")).unwrap();
+    assert_eq!(verdict(&real, &state, &config, false).0, "warn", "the replicaset-controller's pod");
+    let by_a_person = edited("pod-create-owned-by-replicaset", |r| {
+        r["userInfo"] = json!({"username": "mallory@example.com", "groups": ["system:authenticated"]});
+    });
+    assert_eq!(verdict(&by_a_person, &state, &config, false).0, "deny", "a person writing an ownerReference");
+    let fake_owner = edited("deployment-create-no-default-deny", |r| {
+        r["object"]["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap",
+            "name": "anything", "uid": "0000", "controller": true}]);
+    });
+    assert_eq!(verdict(&fake_owner, &state, &config, false).0, "deny", "a ConfigMap named as controller");
+    let controller_with_odd_owner = edited("pod-create-owned-by-replicaset", |r| {
+        r["object"]["metadata"]["ownerReferences"][0]["kind"] = json!("ConfigMap");
+    });
+    assert_eq!(verdict(&controller_with_odd_owner, &state, &config, false).0, "deny", "the owner must be a workload");
+    // The trusted list is configuration (e.g. an Argo Rollouts controller).
+    let custom = Config::parse("webhook: {trustedControllers: [mallory@example.com]}\n", "p.yaml").unwrap();
+    assert_eq!(verdict(&by_a_person, &state, &custom, false).0, "warn");
+}
+
+/// Regression (issue 15, item 4): `portcullis.dev/ignore: "PC001,PC002"` on a Deployment
+/// silenced `portcullis lint` while the webhook denied the same object. Same engine, same answer.
+#[test]
+fn lint_and_the_webhook_agree_on_ignore_annotations() {
+    let state = state();
+    let annotate = |r: &mut Value| {
+        r["object"]["metadata"]["annotations"] = json!({"portcullis.dev/ignore": "PC001,PC002"});
+    };
+    let body = edited("deployment-create-no-default-deny", annotate);
+    let object = serde_json::from_slice::<Value>(&body).unwrap()["request"]["object"].clone();
+    let lint = |config: &Config| {
+        let mut project = Project::new("default");
+        let namespaces = std::fs::read_to_string(cases_dir().join("state/namespaces.yaml")).unwrap();
+        // Reported too: PC001/PC002 point at the Namespace object when the input has one.
+        project.add_text("namespaces.yaml", namespaces, true);
+        project.add_text("deployment.json", object.to_string(), true);
+        let codes: BTreeSet<&str> = project.lint(config).iter().map(|f| f.code).collect();
+        codes.into_iter().collect::<Vec<_>>().join(",")
+    };
+
+    let allowed = Config::default();
+    assert_eq!(lint(&allowed), "");
+    assert_eq!(verdict(&body, &state, &allowed, false), ("allow", true, String::new()));
+
+    // The platform team forbids ignoring PC001/PC002: both report them, and say why.
+    let forbidden = Config::parse("ignoreAnnotations: {forbiddenRules: [PC001, PC002]}\n", "p.yaml").unwrap();
+    assert_eq!(lint(&forbidden), "PC001,PC002,PC016");
+    assert_eq!(verdict(&body, &state, &forbidden, false), ("deny", false, "PC001,PC002,PC016".to_owned()));
+}

@@ -100,26 +100,79 @@ async fn watcher_events_fill_the_index() {
     assert_eq!(state.sizes().namespaces, 2);
 }
 
-/// Answers one list of a namespace's NetworkPolicies with `items`.
+/// Answers one fresh read: the list of a namespace's NetworkPolicies with `items`, then the
+/// Namespace itself (being deleted when `terminating`).
 async fn answer_list(api: &mut ApiHandle, namespace: &str, items: Vec<NetworkPolicy>) {
+    answer_fresh(api, namespace, items, false).await;
+}
+
+async fn answer_fresh(api: &mut ApiHandle, namespace: &str, items: Vec<NetworkPolicy>, terminating: bool) {
     let (request, send) = api.next_request().await.expect("the webhook reads the namespace's policies");
     assert_eq!(request.method(), "GET");
     assert_eq!(request.uri().path(), format!("/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies"));
     let list = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicyList",
         "metadata": {"resourceVersion": "8"}, "items": items});
     send.send_response(Response::builder().status(200).body(Body::from(serde_json::to_vec(&list).unwrap())).unwrap());
+    let (request, send) = api.next_request().await.expect("the webhook reads the namespace");
+    assert_eq!(request.uri().path(), format!("/api/v1/namespaces/{namespace}"));
+    let mut ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}, "status": {"phase": "Active"}});
+    if terminating {
+        ns["metadata"]["deletionTimestamp"] = json!("2026-11-25T12:00:00Z");
+        ns["status"]["phase"] = json!("Terminating");
+    }
+    send.send_response(Response::builder().status(200).body(Body::from(serde_json::to_vec(&ns).unwrap())).unwrap());
 }
 
 #[tokio::test]
-async fn fresh_policies_lists_through_the_kube_client() {
+async fn fresh_reads_list_policies_and_get_the_namespace_through_the_kube_client() {
     let (state, mut api) = mocked();
     let server = tokio::spawn(async move {
-        answer_list(&mut api, "billing", vec![default_deny("billing")]).await;
+        answer_fresh(&mut api, "billing", vec![default_deny("billing")], true).await;
     });
-    let fresh = state.fresh_policies("billing").await.unwrap();
+    let fresh = state.fresh("billing").await.unwrap();
     server.await.unwrap();
-    assert_eq!(fresh.len(), 1);
-    assert_eq!(fresh[0].value()["metadata"]["name"], "default-deny");
+    assert_eq!(fresh.policies.len(), 1);
+    assert_eq!(fresh.policies[0].value()["metadata"]["name"], "default-deny");
+    assert!(fresh.terminating);
+}
+
+/// Regression (issue 15, item 2): `kubectl delete namespace` hung in Terminating because the
+/// namespace controller's DELETE of the default-deny was denied. The cache has not seen the
+/// namespace's deletion yet; the fresh read before the denial has, and the DELETE goes through.
+#[tokio::test]
+async fn a_namespace_being_deleted_is_never_blocked_even_before_the_cache_knows() {
+    tls::install_crypto_provider();
+    let (state, mut api) = mocked();
+    synced(&state);
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "d-1", "kind": {"group": "networking.k8s.io", "version": "v1", "kind": "NetworkPolicy"},
+        "resource": {"group": "networking.k8s.io", "version": "v1", "resource": "networkpolicies"},
+        "name": "default-deny", "namespace": "billing", "operation": "DELETE",
+        "userInfo": {"username": "system:serviceaccount:kube-system:namespace-controller"},
+        "oldObject": serde_json::to_value(default_deny("billing")).unwrap(), "object": null}});
+    let body = serde_json::to_vec(&review).unwrap();
+    let req = admission::parse(&body).unwrap();
+    let cached =
+        admission::decide(Endpoint::Validate, &req, &state.snapshot("billing", "kube-system"), &Config::default());
+    assert!(cached.needs_confirmation(), "with the cache alone, deleting the default-deny is denied");
+
+    let app = App {
+        config: Arc::new(Config::default()),
+        state: Arc::new(state),
+        metrics: Arc::new(Metrics::new()),
+        timeout: Duration::from_secs(10),
+        ingest: None,
+    };
+    let (running, ca, _) = common::serve(app).await;
+    let api_server = tokio::spawn(async move {
+        answer_fresh(&mut api, "billing", vec![default_deny("billing")], true).await;
+    });
+    let (status, body, _) = https(running.https, &ca, "/validate", body, &rustls::version::TLS13).await.unwrap();
+    assert_eq!(status, 200);
+    let response: Value = serde_json::from_slice(&body).unwrap();
+    api_server.await.unwrap();
+    assert_eq!(response["response"]["allowed"], true, "{response}");
+    running.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -131,7 +184,7 @@ async fn api_errors_are_reported_not_panicked() {
             "message": "networkpolicies is forbidden", "reason": "Forbidden", "code": 403});
         send.send_response(Response::builder().status(403).body(Body::from(status.to_string().into_bytes())).unwrap());
     });
-    let err = state.fresh_policies("billing").await.unwrap_err();
+    let err = state.fresh("billing").await.unwrap_err();
     server.await.unwrap();
     assert!(err.to_string().contains("forbidden"), "{err}");
 }
@@ -149,7 +202,7 @@ async fn a_stale_cache_never_rejects_a_correct_apply() {
     let req = admission::parse(&body).unwrap();
     let cached =
         admission::decide(Endpoint::Validate, &req, &state.snapshot("billing", "kube-system"), &Config::default());
-    assert!(cached.denied_for_policy_state());
+    assert!(cached.needs_confirmation());
 
     let app = App {
         config: Arc::new(Config::default()),

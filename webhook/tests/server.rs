@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use portcullis_linter::config::Config;
 use portcullis_webhook::metrics::Metrics;
 use portcullis_webhook::server::{self, App, Limits, Running};
-use portcullis_webhook::state::{ClusterState, Sizes, Snapshot, StateError, StaticState, StoredObject};
+use portcullis_webhook::state::{ClusterState, Fresh, Sizes, Snapshot, StateError, StaticState};
 use portcullis_webhook::tls::{self, DevCertificates};
 use rustls::pki_types::CertificateDer;
 use serde_json::Value;
@@ -56,13 +56,13 @@ impl ClusterState for TestState {
         self.inner.snapshot(namespace, dns_namespace)
     }
 
-    fn fresh_policies<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Vec<StoredObject>, StateError>> {
+    fn fresh<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Fresh, StateError>> {
         Box::pin(async move {
             tokio::time::sleep(self.confirm_delay).await;
             if self.confirm_fails {
                 return Err(StateError { namespace: namespace.to_owned(), message: "connection refused".to_owned() });
             }
-            self.inner.fresh_policies(namespace).await
+            self.inner.fresh(namespace).await
         })
     }
 
@@ -313,7 +313,7 @@ async fn an_unconfirmed_denial_admits_with_warnings() {
     let (_, review) = post(&h, "/validate", case("validate/networkpolicy-update-ignored-and-invalid.json")).await;
     assert_eq!(review["response"]["allowed"], false);
     let metrics = get(h.running.ops, "/metrics").await.1;
-    assert!(metrics.contains("portcullis_webhook_fresh_reads_total{result=\"failure\"} 1"), "{metrics}");
+    assert!(metrics.contains("portcullis_webhook_fresh_reads_total{result=\"failure\"} 2"), "{metrics}");
     h.running.shutdown().await.unwrap();
 }
 
