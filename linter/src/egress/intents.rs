@@ -379,11 +379,21 @@ impl IntentSet {
             self.by_name.entry(name).or_default().insert(key.clone());
         }
         self.intents.insert(key, tracked);
+        self.forget_unwanted_lookups();
     }
 
     pub fn remove(&mut self, key: &IntentKey) -> bool {
         self.unindex(key);
-        self.intents.remove(key).is_some()
+        let removed = self.intents.remove(key).is_some();
+        self.forget_unwanted_lookups();
+        removed
+    }
+
+    /// Drops the last lookups of names no intent wants any more. Done after re-indexing, not in
+    /// `unindex`: every reconcile re-indexes its intent, and the lookup must survive that.
+    fn forget_unwanted_lookups(&mut self) {
+        let by_name = &self.by_name;
+        self.resolved.retain(|name, _| by_name.contains_key(name));
     }
 
     fn unindex(&mut self, key: &IntentKey) {
@@ -393,7 +403,6 @@ impl IntentSet {
                     keys.remove(key);
                     if keys.is_empty() {
                         self.by_name.remove(name);
-                        self.resolved.remove(name);
                     }
                 }
             }
@@ -578,6 +587,9 @@ mod tests {
         set.upsert(meta("a", "x"), &spec("x", &["api.stripe.com"]), None).unwrap();
         let answers = [Answer { ip: "192.0.2.1".parse().unwrap(), ttl: 300 }];
         set.apply_lookup("api.stripe.com", Some(&answers), t(0));
+        // The controller upserts an intent on every reconcile; that must not lose the lookup
+        // (found by the real-API-server suite: the unit test without this line passed).
+        set.upsert(meta("a", "x"), &spec("x", &["api.stripe.com"]), None).unwrap();
         set.upsert(meta("b", "y"), &spec("y", &["api.stripe.com"]), None).unwrap();
         let rendered = set.render(&key("b", "y"), &RenderConfig::default(), t(40)).unwrap();
         let ips: Vec<_> = rendered.status.addresses.iter().flat_map(|n| n.ips.iter().map(|a| a.ip)).collect();
