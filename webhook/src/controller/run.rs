@@ -138,17 +138,31 @@ async fn reconcile_intent(intent: Arc<EgressIntent>, ctx: Arc<Context>) -> Resul
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
     let outcome = ctx.reconciler.reconcile(&intent, Timestamp::now()).await?;
-    tracing::debug!(
-        intent = %format!("{}/{}", intent.metadata.namespace.as_deref().unwrap_or(""), intent.metadata.name.as_deref().unwrap_or("")),
-        policy_written = outcome.policy_written,
-        status_written = outcome.status_written,
-        "reconciled"
+    let name = format!(
+        "{}/{}",
+        intent.metadata.namespace.as_deref().unwrap_or(""),
+        intent.metadata.name.as_deref().unwrap_or("")
     );
+    // Writes happen only on change, so one line per write is cheap and lets an operator (and
+    // the real-API-server suite) see which replica wrote what.
+    if outcome.policy_written || outcome.status_written {
+        tracing::info!(
+            intent = %name,
+            policy_written = outcome.policy_written,
+            status_written = outcome.status_written,
+            "controller wrote"
+        );
+    } else {
+        tracing::debug!(intent = %name, "reconciled; nothing to write");
+    }
     Ok(Action::requeue(outcome.requeue_after))
 }
 
 fn retry(_: Arc<EgressIntent>, error: &ApiError, _: Arc<Context>) -> Action {
-    tracing::warn!(%error, "reconcile failed; retrying");
+    match error {
+        ApiError::Fenced => tracing::info!(%error, "write withheld; retrying"),
+        _ => tracing::warn!(%error, "reconcile failed; retrying"),
+    }
     Action::requeue(Duration::from_secs(5))
 }
 
