@@ -6,11 +6,12 @@
 //!
 //! It runs only when `PORTCULLIS_E2E_KUBECONFIG` names a cluster-admin kubeconfig of a
 //! disposable cluster (it reinstalls the chart and deletes the EgressIntent CRD); otherwise it
-//! says so and passes. It needs `kubectl`, `helm` (`PORTCULLIS_HELM`) and `dnsmasq` on PATH, a
-//! kube-controller-manager in the cluster (namespace controller, garbage collector, workload
-//! controllers), and an API server that can reach `https://localhost:<port>` on this machine
-//! (a local or kind control plane). How to run it, and how to build an API server here:
-//! `docs/operations.md`, "Checking against a real API server".
+//! says so and passes. It needs `kubectl` (`PORTCULLIS_KUBECTL`), `helm` (`PORTCULLIS_HELM`) and
+//! `dnsmasq`, a kube-controller-manager in the cluster (namespace controller, garbage
+//! collector, workload controllers), and an API server that can reach this machine at
+//! `https://$PORTCULLIS_E2E_WEBHOOK_HOST:<port>` (default `localhost`: a control plane on this
+//! machine; for kind, the Docker network's gateway address). How to run it, and how to build an
+//! API server here: `docs/operations.md`, "Checking against a real API server".
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)] // test code
 
 mod common;
@@ -41,6 +42,8 @@ struct Cluster {
     kubectl: String,
     helm: String,
     dir: PathBuf,
+    /// How the API server reaches the webhook replicas on this machine.
+    webhook_host: String,
 }
 
 impl Cluster {
@@ -131,11 +134,12 @@ impl Replica {
     fn start(cluster: &Cluster, sa_kubeconfig: &Path, config: &Path, identity: &str, https: u16) -> Replica {
         let ops = free_port();
         let log = cluster.dir.join(format!("webhook-{identity}.log"));
+        let listen = if cluster.webhook_host == "localhost" { "127.0.0.1" } else { "0.0.0.0" };
         let child = Command::new(env!("CARGO_BIN_EXE_portcullis-webhook"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{https}"), "--metrics-listen", &format!("127.0.0.1:{ops}")])
+            .args(["serve", "--listen", &format!("{listen}:{https}"), "--metrics-listen", &format!("127.0.0.1:{ops}")])
             .args(["--config", &config.display().to_string(), "--log-format", "text"])
             .args(["--self-managed-tls", "portcullis-webhook-tls", "--webhook-configuration", "portcullis-webhook"])
-            .args(["--tls-dns-name", "localhost", "--pod-name", identity, "--pod-namespace", RELEASE_NS])
+            .args(["--tls-dns-name", &cluster.webhook_host, "--pod-name", identity, "--pod-namespace", RELEASE_NS])
             .env("KUBECONFIG", sa_kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -309,7 +313,7 @@ fn sa_kubeconfig(cluster: &Cluster) -> PathBuf {
 fn register(cluster: &Cluster, https: u16) {
     for (kind, path) in [("validatingwebhookconfiguration", "validate"), ("mutatingwebhookconfiguration", "mutate")] {
         let patch = json!([{"op": "replace", "path": "/webhooks/0/clientConfig",
-            "value": {"url": format!("https://localhost:{https}/{path}")}}]);
+            "value": {"url": format!("https://{}:{https}/{path}", cluster.webhook_host)}}]);
         cluster.ok(&["patch", kind, "portcullis-webhook", "--type=json", "-p", &patch.to_string()]);
     }
 }
@@ -338,6 +342,7 @@ fn a_real_api_server_agrees() {
         kubectl: std::env::var("PORTCULLIS_KUBECTL").unwrap_or_else(|_| "kubectl".to_owned()),
         helm: std::env::var("PORTCULLIS_HELM").unwrap_or_else(|_| "helm".to_owned()),
         dir,
+        webhook_host: std::env::var("PORTCULLIS_E2E_WEBHOOK_HOST").unwrap_or_else(|_| "localhost".to_owned()),
     };
     let mut report = Report::default();
     let dns = dnsmasq::Dnsmasq::start("e2e", HOSTS, 300, &[]);
