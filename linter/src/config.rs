@@ -132,6 +132,8 @@ pub struct Config {
     /// Rules (by code) that a `portcullis.dev/ignore` annotation may not silence: the platform
     /// team's call, in the file CI and the webhook both read.
     pub forbidden_ignores: std::collections::BTreeSet<&'static str>,
+    /// Which addresses FQDN intents may ever allow (`addressGuard`).
+    pub address_guard: crate::egress::AddressGuard,
     /// The file it came from, if any.
     pub path: Option<PathBuf>,
 }
@@ -145,6 +147,7 @@ impl Default for Config {
             webhook: WebhookConfig::default(),
             controller: ControllerConfig::default(),
             forbidden_ignores: std::collections::BTreeSet::new(),
+            address_guard: crate::egress::AddressGuard::default(),
             path: None,
         }
     }
@@ -240,11 +243,20 @@ impl Config {
                 "webhook" => config.webhook = reader.webhook(value, &at)?,
                 "controller" => config.controller = reader.controller(value, &at)?,
                 "ignoreAnnotations" => config.forbidden_ignores = reader.ignore_annotations(value, &at)?,
+                "addressGuard" => config.address_guard = reader.address_guard(value, &at)?,
                 other => {
                     return Err(reader.unknown_key(
                         other,
                         &at,
-                        &["rules", "dns", "excludeNamespaces", "webhook", "controller", "ignoreAnnotations"],
+                        &[
+                            "rules",
+                            "dns",
+                            "excludeNamespaces",
+                            "webhook",
+                            "controller",
+                            "ignoreAnnotations",
+                            "addressGuard",
+                        ],
                     ));
                 }
             }
@@ -288,6 +300,35 @@ impl Reader<'_> {
             return Err(self.error(at, format!("expected a list of strings, found {}", type_name(value))));
         };
         items.iter().enumerate().map(|(i, v)| self.string(v, &format!("{at}/{i}")).map(str::to_owned)).collect()
+    }
+
+    fn cidrs(&self, value: &Value, at: &str) -> Result<Vec<IpNet>, ConfigError> {
+        self.strings(value, at)?
+            .iter()
+            .enumerate()
+            .map(|(i, s)| crate::semantics::ip_block::parse_cidr(s).map_err(|m| self.error(&format!("{at}/{i}"), m)))
+            .collect()
+    }
+
+    /// `addressGuard: {clusterRanges: [CIDR...], allowPrivate: bool, allowRanges: [CIDR...]}`.
+    fn address_guard(&self, value: &Value, at: &str) -> Result<crate::egress::AddressGuard, ConfigError> {
+        let mut guard = crate::egress::AddressGuard::default();
+        for (key, v) in self.map(value, at)? {
+            let here = format!("{at}/{key}");
+            match key.as_str() {
+                "clusterRanges" => guard.cluster_ranges = self.cidrs(v, &here)?,
+                "allowRanges" => guard.allow_ranges = self.cidrs(v, &here)?,
+                "allowPrivate" => {
+                    guard.allow_private = v
+                        .as_bool()
+                        .ok_or_else(|| self.error(&here, format!("expected true or false, found {}", type_name(v))))?;
+                }
+                other => {
+                    return Err(self.unknown_key(other, &here, &["clusterRanges", "allowPrivate", "allowRanges"]));
+                }
+            }
+        }
+        Ok(guard)
     }
 
     /// `ignoreAnnotations: {forbiddenRules: [PC001, missing-default-deny-egress]}`.
@@ -532,6 +573,21 @@ mod tests {
         assert!(Config::default().webhook.trusted_controllers.iter().any(|u| u.ends_with(":replicaset-controller")));
         let e = Config::parse("ignoreAnnotations: {forbiddenRules: [PC999]}\n", "p.yaml").unwrap_err();
         assert!(e.message.contains("unknown rule \"PC999\""), "{e}");
+    }
+
+    #[test]
+    fn the_address_guard_parses() {
+        let c = Config::parse(
+            "addressGuard: {clusterRanges: [10.96.0.0/12, 'fd00:10:96::/112'], allowPrivate: false, allowRanges: [10.20.0.0/16]}\n",
+            "p.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.address_guard.cluster_ranges.len(), 2);
+        assert_eq!(c.address_guard.allow_ranges[0].to_string(), "10.20.0.0/16");
+        let e = Config::parse("addressGuard: {clusterRanges: [10.96.0.0/33]}\n", "p.yaml").unwrap_err();
+        assert_eq!(e.line, 1);
+        let e = Config::parse("addressGuard: {allowMetadata: true}\n", "p.yaml").unwrap_err();
+        assert!(e.message.contains("unknown key \"allowMetadata\""), "{e}");
     }
 
     #[test]

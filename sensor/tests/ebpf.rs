@@ -327,7 +327,7 @@ fn reports_attributed_observations_to_the_webhook() {
             ingest: Some(Arc::new(Ingest::new(
                 Arc::new(StaticToken::from_file(&dir.join("token"), user.clone()).unwrap()),
                 user.clone(),
-                Arc::new(LocalIntents::load(&repo.join("testcases/sensor")).unwrap()),
+                Arc::new(LocalIntents::load(&repo.join("testcases/sensor"), Default::default()).unwrap()),
             ))),
         };
         let loaded =

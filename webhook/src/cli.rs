@@ -165,8 +165,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             metrics.cert_expiry.set(t);
         }
         if let Some(token_file) = &args.observations_token_file {
-            let intents =
-                LocalIntents::load(&dir).with_context(|| format!("loading intents from {}", dir.display()))?;
+            let intents = LocalIntents::load(&dir, config.address_guard.clone())
+                .with_context(|| format!("loading intents from {}", dir.display()))?;
             tracing::info!(intents = intents.len(), user = %sensor_user, "POST /v1/observations enabled (dev token)");
             let auth = Arc::new(StaticToken::from_file(token_file, sensor_user.clone())?);
             ingest = Some(Arc::new(
@@ -200,7 +200,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if args.controller {
             let identity = args.pod_name.clone().unwrap_or_else(|| format!("portcullis-{}", std::process::id()));
             let lease = crate::controller::lease::LeaseConfig::new(&args.pod_namespace, &identity);
-            let handle = crate::controller::run::start(client.clone(), Arc::new(config.clone()), lease)?;
+            let handle =
+                crate::controller::run::start(client.clone(), Arc::new(config.clone()), lease, metrics.clone())?;
             tracing::info!(identity, "FQDN controller started (active while holding the Lease)");
             let auth = Arc::new(TokenReviewer::new(client));
             ingest = Some(Arc::new(

@@ -157,7 +157,7 @@ pub struct LocalIntents {
 
 impl LocalIntents {
     /// Compiles every valid intent under `dir` (invalid ones are `portcullis lint`'s business).
-    pub fn load(dir: &std::path::Path) -> anyhow::Result<Self> {
+    pub fn load(dir: &std::path::Path, guard: portcullis_linter::egress::AddressGuard) -> anyhow::Result<Self> {
         use portcullis_linter::load::Limits;
         use portcullis_linter::load::fs::{Input, read_inputs};
         let files = read_inputs(&[Input::Path(dir.to_path_buf())], Limits::default(), &mut std::io::empty())?;
@@ -167,7 +167,7 @@ impl LocalIntents {
                 project.add_text(&file.name, text, true);
             }
         }
-        let mut set = IntentSet::new(CacheConfig::default());
+        let mut set = IntentSet::new(CacheConfig::default()).with_guard(guard);
         for (_, compiled) in compile_inventory(&project.inventory) {
             if let Ok(compiled) = compiled {
                 set.upsert_compiled(compiled, None);
@@ -187,7 +187,11 @@ impl LocalIntents {
 
 impl ObservationSink for LocalIntents {
     fn observe(&self, observation: &Observation) -> Vec<IntentKey> {
-        let changed = self.set.lock().map(|mut set| set.observe(observation)).unwrap_or_default();
+        let (changed, refused) =
+            self.set.lock().map(|mut set| (set.observe(observation), set.take_refusals())).unwrap_or_default();
+        for r in refused {
+            tracing::warn!(intent = %r.intent, name = %r.name, ip = %r.ip, reason = %r.refusal, "address refused by the address guard");
+        }
         for key in &changed {
             tracing::info!(intent = %key, qname = %observation.qname, "intent addresses changed from an observation");
         }

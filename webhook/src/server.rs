@@ -204,7 +204,7 @@ fn record(app: &App, endpoint: Endpoint, req: &Request, outcome: &Outcome, elaps
         .reviews
         .get_or_create(&ReviewLabels {
             endpoint: endpoint.as_str(),
-            kind: req.inner.kind.kind.clone(),
+            kind: crate::metrics::kind_label(&req.inner.kind.kind),
             operation: req.operation(),
             decision: decision.as_str(),
         })

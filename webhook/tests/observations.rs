@@ -39,7 +39,7 @@ async fn start_with_readers(user: &str, readers: Vec<String>) -> Harness {
     let dir = std::env::temp_dir().join(format!("portcullis-observations-{}-{}", std::process::id(), user.len()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
-    let intents = LocalIntents::load(&repo().join("testcases/sensor")).unwrap();
+    let intents = LocalIntents::load(&repo().join("testcases/sensor"), Default::default()).unwrap();
     assert_eq!(intents.len(), 1);
     let ingest = Ingest::new(
         Arc::new(StaticToken::from_file(&dir.join("token"), user.to_owned()).unwrap()),

@@ -40,8 +40,9 @@ pub struct ResolveArgs {
     pub load: LoadArgs,
 }
 
-/// Exit 0 when every exact name has an address, 1 when some are left out (the policies are
-/// still written, without them), 2 on invalid input or I/O errors.
+/// Exit 0 when every exact name has an address and nothing was left out, 1 when a name has no
+/// address, an address was refused by the address guard or dropped by the size limit (the
+/// policies are still written, without them), 2 on invalid input or I/O errors.
 pub fn run(args: &ResolveArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     let config = load_config(&args.load)?;
     let project = Project::new(&args.load.namespace);
@@ -56,7 +57,7 @@ pub fn run(args: &ResolveArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     };
     let use_dns = hosts.is_none() || !args.nameserver.is_empty();
 
-    let mut set = IntentSet::new(CacheConfig::default());
+    let mut set = IntentSet::new(CacheConfig::default()).with_guard(config.address_guard.clone());
     let mut invalid = 0;
     let inv = &project.inventory;
     let mut locate = |object, pointer: &str, message: &str| -> std::io::Result<()> {
@@ -97,9 +98,20 @@ pub fn run(args: &ResolveArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
         }
     }
 
+    // Addresses the guard refused (metadata, loopback, cluster and private ranges): never in a
+    // policy, always said, and the exit code says the output is not what DNS answered.
+    let refusals = set.take_refusals();
+    for r in &refusals {
+        writeln!(
+            io.stderr,
+            "portcullis: {}: refused {} for {}: {}; it is left out of the policy",
+            r.intent, r.ip, r.name, r.refusal
+        )?;
+    }
     let render_config = RenderConfig { dns: config.dns.clone(), ..RenderConfig::default() };
     let mut policies: Vec<Value> = Vec::new();
     let mut pending = 0;
+    let mut dropped = 0;
     for key in set.keys().cloned().collect::<Vec<_>>() {
         let Some(rendered) = set.render(&key, &render_config, now) else { continue };
         for name in rendered.status.addresses.iter().filter(|n| n.state == NameState::Pending) {
@@ -116,6 +128,7 @@ pub fn run(args: &ResolveArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
             }
         }
         if rendered.dropped > 0 {
+            dropped += rendered.dropped;
             writeln!(io.stderr, "portcullis: {key}: {} addresses left out by the size limit", rendered.dropped)?;
         }
         policies.push(rendered.policy);
@@ -134,7 +147,7 @@ pub fn run(args: &ResolveArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     }
     Ok(if invalid > 0 {
         EXIT_ERROR
-    } else if pending > 0 {
+    } else if pending > 0 || dropped > 0 || !refusals.is_empty() {
         EXIT_FINDINGS
     } else {
         EXIT_OK

@@ -70,12 +70,18 @@ pub struct Address {
     pub expires_at: Timestamp,
 }
 
+/// Refused addresses remembered per name (for status): the first few are enough to explain.
+pub const MAX_REFUSED_PER_NAME: usize = 8;
+
 /// The addresses of one name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NameEntry {
     pub addresses: BTreeMap<IpAddr, Address>,
     /// Set when the latest lookup of this name failed: its addresses are kept regardless of age.
     pub failing: bool,
+    /// Addresses DNS or a sensor gave for this name that the address guard refused, with why
+    /// (at most [`MAX_REFUSED_PER_NAME`]).
+    pub refused: BTreeMap<IpAddr, String>,
 }
 
 impl NameEntry {
@@ -164,6 +170,18 @@ impl AddressCache {
     pub fn record_failure(&mut self, name: &str) {
         if let Some(entry) = self.names.get_mut(name) {
             entry.failing = true;
+        }
+    }
+
+    /// Records that the address guard refused `ip` for `name` (status explains it). Bounded.
+    pub fn refuse(&mut self, name: &str, ip: IpAddr, why: String) {
+        let is_new_name = !self.names.contains_key(name);
+        let entry = self.names.entry(name.to_owned()).or_default();
+        if entry.refused.len() < MAX_REFUSED_PER_NAME || entry.refused.contains_key(&ip) {
+            entry.refused.insert(ip, why);
+        }
+        if is_new_name && self.names.len() > self.config.max_names {
+            self.evict_names(name);
         }
     }
 

@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::cache::{Address, AddressCache, AddressSource, CacheConfig};
+use super::guard::{AddressGuard, Refusal};
 use super::render::{RenderConfig, Rendered, render};
 use super::{EgressIntentSpec, EgressIntentStatus, NamePattern, parse_fqdn, parse_pattern};
 use crate::model::{Labels, Protocol};
@@ -290,6 +291,25 @@ pub struct IntentSet {
     /// lookup (up to the TTL cap). Only resolver answers are kept: sensor answers are scoped to
     /// the pods that asked and never cross intents.
     resolved: BTreeMap<String, (Vec<Answer>, Timestamp)>,
+    /// Which addresses may ever be allowed; every address passes it before any cache.
+    guard: AddressGuard,
+    /// Refusals since the last [`IntentSet::take_refusals`] (bounded), for logs, metrics and
+    /// `portcullis resolve`'s stderr.
+    refusals: Vec<GuardRefusal>,
+}
+
+/// Refusals buffered between two [`IntentSet::take_refusals`]; beyond this they are only counted.
+const MAX_BUFFERED_REFUSALS: usize = 1024;
+
+/// An address the guard kept out of an intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardRefusal {
+    pub intent: IntentKey,
+    pub name: String,
+    pub ip: IpAddr,
+    pub refusal: Refusal,
+    /// Where the address came from.
+    pub source: AddressSource,
 }
 
 /// Lowercase, no trailing dot: how names are compared.
@@ -299,7 +319,56 @@ fn normalize(name: &str) -> String {
 
 impl IntentSet {
     pub fn new(cache_config: CacheConfig) -> IntentSet {
-        IntentSet { cache_config, intents: BTreeMap::new(), by_name: BTreeMap::new(), resolved: BTreeMap::new() }
+        IntentSet {
+            cache_config,
+            intents: BTreeMap::new(),
+            by_name: BTreeMap::new(),
+            resolved: BTreeMap::new(),
+            guard: AddressGuard::default(),
+            refusals: Vec::new(),
+        }
+    }
+
+    /// The same set with `guard` deciding which addresses may be allowed.
+    pub fn with_guard(mut self, guard: AddressGuard) -> IntentSet {
+        self.guard = guard;
+        self
+    }
+
+    /// The refusals since the last call (at most 1,024 are kept between calls).
+    pub fn take_refusals(&mut self) -> Vec<GuardRefusal> {
+        std::mem::take(&mut self.refusals)
+    }
+
+    /// Splits answers into those the guard allows, and records the others as refused.
+    fn admit<'a>(
+        guard: &AddressGuard,
+        refusals: &mut Vec<GuardRefusal>,
+        key: &IntentKey,
+        cache: &mut AddressCache,
+        name: &str,
+        answers: impl IntoIterator<Item = &'a Answer>,
+        source: AddressSource,
+    ) -> Vec<(IpAddr, u32)> {
+        let mut allowed = Vec::new();
+        for a in answers {
+            match guard.check(a.ip) {
+                Ok(()) => allowed.push((a.ip, a.ttl)),
+                Err(refusal) => {
+                    cache.refuse(name, a.ip, refusal.to_string());
+                    if refusals.len() < MAX_BUFFERED_REFUSALS {
+                        refusals.push(GuardRefusal {
+                            intent: key.clone(),
+                            name: name.to_owned(),
+                            ip: a.ip,
+                            refusal,
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        allowed
     }
 
     pub fn len(&self) -> usize {
@@ -358,7 +427,8 @@ impl IntentSet {
                 let mut cache = AddressCache::new(self.cache_config);
                 for entry in status.map(|s| s.addresses.as_slice()).unwrap_or_default() {
                     let Some(name) = entry.fqdn.as_deref().map(normalize).filter(|n| intent.wants(n)) else { continue };
-                    for ip in &entry.ips {
+                    // Status is written by whoever may patch it: it passes the guard like DNS.
+                    for ip in entry.ips.iter().filter(|ip| self.guard.check(ip.ip).is_ok()) {
                         let address =
                             Address { source: ip.source, last_seen: ip.last_seen.0, expires_at: ip.expires_at.0 };
                         cache.restore(&name, ip.ip, address);
@@ -371,6 +441,7 @@ impl IntentSet {
         for name in exact {
             let known = tracked.cache.get(&name).is_some_and(|e| !e.addresses.is_empty());
             match self.resolved.get(&name) {
+                // Stored answers already passed the guard.
                 Some((answers, at)) if !known => {
                     tracked.cache.record(&name, answers.iter().map(|a| (a.ip, a.ttl)), AddressSource::Resolver, *at);
                 }
@@ -419,15 +490,32 @@ impl IntentSet {
     pub fn apply_lookup(&mut self, name: &str, answers: Option<&[Answer]>, now: Timestamp) -> Vec<IntentKey> {
         let name = normalize(name);
         let Some(keys) = self.by_name.get(&name) else { return Vec::new() };
-        if let Some(answers) = answers.filter(|a| !a.is_empty()) {
-            self.resolved.insert(name.clone(), (answers.to_vec(), now));
+        let answers = answers.filter(|a| !a.is_empty());
+        if let Some(answers) = answers {
+            let allowed: Vec<Answer> = answers.iter().copied().filter(|a| self.guard.check(a.ip).is_ok()).collect();
+            if allowed.is_empty() {
+                self.resolved.remove(&name);
+            } else {
+                self.resolved.insert(name.clone(), (allowed, now));
+            }
         }
         let mut changed = Vec::new();
         for key in keys {
             let Some(t) = self.intents.get_mut(key) else { continue };
-            match answers.filter(|a| !a.is_empty()) {
+            match answers {
                 Some(answers) => {
-                    if t.cache.record(&name, answers.iter().map(|a| (a.ip, a.ttl)), AddressSource::Resolver, now) {
+                    let before = t.cache.get(&name).map(|e| e.refused.len());
+                    let allowed = Self::admit(
+                        &self.guard,
+                        &mut self.refusals,
+                        key,
+                        &mut t.cache,
+                        &name,
+                        answers,
+                        AddressSource::Resolver,
+                    );
+                    let refused_changed = t.cache.get(&name).map(|e| e.refused.len()) != before;
+                    if t.cache.record(&name, allowed, AddressSource::Resolver, now) || refused_changed {
                         changed.push(key.clone());
                     }
                 }
@@ -458,8 +546,18 @@ impl IntentSet {
             }
             let mut any = false;
             for name in names.iter().filter(|n| t.intent.wants(n)) {
-                let answers = observation.answers.iter().map(|a| (a.ip, a.ttl));
-                any |= t.cache.record(name, answers, AddressSource::Sensor, observation.at);
+                let before = t.cache.get(name).map(|e| e.refused.len());
+                let allowed = Self::admit(
+                    &self.guard,
+                    &mut self.refusals,
+                    key,
+                    &mut t.cache,
+                    name,
+                    &observation.answers,
+                    AddressSource::Sensor,
+                );
+                any |= t.cache.get(name).map(|e| e.refused.len()) != before;
+                any |= t.cache.record(name, allowed, AddressSource::Sensor, observation.at);
             }
             if any {
                 changed.push(key.clone());
@@ -619,6 +717,71 @@ mod tests {
         set.upsert(meta("b", "y"), &spec("y", &["api.stripe.com"]), None).unwrap();
         let (_, cache) = set.get(&key("b", "y")).unwrap();
         assert!(cache.get("api.stripe.com").unwrap().addresses.is_empty());
+    }
+
+    /// Regression (issue 16, class 2): whoever controls DNS for a name, or a pod's answers,
+    /// could have an intent allow the metadata service or the node.
+    #[test]
+    fn the_address_guard_keeps_node_and_metadata_addresses_out_of_every_path() {
+        let mut set = IntentSet::new(CacheConfig::default());
+        set.upsert(meta("shop", "pay"), &spec("pay", &["api.stripe.com", "*.s3.example.com"]), None).unwrap();
+        let answers = [
+            Answer { ip: "169.254.169.254".parse().unwrap(), ttl: 60 },
+            Answer { ip: "192.0.2.1".parse().unwrap(), ttl: 60 },
+            Answer { ip: "::ffff:127.0.0.1".parse().unwrap(), ttl: 60 },
+        ];
+        assert_eq!(set.apply_lookup("api.stripe.com", Some(&answers), t(0)), [key("shop", "pay")]);
+        let mut o = obs(pod("shop", "pay"), "bucket.s3.example.com", "10.96.0.1");
+        o.cnames = vec![];
+        assert_eq!(set.observe(&o), [key("shop", "pay")], "a refusal is a status change");
+        let rendered = set.render(&key("shop", "pay"), &RenderConfig::default(), t(1)).unwrap();
+        let text = serde_json::to_string(&rendered.policy).unwrap();
+        assert!(text.contains("192.0.2.1/32"));
+        for bad in ["169.254.169.254", "127.0.0.1", "10.96.0.1"] {
+            assert!(!text.contains(bad), "{bad} in {text}");
+        }
+        let refusals = set.take_refusals();
+        assert_eq!(refusals.len(), 3);
+        assert_eq!(refusals[0].refusal.label(), "metadata");
+        assert_eq!(refusals[2].source, AddressSource::Sensor);
+        assert!(set.take_refusals().is_empty());
+        let stripe = rendered.status.addresses.iter().find(|n| n.fqdn.as_deref() == Some("api.stripe.com")).unwrap();
+        assert_eq!(stripe.refused.len(), 2);
+        assert!(stripe.refused[0].reason.contains("metadata"), "{:?}", stripe.refused);
+        // A name whose only answers were refused is Pending, and Ready says why.
+        let bucket =
+            rendered.status.addresses.iter().find(|n| n.fqdn.as_deref() == Some("bucket.s3.example.com")).unwrap();
+        assert_eq!((bucket.state, bucket.refused.len()), (crate::egress::NameState::Pending, 1));
+
+        // Status written by someone else (or an older version) passes the guard on restore.
+        let mut restored = IntentSet::new(CacheConfig::default());
+        let mut status = rendered.status.clone();
+        status.addresses[0].ips.push(crate::egress::AddressStatus {
+            ip: "169.254.169.254".parse().unwrap(),
+            source: AddressSource::Resolver,
+            last_seen: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(0)),
+            expires_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(600)),
+        });
+        restored.upsert(meta("shop", "pay"), &spec("pay", &["api.stripe.com"]), Some(&status)).unwrap();
+        let text = serde_json::to_string(
+            &restored.render(&key("shop", "pay"), &RenderConfig::default(), t(1)).unwrap().policy,
+        )
+        .unwrap();
+        assert!(!text.contains("169.254.169.254"));
+    }
+
+    #[test]
+    fn private_addresses_are_allowed_only_when_configured() {
+        let answers = [Answer { ip: "10.20.0.5".parse().unwrap(), ttl: 60 }];
+        let mut strict = IntentSet::new(CacheConfig::default());
+        strict.upsert(meta("a", "x"), &spec("x", &["onprem.example.com"]), None).unwrap();
+        strict.apply_lookup("onprem.example.com", Some(&answers), t(0));
+        assert_eq!(strict.take_refusals()[0].refusal.label(), "private");
+        let guard = AddressGuard { allow_ranges: vec!["10.20.0.0/16".parse().unwrap()], ..AddressGuard::default() };
+        let mut open = IntentSet::new(CacheConfig::default()).with_guard(guard);
+        open.upsert(meta("a", "x"), &spec("x", &["onprem.example.com"]), None).unwrap();
+        assert_eq!(open.apply_lookup("onprem.example.com", Some(&answers), t(0)), [key("a", "x")]);
+        assert!(open.take_refusals().is_empty());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 
 pub mod cache;
+pub mod guard;
 pub mod intents;
 pub mod map;
 pub mod observation;
@@ -18,6 +19,7 @@ pub mod resolve;
 pub mod schedule;
 
 pub use cache::{AddressCache, AddressSource, CacheConfig};
+pub use guard::{AddressGuard, Refusal};
 pub use intents::{Answer, ClientPod, IntentKey, IntentMeta, IntentSet, Observation};
 pub use render::{RenderConfig, Rendered};
 
@@ -165,6 +167,22 @@ pub struct NameStatus {
     /// The addresses the policy allows for this name.
     #[serde(default)]
     pub ips: Vec<AddressStatus>,
+    /// Addresses DNS or a sensor gave for this name that the address guard refused (cloud
+    /// metadata, loopback, link-local, cluster or private ranges), with why; never allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedAddress>,
+}
+
+/// An address the address guard kept out of the policy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "crd", derive(schemars::JsonSchema))]
+pub struct RefusedAddress {
+    /// The address.
+    #[cfg_attr(feature = "crd", schemars(with = "String"))]
+    pub ip: std::net::IpAddr,
+    /// Why it is refused.
+    pub reason: String,
 }
 
 /// Whether a name has an address yet.

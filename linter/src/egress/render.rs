@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::cache::AddressCache;
 use super::intents::{CompiledIntent, TargetName};
-use super::{API_VERSION, AddressStatus, EgressIntentStatus, KIND, NameState, NameStatus};
+use super::{API_VERSION, AddressStatus, EgressIntentStatus, KIND, NameState, NameStatus, RefusedAddress};
 use crate::config::DnsConfig;
 use crate::fix::{GENERATED_ANNOTATION, dns_egress_rule};
 use crate::model::Protocol;
@@ -108,6 +108,7 @@ pub fn render(intent: &CompiledIntent, cache: &AddressCache, config: &RenderConf
                 pattern: pattern.clone(),
                 state: NameState::Pending,
                 ips: Vec::new(),
+                refused: Vec::new(),
             });
         }
         for n in names {
@@ -124,11 +125,16 @@ pub fn render(intent: &CompiledIntent, cache: &AddressCache, config: &RenderConf
                 });
             }
             let state = if ips.is_empty() { NameState::Pending } else { NameState::Resolved };
+            let refused = cache
+                .get(n)
+                .map(|e| e.refused.iter().map(|(ip, why)| RefusedAddress { ip: *ip, reason: why.clone() }).collect())
+                .unwrap_or_default();
             statuses.entry((Some(n.to_owned()), pattern.clone())).or_insert(NameStatus {
                 fqdn: Some(n.to_owned()),
                 pattern: pattern.clone(),
                 state,
                 ips,
+                refused,
             });
         }
     }
@@ -226,6 +232,21 @@ pub fn ready_condition(rendered: &Rendered, previous: Option<&EgressIntentStatus
             format!(
                 "{} addresses are left out of policy {} to keep it under the size limit; split the intent",
                 rendered.dropped, rendered.policy_name
+            ),
+        )
+    } else if let Some(name) = rendered
+        .status
+        .addresses
+        .iter()
+        .find(|n| n.state == NameState::Pending && n.pattern.is_none() && !n.refused.is_empty())
+    {
+        let (ip, why) = name.refused.first().map(|r| (r.ip.to_string(), r.reason.as_str())).unwrap_or_default();
+        (
+            "False",
+            "AddressRefused",
+            format!(
+                "every address of {} was refused by the address guard ({ip}: {why}); see status.addresses",
+                name.fqdn.as_deref().unwrap_or_default()
             ),
         )
     } else if !pending.is_empty() {

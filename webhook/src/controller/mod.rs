@@ -19,11 +19,13 @@ use std::time::Duration;
 use jiff::Timestamp;
 use portcullis_linter::config::{Config, DnsConfig};
 use portcullis_linter::egress::cache::add;
+use portcullis_linter::egress::intents::GuardRefusal;
 use portcullis_linter::egress::render::{MANAGED_BY, MANAGED_BY_LABEL, ready, ready_condition};
 use portcullis_linter::egress::resolve::{DnsLookup, apply_results, lookup_many};
 use portcullis_linter::egress::schedule::{Backoff, Jitter, Schedule};
 use portcullis_linter::egress::{
-    CacheConfig, EgressIntent, EgressIntentStatus, IntentKey, IntentMeta, IntentSet, Observation, RenderConfig,
+    AddressGuard, CacheConfig, EgressIntent, EgressIntentStatus, IntentKey, IntentMeta, IntentSet, Observation,
+    RenderConfig,
 };
 use portcullis_linter::fix::{GENERATED_ANNOTATION, allow_dns_policy, default_deny_policy};
 use portcullis_linter::model::Directions;
@@ -47,6 +49,8 @@ pub struct Settings {
     pub cache: CacheConfig,
     pub render: RenderConfig,
     pub backoff: Backoff,
+    /// Which addresses may ever be allowed.
+    pub guard: AddressGuard,
 }
 
 impl Settings {
@@ -55,6 +59,7 @@ impl Settings {
             cache: config.controller.cache,
             render: RenderConfig { dns: config.dns.clone(), ..RenderConfig::default() },
             backoff: Backoff::default(),
+            guard: config.address_guard.clone(),
         }
     }
 }
@@ -93,7 +98,7 @@ pub struct Reconciler<A> {
 impl<A: ControllerApi> Reconciler<A> {
     pub fn new(api: A, settings: Settings) -> Reconciler<A> {
         let inner = Inner {
-            set: IntentSet::new(settings.cache),
+            set: IntentSet::new(settings.cache).with_guard(settings.guard.clone()),
             schedule: Schedule::new(settings.backoff),
             ..Inner::default()
         };
@@ -236,6 +241,11 @@ impl<A: ControllerApi> Reconciler<A> {
         self.lock().set.observe(observation)
     }
 
+    /// The addresses the guard refused since the last call (for logs and metrics).
+    pub fn take_refusals(&self) -> Vec<GuardRefusal> {
+        self.lock().set.take_refusals()
+    }
+
     /// When the next name is due for resolution.
     pub fn next_resolution(&self) -> Option<Timestamp> {
         self.lock().schedule.next_due()
@@ -297,7 +307,8 @@ pub fn status_needs_write(persisted: Option<&EgressIntentStatus>, new: &EgressIn
             .iter()
             .map(|n| {
                 let ips: BTreeSet<_> = n.ips.iter().map(|a| (a.ip, a.source)).collect();
-                (n.fqdn.clone(), n.pattern.clone(), n.state, ips)
+                let refused: BTreeSet<_> = n.refused.iter().map(|r| r.ip).collect();
+                (n.fqdn.clone(), n.pattern.clone(), n.state, ips, refused)
             })
             .collect();
         let conditions: Vec<_> = s

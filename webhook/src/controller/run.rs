@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use super::api::{ApiError, ControllerApi, Fenced, KubeApi};
 use super::lease::{Elector, LeaseConfig};
 use super::{GuardedNamespace, Reconciler, Settings, guard_policies};
+use crate::metrics::{Metrics, RefusalLabels};
 
 /// Reconcile requests queued from observations and lookups; beyond this, triggers are dropped
 /// (the intent's periodic requeue still picks the change up).
@@ -32,6 +33,7 @@ const TRIGGER_QUEUE: usize = 4096;
 pub struct Handle {
     reconciler: Arc<Reconciler<Fenced<KubeApi>>>,
     trigger: mpsc::Sender<ObjectRef<EgressIntent>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Handle {
@@ -39,8 +41,21 @@ impl Handle {
     /// changed, whose reconciles are queued.
     pub fn observe(&self, observation: &Observation) -> Vec<IntentKey> {
         let changed = self.reconciler.observe(observation);
+        report_refusals(&self.reconciler, &self.metrics);
         trigger(&self.trigger, &changed);
         changed
+    }
+}
+
+/// Logs and counts the addresses the guard kept out since the last call.
+fn report_refusals<A: ControllerApi>(reconciler: &Reconciler<A>, metrics: &Metrics) {
+    for r in reconciler.take_refusals() {
+        let source = match r.source {
+            portcullis_linter::egress::AddressSource::Resolver => "resolver",
+            portcullis_linter::egress::AddressSource::Sensor => "sensor",
+        };
+        metrics.guard_refusals.get_or_create(&RefusalLabels { reason: r.refusal.label(), source }).inc();
+        tracing::warn!(intent = %r.intent, name = %r.name, ip = %r.ip, source, reason = %r.refusal, "address refused by the address guard");
     }
 }
 
@@ -60,7 +75,7 @@ struct Context {
 }
 
 /// Starts the controller tasks; they stop with the process.
-pub fn start(client: Client, config: Arc<Config>, lease: LeaseConfig) -> anyhow::Result<Handle> {
+pub fn start(client: Client, config: Arc<Config>, lease: LeaseConfig, metrics: Arc<Metrics>) -> anyhow::Result<Handle> {
     lease.validate().map_err(anyhow::Error::msg)?;
     let elector = Arc::new(Elector::new(Arc::new(KubeApi::new(client.clone())), lease));
     let fence = elector.fence();
@@ -87,7 +102,7 @@ pub fn start(client: Client, config: Arc<Config>, lease: LeaseConfig) -> anyhow:
 
     // Resolution: exact names at their expiry; forget intents that left the store.
     tokio::spawn({
-        let (reconciler, tx, mut leader) = (reconciler.clone(), tx.clone(), leader.clone());
+        let (reconciler, tx, mut leader, metrics) = (reconciler.clone(), tx.clone(), leader.clone(), metrics.clone());
         async move {
             loop {
                 let wait = reconciler
@@ -105,6 +120,7 @@ pub fn start(client: Client, config: Arc<Config>, lease: LeaseConfig) -> anyhow:
                     continue;
                 }
                 let changed = reconciler.resolve_due(&dns, Timestamp::now()).await;
+                report_refusals(&reconciler, &metrics);
                 trigger(&tx, &changed);
                 let present: std::collections::HashSet<IntentKey> = store
                     .state()
@@ -124,7 +140,7 @@ pub fn start(client: Client, config: Arc<Config>, lease: LeaseConfig) -> anyhow:
         .owns(Api::<NetworkPolicy>::all(client), owned);
     tokio::spawn(guard.run(reconcile_namespace, retry_namespace, ctx).for_each(|_| async {}));
 
-    Ok(Handle { reconciler, trigger: tx })
+    Ok(Handle { reconciler, trigger: tx, metrics })
 }
 
 fn tokio_stream(
