@@ -97,6 +97,9 @@ pub struct Policy {
     /// renders from the EgressIntent `object`. Rules about how policies are written skip it;
     /// the evaluator counts it.
     pub generated: bool,
+    /// Labelled `app.kubernetes.io/managed-by: portcullis`: written by the controller or
+    /// `portcullis resolve`, so every address in it passed the address guard.
+    pub managed_by_portcullis: bool,
 }
 
 /// Pods: a Pod, or the pods a workload controller would create from its template.
@@ -427,6 +430,10 @@ impl Inventory {
                 .is_some_and(|(group, _)| group.contains('.') && !group.ends_with("k8s.io"));
         let ns_name = id.namespace.clone();
         let namespace_object = (kind_enum == Kind::Namespace).then(|| id.name.clone());
+        let managed_by_portcullis = labels.as_ref().is_some_and(|l| {
+            l.get(crate::egress::render::MANAGED_BY_LABEL).map(String::as_str)
+                == Some(crate::egress::render::MANAGED_BY)
+        });
         let object_id = ObjectId(self.objects.len());
         self.objects.push(Object { id, kind: kind_enum, doc, pointer, value, ignore, has_annotations });
         if let Some(ns) = &ns_name {
@@ -453,7 +460,7 @@ impl Inventory {
             None => (None, None),
         };
         match kind_enum {
-            Kind::NetworkPolicy => self.add_policy(object_id, ns, spec),
+            Kind::NetworkPolicy => self.add_policy(object_id, ns, spec, managed_by_portcullis),
             Kind::EgressIntent => self.add_intent(object_id, ns),
             k if k.is_workload() => self.add_workload(object_id, ns, pods),
             _ => {}
@@ -471,7 +478,13 @@ impl Inventory {
 
     /// Adds a policy; its spec comes typed (`Some`) from the document's events or is read from
     /// the object's value.
-    fn add_policy(&mut self, object_id: ObjectId, namespace: String, spec: Option<Option<NetworkPolicySpec>>) {
+    fn add_policy(
+        &mut self,
+        object_id: ObjectId,
+        namespace: String,
+        spec: Option<Option<NetworkPolicySpec>>,
+        managed_by_portcullis: bool,
+    ) {
         let object = &self.objects[object_id.0];
         let spec = match spec {
             Some(spec) => Ok(spec),
@@ -505,6 +518,7 @@ impl Inventory {
             types,
             types_explicit,
             generated: false,
+            managed_by_portcullis,
         });
         if let Some(ns) = self.namespaces.get_mut(&namespace) {
             ns.policies.push(id);
@@ -600,6 +614,7 @@ impl Inventory {
             types,
             types_explicit: true,
             generated: true,
+            managed_by_portcullis: true,
         });
         if let Some(ns) = self.namespaces.get_mut(namespace) {
             ns.policies.push(id);

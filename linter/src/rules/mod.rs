@@ -20,6 +20,7 @@ mod dns_tcp_missing;
 mod egress_allow_all;
 mod egress_blocks_dns;
 mod forbidden_ignore;
+mod guarded_address_allowed;
 mod host_network_bypass;
 mod ignored_rules;
 mod ingress_allow_all;

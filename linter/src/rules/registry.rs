@@ -3,7 +3,8 @@
 use super::{FixAvailability, Rule, RuleMeta};
 use super::{
     dns_open_to_any::DnsOpenToAny, dns_tcp_missing::DnsTcpMissing, egress_allow_all::EgressAllowAll,
-    egress_blocks_dns::EgressBlocksDns, forbidden_ignore::ForbiddenIgnore, host_network_bypass::HostNetworkBypass,
+    egress_blocks_dns::EgressBlocksDns, forbidden_ignore::ForbiddenIgnore,
+    guarded_address_allowed::GuardedAddressAllowed, host_network_bypass::HostNetworkBypass,
     ignored_rules::IgnoredRules, ingress_allow_all::IngressAllowAll, invalid_egress_intent::InvalidEgressIntent,
     invalid_ip_block::InvalidIpBlock, invalid_manifest::InvalidManifest, invalid_port::InvalidPort,
     missing_default_deny_egress::MissingDefaultDenyEgress, missing_default_deny_ingress::MissingDefaultDenyIngress,
@@ -30,6 +31,7 @@ pub static RULES: &[&dyn Rule] = &[
     &HostNetworkBypass,
     &InvalidEgressIntent,
     &ForbiddenIgnore,
+    &GuardedAddressAllowed,
 ];
 
 /// Metadata of every rule, in code order.
