@@ -18,6 +18,8 @@ pub struct Project {
     pub sources: Sources,
     pub inventory: Inventory,
     pub load_problems: Vec<LoadProblem>,
+    /// The files read (as the CLI found them): commands that write never write over one.
+    pub files_read: std::collections::HashSet<crate::load::fs::FileIdentity>,
     /// Whether [`Project::expand_intents`] ran.
     expanded: bool,
 }
@@ -29,6 +31,7 @@ impl Project {
             sources: Sources::default(),
             inventory: Inventory::new(default_namespace),
             load_problems: Vec::new(),
+            files_read: std::collections::HashSet::new(),
             expanded: false,
         }
     }

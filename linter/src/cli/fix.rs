@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::{EXIT_OK, Io, LoadArgs, load_config, load_project};
+use super::output::{Output, refuse_invalid_input};
+use super::{EXIT_ERROR, EXIT_OK, Io, LoadArgs, load_config, load_project};
 use crate::emit::to_yaml;
 use crate::finding::Edit;
 use crate::model::ObjectId;
@@ -18,21 +19,27 @@ pub struct FixArgs {
     /// Write to this file, or one file per namespace into this existing directory (default: stdout)
     #[arg(long, short = 'o')]
     pub out: Option<PathBuf>,
+    /// Replace an existing --out file that portcullis did not write (never one of the inputs)
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub load: LoadArgs,
 }
 
 /// The objects a fix run produces, by namespace.
-type Output = BTreeMap<String, Vec<Value>>;
+type ByNamespace = BTreeMap<String, Vec<Value>>;
 
 pub fn run(args: &FixArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     let config = load_config(&args.load)?;
     let project = Project::new(&args.load.namespace);
     let project = load_project(project, &args.paths, &[], &args.load, &config, io.stdin, io.stdin_tty)?;
+    if refuse_invalid_input(&project, io.stderr)? {
+        return Ok(EXIT_ERROR);
+    }
     let findings = project.lint(&config);
     let inv = &project.inventory;
 
-    let mut created: Output = BTreeMap::new();
+    let mut created: ByNamespace = BTreeMap::new();
     let mut created_names: HashSet<(String, String)> = HashSet::new();
     let mut allow_dns_namespaces: HashSet<String> = HashSet::new();
     for f in &findings {
@@ -74,29 +81,36 @@ pub fn run(args: &FixArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
         output.entry(ns).or_default().push(value);
     }
     let count: usize = output.values().map(Vec::len).sum();
+    if count == 0 {
+        // Nothing is written, so an existing --out file is left as it is, not emptied.
+        writeln!(io.stderr, "portcullis: nothing to fix")?;
+        return Ok(EXIT_OK);
+    }
+    let files = Output::new(&project, args.force, HEADER);
     match &args.out {
         Some(dir) if dir.is_dir() => {
             for (ns, objects) in &output {
-                let path = dir.join(format!("{ns}-portcullis-fix.yaml"));
-                std::fs::write(&path, stream(objects))?;
+                let path = files.in_directory(dir, ns, "portcullis-fix.yaml")?;
+                files.write(&path, &stream(objects))?;
                 writeln!(io.stderr, "wrote {}", path.display())?;
             }
         }
         Some(file) => {
-            std::fs::write(file, stream(&output.values().flatten().cloned().collect::<Vec<_>>()))?;
+            files.write(file, &stream(&output.values().flatten().cloned().collect::<Vec<_>>()))?;
             writeln!(io.stderr, "wrote {count} objects to {}", file.display())?;
         }
         None => io.stdout.write_all(stream(&output.values().flatten().cloned().collect::<Vec<_>>()).as_bytes())?,
     }
-    if count == 0 {
-        writeln!(io.stderr, "portcullis: nothing to fix")?;
-    }
     Ok(EXIT_OK)
 }
 
+/// The first line of every file `fix` writes (an existing file that starts with it may be
+/// replaced without `--force`).
+const HEADER: &str = "# Written by `portcullis fix`: new policies and patched copies of existing ones.\n";
+
 /// A YAML stream: one document per object.
 fn stream(objects: &[Value]) -> String {
-    let mut out = String::from("# Written by `portcullis fix`: new policies and patched copies of existing ones.\n");
+    let mut out = String::from(HEADER);
     for o in objects {
         out.push_str("---\n");
         out.push_str(&to_yaml(o));

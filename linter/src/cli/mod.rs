@@ -4,6 +4,7 @@
 mod fix;
 mod lint;
 mod map;
+mod output;
 mod resolve;
 mod rules;
 mod trace;
@@ -167,6 +168,7 @@ pub(crate) fn load_project(
     add(&mut project, &inputs, true, stdin)?;
     let context: Vec<Input> = context.iter().map(|p| Input::parse(p)).collect();
     add(&mut project, &context, false, stdin)?;
+    project.files_read = seen;
     project.expand_intents(&config.dns);
     Ok(project)
 }

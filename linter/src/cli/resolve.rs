@@ -13,6 +13,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::Value;
 
+use super::output::{Output, refuse_invalid_input};
 use super::{EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, Io, LoadArgs, load_config, load_project};
 use crate::egress::intents::compile_inventory;
 use crate::egress::resolve::{DnsLookup, HostsTable, LookupError, Resolution, lookup_many};
@@ -36,6 +37,9 @@ pub struct ResolveArgs {
     /// Write to this file instead of stdout
     #[arg(long, short = 'o')]
     pub out: Option<PathBuf>,
+    /// Replace an existing --out file that portcullis did not write (never one of the inputs)
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub load: LoadArgs,
 }
@@ -47,6 +51,9 @@ pub fn run(args: &ResolveArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     let config = load_config(&args.load)?;
     let project = Project::new(&args.load.namespace);
     let project = load_project(project, &args.paths, &[], &args.load, &config, io.stdin, io.stdin_tty)?;
+    if refuse_invalid_input(&project, io.stderr)? {
+        return Ok(EXIT_ERROR);
+    }
     let hosts = match &args.hosts {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -133,26 +140,27 @@ pub fn run(args: &ResolveArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
         }
         policies.push(rendered.policy);
     }
-    let mut text = String::from("# Rendered by `portcullis resolve` from EgressIntents; regenerate, do not edit.\n");
+    if invalid > 0 {
+        writeln!(io.stderr, "portcullis: error: {invalid} invalid intents (above); nothing was written")?;
+        return Ok(EXIT_ERROR);
+    }
+    let mut text = String::from(HEADER);
     for p in &policies {
         text.push_str("---\n");
         text.push_str(&to_yaml(p));
     }
     match &args.out {
         Some(path) => {
-            std::fs::write(path, text)?;
+            Output::new(&project, args.force, HEADER).write(path, &text)?;
             writeln!(io.stderr, "wrote {} policies to {}", policies.len(), path.display())?;
         }
         None => io.stdout.write_all(text.as_bytes())?,
     }
-    Ok(if invalid > 0 {
-        EXIT_ERROR
-    } else if pending > 0 || dropped > 0 || !refusals.is_empty() {
-        EXIT_FINDINGS
-    } else {
-        EXIT_OK
-    })
+    Ok(if pending > 0 || dropped > 0 || !refusals.is_empty() { EXIT_FINDINGS } else { EXIT_OK })
 }
+
+/// The first line of every file `resolve` writes.
+const HEADER: &str = "# Rendered by `portcullis resolve` from EgressIntents; regenerate, do not edit.\n";
 
 type Results = BTreeMap<String, Result<Resolution, LookupError>>;
 

@@ -37,7 +37,8 @@ pub enum FileIdentity {
 }
 
 impl FileIdentity {
-    fn of(path: &Path, metadata: Option<&std::fs::Metadata>) -> FileIdentity {
+    /// The identity of the file at `path`, from metadata already fetched when there is some.
+    pub fn of(path: &Path, metadata: Option<&std::fs::Metadata>) -> FileIdentity {
         #[cfg(unix)]
         if let Some(m) = metadata {
             use std::os::unix::fs::MetadataExt;
