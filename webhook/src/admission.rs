@@ -6,6 +6,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::core::response::StatusSummary;
 use portcullis_linter::config::{Config, WebhookMode};
 use portcullis_linter::finding::Severity;
+use portcullis_linter::report::escape_control;
 use serde_json::Value;
 
 use crate::review::{self, Problem, Scope, Subject};
@@ -326,7 +327,9 @@ pub fn decide_in_mode(
             };
             response.warnings = Some(vec![format!(
                 "portcullis {}/{}: {} (annotation portcullis.dev/generated)",
-                namespace, req.inner.name, mutation.description
+                escape_control(&namespace),
+                escape_control(&req.inner.name),
+                mutation.description
             )]);
             match response.clone().with_patch(mutation.patch) {
                 Ok(patched) => {
@@ -395,21 +398,24 @@ fn respond(
         WebhookMode::Warn => problems.iter().filter(|p| p.severity >= Severity::Warning).collect(),
         WebhookMode::Audit | WebhookMode::Off => return Decision::Audit,
     };
+    // Names, labels and kinds come from the client: escaped, so a newline cannot forge a line
+    // and an ANSI sequence cannot repaint the user's terminal.
     if !warn_about.is_empty() {
-        response.warnings = Some(warn_about.iter().map(|p| format!("portcullis: {}", p.headline())).collect());
+        response.warnings =
+            Some(warn_about.iter().map(|p| format!("portcullis: {}", escape_control(&p.headline()))).collect());
     }
     if mode == WebhookMode::Enforce && !errors.is_empty() {
         let mut message = format!(
             "portcullis denied {} {}/{} ({} {}):",
-            subject.kind,
-            subject.namespace,
-            subject.name,
+            escape_control(subject.kind),
+            escape_control(subject.namespace),
+            escape_control(subject.name),
             errors.len(),
             if errors.len() == 1 { "problem" } else { "problems" }
         );
         for p in &errors {
             message.push_str("\n- ");
-            message.push_str(&p.headline());
+            message.push_str(&escape_control(&p.headline()));
             if let Some(fix) = &p.fix {
                 message.push_str("\nfix: ");
                 message.push_str(fix.trim_end());

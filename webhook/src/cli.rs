@@ -103,9 +103,15 @@ pub struct ServeArgs {
     /// Largest AdmissionReview body accepted, in bytes
     #[arg(long, env = "PORTCULLIS_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// Longest time one review may take, in milliseconds
+    /// Longest time one review may take, in milliseconds; past it the answer is 503, on time
     #[arg(long, env = "PORTCULLIS_REVIEW_TIMEOUT_MS", default_value_t = 10_000)]
     pub review_timeout_ms: u64,
+    /// Reviews parsed and decided at once (on the blocking pool)
+    #[arg(long, env = "PORTCULLIS_MAX_CONCURRENT_REVIEWS", default_value_t = 8)]
+    pub max_concurrent_reviews: usize,
+    /// Request bodies under review at once, in bytes (what bounds memory); beyond it, 503 at once
+    #[arg(long, env = "PORTCULLIS_REVIEW_MEMORY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub review_memory_bytes: usize,
     /// How long shutdown waits for in-flight reviews, in seconds
     #[arg(long, env = "PORTCULLIS_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
@@ -220,6 +226,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
+        max_concurrent_reviews: args.max_concurrent_reviews,
+        review_memory_bytes: args.review_memory_bytes,
     };
     let https = std::net::TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     let ops = std::net::TcpListener::bind(args.metrics_listen)

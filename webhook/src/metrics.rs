@@ -84,6 +84,10 @@ pub struct Metrics {
     pub observation_requests: Family<ResultLabels, Counter>,
     pub observation_intent_updates: Counter,
     pub guard_refusals: Family<RefusalLabels, Counter>,
+    /// Reviews answered 503 at once because the review budget was spent.
+    pub shed: Counter,
+    /// Reviews answered 503 at their deadline.
+    pub timeouts: Counter,
 }
 
 impl Default for Metrics {
@@ -149,8 +153,18 @@ impl Metrics {
             "Addresses DNS or a sensor gave for an EgressIntent that the address guard kept out, by reason and source",
             guard_refusals.clone(),
         );
+        let shed = Counter::default();
+        registry.register(
+            "reviews_shed",
+            "Reviews answered 503 at once because the webhook was at its review budget (concurrency or body bytes)",
+            shed.clone(),
+        );
+        let timeouts = Counter::default();
+        registry.register("review_timeouts", "Reviews answered 503 at --review-timeout-ms", timeouts.clone());
         Metrics {
             registry,
+            shed,
+            timeouts,
             guard_refusals,
             reviews,
             latency,

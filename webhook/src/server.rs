@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use portcullis_linter::config::{Config, WebhookMode};
+use portcullis_linter::report::escape_control;
 
 use crate::admission::{self, Decision, Endpoint, Outcome, Request};
 use crate::metrics::{EndpointLabels, Metrics, ResultLabels, ReviewLabels};
@@ -39,23 +40,60 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// How long shutdown waits for in-flight reviews.
     pub shutdown_grace: Duration,
+    /// Reviews parsed and decided at once, on the blocking pool (never on the async workers,
+    /// so one large review cannot stall the others' I/O).
+    pub max_concurrent_reviews: usize,
+    /// Request bodies under review at once, in bytes: what bounds the webhook's memory. A
+    /// review holds `max(body, 64 KiB)` of it; a review that cannot get its share (and a slot)
+    /// within a fifth of the review timeout is answered 503 (the API server then applies
+    /// `failurePolicy`).
+    pub review_memory_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_body_bytes: 8 * 1024 * 1024, shutdown_grace: Duration::from_secs(20) }
+        Limits {
+            max_body_bytes: 8 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(20),
+            max_concurrent_reviews: 8,
+            review_memory_bytes: 16 * 1024 * 1024,
+        }
     }
+}
+
+/// The smallest share of the memory budget one review takes.
+const MIN_REVIEW_SHARE: usize = 64 * 1024;
+
+/// The admission routes' state: the app and the review budget.
+#[derive(Debug, Clone)]
+struct Served {
+    app: App,
+    /// Permits are KiB of request body under review.
+    memory: Arc<tokio::sync::Semaphore>,
+    /// Permits are reviews under way.
+    slots: Arc<tokio::sync::Semaphore>,
+    memory_kib: u32,
 }
 
 /// The HTTPS routes: admission, and the sensor's observations and the egress map.
 pub fn admission_router(app: App, limits: Limits) -> Router {
-    Router::new()
+    let memory_kib = u32::try_from(limits.review_memory_bytes.max(MIN_REVIEW_SHARE) / 1024).unwrap_or(u32::MAX);
+    let served = Served {
+        app: app.clone(),
+        memory: Arc::new(tokio::sync::Semaphore::new(memory_kib as usize)),
+        slots: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_reviews.max(1))),
+        memory_kib,
+    };
+    let reviews = Router::new()
         .route("/validate", post(validate))
         .route("/mutate", post(mutate))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .with_state(served);
+    Router::new()
         .route("/v1/observations", post(ingest_observations).layer(DefaultBodyLimit::max(observations::MAX_BODY_BYTES)))
         .route("/v1/map", get(egress_map))
         .with_state(app)
+        .merge(reviews)
 }
 
 /// The operations routes.
@@ -67,12 +105,12 @@ pub fn ops_router(app: App) -> Router {
         .with_state(app)
 }
 
-async fn validate(State(app): State<App>, body: Bytes) -> Response {
-    handle(&app, Endpoint::Validate, &body).await
+async fn validate(State(served): State<Served>, body: Bytes) -> Response {
+    handle(&served, Endpoint::Validate, body).await
 }
 
-async fn mutate(State(app): State<App>, body: Bytes) -> Response {
-    handle(&app, Endpoint::Mutate, &body).await
+async fn mutate(State(served): State<Served>, body: Bytes) -> Response {
+    handle(&served, Endpoint::Mutate, body).await
 }
 
 async fn ingest_observations(State(app): State<App>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
@@ -136,21 +174,53 @@ async fn metrics(State(app): State<App>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }
 
-async fn handle(app: &App, endpoint: Endpoint, body: &[u8]) -> Response {
+async fn handle(served: &Served, endpoint: Endpoint, body: Bytes) -> Response {
+    let app = &served.app;
     let started = Instant::now();
-    let req = match admission::parse(body) {
-        Ok(req) => req,
-        Err(e) => {
-            app.metrics.bad_requests.get_or_create(&EndpointLabels { endpoint: endpoint.as_str() }).inc();
-            tracing::warn!(endpoint = endpoint.as_str(), error = %e, "bad admission request");
-            return (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{e}\n"))
-                .into_response();
-        }
+    let deadline = tokio::time::Instant::from_std(started + app.timeout);
+    // Load shedding: a review waits for its share of the budget for a fifth of its time at
+    // most, then gets a fast 503 instead of queueing behind the others; the API server applies
+    // the webhook's failurePolicy and the client retries.
+    let share =
+        u32::try_from(body.len().max(MIN_REVIEW_SHARE).div_ceil(1024)).unwrap_or(u32::MAX).min(served.memory_kib);
+    let budget = async {
+        let memory = served.memory.clone().acquire_many_owned(share).await.ok()?;
+        let slot = served.slots.clone().acquire_owned().await.ok()?;
+        Some(Arc::new((memory, slot)))
     };
-    let outcome = match tokio::time::timeout(app.timeout, decide(app, endpoint, &req)).await {
-        Ok(outcome) => outcome,
+    let queue_deadline = tokio::time::Instant::from_std(started + app.timeout / 5);
+    let Ok(Some(permit)) = tokio::time::timeout_at(queue_deadline, budget).await else {
+        app.metrics.shed.inc();
+        tracing::warn!(
+            endpoint = endpoint.as_str(),
+            bytes = body.len(),
+            "review shed: the webhook is at its review budget"
+        );
+        return (StatusCode::SERVICE_UNAVAILABLE, "portcullis is overloaded; try again\n").into_response();
+    };
+    let work = async {
+        let parse_permit = permit.clone();
+        let parsed = tokio::task::spawn_blocking(move || {
+            let _held = parse_permit;
+            admission::parse(&body)
+        })
+        .await;
+        let req = match parsed {
+            Ok(Ok(req)) => Arc::new(req),
+            Ok(Err(e)) => return Err(bad_request(app, endpoint, &e)),
+            Err(e) => return Err(internal(&e)),
+        };
+        let outcome = decide(app, endpoint, &req, &permit).await.map_err(|e| internal(&e))?;
+        Ok((req, outcome))
+    };
+    let (req, outcome) = match tokio::time::timeout_at(deadline, work).await {
+        Ok(Ok(done)) => done,
+        Ok(Err(response)) => return response,
         Err(_) => {
-            tracing::error!(uid = %req.inner.uid, "review timed out after {:?}", app.timeout);
+            // The blocking work finishes on its own and frees its share then; the answer is
+            // sent now, on time.
+            app.metrics.timeouts.inc();
+            tracing::error!(endpoint = endpoint.as_str(), "review timed out after {:?}", app.timeout);
             return (StatusCode::SERVICE_UNAVAILABLE, "review timed out\n").into_response();
         }
     };
@@ -162,15 +232,51 @@ async fn handle(app: &App, endpoint: Endpoint, body: &[u8]) -> Response {
     }
 }
 
-/// Decides with the cached state; before denying for a problem that depends on which policies
-/// exist, re-reads the namespace and its policies so a stale cache never rejects a correct
-/// apply, nor the cleanup of a namespace whose deletion the cache has not seen yet.
-async fn decide(app: &App, endpoint: Endpoint, req: &Request) -> Outcome {
+fn bad_request(app: &App, endpoint: Endpoint, e: &admission::BadReview) -> Response {
+    app.metrics.bad_requests.get_or_create(&EndpointLabels { endpoint: endpoint.as_str() }).inc();
+    tracing::warn!(endpoint = endpoint.as_str(), error = %escape_control(&e.to_string()), "bad admission request");
+    (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{e}\n")).into_response()
+}
+
+fn internal(e: &tokio::task::JoinError) -> Response {
+    tracing::error!(error = %e, "review task failed");
+    (StatusCode::INTERNAL_SERVER_ERROR, "review failed\n").into_response()
+}
+
+/// Decides on the blocking pool, holding the review's share of the budget.
+async fn decide_blocking(
+    app: &App,
+    endpoint: Endpoint,
+    req: &Arc<Request>,
+    snapshot: Snapshot,
+    mode: Option<WebhookMode>,
+    permit: &Arc<impl Send + Sync + 'static>,
+) -> Result<Outcome, tokio::task::JoinError> {
+    let (req, config, held) = (req.clone(), app.config.clone(), permit.clone());
+    tokio::task::spawn_blocking(move || {
+        let _held = held;
+        match mode {
+            Some(mode) => admission::decide_in_mode(endpoint, &req, &snapshot, &config, mode),
+            None => admission::decide(endpoint, &req, &snapshot, &config),
+        }
+    })
+    .await
+}
+
+/// Decides with the cached state; before denying, re-reads the namespace and its policies so a
+/// stale cache never rejects a correct apply, nor the cleanup of a namespace whose deletion it
+/// has not seen yet.
+async fn decide(
+    app: &App,
+    endpoint: Endpoint,
+    req: &Arc<Request>,
+    permit: &Arc<impl Send + Sync + 'static>,
+) -> Result<Outcome, tokio::task::JoinError> {
     let namespace = req.namespace();
     let snapshot = app.state.snapshot(&namespace, &app.config.dns.namespace);
-    let outcome = admission::decide(endpoint, req, &snapshot, &app.config);
+    let outcome = decide_blocking(app, endpoint, req, snapshot.clone(), None, permit).await?;
     if !outcome.needs_confirmation() {
-        return outcome;
+        return Ok(outcome);
     }
     match app.state.fresh(&namespace).await {
         Ok(fresh) => {
@@ -180,20 +286,20 @@ async fn decide(app: &App, endpoint: Endpoint, req: &Request) -> Outcome {
                 namespace_terminating: snapshot.namespace_terminating || fresh.terminating,
                 ..snapshot
             };
-            admission::decide(endpoint, req, &fresh, &app.config)
+            decide_blocking(app, endpoint, req, fresh, None, permit).await
         }
         Err(e) if !outcome.depends_on_policy_state() => {
             // The object's own content is wrong whatever the cluster holds.
             app.metrics.fresh_reads.get_or_create(&ResultLabels { result: "failure" }).inc();
             tracing::warn!(uid = %req.inner.uid, error = %e, "could not read fresh state; the content denial stands");
-            outcome
+            Ok(outcome)
         }
         Err(e) => {
             // Unconfirmed: admit with the problems as warnings rather than reject on a cache
             // we could not check.
             app.metrics.fresh_reads.get_or_create(&ResultLabels { result: "failure" }).inc();
             tracing::warn!(uid = %req.inner.uid, error = %e, "could not confirm a denial; admitting with warnings");
-            admission::decide_in_mode(endpoint, req, &snapshot, &app.config, WebhookMode::Warn)
+            decide_blocking(app, endpoint, req, snapshot, Some(WebhookMode::Warn), permit).await
         }
     }
 }
@@ -219,9 +325,9 @@ fn record(app: &App, endpoint: Endpoint, req: &Request, outcome: &Outcome, elaps
                 $level,
                 uid = %req.inner.uid,
                 endpoint = endpoint.as_str(),
-                kind = %req.inner.kind.kind,
-                namespace = %namespace,
-                name = %req.inner.name,
+                kind = %escape_control(&req.inner.kind.kind),
+                namespace = %escape_control(&namespace),
+                name = %escape_control(&req.inner.name),
                 operation = req.operation(),
                 dry_run = req.inner.dry_run,
                 mode = outcome.mode.as_str(),

@@ -327,3 +327,32 @@ fn lint_and_the_webhook_agree_on_ignore_annotations() {
     assert_eq!(lint(&forbidden), "PC001,PC002,PC016");
     assert_eq!(verdict(&body, &state, &forbidden, false), ("deny", false, "PC001,PC002,PC016".to_owned()));
 }
+
+/// Regression (issue 16, class 3): a name with a newline forged a log line
+/// (`decision="allow"`) and control characters reached the deny message verbatim.
+#[test]
+fn names_with_control_characters_cannot_forge_lines_or_repaint_terminals() {
+    let state = state();
+    let config = Config::default();
+    let body = edited("deployment-create-no-default-deny", |r| {
+        let forged = "web\ndecision=\"allow\" \u{1b}[2J\u{202e}";
+        r["name"] = json!(forged);
+        r["object"]["metadata"]["name"] = json!(forged);
+    });
+    let req = admission::parse(&body).unwrap();
+    let snapshot = state.snapshot(&req.namespace(), &config.dns.namespace);
+    let outcome = admission::decide(Endpoint::Validate, &req, &snapshot, &config);
+    assert!(!outcome.response.allowed);
+    let message = &outcome.response.result.message;
+    assert!(message.contains("web\\u{a}decision=\"allow\" \\u{1b}[2J\\u{202e}"), "{message}");
+    assert!(!message.contains('\u{1b}') && !message.contains('\u{202e}'));
+    // Every line of the message is portcullis' own: the name adds none.
+    assert!(
+        message.lines().all(|l| l.starts_with("portcullis denied")
+            || l.starts_with("- ")
+            || l.starts_with("fix:")
+            || l.starts_with("(set namespace")
+            || !l.contains("decision=")),
+        "{message}"
+    );
+}

@@ -87,17 +87,20 @@ struct Harness {
 }
 
 async fn start_with(state: Arc<dyn ClusterState>, certs: &DevCertificates, limits: Limits) -> (Harness, RustlsConfig) {
+    start_timed(state, certs, limits, Duration::from_secs(10)).await
+}
+
+async fn start_timed(
+    state: Arc<dyn ClusterState>,
+    certs: &DevCertificates,
+    limits: Limits,
+    timeout: Duration,
+) -> (Harness, RustlsConfig) {
     tls::install_crypto_provider();
     let loaded = tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap();
     let tls_config = RustlsConfig::from_config(loaded.config);
     let metrics = Arc::new(Metrics::new());
-    let app = App {
-        config: Arc::new(Config::default()),
-        state,
-        metrics: metrics.clone(),
-        timeout: Duration::from_secs(10),
-        ingest: None,
-    };
+    let app = App { config: Arc::new(Config::default()), state, metrics: metrics.clone(), timeout, ingest: None };
     let https = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let ops = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let running = server::start(https, ops, app, tls_config.clone(), limits).await.unwrap();
@@ -335,4 +338,65 @@ async fn operations_port() {
         assert!(metrics.contains(expected), "missing {expected} in\n{metrics}");
     }
     h.running.shutdown().await.unwrap();
+}
+
+/// A large UPDATE review (about 4 MB, both objects set), as the API server sends for big objects.
+fn large_review() -> Vec<u8> {
+    let mut review: Value = serde_json::from_slice(&case("validate/deployment-create-no-default-deny.json")).unwrap();
+    let annotations: serde_json::Map<String, Value> =
+        (0..2_000).map(|i| (format!("example.com/note-{i}"), Value::String("x".repeat(1_000)))).collect();
+    review["request"]["object"]["metadata"]["annotations"] = Value::Object(annotations);
+    review["request"]["operation"] = Value::String("UPDATE".into());
+    review["request"]["oldObject"] = review["request"]["object"].clone();
+    serde_json::to_vec(&review).unwrap()
+}
+
+/// Regression (issue 16, class 3): `--review-timeout-ms 50` still answered 200 after 2.9 s,
+/// because parsing and deciding ran on the async workers where no timer could interrupt them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_review_timeout_answers_503_on_time_even_for_cpu_bound_reviews() {
+    let certs = tls::dev_certificates(&["localhost"]).unwrap();
+    let body = large_review();
+    let (h, _) =
+        start_timed(test_state(Duration::ZERO, true), &certs, Limits::default(), Duration::from_secs(60)).await;
+    let started = std::time::Instant::now();
+    let (status, _) = post(&h, "/validate", body.clone()).await;
+    let untimed = started.elapsed();
+    assert_eq!(status, 200);
+    h.running.shutdown().await.unwrap();
+
+    let timeout = (untimed / 10).max(Duration::from_millis(5));
+    let (h, _) = start_timed(test_state(Duration::ZERO, true), &certs, Limits::default(), timeout).await;
+    let started = std::time::Instant::now();
+    let (status, _) = post(&h, "/validate", body).await;
+    let elapsed = started.elapsed();
+    assert_eq!(status, 503, "a review of {untimed:?} with a timeout of {timeout:?}");
+    assert!(
+        elapsed < untimed / 2 + Duration::from_millis(50),
+        "answered after {elapsed:?}; the review alone takes {untimed:?}"
+    );
+    // A small review right after is served normally.
+    let (status, _) = post(&h, "/validate", case("validate/pod-create-shop-allowed.json")).await;
+    assert!(status == 200 || status == 503);
+    let metrics = get(h.running.ops, "/metrics").await.1;
+    assert!(metrics.contains("portcullis_webhook_review_timeouts_total"), "{metrics}");
+    h.running.shutdown().await.unwrap();
+}
+
+/// A review that cannot get its share of the review budget before its deadline is answered 503
+/// at once instead of queueing behind the others (load shedding).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_beyond_the_budget_are_shed() {
+    let certs = tls::dev_certificates(&["localhost"]).unwrap();
+    // One review at a time; the first one holds its slot while it waits 2 s to confirm a denial.
+    let limits = Limits { max_concurrent_reviews: 1, ..Limits::default() };
+    let state = test_state(Duration::from_secs(2), true);
+    let (h, _) = start_timed(state, &certs, limits, Duration::from_millis(500)).await;
+    let h = Arc::new(h);
+    let denial = case("validate/deployment-create-dns-blocked.json");
+    let (a, b) = tokio::join!(post(&h, "/validate", denial.clone()), post(&h, "/validate", denial));
+    assert_eq!((a.0, b.0), (503, 503));
+    let metrics = get(h.running.ops, "/metrics").await.1;
+    assert!(metrics.contains("portcullis_webhook_reviews_shed_total 1"), "{metrics}");
+    assert!(metrics.contains("portcullis_webhook_review_timeouts_total 1"), "{metrics}");
 }

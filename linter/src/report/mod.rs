@@ -84,6 +84,31 @@ pub fn render(format: OutputFormat, report: &Report<'_>) -> String {
     }
 }
 
+/// Makes attacker-controlled text safe to show on one line of a terminal, a log or a kubectl
+/// message: control characters (newlines, ESC and every ANSI sequence, C1 controls) and the
+/// invisible formatting characters that reorder or hide text (bidirectional overrides, zero
+/// widths) become `\u{..}` escapes, and a backslash is doubled so an escape cannot be forged.
+/// Borrowed when there is nothing to escape.
+pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c == '\\'
+            || c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    };
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Escapes text for XML and HTML (JUnit reports, `portcullis map --format html`). Control
 /// characters XML 1.0 forbids even escaped become `?`.
 pub(crate) fn escape_markup(s: &str) -> String {
@@ -101,4 +126,19 @@ pub(crate) fn escape_markup(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::escape_control;
+
+    #[test]
+    fn control_and_invisible_characters_are_escaped() {
+        assert_eq!(escape_control("shop/pay-7f9c"), "shop/pay-7f9c");
+        assert!(matches!(escape_control("plain"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(escape_control("x\n decision=\"allow\""), "x\\u{a} decision=\"allow\"");
+        assert_eq!(escape_control("\u{1b}[31mred"), "\\u{1b}[31mred");
+        assert_eq!(escape_control("a\u{202e}b"), "a\\u{202e}b");
+        assert_eq!(escape_control("\\u{a}"), "\\\\u{a}", "a literal escape cannot pass as one");
+    }
 }
