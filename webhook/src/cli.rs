@@ -112,6 +112,15 @@ pub struct ServeArgs {
     /// Request bodies under review at once, in bytes (what bounds memory); beyond it, 503 at once
     #[arg(long, env = "PORTCULLIS_REVIEW_MEMORY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub review_memory_bytes: usize,
+    /// Connections open at once on --listen; more are closed as they arrive
+    #[arg(long, env = "PORTCULLIS_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Connections open at once on --metrics-listen
+    #[arg(long, env = "PORTCULLIS_MAX_OPS_CONNECTIONS", default_value_t = 64)]
+    pub max_ops_connections: usize,
+    /// Time to finish the TLS handshake and to send a request's headers, in milliseconds
+    #[arg(long, env = "PORTCULLIS_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
     /// How long shutdown waits for in-flight reviews, in seconds
     #[arg(long, env = "PORTCULLIS_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
@@ -228,6 +237,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
         max_concurrent_reviews: args.max_concurrent_reviews,
         review_memory_bytes: args.review_memory_bytes,
+        max_connections: args.max_connections,
+        max_ops_connections: args.max_ops_connections,
+        header_timeout: Duration::from_millis(args.header_timeout_ms),
     };
     let https = std::net::TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     let ops = std::net::TcpListener::bind(args.metrics_listen)

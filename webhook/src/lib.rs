@@ -9,6 +9,7 @@
 
 pub mod admission;
 pub mod cli;
+pub mod connections;
 pub mod controller;
 pub mod crd;
 pub mod kube_state;

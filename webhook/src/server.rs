@@ -17,6 +17,7 @@ use portcullis_linter::config::{Config, WebhookMode};
 use portcullis_linter::report::escape_control;
 
 use crate::admission::{self, Decision, Endpoint, Outcome, Request};
+use crate::connections::Limit;
 use crate::metrics::{EndpointLabels, Metrics, ResultLabels, ReviewLabels};
 use crate::observations::{self, Accepted, Ingest, Refusal};
 use crate::state::{ClusterState, Snapshot};
@@ -48,6 +49,13 @@ pub struct Limits {
     /// within a fifth of the review timeout is answered 503 (the API server then applies
     /// `failurePolicy`).
     pub review_memory_bytes: usize,
+    /// Connections open at once on the HTTPS port; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Connections open at once on the operations port (probes and scrapes need few).
+    pub max_ops_connections: usize,
+    /// Time a client has to complete the TLS handshake, and to send a request's headers (on a
+    /// new connection or a kept-alive one); then the connection is closed.
+    pub header_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -57,8 +65,23 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(20),
             max_concurrent_reviews: 8,
             review_memory_bytes: 16 * 1024 * 1024,
+            max_connections: 1024,
+            max_ops_connections: 64,
+            header_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// HTTP/1.1 and HTTP/2 settings shared by both ports: header-read timeout (slowloris), HTTP/2
+/// keep-alive pings (a peer that stops answering is dropped) and a stream limit.
+fn configure(builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>, limits: &Limits) {
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(limits.header_timeout)
+        .keep_alive_timeout(limits.header_timeout)
+        .max_concurrent_streams(64);
 }
 
 /// The smallest share of the memory budget one review takes.
@@ -353,7 +376,7 @@ pub struct Running {
     pub https: SocketAddr,
     pub ops: SocketAddr,
     handle: Handle<SocketAddr>,
-    ops_shutdown: tokio::sync::watch::Sender<bool>,
+    ops_handle: Handle<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
     grace: Duration,
 }
@@ -369,22 +392,22 @@ pub async fn start(
     https.set_nonblocking(true)?;
     ops.set_nonblocking(true)?;
     let https_addr = https.local_addr()?;
-    let ops_listener = tokio::net::TcpListener::from_std(ops)?;
-    let ops_addr = ops_listener.local_addr()?;
+    let ops_addr = ops.local_addr()?;
     let handle = Handle::new();
     let admission = admission_router(app.clone(), limits);
-    let server = axum_server::from_tcp_rustls(https, tls)?.handle(handle.clone());
+    // The limit counts TCP connections before the TLS handshake, which must finish in time.
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+        .handshake_timeout(limits.header_timeout)
+        .acceptor(Limit::new(limits.max_connections, "https"));
+    let mut server = axum_server::from_tcp(https)?.acceptor(acceptor).handle(handle.clone());
+    configure(server.http_builder(), &limits);
     let mut tasks = vec![tokio::spawn(server.serve(admission.into_make_service()))];
-    let (ops_shutdown, mut rx) = tokio::sync::watch::channel(false);
-    let ops_app = ops_router(app);
-    tasks.push(tokio::spawn(async move {
-        axum::serve(ops_listener, ops_app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            })
-            .await
-    }));
-    Ok(Running { https: https_addr, ops: ops_addr, handle, ops_shutdown, tasks, grace: limits.shutdown_grace })
+    let ops_handle = Handle::new();
+    let mut ops_server =
+        axum_server::from_tcp(ops)?.acceptor(Limit::new(limits.max_ops_connections, "ops")).handle(ops_handle.clone());
+    configure(ops_server.http_builder(), &limits);
+    tasks.push(tokio::spawn(ops_server.serve(ops_router(app).into_make_service())));
+    Ok(Running { https: https_addr, ops: ops_addr, handle, ops_handle, tasks, grace: limits.shutdown_grace })
 }
 
 impl Running {
@@ -392,7 +415,7 @@ impl Running {
     /// then returns.
     pub async fn shutdown(self) -> std::io::Result<()> {
         self.handle.graceful_shutdown(Some(self.grace));
-        let _ = self.ops_shutdown.send(true);
+        self.ops_handle.graceful_shutdown(Some(self.grace));
         for task in self.tasks {
             match task.await {
                 Ok(result) => result?,

@@ -400,3 +400,68 @@ async fn reviews_beyond_the_budget_are_shed() {
     assert!(metrics.contains("portcullis_webhook_reviews_shed_total 1"), "{metrics}");
     assert!(metrics.contains("portcullis_webhook_review_timeouts_total 1"), "{metrics}");
 }
+
+/// Whether the server closed `stream` within `within` (EOF or reset on read).
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue, // a response; keep reading until the close
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Regression (issue 16, class 3): 10,000 connections sending partial headers stayed open
+/// forever (349 MB), and idle connections on the metrics port exhausted the descriptors the
+/// review port needed. Each port has its own connection limit; a connection that does not
+/// finish its TLS handshake or its headers in time is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_slow_and_excess_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let certs = tls::dev_certificates(&["localhost"]).unwrap();
+    let limits = Limits {
+        max_connections: 3,
+        max_ops_connections: 2,
+        header_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let (h, _) = start_with(test_state(Duration::ZERO, true), &certs, limits).await;
+    let connect = |addr| async move { tokio::net::TcpStream::connect(addr).await.unwrap() };
+
+    // The ops port: two slow clients hold its permits, a third is closed at once.
+    let mut slow = vec![connect(h.running.ops).await, connect(h.running.ops).await];
+    for s in &mut slow {
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap(); // never finished
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut third = connect(h.running.ops).await;
+    assert!(closed_within(&mut third, Duration::from_millis(200)).await, "over the ops limit: closed at once");
+    // The review port is not affected by the ops port's clients.
+    let (status, _) = post(&h, "/validate", case("validate/pod-create-shop-allowed.json")).await;
+    assert_eq!(status, 200);
+    // Partial headers are cut off at the header timeout.
+    for s in &mut slow {
+        assert!(closed_within(s, Duration::from_secs(2)).await, "partial headers: closed after the timeout");
+    }
+    // A kept-alive connection that goes idle is closed too.
+    let mut idle = connect(h.running.ops).await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert!(closed_within(&mut idle, Duration::from_secs(2)).await, "an idle kept-alive connection is closed");
+
+    // The HTTPS port: clients that never start TLS hold permits only until the handshake timeout.
+    let mut silent =
+        vec![connect(h.running.https).await, connect(h.running.https).await, connect(h.running.https).await];
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut extra = connect(h.running.https).await;
+    assert!(closed_within(&mut extra, Duration::from_millis(200)).await, "over the HTTPS limit: closed at once");
+    for s in &mut silent {
+        assert!(closed_within(s, Duration::from_secs(2)).await, "no TLS handshake: closed after the timeout");
+    }
+    let (status, _) = post(&h, "/validate", case("validate/pod-create-shop-allowed.json")).await;
+    assert_eq!(status, 200, "served again once the idle connections are gone");
+    h.running.shutdown().await.unwrap();
+}
