@@ -276,7 +276,7 @@ fn setup(cluster: &Cluster, dns_port: u16) {
   webhook: {{mode: warn}}
   ignoreAnnotations: {{forbiddenRules: [PC002]}}
   controller: {{nameservers: [\"127.0.0.1:{dns_port}\"], ttlFloorSeconds: 5}}
-networkPolicies: {{apiServer: {{cidrs: [127.0.0.1/32]}}}}
+networkPolicies: {{apiServer: {{cidrs: [127.0.0.1/32]}}, nodeCidrs: [127.0.0.0/8]}}
 "
         ),
     )
