@@ -283,14 +283,20 @@ fn the_webhook_port_admits_the_api_server_and_the_nodes_once_they_are_known() {
     let dir = std::env::temp_dir().join(format!("portcullis-chart-np-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let values = dir.join("values.yaml");
-    std::fs::write(&values, "networkPolicies:\n  apiServer: {cidrs: [10.0.0.1/32]}\n  nodeCidrs: [10.1.0.0/16]\n").unwrap();
+    std::fs::write(&values, "networkPolicies:\n  apiServer: {cidrs: [10.0.0.1/32]}\n  nodeCidrs: [10.1.0.0/16]\n")
+        .unwrap();
     let from_8443 = |yaml: &str| -> Option<Vec<String>> {
         let objects = documents(yaml);
         let policy = of_kind(&objects, "NetworkPolicy").into_iter().find(|p| {
             p["spec"]["ingress"].as_array().is_some_and(|rules| rules.iter().any(|r| r["ports"][0]["port"] == 8443))
         })?;
         let rule = policy["spec"]["ingress"].as_array()?.iter().find(|r| r["ports"][0]["port"] == 8443)?;
-        Some(rule["from"].as_array().map(|f| f.iter().map(|p| p["ipBlock"]["cidr"].as_str().unwrap_or("").to_owned()).collect()).unwrap_or_default())
+        Some(
+            rule["from"]
+                .as_array()
+                .map(|f| f.iter().map(|p| p["ipBlock"]["cidr"].as_str().unwrap_or("").to_owned()).collect())
+                .unwrap_or_default(),
+        )
     };
     assert_eq!(from_8443(&render(Some(&values))).unwrap(), ["10.0.0.1/32", "10.1.0.0/16"]);
     assert_eq!(from_8443(&render(None)).unwrap(), Vec::<String>::new(), "nothing known: open, and NOTES.txt says so");

@@ -147,3 +147,57 @@ fn resolve_exits_1_when_the_size_guard_drops_addresses() {
     assert!(stderr(&out).contains("left out by the size limit"), "{}", stderr(&out));
     assert_eq!(out.status.code(), Some(1), "addresses were left out: not a clean render");
 }
+
+/// Regression (issue 16 class 5, issue 17 item 2): empty input was "No findings in 0 files",
+/// exit 0, so a broken render step turned CI green.
+#[test]
+fn lint_fails_on_input_without_manifests_unless_allowed() {
+    let dir = tempdir("empty");
+    let run = |args: &[&str], stdin: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(args)
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(&["lint", "-"], b"");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no Kubernetes objects in the input (1 file read)"), "{}", stderr(&out));
+    std::fs::create_dir(dir.join("nothing")).unwrap();
+    assert_eq!(run(&["lint", "nothing"], b"").status.code(), Some(2));
+    assert_eq!(run(&["lint", "-", "--allow-empty"], b"# only a comment\n").status.code(), Some(0));
+}
+
+/// Regression (issue 16, class 5): a symlinked directory inside a walked tree was skipped
+/// silently. It is followed, and a link cycle ends the descent.
+#[test]
+fn symlinked_directories_are_walked_once() {
+    let dir = tempdir("symlink");
+    let real = dir.join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::write(real.join("app.yaml"), NEEDS_FIX).unwrap();
+    let tree = dir.join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::os::unix::fs::symlink(&real, tree.join("linked")).unwrap();
+    std::os::unix::fs::symlink(&tree, tree.join("loop")).unwrap();
+    let out = portcullis(&["lint", "tree", "--format", "json", "--fail-on", "never"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["summary"]["objects"], 1, "{report}");
+}
+
+/// Regression (issue 16, class 5): `map --from /dev/zero` grew to 4 GB in 20 s.
+#[test]
+fn map_input_is_bounded() {
+    let dir = tempdir("map-zero");
+    let started = std::time::Instant::now();
+    let out = portcullis(&["map", "--from", "/dev/zero"], &dir);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("limit"), "{}", stderr(&out));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}

@@ -1,6 +1,6 @@
 //! `portcullis lint`.
 
-use super::{EXIT_FINDINGS, EXIT_OK, Io, LoadArgs, load_config, load_project};
+use super::{EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, Io, LoadArgs, load_config, load_project};
 use crate::finding::Severity;
 use crate::project::Project;
 use crate::report::{OutputFormat, Report, Summary, render};
@@ -18,6 +18,10 @@ pub struct LintArgs {
     /// Exit 1 when a finding at or above this severity is reported
     #[arg(long, default_value = "warning", value_parser = ["error", "warning", "info", "never"])]
     pub fail_on: String,
+    /// Succeed on input without any manifest (by default that is an error: a broken render
+    /// step must not turn CI green)
+    #[arg(long)]
+    pub allow_empty: bool,
     #[command(flatten)]
     pub load: LoadArgs,
 }
@@ -28,6 +32,15 @@ pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     let mut project = Project::new(&args.load.namespace);
     project.inventory.keep_values(false);
     let project = load_project(project, &args.paths, &args.context, &args.load, &config, io.stdin, io.stdin_tty)?;
+    if !args.allow_empty && project.reported_objects() == 0 && project.load_problems.is_empty() {
+        let read = project.reported_files();
+        writeln!(
+            io.stderr,
+            "portcullis: error: no Kubernetes objects in the input ({read} {} read); nothing was linted (pass --allow-empty if that is expected)",
+            if read == 1 { "file" } else { "files" }
+        )?;
+        return Ok(EXIT_ERROR);
+    }
     let findings = project.lint(&config);
     let diagnostics = project.diagnostics(&findings);
     let summary = Summary::new(project.reported_files(), project.reported_objects(), &diagnostics);

@@ -44,6 +44,9 @@ pub struct MapArgs {
     pub out: Option<PathBuf>,
 }
 
+/// The largest `--from` input read (files and stdin), in bytes.
+const MAX_MAP_INPUT: u64 = 256 * 1024 * 1024;
+
 /// Exit 0 when every input line was used, 1 when some were skipped (reported on stderr; the
 /// output holds the rest), 2 when the input cannot be read.
 pub fn run(args: &MapArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
@@ -55,13 +58,21 @@ pub fn run(args: &MapArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
                 return Ok(EXIT_ERROR);
             }
         }
-    } else if args.from == "-" {
-        let mut text = String::new();
-        io.stdin.read_to_string(&mut text).map_err(|e| anyhow::anyhow!("reading stdin: {e}"))?;
-        text
     } else {
-        match std::fs::read_to_string(&args.from) {
-            Ok(text) => text,
+        // Bounded like every input: `--from /dev/zero` is an error, not 4 GB of memory.
+        let limits = crate::load::Limits { max_file_bytes: MAX_MAP_INPUT };
+        let read = if args.from == "-" {
+            crate::load::fs::read_inputs(&[crate::load::fs::Input::Stdin], limits, io.stdin)
+        } else {
+            crate::load::fs::read_inputs(&[crate::load::fs::Input::Path(args.from.clone().into())], limits, io.stdin)
+        };
+        match read.map(|mut files| files.pop().map(|f| f.content)) {
+            Ok(Some(Ok(text))) => text,
+            Ok(Some(Err((_, message)))) => {
+                writeln!(io.stderr, "portcullis: cannot read {}: {message}", args.from)?;
+                return Ok(EXIT_ERROR);
+            }
+            Ok(None) => String::new(),
             Err(e) => {
                 writeln!(io.stderr, "portcullis: cannot read {}: {e}", args.from)?;
                 return Ok(EXIT_ERROR);

@@ -78,7 +78,9 @@ pub fn read_inputs(inputs: &[Input], limits: Limits, stdin: &mut dyn Read) -> Re
                 })?;
                 if meta.is_dir() {
                     let mut files = Vec::new();
-                    walk(path, &mut files)?;
+                    let mut visited = std::collections::HashSet::new();
+                    visited.insert(FileIdentity::of(path, Some(&meta)));
+                    walk(path, &mut files, &mut visited)?;
                     files.sort();
                     for file in files {
                         out.push(read_file(&file, limits)?);
@@ -92,16 +94,31 @@ pub fn read_inputs(inputs: &[Input], limits: Limits, stdin: &mut dyn Read) -> Re
     Ok(out)
 }
 
-fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), ReadError> {
+/// Walks a directory. Symbolic links to directories are followed (a chart's `templates/` is
+/// often one), each directory at most once, so a link cycle ends the descent instead of looping.
+fn walk(
+    dir: &Path,
+    files: &mut Vec<PathBuf>,
+    visited: &mut std::collections::HashSet<FileIdentity>,
+) -> Result<(), ReadError> {
     let io = |e| ReadError::Io { path: dir.display().to_string(), source: e };
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let entry = entry.map_err(io)?;
         let path = entry.path();
         let name = entry.file_name();
         let file_type = entry.file_type().map_err(io)?;
-        if file_type.is_dir() {
-            if !name.to_string_lossy().starts_with('.') {
-                walk(&path, files)?;
+        let target = if file_type.is_symlink() { std::fs::metadata(&path).ok() } else { None };
+        let is_dir = file_type.is_dir() || target.as_ref().is_some_and(std::fs::Metadata::is_dir);
+        if is_dir {
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let meta = match &target {
+                Some(m) => Some(m.clone()),
+                None => std::fs::metadata(&path).ok(),
+            };
+            if visited.insert(FileIdentity::of(&path, meta.as_ref())) {
+                walk(&path, files, visited)?;
             }
         } else if is_manifest_name(&path) && (file_type.is_file() || path.is_file()) {
             files.push(path);
