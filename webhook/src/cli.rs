@@ -110,7 +110,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PORTCULLIS_MAX_CONCURRENT_REVIEWS", default_value_t = 8)]
     pub max_concurrent_reviews: usize,
     /// Request bodies under review at once, in bytes (what bounds memory); beyond it, 503 at once
-    #[arg(long, env = "PORTCULLIS_REVIEW_MEMORY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, env = "PORTCULLIS_REVIEW_MEMORY_BYTES", default_value_t = 6 * 1024 * 1024)]
     pub review_memory_bytes: usize,
     /// Connections open at once on --listen; more are closed as they arrive
     #[arg(long, env = "PORTCULLIS_MAX_CONNECTIONS", default_value_t = 1024)]

@@ -64,7 +64,7 @@ impl Default for Limits {
             max_body_bytes: 8 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(20),
             max_concurrent_reviews: 8,
-            review_memory_bytes: 16 * 1024 * 1024,
+            review_memory_bytes: 6 * 1024 * 1024,
             max_connections: 1024,
             max_ops_connections: 64,
             header_timeout: Duration::from_secs(10),

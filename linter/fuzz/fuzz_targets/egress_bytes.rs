@@ -1,11 +1,12 @@
 //! Arbitrary bytes as a hosts file (`portcullis resolve --hosts`) and as manifests holding
-//! EgressIntents and Otterize ClientIntents, rendered with what the hosts file answers.
+//! EgressIntents and Otterize ClientIntents, rendered with what the hosts file answers. Property:
+//! no rendered ipBlock is an address the address guard refuses, whatever the answers were.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use portcullis_linter::config::DnsConfig;
 use portcullis_linter::egress::resolve::HostsTable;
-use portcullis_linter::egress::{CacheConfig, IntentMeta, IntentSet, RenderConfig, otterize};
+use portcullis_linter::egress::{AddressGuard, CacheConfig, IntentMeta, IntentSet, RenderConfig, otterize};
 use portcullis_linter::egress::intents::compile;
 use portcullis_linter::project::Project;
 
@@ -35,7 +36,15 @@ fuzz_target!(|data: &[u8]| {
         set.apply_lookup(&name, answers.as_deref(), now);
     }
     let keys: Vec<_> = set.keys().cloned().collect();
+    let guard = AddressGuard::default();
     for key in keys {
-        let _ = set.render(&key, &RenderConfig::default(), now);
+        let Some(rendered) = set.render(&key, &RenderConfig::default(), now) else { continue };
+        for rule in rendered.policy["spec"]["egress"].as_array().into_iter().flatten() {
+            for peer in rule["to"].as_array().into_iter().flatten() {
+                let Some(cidr) = peer["ipBlock"]["cidr"].as_str() else { continue };
+                let net: ipnet::IpNet = cidr.parse().expect("rendered CIDRs parse");
+                assert!(guard.check(net.addr()).is_ok(), "the guard refuses {cidr}, yet it was rendered");
+            }
+        }
     }
 });
