@@ -35,7 +35,8 @@ const NS_PREFIX: &str = "pc-e2e-";
 /// Names the suite's dnsmasq answers (it refuses everything else under example.test).
 const NAME_A: &str = "api.e2e.example.test";
 const NAME_B: &str = "cdn.e2e.example.test";
-const HOSTS: &str = "192.0.2.10 api.e2e.example.test\n192.0.2.20 cdn.e2e.example.test\n";
+const HOSTS: &str =
+    "192.0.2.10 api.e2e.example.test\n192.0.2.20 cdn.e2e.example.test\n169.254.169.254 meta.e2e.example.test\n";
 
 struct Cluster {
     kubeconfig: PathBuf,
@@ -558,6 +559,21 @@ fn a_real_api_server_agrees() {
         "controller: a second intent for a tracked name is served at once",
         second.is_some_and(|t| t < Duration::from_secs(2)),
         format!("{:.2} s", second.map(|t| t.as_secs_f64()).unwrap_or(f64::NAN)),
+    );
+
+    // Issue 16: a name answered with the metadata service is refused, and status says why.
+    assert!(cluster.apply(&intent(&fqdn, "rebound", &["meta.e2e.example.test"])).status.success());
+    let refused = wait_for(Duration::from_secs(15), || {
+        let i = cluster.get(&["egressintent", "rebound", "-n", &fqdn])?;
+        let reason = i["status"]["addresses"][0]["refused"][0]["reason"].as_str()?.to_owned();
+        Some((reason, i["status"]["conditions"][0]["reason"].as_str().unwrap_or("").to_owned()))
+    });
+    let rendered = policy_cidrs(&cluster, &fqdn, "rebound");
+    report.check(
+        "address guard: an answer of 169.254.169.254 is refused, never rendered",
+        refused.as_ref().is_some_and(|(why, ready)| why.contains("metadata") && ready == "AddressRefused")
+            && !rendered.iter().any(|c| c.starts_with("169.254")),
+        format!("{refused:?}"),
     );
 
     // Item 6 and failover: pause the leader; the stand-by takes over, keeps the addresses with
