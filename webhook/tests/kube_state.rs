@@ -151,11 +151,24 @@ async fn a_namespace_being_deleted_is_never_blocked_even_before_the_cache_knows(
         "userInfo": {"username": "system:serviceaccount:kube-system:namespace-controller"},
         "oldObject": serde_json::to_value(default_deny("billing")).unwrap(), "object": null}});
     let body = serde_json::to_vec(&review).unwrap();
+    let response = validate_confirmed(state, body, async move {
+        answer_fresh(&mut api, "billing", vec![default_deny("billing")], true).await;
+    })
+    .await;
+    assert_eq!(response["response"]["allowed"], true, "{response}");
+}
+
+/// Posts `body` to `/validate` of a webhook serving `state`, while `api_server` answers the
+/// fresh read the webhook makes before denying; the cache alone would deny. Returns the review.
+async fn validate_confirmed(
+    state: KubeState,
+    body: Vec<u8>,
+    api_server: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Value {
     let req = admission::parse(&body).unwrap();
     let cached =
         admission::decide(Endpoint::Validate, &req, &state.snapshot("billing", "kube-system"), &Config::default());
-    assert!(cached.needs_confirmation(), "with the cache alone, deleting the default-deny is denied");
-
+    assert!(cached.needs_confirmation(), "with the cache alone the request is denied");
     let app = App {
         config: Arc::new(Config::default()),
         state: Arc::new(state),
@@ -164,15 +177,12 @@ async fn a_namespace_being_deleted_is_never_blocked_even_before_the_cache_knows(
         ingest: None,
     };
     let (running, ca, _) = common::serve(app).await;
-    let api_server = tokio::spawn(async move {
-        answer_fresh(&mut api, "billing", vec![default_deny("billing")], true).await;
-    });
+    let api_server = tokio::spawn(api_server);
     let (status, body, _) = https(running.https, &ca, "/validate", body, &rustls::version::TLS13).await.unwrap();
     assert_eq!(status, 200);
-    let response: Value = serde_json::from_slice(&body).unwrap();
     api_server.await.unwrap();
-    assert_eq!(response["response"]["allowed"], true, "{response}");
     running.shutdown().await.unwrap();
+    serde_json::from_slice(&body).unwrap()
 }
 
 #[tokio::test]
@@ -198,28 +208,10 @@ async fn a_stale_cache_never_rejects_a_correct_apply() {
     synced(&state);
     let body = std::fs::read(repo().join("testcases/admission/validate/deployment-create-dns-blocked.json")).unwrap();
 
-    // With the cache alone the decision would be a denial.
-    let req = admission::parse(&body).unwrap();
-    let cached =
-        admission::decide(Endpoint::Validate, &req, &state.snapshot("billing", "kube-system"), &Config::default());
-    assert!(cached.needs_confirmation());
-
-    let app = App {
-        config: Arc::new(Config::default()),
-        state: Arc::new(state),
-        metrics: Arc::new(Metrics::new()),
-        timeout: Duration::from_secs(10),
-        ingest: None,
-    };
-    let (running, ca, _) = common::serve(app).await;
-    let api_server = tokio::spawn(async move {
+    let response = validate_confirmed(state, body, async move {
         let fixed = policy("billing", "allow-dns", dns_rule(json!({"kubernetes.io/metadata.name": "kube-system"})));
         answer_list(&mut api, "billing", vec![default_deny("billing"), fixed]).await;
-    });
-    let (status, body, _) = https(running.https, &ca, "/validate", body, &rustls::version::TLS13).await.unwrap();
-    assert_eq!(status, 200);
-    let response: Value = serde_json::from_slice(&body).unwrap();
-    api_server.await.unwrap();
+    })
+    .await;
     assert_eq!(response["response"]["allowed"], true, "{response}");
-    running.shutdown().await.unwrap();
 }
