@@ -171,6 +171,9 @@ fn lint_fails_on_input_without_manifests_unless_allowed() {
     std::fs::create_dir(dir.join("nothing")).unwrap();
     assert_eq!(run(&["lint", "nothing"], b"").status.code(), Some(2));
     assert_eq!(run(&["lint", "-", "--allow-empty"], b"# only a comment\n").status.code(), Some(0));
+    // Documents that are not objects are findings (PC000), not an empty input.
+    let out = run(&["lint", "-"], b"foo: 1\n");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }
 
 /// Regression (issue 16, class 5): a symlinked directory inside a walked tree was skipped

@@ -32,7 +32,11 @@ pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     let mut project = Project::new(&args.load.namespace);
     project.inventory.keep_values(false);
     let project = load_project(project, &args.paths, &args.context, &args.load, &config, io.stdin, io.stdin_tty)?;
-    if !args.allow_empty && project.reported_objects() == 0 && project.load_problems.is_empty() {
+    if !args.allow_empty
+        && project.reported_objects() == 0
+        && project.load_problems.is_empty()
+        && project.inventory.problems.is_empty()
+    {
         let read = project.reported_files();
         writeln!(
             io.stderr,

@@ -26,8 +26,9 @@ impl Style {
 pub fn render(report: &Report<'_>) -> String {
     let style = Style { on: report.color };
     let mut out = String::new();
+    let mut lines = LineIndex::default();
     for d in report.diagnostics {
-        render_one(&mut out, d, report, &style);
+        render_one(&mut out, d, report, &style, &mut lines);
     }
     let s = report.summary;
     if s.findings == 0 {
@@ -58,13 +59,35 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
     if n == 1 { one } else { many }
 }
 
-fn render_one(out: &mut String, d: &Diagnostic, report: &Report<'_>, style: &Style) {
+/// Where each line of a file starts, built once per file on its first finding: looking a line
+/// up by scanning from the start of the file made 30,000 findings in one file take 23 s.
+#[derive(Default)]
+struct LineIndex {
+    starts: std::collections::HashMap<crate::load::SourceId, Vec<usize>>,
+}
+
+impl LineIndex {
+    fn line<'t>(&mut self, source: crate::load::SourceId, text: &'t str, line: usize) -> Option<&'t str> {
+        let starts = self.starts.entry(source).or_insert_with(|| {
+            std::iter::once(0).chain(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1)).collect()
+        });
+        let start = *starts.get(line.checked_sub(1)?)?;
+        if start >= text.len() {
+            return None;
+        }
+        let rest = &text[start..];
+        let end = memchr::memchr(b'\n', rest.as_bytes()).unwrap_or(rest.len());
+        Some(rest[..end].strip_suffix('\r').unwrap_or(&rest[..end]))
+    }
+}
+
+fn render_one(out: &mut String, d: &Diagnostic, report: &Report<'_>, style: &Style, lines: &mut LineIndex) {
     out.push_str(&format!("{}[{}] {}: {}\n", style.severity(d.severity), d.code, d.rule, d.message));
     let line = d.position.line;
     let width = line.to_string().len();
     let pad = " ".repeat(width);
     out.push_str(&format!("{pad}{} {}:{}:{}\n", style.blue("-->"), d.file, line, d.position.column));
-    let text = report.sources.get(d.source).and_then(|f| f.line_text(line));
+    let text = report.sources.get(d.source).and_then(|f| lines.line(d.source, &f.text, line));
     if let Some(text) = text.filter(|t| !t.is_empty()) {
         let bar = style.blue("|");
         out.push_str(&format!("{pad} {bar}\n"));
@@ -98,4 +121,21 @@ fn token_len(text: &str, start: usize) -> usize {
         .take_while(|c| !c.is_whitespace() && !matches!(c, ':' | ',' | '{' | '}' | '[' | ']'))
         .count();
     n.max(1)
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::LineIndex;
+    use crate::load::{SourceFile, SourceId};
+
+    #[test]
+    fn the_line_index_reads_what_str_lines_reads() {
+        for text in ["", "a", "a\n", "a\nb", "a\r\nb\r\n", "\n\n", "x: 1\n\ny: \"\u{e9}\"\r\n  z\n"] {
+            let file = SourceFile { name: "f".into(), text: text.to_owned(), reported: true };
+            let mut index = LineIndex::default();
+            for line in 0..6 {
+                assert_eq!(index.line(SourceId(0), text, line), file.line_text(line), "{text:?} line {line}");
+            }
+        }
+    }
 }
