@@ -572,6 +572,58 @@ pub fn locate(text: &str, chunk: Chunk, pointer: &str) -> Option<(NodeSpan, bool
     best.map(|(node, _)| (node, false))
 }
 
+/// Every node of a chunk by its JSON pointer, in one pass: what [`locate`] finds for each
+/// pointer, for documents looked up many times (a `kind: List` with a finding per item would
+/// otherwise be read once per finding).
+pub fn index_nodes(text: &str, chunk: Chunk) -> std::collections::HashMap<String, NodeSpan> {
+    let src = &text[chunk.offset..chunk.offset + chunk.len];
+    let mut levels: Vec<Level<'_>> = Vec::new();
+    let mut out = std::collections::HashMap::new();
+    let pos = |span: &Span| position_in(chunk, span.start.line(), span.start.col());
+    for (event, span) in Events::new(src).map_while(Result::ok) {
+        let starts_node =
+            matches!(event, Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..) | Event::Alias(_));
+        if starts_node {
+            if matches!(levels.last(), Some(Level::Map { expecting_key: true, .. })) {
+                let Event::Scalar(text, ..) = event else { break };
+                if let Some(Level::Map { key, key_pos, expecting_key }) = levels.last_mut() {
+                    *key = Some(text);
+                    *key_pos = Some(pos(&span));
+                    *expecting_key = false;
+                }
+                continue;
+            }
+            let mut pointer = String::new();
+            for level in &levels {
+                pointer.push('/');
+                match level {
+                    Level::Seq { index } => pointer.push_str(&index.to_string()),
+                    Level::Map { key, .. } => {
+                        pointer.push_str(&key.as_deref().unwrap_or_default().replace('~', "~0").replace('/', "~1"))
+                    }
+                }
+            }
+            let key_pos = match levels.last() {
+                Some(Level::Map { key_pos, .. }) => *key_pos,
+                _ => None,
+            };
+            // The first node of a path wins, as in `locate` (a duplicate key is an error anyway).
+            out.entry(pointer).or_insert(NodeSpan { key: key_pos, value: pos(&span) });
+        }
+        match event {
+            Event::SequenceStart(..) => levels.push(Level::Seq { index: 0 }),
+            Event::MappingStart(..) => levels.push(Level::Map { key: None, key_pos: None, expecting_key: true }),
+            Event::SequenceEnd | Event::MappingEnd => {
+                levels.pop();
+                advance(&mut levels);
+            }
+            Event::Scalar(..) | Event::Alias(_) => advance(&mut levels),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// After a node ends: the next sequence item, or the next key of a mapping.
 fn advance(levels: &mut [Level<'_>]) {
     match levels.last_mut() {
