@@ -153,15 +153,26 @@ impl Default for Config {
     }
 }
 
-/// A configuration error, located.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
+/// A configuration error, located (line 0: the file itself, e.g. it cannot be read).
+#[derive(Debug)]
 pub struct ConfigError {
     pub file: String,
     pub line: usize,
     pub column: usize,
     pub message: String,
 }
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 impl Config {
     /// The effective severity of a rule (`None` when off).
@@ -573,6 +584,12 @@ mod tests {
         assert!(Config::default().webhook.trusted_controllers.iter().any(|u| u.ends_with(":replicaset-controller")));
         let e = Config::parse("ignoreAnnotations: {forbiddenRules: [PC999]}\n", "p.yaml").unwrap_err();
         assert!(e.message.contains("unknown rule \"PC999\""), "{e}");
+    }
+
+    #[test]
+    fn an_unreadable_config_names_the_file_without_a_position() {
+        let e = Config::discover(Some(Path::new("/nonexistent/nope.yaml")), Path::new(".")).unwrap_err();
+        assert!(e.to_string().starts_with("/nonexistent/nope.yaml: cannot read config: "), "{e}");
     }
 
     #[test]
