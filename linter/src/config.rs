@@ -206,6 +206,16 @@ impl Config {
         }
         let mut current = Some(dir);
         while let Some(d) = current {
+            let found: Vec<PathBuf> = DISCOVERED_NAMES.iter().map(|n| d.join(n)).filter(|p| p.is_file()).collect();
+            if found.len() > 1 {
+                // Which one wins would be a guess the user cannot see: refuse instead.
+                return Err(ConfigError {
+                    file: found[0].display().to_string(),
+                    line: 0,
+                    column: 0,
+                    message: format!("{} exists too; keep one configuration file per directory", found[1].display()),
+                });
+            }
             for name in DISCOVERED_NAMES {
                 let candidate = d.join(name);
                 if candidate.is_file() {
@@ -590,6 +600,20 @@ mod tests {
     fn an_unreadable_config_names_the_file_without_a_position() {
         let e = Config::discover(Some(Path::new("/nonexistent/nope.yaml")), Path::new(".")).unwrap_err();
         assert!(e.to_string().starts_with("/nonexistent/nope.yaml: cannot read config: "), "{e}");
+    }
+
+    #[test]
+    fn two_config_files_in_one_directory_are_an_error() {
+        let dir = std::env::temp_dir().join(format!("portcullis-config-two-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in DISCOVERED_NAMES {
+            std::fs::write(dir.join(name), "rules: {}\n").unwrap();
+        }
+        let e = Config::discover(None, &dir).unwrap_err();
+        assert!(e.to_string().contains("portcullis.yaml exists too; keep one"), "{e}");
+        std::fs::remove_file(dir.join(DISCOVERED_NAMES[0])).unwrap();
+        assert!(Config::discover(None, &dir).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
