@@ -164,6 +164,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::discover(args.config.as_deref(), &cwd)?;
     let metrics = Arc::new(Metrics::new());
     let sensor_user = sensor_user(&args)?;
+    // Bound first: a port in use fails the start before anything is written (the dev CA) or
+    // changed in the cluster (self-managed TLS).
+    let https = std::net::TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
+    let ops = std::net::TcpListener::bind(args.metrics_listen)
+        .with_context(|| format!("listening on {}", args.metrics_listen))?;
     let mut ingest = None;
     let (state, tls_config): (Arc<dyn ClusterState>, RustlsConfig) = if args.dev {
         let dir = args.state.clone().unwrap_or_default();
@@ -241,9 +246,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_ops_connections: args.max_ops_connections,
         header_timeout: Duration::from_millis(args.header_timeout_ms),
     };
-    let https = std::net::TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
-    let ops = std::net::TcpListener::bind(args.metrics_listen)
-        .with_context(|| format!("listening on {}", args.metrics_listen))?;
     let running = server::start(https, ops, app, tls_config, limits).await?;
     tracing::info!(https = %running.https, ops = %running.ops, "portcullis-webhook serving");
     shutdown_signal().await;

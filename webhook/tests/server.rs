@@ -465,3 +465,22 @@ async fn idle_slow_and_excess_connections_are_closed() {
     assert_eq!(status, 200, "served again once the idle connections are gone");
     h.running.shutdown().await.unwrap();
 }
+
+/// Regression (issue 17): with the metrics port taken (Prometheus' 9090), dev mode wrote its CA
+/// and only then failed to bind. Both ports are bound before anything is written.
+#[test]
+fn a_port_in_use_fails_the_start_before_anything_is_written() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = temp_dir();
+    let ca = dir.join("dev-ca.pem");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis-webhook"))
+        .args(["serve", "--dev", "--state"])
+        .arg(repo().join("testcases/admission/state"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", &taken.local_addr().unwrap().to_string(), "--dev-ca-out"])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Address already in use"));
+    assert!(!ca.exists(), "the CA was written although the server could not start");
+}
