@@ -499,6 +499,47 @@ enum Level<'a> {
     Map { key: Option<Cow<'a, str>>, key_pos: Option<Position>, expecting_key: bool },
 }
 
+/// Walks a chunk's nodes in document order, calling `visit` with the open collections above
+/// each node that is not a mapping key, and the node's span; `visit` returns `false` to stop.
+/// The one event walk [`locate`] and [`index_nodes`] share. Complex keys (never in manifests)
+/// end the walk rather than mis-track.
+fn walk_nodes<'a>(src: &'a str, chunk: Chunk, mut visit: impl FnMut(&[Level<'a>], NodeSpan) -> bool) {
+    let mut levels: Vec<Level<'a>> = Vec::new();
+    let pos = |span: &Span| position_in(chunk, span.start.line(), span.start.col());
+    for (event, span) in Events::new(src).map_while(Result::ok) {
+        let starts_node =
+            matches!(event, Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..) | Event::Alias(_));
+        if starts_node {
+            if matches!(levels.last(), Some(Level::Map { expecting_key: true, .. })) {
+                let Event::Scalar(text, ..) = event else { return };
+                if let Some(Level::Map { key, key_pos, expecting_key }) = levels.last_mut() {
+                    *key = Some(text);
+                    *key_pos = Some(pos(&span));
+                    *expecting_key = false;
+                }
+                continue;
+            }
+            let key = match levels.last() {
+                Some(Level::Map { key_pos, .. }) => *key_pos,
+                _ => None,
+            };
+            if !visit(&levels, NodeSpan { key, value: pos(&span) }) {
+                return;
+            }
+        }
+        match event {
+            Event::SequenceStart(..) => levels.push(Level::Seq { index: 0 }),
+            Event::MappingStart(..) => levels.push(Level::Map { key: None, key_pos: None, expecting_key: true }),
+            Event::SequenceEnd | Event::MappingEnd => {
+                levels.pop();
+                advance(&mut levels);
+            }
+            Event::Scalar(..) | Event::Alias(_) => advance(&mut levels),
+            _ => {}
+        }
+    }
+}
+
 /// Finds the deepest node along `pointer` that exists in the chunk, and how deep it got.
 ///
 /// Returns the span of the deepest existing ancestor when the full path does not exist (e.g. a
@@ -506,11 +547,10 @@ enum Level<'a> {
 pub fn locate(text: &str, chunk: Chunk, pointer: &str) -> Option<(NodeSpan, bool)> {
     let src = &text[chunk.offset..chunk.offset + chunk.len];
     let target: Vec<String> = pointer_segments(pointer);
-    let mut levels: Vec<Level<'_>> = Vec::new();
     let mut best: Option<(NodeSpan, usize)> = None;
-    let pos = |span: &Span| position_in(chunk, span.start.line(), span.start.col());
-    // How many leading path segments the current stack matches.
-    let matched_depth = |levels: &Vec<Level<'_>>| -> usize {
+    let mut found = None;
+    walk_nodes(src, chunk, |levels, node| {
+        // How many leading path segments the open collections match.
         let mut depth = 0;
         for (i, level) in levels.iter().enumerate() {
             let Some(want) = target.get(i) else { break };
@@ -523,53 +563,21 @@ pub fn locate(text: &str, chunk: Chunk, pointer: &str) -> Option<(NodeSpan, bool
             }
             depth += 1;
         }
-        depth
-    };
-    for (event, span) in Events::new(src).map_while(Result::ok) {
-        // Is this event the start of a value node (not a key)?
-        let starts_node =
-            matches!(event, Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..) | Event::Alias(_));
-        if starts_node {
-            let is_key = matches!(levels.last(), Some(Level::Map { expecting_key: true, .. }));
-            if is_key {
-                let Event::Scalar(text, ..) = event else {
-                    // Complex keys do not occur in manifests; stop rather than mis-track.
-                    break;
-                };
-                if let Some(Level::Map { key, key_pos, expecting_key }) = levels.last_mut() {
-                    *key = Some(text);
-                    *key_pos = Some(pos(&span));
-                    *expecting_key = false;
-                }
-                continue;
+        if depth == levels.len() {
+            if best.is_none_or(|(_, d)| depth >= d) {
+                best = Some((node, depth));
             }
-            let depth = matched_depth(&levels);
-            if depth == levels.len() {
-                let key_pos = match levels.last() {
-                    Some(Level::Map { key_pos, .. }) => *key_pos,
-                    _ => None,
-                };
-                let node = NodeSpan { key: key_pos, value: pos(&span) };
-                if best.is_none_or(|(_, d)| depth >= d) {
-                    best = Some((node, depth));
-                }
-                if depth == target.len() {
-                    return Some((node, true));
-                }
+            if depth == target.len() {
+                found = Some(node);
+                return false;
             }
         }
-        match event {
-            Event::SequenceStart(..) => levels.push(Level::Seq { index: 0 }),
-            Event::MappingStart(..) => levels.push(Level::Map { key: None, key_pos: None, expecting_key: true }),
-            Event::SequenceEnd | Event::MappingEnd => {
-                levels.pop();
-                advance(&mut levels);
-            }
-            Event::Scalar(..) | Event::Alias(_) => advance(&mut levels),
-            _ => {}
-        }
+        true
+    });
+    match found {
+        Some(node) => Some((node, true)),
+        None => best.map(|(node, _)| (node, false)),
     }
-    best.map(|(node, _)| (node, false))
 }
 
 /// Every node of a chunk by its JSON pointer, in one pass: what [`locate`] finds for each
@@ -577,50 +585,22 @@ pub fn locate(text: &str, chunk: Chunk, pointer: &str) -> Option<(NodeSpan, bool
 /// otherwise be read once per finding).
 pub fn index_nodes(text: &str, chunk: Chunk) -> std::collections::HashMap<String, NodeSpan> {
     let src = &text[chunk.offset..chunk.offset + chunk.len];
-    let mut levels: Vec<Level<'_>> = Vec::new();
     let mut out = std::collections::HashMap::new();
-    let pos = |span: &Span| position_in(chunk, span.start.line(), span.start.col());
-    for (event, span) in Events::new(src).map_while(Result::ok) {
-        let starts_node =
-            matches!(event, Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..) | Event::Alias(_));
-        if starts_node {
-            if matches!(levels.last(), Some(Level::Map { expecting_key: true, .. })) {
-                let Event::Scalar(text, ..) = event else { break };
-                if let Some(Level::Map { key, key_pos, expecting_key }) = levels.last_mut() {
-                    *key = Some(text);
-                    *key_pos = Some(pos(&span));
-                    *expecting_key = false;
-                }
-                continue;
-            }
-            let mut pointer = String::new();
-            for level in &levels {
-                pointer.push('/');
-                match level {
-                    Level::Seq { index } => pointer.push_str(&index.to_string()),
-                    Level::Map { key, .. } => {
-                        pointer.push_str(&key.as_deref().unwrap_or_default().replace('~', "~0").replace('/', "~1"))
-                    }
+    walk_nodes(src, chunk, |levels, node| {
+        let mut pointer = String::new();
+        for level in levels {
+            pointer.push('/');
+            match level {
+                Level::Seq { index } => pointer.push_str(&index.to_string()),
+                Level::Map { key, .. } => {
+                    pointer.push_str(&key.as_deref().unwrap_or_default().replace('~', "~0").replace('/', "~1"))
                 }
             }
-            let key_pos = match levels.last() {
-                Some(Level::Map { key_pos, .. }) => *key_pos,
-                _ => None,
-            };
-            // The first node of a path wins, as in `locate` (a duplicate key is an error anyway).
-            out.entry(pointer).or_insert(NodeSpan { key: key_pos, value: pos(&span) });
         }
-        match event {
-            Event::SequenceStart(..) => levels.push(Level::Seq { index: 0 }),
-            Event::MappingStart(..) => levels.push(Level::Map { key: None, key_pos: None, expecting_key: true }),
-            Event::SequenceEnd | Event::MappingEnd => {
-                levels.pop();
-                advance(&mut levels);
-            }
-            Event::Scalar(..) | Event::Alias(_) => advance(&mut levels),
-            _ => {}
-        }
-    }
+        // The first node of a path wins, as in `locate` (a duplicate key is an error anyway).
+        out.entry(pointer).or_insert(node);
+        true
+    });
     out
 }
 
