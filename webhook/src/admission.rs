@@ -207,16 +207,18 @@ const CLUSTER_METADATA: [&str; 9] = [
 ];
 
 /// Why a request is part of the cluster's own housekeeping, which portcullis never reviews
-/// (and so never blocks): anything in a terminating namespace, anything being deleted, and
+/// (and so never blocks): anything in a terminating namespace, anything whose stored object is
+/// being deleted, and
 /// updates that change only metadata the cluster maintains. `None` for everything else.
 pub fn housekeeping(req: &Request, snapshot: &Snapshot) -> Option<&'static str> {
     if snapshot.namespace_terminating {
         return Some("namespace is terminating");
     }
-    let deleting = |o: &Option<Value>| {
-        o.as_ref().and_then(|v| v.pointer("/metadata/deletionTimestamp")).is_some_and(|t| !t.is_null())
-    };
-    if deleting(&req.object) || deleting(&req.old_object) {
+    // Only the stored object says so: a client can write `deletionTimestamp` into what it sends
+    // (and `/mutate` sees it before the API server clears it).
+    let deleting =
+        req.old_object.as_ref().and_then(|v| v.pointer("/metadata/deletionTimestamp")).is_some_and(|t| !t.is_null());
+    if deleting {
         return Some("object is being deleted");
     }
     if req.inner.operation == Operation::Update

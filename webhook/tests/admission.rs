@@ -236,9 +236,28 @@ fn objects_being_deleted_are_never_denied() {
     let state = state();
     let config = Config::default();
     let body = edited("deployment-create-no-default-deny", |r| {
-        r["object"]["metadata"]["deletionTimestamp"] = json!("2026-11-25T10:00:00Z");
+        let mut old = r["object"].clone();
+        old["metadata"]["deletionTimestamp"] = json!("2026-11-25T10:00:00Z");
+        let mut new = old.clone();
+        new["spec"]["replicas"] = json!(0);
+        r["operation"] = json!("UPDATE");
+        r["object"] = new;
+        r["oldObject"] = old;
     });
     assert_eq!(verdict(&body, &state, &config, false).0, "skip");
+}
+
+/// Only the stored object (oldObject) says whether an object is being deleted: a client can
+/// write `deletionTimestamp` into what it sends, and `/mutate` sees that before the API server
+/// clears it.
+#[test]
+fn a_deletion_timestamp_the_client_wrote_exempts_nothing() {
+    let state = state();
+    let config = Config::default();
+    let forged = edited("deployment-create-no-default-deny", |r| {
+        r["object"]["metadata"]["deletionTimestamp"] = json!("2026-11-25T10:00:00Z");
+    });
+    assert_eq!(verdict(&forged, &state, &config, false).0, "deny");
 }
 
 /// A scale or rollout restart of an app that predates enforce mode: the namespace's missing
