@@ -25,11 +25,6 @@ impl Limit {
     pub fn new(limit: usize, port: &'static str) -> Limit {
         Limit { permits: Arc::new(Semaphore::new(limit.max(1))), port }
     }
-
-    /// Connections open now.
-    pub fn in_use(&self, limit: usize) -> usize {
-        limit.saturating_sub(self.permits.available_permits())
-    }
 }
 
 impl<I, S> Accept<I, S> for Limit

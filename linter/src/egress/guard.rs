@@ -177,9 +177,9 @@ impl AddressGuard {
         Ok(())
     }
 
-    /// The first refused address a block contains, with why: the block's own network and
-    /// broadcast ends aside, a block containing a refused *range* is judged by the range's
-    /// address the guard names (metadata first), so `0.0.0.0/0` contains the metadata service.
+    /// The first cloud metadata endpoint a block allows (contains and does not except), with
+    /// why it is refused: `0.0.0.0/0` allows `169.254.169.254`. Only the listed endpoints are
+    /// tried, so this stays a handful of checks for any block.
     pub fn refused_in(&self, block: &IpNet, except: &[IpNet]) -> Option<(IpAddr, Refusal)> {
         let excepted = |ip: &IpAddr| except.iter().any(|e| e.contains(ip));
         METADATA_ADDRESSES
