@@ -770,6 +770,22 @@ mod tests {
         assert!(!text.contains("169.254.169.254"));
     }
 
+    /// A hostile pod answering a pattern's names with refused addresses cannot grow the intent's
+    /// status without bound.
+    #[test]
+    fn refused_addresses_in_status_are_bounded_per_intent() {
+        let mut set = IntentSet::new(CacheConfig::default());
+        set.upsert(meta("shop", "s3"), &spec("pay", &["*.s3.example.com"]), None).unwrap();
+        for n in 0..200 {
+            let mut o = obs(pod("shop", "pay"), &format!("b{n}.s3.example.com"), "127.0.0.1");
+            o.answers.push(Answer { ip: "169.254.169.254".parse().unwrap(), ttl: 60 });
+            set.observe(&o);
+        }
+        let rendered = set.render(&key("shop", "s3"), &RenderConfig::default(), t(1)).unwrap();
+        let shown: usize = rendered.status.addresses.iter().map(|n| n.refused.len()).sum();
+        assert_eq!(shown, crate::egress::render::MAX_REFUSED_IN_STATUS);
+    }
+
     #[test]
     fn private_addresses_are_allowed_only_when_configured() {
         let answers = [Answer { ip: "10.20.0.5".parse().unwrap(), ttl: 60 }];

@@ -28,6 +28,8 @@ pub const INTENT_ANNOTATION: &str = "portcullis.dev/egress-intent";
 pub const POLICY_PREFIX: &str = "egress-intent-";
 /// The `Ready` condition type.
 pub const READY: &str = "Ready";
+/// Refused addresses listed in one intent's status, across all its names.
+pub const MAX_REFUSED_IN_STATUS: usize = 64;
 
 /// A sorted port set; empty means every port.
 type Ports = Vec<(u16, Protocol)>;
@@ -93,6 +95,7 @@ pub fn render(intent: &CompiledIntent, cache: &AddressCache, config: &RenderConf
         groups.entry(block.ports.clone()).or_default().insert(block.net, Timestamp::MAX);
     }
     let mut statuses: BTreeMap<(Option<String>, Option<String>), NameStatus> = BTreeMap::new();
+    let mut refused_shown = 0;
     for target in &intent.targets {
         let names: Vec<&str> = match &target.name {
             TargetName::Exact(n) => vec![n.as_str()],
@@ -125,10 +128,16 @@ pub fn render(intent: &CompiledIntent, cache: &AddressCache, config: &RenderConf
                 });
             }
             let state = if ips.is_empty() { NameState::Pending } else { NameState::Resolved };
-            let refused = cache
+            // Bounded per intent too: a pattern learns up to `max_names` names, each with refused
+            // addresses, and status must stay far below the API server's object size limit.
+            let refused: Vec<RefusedAddress> = cache
                 .get(n)
-                .map(|e| e.refused.iter().map(|(ip, why)| RefusedAddress { ip: *ip, reason: why.clone() }).collect())
-                .unwrap_or_default();
+                .into_iter()
+                .flat_map(|e| e.refused.iter())
+                .take(MAX_REFUSED_IN_STATUS.saturating_sub(refused_shown))
+                .map(|(ip, why)| RefusedAddress { ip: *ip, reason: why.clone() })
+                .collect();
+            refused_shown += refused.len();
             statuses.entry((Some(n.to_owned()), pattern.clone())).or_insert(NameStatus {
                 fqdn: Some(n.to_owned()),
                 pattern: pattern.clone(),
