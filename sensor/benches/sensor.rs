@@ -7,6 +7,11 @@
 //!    queries) for 5 s, through the filter, the socket and the matcher, for both deliveries
 //!    (socket, ring buffer): responses lost (socket drops, ring-buffer drops, unobserved) and
 //!    the capture thread's CPU. Then unpaced, to find each delivery's ceiling.
+//! 3. **Hostile pods** (issue 16), through the matcher as the capture feeds it (one pod's veth,
+//!    the node's uplink): one pod opens 4,096 TCP flows to the DNS port, each announcing a
+//!    maximum-size message and sending 60 KB of it, then 64 pods do the same: peak memory of the
+//!    reassembly (charged bytes, and the process's peak RSS growth). Then one pod sends 100,000
+//!    queries nobody answers: is a neighbour's answer still observed?
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)] // a benchmark binary
 
@@ -20,8 +25,9 @@ use hickory_proto::op::{Message, OpCode, Query};
 use hickory_proto::rr::rdata::{A, CNAME};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use portcullis_sensor::bpf::{Delivery, Filter, FilterConfig, KERNEL_COUNTERS};
-use portcullis_sensor::matcher::{MatchConfig, Matcher};
+use portcullis_sensor::matcher::{MatchConfig, Matcher, Via};
 use portcullis_sensor::stats::{Reason, Stats};
+use portcullis_sensor::sys::PACKET_OUTGOING;
 
 const PAIRS: usize = 100_000;
 const FLOOD_PORT: u16 = 5300;
@@ -70,6 +76,83 @@ fn frame(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// An Ethernet + IPv4 + TCP segment (PSH|ACK; checksums zero).
+fn tcp_frame(src: SocketAddr, dst: SocketAddr, seq: u32, payload: &[u8]) -> Vec<u8> {
+    let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (src, dst) else { unreachable!() };
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&((20 + 20 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&src.ip().octets());
+    f.extend_from_slice(&dst.ip().octets());
+    f.extend_from_slice(&src.port().to_be_bytes());
+    f.extend_from_slice(&dst.port().to_be_bytes());
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// This process's peak resident set (`VmHWM`), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+fn hostile() {
+    println!("## hostile pods: one matcher as the capture feeds it (default limits)");
+    let resolver: SocketAddr = "10.96.0.10:53".parse().unwrap();
+    let stats = Arc::new(Stats::default());
+    let mut matcher = Matcher::new(MatchConfig::default(), [resolver.ip()], stats.clone());
+    let now = Instant::now();
+    let before = peak_rss();
+    let chunk = vec![0u8; 60_000];
+    let mut most = 0;
+    println!("| attack | flows | bytes charged (most) | peak RSS growth | tcp_incomplete |");
+    println!("|---|---:|---:|---:|---:|");
+    for pods in [1u32, 64] {
+        for pod in 0..pods {
+            let via = Via::Link { ifindex: 100 + pod, outgoing: false };
+            for port in 0..4096u32 / pods {
+                let client = SocketAddr::from(([10, 1, pod as u8, 2], 10_000 + port as u16));
+                matcher.frame(&tcp_frame(client, resolver, 1, &[0xff, 0xff]), via, now);
+                matcher.frame(&tcp_frame(client, resolver, 3, &chunk), via, now);
+                most = most.max(matcher.stream_bytes());
+            }
+        }
+        println!(
+            "| {pods} pod(s), 4,096 flows of 60 KB in all | 4,096 | {:.1} MiB | {:.1} MiB | {} |",
+            most as f64 / 1048576.0,
+            peak_rss().saturating_sub(before) as f64 / 1048576.0,
+            stats.get(Reason::TcpIncomplete)
+        );
+    }
+    let flood_via = Via::Link { ifindex: 200, outgoing: false };
+    let started = Instant::now();
+    for i in 0..100_000u32 {
+        let client = SocketAddr::from(([10, 2, 0, 2], 1024 + (i >> 16) as u16));
+        matcher.frame(&frame(client, resolver, &query(i as u16, "flood.example.com.")), flood_via, now);
+    }
+    let flood_time = started.elapsed();
+    let neighbour = SocketAddr::from(([10, 3, 0, 2], 40_000));
+    let neighbour_via = Via::Link { ifindex: 201, outgoing: false };
+    let uplink = |outgoing| Via::Link { ifindex: 2, outgoing };
+    matcher.frame(&frame(neighbour, resolver, &query(7, "api.example.com.")), neighbour_via, now);
+    matcher.frame(&frame(neighbour, resolver, &query(7, "api.example.com.")), uplink(true), now);
+    let observed =
+        matcher.frame(&frame(resolver, neighbour, &response(7, "api.example.com.", false)), uplink(false), now);
+    println!(
+        "\none pod's 100,000 unanswered queries ({:.0} ms): source_full {}, pending_full {}; the neighbour's answer observed: {}",
+        flood_time.as_secs_f64() * 1e3,
+        stats.get(Reason::SourceFull),
+        stats.get(Reason::PendingFull),
+        observed.len() == 1
+    );
+    assert_eq!(observed.len(), 1);
+}
+
 fn user_space() {
     let resolver: SocketAddr = "10.96.0.10:53".parse().unwrap();
     let mut frames = Vec::with_capacity(PAIRS * 2);
@@ -92,7 +175,7 @@ fn user_space() {
         let now = Instant::now();
         let mut observed = 0;
         for frame in &frames {
-            observed += matcher.frame(frame, now).len();
+            observed += matcher.frame(frame, Via::Recorded, now).len();
         }
         let elapsed = started.elapsed();
         assert_eq!(observed, PAIRS, "{:?}", stats.snapshot());
@@ -164,7 +247,8 @@ fn flood(delivery: Delivery, rate: usize, pairs: usize) -> Flood {
             while !stop.load(Ordering::Relaxed) {
                 filter
                     .poll(&mut buf, |f| {
-                        observed += matcher.frame(f.data, Instant::now()).len();
+                        let via = Via::Link { ifindex: f.meta.ifindex, outgoing: f.meta.pkt_type == PACKET_OUTGOING };
+                        observed += matcher.frame(f.data, via, Instant::now()).len();
                     })
                     .unwrap();
             }
@@ -254,6 +338,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    hostile();
     user_space();
     ebpf();
 }

@@ -13,10 +13,11 @@ use portcullis_linter::egress::observation::{SensorAnswer, SensorClient, SensorO
 use tokio::sync::{mpsc, watch};
 
 use crate::bpf::Filter;
-use crate::matcher::{Answered, Matcher};
+use crate::matcher::{Answered, Matcher, Via};
+use crate::output::{QueueBudget, weight};
 use crate::pods::PodDirectory;
 use crate::stats::{Reason, Stats};
-use crate::sys::SocketStats;
+use crate::sys::{PACKET_OUTGOING, SocketStats};
 
 /// Kernel-side figures, refreshed by the capture thread about once a second.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +35,8 @@ pub struct Capture {
     pub node: String,
     pub pods: Arc<PodDirectory>,
     pub queue: mpsc::Sender<SensorObservation>,
+    /// Bytes the queue may hold (given back by the output task).
+    pub budget: Arc<QueueBudget>,
     pub stats: Arc<Stats>,
     /// Trusted resolvers learned from the cluster, merged with the static ones.
     pub cluster_resolvers: Option<watch::Receiver<Vec<IpAddr>>>,
@@ -68,12 +71,17 @@ impl Capture {
                 let cluster = rx.borrow_and_update().clone();
                 self.matcher.set_trusted(self.static_resolvers.iter().copied().chain(cluster));
             }
-            let Self { filter, matcher, node, pods, queue, stats, .. } = &mut self;
+            let Self { filter, matcher, node, pods, queue, budget, stats, .. } = &mut self;
             filter.poll(&mut buf, |frame| {
                 let now = Instant::now();
-                for answered in matcher.frame(frame.data, now) {
+                let via = Via::Link { ifindex: frame.meta.ifindex, outgoing: frame.meta.pkt_type == PACKET_OUTGOING };
+                for answered in matcher.frame(frame.data, via, now) {
                     let record = observation(answered, node, pods, Timestamp::now());
-                    if queue.try_send(record).is_err() {
+                    let cost = weight(&record);
+                    if !budget.try_take(cost) {
+                        stats.bump(Reason::QueueFull);
+                    } else if queue.try_send(record).is_err() {
+                        budget.give_back(cost);
                         stats.bump(Reason::QueueFull);
                     }
                 }

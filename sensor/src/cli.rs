@@ -16,9 +16,10 @@ use crate::bpf::{Delivery, Filter, FilterConfig};
 use crate::capture::{Capture, KernelFigures};
 use crate::matcher::{MatchConfig, Matcher};
 use crate::metrics::{self, Sources};
-use crate::output::{self, Outputs, ReportConfig, ReportStats, Reporter};
+use crate::output::{self, Outputs, QueueBudget, ReportConfig, ReportStats, Reporter};
 use crate::pods::PodDirectory;
 use crate::stats::Stats;
+use crate::tcp::StreamLimits;
 
 const TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
@@ -55,6 +56,13 @@ pub struct Args {
     /// Pending queries kept at most
     #[arg(long, env = "PORTCULLIS_SENSOR_MAX_PENDING", default_value_t = 65_536)]
     pub max_pending: usize,
+    /// Pending queries one source (the interface a query enters the node by: one pod) holds at
+    /// most (default: max-pending / 64)
+    #[arg(long, env = "PORTCULLIS_SENSOR_MAX_PENDING_PER_SOURCE")]
+    pub max_pending_per_source: Option<usize>,
+    /// Bytes TCP reassembly holds at most, all flows together; one source holds a sixteenth
+    #[arg(long, env = "PORTCULLIS_SENSOR_TCP_BUFFER_BYTES", default_value_t = 16 << 20)]
+    pub tcp_buffer_bytes: usize,
     /// Write observations as JSON lines to stdout
     #[arg(long, value_enum, default_value = "none")]
     pub output: Output,
@@ -76,6 +84,9 @@ pub struct Args {
     /// Observations queued at most between capture and output (beyond: dropped, counted)
     #[arg(long, env = "PORTCULLIS_SENSOR_QUEUE", default_value_t = 10_000)]
     pub queue: usize,
+    /// Bytes of observations queued at most (beyond: dropped, counted)
+    #[arg(long, env = "PORTCULLIS_SENSOR_QUEUE_BYTES", default_value_t = 16 << 20)]
+    pub queue_bytes: usize,
     /// Plain-HTTP address for /metrics and /healthz
     #[arg(long, env = "PORTCULLIS_SENSOR_METRICS_LISTEN", default_value = "0.0.0.0:9091")]
     pub metrics_listen: SocketAddr,
@@ -141,6 +152,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let pods = Arc::new(PodDirectory::default());
     let kernel = Arc::new(Mutex::new(KernelFigures::default()));
     let (queue_tx, queue_rx) = mpsc::channel(args.queue.max(1));
+    let budget = Arc::new(QueueBudget::new(args.queue_bytes));
     if let Some(path) = &args.pods {
         let list = crate::pods::read_list(path)?;
         pods.replace(&list, &node);
@@ -186,6 +198,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             dns_port: args.dns_port,
             window: Duration::from_millis(args.window_ms),
             max_pending: args.max_pending,
+            max_pending_per_source: args.max_pending_per_source.unwrap_or(0),
+            streams: StreamLimits {
+                bytes: args.tcp_buffer_bytes,
+                bytes_per_source: args.tcp_buffer_bytes / 16,
+                ..StreamLimits::default()
+            },
         },
         args.trusted_resolvers.iter().copied(),
         stats.clone(),
@@ -197,6 +215,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         node,
         pods: pods.clone(),
         queue: queue_tx.clone(),
+        budget: budget.clone(),
         stats: stats.clone(),
         cluster_resolvers,
         static_resolvers: args.trusted_resolvers.clone(),
@@ -219,7 +238,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(metrics = %listener.local_addr()?, interface = args.interface.as_deref().unwrap_or("all"), port = args.dns_port, delivery = ?args.delivery, "portcullis-sensor capturing");
     tokio::spawn(metrics::serve(listener, sources));
     drop(queue_tx);
-    let outputs = tokio::spawn(output::run(queue_rx, Outputs { stdout: args.output == Output::Stdout, report }));
+    let outputs =
+        tokio::spawn(output::run(queue_rx, budget, Outputs { stdout: args.output == Output::Stdout, report }));
 
     shutdown_signal().await;
     tracing::info!("shutting down");

@@ -1,6 +1,7 @@
 //! DNS messages, decoded with hickory-proto and reduced to what the sensor needs: the header, the
 //! one question, and for responses the addresses the question resolves to through its CNAME chain.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
@@ -8,6 +9,10 @@ use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 
 /// CNAME hops followed before a chain is considered a loop.
 const MAX_CHAIN: usize = 16;
+
+/// Addresses one observation carries at most: what the webhook accepts per observation (a
+/// batch with more is refused whole, so one pod's huge answer must not reach it).
+pub use portcullis_linter::egress::observation::MAX_ANSWERS;
 
 /// The question of a query or response: lower-case name without the trailing dot, and type.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -39,6 +44,8 @@ pub struct Summary {
     pub addresses: Vec<Address>,
     /// Responses: the chain loops or is longer than the sensor follows.
     pub chain_broken: bool,
+    /// Responses: more distinct addresses than [`MAX_ANSWERS`]; the first ones are kept.
+    pub capped: bool,
 }
 
 /// A message that could not be decoded.
@@ -81,11 +88,12 @@ pub fn summarize(bytes: &[u8]) -> Result<Summary, DnsError> {
         cnames: Vec::new(),
         addresses: Vec::new(),
         chain_broken: false,
+        capped: false,
     };
     if summary.response
-        && let Some(question) = &summary.question
+        && let Some(question) = summary.question.clone()
     {
-        follow_chain(&message, question, &mut summary.cnames, &mut summary.addresses, &mut summary.chain_broken);
+        follow_chain(&message, &question, &mut summary);
     }
     Ok(summary)
 }
@@ -93,13 +101,10 @@ pub fn summarize(bytes: &[u8]) -> Result<Summary, DnsError> {
 /// Walks the answer section from the question's name through CNAMEs, then collects the address
 /// records of the final name. Records for names off the chain are ignored: a resolver has no
 /// business sending them, and trusting them would let a response vouch for unrelated names.
-fn follow_chain(
-    message: &Message,
-    question: &Question,
-    cnames: &mut Vec<String>,
-    addresses: &mut Vec<Address>,
-    broken: &mut bool,
-) {
+/// At most [`MAX_ANSWERS`] distinct addresses are kept, found in linear time (a 64 KiB answer
+/// holds ~4,000 records).
+fn follow_chain(message: &Message, question: &Question, summary: &mut Summary) {
+    let Summary { cnames, addresses, chain_broken: broken, capped, .. } = summary;
     let answers: Vec<(String, &hickory_proto::rr::Record)> = message
         .answers
         .iter()
@@ -123,6 +128,7 @@ fn follow_chain(
         cnames.push(target.clone());
         current = target;
     }
+    let mut seen = HashSet::new();
     for (owner, record) in &answers {
         if *owner != current {
             continue;
@@ -132,10 +138,14 @@ fn follow_chain(
             RData::AAAA(aaaa) if question.qtype == RecordType::AAAA => IpAddr::V6(aaaa.0),
             _ => continue,
         };
-        let address = Address { ip, ttl: record.ttl.min(chain_ttl) };
-        if !addresses.iter().any(|known| known.ip == address.ip) {
-            addresses.push(address);
+        if !seen.insert(ip) {
+            continue;
         }
+        if addresses.len() == MAX_ANSWERS {
+            *capped = true;
+            break;
+        }
+        addresses.push(Address { ip, ttl: record.ttl.min(chain_ttl) });
     }
 }
 
@@ -214,5 +224,25 @@ mod tests {
     fn garbage_is_an_error() {
         assert!(matches!(summarize(&[0xff; 5]), Err(DnsError::Malformed(_))));
         assert!(matches!(summarize(&[]), Err(DnsError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_huge_answer_keeps_the_first_addresses_the_webhook_takes() {
+        let mut records = Vec::new();
+        for i in 0..4000u32 {
+            let ip = Ipv4Addr::from(0xc000_0200 + i % 3000); // 3,000 distinct, 1,000 repeated
+            records.push(Record::from_rdata(name("big.example.test."), 60, RData::A(A(ip))));
+        }
+        let summary = summarize(&response("big.example.test.", RecordType::A, records)).unwrap();
+        assert_eq!(summary.addresses.len(), MAX_ANSWERS);
+        assert!(summary.capped);
+        assert_eq!(summary.addresses[255].ip, IpAddr::V4(Ipv4Addr::from(0xc000_0200 + 255)));
+        let small = summarize(&response(
+            "a.example.test.",
+            RecordType::A,
+            vec![Record::from_rdata(name("a.example.test."), 60, RData::A(A(Ipv4Addr::LOCALHOST)))],
+        ))
+        .unwrap();
+        assert!(!small.capped);
     }
 }

@@ -1,8 +1,10 @@
 //! Where observations go: JSON lines on stdout, and/or batches to the webhook's
 //! `POST /v1/observations` over HTTPS with the ServiceAccount token.
 //!
-//! The queue between the capture thread and this task is bounded; when the webhook is slow or
-//! down, the capture thread drops (and counts) what does not fit, never blocking on the network.
+//! The queue between the capture thread and this task is bounded in observations and in bytes
+//! ([`QueueBudget`]); when the webhook is slow or down, the capture thread drops (and counts) what
+//! does not fit, never blocking on the network. Requests stay under [`MAX_REQUEST_BYTES`], half
+//! the webhook's body limit, whatever the observations hold.
 //!
 //! Every batch goes to **every address** the report host resolves to (the chart points it at a
 //! headless Service): each webhook replica then sees every observation, so the one holding the
@@ -14,7 +16,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -26,8 +28,52 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
-use portcullis_linter::egress::observation::{MAX_BATCH, ObservationBatch, SensorObservation};
+use portcullis_linter::egress::observation::{MAX_BATCH, SensorObservation};
 use tokio::sync::mpsc;
+
+/// Largest request body sent: half the webhook's 2 MiB limit.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// Bytes of observations the queue holds at most, shared by the capture thread (which takes)
+/// and the output task (which gives back).
+#[derive(Debug)]
+pub struct QueueBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl QueueBudget {
+    pub fn new(limit: usize) -> Self {
+        Self { used: AtomicUsize::new(0), limit }
+    }
+
+    /// Takes `bytes` if they fit.
+    pub fn try_take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    pub fn give_back(&self, bytes: usize) {
+        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| Some(used.saturating_sub(bytes)));
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// What an observation costs in memory, roughly (heap and inline parts).
+pub fn weight(observation: &SensorObservation) -> usize {
+    let pod = observation.client.pod.as_ref().map_or(0, |pod| {
+        let labels: usize = pod.labels.iter().map(|(k, v)| k.len() + v.len() + 64).sum();
+        pod.namespace.len() + pod.name.len() + pod.workload.as_ref().map_or(0, String::len) + labels
+    });
+    let cnames: usize = observation.cnames.iter().map(|c| c.len() + 24).sum();
+    256 + observation.node.len() + observation.qname.len() + pod + cnames + 32 * observation.answers.len()
+}
 
 /// Where to report.
 #[derive(Debug, Clone)]
@@ -60,7 +106,7 @@ pub struct Outputs {
 }
 
 /// Drains the queue until every sender is gone, then flushes.
-pub async fn run(mut queue: mpsc::Receiver<SensorObservation>, mut outputs: Outputs) {
+pub async fn run(mut queue: mpsc::Receiver<SensorObservation>, budget: Arc<QueueBudget>, mut outputs: Outputs) {
     let interval = outputs.report.as_ref().map_or(Duration::from_secs(3600), |r| r.config.interval);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -68,6 +114,7 @@ pub async fn run(mut queue: mpsc::Receiver<SensorObservation>, mut outputs: Outp
         tokio::select! {
             next = queue.recv() => match next {
                 Some(observation) => {
+                    budget.give_back(weight(&observation));
                     if outputs.stdout {
                         write_line(&observation);
                     }
@@ -100,6 +147,38 @@ fn write_line(observation: &SensorObservation) {
             tracing::warn!("stdout is closed; observation not written");
         }
     }
+}
+
+/// Takes observations from the front of `pending` into one `ObservationBatch` body: at most
+/// `batch` of them and [`MAX_REQUEST_BYTES`] (at least one). Returns the body (empty when none
+/// could be encoded), how many it holds and how many could not be encoded (taken all the same).
+fn next_body(pending: &mut Vec<SensorObservation>, batch: usize) -> (Vec<u8>, u64, u64) {
+    let mut body = b"{\"observations\":[".to_vec();
+    let mut taken = 0;
+    let mut encoded = 0;
+    for observation in pending.iter() {
+        if taken == batch {
+            break;
+        }
+        let Ok(item) = serde_json::to_vec(observation) else {
+            tracing::error!("cannot encode an observation");
+            taken += 1;
+            continue;
+        };
+        if encoded > 0 && body.len() + item.len() + 3 > MAX_REQUEST_BYTES {
+            break;
+        }
+        if encoded > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&item);
+        taken += 1;
+        encoded += 1;
+    }
+    pending.drain(..taken);
+    body.extend_from_slice(b"]}");
+    let failed = (taken - encoded) as u64;
+    if encoded == 0 { (Vec::new(), 0, failed) } else { (body, encoded as u64, failed) }
 }
 
 /// Resolves every name to one fixed address: a connection pool pinned to one replica, while
@@ -194,17 +273,12 @@ impl Reporter {
     /// that still fails is dropped and counted: the queue in front keeps bounding memory.
     async fn flush(&mut self) {
         while !self.pending.is_empty() {
-            let take = self.pending.len().min(self.config.batch);
-            let batch: Vec<SensorObservation> = self.pending.drain(..take).collect();
-            let count = batch.len() as u64;
-            let body = match serde_json::to_vec(&ObservationBatch { observations: batch }) {
-                Ok(body) => Bytes::from(body),
-                Err(err) => {
-                    tracing::error!(%err, "cannot encode observations");
-                    self.stats.dropped.fetch_add(count, Ordering::Relaxed);
-                    continue;
-                }
-            };
+            let (body, count, failed) = next_body(&mut self.pending, self.config.batch);
+            self.stats.dropped.fetch_add(failed, Ordering::Relaxed);
+            if body.is_empty() {
+                continue;
+            }
+            let body = Bytes::from(body);
             // Every replica gets the batch; only the ones that failed are retried.
             let mut waiting: Option<Vec<SocketAddr>> = None;
             let mut delay = Duration::from_secs(1);
@@ -272,4 +346,67 @@ async fn post(client: &PinnedClient, request: anyhow::Result<Request<Full<Bytes>
     }
     let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     anyhow::bail!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(512)]))
+}
+
+#[cfg(test)]
+mod tests {
+    use portcullis_linter::egress::observation::{ObservationBatch, SensorAnswer, SensorClient, SensorPod};
+
+    use super::*;
+
+    fn observation(labels: usize, answers: usize) -> SensorObservation {
+        SensorObservation {
+            ts: jiff::Timestamp::UNIX_EPOCH,
+            node: "n1".into(),
+            client: SensorClient {
+                ip: "10.0.0.5".parse().unwrap(),
+                pod: Some(SensorPod {
+                    namespace: "shop".into(),
+                    name: "pay".into(),
+                    workload: None,
+                    labels: (0..labels).map(|i| (format!("{}/k{i}", "a".repeat(200)), "v".repeat(63))).collect(),
+                }),
+            },
+            server: "10.96.0.10".parse().unwrap(),
+            qname: "api.example.test".into(),
+            answers: (0..answers as u32)
+                .map(|i| SensorAnswer { ip: std::net::Ipv4Addr::from(0x0a00_0000 + i).into(), ttl: 60 })
+                .collect(),
+            cnames: vec!["c".repeat(253); 16],
+        }
+    }
+
+    #[test]
+    fn request_bodies_stay_under_the_limit_and_parse_as_batches() {
+        // The largest observations a pod can cause: labels at the attribution bound, 256
+        // addresses, 16 long CNAMEs (about 20 KB of JSON each).
+        let mut pending: Vec<_> = (0..200).map(|_| observation(28, 256)).collect();
+        let mut bodies = 0;
+        let mut total = 0;
+        while !pending.is_empty() {
+            let (body, count, failed) = next_body(&mut pending, 256);
+            assert!(body.len() <= MAX_REQUEST_BYTES, "{}", body.len());
+            assert_eq!(failed, 0);
+            let batch: ObservationBatch = serde_json::from_slice(&body).unwrap();
+            assert_eq!(batch.observations.len() as u64, count);
+            total += count;
+            bodies += 1;
+        }
+        assert_eq!(total, 200);
+        assert!(bodies > 1, "200 large observations do not fit one request");
+        // Small ones go by the count.
+        let mut pending: Vec<_> = (0..10).map(|_| observation(1, 1)).collect();
+        assert_eq!(next_body(&mut pending, 4).1, 4);
+    }
+
+    #[test]
+    fn the_queue_budget_refuses_what_does_not_fit() {
+        let budget = QueueBudget::new(100);
+        assert!(budget.try_take(60));
+        assert!(!budget.try_take(60));
+        assert!(budget.try_take(40));
+        budget.give_back(60);
+        assert_eq!(budget.used(), 40);
+        assert!(weight(&observation(28, 256)) > 16_000);
+    }
 }

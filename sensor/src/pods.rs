@@ -11,6 +11,14 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use portcullis_linter::egress::observation::SensorPod;
 
+/// Labels one attributed pod may carry, in number and in bytes (keys and values). Every
+/// observation carries its pod's labels: a pod with more would make each of its observations
+/// large (memory, and the webhook's 2 MiB request limit). Such a pod is left unattributed rather
+/// than attributed with some labels dropped: a dropped label could make a `DoesNotExist` or
+/// `NotIn` selector match, feeding its answers to an intent for other pods.
+pub const MAX_LABELS: usize = 64;
+pub const MAX_LABEL_BYTES: usize = 8 * 1024;
+
 /// Client address → pod, for the pods of this node.
 #[derive(Debug, Default)]
 pub struct PodDirectory {
@@ -122,6 +130,17 @@ pub fn entry(pod: &Pod, node: &str) -> Option<(Vec<IpAddr>, SensorPod)> {
     let meta = &pod.metadata;
     let labels = meta.labels.clone().unwrap_or_default();
     let name = meta.name.clone()?;
+    let label_bytes: usize = labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if labels.len() > MAX_LABELS || label_bytes > MAX_LABEL_BYTES {
+        tracing::warn!(
+            namespace = meta.namespace.as_deref().unwrap_or_default(),
+            pod = %name,
+            labels = labels.len(),
+            bytes = label_bytes,
+            "pod not attributed: more than {MAX_LABELS} labels or {MAX_LABEL_BYTES} bytes of them"
+        );
+        return None;
+    }
     let workload = workload(meta.owner_references.as_deref().unwrap_or_default(), &labels, &name);
     Some((
         ips,
@@ -185,6 +204,25 @@ mod tests {
         assert!(directory.lookup("fd00::5".parse().unwrap()).is_some());
         directory.delete(&pod("pay-7f9c-x", "n1", "10.0.1.5", None, false));
         assert!(directory.is_empty());
+    }
+
+    #[test]
+    fn a_pod_with_oversized_labels_is_not_attributed() {
+        let directory = PodDirectory::default();
+        let mut many = pod("many", "n1", "10.0.1.6", None, false);
+        many.metadata.labels = Some((0..=MAX_LABELS).map(|i| (format!("k{i}"), "v".to_owned())).collect());
+        directory.apply(&many, "n1");
+        let mut big = pod("big", "n1", "10.0.1.7", None, false);
+        // 40 labels (within the count), 283 bytes each: over the byte bound.
+        let prefix = "a".repeat(200);
+        big.metadata.labels =
+            Some((0..40).map(|i| (format!("{prefix}.example.com/key-{i:03}"), "v".repeat(63))).collect());
+        directory.apply(&big, "n1");
+        assert!(directory.is_empty());
+        let mut fits = pod("fits", "n1", "10.0.1.8", None, false);
+        fits.metadata.labels = Some((0..MAX_LABELS).map(|i| (format!("k{i}"), "v".repeat(63))).collect());
+        directory.apply(&fits, "n1");
+        assert_eq!(directory.lookup("10.0.1.8".parse().unwrap()).unwrap().labels.len(), MAX_LABELS);
     }
 
     #[test]

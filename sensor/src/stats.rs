@@ -37,10 +37,12 @@ reasons! {
     DnsMalformed => "dns_malformed", "the payload is not a DNS message";
     OtherQuestion => "other_question", "a query or response not about A or AAAA records of one IN name";
     PendingFull => "pending_full", "the pending-query table was full; the query was not recorded";
+    SourceFull => "source_full", "the query's source (the interface it entered by) held its whole share of the pending-query table; the query was not recorded";
     WrongDirection => "wrong_direction", "a query sent from the DNS port, or a response sent to it";
     UntrustedSource => "untrusted_source", "a response from an address that is not a trusted resolver";
     Unsolicited => "unsolicited", "a response no recorded query asked for (client, ports, id)";
     Duplicate => "duplicate", "a second copy of an already answered response (another interface)";
+    OffPath => "off_path", "a response that did not take the path a real answer takes: it entered the node by an interface its query did not leave by (an answer forged from a pod), or left toward the client without being seen entering";
     ServerMismatch => "server_mismatch", "a response from a resolver the query was not sent to";
     QuestionMismatch => "question_mismatch", "a response whose question differs from the query's";
     Late => "late", "a response after the match window";
@@ -50,7 +52,8 @@ reasons! {
     Truncated => "truncated", "a matched UDP response with TC set (the client retries over TCP)";
     EmptyAnswer => "empty_answer", "a matched response without addresses for the question";
     ChainBroken => "chain_broken", "a matched response whose CNAME chain loops or is too long";
-    QueueFull => "queue_full", "an observation dropped because the output queue was full";
+    AnswersCapped => "answers_capped", "an observation whose answer held more than 256 addresses: the first 256 are kept (what the webhook accepts)";
+    QueueFull => "queue_full", "an observation dropped because the output queue was full (in observations or in bytes)";
 }
 
 /// One counter per [`Reason`].

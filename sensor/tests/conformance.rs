@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis_sensor::dns::{self, Address};
-use portcullis_sensor::matcher::{MatchConfig, Matcher};
+use portcullis_sensor::matcher::{MatchConfig, Matcher, Share, Via};
 use portcullis_sensor::packet::Transport;
 use portcullis_sensor::pcap;
 use portcullis_sensor::stats::{Reason, Stats};
-use portcullis_sensor::tcp::Streams;
+use portcullis_sensor::tcp::{StreamLimits, Streams};
 use serde_json::Value;
 
 fn corpus() -> PathBuf {
@@ -96,14 +96,17 @@ fn frames_and_answers_match_the_index() {
             _ => {
                 // Reassemble the whole capture once; every indexed TCP message must come out.
                 let messages = tcp_messages.entry(file.clone()).or_insert_with(|| {
-                    let mut streams = Streams::new(64, Duration::from_secs(3600));
+                    let limits = StreamLimits { flows: 64, ..StreamLimits::default() };
+                    let mut streams = Streams::new(limits, Duration::from_secs(3600));
                     let now = Instant::now();
                     let mut out = Vec::new();
                     for record in &capture.records {
                         if let Ok(segment) = pcap::segment(capture.link, record.data)
                             && segment.transport == Transport::Tcp
                         {
-                            let pushed = streams.push(segment.src, segment.dst, segment.seq, segment.payload, now);
+                            let key = (segment.src, segment.dst, Via::Recorded);
+                            let share = Share::of(Via::Recorded, segment.src.ip());
+                            let pushed = streams.push(key, share, segment.seq, segment.payload, now);
                             out.extend(pushed.messages.iter().map(|m| hex(m)));
                         }
                     }
@@ -177,7 +180,7 @@ fn captures_through_the_matcher() {
             .map(|s| s.src.ip())
             .collect();
         let stats = Arc::new(Stats::default());
-        let config = MatchConfig { dns_port: 53, window: Duration::from_secs(5), max_pending: 1024 };
+        let config = MatchConfig { max_pending: 1024, ..MatchConfig::default() };
         let mut matcher = Matcher::new(config, trusted, stats.clone());
         let base = Instant::now();
         let mut observed = Vec::new();
@@ -186,7 +189,8 @@ fn captures_through_the_matcher() {
                 base + Duration::from_secs(u64::from(record.ts_sec)) + Duration::from_micros(u64::from(record.ts_usec));
             stats.bump(Reason::Frames);
             match pcap::segment(capture.link, record.data) {
-                Ok(segment) => observed.extend(matcher.segment(&segment, at)),
+                // A pcap says nothing of interfaces or direction.
+                Ok(segment) => observed.extend(matcher.segment(&segment, Via::Recorded, at)),
                 Err(e) => {
                     let _ = writeln!(report, "{name}: frame error: {e}");
                 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use netns::{NetPair, in_netns};
+use netns::{NetPair, Node, in_netns};
 
 const PORT: u16 = 5353;
 const HOSTS: &str = "192.0.2.10 api.example.test\n2001:db8::10 api.example.test\n";
@@ -79,14 +79,24 @@ struct Sensor {
 
 impl Sensor {
     fn start(net: &NetPair, delivery: &str, extra: &[String]) -> Sensor {
+        let mut args: Vec<String> = vec!["--interface".into(), net.client_if.clone()];
+        for resolver in [net.server_v4.to_string(), net.server_v6.to_string()] {
+            args.extend(["--trusted-resolver".into(), resolver]);
+        }
+        args.extend(["--delivery".into(), delivery.into()]);
+        args.extend_from_slice(extra);
+        Sensor::start_in(&net.client_ns, &args)
+    }
+
+    /// Starts the sensor in `ns` with `args` after the common ones (test port, stdout, metrics
+    /// on an ephemeral port, no Kubernetes).
+    fn start_in(ns: &str, args: &[String]) -> Sensor {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &net.client_ns, env!("CARGO_BIN_EXE_portcullis-sensor")])
-            .args(["--interface", &net.client_if, "--dns-port", &PORT.to_string()])
-            .args(["--trusted-resolver", &net.server_v4.to_string()])
-            .args(["--trusted-resolver", &net.server_v6.to_string()])
+            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_portcullis-sensor")])
+            .args(["--dns-port", &PORT.to_string()])
             .args(["--output", "stdout", "--metrics-listen", "127.0.0.1:0", "--node", "test-node"])
-            .args(["--kubernetes", "never", "--delivery", delivery])
-            .args(extra)
+            .args(["--kubernetes", "never"])
+            .args(args)
             .env("PORTCULLIS_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -112,7 +122,7 @@ impl Sensor {
             }
         };
         std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        Sensor { child, lines, metrics, ns: net.client_ns.clone() }
+        Sensor { child, lines, metrics, ns: ns.to_owned() }
     }
 
     /// `reason` → value of `portcullis_sensor_packets_total` and (prefixed `kernel:`) of
@@ -273,6 +283,95 @@ fn socket_delivery_observes_real_answers_and_drops_spoofed_ones() {
 #[test]
 fn ring_buffer_delivery_observes_the_same() {
     scenario(2, "ringbuf");
+}
+
+/// A pod with CAP_NET_RAW forges answers on a node wired as a CNI wires it (the sensor on every
+/// interface of the node namespace): to its own query over L2 (a packet socket, the frame
+/// addressed to the node), and to its neighbour's query over L3 (a raw IP socket, routed through
+/// the node). Both claim to come from a trusted resolver and match a pending query exactly. With
+/// `rp_filter` on, the kernel drops them after the sensor saw them; with it off, they reach their
+/// target. Either way, the sensor learns nothing from them (`off_path`), and real answers, before
+/// and after, are observed.
+fn forged_from_a_pod(tag: u8, rp_filter: u8) {
+    let node = Node::new(tag, rp_filter);
+    let resolver = SocketAddr::new(IpAddr::V4(node.resolver_v4), PORT);
+    let _dns = dnsmasq::Dnsmasq::start_in(&node.resolver_ns, resolver, &[], HOSTS, 120, &[]);
+    let mut args = Vec::new();
+    for trusted in [node.resolver_v4, node.silent_v4] {
+        args.extend(["--trusted-resolver".to_owned(), trusted.to_string()]);
+    }
+    let sensor = Sensor::start_in(&node.node_ns, &args);
+
+    let ask = |ns: &str, from: std::net::Ipv4Addr, id: u16| {
+        in_netns(ns, move || {
+            let reply = udp_ask(SocketAddr::new(IpAddr::V4(from), 0), resolver, id, "api.example.test.", RecordType::A);
+            assert_eq!(reply.answers.len(), 1);
+        });
+    };
+    ask(&node.a_ns, node.a_v4, 1);
+    ask(&node.b_ns, node.b_v4, 2);
+    sensor.wait_for("the real answers", |c| c["observations"] == 2);
+
+    let silent = std::net::SocketAddrV4::new(node.silent_v4, PORT);
+    let forged = forged_response(0x4242, "api.example.test.", [169, 254, 169, 254]);
+    // L2: pod A asks the silent resolver, then answers itself from "the resolver".
+    let (a_ns, a_v4) = (node.a_ns.clone(), node.a_v4);
+    let (a_mac, node_mac) = (Node::mac(&node.a_ns, "eth0"), Node::mac(&node.node_ns, &node.node_if[0]));
+    let payload = forged.clone();
+    in_netns(&node.a_ns, move || {
+        let socket = UdpSocket::bind(SocketAddr::new(IpAddr::V4(a_v4), 40_100)).unwrap();
+        socket.send_to(&query_bytes(0x4242, "api.example.test.", RecordType::A), silent).unwrap();
+    });
+    sensor.wait_for("pod A's query", |c| c["queries"] == 3);
+    in_netns(&a_ns, move || {
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&node_mac);
+        frame.extend_from_slice(&a_mac);
+        frame.extend_from_slice(&[0x08, 0x00]);
+        frame.extend_from_slice(&netns::ipv4_udp(silent, std::net::SocketAddrV4::new(a_v4, 40_100), &payload));
+        netns::send_frame("eth0", &frame);
+    });
+    // L3: pod B asks the silent resolver; pod A answers it, routed through the node.
+    let b_v4 = node.b_v4;
+    in_netns(&node.b_ns, move || {
+        let socket = UdpSocket::bind(SocketAddr::new(IpAddr::V4(b_v4), 40_200)).unwrap();
+        socket.send_to(&query_bytes(0x4242, "api.example.test.", RecordType::A), silent).unwrap();
+    });
+    sensor.wait_for("pod B's query", |c| c["queries"] == 4);
+    let payload = forged.clone();
+    in_netns(&node.a_ns, move || {
+        let raw = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(socket2::Protocol::from(255)))
+            .unwrap();
+        let target = std::net::SocketAddrV4::new(b_v4, 40_200);
+        raw.send_to(&netns::ipv4_udp(silent, target, &payload), &SocketAddr::V4(target).into()).unwrap();
+    });
+    // Without rp_filter each forgery also leaves the node toward its target: by then its query
+    // is closed, so that copy is unsolicited.
+    let expected_unsolicited = if rp_filter == 0 { 2 } else { 0 };
+    let counters = sensor.wait_for("the forgeries", |c| c["off_path"] == 2 && c["unsolicited"] == expected_unsolicited);
+    assert_eq!(counters["observations"], 2, "{counters:#?}");
+    // A real answer after the forgeries is still observed.
+    ask(&node.a_ns, node.a_v4, 3);
+    let counters = sensor.wait_for("the last real answer", |c| c["observations"] == 3);
+    assert_eq!((counters["off_path"], counters["unsolicited"]), (2, expected_unsolicited), "{counters:#?}");
+    let observed = sensor.stop();
+    let learned: Vec<(String, String)> = observed
+        .iter()
+        .map(|o| (o["client"]["ip"].as_str().unwrap().to_owned(), o["answers"][0]["ip"].as_str().unwrap().to_owned()))
+        .collect();
+    let (a, b) = (node.a_v4.to_string(), node.b_v4.to_string());
+    let real = "192.0.2.10".to_owned();
+    assert_eq!(learned, vec![(a.clone(), real.clone()), (b, real.clone()), (a, real)]);
+}
+
+#[test]
+fn answers_forged_from_a_pod_are_not_learned_with_rp_filter() {
+    forged_from_a_pod(4, 1);
+}
+
+#[test]
+fn answers_forged_from_a_pod_are_not_learned_without_rp_filter() {
+    forged_from_a_pod(5, 0);
 }
 
 /// The whole path: the sensor, attributing the client to a pod (from a pod list), reports over
