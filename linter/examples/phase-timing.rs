@@ -10,7 +10,7 @@ use portcullis_linter::config::Config;
 use portcullis_linter::load::Limits;
 use portcullis_linter::load::fs::{Input, read_inputs};
 use portcullis_linter::project::Project;
-use portcullis_linter::report::{OutputFormat, Report, Summary, render};
+use portcullis_linter::report::{OutputFormat, Report, render};
 
 /// The same allocator as the `portcullis` binary.
 #[global_allocator]
@@ -46,7 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     phase("rules", t, format!("{} findings", findings.len()))?;
     let t = Instant::now();
     let diagnostics = project.diagnostics(&findings);
-    let summary = Summary::new(project.reported_files(), project.reported_objects(), &diagnostics);
+    let summary = project.summary(&diagnostics);
     let report = Report { diagnostics: &diagnostics, summary, sources: &project.sources, color: false };
     let text = render(OutputFormat::Json, &report);
     phase("report", t, format!("{} bytes", text.len()))?;

@@ -140,6 +140,18 @@ impl Project {
         self.sources.iter().filter(|(_, f)| f.reported).count()
     }
 
+    /// The report summary of `diagnostics`: reported files and objects, and documents skipped.
+    pub fn summary(&self, diagnostics: &[crate::finding::Diagnostic]) -> crate::report::Summary {
+        let mut summary = crate::report::Summary::new(self.reported_files(), self.reported_objects(), diagnostics);
+        summary.skipped = self.skipped_documents();
+        summary
+    }
+
+    /// Documents in reported files skipped as not Kubernetes objects.
+    pub fn skipped_documents(&self) -> usize {
+        self.inventory.skipped.iter().filter(|d| self.sources.get(d.source).is_some_and(|s| s.reported)).count()
+    }
+
     /// Objects in reported files.
     pub fn reported_objects(&self) -> usize {
         self.inventory.objects.iter().filter(|o| self.sources.get(o.doc.source).is_some_and(|s| s.reported)).count()

@@ -171,8 +171,12 @@ fn lint_fails_on_input_without_manifests_unless_allowed() {
     std::fs::create_dir(dir.join("nothing")).unwrap();
     assert_eq!(run(&["lint", "nothing"], b"").status.code(), Some(2));
     assert_eq!(run(&["lint", "-", "--allow-empty"], b"# only a comment\n").status.code(), Some(0));
-    // Documents that are not objects are findings (PC000), not an empty input.
+    // Documents that are plainly not objects are skipped, so they are an empty input, said so.
     let out = run(&["lint", "-"], b"foo: 1\n");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 document skipped: not Kubernetes"), "{}", stderr(&out));
+    // One that is nearly an object is a finding (PC000), not an empty input.
+    let out = run(&["lint", "-"], b"kind: Deployment\nmetadata: {name: x}\n");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }
 

@@ -3,7 +3,7 @@
 use super::{EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, Io, LoadArgs, load_config, load_project};
 use crate::finding::Severity;
 use crate::project::Project;
-use crate::report::{OutputFormat, Report, Summary, render};
+use crate::report::{OutputFormat, Report, render};
 
 #[derive(Debug, clap::Args)]
 pub struct LintArgs {
@@ -38,16 +38,22 @@ pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
         && project.inventory.problems.is_empty()
     {
         let read = project.reported_files();
+        let skipped = project.skipped_documents();
+        let skipped = match skipped {
+            0 => String::new(),
+            1 => ", 1 document skipped: not Kubernetes".to_owned(),
+            n => format!(", {n} documents skipped: not Kubernetes"),
+        };
         writeln!(
             io.stderr,
-            "portcullis: error: no Kubernetes objects in the input ({read} {} read); nothing was linted (pass --allow-empty if that is expected)",
+            "portcullis: error: no Kubernetes objects in the input ({read} {} read{skipped}); nothing was linted (pass --allow-empty if that is expected)",
             if read == 1 { "file" } else { "files" }
         )?;
         return Ok(EXIT_ERROR);
     }
     let findings = project.lint(&config);
     let diagnostics = project.diagnostics(&findings);
-    let summary = Summary::new(project.reported_files(), project.reported_objects(), &diagnostics);
+    let summary = project.summary(&diagnostics);
     let format = OutputFormat::parse(&args.format).unwrap_or(OutputFormat::Human);
     let report = Report {
         diagnostics: &diagnostics,

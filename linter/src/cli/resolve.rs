@@ -152,7 +152,8 @@ pub fn run(args: &ResolveArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     match &args.out {
         Some(path) => {
             Output::new(&project, args.force, HEADER).write(path, &text)?;
-            writeln!(io.stderr, "wrote {} policies to {}", policies.len(), path.display())?;
+            let noun = if policies.len() == 1 { "policy" } else { "policies" };
+            writeln!(io.stderr, "wrote {} {noun} to {}", policies.len(), path.display())?;
         }
         None => io.stdout.write_all(text.as_bytes())?,
     }

@@ -163,8 +163,20 @@ pub struct Inventory {
     pub workloads: Vec<Workload>,
     pub intents: Vec<Intent>,
     pub problems: Vec<ModelProblem>,
+    /// Documents skipped as plainly not Kubernetes objects ([`is_kubernetes_shaped`]):
+    /// `package.json`, `docker-compose.yml`, CI workflows, OpenAPI specs, Helm values.
+    pub skipped: Vec<DocumentRef>,
     /// See [`Inventory::keep_values`].
     keep_values: bool,
+}
+
+/// Whether a document's top-level mapping claims to be a Kubernetes object, even a broken one:
+/// it has `kind`, or `metadata` beside `apiVersion` or `spec`. Anything else (no `kind`, no
+/// `metadata`; or a scalar or a list) is another tool's file and is skipped, not reported. A
+/// `Chart.yaml` (`apiVersion: v2`, no `kind`, no `metadata`) is skipped too.
+pub fn is_kubernetes_shaped(map: &serde_json::Map<String, Value>) -> bool {
+    map.contains_key("kind")
+        || (map.contains_key("metadata") && (map.contains_key("apiVersion") || map.contains_key("spec")))
 }
 
 impl Inventory {
@@ -178,6 +190,7 @@ impl Inventory {
             workloads: Vec::new(),
             intents: Vec::new(),
             problems: Vec::new(),
+            skipped: Vec::new(),
             keep_values: true,
         }
     }
@@ -239,9 +252,13 @@ impl Inventory {
     /// Adds one document: an object, or each item of a `List`.
     pub fn add_document(&mut self, doc: Document) {
         let Document { at, value } = doc;
-        let Value::Object(map) = value else {
-            self.problem(at, "", "expected a Kubernetes object (a mapping with apiVersion and kind)", None);
-            return;
+        let map = match value {
+            Value::Object(map) if is_kubernetes_shaped(&map) => map,
+            Value::Null => return,
+            _ => {
+                self.skipped.push(at);
+                return;
+            }
         };
         let is_list = map.get("kind").and_then(Value::as_str).is_some_and(|k| k == "List" || k.ends_with("List"))
             && map.get("items").is_some();
@@ -354,12 +371,19 @@ impl Inventory {
         let api_version = value.get("apiVersion").and_then(Value::as_str);
         let kind = value.get("kind").and_then(Value::as_str);
         let (Some(api_version), Some(kind)) = (api_version, kind) else {
-            let what = if value.is_object() {
-                "not a Kubernetes object: `apiVersion` and `kind` must both be strings"
-            } else {
-                "expected a Kubernetes object (a mapping with apiVersion and kind)"
+            let field = |name: &str, example: &str| match value.get(name) {
+                None => format!("`{name}` is missing (e.g. `{name}: {example}`)"),
+                Some(_) => format!("`{name}` must be a string"),
             };
-            self.problem(doc, &pointer, what, None);
+            let what = match (value.is_object(), api_version, kind) {
+                (false, _, _) => "expected a Kubernetes object (a mapping with apiVersion and kind)".to_owned(),
+                (true, None, None) if value.get("apiVersion").is_none() && value.get("kind").is_none() => {
+                    "not a Kubernetes object: `apiVersion` and `kind` are missing".to_owned()
+                }
+                (true, None, _) => format!("not a Kubernetes object: {}", field("apiVersion", "apps/v1")),
+                (true, _, _) => format!("not a Kubernetes object: {}", field("kind", "Deployment")),
+            };
+            self.problem(doc, &pointer, &what, None);
             return;
         };
         let meta = match typed(&value, "/metadata", &pointer) {

@@ -1,6 +1,6 @@
 //! `--format human`: rustc-like diagnostics with the source line and a caret.
 
-use super::Report;
+use super::{Report, Summary};
 use crate::finding::{Diagnostic, Severity};
 
 struct Style {
@@ -31,11 +31,12 @@ pub fn render(report: &Report<'_>) -> String {
         render_one(&mut out, d, report, &style, &mut lines);
     }
     let s = report.summary;
+    let scope = scope(&s);
     if s.findings == 0 {
-        out.push_str(&format!("No findings in {} files ({} objects).\n", s.files, s.objects));
+        out.push_str(&format!("No findings in {scope}.\n"));
     } else {
         out.push_str(&format!(
-            "Found {} {} ({} {}, {} {}, {} {}) in {} files ({} objects).\n",
+            "Found {} {} ({} {}, {} {}, {} {}) in {scope}.\n",
             s.findings,
             plural(s.findings, "finding", "findings"),
             s.errors,
@@ -44,8 +45,6 @@ pub fn render(report: &Report<'_>) -> String {
             plural(s.warnings, "warning", "warnings"),
             s.infos,
             plural(s.infos, "info", "infos"),
-            s.files,
-            s.objects
         ));
         let fixable = report.diagnostics.iter().filter(|d| d.fixable).count();
         if fixable > 0 {
@@ -53,6 +52,26 @@ pub fn render(report: &Report<'_>) -> String {
         }
     }
     out
+}
+
+/// "3 files (12 objects)", with the documents skipped as not Kubernetes when there are any.
+fn scope(s: &Summary) -> String {
+    let mut text = format!(
+        "{} {} ({} {}",
+        s.files,
+        plural(s.files, "file", "files"),
+        s.objects,
+        plural(s.objects, "object", "objects")
+    );
+    if s.skipped > 0 {
+        text.push_str(&format!(
+            "; {} {} skipped: not Kubernetes",
+            s.skipped,
+            plural(s.skipped, "document", "documents")
+        ));
+    }
+    text.push(')');
+    text
 }
 
 fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {

@@ -46,12 +46,17 @@ pub struct Summary {
     pub errors: usize,
     pub warnings: usize,
     pub infos: usize,
+    /// Documents skipped as not Kubernetes objects: shown by the human format; not part of the
+    /// JSON schema (DESIGN §5), whose summary keys are fixed.
+    #[serde(skip)]
+    pub skipped: usize,
 }
 
 impl Summary {
     pub fn new(files: usize, objects: usize, diagnostics: &[Diagnostic]) -> Summary {
         let count = |s| diagnostics.iter().filter(|d| d.severity == s).count();
         Summary {
+            skipped: 0,
             files,
             objects,
             findings: diagnostics.len(),

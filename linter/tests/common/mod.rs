@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use portcullis_linter::config::Config;
 use portcullis_linter::finding::Diagnostic;
 use portcullis_linter::project::Project;
-use portcullis_linter::report::{OutputFormat, Report, Summary, render};
+use portcullis_linter::report::{OutputFormat, Report, render};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -37,7 +37,7 @@ pub fn project_from(base: &Path, files: &[PathBuf]) -> Project {
 
 /// Renders diagnostics in the human format without colour.
 pub fn human(project: &Project, diagnostics: &[Diagnostic]) -> String {
-    let summary = Summary::new(project.reported_files(), project.reported_objects(), diagnostics);
+    let summary = project.summary(diagnostics);
     render(OutputFormat::Human, &Report { diagnostics, summary, sources: &project.sources, color: false })
 }
 
