@@ -134,6 +134,11 @@ pub struct Config {
     pub forbidden_ignores: std::collections::BTreeSet<&'static str>,
     /// Which addresses FQDN intents may ever allow (`addressGuard`).
     pub address_guard: crate::egress::AddressGuard,
+    /// Paths a directory walk leaves out (gitignore-style globs relative to the config file's
+    /// directory); files named on the command line too.
+    pub exclude: Vec<String>,
+    /// When not empty, a walked file must match one of these globs.
+    pub include: Vec<String>,
     /// The file it came from, if any.
     pub path: Option<PathBuf>,
 }
@@ -148,6 +153,8 @@ impl Default for Config {
             controller: ControllerConfig::default(),
             forbidden_ignores: std::collections::BTreeSet::new(),
             address_guard: crate::egress::AddressGuard::default(),
+            exclude: Vec::new(),
+            include: Vec::new(),
             path: None,
         }
     }
@@ -265,6 +272,8 @@ impl Config {
                 "controller" => config.controller = reader.controller(value, &at)?,
                 "ignoreAnnotations" => config.forbidden_ignores = reader.ignore_annotations(value, &at)?,
                 "addressGuard" => config.address_guard = reader.address_guard(value, &at)?,
+                "exclude" => config.exclude = reader.strings(value, &at)?,
+                "include" => config.include = reader.strings(value, &at)?,
                 other => {
                     return Err(reader.unknown_key(
                         other,
@@ -277,6 +286,8 @@ impl Config {
                             "controller",
                             "ignoreAnnotations",
                             "addressGuard",
+                            "exclude",
+                            "include",
                         ],
                     ));
                 }

@@ -20,6 +20,8 @@ pub struct Project {
     pub load_problems: Vec<LoadProblem>,
     /// The files read (as the CLI found them): commands that write never write over one.
     pub files_read: std::collections::HashSet<crate::load::fs::FileIdentity>,
+    /// What the walk of the reported inputs left out (exclude globs, `.gitignore`).
+    pub left_out: crate::load::fs::Left,
     /// Whether [`Project::expand_intents`] ran.
     expanded: bool,
 }
@@ -32,6 +34,7 @@ impl Project {
             inventory: Inventory::new(default_namespace),
             load_problems: Vec::new(),
             files_read: std::collections::HashSet::new(),
+            left_out: crate::load::fs::Left::default(),
             expanded: false,
         }
     }
@@ -144,6 +147,8 @@ impl Project {
     pub fn summary(&self, diagnostics: &[crate::finding::Diagnostic]) -> crate::report::Summary {
         let mut summary = crate::report::Summary::new(self.reported_files(), self.reported_objects(), diagnostics);
         summary.skipped = self.skipped_documents();
+        summary.excluded = self.left_out.excluded;
+        summary.ignored = self.left_out.ignored;
         summary
     }
 

@@ -208,3 +208,71 @@ fn map_input_is_bounded() {
     assert!(stderr(&out).contains("limit"), "{}", stderr(&out));
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
+
+/// Issue 17: a repository's other files, its `exclude` globs and its `.gitignore`. Expected
+/// verdicts follow gitignore(5) and the documented config keys.
+#[test]
+fn walks_skip_other_files_and_honour_excludes_and_gitignore() {
+    let dir = tempdir("walk-filters");
+    let policy = |name: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{podSelector: {{}}, policyTypes: [Ingress, Egress], egress: [{{}}]}}\n"
+        )
+    };
+    for (path, text) in [
+        ("k8s/a.yaml", policy("a")),
+        ("legacy/b.yaml", policy("b")),
+        ("generated/c.yaml", policy("c")),
+        ("k8s/nested/tmp-d.yaml", policy("d")),
+        ("package.json", r#"{"name": "x"}"#.to_owned()),
+        ("docker-compose.yml", "services: {web: {image: nginx}}\n".to_owned()),
+        (".gitignore", "generated/\n".to_owned()),
+        ("k8s/.gitignore", "tmp-*.yaml\n".to_owned()),
+        ("portcullis.yaml", "exclude: [legacy/]\n".to_owned()),
+    ] {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    // Outside a git repository, .gitignore means nothing (as for git): c and d are linted.
+    let out = portcullis(&["lint", ".", "--format", "json", "--fail-on", "never"], &dir);
+    let names = |out: &Output| -> Vec<String> {
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut names: Vec<String> = doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["object"]["name"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    assert_eq!(names(&out), ["a", "c", "d"], "{}", stderr(&out));
+    assert!(Command::new("git").args(["init", "-q"]).current_dir(&dir).status().unwrap().success());
+    let out = portcullis(&["lint", ".", "--format", "json", "--fail-on", "never"], &dir);
+    assert_eq!(names(&out), ["a"], "{}", stderr(&out));
+    let human = portcullis(&["lint", ".", "--fail-on", "never"], &dir);
+    let text = String::from_utf8_lossy(&human.stdout).into_owned();
+    assert!(
+        text.contains(
+            "in 4 files (1 object; 3 documents skipped: not Kubernetes; 1 path excluded; 2 paths in .gitignore)"
+        ),
+        "{text}"
+    );
+    // --no-ignore reads them again; --exclude adds to the config's globs.
+    let out = portcullis(&["lint", ".", "--format", "json", "--fail-on", "never", "--no-ignore"], &dir);
+    assert_eq!(names(&out), ["a", "c", "d"]);
+    let out = portcullis(&["lint", ".", "--format", "json", "--fail-on", "never", "--exclude", "*.yaml"], &dir);
+    assert_eq!(out.status.code(), Some(2), "everything excluded is an empty input: {}", stderr(&out));
+    // Files named explicitly (as pre-commit names them) still honour exclude, not .gitignore.
+    let out = portcullis(&["lint", "legacy/b.yaml", "--allow-empty"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = portcullis(&["lint", "generated/c.yaml", "--fail-on", "never", "--format", "json"], &dir);
+    assert_eq!(names(&out), ["c"]);
+    // include: only matching files are walked.
+    std::fs::write(dir.join("portcullis.yaml"), "include: ['k8s/**']\n").unwrap();
+    let out = portcullis(&["lint", ".", "--format", "json", "--fail-on", "never"], &dir);
+    assert_eq!(names(&out), ["a"]);
+    let _ = std::fs::remove_dir_all(dir);
+}

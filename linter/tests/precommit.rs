@@ -1,7 +1,8 @@
 //! The pre-commit hook (`.pre-commit-hooks.yaml`) with the real `pre-commit` (PyPI, installed by
 //! `.ci/setup-tools`): a temporary git repository uses this repository's hook at its current
 //! commit; a commit with a broken policy is blocked, the fixed one goes through, and files that
-//! are not manifests (a workflow, a Helm template) neither break nor block it.
+//! are not manifests (a workflow, a Helm template, package.json, docker-compose, an OpenAPI
+//! spec) neither break nor block it, nor do files the config excludes or git ignores.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
@@ -94,6 +95,19 @@ fn the_hook_blocks_a_broken_policy_and_passes_the_fix() {
     std::fs::write(dir.join(".github/workflows/ci.yml"), "on: push\njobs: {}\n").unwrap();
     std::fs::write(dir.join("chart/templates/cm.yaml"), "kind: ConfigMap\nmetadata: {name: {{ .Release.Name }}}\n")
         .unwrap();
+    std::fs::write(dir.join("package.json"), r#"{"name": "shop", "version": "1.0.0", "scripts": {"test": "jest"}}"#)
+        .unwrap();
+    std::fs::write(dir.join("docker-compose.yml"), "services:\n  api: {image: shop/api, ports: ['8080:8080']}\n")
+        .unwrap();
+    std::fs::write(dir.join("openapi.yaml"), "openapi: 3.0.0\ninfo: {title: shop, version: '1'}\npaths: {}\n").unwrap();
+    // A broken policy the config excludes (committed, so pre-commit names it), and one git
+    // ignores (generated, never committed, but on disk for the context walk).
+    std::fs::create_dir_all(dir.join("legacy")).unwrap();
+    std::fs::write(dir.join("legacy/old.yaml"), BROKEN.replace("api-egress", "old")).unwrap();
+    std::fs::write(dir.join("portcullis.yaml"), "exclude: [legacy/]\n").unwrap();
+    std::fs::create_dir_all(dir.join("generated")).unwrap();
+    std::fs::write(dir.join("generated/render.yaml"), BROKEN.replace("api-egress", "generated")).unwrap();
+    std::fs::write(dir.join(".gitignore"), "generated/\n.cache-pre-commit/\n").unwrap();
 
     // `portcullis` on PATH, as the hook's `language: system` expects.
     let bin = Path::new(env!("CARGO_BIN_EXE_portcullis")).parent().unwrap().to_owned();
@@ -120,6 +134,12 @@ fn the_hook_blocks_a_broken_policy_and_passes_the_fix() {
 
     let (ok, text) = commit("shop: namespace and api");
     assert!(ok, "a clean namespace must pass:\n{text}");
+    assert!(!text.contains("PC000") && !text.contains("old.yaml"), "{text}");
+
+    // A commit touching only files that are not manifests: the hook runs and passes.
+    std::fs::write(dir.join("package.json"), r#"{"name": "shop", "version": "1.0.1"}"#).unwrap();
+    let (ok, text) = commit("bump");
+    assert!(ok, "other JSON must not trip the hook:\n{text}");
 
     std::fs::write(dir.join("k8s/api-egress.yaml"), BROKEN).unwrap();
     let (ok, text) = commit("api: egress to the database");
@@ -154,7 +174,7 @@ fn the_action_and_hook_definitions_hold_together() {
     let hooks = parse(".pre-commit-hooks.yaml");
     let hook = &hooks[0];
     assert_eq!(hook["id"], "portcullis-lint");
-    assert_eq!(hook["entry"], "portcullis lint --context .");
+    assert_eq!(hook["entry"], "portcullis lint --context . --allow-empty");
     assert_eq!(hook["pass_filenames"], true);
     let docs = std::fs::read_to_string(repo.join("docs/ci.md")).unwrap();
     assert!(docs.contains("id: portcullis-lint") && docs.contains("uses: portcullis-dev/portcullis@"));

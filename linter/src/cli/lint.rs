@@ -38,12 +38,17 @@ pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
         && project.inventory.problems.is_empty()
     {
         let read = project.reported_files();
-        let skipped = project.skipped_documents();
-        let skipped = match skipped {
-            0 => String::new(),
-            1 => ", 1 document skipped: not Kubernetes".to_owned(),
-            n => format!(", {n} documents skipped: not Kubernetes"),
-        };
+        let mut skipped = String::new();
+        let left = project.left_out;
+        for (n, one, many) in [
+            (project.skipped_documents(), "document skipped: not Kubernetes", "documents skipped: not Kubernetes"),
+            (left.excluded, "path excluded", "paths excluded"),
+            (left.ignored, "path in .gitignore", "paths in .gitignore"),
+        ] {
+            if n > 0 {
+                skipped.push_str(&format!(", {n} {}", if n == 1 { one } else { many }));
+            }
+        }
         writeln!(
             io.stderr,
             "portcullis: error: no Kubernetes objects in the input ({read} {} read{skipped}); nothing was linted (pass --allow-empty if that is expected)",

@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::load::Limits;
-use crate::load::fs::{FileIdentity, Input, read_inputs};
+use crate::load::fs::{FileIdentity, Input, Left, read_filtered};
 use crate::project::Project;
 
 /// Exit code: nothing at or above `--fail-on`.
@@ -65,6 +65,40 @@ pub struct LoadArgs {
     /// Largest input file, in MiB
     #[arg(long, default_value_t = 32, value_name = "MIB")]
     pub max_file_size: u64,
+    /// Leave out paths matching this gitignore-style glob (repeatable; relative to the working
+    /// directory; added to the config's `exclude`)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Walk directories without reading .gitignore files
+    #[arg(long)]
+    pub no_ignore: bool,
+}
+
+impl LoadArgs {
+    /// The walk filter from these flags and `config`.
+    fn filter(&self, config: &Config) -> crate::load::fs::Filter {
+        use crate::load::glob::Patterns;
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let config_dir = config
+            .path
+            .as_deref()
+            .and_then(std::path::Path::parent)
+            .and_then(|dir| std::path::absolute(dir).ok())
+            .unwrap_or_else(|| cwd.clone());
+        let mut exclude = Vec::new();
+        if !config.exclude.is_empty() {
+            exclude.push((config_dir.clone(), Patterns::from_globs(&config.exclude)));
+        }
+        if !self.exclude.is_empty() {
+            exclude.push((cwd, Patterns::from_globs(&self.exclude)));
+        }
+        let include = if config.include.is_empty() {
+            Vec::new()
+        } else {
+            vec![(config_dir, Patterns::from_globs(&config.include))]
+        };
+        crate::load::fs::Filter { exclude, include, gitignore: !self.no_ignore }
+    }
 }
 
 /// Streams a command writes to.
@@ -145,9 +179,11 @@ pub(crate) fn load_project(
     if stdin_tty && inputs.contains(&Input::Stdin) {
         anyhow::bail!("no input: name files or directories, or pipe manifests to stdin (`-`)");
     }
+    let filter = args.filter(config);
     let mut add =
         |project: &mut Project, inputs: &[Input], reported: bool, stdin: &mut dyn Read| -> anyhow::Result<()> {
-            for file in read_inputs(inputs, limits, stdin)? {
+            let mut left = Left::default();
+            for file in read_filtered(inputs, limits, &filter, &mut left, stdin)? {
                 // A file named twice (`lint a.yaml .`, or as input and context) is read once.
                 if let Some(identity) = file.identity
                     && !seen.insert(identity)
@@ -162,6 +198,9 @@ pub(crate) fn load_project(
                         project.add_rejected(&file.name, position, message, reported);
                     }
                 }
+            }
+            if reported {
+                project.left_out = left;
             }
             Ok(())
         };

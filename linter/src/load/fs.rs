@@ -3,7 +3,94 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::glob::{Patterns, Verdict, relative_segments};
 use super::{Limits, Position, decode_text};
+
+/// Which files a directory walk takes, beyond the manifest extensions: `exclude` globs (each
+/// list relative to its own base directory: the config file's, or the working directory for
+/// `--exclude`), `include` globs (when any, a walked file must match one), and the `.gitignore`
+/// files of the git repository being walked. Excludes apply to files named explicitly too (a
+/// pre-commit hook names them), `.gitignore` and `include` only to walks.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub exclude: Vec<(PathBuf, Patterns)>,
+    pub include: Vec<(PathBuf, Patterns)>,
+    pub gitignore: bool,
+}
+
+/// What the filter left out, for the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Left {
+    /// Files and directories left out by `exclude` (or not matched by `include`).
+    pub excluded: usize,
+    /// Files and directories left out by `.gitignore`.
+    pub ignored: usize,
+}
+
+impl Filter {
+    fn excluded(&self, path: &Path, is_dir: bool) -> bool {
+        let Ok(absolute) = std::path::absolute(path) else { return false };
+        self.exclude.iter().any(|(base, patterns)| {
+            let segments = relative_segments(&absolute, base)
+                .unwrap_or_else(|| absolute.file_name().and_then(|n| n.to_str()).into_iter().collect());
+            patterns.excludes(&segments, is_dir)
+        })
+    }
+
+    fn included(&self, path: &Path) -> bool {
+        if self.include.is_empty() {
+            return true;
+        }
+        let Ok(absolute) = std::path::absolute(path) else { return true };
+        self.include.iter().any(|(base, patterns)| {
+            relative_segments(&absolute, base).is_some_and(|segments| patterns.matches(&segments, false))
+        })
+    }
+}
+
+/// The `.gitignore` lists in force in one directory of a walk, outermost first.
+type Ignores = Vec<(PathBuf, Patterns)>;
+
+/// The `.gitignore` files from the repository root (the nearest ancestor with `.git`) down to
+/// `dir`'s parent; `None` outside a git repository, where `.gitignore` means nothing.
+fn ancestor_ignores(dir: &Path) -> Option<Ignores> {
+    let absolute = std::path::absolute(dir).ok()?;
+    let root = absolute.ancestors().find(|a| a.join(".git").exists())?;
+    let mut ignores = Vec::new();
+    let mut here = root.to_path_buf();
+    let rest = absolute.strip_prefix(root).ok()?;
+    let mut parts: Vec<_> = rest.components().collect();
+    parts.pop();
+    add_gitignore(&here, &mut ignores);
+    for part in parts {
+        here.push(part);
+        add_gitignore(&here, &mut ignores);
+    }
+    Some(ignores)
+}
+
+fn add_gitignore(dir: &Path, ignores: &mut Ignores) {
+    // Bounded like any input: a huge .gitignore is read up to 1 MiB.
+    let Ok(file) = std::fs::File::open(dir.join(".gitignore")) else { return };
+    let mut text = String::new();
+    if file.take(1 << 20).read_to_string(&mut text).is_ok() {
+        ignores.push((dir.to_path_buf(), Patterns::parse(&text)));
+    }
+}
+
+fn gitignored(ignores: &Ignores, path: &Path, is_dir: bool) -> bool {
+    let Ok(absolute) = std::path::absolute(path) else { return false };
+    let mut verdict = Verdict::None;
+    for (base, patterns) in ignores {
+        if let Some(segments) = relative_segments(&absolute, base) {
+            match patterns.verdict(&segments, is_dir) {
+                Verdict::None => {}
+                other => verdict = other,
+            }
+        }
+    }
+    verdict == Verdict::Excluded
+}
 
 /// An input the user named.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,8 +147,20 @@ pub enum ReadError {
 
 /// Expands inputs into files: directories are walked recursively for `*.yaml`, `*.yml` and
 /// `*.json` (sorted, hidden directories skipped); files named explicitly are read whatever
-/// their extension.
+/// their extension. No filter: see [`read_filtered`].
 pub fn read_inputs(inputs: &[Input], limits: Limits, stdin: &mut dyn Read) -> Result<Vec<ReadFile>, ReadError> {
+    read_filtered(inputs, limits, &Filter::default(), &mut Left::default(), stdin)
+}
+
+/// [`read_inputs`] with `filter` applied: files named explicitly are left out only when an
+/// exclude glob names them; what is left out is counted in `left`.
+pub fn read_filtered(
+    inputs: &[Input],
+    limits: Limits,
+    filter: &Filter,
+    left: &mut Left,
+    stdin: &mut dyn Read,
+) -> Result<Vec<ReadFile>, ReadError> {
     let mut out = Vec::new();
     for input in inputs {
         match input {
@@ -76,11 +175,17 @@ pub fn read_inputs(inputs: &[Input], limits: Limits, stdin: &mut dyn Read) -> Re
                     std::io::ErrorKind::NotFound => ReadError::NotFound { path: path.display().to_string() },
                     _ => ReadError::Io { path: path.display().to_string(), source: e },
                 })?;
+                if filter.excluded(path, meta.is_dir()) {
+                    left.excluded += 1;
+                    continue;
+                }
                 if meta.is_dir() {
                     let mut files = Vec::new();
                     let mut visited = std::collections::HashSet::new();
                     visited.insert(FileIdentity::of(path, Some(&meta)));
-                    walk(path, &mut files, &mut visited)?;
+                    let mut ignores = if filter.gitignore { ancestor_ignores(path) } else { None };
+                    let mut walk = Walk { filter, files: &mut files, visited: &mut visited, left };
+                    walk.dir(path, &mut ignores)?;
                     files.sort();
                     for file in files {
                         out.push(read_file(&file, limits)?);
@@ -94,37 +199,67 @@ pub fn read_inputs(inputs: &[Input], limits: Limits, stdin: &mut dyn Read) -> Re
     Ok(out)
 }
 
-/// Walks a directory. Symbolic links to directories are followed (a chart's `templates/` is
-/// often one), each directory at most once, so a link cycle ends the descent instead of looping.
-fn walk(
-    dir: &Path,
-    files: &mut Vec<PathBuf>,
-    visited: &mut std::collections::HashSet<FileIdentity>,
-) -> Result<(), ReadError> {
-    let io = |e| ReadError::Io { path: dir.display().to_string(), source: e };
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let path = entry.path();
-        let name = entry.file_name();
-        let file_type = entry.file_type().map_err(io)?;
-        let target = if file_type.is_symlink() { std::fs::metadata(&path).ok() } else { None };
-        let is_dir = file_type.is_dir() || target.as_ref().is_some_and(std::fs::Metadata::is_dir);
-        if is_dir {
-            if name.to_string_lossy().starts_with('.') {
+struct Walk<'a> {
+    filter: &'a Filter,
+    files: &'a mut Vec<PathBuf>,
+    visited: &'a mut std::collections::HashSet<FileIdentity>,
+    left: &'a mut Left,
+}
+
+impl Walk<'_> {
+    /// Walks a directory. Symbolic links to directories are followed (a chart's `templates/` is
+    /// often one), each directory at most once, so a link cycle ends the descent instead of
+    /// looping. `ignores` is `None` outside a git repository.
+    fn dir(&mut self, dir: &Path, ignores: &mut Option<Ignores>) -> Result<(), ReadError> {
+        let io = |e| ReadError::Io { path: dir.display().to_string(), source: e };
+        let pushed = match ignores {
+            Some(list) => {
+                let before = list.len();
+                if let Ok(absolute) = std::path::absolute(dir) {
+                    add_gitignore(&absolute, list);
+                }
+                list.len() > before
+            }
+            None => false,
+        };
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let file_type = entry.file_type().map_err(io)?;
+            let target = if file_type.is_symlink() { std::fs::metadata(&path).ok() } else { None };
+            let is_dir = file_type.is_dir() || target.as_ref().is_some_and(std::fs::Metadata::is_dir);
+            if is_dir && name.to_string_lossy().starts_with('.') {
                 continue;
             }
-            let meta = match &target {
-                Some(m) => Some(m.clone()),
-                None => std::fs::metadata(&path).ok(),
-            };
-            if visited.insert(FileIdentity::of(&path, meta.as_ref())) {
-                walk(&path, files, visited)?;
+            if !is_dir && !(is_manifest_name(&path) && (file_type.is_file() || path.is_file())) {
+                continue;
             }
-        } else if is_manifest_name(&path) && (file_type.is_file() || path.is_file()) {
-            files.push(path);
+            if self.filter.excluded(&path, is_dir) || (!is_dir && !self.filter.included(&path)) {
+                self.left.excluded += 1;
+                continue;
+            }
+            if ignores.as_ref().is_some_and(|list| gitignored(list, &path, is_dir)) {
+                self.left.ignored += 1;
+                continue;
+            }
+            if is_dir {
+                let meta = match &target {
+                    Some(m) => Some(m.clone()),
+                    None => std::fs::metadata(&path).ok(),
+                };
+                if self.visited.insert(FileIdentity::of(&path, meta.as_ref())) {
+                    self.dir(&path, ignores)?;
+                }
+            } else {
+                self.files.push(path);
+            }
         }
+        if pushed && let Some(list) = ignores {
+            list.pop();
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Whether a directory walk picks this file up.

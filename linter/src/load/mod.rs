@@ -8,6 +8,7 @@
 pub mod block;
 pub mod de;
 pub mod fs;
+pub mod glob;
 pub mod yaml;
 
 use std::collections::HashMap;

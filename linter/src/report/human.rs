@@ -70,6 +70,12 @@ fn scope(s: &Summary) -> String {
             plural(s.skipped, "document", "documents")
         ));
     }
+    if s.excluded > 0 {
+        text.push_str(&format!("; {} {} excluded", s.excluded, plural(s.excluded, "path", "paths")));
+    }
+    if s.ignored > 0 {
+        text.push_str(&format!("; {} {} in .gitignore", s.ignored, plural(s.ignored, "path", "paths")));
+    }
     text.push(')');
     text
 }

@@ -50,6 +50,11 @@ pub struct Summary {
     /// JSON schema (DESIGN §5), whose summary keys are fixed.
     #[serde(skip)]
     pub skipped: usize,
+    /// Paths the walk left out by `exclude`/`include` globs, and by `.gitignore` (human format).
+    #[serde(skip)]
+    pub excluded: usize,
+    #[serde(skip)]
+    pub ignored: usize,
 }
 
 impl Summary {
@@ -57,6 +62,8 @@ impl Summary {
         let count = |s| diagnostics.iter().filter(|d| d.severity == s).count();
         Summary {
             skipped: 0,
+            excluded: 0,
+            ignored: 0,
             files,
             objects,
             findings: diagnostics.len(),

@@ -9,8 +9,10 @@ use crate::semantics::selector::selector_problem;
 declare_rule! {
     /// ## What it does
     /// Reports input that is not a valid Kubernetes object: YAML or JSON that does not parse,
-    /// binary or oversized files, documents without `apiVersion`/`kind`, fields of the wrong type
-    /// in a kind portcullis knows, removed API versions, and NetworkPolicy values the API server
+    /// binary or oversized files, objects missing `apiVersion` or `kind` (a document with `kind`,
+    /// or with `metadata` beside `apiVersion` or `spec`; other YAML and JSON, such as
+    /// `package.json` or a CI workflow, is skipped and counted), fields of the wrong type in a
+    /// kind portcullis knows, removed API versions, and NetworkPolicy values the API server
     /// rejects that no other rule covers (selector operators, empty peers, unknown `policyTypes`),
     /// and unknown rule names in a `portcullis.dev/ignore` annotation.
     ///
