@@ -9,7 +9,7 @@
 //! - Malformed messages (pointer loops, bad labels, overruns) must be errors, never panics.
 //! - A per-capture summary of what the matcher makes of each file is an insta snapshot.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)] // test code: a failed unwrap is a failed test
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -26,10 +26,20 @@ use portcullis_sensor::stats::{Reason, Stats};
 use portcullis_sensor::tcp::{StreamLimits, Streams};
 use serde_json::Value;
 
-fn corpus() -> PathBuf {
+/// The DNS corpus beside the checkout: required in CI (`.ci/run` sets
+/// `PORTCULLIS_REQUIRE_CONFORMANCE`); in a contributor's plain clone the tests are skipped.
+fn corpus() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/dns");
-    assert!(dir.is_dir(), "the conformance corpus {} is missing: CI provides it beside the checkout", dir.display());
-    dir
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("PORTCULLIS_REQUIRE_CONFORMANCE").is_none(),
+        "the conformance corpus {} is missing: CI provides it beside the checkout",
+        dir.display()
+    );
+    eprintln!("SKIPPED: no conformance corpus at {} (CI requires it)", dir.display());
+    None
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -39,8 +49,8 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-fn rows() -> Vec<Value> {
-    let text = std::fs::read_to_string(corpus().join("messages.jsonl")).unwrap();
+fn rows(corpus: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(corpus.join("messages.jsonl")).unwrap();
     text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
 }
 
@@ -72,11 +82,11 @@ fn expected_addresses(decoded: &Value) -> Option<Vec<(IpAddr, u32)>> {
 
 #[test]
 fn frames_and_answers_match_the_index() {
-    let dir = corpus();
+    let Some(dir) = corpus() else { return };
     let mut files: HashMap<String, Vec<u8>> = HashMap::new();
     let (mut udp_checked, mut tcp_checked, mut answers_checked, mut malformed) = (0, 0, 0, 0);
     let mut tcp_messages: HashMap<String, Vec<String>> = HashMap::new();
-    for row in rows() {
+    for row in rows(&dir) {
         let file = row["file"].as_str().unwrap().to_owned();
         let bytes = files.entry(file.clone()).or_insert_with(|| std::fs::read(dir.join(&file)).unwrap());
         let capture = pcap::parse(bytes).unwrap();
@@ -149,7 +159,7 @@ fn frames_and_answers_match_the_index() {
 /// cluster captures), with the capture's own clock. The snapshot is the per-file verdict.
 #[test]
 fn captures_through_the_matcher() {
-    let dir = corpus();
+    let Some(dir) = corpus() else { return };
     let mut paths: Vec<PathBuf> = Vec::new();
     for sub in ["pcap/tcpdump", "pcap/zeek", "pcap/zeek/dns"] {
         for entry in std::fs::read_dir(dir.join(sub)).unwrap() {

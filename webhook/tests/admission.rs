@@ -1,7 +1,7 @@
 //! `testcases/admission/`: AdmissionReview requests shaped as kube-apiserver sends them,
 //! decided against the state in `testcases/admission/state/`, with the responses as reviewed
 //! insta snapshots beside each request. Also every captured review of the conformance corpus.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -125,7 +125,16 @@ fn check_patched(object: &Value, patch: Value, case: &str) {
 #[test]
 fn conformance_reviews_never_fail_badly() {
     let dir = repo().join("../shared/conformance/admission");
-    assert!(dir.is_dir(), "the conformance corpus is missing at {}", dir.display());
+    if !dir.is_dir() {
+        // CI (`.ci/run`) requires the corpus; a contributor's plain clone skips this test.
+        assert!(
+            std::env::var_os("PORTCULLIS_REQUIRE_CONFORMANCE").is_none(),
+            "the conformance corpus is missing at {}",
+            dir.display()
+        );
+        eprintln!("SKIPPED: no conformance corpus at {} (CI requires it)", dir.display());
+        return;
+    }
     let state = state();
     let config = Config::default();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
 
@@ -13,15 +13,21 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
 }
 
-/// The conformance corpus beside the checkout; CI has it, so its absence is a loud failure.
-pub fn conformance() -> PathBuf {
+/// The conformance corpus beside the checkout. CI (`.ci/run` sets
+/// `PORTCULLIS_REQUIRE_CONFORMANCE`) has it, so there its absence is a loud failure; in a
+/// contributor's plain clone the tests that read it are skipped, said on stderr and by `.ci/test`.
+pub fn conformance() -> Option<PathBuf> {
     let dir = repo().join("../shared/conformance");
+    if dir.is_dir() {
+        return Some(dir);
+    }
     assert!(
-        dir.is_dir(),
+        std::env::var_os("PORTCULLIS_REQUIRE_CONFORMANCE").is_none(),
         "the conformance corpus is missing at {}: these tests read real-world inputs from ../shared/conformance",
         dir.display()
     );
-    dir
+    eprintln!("SKIPPED: no conformance corpus at {} (CI requires it)", dir.display());
+    None
 }
 
 /// Loads files into a project, naming each by its path relative to `base`.
