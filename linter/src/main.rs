@@ -11,7 +11,8 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let stdout = std::io::stdout();
-    let tty = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    // Colour also depends on --color, NO_COLOR and CLICOLOR_FORCE: decided in `cli::run`.
+    let tty = stdout.is_terminal();
     let mut io = portcullis_linter::cli::Io {
         stdin: &mut std::io::stdin().lock(),
         stdout: &mut stdout.lock(),

@@ -333,3 +333,29 @@ fn rules_doc_is_generated_from_the_registry() {
         "docs/rules.md is stale; regenerate with `cargo run -p portcullis-linter --example rules-doc > docs/rules.md`"
     );
 }
+
+/// Issue 17: `--color` and the conventions (no-color.org, bixense.com/clicolors).
+#[test]
+fn colour_follows_the_flag_and_the_environment() {
+    let repo = common::repo();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command.args(["lint", "testcases/demo", "--fail-on", "never"]).args(args).current_dir(&repo);
+        command.env_remove("NO_COLOR").env_remove("CLICOLOR_FORCE").env_remove("PORTCULLIS_COLOR");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        String::from_utf8(command.output().unwrap().stdout).unwrap().contains("\u{1b}[")
+    };
+    // Not a terminal: no colour unless asked for.
+    assert!(!run(&[], &[]));
+    assert!(run(&["--color", "always"], &[]));
+    assert!(run(&[], &[("CLICOLOR_FORCE", "1")]));
+    assert!(!run(&[], &[("CLICOLOR_FORCE", "0")]));
+    assert!(!run(&[], &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]));
+    assert!(run(&["--color", "always"], &[("NO_COLOR", "1")]), "the flag wins over the environment");
+    assert!(!run(&["--color", "never"], &[("CLICOLOR_FORCE", "1")]));
+    let version = Command::new(env!("CARGO_BIN_EXE_portcullis")).arg("--version").output().unwrap();
+    let version = String::from_utf8(version.stdout).unwrap();
+    assert!(version.starts_with("portcullis 0.") && version.contains(" ("), "the commit is shown: {version}");
+}

@@ -37,12 +37,13 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Address for the HTTPS admission endpoints
-    #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "0.0.0.0:8443")]
-    pub listen: SocketAddr,
-    /// Address for /healthz, /readyz and /metrics (plain HTTP)
-    #[arg(long, env = "PORTCULLIS_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
-    pub metrics_listen: SocketAddr,
+    /// Address for the HTTPS admission endpoints (default 0.0.0.0:8443; with --dev 127.0.0.1:8443)
+    #[arg(long, env = "PORTCULLIS_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address for /healthz, /readyz and /metrics, plain HTTP (default 0.0.0.0:9090; with --dev
+    /// 127.0.0.1 on a free port, printed: 9090 is Prometheus' own port on a workstation)
+    #[arg(long, env = "PORTCULLIS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Serving certificate chain (PEM); reloaded when it changes on disk
     #[arg(
         long,
@@ -166,9 +167,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let sensor_user = sensor_user(&args)?;
     // Bound first: a port in use fails the start before anything is written (the dev CA) or
     // changed in the cluster (self-managed TLS).
-    let https = std::net::TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
-    let ops = std::net::TcpListener::bind(args.metrics_listen)
-        .with_context(|| format!("listening on {}", args.metrics_listen))?;
+    let (listen, metrics_listen) = args.addresses();
+    let https = std::net::TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
+    let ops = std::net::TcpListener::bind(metrics_listen).with_context(|| format!("listening on {metrics_listen}"))?;
     let mut ingest = None;
     let (state, tls_config): (Arc<dyn ClusterState>, RustlsConfig) = if args.dev {
         let dir = args.state.clone().unwrap_or_default();
@@ -193,7 +194,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 Ingest::new(auth, sensor_user.clone(), Arc::new(intents)).with_map_readers(args.map_readers.clone()),
             ));
         }
-        print_dev_banner(&args)?;
+        print_dev_banner(&args, ops.local_addr()?)?;
         (Arc::new(state), RustlsConfig::from_config(loaded.config))
     } else {
         let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
@@ -305,8 +306,20 @@ fn sensor_user(args: &ServeArgs) -> anyhow::Result<String> {
     }
 }
 
-fn print_dev_banner(args: &ServeArgs) -> anyhow::Result<()> {
-    let port = args.listen.port();
+impl ServeArgs {
+    /// The admission and ops addresses: as given, or the defaults (loopback in --dev mode).
+    pub fn addresses(&self) -> (SocketAddr, SocketAddr) {
+        let (listen, ops) = if self.dev {
+            (SocketAddr::from(([127, 0, 0, 1], 8443)), SocketAddr::from(([127, 0, 0, 1], 0)))
+        } else {
+            (SocketAddr::from(([0, 0, 0, 0], 8443)), SocketAddr::from(([0, 0, 0, 0], 9090)))
+        };
+        (self.listen.unwrap_or(listen), self.metrics_listen.unwrap_or(ops))
+    }
+}
+
+fn print_dev_banner(args: &ServeArgs, ops: SocketAddr) -> anyhow::Result<()> {
+    let port = args.addresses().0.port();
     let ca = args.dev_ca_out.display();
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -315,7 +328,8 @@ fn print_dev_banner(args: &ServeArgs) -> anyhow::Result<()> {
          Try it (a Deployment whose pods would lose DNS, in a namespace labelled portcullis.dev/mode=enforce):\n\n  \
          curl --cacert {ca} -H 'Content-Type: application/json' \\\n    \
          --data @testcases/admission/validate/deployment-create-dns-blocked.json \\\n    \
-         https://localhost:{port}/validate\n",
+         https://localhost:{port}/validate\n\n\
+         Metrics and health: http://{ops}/metrics\n",
         state = args.state.as_deref().unwrap_or_else(|| std::path::Path::new(".")).display(),
     )?;
     Ok(())

@@ -27,12 +27,41 @@ pub const EXIT_FINDINGS: u8 = 1;
 /// Exit code: usage or I/O error.
 pub const EXIT_ERROR: u8 = 2;
 
+/// `portcullis --version`: the release and the commit it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("PORTCULLIS_COMMIT"), ")");
+
 /// Safe-by-default Kubernetes egress: lint NetworkPolicies and workloads.
 #[derive(Debug, Parser)]
-#[command(name = "portcullis", version, about, long_about = None)]
+#[command(name = "portcullis", version = VERSION, about, long_about = None)]
 pub struct Cli {
+    /// Colour in human output: auto (a terminal, unless NO_COLOR is set; CLICOLOR_FORCE=1
+    /// forces it), always, never
+    #[arg(long, global = true, value_enum, default_value = "auto", env = "PORTCULLIS_COLOR")]
+    pub color: Color,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+impl Color {
+    /// Whether to colour, given whether stdout is a terminal and the environment.
+    pub fn enabled(self, terminal: bool, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+        let set = |name: &str| env(name).is_some_and(|v| !v.is_empty());
+        match self {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto if set("NO_COLOR") => false,
+            Color::Auto if env("CLICOLOR_FORCE").is_some_and(|v| !v.is_empty() && v != "0") => true,
+            Color::Auto => terminal,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,7 +74,7 @@ pub enum Command {
     Rule(rules::RuleArgs),
     /// Write the policies and patches that make the input pass
     Fix(fix::FixArgs),
-    /// Explain whether traffic between two endpoints is allowed, and by which rules
+    /// Explain whether traffic between two endpoints is allowed, and by which rules (exit 0 allowed, 1 denied, 2 usage error)
     Trace(trace::TraceArgs),
     /// Render EgressIntents to NetworkPolicies (resolving their names now), for GitOps
     Resolve(resolve::ResolveArgs),
@@ -106,7 +135,7 @@ pub struct Io<'a> {
     pub stdin: &'a mut dyn Read,
     pub stdout: &'a mut dyn Write,
     pub stderr: &'a mut dyn Write,
-    /// Whether stdout is a terminal (colour in human output).
+    /// Whether stdout is a terminal (colour in human output, with `--color` and the environment).
     pub tty: bool,
     /// Whether stdin is a terminal (then there is nothing piped to read).
     pub stdin_tty: bool,
@@ -134,6 +163,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>, io: &mut Io<'_>) 
             return code;
         }
     };
+    io.tty = cli.color.enabled(io.tty, |name| std::env::var_os(name));
     let result = match cli.command {
         Command::Lint(args) => lint::run(&args, io),
         Command::Rules(args) => rules::list(&args, io),
