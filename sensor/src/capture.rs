@@ -86,6 +86,13 @@ impl Capture {
                     }
                 }
             })?;
+            if let Some(server) = self.matcher.untrusted_resolver() {
+                tracing::warn!(
+                    %server,
+                    "answers from {server} to queries clients sent it are dropped: it is not a trusted resolver \
+                     (pass --trusted-resolver {server} if it is one; said once, counted in untrusted_source)"
+                );
+            }
             if last_figures.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                 last_figures = Some(Instant::now());
                 self.refresh_figures();

@@ -34,7 +34,9 @@ pub struct Args {
     #[arg(long, env = "PORTCULLIS_SENSOR_DNS_PORT", default_value_t = 53)]
     pub dns_port: u16,
     /// A resolver whose answers are trusted (repeat; add the NodeLocal DNSCache address,
-    /// 169.254.20.10, when it is deployed). In a cluster, kube-dns is added automatically.
+    /// 169.254.20.10, when it is deployed). In a cluster, kube-dns is added automatically;
+    /// outside one, the default is the system's resolvers (/etc/resolv.conf, and behind
+    /// systemd-resolved's stub the servers it forwards to)
     #[arg(long = "trusted-resolver", env = "PORTCULLIS_SENSOR_TRUSTED_RESOLVERS", value_delimiter = ',')]
     pub trusted_resolvers: Vec<IpAddr>,
     /// Read pods and kube-dns from the Kubernetes API (auto: when running in a pod)
@@ -87,9 +89,10 @@ pub struct Args {
     /// Bytes of observations queued at most (beyond: dropped, counted)
     #[arg(long, env = "PORTCULLIS_SENSOR_QUEUE_BYTES", default_value_t = 16 << 20)]
     pub queue_bytes: usize,
-    /// Plain-HTTP address for /metrics and /healthz
-    #[arg(long, env = "PORTCULLIS_SENSOR_METRICS_LISTEN", default_value = "0.0.0.0:9091")]
-    pub metrics_listen: SocketAddr,
+    /// Plain-HTTP address for /metrics and /healthz (default: 0.0.0.0:9091 in a cluster,
+    /// 127.0.0.1:9091 outside one)
+    #[arg(long, env = "PORTCULLIS_SENSOR_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// How frames reach user space (see docs/decisions.md)
     #[arg(long, value_enum, default_value = "socket")]
     pub delivery: Delivery,
@@ -134,11 +137,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Kubernetes::Always => true,
         Kubernetes::Never => false,
     };
+    let mut args = args;
     if args.trusted_resolvers.is_empty() && !in_cluster {
-        anyhow::bail!(
-            "no trusted resolver: pass --trusted-resolver IP (outside a cluster nothing is trusted by default)"
-        );
+        args.trusted_resolvers = crate::resolvconf::system_resolvers();
+        if args.trusted_resolvers.is_empty() {
+            anyhow::bail!(
+                "no trusted resolver: /etc/resolv.conf names none; pass --trusted-resolver IP (the resolver whose answers to trust)"
+            );
+        }
+        let list: Vec<String> = args.trusted_resolvers.iter().map(ToString::to_string).collect();
+        tracing::info!(resolvers = %list.join(","), "trusting the system's resolvers (pass --trusted-resolver to choose)");
     }
+    let metrics_listen = args.metrics_listen.unwrap_or_else(|| {
+        if in_cluster { SocketAddr::from(([0, 0, 0, 0], 9091)) } else { SocketAddr::from(([127, 0, 0, 1], 9091)) }
+    });
     if args.output == Output::None && args.report_url.is_none() {
         anyhow::bail!("nothing to do: pass --output stdout and/or --report-url");
     }
@@ -232,9 +244,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         queue: queue_tx.downgrade(),
         queue_capacity: args.queue.max(1),
     };
-    let listener = tokio::net::TcpListener::bind(args.metrics_listen)
+    let listener = tokio::net::TcpListener::bind(metrics_listen)
         .await
-        .with_context(|| format!("listening on {}", args.metrics_listen))?;
+        .with_context(|| format!("listening on {metrics_listen}"))?;
     tracing::info!(metrics = %listener.local_addr()?, interface = args.interface.as_deref().unwrap_or("all"), port = args.dns_port, delivery = ?args.delivery, "portcullis-sensor capturing");
     tokio::spawn(metrics::serve(listener, sources));
     drop(queue_tx);

@@ -16,6 +16,7 @@ pub mod output;
 pub mod packet;
 pub mod pcap;
 pub mod pods;
+pub mod resolvconf;
 pub mod stats;
 pub mod sys;
 pub mod tcp;

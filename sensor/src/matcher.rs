@@ -194,6 +194,8 @@ pub struct Matcher {
     answered_order: VecDeque<(Instant, Key)>,
     streams: Streams,
     stats: Arc<Stats>,
+    /// The first untrusted server seen answering a recorded query (said once, then `Some(None)`).
+    untrusted_answering: Option<Option<IpAddr>>,
 }
 
 impl Matcher {
@@ -209,6 +211,7 @@ impl Matcher {
             streams: Streams::new(config.streams, config.window),
             config,
             stats,
+            untrusted_answering: None,
         }
     }
 
@@ -224,6 +227,11 @@ impl Matcher {
     /// Entries held for expiry and de-duplication (bounded by a small multiple of `max_pending`).
     pub fn bookkeeping(&self) -> usize {
         self.order.len() + self.answered_order.len()
+    }
+
+    /// The first server, not trusted, seen answering a query a client sent it: returned once.
+    pub fn untrusted_resolver(&mut self) -> Option<IpAddr> {
+        self.untrusted_answering.as_mut().and_then(Option::take)
     }
 
     /// Pending queries charged to `share`.
@@ -362,6 +370,14 @@ impl Matcher {
         let server = segment.src.ip();
         if !self.trusted.contains(&server) {
             self.stats.bump(Reason::UntrustedSource);
+            // A client really asked this server: most likely a resolver the operator forgot to
+            // trust. Remembered once, for the capture loop to say.
+            let key = Key { client: segment.dst, id: summary.id, transport: segment.transport };
+            if self.untrusted_answering.is_none()
+                && self.pending.get(&key).is_some_and(|pending| pending.servers.contains(&server))
+            {
+                self.untrusted_answering = Some(Some(server));
+            }
             return None;
         }
         if !summary.question.as_ref().is_some_and(|q| matches!(q.qtype, RecordType::A | RecordType::AAAA)) {

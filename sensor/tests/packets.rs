@@ -262,3 +262,27 @@ fn one_source_cannot_blind_the_sensor_for_the_others() {
     matcher.frame(&query, arriving(10), later);
     assert_eq!(matcher.pending_of(Share::Interface(10)), 1);
 }
+
+/// Issue 17: answers from a resolver the operator forgot to trust are dropped, and the matcher
+/// names that resolver once, for the capture loop to say.
+#[test]
+fn an_untrusted_resolver_answering_real_queries_is_named_once() {
+    let stats = Arc::new(Stats::default());
+    let mut matcher = Matcher::new(MatchConfig::default(), ["192.0.2.1".parse().unwrap()], stats.clone());
+    let now = Instant::now();
+    assert_eq!(matcher.untrusted_resolver(), None);
+    for id in 1..=3 {
+        let (query, answer) = exchange(40_000 + id, id);
+        matcher.frame(&query, Via::Recorded, now);
+        assert!(matcher.frame(&answer, Via::Recorded, now).is_empty());
+    }
+    assert_eq!(stats.get(Reason::UntrustedSource), 3);
+    assert_eq!(matcher.untrusted_resolver(), Some("10.0.0.53".parse().unwrap()));
+    assert_eq!(matcher.untrusted_resolver(), None, "said once");
+    // An unsolicited packet from an untrusted address names nobody.
+    let stats = Arc::new(Stats::default());
+    let mut matcher = Matcher::new(MatchConfig::default(), ["192.0.2.1".parse().unwrap()], stats);
+    let (_, answer) = exchange(40_100, 9);
+    matcher.frame(&answer, Via::Recorded, now);
+    assert_eq!(matcher.untrusted_resolver(), None);
+}
