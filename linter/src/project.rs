@@ -148,6 +148,7 @@ impl Project {
         let mut summary = crate::report::Summary::new(self.reported_files(), self.reported_objects(), diagnostics);
         summary.skipped = self.skipped_documents();
         summary.excluded = self.left_out.excluded;
+        summary.replaced = self.inventory.replaced.len();
         summary.ignored = self.left_out.ignored;
         summary
     }

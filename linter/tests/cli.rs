@@ -180,6 +180,25 @@ fn fix_output_makes_the_demo_pass_the_dns_and_default_deny_rules() {
     for code in ["PC001", "PC002", "PC003", "PC004"] {
         assert!(!codes.contains(&code), "{code} remains after fix: {codes:?}");
     }
+    // Issue 17: the patched copies replace their originals, as `kubectl apply` of both would:
+    // nothing is reported twice, and the objects are counted once.
+    let before = portcullis(&["lint", "testcases/demo", "--format", "json"], &repo, None);
+    let before: serde_json::Value = serde_json::from_slice(&before.stdout).unwrap();
+    let mut remaining: Vec<&str> = before["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .filter(|c| !["PC001", "PC002", "PC003", "PC004"].contains(c))
+        .collect();
+    let mut codes = codes;
+    codes.sort_unstable();
+    remaining.sort_unstable();
+    assert_eq!(codes, remaining, "the findings fix does not address, each once");
+    let new_objects = 1; // default-deny-ingress; allow-dns and payments-egress are patched copies
+    assert_eq!(doc["summary"]["objects"], before["summary"]["objects"].as_u64().unwrap() + new_objects);
+    let human = portcullis(&["lint", "testcases/demo", fixed.to_str().unwrap()], &repo, None);
+    assert!(stdout(&human).contains("2 objects replaced by `portcullis fix` output"), "{}", stdout(&human));
     // A namespace with no policies at all gets default-deny for both directions and DNS.
     let bare = portcullis(&["fix", "testcases/rules/PC001/no-policies/input.yaml"], &repo, None);
     let text = stdout(&bare);

@@ -106,7 +106,9 @@ pub fn run(args: &FixArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
 
 /// The first line of every file `fix` writes (an existing file that starts with it may be
 /// replaced without `--force`).
-const HEADER: &str = "# Written by `portcullis fix`: new policies and patched copies of existing ones.\n";
+/// The first line of what `fix` writes: linted together with the files it patched, its objects
+/// replace theirs (see `load_project`).
+pub(crate) const HEADER: &str = "# Written by `portcullis fix`: new policies and patched copies of existing ones.\n";
 
 /// A YAML stream: one document per object.
 fn stream(objects: &[Value]) -> String {

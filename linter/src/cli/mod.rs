@@ -213,7 +213,14 @@ pub(crate) fn load_project(
     let mut add =
         |project: &mut Project, inputs: &[Input], reported: bool, stdin: &mut dyn Read| -> anyhow::Result<()> {
             let mut left = Left::default();
-            for file in read_filtered(inputs, limits, &filter, &mut left, stdin)? {
+            let mut files = read_filtered(inputs, limits, &filter, &mut left, stdin)?;
+            // `fix` output first: its patched copies replace the originals read after it.
+            let is_fix = |file: &crate::load::fs::ReadFile| {
+                file.content.as_ref().is_ok_and(|text| text.starts_with(fix::HEADER))
+            };
+            files.sort_by_key(|file| !is_fix(file));
+            for file in files {
+                let superseding = is_fix(&file);
                 // A file named twice (`lint a.yaml .`, or as input and context) is read once.
                 if let Some(identity) = file.identity
                     && !seen.insert(identity)
@@ -222,7 +229,9 @@ pub(crate) fn load_project(
                 }
                 match file.content {
                     Ok(text) => {
+                        project.inventory.set_superseding(superseding);
                         project.add_text(&file.name, text, reported);
+                        project.inventory.set_superseding(false);
                     }
                     Err((position, message)) => {
                         project.add_rejected(&file.name, position, message, reported);

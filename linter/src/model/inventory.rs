@@ -166,6 +166,13 @@ pub struct Inventory {
     /// Documents skipped as plainly not Kubernetes objects ([`is_kubernetes_shaped`]):
     /// `package.json`, `docker-compose.yml`, CI workflows, OpenAPI specs, Helm values.
     pub skipped: Vec<DocumentRef>,
+    /// Objects left out because a fix file loaded before them defines the same object (see
+    /// [`Inventory::set_superseding`]): the original a patched copy replaces.
+    pub replaced: Vec<DocumentRef>,
+    /// Identities (API group, kind, namespace, name) defined by superseding files.
+    superseding_ids: std::collections::HashSet<(String, String, Option<String>, String)>,
+    /// Whether objects being added now supersede later ones with the same identity.
+    superseding: bool,
     /// See [`Inventory::keep_values`].
     keep_values: bool,
 }
@@ -191,6 +198,9 @@ impl Inventory {
             intents: Vec::new(),
             problems: Vec::new(),
             skipped: Vec::new(),
+            replaced: Vec::new(),
+            superseding_ids: std::collections::HashSet::new(),
+            superseding: false,
             keep_values: true,
         }
     }
@@ -204,6 +214,14 @@ impl Inventory {
     /// and patches) needs the values and keeps the default.
     pub fn keep_values(&mut self, keep: bool) {
         self.keep_values = keep;
+    }
+
+    /// While set, objects added define their identity for good: an object with the same API
+    /// group, kind, namespace and name added later (while not set) is left out and recorded in
+    /// [`Inventory::replaced`]. `portcullis fix` output is loaded this way before the files it
+    /// patched, so linting both sees each patched object once, as `kubectl apply` of both would.
+    pub fn set_superseding(&mut self, on: bool) {
+        self.superseding = on;
     }
 
     /// Builds an inventory from parsed documents.
@@ -423,6 +441,14 @@ impl Inventory {
             Some(namespace.unwrap_or_else(|| self.default_namespace.clone()))
         };
         let id = ObjectRef { api_version, kind, namespace, name };
+        let group = id.api_version.rsplit_once('/').map_or("", |(group, _)| group).to_owned();
+        let identity = (group, id.kind.clone(), id.namespace.clone(), id.name.clone());
+        if self.superseding {
+            self.superseding_ids.insert(identity);
+        } else if !id.name.is_empty() && self.superseding_ids.contains(&identity) {
+            self.replaced.push(doc);
+            return;
+        }
         let ignore = annotations
             .as_ref()
             .and_then(|a| a.get(IGNORE_ANNOTATION))

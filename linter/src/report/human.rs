@@ -73,6 +73,13 @@ fn scope(s: &Summary) -> String {
     if s.excluded > 0 {
         text.push_str(&format!("; {} {} excluded", s.excluded, plural(s.excluded, "path", "paths")));
     }
+    if s.replaced > 0 {
+        text.push_str(&format!(
+            "; {} {} replaced by `portcullis fix` output",
+            s.replaced,
+            plural(s.replaced, "object", "objects")
+        ));
+    }
     if s.ignored > 0 {
         text.push_str(&format!("; {} {} in .gitignore", s.ignored, plural(s.ignored, "path", "paths")));
     }

@@ -55,6 +55,9 @@ pub struct Summary {
     pub excluded: usize,
     #[serde(skip)]
     pub ignored: usize,
+    /// Objects replaced by their patched copies in `portcullis fix` output (human format).
+    #[serde(skip)]
+    pub replaced: usize,
 }
 
 impl Summary {
@@ -64,6 +67,7 @@ impl Summary {
             skipped: 0,
             excluded: 0,
             ignored: 0,
+            replaced: 0,
             files,
             objects,
             findings: diagnostics.len(),
