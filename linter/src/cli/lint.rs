@@ -39,7 +39,7 @@ pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     {
         let read = project.reported_files();
         let mut skipped = String::new();
-        let left = project.left_out;
+        let left = &project.left_out;
         for (n, one, many) in [
             (project.skipped_documents(), "document skipped: not Kubernetes", "documents skipped: not Kubernetes"),
             (left.excluded, "path excluded", "paths excluded"),

@@ -5,6 +5,7 @@ mod fix;
 mod lint;
 mod map;
 mod output;
+mod render;
 mod resolve;
 mod rules;
 mod trace;
@@ -101,6 +102,13 @@ pub struct LoadArgs {
     /// Walk directories without reading .gitignore files
     #[arg(long)]
     pub no_ignore: bool,
+    /// Values file for every Helm chart met (repeatable; as `helm template --values`)
+    #[arg(long, value_name = "FILE")]
+    pub values: Vec<PathBuf>,
+    /// Do not run helm or kustomize on charts and kustomizations (each then gets a finding with
+    /// the command to render it by hand)
+    #[arg(long)]
+    pub no_render: bool,
 }
 
 impl LoadArgs {
@@ -210,42 +218,74 @@ pub(crate) fn load_project(
         anyhow::bail!("no input: name files or directories, or pipe manifests to stdin (`-`)");
     }
     let filter = args.filter(config);
-    let mut add =
-        |project: &mut Project, inputs: &[Input], reported: bool, stdin: &mut dyn Read| -> anyhow::Result<()> {
-            let mut left = Left::default();
-            let mut files = read_filtered(inputs, limits, &filter, &mut left, stdin)?;
-            // `fix` output first: its patched copies replace the originals read after it.
-            let is_fix = |file: &crate::load::fs::ReadFile| {
-                file.content.as_ref().is_ok_and(|text| text.starts_with(fix::HEADER))
-            };
-            files.sort_by_key(|file| !is_fix(file));
-            for file in files {
-                let superseding = is_fix(&file);
-                // A file named twice (`lint a.yaml .`, or as input and context) is read once.
-                if let Some(identity) = file.identity
-                    && !seen.insert(identity)
-                {
-                    continue;
+    let mut add = |project: &mut Project,
+                   inputs: &[Input],
+                   reported: bool,
+                   stdin: &mut dyn Read|
+     -> anyhow::Result<Vec<crate::load::fs::Render>> {
+        let mut left = Left::default();
+        let mut files = read_filtered(inputs, limits, &filter, &mut left, stdin)?;
+        // `fix` output first: its patched copies replace the originals read after it.
+        let is_fix =
+            |file: &crate::load::fs::ReadFile| file.content.as_ref().is_ok_and(|text| text.starts_with(fix::HEADER));
+        files.sort_by_key(|file| !is_fix(file));
+        for file in files {
+            let superseding = is_fix(&file);
+            // A file named twice (`lint a.yaml .`, or as input and context) is read once.
+            if let Some(identity) = file.identity
+                && !seen.insert(identity)
+            {
+                continue;
+            }
+            match file.content {
+                Ok(text) => {
+                    project.inventory.set_superseding(superseding);
+                    project.add_text(&file.name, text, reported);
+                    project.inventory.set_superseding(false);
                 }
-                match file.content {
-                    Ok(text) => {
-                        project.inventory.set_superseding(superseding);
-                        project.add_text(&file.name, text, reported);
-                        project.inventory.set_superseding(false);
-                    }
-                    Err((position, message)) => {
-                        project.add_rejected(&file.name, position, message, reported);
-                    }
+                Err((position, message)) => {
+                    project.add_rejected(&file.name, position, message, reported);
                 }
             }
-            if reported {
-                project.left_out = left;
-            }
-            Ok(())
-        };
-    add(&mut project, &inputs, true, stdin)?;
+        }
+        let renders = std::mem::take(&mut left.renders);
+        if reported {
+            project.left_out = left;
+        }
+        Ok(renders)
+    };
+    let reported_renders = add(&mut project, &inputs, true, stdin)?;
     let context: Vec<Input> = context.iter().map(|p| Input::parse(p)).collect();
-    add(&mut project, &context, false, stdin)?;
+    let context_renders = add(&mut project, &context, false, stdin)?;
+    // Charts and kustomizations, rendered once each (reported wins over context); a
+    // kustomization that another one met in this run builds on is rendered as part of it only.
+    let everything: Vec<_> = reported_renders.iter().chain(&context_renders).cloned().collect();
+    let renderers = render::Renderers {
+        enabled: !args.no_render,
+        values: args.values.clone(),
+        namespace: args.namespace.clone(),
+        timeout: std::time::Duration::from_secs(120),
+        max_bytes: limits.max_file_bytes,
+    };
+    let mut rendered: HashSet<PathBuf> = HashSet::new();
+    for (jobs, reported) in [(&reported_renders, true), (&context_renders, false)] {
+        for job in render::without_bases(jobs, &everything) {
+            let key = std::fs::canonicalize(job.dir()).unwrap_or_else(|_| job.dir().to_path_buf());
+            if !rendered.insert(key) {
+                continue;
+            }
+            match render::render(&job, &renderers) {
+                render::Rendered::Sources(sources) => {
+                    for (name, text) in sources {
+                        project.add_text(&name, text, reported);
+                    }
+                }
+                render::Rendered::Problem { file, message } => {
+                    project.add_rejected(&file, crate::load::Position { line: 1, column: 1 }, message, reported);
+                }
+            }
+        }
+    }
     project.files_read = seen;
     project.expand_intents(&config.dns);
     Ok(project)

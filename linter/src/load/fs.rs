@@ -18,13 +18,73 @@ pub struct Filter {
     pub gitignore: bool,
 }
 
-/// What the filter left out, for the summary.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What the walk left out (for the summary), and the directories it left to a renderer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Left {
     /// Files and directories left out by `exclude` (or not matched by `include`).
     pub excluded: usize,
     /// Files and directories left out by `.gitignore`.
     pub ignored: usize,
+    /// Helm charts and Kustomize directories met: their files are templates or patches, not
+    /// manifests, so they are rendered (by the caller) instead of read.
+    pub renders: Vec<Render>,
+}
+
+/// A directory that must be rendered before it can be linted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Render {
+    /// Holds `Chart.yaml`.
+    Helm(PathBuf),
+    /// Holds `kustomization.yaml`, `kustomization.yml` or `Kustomization`.
+    Kustomize(PathBuf),
+}
+
+impl Render {
+    /// What `dir` is, when it is a chart or a kustomization.
+    pub fn of(dir: &Path) -> Option<Render> {
+        if dir.join("Chart.yaml").is_file() {
+            return Some(Render::Helm(dir.to_path_buf()));
+        }
+        ["kustomization.yaml", "kustomization.yml", "Kustomization"]
+            .iter()
+            .any(|name| dir.join(name).is_file())
+            .then(|| Render::Kustomize(dir.to_path_buf()))
+    }
+
+    pub fn dir(&self) -> &Path {
+        match self {
+            Render::Helm(dir) | Render::Kustomize(dir) => dir,
+        }
+    }
+
+    /// The chart or kustomization a file belongs to: its nearest ancestor directory that is
+    /// one, looking no higher than the working directory (or the file's own directory, for a
+    /// file outside it). A file pre-commit names inside a chart or an overlay is part of what
+    /// renders there, not a manifest of its own.
+    pub fn owning(file: &Path) -> Option<Render> {
+        let absolute = std::path::absolute(file).ok()?;
+        let cwd = std::env::current_dir().ok().and_then(|d| std::path::absolute(d).ok());
+        let parent = absolute.parent()?;
+        let top = cwd.filter(|cwd| parent.starts_with(cwd)).unwrap_or_else(|| parent.to_path_buf());
+        for dir in parent.ancestors().take(32) {
+            if let Some(render) = Render::of(dir) {
+                // Named as the user would: relative to the working directory when under it.
+                let shown = std::env::current_dir()
+                    .ok()
+                    .and_then(|cwd| dir.strip_prefix(std::path::absolute(cwd).ok()?).ok().map(Path::to_path_buf))
+                    .map(|rel| if rel.as_os_str().is_empty() { PathBuf::from(".") } else { rel })
+                    .unwrap_or_else(|| dir.to_path_buf());
+                return Some(match render {
+                    Render::Helm(_) => Render::Helm(shown),
+                    Render::Kustomize(_) => Render::Kustomize(shown),
+                });
+            }
+            if dir == top {
+                break;
+            }
+        }
+        None
+    }
 }
 
 impl Filter {
@@ -179,6 +239,12 @@ pub fn read_filtered(
                     left.excluded += 1;
                     continue;
                 }
+                if meta.is_dir()
+                    && let Some(render) = Render::of(path)
+                {
+                    left.renders.push(render);
+                    continue;
+                }
                 if meta.is_dir() {
                     let mut files = Vec::new();
                     let mut visited = std::collections::HashSet::new();
@@ -189,6 +255,10 @@ pub fn read_filtered(
                     files.sort();
                     for file in files {
                         out.push(read_file(&file, limits)?);
+                    }
+                } else if let Some(render) = Render::owning(path) {
+                    if !left.renders.contains(&render) {
+                        left.renders.push(render);
                     }
                 } else {
                     out.push(read_file(path, limits)?);
@@ -249,7 +319,10 @@ impl Walk<'_> {
                     None => std::fs::metadata(&path).ok(),
                 };
                 if self.visited.insert(FileIdentity::of(&path, meta.as_ref())) {
-                    self.dir(&path, ignores)?;
+                    match Render::of(&path) {
+                        Some(render) => self.left.renders.push(render),
+                        None => self.dir(&path, ignores)?,
+                    }
                 }
             } else {
                 self.files.push(path);

@@ -1,0 +1,161 @@
+//! Issue 17's end-to-end test: `testcases/first-hour`, a repository as application teams have
+//! them (app configs, CI files, a Helm chart, a Kustomize base and overlay, plain manifests, an
+//! excluded legacy directory), linted by `portcullis lint .`, by the real pre-commit hook and by
+//! the GitHub Action's own lint script, with the real helm and kustomize (`kubectl kustomize`)
+//! that `.ci/setup-tools` installs. The expected findings are written in that directory's
+//! README from the NetworkPolicy spec; each output is a reviewed snapshot.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn tool(env: &str, fallback: &str) -> PathBuf {
+    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| common::repo().join(fallback));
+    assert!(
+        path.is_file(),
+        "{} is missing at {}: run .ci/setup-tools (the README's test command does)",
+        env,
+        path.display()
+    );
+    path
+}
+
+/// `portcullis` with the test's helm and kubectl, no colour, in `dir`.
+fn portcullis(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env("PORTCULLIS_HELM", tool("PORTCULLIS_HELM", "target/tools/helm/helm"))
+        .env("PORTCULLIS_KUBECTL", tool("PORTCULLIS_KUBECTL", "target/tools/kubectl/kubectl"))
+        .env_remove("PORTCULLIS_KUSTOMIZE")
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn testcase() -> PathBuf {
+    common::repo().join("testcases/first-hour")
+}
+
+/// A copy of the test repository in a fresh git repository (with a git-ignored generated file
+/// holding a broken policy, which nothing may report), for the hook and the action.
+fn copy(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("portcullis-first-hour-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = Command::new("cp").arg("-r").arg(testcase()).arg(&dir).status().unwrap();
+    assert!(status.success());
+    std::fs::create_dir_all(dir.join("generated")).unwrap();
+    std::fs::write(
+        dir.join("generated/render.yaml"),
+        std::fs::read_to_string(dir.join("legacy/old-policy.yaml")).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join(".gitignore"), "generated/\n.cache-pre-commit/\n").unwrap();
+    for args in [&["init", "-q"][..], &["config", "user.email", "ci@example.test"], &["config", "user.name", "CI"]] {
+        assert!(Command::new("git").args(args).current_dir(&dir).status().unwrap().success());
+    }
+    dir
+}
+
+#[test]
+fn lint_dot_finds_exactly_the_planted_mistakes() {
+    let out = portcullis(&["lint", ".", "--namespace", "shop"], &testcase());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    insta::assert_snapshot!("first_hour_lint", String::from_utf8_lossy(&out.stdout));
+    // Without rendering, each chart and overlay says how to render it; the base is not named.
+    let out = portcullis(&["lint", ".", "--namespace", "shop", "--no-render", "--format", "json"], &testcase());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let messages: Vec<String> =
+        doc["findings"].as_array().unwrap().iter().map(|f| format!("{} {}", f["file"], f["message"])).collect();
+    assert_eq!(messages.len(), 2, "{messages:#?}");
+    assert!(messages[0].contains("charts/api/Chart.yaml") || messages[1].contains("charts/api/Chart.yaml"));
+    let all = messages.join("\n");
+    assert!(
+        all.contains("render it first: `helm template api ./charts/api --namespace shop | portcullis lint -`"),
+        "{all}"
+    );
+    assert!(all.contains("render it first: `kubectl kustomize ./deploy/overlays/prod | portcullis lint -`"), "{all}");
+}
+
+#[test]
+fn the_pre_commit_hook_reports_the_same() {
+    let repo = common::repo();
+    let rev = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(&repo).output().unwrap();
+    let rev = String::from_utf8(rev.stdout).unwrap().trim().to_owned();
+    let dir = copy("hook");
+    // The repository's own config, pointed at this checkout (pre-commit clones it at `rev`).
+    std::fs::write(
+        dir.join(".pre-commit-config.yaml"),
+        format!(
+            "repos:\n  - repo: {}\n    rev: {rev}\n    hooks:\n      - id: portcullis-lint\n        args: [--namespace, shop]\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+    assert!(Command::new("git").args(["add", "-A"]).current_dir(&dir).status().unwrap().success());
+    let bin = Path::new(env!("CARGO_BIN_EXE_portcullis")).parent().unwrap().to_owned();
+    let out = Command::new("pre-commit")
+        .args(["run", "--all-files"])
+        .current_dir(&dir)
+        .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()))
+        .env("PRE_COMMIT_HOME", dir.join(".cache-pre-commit"))
+        .env("NO_COLOR", "1")
+        .env("PORTCULLIS_HELM", tool("PORTCULLIS_HELM", "target/tools/helm/helm"))
+        .env("PORTCULLIS_KUBECTL", tool("PORTCULLIS_KUBECTL", "target/tools/kubectl/kubectl"))
+        .output()
+        .expect("pre-commit is missing: run .ci/setup-tools (pip install pre-commit)");
+    assert!(!out.status.success(), "the planted mistakes must block: {}", text(&out));
+    // pre-commit pads the hook name with dots to the terminal width: keep what follows.
+    let output =
+        text(&out).replace(&dir.display().to_string(), "REPO").replace(&repo.display().to_string(), "PORTCULLIS");
+    let output: String = output
+        .lines()
+        .map(|line| if line.starts_with("portcullis lint.") { "portcullis lint...Failed" } else { line })
+        .collect::<Vec<_>>()
+        .join("\n");
+    insta::assert_snapshot!("first_hour_pre_commit", output);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_github_action_lint_step_reports_the_same() {
+    // The `Lint` step's script, exactly as action.yml has it, with the environment GitHub sets.
+    let action = std::fs::read_to_string(common::repo().join("action.yml")).unwrap();
+    let (docs, _) = portcullis_linter::load::parse_source(portcullis_linter::load::SourceId(0), &action);
+    let steps = docs[0].value["runs"]["steps"].as_array().unwrap().clone();
+    let lint = steps.iter().find(|s| s["id"] == "lint").unwrap();
+    let script = lint["run"].as_str().unwrap().to_owned();
+    let dir = copy("action");
+    let temp = dir.join(".runner-temp");
+    std::fs::create_dir_all(&temp).unwrap();
+    let output_file = temp.join("github-output");
+    let bin = Path::new(env!("CARGO_BIN_EXE_portcullis")).parent().unwrap().to_owned();
+    let out = Command::new("bash")
+        .args(["-e", "-c", &script])
+        .current_dir(&dir)
+        .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()))
+        .env("LINT_PATH", ".")
+        .env("LINT_ARGS", "--namespace shop")
+        .env("FAIL_ON", "error")
+        .env("RUNNER_TEMP", &temp)
+        .env("GITHUB_OUTPUT", &output_file)
+        .env("PORTCULLIS_HELM", tool("PORTCULLIS_HELM", "target/tools/helm/helm"))
+        .env("PORTCULLIS_KUBECTL", tool("PORTCULLIS_KUBECTL", "target/tools/kubectl/kubectl"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the step itself succeeds; a later step fails the job: {}", text(&out));
+    let outputs = std::fs::read_to_string(&output_file).unwrap();
+    assert!(outputs.contains("status=1"), "{outputs}");
+    let sarif: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(temp.join("portcullis.sarif")).unwrap()).unwrap();
+    assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len(), 3);
+    insta::assert_snapshot!("first_hour_action", String::from_utf8_lossy(&out.stdout));
+    let _ = std::fs::remove_dir_all(&dir);
+}
