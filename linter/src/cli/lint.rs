@@ -38,17 +38,7 @@ pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
         && project.inventory.problems.is_empty()
     {
         let read = project.reported_files();
-        let mut skipped = String::new();
-        let left = &project.left_out;
-        for (n, one, many) in [
-            (project.skipped_documents(), "document skipped: not Kubernetes", "documents skipped: not Kubernetes"),
-            (left.excluded, "path excluded", "paths excluded"),
-            (left.ignored, "path in .gitignore", "paths in .gitignore"),
-        ] {
-            if n > 0 {
-                skipped.push_str(&format!(", {n} {}", if n == 1 { one } else { many }));
-            }
-        }
+        let skipped: String = project.summary(&[]).left_out().iter().map(|part| format!(", {part}")).collect();
         writeln!(
             io.stderr,
             "portcullis: error: no Kubernetes objects in the input ({read} {} read{skipped}); nothing was linted (pass --allow-empty if that is expected)",

@@ -63,25 +63,9 @@ fn scope(s: &Summary) -> String {
         s.objects,
         plural(s.objects, "object", "objects")
     );
-    if s.skipped > 0 {
-        text.push_str(&format!(
-            "; {} {} skipped: not Kubernetes",
-            s.skipped,
-            plural(s.skipped, "document", "documents")
-        ));
-    }
-    if s.excluded > 0 {
-        text.push_str(&format!("; {} {} excluded", s.excluded, plural(s.excluded, "path", "paths")));
-    }
-    if s.replaced > 0 {
-        text.push_str(&format!(
-            "; {} {} replaced by `portcullis fix` output",
-            s.replaced,
-            plural(s.replaced, "object", "objects")
-        ));
-    }
-    if s.ignored > 0 {
-        text.push_str(&format!("; {} {} in .gitignore", s.ignored, plural(s.ignored, "path", "paths")));
+    for part in s.left_out() {
+        text.push_str("; ");
+        text.push_str(&part);
     }
     text.push(')');
     text

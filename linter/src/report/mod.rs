@@ -61,6 +61,25 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// What the run read but did not lint, one phrase each ("2 documents skipped: not
+    /// Kubernetes", "1 path excluded", ...), for the human summary and the empty-input error.
+    pub fn left_out(&self) -> Vec<String> {
+        [
+            (self.skipped, "document skipped: not Kubernetes", "documents skipped: not Kubernetes"),
+            (self.excluded, "path excluded", "paths excluded"),
+            (
+                self.replaced,
+                "object replaced by `portcullis fix` output",
+                "objects replaced by `portcullis fix` output",
+            ),
+            (self.ignored, "path in .gitignore", "paths in .gitignore"),
+        ]
+        .into_iter()
+        .filter(|(n, _, _)| *n > 0)
+        .map(|(n, one, many)| format!("{n} {}", if n == 1 { one } else { many }))
+        .collect()
+    }
+
     pub fn new(files: usize, objects: usize, diagnostics: &[Diagnostic]) -> Summary {
         let count = |s| diagnostics.iter().filter(|d| d.severity == s).count();
         Summary {
