@@ -47,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let diagnostics = project.diagnostics(&findings);
     let summary = project.summary(&diagnostics);
-    let report = Report { diagnostics: &diagnostics, summary, sources: &project.sources, color: false };
+    let report = Report { diagnostics: &diagnostics, summary, sources: &project.sources, color: false, width: None };
     let text = render(OutputFormat::Json, &report);
     phase("report", t, format!("{} bytes", text.len()))?;
     // Like the binary, leave the run's memory to the operating system.

@@ -18,8 +18,23 @@ fn main() -> ExitCode {
         stdout: &mut stdout.lock(),
         stderr: &mut std::io::stderr().lock(),
         tty,
+        width: if tty { terminal_width() } else { None },
         stdin_tty: std::io::stdin().is_terminal(),
         exiting: true,
     };
     ExitCode::from(portcullis_linter::cli::run(std::env::args_os(), &mut io))
+}
+
+/// The terminal's width: `COLUMNS`, else what `stty size` says of the controlling terminal
+/// (no `ioctl` here: the crate forbids `unsafe`); `None` when neither answers.
+fn terminal_width() -> Option<usize> {
+    let sane = |n: usize| (20..=1000).contains(&n).then_some(n);
+    if let Some(columns) = std::env::var("COLUMNS").ok().and_then(|c| c.trim().parse().ok()) {
+        return sane(columns);
+    }
+    let tty = std::fs::File::open("/dev/tty").ok()?;
+    let out =
+        std::process::Command::new("stty").arg("size").stdin(tty).stderr(std::process::Stdio::null()).output().ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    sane(text.split_whitespace().nth(1)?.parse().ok()?)
 }

@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     let diagnostics = project.diagnostics(&findings);
     let summary = Summary::new(1, project.inventory.objects.len(), &diagnostics);
     for format in [OutputFormat::Human, OutputFormat::Json, OutputFormat::Sarif, OutputFormat::Github, OutputFormat::Junit] {
-        let _ = render(format, &Report { diagnostics: &diagnostics, summary, sources: &project.sources, color: false });
+        let _ = render(format, &Report { diagnostics: &diagnostics, summary, sources: &project.sources, color: false, width: None });
     }
     for f in &findings {
         for edit in f.fix.iter().flat_map(|fx| &fx.edits) {

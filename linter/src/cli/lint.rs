@@ -55,6 +55,7 @@ pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
         summary,
         sources: &project.sources,
         color: io.tty && format == OutputFormat::Human,
+        width: io.width.filter(|_| format == OutputFormat::Human),
     };
     io.stdout.write_all(render(format, &report).as_bytes())?;
     let threshold = match args.fail_on.as_str() {

@@ -145,6 +145,8 @@ pub struct Io<'a> {
     pub stderr: &'a mut dyn Write,
     /// Whether stdout is a terminal (colour in human output, with `--color` and the environment).
     pub tty: bool,
+    /// The terminal's width when stdout is one: human output wraps its messages to it.
+    pub width: Option<usize>,
     /// Whether stdin is a terminal (then there is nothing piped to read).
     pub stdin_tty: bool,
     /// Whether the process exits as soon as the command returns (the `portcullis` binary). Then a

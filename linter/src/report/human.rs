@@ -97,8 +97,52 @@ impl LineIndex {
     }
 }
 
+/// `text` broken at spaces so no line is wider than `width` (a word longer than a line stays
+/// whole, and so does a `quoted command`, to stay copyable), the first line following `used`
+/// columns of prefix, the others indented by `indent`.
+fn wrap(text: &str, used: usize, width: Option<usize>, indent: usize) -> String {
+    let Some(width) = width else { return text.to_owned() };
+    let mut words: Vec<String> = Vec::new();
+    let mut quoted = false;
+    for word in text.split(' ') {
+        match words.last_mut() {
+            Some(last) if quoted => {
+                last.push(' ');
+                last.push_str(word);
+            }
+            _ => words.push(word.to_owned()),
+        }
+        quoted ^= word.matches('`').count() % 2 == 1;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut column = used;
+    for (i, word) in words.iter().enumerate() {
+        let len = word.chars().count();
+        if i > 0 {
+            if column + 1 + len > width && column > indent {
+                out.push('\n');
+                out.push_str(&" ".repeat(indent));
+                column = indent;
+            } else {
+                out.push(' ');
+                column += 1;
+            }
+        }
+        out.push_str(word);
+        column += len;
+    }
+    out
+}
+
 fn render_one(out: &mut String, d: &Diagnostic, report: &Report<'_>, style: &Style, lines: &mut LineIndex) {
-    out.push_str(&format!("{}[{}] {}: {}\n", style.severity(d.severity), d.code, d.rule, d.message));
+    let word = match d.severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+        Severity::Info => "info",
+    };
+    let used = word.len() + d.code.len() + d.rule.len() + 5;
+    let message = wrap(&d.message, used, report.width, 2);
+    out.push_str(&format!("{}[{}] {}: {}\n", style.severity(d.severity), d.code, d.rule, message));
     let line = d.position.line;
     let width = line.to_string().len();
     let pad = " ".repeat(width);
@@ -118,14 +162,9 @@ fn render_one(out: &mut String, d: &Diagnostic, report: &Report<'_>, style: &Sty
         ));
     }
     for r in &d.related {
-        out.push_str(&format!(
-            "{pad} = {}: {} ({}:{}:{})\n",
-            style.blue("note"),
-            r.message,
-            r.file,
-            r.position.line,
-            r.position.column
-        ));
+        let note = format!("{} ({}:{}:{})", r.message, r.file, r.position.line, r.position.column);
+        let note = wrap(&note, width + 9, report.width, width + 9);
+        out.push_str(&format!("{pad} = {}: {note}\n", style.blue("note")));
     }
     out.push('\n');
 }
@@ -188,5 +227,28 @@ mod line_tests {
                 assert_eq!(index.line(SourceId(0), text, line), file.line_text(line), "{text:?} line {line}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod wrap_tests {
+    use super::wrap;
+
+    #[test]
+    fn messages_wrap_at_spaces_to_the_terminal() {
+        let text = "pods of Deployment shop/api cannot resolve names (egress isolated by policy deny)";
+        assert_eq!(wrap(text, 10, None, 2), text, "no terminal, no wrapping");
+        let wrapped = wrap(text, 10, Some(40), 2);
+        assert!(wrapped.lines().enumerate().all(|(i, l)| l.len() + if i == 0 { 10 } else { 0 } <= 40), "{wrapped}");
+        assert!(wrapped.lines().skip(1).all(|l| l.starts_with("  ") && !l.starts_with("   ")), "{wrapped}");
+        assert_eq!(wrapped.replace("\n  ", " "), text, "only spaces become breaks");
+        // A word longer than the line stays whole.
+        let long = format!("see {}", "x".repeat(80));
+        assert_eq!(wrap(&long, 0, Some(40), 2), format!("see\n  {}", "x".repeat(80)));
+        // A quoted command is never broken: it must stay copyable.
+        let command =
+            "render it first: `helm template api ./charts/api --namespace shop | portcullis lint -` (no helm)";
+        let wrapped = wrap(command, 0, Some(40), 2);
+        assert!(wrapped.contains("`helm template api ./charts/api --namespace shop | portcullis lint -`"), "{wrapped}");
     }
 }

@@ -106,6 +106,8 @@ pub struct Report<'a> {
     pub sources: &'a Sources,
     /// ANSI colour (human output on a terminal only).
     pub color: bool,
+    /// Terminal width to wrap messages to (human output on a terminal only).
+    pub width: Option<usize>,
 }
 
 /// Renders a report.

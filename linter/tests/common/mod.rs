@@ -44,7 +44,7 @@ pub fn project_from(base: &Path, files: &[PathBuf]) -> Project {
 /// Renders diagnostics in the human format without colour.
 pub fn human(project: &Project, diagnostics: &[Diagnostic]) -> String {
     let summary = project.summary(diagnostics);
-    render(OutputFormat::Human, &Report { diagnostics, summary, sources: &project.sources, color: false })
+    render(OutputFormat::Human, &Report { diagnostics, summary, sources: &project.sources, color: false, width: None })
 }
 
 /// Lints and resolves.
