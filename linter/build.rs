@@ -1,5 +1,8 @@
 //! Records the git commit the binary is built from, for `portcullis --version`
 //! (`PORTCULLIS_COMMIT`; "unknown" outside a git checkout, e.g. from a crate archive).
+//!
+//! Rebuilt when a commit or checkout moves HEAD, not on every edit or `git add`: the linter is
+//! a dependency of everything else, and rebuilding it costs a minute.
 
 use std::process::Command;
 
@@ -13,19 +16,20 @@ fn main() {
         .map(|text| text.trim().to_owned())
         .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit()))
         .unwrap_or_else(|| "unknown".to_owned());
-    let dirty = Command::new("git")
-        .args(["status", "--porcelain", "--untracked-files=no"])
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .is_some_and(|out| !out.stdout.is_empty());
-    let suffix = if dirty { "-modified" } else { "" };
-    println!("cargo:rustc-env=PORTCULLIS_COMMIT={commit}{suffix}");
-    // Rebuilt when HEAD moves (a commit, a checkout); not on every edit.
-    for path in ["../.git/HEAD", "../.git/index"] {
-        if std::path::Path::new(path).exists() {
-            println!("cargo:rerun-if-changed={path}");
+    println!("cargo:rustc-env=PORTCULLIS_COMMIT={commit}");
+    println!("cargo:rerun-if-changed=build.rs");
+    let git = std::path::Path::new("../.git");
+    if git.join("HEAD").is_file() {
+        println!("cargo:rerun-if-changed=../.git/HEAD");
+        // The branch HEAD points at, which a commit moves (or packed-refs, after `git gc`).
+        let head = std::fs::read_to_string(git.join("HEAD")).unwrap_or_default();
+        if let Some(reference) = head.trim().strip_prefix("ref: ")
+            && git.join(reference).is_file()
+        {
+            println!("cargo:rerun-if-changed=../.git/{reference}");
+        }
+        if git.join("packed-refs").is_file() {
+            println!("cargo:rerun-if-changed=../.git/packed-refs");
         }
     }
-    println!("cargo:rerun-if-changed=build.rs");
 }
