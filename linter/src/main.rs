@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         stdout: &mut stdout.lock(),
         stderr: &mut std::io::stderr().lock(),
         tty,
+        version: concat!(env!("CARGO_PKG_VERSION"), " (", env!("PORTCULLIS_COMMIT"), ")"),
         width: if tty { terminal_width() } else { None },
         stdin_tty: std::io::stdin().is_terminal(),
         exiting: true,

@@ -228,6 +228,7 @@ async fn the_egress_map_is_served_to_its_readers_only() {
             stdout: &mut stdout,
             stderr: &mut stderr,
             tty: false,
+            version: "test",
             width: None,
             stdin_tty: true,
             exiting: false,

@@ -28,12 +28,9 @@ pub const EXIT_FINDINGS: u8 = 1;
 /// Exit code: usage or I/O error.
 pub const EXIT_ERROR: u8 = 2;
 
-/// `portcullis --version`: the release and the commit it was built from.
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("PORTCULLIS_COMMIT"), ")");
-
 /// Safe-by-default Kubernetes egress: lint NetworkPolicies and workloads.
 #[derive(Debug, Parser)]
-#[command(name = "portcullis", version = VERSION, about, long_about = None)]
+#[command(name = "portcullis", version, about, long_about = None)]
 pub struct Cli {
     /// Colour in human output: auto (a terminal, unless NO_COLOR is set; CLICOLOR_FORCE=1
     /// forces it), always, never
@@ -145,6 +142,9 @@ pub struct Io<'a> {
     pub stderr: &'a mut dyn Write,
     /// Whether stdout is a terminal (colour in human output, with `--color` and the environment).
     pub tty: bool,
+    /// What `--version` prints: the release, and the commit the binary was built from (set by
+    /// the binary, so that a new commit rebuilds the binary, not the library under everything).
+    pub version: &'static str,
     /// The terminal's width when stdout is one: human output wraps its messages to it.
     pub width: Option<usize>,
     /// Whether stdin is a terminal (then there is nothing piped to read).
@@ -163,7 +163,11 @@ impl std::fmt::Debug for Io<'_> {
 
 /// Runs the CLI with `args` (including the program name); returns the exit code.
 pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>, io: &mut Io<'_>) -> u8 {
-    let cli = match Cli::try_parse_from(args) {
+    let matches = match <Cli as clap::CommandFactory>::command().version(io.version).try_get_matches_from(args) {
+        Ok(matches) => <Cli as clap::FromArgMatches>::from_arg_matches(&matches),
+        Err(e) => Err(e),
+    };
+    let cli = match matches {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_ERROR } else { EXIT_OK };
