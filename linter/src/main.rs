@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         stdout: &mut stdout.lock(),
         stderr: &mut std::io::stderr().lock(),
         tty,
-        version: concat!(env!("CARGO_PKG_VERSION"), " (", env!("PORTCULLIS_COMMIT"), ")"),
+        version: version(),
         width: if tty { terminal_width() } else { None },
         stdin_tty: std::io::stdin().is_terminal(),
         exiting: true,
@@ -38,4 +38,15 @@ fn terminal_width() -> Option<usize> {
         std::process::Command::new("stty").arg("size").stdin(tty).stderr(std::process::Stdio::null()).output().ok()?;
     let text = String::from_utf8(out.stdout).ok()?;
     sane(text.split_whitespace().nth(1)?.parse().ok()?)
+}
+
+/// `--version`: the release and the commit, from `PORTCULLIS_COMMIT` at build time (the
+/// README's install command, the action and the images set it). Read by the binary only, and
+/// not from a build script: a build script that follows git HEAD rebuilds the library, and
+/// everything above it, on every commit.
+fn version() -> &'static str {
+    match option_env!("PORTCULLIS_COMMIT") {
+        Some(commit) => Box::leak(format!("{} ({commit})", env!("CARGO_PKG_VERSION")).into_boxed_str()),
+        None => concat!(env!("CARGO_PKG_VERSION"), " (commit unknown: built without PORTCULLIS_COMMIT)"),
+    }
 }
