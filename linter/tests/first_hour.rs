@@ -159,3 +159,41 @@ fn the_github_action_lint_step_reports_the_same() {
     insta::assert_snapshot!("first_hour_action", String::from_utf8_lossy(&out.stdout));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A chart helm cannot render, and a helm that is not there: each is one PC000 on `Chart.yaml`
+/// saying why and the command to run by hand, and nothing of the chart is linted.
+#[test]
+fn a_chart_that_does_not_render_is_one_clear_finding() {
+    let dir = std::env::temp_dir().join(format!("portcullis-broken-chart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("chart/templates")).unwrap();
+    std::fs::write(dir.join("chart/Chart.yaml"), "apiVersion: v2\nname: broken\nversion: 0.1.0\n").unwrap();
+    std::fs::write(
+        dir.join("chart/templates/cm.yaml"),
+        "kind: ConfigMap\nmetadata: {name: {{ .Values.missing.key }}}\n",
+    )
+    .unwrap();
+    let out = portcullis(&["lint", ".", "--format", "json", "--fail-on", "error"], &dir);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = doc["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(findings[0]["file"], "./chart/Chart.yaml");
+    let message = findings[0]["message"].as_str().unwrap();
+    assert!(message.starts_with("`helm template` failed: ") && message.contains("nil pointer"), "{message}");
+    assert!(
+        message.ends_with("by hand: `helm template chart ./chart --namespace default | portcullis lint -`"),
+        "{message}"
+    );
+    // No helm at all.
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["lint", ".", "--format", "json", "--fail-on", "error"])
+        .current_dir(&dir)
+        .env("PORTCULLIS_HELM", dir.join("no-such-helm"))
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let message = doc["findings"][0]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("render it first") && message.contains("helm is not on PATH"), "{message}");
+    let _ = std::fs::remove_dir_all(dir);
+}
