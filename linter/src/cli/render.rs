@@ -284,24 +284,18 @@ pub fn split_helm(text: &str, dir: &Path) -> Vec<(String, String)> {
     sources
 }
 
-/// The documents of a YAML stream, cut at `---` lines (helm writes one before each).
+/// The documents of a YAML stream, cut where the loader cuts them, without their `---` line.
 fn documents(text: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut at = 0;
-    for line in text.split_inclusive('\n') {
-        if line.trim_end() == "---" {
-            if !text[start..at].trim().is_empty() {
-                out.push(&text[start..at]);
-            }
-            start = at + line.len();
-        }
-        at += line.len();
-    }
-    if !text[start..].trim().is_empty() {
-        out.push(&text[start..]);
-    }
-    out
+    crate::load::yaml::split_documents(text)
+        .into_iter()
+        .filter_map(|chunk| text.get(chunk.offset..chunk.offset + chunk.len))
+        .map(|doc| match doc.split_once('\n') {
+            Some((first, rest)) if first.trim_end() == "---" => rest,
+            _ if doc.trim_end() == "---" => "",
+            _ => doc,
+        })
+        .filter(|doc| !doc.trim().is_empty())
+        .collect()
 }
 
 #[cfg(test)]
