@@ -35,25 +35,8 @@ fn read(path: &Path) -> String {
     text
 }
 
-/// `nameserver ADDR` lines (an IPv6 zone suffix, `%eth0`, is dropped), at most 16.
-pub fn nameservers(text: &str) -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = Vec::new();
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        if words.next() != Some("nameserver") {
-            continue;
-        }
-        let Some(address) = words.next() else { continue };
-        let address = address.split('%').next().unwrap_or(address);
-        if let Ok(ip) = address.parse::<IpAddr>()
-            && !out.contains(&ip)
-            && out.len() < 16
-        {
-            out.push(ip);
-        }
-    }
-    out
-}
+/// `nameserver ADDR` lines: the engine's reading, shared with `portcullis resolve`.
+pub use portcullis_linter::egress::resolve::nameservers;
 
 #[cfg(test)]
 mod tests {

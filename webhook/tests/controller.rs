@@ -21,12 +21,13 @@ use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::client::Body;
 use portcullis_linter::config::DnsConfig;
-use portcullis_linter::egress::resolve::DnsLookup;
+use portcullis_linter::egress::resolve::{LookupError, Resolution};
 use portcullis_linter::egress::{
     Answer, CacheConfig, ClientPod, EgressIntent, EgressIntentStatus, IntentKey, NameState, Observation,
 };
 use portcullis_linter::project::Project;
 use portcullis_webhook::controller::api::{ApiError, ControllerApi, FIELD_MANAGER, Fenced, KubeApi};
+use portcullis_webhook::controller::dns::DnsLookup;
 use portcullis_webhook::controller::lease::{Elector, LeaseConfig};
 use portcullis_webhook::controller::{
     GUARD_LABEL, GuardedNamespace, Reconciler, Settings, guard_policies, status_needs_write,
@@ -153,6 +154,27 @@ fn cidrs(policy: &Value) -> Vec<String> {
 
 fn key() -> IntentKey {
     IntentKey { namespace: "shop".into(), name: "pay".into() }
+}
+
+/// The controller's resolver answers what the CLI's stub answers (`linter/tests/dns.rs`): A and
+/// AAAA with TTLs, the CNAME chain, case and a final dot ignored, NXDOMAIN as no address.
+#[tokio::test(flavor = "current_thread")]
+async fn the_controller_resolver_follows_cname_chains_with_ttls() {
+    let server = dnsmasq::Dnsmasq::start(
+        "controller-chain",
+        "192.0.2.10 host.example.test\n2001:db8::10 host.example.test\n192.0.2.20 api.example.test\n",
+        42,
+        &["www.example.test,edge.example.test", "edge.example.test,host.example.test"],
+    );
+    let dns = DnsLookup::new(&[server.addr], Duration::from_millis(300)).unwrap();
+    let ips = |r: &Resolution| r.answers.iter().map(|a| (a.ip.to_string(), a.ttl)).collect::<Vec<_>>();
+    let r = dns.lookup("www.example.test").await.unwrap();
+    assert_eq!(ips(&r), [("192.0.2.10".to_owned(), 42), ("2001:db8::10".to_owned(), 42)]);
+    assert_eq!(r.cnames, ["edge.example.test", "host.example.test"]);
+    let r = dns.lookup("API.example.test.").await.unwrap();
+    assert_eq!(ips(&r), [("192.0.2.20".to_owned(), 42)]);
+    assert!(r.cnames.is_empty());
+    assert_eq!(dns.lookup("nope.example.test").await, Err(LookupError::NoAddress("nope.example.test".into())));
 }
 
 #[tokio::test(flavor = "current_thread")]

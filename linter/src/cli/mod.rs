@@ -1,6 +1,7 @@
 //! The `portcullis` command line. `main.rs` calls [`run`]; tests call it in-process with their
 //! own stdin and output buffers.
 
+pub mod dns;
 mod fix;
 mod lint;
 mod map;

@@ -13,10 +13,11 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::Value;
 
+use super::dns::{Stub, lookup_many};
 use super::output::{Output, refuse_invalid_input};
 use super::{EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, Io, LoadArgs, load_config, load_project};
 use crate::egress::intents::compile_inventory;
-use crate::egress::resolve::{DnsLookup, HostsTable, LookupError, Resolution, lookup_many};
+use crate::egress::resolve::{HostsTable, LookupError, Resolution};
 use crate::egress::{CacheConfig, IntentSet, NameState, RenderConfig};
 use crate::emit::to_yaml;
 use crate::project::Project;
@@ -87,11 +88,11 @@ pub fn run(args: &ResolveArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
 
     let names: Vec<String> = set.exact_names().map(str::to_owned).collect();
     let dns = if use_dns && names.iter().any(|n| hosts.as_ref().is_none_or(|h| h.lookup(n).is_none())) {
-        Some(DnsLookup::new(&args.nameserver, Duration::from_millis(args.timeout_ms)).map_err(anyhow::Error::msg)?)
+        Some(Stub::new(&args.nameserver, Duration::from_millis(args.timeout_ms)).map_err(anyhow::Error::msg)?)
     } else {
         None
     };
-    let results = lookup_all(&names, hosts.as_ref(), dns.as_ref())?;
+    let results = lookup_all(&names, hosts.as_ref(), dns.as_ref());
     let now = Timestamp::now();
     for (name, result) in &results {
         match result {
@@ -166,7 +167,7 @@ const HEADER: &str = "# Rendered by `portcullis resolve` from EgressIntents; reg
 type Results = BTreeMap<String, Result<Resolution, LookupError>>;
 
 /// Looks every name up: the hosts table first, then DNS (16 queries in flight at most).
-fn lookup_all(names: &[String], hosts: Option<&HostsTable>, dns: Option<&DnsLookup>) -> anyhow::Result<Results> {
+fn lookup_all(names: &[String], hosts: Option<&HostsTable>, dns: Option<&Stub>) -> Results {
     let mut results = Results::new();
     let mut todo = Vec::new();
     for name in names {
@@ -180,9 +181,8 @@ fn lookup_all(names: &[String], hosts: Option<&HostsTable>, dns: Option<&DnsLook
             }
         }
     }
-    let Some(dns) = dns.filter(|_| !todo.is_empty()) else { return Ok(results) };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let resolved = runtime.block_on(lookup_many(dns, todo, 16));
-    results.extend(resolved);
-    Ok(results)
+    if let Some(dns) = dns.filter(|_| !todo.is_empty()) {
+        results.extend(lookup_many(dns, todo, 16));
+    }
+    results
 }

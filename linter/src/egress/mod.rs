@@ -17,6 +17,7 @@ pub mod otterize;
 pub mod render;
 pub mod resolve;
 pub mod schedule;
+pub mod wire;
 
 pub use cache::{AddressCache, AddressSource, CacheConfig};
 pub use guard::{AddressGuard, Refusal};

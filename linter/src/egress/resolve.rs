@@ -1,14 +1,11 @@
-//! Resolving exact names: hickory-resolver against configured or system nameservers (A and
-//! AAAA, CNAME chains followed, TTLs kept), and a hosts-file table for offline rendering.
+//! What resolving exact names gives ([`Resolution`], [`LookupError`]), how results update the
+//! intents ([`apply_results`]), the `nameserver` lines of `resolv.conf`, and a hosts-file table
+//! for offline rendering. Pure: the lookups themselves are I/O and live with their callers
+//! (the CLI's stub resolver in `cli::dns`, the controller's hickory resolver in the webhook),
+//! both concluding through [`conclude`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
-
-use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::proto::rr::{RData, RecordType};
+use std::net::IpAddr;
 
 use jiff::Timestamp;
 
@@ -34,99 +31,6 @@ pub enum LookupError {
     Failed(String, String),
     #[error("{0}: not in the hosts file")]
     NotInHosts(String),
-}
-
-/// Looks names up with hickory-resolver.
-#[derive(Clone)]
-pub struct DnsLookup {
-    resolver: TokioResolver,
-}
-
-impl std::fmt::Debug for DnsLookup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DnsLookup").finish_non_exhaustive()
-    }
-}
-
-impl DnsLookup {
-    /// A resolver using `nameservers` (UDP, then TCP on truncation), or the system's
-    /// (`/etc/resolv.conf`) when the list is empty. The hosts file is never consulted: the
-    /// controller must see what DNS says, not what its own pod's `/etc/hosts` says.
-    pub fn new(nameservers: &[SocketAddr], timeout: Duration) -> Result<DnsLookup, String> {
-        let provider = TokioRuntimeProvider::default();
-        let mut builder = if nameservers.is_empty() {
-            TokioResolver::builder(provider).map_err(|e| format!("cannot read the system DNS configuration: {e}"))?
-        } else {
-            let servers = nameservers
-                .iter()
-                .map(|addr| {
-                    let mut udp = ConnectionConfig::udp();
-                    udp.port = addr.port();
-                    let mut tcp = ConnectionConfig::tcp();
-                    tcp.port = addr.port();
-                    NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-                })
-                .collect();
-            TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
-        };
-        let opts = builder.options_mut();
-        opts.timeout = timeout;
-        opts.attempts = 2;
-        opts.preserve_intermediates = true;
-        opts.use_hosts_file = ResolveHosts::Never;
-        opts.ndots = 0;
-        // portcullis keeps its own cache with the TTLs; a second one would answer re-resolutions
-        // from memory instead of asking the server.
-        opts.cache_size = 0;
-        let resolver = builder.build().map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
-        Ok(DnsLookup { resolver })
-    }
-
-    /// Resolves `name` (A and AAAA, concurrently).
-    pub async fn lookup(&self, name: &str) -> Result<Resolution, LookupError> {
-        let fqdn = format!("{}.", name.trim_end_matches('.'));
-        let (v4, v6) = tokio::join!(
-            self.resolver.lookup(fqdn.as_str(), RecordType::A),
-            self.resolver.lookup(fqdn.as_str(), RecordType::AAAA)
-        );
-        let mut out = Resolution::default();
-        let mut errors = Vec::new();
-        for result in [v4, v6] {
-            match result {
-                Ok(lookup) => collect(lookup.answers(), &mut out),
-                Err(e) if e.is_no_records_found() => {}
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
-        finish(name, out, errors)
-    }
-}
-
-/// Looks `names` up with at most `concurrency` queries in flight; results in name order.
-pub async fn lookup_many(
-    dns: &DnsLookup,
-    names: Vec<String>,
-    concurrency: usize,
-) -> Vec<(String, Result<Resolution, LookupError>)> {
-    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    for name in names {
-        let (dns, limit) = (dns.clone(), limit.clone());
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let result = dns.lookup(&name).await;
-            (name, result)
-        });
-    }
-    let mut out = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        // A lookup task cannot panic (no unwrap inside); a cancelled one is simply not reported.
-        if let Ok(pair) = done {
-            out.push(pair);
-        }
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
 }
 
 /// Applies lookup results to the intents and reschedules each name: at its answer's (floored,
@@ -156,23 +60,10 @@ pub fn apply_results(
     changed.into_iter().collect()
 }
 
-fn collect(records: &[hickory_resolver::proto::rr::Record], out: &mut Resolution) {
-    for record in records {
-        match &record.data {
-            RData::A(a) => out.answers.push(Answer { ip: IpAddr::V4(a.0), ttl: record.ttl }),
-            RData::AAAA(a) => out.answers.push(Answer { ip: IpAddr::V6(a.0), ttl: record.ttl }),
-            RData::CNAME(c) => {
-                let target = c.0.to_ascii().trim_end_matches('.').to_ascii_lowercase();
-                if !out.cnames.contains(&target) {
-                    out.cnames.push(target);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-fn finish(name: &str, mut out: Resolution, errors: Vec<String>) -> Result<Resolution, LookupError> {
+/// The outcome of looking `name` up, from what the A and AAAA queries gave (`out`) and how
+/// the failed ones failed (`errors`): addresses sorted and deduplicated; no address is
+/// [`LookupError::NoAddress`] when every query was answered, [`LookupError::Failed`] otherwise.
+pub fn conclude(name: &str, mut out: Resolution, errors: Vec<String>) -> Result<Resolution, LookupError> {
     out.answers.sort_by_key(|a| a.ip);
     out.answers.dedup_by_key(|a| a.ip);
     match (out.answers.is_empty(), errors.is_empty()) {
@@ -180,6 +71,27 @@ fn finish(name: &str, mut out: Resolution, errors: Vec<String>) -> Result<Resolu
         (true, true) => Err(LookupError::NoAddress(name.to_owned())),
         (true, false) => Err(LookupError::Failed(name.to_owned(), errors.join("; "))),
     }
+}
+
+/// The `nameserver ADDR` lines of `resolv.conf` text (an IPv6 zone suffix, `%eth0`, is
+/// dropped), in order, without repeats, at most 16.
+pub fn nameservers(text: &str) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("nameserver") {
+            continue;
+        }
+        let Some(address) = words.next() else { continue };
+        let address = address.split('%').next().unwrap_or(address);
+        if let Ok(ip) = address.parse::<IpAddr>()
+            && !out.contains(&ip)
+            && out.len() < 16
+        {
+            out.push(ip);
+        }
+    }
+    out
 }
 
 /// A hosts file (`IP NAME [ALIAS...]`, `#` comments): fixed answers for offline rendering.

@@ -9,6 +9,7 @@
 //! - [`lease`] elects the one active writer; [`run`] wires it all to kube-runtime.
 
 pub mod api;
+pub mod dns;
 pub mod lease;
 pub mod run;
 
@@ -21,7 +22,9 @@ use portcullis_linter::config::{Config, DnsConfig};
 use portcullis_linter::egress::cache::add;
 use portcullis_linter::egress::intents::GuardRefusal;
 use portcullis_linter::egress::render::{MANAGED_BY, MANAGED_BY_LABEL, ready, ready_condition};
-use portcullis_linter::egress::resolve::{DnsLookup, apply_results, lookup_many};
+use portcullis_linter::egress::resolve::apply_results;
+
+use dns::{DnsLookup, lookup_many};
 use portcullis_linter::egress::schedule::{Backoff, Jitter, Schedule};
 use portcullis_linter::egress::{
     AddressGuard, CacheConfig, EgressIntent, EgressIntentStatus, IntentKey, IntentMeta, IntentSet, Observation,

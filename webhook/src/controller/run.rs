@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::dns::DnsLookup;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
@@ -15,7 +16,6 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 use portcullis_linter::config::Config;
 use portcullis_linter::egress::render::{MANAGED_BY, MANAGED_BY_LABEL};
-use portcullis_linter::egress::resolve::DnsLookup;
 use portcullis_linter::egress::{EgressIntent, IntentKey, Observation};
 use tokio::sync::mpsc;
 
