@@ -21,7 +21,8 @@ use portcullis_linter::model::{Labels, NAMESPACE_NAME_LABEL};
 use serde_json::Value;
 
 use crate::state::{
-    ClusterState, Fresh, Index, IndexEvent, NamespaceInfo, Sizes, Snapshot, StateError, StoredObject, write,
+    ClusterState, Fresh, Index, IndexEvent, NamespaceInfo, Sizes, Snapshot, StateError, StoredObject, StoredPolicy,
+    write,
 };
 
 /// The EgressIntent resource, watched untyped so the webhook does not need the CRD's types.
@@ -70,12 +71,20 @@ fn namespaced<K: ResourceExt>(o: &K) -> (String, String) {
 }
 
 /// An object as compact JSON, without `managedFields` (large, and never read).
-fn slim<K: serde::Serialize>(o: &K) -> StoredObject {
+fn slim<K: serde::Serialize>(o: &K) -> Value {
     let mut value = serde_json::to_value(o).unwrap_or(Value::Null);
     if let Some(Value::Object(meta)) = value.get_mut("metadata") {
         meta.remove("managedFields");
     }
-    StoredObject::new(value)
+    value
+}
+
+fn slim_policy(o: &NetworkPolicy) -> StoredPolicy {
+    StoredPolicy::new(slim(o))
+}
+
+fn slim_object<K: serde::Serialize>(o: &K) -> StoredObject {
+    StoredObject::new(slim(o))
 }
 
 fn namespace_info(ns: &Namespace) -> Arc<NamespaceInfo> {
@@ -101,12 +110,12 @@ impl KubeState {
     }
 
     pub fn apply_policy_event(&self, event: &Event<NetworkPolicy>) {
-        let e = index_event(event, namespaced, slim);
+        let e = index_event(event, namespaced, slim_policy);
         write(&self.index.policies).apply(e);
     }
 
     pub fn apply_intent_event(&self, event: &Event<DynamicObject>) {
-        let e = index_event(event, namespaced, slim);
+        let e = index_event(event, namespaced, slim_object);
         write(&self.index.intents).apply(e);
     }
 
@@ -150,7 +159,7 @@ impl ClusterState for KubeState {
             let list = api.list(&ListParams::default()).await.map_err(error)?;
             let ns = Api::<Namespace>::all(self.client.clone()).get_opt(namespace).await.map_err(error)?;
             let terminating = ns.as_ref().is_some_and(|ns| namespace_info(ns).terminating);
-            Ok(Fresh { policies: list.items.iter().map(slim).collect(), terminating })
+            Ok(Fresh { policies: list.items.iter().map(slim_policy).collect(), terminating })
         })
     }
 

@@ -21,6 +21,7 @@ use portcullis_linter::load::{DocumentRef, SourceId};
 use portcullis_linter::model::{Directions, Inventory, Kind, Labels, ObjectId, PolicyId, has_annotations};
 use portcullis_linter::rules::{self, Context, explain_dns_block};
 use portcullis_linter::semantics::{Direction, describe_selector, selector_matches};
+use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use crate::state::Snapshot;
@@ -131,11 +132,12 @@ pub fn mutate(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Op
 struct Build {
     inv: Inventory,
     docs: usize,
+    namespace: String,
 }
 
 impl Build {
     fn new(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Build {
-        let mut b = Build { inv: Inventory::new(subject.namespace), docs: 0 };
+        let mut b = Build { inv: Inventory::new(subject.namespace), docs: 0, namespace: subject.namespace.to_owned() };
         let dns_ns = config.dns.namespace.as_str();
         let mut namespaces = vec![(subject.namespace, &snapshot.namespace_labels)];
         if dns_ns != subject.namespace {
@@ -158,13 +160,19 @@ impl Build {
         index
     }
 
-    fn add_policies(&mut self, snapshot: &Snapshot, except: Option<&str>) {
+    /// Adds the namespace's stored policies that may select a pod with `labels` (every one
+    /// when `labels` is `None`), except the one named `except`. The others cannot change a
+    /// finding about those pods; their names are reserved so a fix never reuses one.
+    fn add_policies(&mut self, snapshot: &Snapshot, except: Option<&str>, labels: Option<&Labels>) {
+        self.inv.reserve_policy_names(
+            &self.namespace,
+            snapshot.policies.iter().filter(|p| except != Some(p.name())).map(|p| p.name().to_owned()),
+        );
         for p in &snapshot.policies {
-            let value = p.value();
-            if except.is_some_and(|name| value.pointer("/metadata/name").and_then(Value::as_str) == Some(name)) {
+            if except == Some(p.name()) || labels.is_some_and(|l| !p.may_select(l)) {
                 continue;
             }
-            self.add(value);
+            self.add(p.value());
         }
     }
 
@@ -175,6 +183,18 @@ impl Build {
     fn policy_at(&self, index: usize) -> Option<PolicyId> {
         let object = self.object_at(index)?;
         self.inv.policies.iter().position(|p| p.object == object).map(PolicyId)
+    }
+}
+
+/// The labels of the pods a workload object runs (`None`: not a workload, or labels that are
+/// not a string map, which the engine reports; the review then reads every policy).
+fn pod_labels(object: &Value) -> Option<Labels> {
+    let api_version = object.get("apiVersion").and_then(Value::as_str)?;
+    let kind = object.get("kind").and_then(Value::as_str)?;
+    let template = Kind::classify(api_version, kind).0.pod_template_pointer()?;
+    match object.pointer(&format!("{template}/metadata/labels")) {
+        None | Some(Value::Null) => Some(Labels::new()),
+        Some(labels) => Labels::deserialize(labels).ok(),
     }
 }
 
@@ -209,9 +229,10 @@ fn completed(subject: &Subject<'_>, object: &Value) -> Value {
 /// namespace-level rules for the namespace the pods would run in.
 fn review_object(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Vec<Problem> {
     let Some(object) = subject.object else { return Vec::new() };
+    let value = completed(subject, object);
     let mut b = Build::new(subject, snapshot, config);
-    b.add_policies(snapshot, None);
-    let reviewed = b.add(completed(subject, object));
+    b.add_policies(snapshot, None, pod_labels(&value).as_ref());
+    let reviewed = b.add(value);
     let cx = Context::new(&b.inv, config, &[]);
     let is_workload = Scope::of(subject) == Ok(Scope::Workload);
     rules::run(&cx)
@@ -228,8 +249,13 @@ fn review_policy(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
     let Some(object) = subject.object else { return (Vec::new(), None) };
     let value = completed(subject, object);
     let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(subject.name).to_owned();
+    // Only policies that may select the probe pod below can change what this review finds.
+    let probe_labels = value
+        .pointer("/spec/podSelector")
+        .map_or(Some(LabelSelector::default()), |s| LabelSelector::deserialize(s).ok())
+        .and_then(|selector| representative_labels(&selector));
     let mut b = Build::new(subject, snapshot, config);
-    b.add_policies(snapshot, Some(&name));
+    b.add_policies(snapshot, Some(&name), Some(probe_labels.as_ref().unwrap_or(&Labels::new())));
     let reviewed = b.add(value);
     let policy = b.policy_at(reviewed);
     // A pod the policy selects, with as few labels as the selector allows: other policies'
@@ -319,7 +345,8 @@ fn review_delete(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
     let name = old.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(subject.name).to_owned();
     let default_deny = |with_deleted: bool| {
         let mut b = Build::new(subject, snapshot, config);
-        b.add_policies(snapshot, Some(&name));
+        // A default-deny policy has an empty podSelector, which selects a pod without labels.
+        b.add_policies(snapshot, Some(&name), Some(&Labels::new()));
         if with_deleted {
             b.add(old.clone());
         }

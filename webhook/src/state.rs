@@ -11,10 +11,13 @@ use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::future::BoxFuture;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use portcullis_linter::load::Limits;
 use portcullis_linter::load::fs::{Input, read_inputs};
 use portcullis_linter::model::{Kind, Labels};
 use portcullis_linter::project::Project;
+use portcullis_linter::semantics::selector_matches;
+use serde::Deserialize as _;
 use serde_json::Value;
 
 /// A stored object: compact JSON text, shared between the cache and the reviews that read
@@ -32,6 +35,55 @@ impl StoredObject {
     /// The object, parsed for a review to own (`Null` in the impossible unparseable case).
     pub fn value(&self) -> Value {
         serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+}
+
+/// A stored NetworkPolicy: its compact JSON text, its name, and its `podSelector` typed once
+/// when the policy arrives, so a review reads only the policies that can select its pods
+/// (issue 22: a review's cost follows the object, not the size of its namespace).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPolicy(Arc<PolicyEntry>);
+
+#[derive(Debug, PartialEq)]
+struct PolicyEntry {
+    object: StoredObject,
+    name: String,
+    /// `None` when the selector is not a valid LabelSelector: the engine reports such a policy,
+    /// so it is read for every review.
+    selector: Option<LabelSelector>,
+}
+
+impl StoredPolicy {
+    pub fn new(value: Value) -> StoredPolicy {
+        let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
+        // An absent podSelector selects every pod, as in the engine.
+        let selector = match value.pointer("/spec/podSelector") {
+            None | Some(Value::Null) => Some(LabelSelector::default()),
+            Some(selector) => LabelSelector::deserialize(selector).ok(),
+        };
+        StoredPolicy(Arc::new(PolicyEntry { object: StoredObject::new(value), name, selector }))
+    }
+
+    /// A policy every review reads, whatever pods it selects: how reviews read every policy
+    /// before the index, kept to compare against (`tests/index.rs`).
+    pub fn read_always(value: Value) -> StoredPolicy {
+        let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
+        StoredPolicy(Arc::new(PolicyEntry { object: StoredObject::new(value), name, selector: None }))
+    }
+
+    /// The policy, parsed for a review to own.
+    pub fn value(&self) -> Value {
+        self.0.object.value()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Whether the policy may select a pod with `labels` (exactly the engine's selection, and
+    /// always for a selector the engine cannot read).
+    pub fn may_select(&self, labels: &Labels) -> bool {
+        self.0.selector.as_ref().is_none_or(|s| selector_matches(s, labels))
     }
 }
 
@@ -64,7 +116,7 @@ pub struct Snapshot {
     /// Labels of the namespace cluster DNS runs in.
     pub dns_namespace_labels: Option<Labels>,
     /// The namespace's NetworkPolicies, as the API server returns them.
-    pub policies: Vec<StoredObject>,
+    pub policies: Vec<StoredPolicy>,
     /// The namespace's EgressIntents.
     pub intents: Vec<StoredObject>,
 }
@@ -88,7 +140,7 @@ pub struct StateError {
 /// A namespace read fresh from the source of truth.
 #[derive(Debug, Clone, Default)]
 pub struct Fresh {
-    pub policies: Vec<StoredObject>,
+    pub policies: Vec<StoredPolicy>,
     /// Whether the namespace is being deleted (its deletion may not have reached the cache).
     pub terminating: bool,
 }
@@ -203,7 +255,7 @@ pub fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 #[derive(Debug, Default)]
 pub struct Index {
     pub namespaces: RwLock<KindIndex<Arc<NamespaceInfo>>>,
-    pub policies: RwLock<KindIndex<StoredObject>>,
+    pub policies: RwLock<KindIndex<StoredPolicy>>,
     pub intents: RwLock<KindIndex<StoredObject>>,
 }
 
@@ -280,7 +332,7 @@ impl StaticState {
 #[derive(Default)]
 struct Events {
     namespaces: BTreeMap<String, Arc<NamespaceInfo>>,
-    policies: Vec<IndexEvent<StoredObject>>,
+    policies: Vec<IndexEvent<StoredPolicy>>,
     intents: Vec<IndexEvent<StoredObject>>,
 }
 
@@ -298,17 +350,18 @@ impl Events {
             }
         }
         for o in &inv.objects {
-            let out = match o.kind {
-                Kind::NetworkPolicy => &mut self.policies,
-                Kind::EgressIntent => &mut self.intents,
-                _ => continue,
-            };
-            if let Some(namespace) = o.namespace() {
-                out.push(IndexEvent::InitApply {
-                    namespace: namespace.to_owned(),
-                    name: o.id.name.clone(),
-                    value: StoredObject::new(o.value.clone()),
-                });
+            let Some(namespace) = o.namespace() else { continue };
+            let (namespace, name) = (namespace.to_owned(), o.id.name.clone());
+            match o.kind {
+                Kind::NetworkPolicy => {
+                    let value = StoredPolicy::new(o.value.clone());
+                    self.policies.push(IndexEvent::InitApply { namespace, name, value });
+                }
+                Kind::EgressIntent => {
+                    let value = StoredObject::new(o.value.clone());
+                    self.intents.push(IndexEvent::InitApply { namespace, name, value });
+                }
+                _ => {}
             }
         }
     }

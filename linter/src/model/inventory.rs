@@ -175,6 +175,8 @@ pub struct Inventory {
     superseding: bool,
     /// See [`Inventory::keep_values`].
     keep_values: bool,
+    /// See [`Inventory::reserve_policy_names`].
+    reserved_policy_names: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 /// Whether a document's top-level mapping claims to be a Kubernetes object, even a broken one:
@@ -200,6 +202,7 @@ impl Inventory {
             skipped: Vec::new(),
             replaced: Vec::new(),
             superseding_ids: std::collections::HashSet::new(),
+            reserved_policy_names: BTreeMap::new(),
             superseding: false,
             keep_values: true,
         }
@@ -250,6 +253,19 @@ impl Inventory {
     }
 
     /// Policies of a namespace.
+    /// Records NetworkPolicies of `namespace` that exist but are not modeled here: the webhook
+    /// models only the policies that can select the reviewed pods, yet a fix must not create a
+    /// policy under a name another one already has.
+    pub fn reserve_policy_names(&mut self, namespace: &str, names: impl IntoIterator<Item = String>) {
+        self.reserved_policy_names.entry(namespace.to_owned()).or_default().extend(names);
+    }
+
+    /// Whether a NetworkPolicy named `name` exists in `namespace` (modeled or reserved).
+    pub fn policy_name_taken(&self, namespace: &str, name: &str) -> bool {
+        self.policies_in(namespace).any(|(_, p)| p.name == name)
+            || self.reserved_policy_names.get(namespace).is_some_and(|names| names.contains(name))
+    }
+
     pub fn policies_in<'a>(&'a self, namespace: &str) -> impl Iterator<Item = (PolicyId, &'a Policy)> + 'a {
         self.namespaces
             .get(namespace)

@@ -107,7 +107,7 @@ pub(super) fn check_default_deny(
                 format!("{} runs here", super::workload_label(cx, w)),
             ));
         }
-        let name_free = |name: &str| inv.policies_in(&ns.name).all(|(_, p)| p.name != name);
+        let name_free = |name: &str| !inv.policy_name_taken(&ns.name, name);
         let pick = |base: &str| if name_free(base) { base.to_owned() } else { format!("portcullis-{base}") };
         let mut edits = Vec::new();
         match direction {
