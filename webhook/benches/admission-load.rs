@@ -1,11 +1,16 @@
-//! Load bench: the real `portcullis-webhook` binary in dev mode, its state 1,000 namespaces
-//! with 10 NetworkPolicies each, loaded over TLS with keep-alive by concurrent HTTP/1.1
-//! connections sending a mix of Deployment and NetworkPolicy reviews.
+//! Load bench: the real `portcullis-webhook` binary in dev mode against a no-op server, side
+//! by side in one run, each loaded over TLS with keep-alive by the same concurrent HTTP/1.1
+//! connections sending the same mix of Deployment and NetworkPolicy reviews. The webhook runs
+//! twice: 1,000 namespaces with 10 NetworkPolicies each, then with 100 each (100,000 policies).
+//! The no-op server is this bench binary run again as a server (axum, axum-server, rustls,
+//! mimalloc, as the webhook): it parses each body and answers a fixed review.
 //!
 //! `cargo bench -p portcullis-webhook --bench admission-load [-- SECONDS CONNECTIONS]`
+//! (`PORTCULLIS_BENCH_BASELINE_WEBHOOK=BINARY` runs another build first, for before/after)
 //!
-//! Prints reviews/s, client-side latency percentiles, the server-side p99 bound from the
-//! server's own histogram, and the server's peak RSS.
+//! Prints, per server: reviews/s and its ratio to the no-op server's, client-side latency
+//! percentiles, the server-side p99 bound from the webhook's own histogram, server CPU per
+//! review (from `/proc`), peak RSS, and the webhook's startup time with its state.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::Path;
@@ -18,32 +23,123 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NAMESPACES: usize = 1_000;
-const POLICIES_PER_NAMESPACE: usize = 10;
+/// Set in the environment of the copy of this binary that serves as the no-op server:
+/// `PORT:CA_FILE`.
+const NOOP_ENV: &str = "PORTCULLIS_BENCH_NOOP";
 
 fn main() {
+    if let Ok(spec) = std::env::var(NOOP_ENV) {
+        return noop::serve(&spec);
+    }
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let seconds: u64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(10);
     let connections: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(16);
     let work = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-webhook");
-    let state = work.join("state");
-    write_state(&state);
-    let ca = work.join("ca.pem");
-    let (https, ops) = (free_port(), free_port());
-    let mut server = start_server(&state, &ca, https, ops);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let result = runtime.block_on(run(https, ops, &ca, seconds, connections, server.id()));
-    let _ = server.kill();
-    let _ = server.wait();
-    result.print(seconds, connections);
+    println!(
+        "admission-load: {connections} keep-alive TLS connections, {seconds} s per server, {} cores",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+
+    std::fs::create_dir_all(&work).unwrap();
+    let ca = work.join("noop-ca.pem");
+    let https = free_port();
+    let _ = std::fs::remove_file(&ca);
+    let mut noop = Command::new(std::env::current_exe().unwrap())
+        .env(NOOP_ENV, format!("{https}:{}", ca.display()))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the no-op server");
+    wait_for(&mut noop, https);
+    wait_for_file(&ca);
+    let mut baseline = runtime.block_on(run(https, None, &ca, seconds, connections, noop.id()));
+    let _ = noop.kill();
+    let _ = noop.wait();
+    baseline.print("no-op server", None);
+
+    // Another build of the webhook to compare with in the same run (a commit before a change).
+    let other = std::env::var_os(BASELINE_ENV).map(std::path::PathBuf::from);
+    let this = Path::new(env!("CARGO_BIN_EXE_portcullis-webhook")).to_path_buf();
+    for policies in [10, 100] {
+        let state = work.join(format!("state-{policies}"));
+        write_state(&state, policies);
+        for binary in other.iter().chain([&this]) {
+            let ca = work.join("ca.pem");
+            let (https, ops) = (free_port(), free_port());
+            let started = Instant::now();
+            let mut server = start_server(binary, &state, &ca, https, ops);
+            let startup = started.elapsed();
+            let mut result = runtime.block_on(run(https, Some(ops), &ca, seconds, connections, server.id()));
+            let _ = server.kill();
+            let _ = server.wait();
+            let which = if binary == &this { "webhook".to_owned() } else { format!("webhook {}", binary.display()) };
+            result.print(
+                &format!(
+                    "{which}, {NAMESPACES} namespaces x {policies} NetworkPolicies (ready in {:.1} s)",
+                    startup.as_secs_f64()
+                ),
+                Some(&baseline),
+            );
+        }
+    }
+}
+
+/// A `portcullis-webhook` binary to run before this build's, on the same states in the same run.
+const BASELINE_ENV: &str = "PORTCULLIS_BENCH_BASELINE_WEBHOOK";
+
+/// The no-op server: what any admission webhook on this stack costs before it decides anything.
+mod noop {
+    use axum::Router;
+    use axum::body::Bytes;
+    use axum::routing::post;
+    use serde_json::{Value, json};
+
+    pub fn serve(spec: &str) {
+        let (port, ca) = spec.split_once(':').expect("PORT:CA_FILE");
+        portcullis_webhook::tls::install_crypto_provider();
+        let certs = portcullis_webhook::tls::dev_certificates(&["localhost", "127.0.0.1"]).unwrap();
+        let loaded =
+            portcullis_webhook::tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap();
+        std::fs::write(ca, &certs.ca_pem).unwrap();
+        let app = Router::new().route("/validate", post(review)).route("/mutate", post(review));
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let config = axum_server::tls_rustls::RustlsConfig::from_config(loaded.config);
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port.parse::<u16>().unwrap()));
+            axum_server::bind_rustls(addr, config).serve(app.into_make_service()).await.unwrap();
+        });
+    }
+
+    async fn review(body: Bytes) -> impl axum::response::IntoResponse {
+        let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let uid = review.pointer("/request/uid").cloned().unwrap_or(Value::Null);
+        let answer = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": uid, "allowed": true}});
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], serde_json::to_vec(&answer).unwrap_or_default())
+    }
+}
+
+fn wait_for(child: &mut Child, port: u16) {
+    for _ in 0..2_400 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the server on port {port} did not start");
 }
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Namespaces with a default-deny, a DNS allowance and 8 application policies each.
-fn write_state(dir: &Path) {
+/// Namespaces with a default-deny, a DNS allowance and application policies, `policies` in all.
+fn write_state(dir: &Path, policies: usize) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
     for n in 0..NAMESPACES {
@@ -56,7 +152,7 @@ fn write_state(dir: &Path) {
             "allow-dns",
             json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [dns_rule()]}),
         ));
-        for a in 0..POLICIES_PER_NAMESPACE - 2 {
+        for a in 0..policies - 2 {
             docs.push(policy(&ns, &format!("app-{a}"), app_policy(a)));
         }
         let text: Vec<String> = docs.iter().map(|d| serde_json::to_string(d).unwrap()).collect();
@@ -83,8 +179,10 @@ fn app_policy(a: usize) -> Value {
             {"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.96.0.0/12"]}}], "ports": [{"port": 5432}]}]})
 }
 
-fn start_server(state: &Path, ca: &Path, https: u16, ops: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis-webhook"))
+fn start_server(binary: &Path, state: &Path, ca: &Path, https: u16, ops: u16) -> Child {
+    // The server writes its CA once it is listening: never read the last run's.
+    let _ = std::fs::remove_file(ca);
+    let mut child = Command::new(binary)
         .args(["serve", "--dev", "--state"])
         .arg(state)
         .arg("--dev-ca-out")
@@ -94,15 +192,22 @@ fn start_server(state: &Path, ca: &Path, https: u16, ops: u16) -> Child {
         .stdout(Stdio::null())
         .spawn()
         .expect("start portcullis-webhook");
-    for _ in 0..600 {
-        if std::net::TcpStream::connect(("127.0.0.1", ops)).is_ok() {
-            return child;
+    wait_for(&mut child, ops);
+    wait_for_file(ca);
+    child
+}
+
+fn wait_for_file(path: &Path) {
+    for _ in 0..200 {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+            // Written whole: the PEM ends with its END line.
+            if std::fs::read_to_string(path).is_ok_and(|t| t.trim_end().ends_with("-----")) {
+                return;
+            }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("portcullis-webhook did not start");
+    panic!("{} was not written", path.display());
 }
 
 /// Review bodies: Deployments (validate) and NetworkPolicies (validate and mutate), spread
@@ -166,27 +271,37 @@ struct Results {
     latencies: Vec<Duration>,
     server_p99_bound: String,
     rss_kib: u64,
+    /// Server CPU time (user + system) over the run.
+    cpu: Duration,
 }
 
 impl Results {
-    fn print(mut self, seconds: u64, connections: usize) {
+    fn rate(&self) -> f64 {
+        self.reviews as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn print(&mut self, what: &str, baseline: Option<&Results>) {
         self.latencies.sort();
         let pct = |p: f64| {
             let i = ((self.latencies.len() as f64 * p) as usize).min(self.latencies.len().saturating_sub(1));
             self.latencies.get(i).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
         };
-        println!(
-            "admission-load: {NAMESPACES} namespaces x {POLICIES_PER_NAMESPACE} NetworkPolicies, {connections} keep-alive TLS connections, {seconds} s"
-        );
+        println!("{what}");
         println!("  reviews          {} ({} errors)", self.reviews, self.errors);
-        println!("  reviews/s        {:.0}", self.reviews as f64 / self.elapsed.as_secs_f64());
+        match baseline {
+            Some(b) => {
+                println!("  reviews/s        {:.0} ({:.2} of the no-op server's)", self.rate(), self.rate() / b.rate())
+            }
+            None => println!("  reviews/s        {:.0}", self.rate()),
+        }
         println!("  client latency   p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms", pct(0.50), pct(0.99), pct(1.0));
         println!("  server p99       {}", self.server_p99_bound);
+        println!("  server CPU       {:.0} µs per review", self.cpu.as_secs_f64() * 1e6 / self.reviews.max(1) as f64);
         println!("  server peak RSS  {:.1} MB", self.rss_kib as f64 / 1024.0);
     }
 }
 
-async fn run(https: u16, ops: u16, ca: &Path, seconds: u64, connections: usize, pid: u32) -> Results {
+async fn run(https: u16, ops: Option<u16>, ca: &Path, seconds: u64, connections: usize, pid: u32) -> Results {
     let pem = std::fs::read(ca).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut &pem[..]) {
@@ -200,6 +315,7 @@ async fn run(https: u16, ops: u16, ca: &Path, seconds: u64, connections: usize, 
             .with_no_client_auth(),
     );
     let bodies = Arc::new(bodies());
+    let cpu_before = cpu_time(pid);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -216,8 +332,12 @@ async fn run(https: u16, ops: u16, ca: &Path, seconds: u64, connections: usize, 
         latencies.extend(l);
     }
     let elapsed = started.elapsed();
-    let metrics = http_get(ops, "/metrics").await;
-    Results { reviews, errors, elapsed, latencies, server_p99_bound: server_p99(&metrics), rss_kib: peak_rss(pid) }
+    let cpu = cpu_time(pid).saturating_sub(cpu_before);
+    let server_p99_bound = match ops {
+        Some(ops) => server_p99(&http_get(ops, "/metrics").await),
+        None => "n/a (no histogram)".to_owned(),
+    };
+    Results { reviews, errors, elapsed, latencies, server_p99_bound, rss_kib: peak_rss(pid), cpu }
 }
 
 async fn connection(
@@ -290,6 +410,17 @@ fn server_p99(metrics: &str) -> String {
         Some((le, _)) => format!("<= {:.2} ms (histogram bucket; {count} reviews)", le * 1000.0),
         None => "unknown".to_owned(),
     }
+}
+
+/// User + system CPU time of a process so far (`/proc/PID/stat`, clock ticks of 1/100 s).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the line; 12 and 13 after the name.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 fn peak_rss(pid: u32) -> u64 {
