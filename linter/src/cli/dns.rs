@@ -123,13 +123,17 @@ impl Stub {
                     }
                 };
                 let bytes = &buffer[..size];
-                let Some(index) = asked.iter().position(|&(qtype, id)| {
-                    !matches!(wire::parse_reply(bytes, id, name, qtype), Err(WireError::NotOurs))
+                // Each datagram is read once, as the reply to whichever query it answers.
+                let Some((index, parsed)) = asked.iter().enumerate().find_map(|(i, &(qtype, id))| {
+                    match wire::parse_reply(bytes, id, name, qtype) {
+                        Err(WireError::NotOurs) => None,
+                        parsed => Some((i, parsed)),
+                    }
                 }) else {
                     continue;
                 };
-                let (qtype, id) = asked.swap_remove(index);
-                let result = match wire::parse_reply(bytes, id, name, qtype) {
+                let (qtype, _) = asked.swap_remove(index);
+                let result = match parsed {
                     Ok(reply) if reply.truncated => self.ask_tcp(server, name, qtype),
                     other => other.map_err(|e| e.to_string()),
                 };
