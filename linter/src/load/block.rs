@@ -1,7 +1,8 @@
 //! A fast path for the YAML that manifests are made of.
 //!
 //! Almost every manifest is block mappings and sequences of one-line scalars and one-line flow
-//! collections. [`scan`] reads exactly that subset, line by line, and produces the same events
+//! collections, or (from `kubectl`, the API server or a program) one JSON object on one line.
+//! [`scan`] reads exactly that subset, line by line, and produces the same events
 //! (and the same start positions) as `saphyr-parser`, several times faster. The moment it meets
 //! anything outside the subset (anchors, tags, block or multi-line scalars, escapes, tabs, complex
 //! keys, syntax errors, ...) it gives up and the caller runs the full parser on the document, so
@@ -26,7 +27,13 @@ pub fn scan(src: &str) -> Option<Vec<(Event<'_>, Span)>> {
     // Manifests run at about one event per six bytes: room for all of them up front saves
     // growing (and copying) the vector, within a bound for huge documents.
     let capacity = (src.len() / 4 + 16).min(4096);
-    let mut scanner = Scanner { out: Vec::with_capacity(capacity), stack: Vec::new(), pending: None, started: false };
+    let mut scanner = Scanner {
+        out: Vec::with_capacity(capacity),
+        stack: Vec::new(),
+        pending: None,
+        started: false,
+        flow_root: false,
+    };
     scanner.run(src).ok()?;
     Some(scanner.out)
 }
@@ -95,6 +102,9 @@ struct Scanner<'a> {
     pending: Option<Pending>,
     /// Whether the document's first node has been seen.
     started: bool,
+    /// Whether the document's root was a flow collection, which closed on its line: nothing
+    /// but comments may follow it.
+    flow_root: bool,
 }
 
 /// One line of the document.
@@ -250,7 +260,18 @@ impl<'a> Scanner<'a> {
     /// One line with content, `indent` spaces in.
     fn line(&mut self, line: Line<'a>, indent: usize) -> Step {
         let dash = line.is_dash_entry(indent);
+        if self.flow_root {
+            return Err(Unsupported);
+        }
         if !self.started {
+            if matches!(line.byte(indent), b'{' | b'[') {
+                // A flow collection as the root (a one-line JSON document). As a key
+                // (`{a: 1}: b`) or spanning lines it is the full parser's.
+                let end = self.flow(line, indent, 0)?;
+                line.expect_end(end)?;
+                self.flow_root = true;
+                return Ok(());
+            }
             return self.open_block(line, indent, dash);
         }
         if let Some(p) = self.pending.take() {
@@ -608,6 +629,28 @@ mod tests {
         agrees("a: [x - , x --, x -y, x ?, x ? , x :y]\nb: {c: x - y, d: x ? y}\ne: d- -\n");
         agrees("s: \"a\\\"b\\\\c\\/d\\n\\t\\u00e9\"\nt: [\"x\\\"\"]\nu: {image: nginx:1.25, ip: 2001:db8::1}\n");
         agrees("o: [[1, 2], [3]]\np: {a: {b: {c: d}}}\nq: http://example.com/a?b=c\nr: 10.0.0.0/8\n");
+    }
+
+    #[test]
+    fn one_line_json_documents_agree_with_the_full_parser() {
+        agrees(
+            r#"{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"a","namespace":"b","labels":{"x":"y"}},"spec":{"podSelector":{},"policyTypes":["Egress"],"egress":[{"to":[{"ipBlock":{"cidr":"10.0.0.0/8","except":["10.1.0.0/16"]}}],"ports":[{"port":53,"protocol":"UDP"},{"port":443}]}]}}"#,
+        );
+        agrees("{\"a\": 1, \"b\": [true, false, null, 1.5, \"\\u00e9\\n\"], \"c\": {}}\n");
+        agrees("---\n{\"a\":{\"b\":[]}}   # c\n\n# trailing comment\n");
+        agrees("  [1, \"two\", {\"three\": 3}]\n");
+        agrees("{}\n");
+        agrees("[]");
+        agrees("{a: b, c: [d]}\n");
+        // Not one JSON document on its line: the full parser's.
+        declines("{\"a\": 1}\nb: 2\n");
+        declines("{\"a\": 1}\n{\"b\": 2}\n");
+        declines("{\"a\": 1}: b\n");
+        declines("{\"a\": 1} x\n");
+        declines("{\"a\": -1}\n");
+        declines("{\"a\": 1,}\n");
+        declines("{\"a\": \"\\ud800\"}\n");
+        declines("[1,\n 2]\n");
     }
 
     #[test]
