@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Benchmark: `portcullis lint` end to end on the generated corpus (1,000 namespaces x 11 objects),
 # pinned to one core, with peak memory; the same corpus at 250..2,000 namespaces to show linear
-# scaling; and checkov on the same corpus in the same run, with the ratio.
+# scaling; the target corpus on every core against rapidyaml parsing the same bytes; and checkov
+# on the same corpus in the same run, with the ratio.
 #
 #   linter/benches/lint-corpus.sh [RUNS]      (results go in docs/benchmarks.md)
+#   CHECKOV=0 linter/benches/lint-corpus.sh   (skips checkov, the slow part)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${1:-5}
@@ -24,7 +26,7 @@ measure() {
   local best="" rss=0 t0 t1 t
   for _ in $(seq "$runs"); do
     t0=$EPOCHREALTIME
-    /usr/bin/time -f "%M" -o "$work/time" taskset -c 0 "$@" >/dev/null 2>&1 || true
+    /usr/bin/time -f "%M" -o "$work/time" taskset -c "${CPUS:-0}" "$@" >/dev/null 2>&1 || true
     t1=$EPOCHREALTIME
     t=$(awk "BEGIN{printf \"%.4f\", $t1 - $t0}")
     read -r m < "$work/time"
@@ -47,6 +49,26 @@ for n in 250 500 1000 2000; do
   printf "%-12s %8d %6s %10s %14.0f %8d MB\n" "$n" "$objects" "$mb" "$t" "$(awk "BEGIN{print $objects/$t}")" "$((rss / 1024))"
 done
 
+all_cpus="0-$(($(nproc) - 1))"
+ryvenv=target/tools/rapidyaml-venv
+if [ ! -x "$ryvenv/bin/python" ] || ! "$ryvenv/bin/python" -c "import ryml" 2>/dev/null; then
+  echo; echo "installing rapidyaml into $ryvenv (PyPI)..."
+  python3 -m venv "$ryvenv"
+  "$ryvenv/bin/pip" install --quiet rapidyaml
+fi
+dir="$work/corpus-1000"
+read -r one _ < <(measure "$bin" lint "$dir" --format json --fail-on never)
+read -r all rss < <(CPUS=$all_cpus measure "$bin" lint "$dir" --format json --fail-on never)
+read -r ry _ bytes < <(taskset -c 0 "$ryvenv/bin/python" linter/benches/rapidyaml-parse.py "$dir" "$runs")
+echo
+echo "1,000 namespaces ($((bytes / 1000)) kB): portcullis lint end to end on every core ($all_cpus) against"
+echo "rapidyaml $("$ryvenv/bin/pip" show rapidyaml | awk '/^Version/{print $2}') parsing the same bytes in memory (no start-up, no reading; one core)"
+printf "%-34s %10s %10s\n" "" seconds "vs parse"
+printf "%-34s %10s %10s\n" "rapidyaml, parse only" "$ry" "1.00"
+printf "%-34s %10s %10.2f\n" "portcullis lint, CPU 0" "$one" "$(awk "BEGIN{print $one/$ry}")"
+printf "%-34s %10s %10.2f   peak RSS %d MB\n" "portcullis lint, CPUs $all_cpus" "$all" "$(awk "BEGIN{print $all/$ry}")" "$((rss / 1024))"
+
+[ "${CHECKOV:-1}" = 0 ] && exit 0
 venv=target/tools/checkov-venv
 if [ ! -x "$venv/bin/checkov" ]; then
   echo; echo "installing checkov into $venv (PyPI)..."

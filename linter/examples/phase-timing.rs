@@ -1,6 +1,6 @@
 //! Times each phase of a lint run over a directory the way `portcullis lint` runs it (read;
-//! load = parse and model, file by file; rules; locate and render), with the resident memory
-//! after each, to find where a run spends its time.
+//! load = parse and model, on every core this process may use; rules; locate and render), with
+//! the resident memory after each, to find where a run spends its time.
 //! `cargo run --release -p portcullis-linter --example phase-timing -- DIR`
 
 use std::io::Write;
@@ -9,7 +9,7 @@ use std::time::Instant;
 use portcullis_linter::config::Config;
 use portcullis_linter::load::Limits;
 use portcullis_linter::load::fs::{Input, read_inputs};
-use portcullis_linter::project::Project;
+use portcullis_linter::project::{Project, TextFile};
 use portcullis_linter::report::{OutputFormat, Report, render};
 
 /// The same allocator as the `portcullis` binary.
@@ -36,9 +36,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut project = Project::new("default");
     // As `portcullis lint` does: policies keep no whole value.
     project.inventory.keep_values(false);
+    project.set_threads(portcullis_linter::parallel::threads(8));
+    let mut texts = Vec::new();
     for f in files {
-        project.add_text(&f.name, f.content.map_err(|(_, m)| m)?, true);
+        texts.push(TextFile { name: f.name, text: f.content.map_err(|(_, m)| m)?, superseding: false });
     }
+    project.add_texts(texts, true);
     phase("load", t, format!("{} objects", project.inventory.objects.len()))?;
     let config = Config::default();
     let t = Instant::now();

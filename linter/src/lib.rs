@@ -16,6 +16,7 @@ pub mod fix;
 pub mod https;
 pub mod load;
 pub mod model;
+pub mod parallel;
 pub mod project;
 pub mod report;
 pub mod rules;

@@ -9,7 +9,9 @@ use crate::egress::render::render;
 use crate::egress::{AddressCache, IntentMeta, RenderConfig, otterize};
 use crate::finding::{Diagnostic, Finding};
 use crate::load::{self, LoadProblem, Locator, Parsed, Position, SourceFile, SourceId, Sources};
+use crate::model::inventory::ScannedObject;
 use crate::model::{Inventory, WorkloadId};
+use crate::parallel;
 use crate::rules::{self, Context};
 
 /// Everything loaded for one run.
@@ -24,6 +26,8 @@ pub struct Project {
     pub left_out: crate::load::fs::Left,
     /// Whether [`Project::expand_intents`] ran.
     expanded: bool,
+    /// See [`Project::set_threads`].
+    threads: usize,
 }
 
 impl Project {
@@ -36,28 +40,81 @@ impl Project {
             files_read: std::collections::HashSet::new(),
             left_out: crate::load::fs::Left::default(),
             expanded: false,
+            threads: 1,
         }
+    }
+
+    /// How many threads [`Project::add_texts`] may parse on and [`Project::lint`] may run rules
+    /// on (at least one). One by default: a library caller such as the webhook, deciding many
+    /// small reviews at once, must not spawn threads for each; the CLI passes
+    /// [`parallel::threads`]. Results are the same on any number.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
     }
 
     /// Parses a file's text and adds its objects. `reported` is false for `--context` inputs:
     /// their objects take part in the analysis but findings in them are not shown.
     pub fn add_text(&mut self, name: &str, text: String, reported: bool) -> SourceId {
         let id = self.sources.add(SourceFile { name: name.to_owned(), text, reported });
-        let Some(file) = self.sources.get(id) else { return id };
-        let (inventory, problems) = (&mut self.inventory, &mut self.load_problems);
-        load::scan_source(id, &file.text, |parsed| {
-            if let Ok(Parsed::Scanned(scanned)) = &parsed
-                && inventory.add_scanned(scanned)
-            {
-                return;
-            }
-            match parsed.and_then(Parsed::into_document) {
-                Ok(Some(document)) => inventory.add_document(document),
-                Ok(None) => {}
-                Err(problem) => problems.push(problem),
-            }
-        });
+        self.read_sources(&[(id, false)], 1);
         id
+    }
+
+    /// Parses files and adds their objects, as [`Project::add_text`] for each in turn would:
+    /// the files are parsed and typed in parallel (on the cores this process may use) and added
+    /// in the order given, so the result, and every report, is the same on any number of cores.
+    /// Returns each file's source, in order.
+    pub fn add_texts(&mut self, files: Vec<TextFile>, reported: bool) -> Vec<SourceId> {
+        let mut added = Vec::with_capacity(files.len());
+        let mut bytes = 0usize;
+        for TextFile { name, text, superseding } in files {
+            bytes = bytes.saturating_add(text.len());
+            added.push((self.sources.add(SourceFile { name, text, reported }), superseding));
+        }
+        // Below this, starting a thread costs more than it saves (parsing runs at ~40 MB/s).
+        const PARALLEL_FROM_BYTES: usize = 64 * 1024;
+        let threads = if bytes < PARALLEL_FROM_BYTES { 1 } else { self.threads };
+        self.read_sources(&added, threads);
+        added.into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// Parses the given sources (with whether each supersedes) on `threads` threads and adds
+    /// their objects in order.
+    fn read_sources(&mut self, added: &[(SourceId, bool)], threads: usize) {
+        // In batches of about this many bytes, so only one batch of read documents waits to be
+        // added at a time (one file at a time on one thread).
+        const BATCH_BYTES: usize = 1 << 20;
+        let keep_values = self.inventory.keeps_values();
+        let mut rest = added;
+        while !rest.is_empty() {
+            let mut take = 0;
+            let mut bytes = 0usize;
+            while take < rest.len() && (take == 0 || (threads > 1 && bytes < BATCH_BYTES)) {
+                bytes = bytes.saturating_add(self.text_of(rest[take].0).len());
+                take += 1;
+            }
+            let (batch, later) = rest.split_at(take);
+            rest = later;
+            let sources = &self.sources;
+            let read = parallel::map(batch, threads, |&(id, _)| {
+                read_source(id, sources.get(id).map_or("", |file| file.text.as_str()), keep_values)
+            });
+            for (&(_, superseding), documents) in batch.iter().zip(read) {
+                self.inventory.set_superseding(superseding);
+                for document in documents {
+                    match document {
+                        ReadDocument::Object(object) => self.inventory.add_scanned_object(*object),
+                        ReadDocument::Document(document) => self.inventory.add_document(document),
+                        ReadDocument::Problem(problem) => self.load_problems.push(problem),
+                    }
+                }
+                self.inventory.set_superseding(false);
+            }
+        }
+    }
+
+    fn text_of(&self, id: SourceId) -> &str {
+        self.sources.get(id).map_or("", |file| file.text.as_str())
     }
 
     /// Records an input that could not be read as text (binary, too large, not UTF-8).
@@ -98,7 +155,7 @@ impl Project {
     /// Runs the rules; returns findings located in reported files only.
     pub fn lint(&self, config: &Config) -> Vec<Finding> {
         let cx = Context::new(&self.inventory, config, &self.load_problems);
-        let mut findings = rules::run(&cx);
+        let mut findings = rules::run_on(&cx, self.threads);
         findings.retain(|f| self.sources.get(f.anchor.source()).is_some_and(|s| s.reported));
         findings
     }
@@ -162,4 +219,40 @@ impl Project {
     pub fn reported_objects(&self) -> usize {
         self.inventory.objects.iter().filter(|o| self.sources.get(o.doc.source).is_some_and(|s| s.reported)).count()
     }
+}
+
+/// A file for [`Project::add_texts`].
+#[derive(Debug)]
+pub struct TextFile {
+    pub name: String,
+    pub text: String,
+    /// Objects of this file replace same-named ones of files added after it (`fix` output:
+    /// [`Inventory::set_superseding`]).
+    pub superseding: bool,
+}
+
+/// One document of a file, read without the inventory.
+enum ReadDocument {
+    Object(Box<ScannedObject>),
+    Document(load::Document),
+    Problem(LoadProblem),
+}
+
+/// Every document of one file, parsed and (where the fast path takes it) typed.
+fn read_source(id: SourceId, text: &str, keep_values: bool) -> Vec<ReadDocument> {
+    let mut out = Vec::new();
+    load::scan_source(id, text, |parsed| {
+        if let Ok(Parsed::Scanned(scanned)) = &parsed
+            && let Some(object) = ScannedObject::read(scanned, keep_values)
+        {
+            out.push(ReadDocument::Object(Box::new(object)));
+            return;
+        }
+        match parsed.and_then(Parsed::into_document) {
+            Ok(Some(document)) => out.push(ReadDocument::Document(document)),
+            Ok(None) => {}
+            Err(problem) => out.push(ReadDocument::Problem(problem)),
+        }
+    });
+    out
 }

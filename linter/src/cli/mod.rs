@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 use crate::load::Limits;
 use crate::load::fs::{FileIdentity, Input, Left, read_filtered};
-use crate::project::Project;
+use crate::project::{Project, TextFile};
 
 /// Exit code: nothing at or above `--fail-on`.
 pub const EXIT_OK: u8 = 0;
@@ -217,6 +217,9 @@ pub(crate) fn load_project(
     stdin: &mut dyn Read,
     stdin_tty: bool,
 ) -> anyhow::Result<Project> {
+    // Parse files and run rules on the cores this process may use (the output does not depend
+    // on how many).
+    project.set_threads(crate::parallel::threads(8));
     let limits = Limits { max_file_bytes: args.max_file_size.saturating_mul(1024 * 1024) };
     let mut seen: HashSet<FileIdentity> = HashSet::new();
     let inputs: Vec<Input> =
@@ -236,6 +239,9 @@ pub(crate) fn load_project(
         let is_fix =
             |file: &crate::load::fs::ReadFile| file.content.as_ref().is_ok_and(|text| text.starts_with(fix::HEADER));
         files.sort_by_key(|file| !is_fix(file));
+        // Files are parsed in parallel, in batches between unreadable ones so every file keeps
+        // its place (and source id) in the run.
+        let mut batch = Vec::new();
         for file in files {
             let superseding = is_fix(&file);
             // A file named twice (`lint a.yaml .`, or as input and context) is read once.
@@ -245,16 +251,14 @@ pub(crate) fn load_project(
                 continue;
             }
             match file.content {
-                Ok(text) => {
-                    project.inventory.set_superseding(superseding);
-                    project.add_text(&file.name, text, reported);
-                    project.inventory.set_superseding(false);
-                }
+                Ok(text) => batch.push(TextFile { name: file.name, text, superseding }),
                 Err((position, message)) => {
+                    project.add_texts(std::mem::take(&mut batch), reported);
                     project.add_rejected(&file.name, position, message, reported);
                 }
             }
         }
+        project.add_texts(batch, reported);
         let renders = std::mem::take(&mut left.renders);
         if reported {
             project.left_out = left;
@@ -283,9 +287,8 @@ pub(crate) fn load_project(
             }
             match render::render(&job, &renderers) {
                 render::Rendered::Sources(sources) => {
-                    for (name, text) in sources {
-                        project.add_text(&name, text, reported);
-                    }
+                    let files = sources.into_iter().map(|(name, text)| TextFile { name, text, superseding: false });
+                    project.add_texts(files.collect(), reported);
                 }
                 render::Rendered::Problem { file, message } => {
                     project.add_rejected(&file, crate::load::Position { line: 1, column: 1 }, message, reported);

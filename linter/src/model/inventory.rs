@@ -319,81 +319,24 @@ impl Inventory {
     /// (other kinds, lists, anything the `Value` path would report); the caller then builds the
     /// document's value and calls [`Inventory::add_document`].
     pub fn add_scanned(&mut self, scanned: &Scanned<'_>) -> bool {
-        let events = &scanned.events;
-        // StreamStart, DocumentStart, MappingStart, entries…, MappingEnd, DocumentEnd, StreamEnd.
-        let Some(end) = events.len().checked_sub(3) else { return false };
-        if events.len() > MAX_NODES_PER_DOCUMENT
-            || !matches!(events.get(2), Some((Event::MappingStart(0, None), _)))
-            || !matches!(events[end].0, Event::MappingEnd)
-        {
-            return false;
-        }
-        let mut entries: Vec<(&str, std::ops::Range<usize>)> = Vec::new();
-        let mut i = 3;
-        while i < end {
-            let (Event::Scalar(key, style, 0, None), _) = &events[i] else { return false };
-            let Some(value_end) = de::node_end(events, i + 1).filter(|&e| e <= end) else { return false };
-            let key: &str = key;
-            if resolve_untagged(key, *style).is_some() || key == "<<" || entries.iter().any(|(k, _)| *k == key) {
-                return false;
+        match ScannedObject::read(scanned, self.keep_values) {
+            Some(object) => {
+                self.add_scanned_object(object);
+                true
             }
-            entries.push((key, i + 1..value_end));
-            i = value_end;
+            None => false,
         }
-        let node = |name: &str| entries.iter().find(|(k, _)| *k == name).map(|(_, r)| &events[r.clone()]);
-        let string = |name: &str| -> Option<&str> {
-            match node(name)? {
-                [(Event::Scalar(text, style, 0, None), _)] if resolve_untagged(text, *style).is_none() => Some(text),
-                _ => None,
-            }
-        };
-        let (Some(api_version), Some(kind)) = (string("apiVersion"), string("kind")) else { return false };
-        let (kind_enum, _) = Kind::classify(api_version, kind);
-        let spec = node("spec");
-        let typed = match kind_enum {
-            Kind::NetworkPolicy if !self.keep_values => match EventSpec(spec).spec() {
-                Ok(spec) => Typed::Policy(spec),
-                Err(_) => return false,
-            },
-            Kind::Pod => return false,
-            kind if kind.is_workload() => match template_facts(kind, &EventSpec(spec)) {
-                Ok(pods) => Typed::Pods(pods),
-                Err(_) => return false,
-            },
-            _ => return false,
-        };
-        let Ok(meta) = node("metadata").map_or(Ok(None), de::from_events::<Option<ObjectMeta>>) else { return false };
-        let meta = meta.unwrap_or_default();
-        // Entries the object does not keep must still be what the `Value` path accepts.
-        let kept = |k: &str| matches!(k, "apiVersion" | "kind" | "metadata");
-        let rest_ok = entries
-            .iter()
-            .filter(|(k, _)| !kept(k) && *k != "spec")
-            .all(|(_, r)| de::from_events::<serde::de::IgnoredAny>(&events[r.clone()]).is_ok());
-        if !rest_ok {
-            return false;
-        }
-        let value = if self.keep_values {
-            let head = events[..3].iter();
-            let body = entries.iter().filter(|(k, _)| kept(k)).flat_map(|(_, r)| &events[r.start - 1..r.end]);
-            let tail = events[end..].iter();
-            match build_value(head.chain(body).chain(tail).cloned().map(Ok), scanned.at.chunk) {
-                Ok(Some(value)) => value,
-                _ => return false,
-            }
-        } else {
-            Value::Null
-        };
-        let header = Header {
-            api_version: api_version.to_owned(),
-            kind: kind.to_owned(),
-            // `annotations: null` deserialized to `None`, and anything but a mapping was refused
-            // above, so this is exactly `has_annotations` of the value.
-            has_annotations: meta.annotations.is_some(),
-            meta,
-        };
-        self.add_object_with(scanned.at, String::new(), header, value, Some(typed));
-        true
+    }
+
+    /// Adds an object [`ScannedObject::read`] read (in any thread) from a document's events.
+    pub fn add_scanned_object(&mut self, object: ScannedObject) {
+        let ScannedObject { at, header, value, typed } = object;
+        self.add_object_with(at, String::new(), header, value, Some(typed));
+    }
+
+    /// Whether [`Inventory::keep_values`] is on: what [`ScannedObject::read`] must be told.
+    pub fn keeps_values(&self) -> bool {
+        self.keep_values
     }
 
     fn problem(&mut self, doc: DocumentRef, pointer: &str, message: &str, object: Option<ObjectRef>) {
@@ -699,6 +642,7 @@ impl Inventory {
 
 /// What the model keeps of a workload's pods (not to be confused with the evaluator's
 /// `semantics::PodView`, which borrows these from a [`Workload`]).
+#[derive(Debug)]
 struct PodFacts {
     labels: Labels,
     ports: Vec<ContainerPort>,
@@ -727,9 +671,119 @@ impl PodFacts {
     }
 }
 
+/// A document the fast path read into an object's header and typed contents, ready for
+/// [`Inventory::add_scanned_object`]. Reading needs nothing of the inventory but whether it
+/// keeps values, so files are read in parallel and added in order.
+#[derive(Debug)]
+pub struct ScannedObject {
+    at: DocumentRef,
+    header: Header,
+    value: Value,
+    typed: Typed,
+}
+
+impl ScannedObject {
+    /// A NetworkPolicy typed by the caller (the webhook reads its stored policies' JSON straight
+    /// into these types): the object [`ScannedObject::read`] gives for it when values are not
+    /// kept. `None` when `api_version` and `kind` are not a NetworkPolicy's.
+    pub fn network_policy(
+        at: DocumentRef,
+        api_version: String,
+        kind: String,
+        meta: ObjectMeta,
+        spec: Option<NetworkPolicySpec>,
+    ) -> Option<ScannedObject> {
+        if Kind::classify(&api_version, &kind).0 != Kind::NetworkPolicy {
+            return None;
+        }
+        let header = Header { api_version, kind, has_annotations: meta.annotations.is_some(), meta };
+        Some(ScannedObject { at, header, value: Value::Null, typed: Typed::Policy(spec) })
+    }
+
+    /// Reads a scanned document; `None` for anything the fast path does not take (other kinds,
+    /// lists, anything the `Value` path would report): build the document's value then.
+    pub fn read(scanned: &Scanned<'_>, keep_values: bool) -> Option<ScannedObject> {
+        let events = &scanned.events;
+        // StreamStart, DocumentStart, MappingStart, entries…, MappingEnd, DocumentEnd, StreamEnd.
+        let end = events.len().checked_sub(3)?;
+        if events.len() > MAX_NODES_PER_DOCUMENT
+            || !matches!(events.get(2), Some((Event::MappingStart(0, None), _)))
+            || !matches!(events[end].0, Event::MappingEnd)
+        {
+            return None;
+        }
+        let mut entries: Vec<(&str, std::ops::Range<usize>)> = Vec::new();
+        let mut i = 3;
+        while i < end {
+            let (Event::Scalar(key, style, 0, None), _) = &events[i] else { return None };
+            let value_end = de::node_end(events, i + 1).filter(|&e| e <= end)?;
+            let key: &str = key;
+            if resolve_untagged(key, *style).is_some() || key == "<<" || entries.iter().any(|(k, _)| *k == key) {
+                return None;
+            }
+            entries.push((key, i + 1..value_end));
+            i = value_end;
+        }
+        let node = |name: &str| entries.iter().find(|(k, _)| *k == name).map(|(_, r)| &events[r.clone()]);
+        let string = |name: &str| -> Option<&str> {
+            match node(name)? {
+                [(Event::Scalar(text, style, 0, None), _)] if resolve_untagged(text, *style).is_none() => Some(text),
+                _ => None,
+            }
+        };
+        let (Some(api_version), Some(kind)) = (string("apiVersion"), string("kind")) else { return None };
+        let (kind_enum, _) = Kind::classify(api_version, kind);
+        let spec = node("spec");
+        let typed = match kind_enum {
+            Kind::NetworkPolicy if !keep_values => match EventSpec(spec).spec() {
+                Ok(spec) => Typed::Policy(spec),
+                Err(_) => return None,
+            },
+            Kind::Pod => return None,
+            kind if kind.is_workload() => match template_facts(kind, &EventSpec(spec)) {
+                Ok(pods) => Typed::Pods(pods),
+                Err(_) => return None,
+            },
+            _ => return None,
+        };
+        let Ok(meta) = node("metadata").map_or(Ok(None), de::from_events::<Option<ObjectMeta>>) else { return None };
+        let meta = meta.unwrap_or_default();
+        // Entries the object does not keep must still be what the `Value` path accepts.
+        let kept = |k: &str| matches!(k, "apiVersion" | "kind" | "metadata");
+        let rest_ok = entries
+            .iter()
+            .filter(|(k, _)| !kept(k) && *k != "spec")
+            .all(|(_, r)| de::from_events::<serde::de::IgnoredAny>(&events[r.clone()]).is_ok());
+        if !rest_ok {
+            return None;
+        }
+        let value = if keep_values {
+            let head = events[..3].iter();
+            let body = entries.iter().filter(|(k, _)| kept(k)).flat_map(|(_, r)| &events[r.start - 1..r.end]);
+            let tail = events[end..].iter();
+            match build_value(head.chain(body).chain(tail).cloned().map(Ok), scanned.at.chunk) {
+                Ok(Some(value)) => value,
+                _ => return None,
+            }
+        } else {
+            Value::Null
+        };
+        let header = Header {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+            // `annotations: null` deserialized to `None`, and anything but a mapping was refused
+            // above, so this is exactly `has_annotations` of the value.
+            has_annotations: meta.annotations.is_some(),
+            meta,
+        };
+        Some(ScannedObject { at: scanned.at, header, value, typed })
+    }
+}
+
 /// What an object says of itself: `apiVersion`, `kind` and `metadata`, with whether
 /// `metadata.annotations` is a mapping in the value. That cannot always be read from `meta`: a
 /// type error elsewhere in `metadata` leaves `meta` at its default on the value path.
+#[derive(Debug)]
 struct Header {
     api_version: String,
     kind: String,
@@ -737,7 +791,8 @@ struct Header {
     has_annotations: bool,
 }
 
-/// What [`Inventory::add_scanned`] typed straight from a document's events.
+/// What [`ScannedObject::read`] typed straight from a document's events.
+#[derive(Debug)]
 enum Typed {
     Pods(PodFacts),
     Policy(Option<NetworkPolicySpec>),

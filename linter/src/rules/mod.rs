@@ -168,16 +168,28 @@ impl<'a> Context<'a> {
 /// Runs every enabled rule and applies configuration: levels, excluded namespaces and
 /// `portcullis.dev/ignore` annotations. Findings come back ordered by file and document.
 pub fn run(cx: &Context<'_>) -> Vec<Finding> {
-    let mut findings = Vec::new();
-    for rule in registry::RULES {
-        let meta = rule.meta();
-        let Some(severity) = cx.config.severity(meta.code, meta.severity) else { continue };
-        let start = findings.len();
-        rule.check(cx, &mut findings);
-        for f in &mut findings[start..] {
+    run_on(cx, 1)
+}
+
+/// [`run`], the rules spread over up to `threads` threads; the findings are the same, in the
+/// same order, on any number.
+pub fn run_on(cx: &Context<'_>, threads: usize) -> Vec<Finding> {
+    let enabled: Vec<(&dyn Rule, Severity)> = registry::RULES
+        .iter()
+        .filter_map(|&rule| {
+            let meta = rule.meta();
+            Some((rule, cx.config.severity(meta.code, meta.severity)?))
+        })
+        .collect();
+    let each = crate::parallel::map(&enabled, threads, |&(rule, severity)| {
+        let mut found = Vec::new();
+        rule.check(cx, &mut found);
+        for f in &mut found {
             f.severity = severity;
         }
-    }
+        found
+    });
+    let mut findings: Vec<Finding> = each.into_iter().flatten().collect();
     findings.retain(|f| !suppressed(cx, f));
     findings.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
     findings
