@@ -24,7 +24,7 @@ use portcullis_linter::semantics::{Direction, describe_selector, selector_matche
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 
-use crate::state::Snapshot;
+use crate::state::{Snapshot, StoredPolicy};
 
 /// Rules that need every workload of a namespace, which the webhook does not watch.
 const NEEDS_ALL_WORKLOADS: [&str; 2] = ["PC010", "PC012"];
@@ -133,11 +133,19 @@ struct Build {
     inv: Inventory,
     docs: usize,
     namespace: String,
+    /// Stored policies added typed, without their value: read again only to show a fix that
+    /// patches one ([`Build::value_of`]).
+    typed: Vec<(ObjectId, StoredPolicy)>,
 }
 
 impl Build {
     fn new(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Build {
-        let mut b = Build { inv: Inventory::new(subject.namespace), docs: 0, namespace: subject.namespace.to_owned() };
+        let mut b = Build {
+            inv: Inventory::new(subject.namespace),
+            docs: 0,
+            namespace: subject.namespace.to_owned(),
+            typed: Vec::new(),
+        };
         let dns_ns = config.dns.namespace.as_str();
         let mut namespaces = vec![(subject.namespace, &snapshot.namespace_labels)];
         if dns_ns != subject.namespace {
@@ -172,7 +180,33 @@ impl Build {
             if except == Some(p.name()) || labels.is_some_and(|l| !p.may_select(l)) {
                 continue;
             }
-            self.add(p.value());
+            self.add_stored(p);
+        }
+    }
+
+    /// Adds a stored policy, typed straight from its text when it types.
+    fn add_stored(&mut self, policy: &StoredPolicy) {
+        let at = DocumentRef::detached(SourceId(0), self.docs);
+        match policy.typed(at) {
+            Some(object) => {
+                self.docs += 1;
+                let id = ObjectId(self.inv.objects.len());
+                self.inv.add_scanned_object(object);
+                if self.inv.objects.len() > id.0 {
+                    self.typed.push((id, policy.clone()));
+                }
+            }
+            None => {
+                self.add(policy.value());
+            }
+        }
+    }
+
+    /// An object's value: as added, or read again for a stored policy added typed.
+    fn value_of(&self, object: ObjectId) -> std::borrow::Cow<'_, Value> {
+        match self.typed.iter().find(|(id, _)| *id == object) {
+            Some((_, stored)) => std::borrow::Cow::Owned(stored.value()),
+            None => std::borrow::Cow::Borrowed(&self.inv.object(object).value),
         }
     }
 
@@ -239,7 +273,7 @@ fn review_object(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
         .into_iter()
         .filter(|f| !NEEDS_ALL_WORKLOADS.contains(&f.code))
         .filter(|f| doc_index(f) == Some(reviewed) || (is_workload && NAMESPACE_RULES.contains(&f.code)))
-        .map(|f| problem(&cx, &f))
+        .map(|f| problem(&b, &f))
         .collect()
 }
 
@@ -274,7 +308,7 @@ fn review_policy(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
     let mut problems: Vec<Problem> = findings
         .iter()
         .filter(|f| !NEEDS_ALL_WORKLOADS.contains(&f.code) && doc_index(f) == Some(reviewed))
-        .map(|f| problem(&cx, f))
+        .map(|f| problem(&b, f))
         .collect();
     let (Some(pid), Some((probe, selected))) = (policy, probe) else { return (problems, None) };
     let Some(workload) = b.inv.workloads.iter().position(|w| b.inv.object(w.object).doc.index == probe) else {
@@ -292,7 +326,7 @@ fn review_policy(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
         config.severity(code, default)
     };
     let pods = if selected == "{}" { "every pod of the namespace".to_owned() } else { format!("pods {selected}") };
-    let original = b.inv.object(policy.object).value.clone();
+    let original = b.value_of(policy.object).into_owned();
     let mut mutation = None;
     if let Some(why) = explain_dns_block(&cx, reach) {
         let patch = dns_patch(policy, has_annotations(subject.object.unwrap_or(&original)), &config.dns);
@@ -418,14 +452,14 @@ fn probe_pod(namespace: &str, labels: Labels) -> Value {
 }
 
 /// A finding as a problem, its fix rendered as YAML (new objects, patched objects).
-fn problem(cx: &Context<'_>, f: &Finding) -> Problem {
+fn problem(b: &Build, f: &Finding) -> Problem {
     let fix = f.fix.as_ref().map(|fix| {
         let documents: Vec<String> = fix
             .edits
             .iter()
             .filter_map(|edit| match edit {
                 Edit::Create(value) => Some(to_yaml(value)),
-                Edit::Patch { object, patch } => patched_yaml(&cx.inventory.object(*object).value, patch),
+                Edit::Patch { object, patch } => patched_yaml(&b.value_of(*object), patch),
             })
             .collect();
         if documents.is_empty() {

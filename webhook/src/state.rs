@@ -11,9 +11,12 @@ use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::future::BoxFuture;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::api::networking::v1::NetworkPolicySpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use portcullis_linter::load::DocumentRef;
 use portcullis_linter::load::Limits;
 use portcullis_linter::load::fs::{Input, read_inputs};
+use portcullis_linter::model::inventory::ScannedObject;
 use portcullis_linter::model::{Kind, Labels};
 use portcullis_linter::project::Project;
 use portcullis_linter::semantics::selector_matches;
@@ -51,6 +54,9 @@ struct PolicyEntry {
     /// `None` when the selector is not a valid LabelSelector: the engine reports such a policy,
     /// so it is read for every review.
     selector: Option<LabelSelector>,
+    /// Read the way reviews read every policy before the index (every review, through a
+    /// `Value`): the reference `tests/index.rs` compares the index with.
+    reference: bool,
 }
 
 impl StoredPolicy {
@@ -61,19 +67,38 @@ impl StoredPolicy {
             None | Some(Value::Null) => Some(LabelSelector::default()),
             Some(selector) => LabelSelector::deserialize(selector).ok(),
         };
-        StoredPolicy(Arc::new(PolicyEntry { object: StoredObject::new(value), name, selector }))
+        StoredPolicy(Arc::new(PolicyEntry { object: StoredObject::new(value), name, selector, reference: false }))
     }
 
-    /// A policy every review reads, whatever pods it selects: how reviews read every policy
-    /// before the index, kept to compare against (`tests/index.rs`).
+    /// A policy every review reads, whatever pods it selects, through a `Value`: how reviews
+    /// read every policy before the index, kept to compare against (`tests/index.rs`).
     pub fn read_always(value: Value) -> StoredPolicy {
         let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
-        StoredPolicy(Arc::new(PolicyEntry { object: StoredObject::new(value), name, selector: None }))
+        StoredPolicy(Arc::new(PolicyEntry { object: StoredObject::new(value), name, selector: None, reference: true }))
     }
 
     /// The policy, parsed for a review to own.
     pub fn value(&self) -> Value {
         self.0.object.value()
+    }
+
+    /// The policy read from its text straight into the engine's types (no `Value` between), as
+    /// a review's inventory takes it; `None` when the text does not type (then the review adds
+    /// [`StoredPolicy::value`], and the engine reports what is wrong exactly as before).
+    pub fn typed(&self, at: DocumentRef) -> Option<ScannedObject> {
+        #[derive(serde::Deserialize)]
+        struct Parts {
+            #[serde(rename = "apiVersion")]
+            api_version: String,
+            kind: String,
+            metadata: Option<ObjectMeta>,
+            spec: Option<NetworkPolicySpec>,
+        }
+        if self.0.reference {
+            return None;
+        }
+        let parts: Parts = serde_json::from_str(&self.0.object.0).ok()?;
+        ScannedObject::network_policy(at, parts.api_version, parts.kind, parts.metadata.unwrap_or_default(), parts.spec)
     }
 
     pub fn name(&self) -> &str {
@@ -298,9 +323,10 @@ impl StaticState {
     /// `portcullis lint DIR`).
     pub fn load(dir: &Path) -> anyhow::Result<(StaticState, usize)> {
         let files = read_inputs(&[Input::Path(dir.to_path_buf())], Limits::default(), &mut std::io::empty())?;
-        let mut events = Events::default();
-        let mut problems = 0;
-        for file in files {
+        // Files are parsed on every core, each in a project of its own that is dropped once its
+        // objects are collected, and merged in the order read: the same state as one by one.
+        let threads = portcullis_linter::parallel::threads(8);
+        let read = portcullis_linter::parallel::map_owned(files, threads, |file| {
             let mut project = Project::new("default");
             match file.content {
                 Ok(text) => {
@@ -310,8 +336,16 @@ impl StaticState {
                     project.add_rejected(&file.name, position, message, true);
                 }
             }
-            problems += project.load_problems.len() + project.inventory.problems.len();
+            let problems = project.load_problems.len() + project.inventory.problems.len();
+            let mut events = Events::default();
             events.collect(&project);
+            (events, problems)
+        });
+        let mut events = Events::default();
+        let mut problems = 0;
+        for (file_events, file_problems) in read {
+            events.merge(file_events);
+            problems += file_problems;
         }
         Ok((events.into_state(), problems))
     }
@@ -331,7 +365,8 @@ impl StaticState {
 /// Objects gathered from manifests, then applied as one list (Init … InitDone) per kind.
 #[derive(Default)]
 struct Events {
-    namespaces: BTreeMap<String, Arc<NamespaceInfo>>,
+    /// Each namespace, with whether a Namespace object defined it.
+    namespaces: BTreeMap<String, (Arc<NamespaceInfo>, bool)>,
     policies: Vec<IndexEvent<StoredPolicy>>,
     intents: Vec<IndexEvent<StoredObject>>,
 }
@@ -340,14 +375,11 @@ impl Events {
     fn collect(&mut self, project: &Project) {
         let inv = &project.inventory;
         for ns in inv.namespaces.values() {
-            // A Namespace object's labels win over a namespace only referenced by objects.
-            if ns.object.is_some() || !self.namespaces.contains_key(&ns.name) {
-                let info = match ns.object {
-                    Some(o) => NamespaceInfo::from_value(&inv.object(o).value, ns.labels.clone()),
-                    None => NamespaceInfo { labels: ns.labels.clone(), terminating: false },
-                };
-                self.namespaces.insert(ns.name.clone(), Arc::new(info));
-            }
+            let info = match ns.object {
+                Some(o) => NamespaceInfo::from_value(&inv.object(o).value, ns.labels.clone()),
+                None => NamespaceInfo { labels: ns.labels.clone(), terminating: false },
+            };
+            self.add_namespace(ns.name.clone(), Arc::new(info), ns.object.is_some());
         }
         for o in &inv.objects {
             let Some(namespace) = o.namespace() else { continue };
@@ -366,12 +398,29 @@ impl Events {
         }
     }
 
+    /// A Namespace object's labels win over a namespace only referenced by objects; otherwise
+    /// the first met stays.
+    fn add_namespace(&mut self, name: String, info: Arc<NamespaceInfo>, from_object: bool) {
+        if from_object || !self.namespaces.contains_key(&name) {
+            self.namespaces.insert(name, (info, from_object));
+        }
+    }
+
+    /// Adds what a later file held, as if it had been collected after this one.
+    fn merge(&mut self, later: Events) {
+        for (name, (info, from_object)) in later.namespaces {
+            self.add_namespace(name, info, from_object);
+        }
+        self.policies.extend(later.policies);
+        self.intents.extend(later.intents);
+    }
+
     fn into_state(self) -> StaticState {
         let state = StaticState::default();
         let namespaces = self
             .namespaces
             .into_iter()
-            .map(|(name, value)| IndexEvent::InitApply { namespace: String::new(), name, value })
+            .map(|(name, (value, _))| IndexEvent::InitApply { namespace: String::new(), name, value })
             .collect();
         apply_all(&state.index.namespaces, namespaces);
         apply_all(&state.index.policies, self.policies);
