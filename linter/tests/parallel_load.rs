@@ -47,14 +47,16 @@ fn parallel_parsing_changes_nothing_but_the_time() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut paths = Vec::new();
     manifests(&root.join("testcases"), &mut paths);
+    // The conformance corpus, when this clone has it beside it (CI requires it elsewhere).
     manifests(&root.join("../shared/conformance/manifests"), &mut paths);
     let files: Vec<(String, String)> =
         paths.iter().filter_map(|p| Some((p.display().to_string(), std::fs::read_to_string(p).ok()?))).collect();
     let bytes: usize = files.iter().map(|(_, t)| t.len()).sum();
-    // Enough to be parsed in parallel (small inputs are parsed inline).
-    assert!(bytes > 256 * 1024, "only {bytes} bytes of manifests found");
+    // Enough to be parsed in parallel (inputs under 64 KiB are parsed inline), from
+    // `testcases/` alone.
+    assert!(bytes > 128 * 1024, "only {bytes} bytes of manifests found");
     let (objects, one) = run(&files, 1);
-    assert!(objects > 300, "only {objects} objects");
+    assert!(objects > 150, "only {objects} objects");
     for threads in [2, 3, 8] {
         let (_, many) = run(&files, threads);
         assert!(one == many, "{threads} threads gave a different run");
