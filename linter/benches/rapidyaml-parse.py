@@ -3,7 +3,7 @@ file of a corpus into its tree, nothing else. Files are read into memory first a
 start-up is not counted, so the figure is the parser's alone: a floor for any tool that must at
 least parse the same bytes.
 
-    python parse.py DIR RUNS     -> prints "SECONDS FILES BYTES" (best of RUNS)
+    python linter/benches/rapidyaml-parse.py DIR RUNS     -> prints "SECONDS FILES BYTES" (best of RUNS)
 """
 
 import os

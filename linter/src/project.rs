@@ -90,15 +90,13 @@ impl Project {
             let mut take = 0;
             let mut bytes = 0usize;
             while take < rest.len() && (take == 0 || (threads > 1 && bytes < BATCH_BYTES)) {
-                bytes = bytes.saturating_add(self.text_of(rest[take].0).len());
+                bytes = bytes.saturating_add(source_text(&self.sources, rest[take].0).len());
                 take += 1;
             }
             let (batch, later) = rest.split_at(take);
             rest = later;
             let sources = &self.sources;
-            let read = parallel::map(batch, threads, |&(id, _)| {
-                read_source(id, sources.get(id).map_or("", |file| file.text.as_str()), keep_values)
-            });
+            let read = parallel::map(batch, threads, |&(id, _)| read_source(id, source_text(sources, id), keep_values));
             for (&(_, superseding), documents) in batch.iter().zip(read) {
                 self.inventory.set_superseding(superseding);
                 for document in documents {
@@ -111,10 +109,6 @@ impl Project {
                 self.inventory.set_superseding(false);
             }
         }
-    }
-
-    fn text_of(&self, id: SourceId) -> &str {
-        self.sources.get(id).map_or("", |file| file.text.as_str())
     }
 
     /// Records an input that could not be read as text (binary, too large, not UTF-8).
@@ -236,6 +230,10 @@ enum ReadDocument {
     Object(Box<ScannedObject>),
     Document(load::Document),
     Problem(LoadProblem),
+}
+
+fn source_text(sources: &Sources, id: SourceId) -> &str {
+    sources.get(id).map_or("", |file| file.text.as_str())
 }
 
 /// Every document of one file, parsed and (where the fast path takes it) typed.

@@ -282,9 +282,9 @@ const INLINE_BODY_BYTES: usize = 32 * 1024;
 /// See [`INLINE_BODY_BYTES`].
 const INLINE_POLICIES: usize = 256;
 
-/// Decides holding the review's share of the budget: on the async worker for a small review of
+/// Decides once, holding the review's share of the budget: on the async worker for a small review of
 /// a namespace with few policies ([`INLINE_BODY_BYTES`]), on the blocking pool otherwise.
-async fn decide_blocking(
+async fn decide_with_budget(
     app: &App,
     endpoint: Endpoint,
     req: &Arc<Request>,
@@ -320,7 +320,7 @@ async fn decide(
 ) -> Result<Outcome, tokio::task::JoinError> {
     let namespace = req.namespace();
     let snapshot = app.state.snapshot(&namespace, &app.config.dns.namespace);
-    let outcome = decide_blocking(app, endpoint, req, snapshot.clone(), None, small, permit).await?;
+    let outcome = decide_with_budget(app, endpoint, req, snapshot.clone(), None, small, permit).await?;
     if !outcome.needs_confirmation() {
         return Ok(outcome);
     }
@@ -332,7 +332,7 @@ async fn decide(
                 namespace_terminating: snapshot.namespace_terminating || fresh.terminating,
                 ..snapshot
             };
-            decide_blocking(app, endpoint, req, fresh, None, small, permit).await
+            decide_with_budget(app, endpoint, req, fresh, None, small, permit).await
         }
         Err(e) if !outcome.depends_on_policy_state() => {
             // The object's own content is wrong whatever the cluster holds.
@@ -345,7 +345,7 @@ async fn decide(
             // we could not check.
             app.metrics.fresh_reads.get_or_create(&ResultLabels { result: "failure" }).inc();
             tracing::warn!(uid = %req.inner.uid, error = %e, "could not confirm a denial; admitting with warnings");
-            decide_blocking(app, endpoint, req, snapshot, Some(WebhookMode::Warn), small, permit).await
+            decide_with_budget(app, endpoint, req, snapshot, Some(WebhookMode::Warn), small, permit).await
         }
     }
 }
