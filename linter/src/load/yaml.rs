@@ -21,7 +21,7 @@ pub const MAX_DEPTH: usize = 128;
 pub const MAX_NODES_PER_DOCUMENT: usize = 1_000_000;
 
 /// One document's text inside its file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Chunk {
     /// Byte offset of the chunk in the file.
     pub offset: usize,
@@ -544,8 +544,10 @@ fn walk_nodes<'a>(src: &'a str, chunk: Chunk, mut visit: impl FnMut(&[Level<'a>]
 ///
 /// Returns the span of the deepest existing ancestor when the full path does not exist (e.g. a
 /// finding about a missing `policyTypes` points at `spec`).
+/// `None` too when the chunk is not in `text` (a file whose text is not the one its documents
+/// were read from: a cached parse whose file changed since).
 pub fn locate(text: &str, chunk: Chunk, pointer: &str) -> Option<(NodeSpan, bool)> {
-    let src = &text[chunk.offset..chunk.offset + chunk.len];
+    let src = text.get(chunk.offset..chunk.offset.saturating_add(chunk.len))?;
     let target: Vec<String> = pointer_segments(pointer);
     let mut best: Option<(NodeSpan, usize)> = None;
     let mut found = None;
@@ -584,8 +586,8 @@ pub fn locate(text: &str, chunk: Chunk, pointer: &str) -> Option<(NodeSpan, bool
 /// pointer, for documents looked up many times (a `kind: List` with a finding per item would
 /// otherwise be read once per finding).
 pub fn index_nodes(text: &str, chunk: Chunk) -> std::collections::HashMap<String, NodeSpan> {
-    let src = &text[chunk.offset..chunk.offset + chunk.len];
     let mut out = std::collections::HashMap::new();
+    let Some(src) = text.get(chunk.offset..chunk.offset.saturating_add(chunk.len)) else { return out };
     walk_nodes(src, chunk, |levels, node| {
         let mut pointer = String::new();
         for level in levels {
@@ -628,6 +630,19 @@ mod tests {
 
     fn parse_all(text: &str) -> Vec<Result<Option<Value>, SyntaxError>> {
         split_documents(text).into_iter().map(|c| parse_chunk(text, c)).collect()
+    }
+
+    #[test]
+    fn a_chunk_outside_the_text_locates_nothing() {
+        // A document read from another version of the file (or a text never read).
+        let text = "a: 1\nb: 2\n";
+        let chunk = split_documents(text)[0];
+        for other in ["", "a: 1\n"] {
+            assert_eq!(locate(other, chunk, "/b"), None);
+            assert!(index_nodes(other, chunk).is_empty());
+        }
+        let inside = Chunk { offset: 1, len: 2, first_line: 1 };
+        assert_eq!(locate("é", inside, "/a"), None, "not on a character boundary");
     }
 
     #[test]
