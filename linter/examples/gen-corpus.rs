@@ -2,7 +2,10 @@
 //! 6 workloads and 4 NetworkPolicies (11 objects). One namespace in ten carries a classic DNS
 //! mistake, so the rules have real work and real findings.
 //!
-//! `cargo run --release -p portcullis-linter --example gen-corpus -- DIR [NAMESPACES]`
+//! `cargo run --release -p portcullis-linter --example gen-corpus -- DIR [NAMESPACES] [--split]`
+//!
+//! `--split` writes one file per object instead (`DIR/ns-00042/03-deployment-worker.yaml`):
+//! the shape of a GitOps repository, for `--context` runs over many small files.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -11,9 +14,23 @@ fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().unwrap_or_else(|| "target/bench-corpus".to_owned()));
     let namespaces: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1000);
+    let split = args.next().is_some_and(|a| a == "--split");
     std::fs::create_dir_all(&dir)?;
     for i in 0..namespaces {
-        std::fs::write(dir.join(format!("ns-{i:05}.yaml")), namespace(i))?;
+        let text = namespace(i);
+        if !split {
+            std::fs::write(dir.join(format!("ns-{i:05}.yaml")), text)?;
+            continue;
+        }
+        let ns_dir = dir.join(format!("ns-{i:05}"));
+        std::fs::create_dir_all(&ns_dir)?;
+        for (n, document) in text.split("---\n").enumerate() {
+            let field = |key: &str| {
+                document.lines().find_map(|l| l.trim().strip_prefix(key)).unwrap_or("object").trim().to_lowercase()
+            };
+            let name = format!("{n:02}-{}-{}.yaml", field("kind:"), field("name:"));
+            std::fs::write(ns_dir.join(name), document)?;
+        }
     }
     Ok(())
 }
