@@ -28,10 +28,6 @@ pub struct Project {
     expanded: bool,
     /// See [`Project::set_threads`].
     threads: usize,
-    /// Sources added without their text ([`Project::add_parsed`] with none), each with what
-    /// the caller needs to check that a text it reads later is the one that was parsed (the
-    /// CLI's context cache: the SHA-256 of the file).
-    pub unread: Vec<(SourceId, String)>,
 }
 
 impl Project {
@@ -45,7 +41,6 @@ impl Project {
             left_out: crate::load::fs::Left::default(),
             expanded: false,
             threads: 1,
-            unread: Vec::new(),
         }
     }
 
@@ -121,42 +116,6 @@ impl Project {
         }
     }
 
-    /// Adds a file parsed on its own ([`ParsedFile::parse`], here or in an earlier run), as
-    /// [`Project::add_texts`] would have. `text` is `None` when the caller did not read it (an
-    /// unchanged file whose parse it kept): then the source has no text until
-    /// [`Sources::set_text`] gives it one, which only locating a finding in it needs.
-    /// A file parsed for an inventory that keeps values (or the reverse) is added as parsed;
-    /// callers check [`ParsedFile::keeps_values`].
-    pub fn add_parsed(
-        &mut self,
-        name: String,
-        text: Option<String>,
-        parsed: ParsedFile,
-        reported: bool,
-        superseding: bool,
-    ) -> SourceId {
-        let id = self.sources.add(SourceFile { name, text: text.unwrap_or_default(), reported });
-        self.inventory.set_superseding(superseding);
-        for document in parsed.documents {
-            match document {
-                ReadDocument::Object(mut object) => {
-                    object.set_source(id);
-                    self.inventory.add_scanned_object(*object);
-                }
-                ReadDocument::Document(mut document) => {
-                    document.at.source = id;
-                    self.inventory.add_document(document);
-                }
-                ReadDocument::Problem(mut problem) => {
-                    problem.source = id;
-                    self.load_problems.push(problem);
-                }
-            }
-        }
-        self.inventory.set_superseding(false);
-        id
-    }
-
     /// Records an input that could not be read as text (binary, too large, not UTF-8).
     pub fn add_rejected(&mut self, name: &str, position: Position, message: String, reported: bool) -> SourceId {
         let id = self.sources.add(SourceFile { name: name.to_owned(), text: String::new(), reported });
@@ -198,15 +157,6 @@ impl Project {
         let mut findings = rules::run_on(&cx, self.threads);
         findings.retain(|f| self.sources.get(f.anchor.source()).is_some_and(|s| s.reported));
         findings
-    }
-
-    /// The sources findings are located in (their own place and related ones), each once.
-    pub fn cited_sources(findings: &[Finding]) -> std::collections::BTreeSet<SourceId> {
-        findings
-            .iter()
-            .flat_map(|f| std::iter::once(&f.anchor).chain(f.related.iter().map(|r| &r.anchor)))
-            .map(crate::finding::Anchor::source)
-            .collect()
     }
 
     /// Looks up positions and orders findings by file, line and column.
@@ -280,31 +230,7 @@ pub struct TextFile {
     pub superseding: bool,
 }
 
-/// What one file reads to on its own: its documents parsed and typed, the work of
-/// [`Project::add_texts`] before anything is added. It depends on the file's text and on
-/// whether objects keep their values, nothing else, so a cache can keep it between runs
-/// (serialized with serde) and [`Project::add_parsed`] adds it without the text.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct ParsedFile {
-    documents: Vec<ReadDocument>,
-    keep_values: bool,
-}
-
-impl ParsedFile {
-    /// Parses one file's text, as [`Project::add_texts`] would for a project whose inventory
-    /// keeps values or not ([`crate::model::Inventory::keeps_values`]).
-    pub fn parse(text: &str, keep_values: bool) -> ParsedFile {
-        ParsedFile { documents: read_source(SourceId(0), text, keep_values), keep_values }
-    }
-
-    /// Whether it was parsed for an inventory that keeps values.
-    pub fn keeps_values(&self) -> bool {
-        self.keep_values
-    }
-}
-
 /// One document of a file, read without the inventory.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum ReadDocument {
     Object(Box<ScannedObject>),
     Document(load::Document),

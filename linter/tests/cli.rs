@@ -14,8 +14,6 @@ fn portcullis(args: &[&str], cwd: &Path, stdin: Option<&[u8]>) -> Output {
         .args(args)
         .current_dir(cwd)
         .env("NO_COLOR", "1")
-        // `--context` runs keep their parses here, not in the user's cache.
-        .env("PORTCULLIS_CACHE_DIR", std::env::temp_dir().join(format!("portcullis-test-cache-{}", std::process::id())))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -152,43 +150,6 @@ fn context_policies_count_but_are_not_reported() {
     assert!(findings.iter().all(|f| f["file"] == "testcases/demo/apps/api.yaml"), "{findings:?}");
     assert!(findings.iter().any(|f| f["code"] == "PC003"));
     assert_eq!(doc["summary"]["files"], 1);
-}
-
-#[test]
-fn the_context_cache_changes_no_output() {
-    // A Deployment linted against the whole demo: its findings point into context files
-    // (related locations), which a warm run has not read.
-    let repo = common::repo();
-    let dir = tempdir("context-cache");
-    let cache = dir.join("cache");
-    let run = |extra: &[&str]| {
-        let mut args = vec!["lint", "testcases/demo/apps/api.yaml", "--context", "testcases/demo", "--format", "sarif"];
-        args.extend_from_slice(extra);
-        let out = portcullis(&args, &repo, None);
-        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
-        out.stdout
-    };
-    let uncached = run(&["--no-cache"]);
-    let text = String::from_utf8_lossy(&uncached);
-    assert!(
-        text.contains("testcases/demo/policies/allow-dns.yaml"),
-        "the test needs a related location in context: {text}"
-    );
-    let cache_arg = cache.to_str().unwrap();
-    let cold = run(&["--cache-dir", cache_arg]);
-    let packs: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().map(|e| e.path()).collect();
-    assert_eq!(packs.len(), 1, "one pack for one set of context inputs: {packs:?}");
-    let warm = run(&["--cache-dir", cache_arg]);
-    assert_eq!(String::from_utf8_lossy(&cold), String::from_utf8_lossy(&uncached));
-    assert_eq!(String::from_utf8_lossy(&warm), String::from_utf8_lossy(&uncached));
-    // A damaged pack is ignored (and replaced).
-    let mut bytes = std::fs::read(&packs[0]).unwrap();
-    let middle = bytes.len() / 2;
-    bytes.truncate(middle);
-    std::fs::write(&packs[0], &bytes).unwrap();
-    assert_eq!(String::from_utf8_lossy(&run(&["--cache-dir", cache_arg])), String::from_utf8_lossy(&uncached));
-    assert!(std::fs::metadata(&packs[0]).unwrap().len() > middle as u64, "the pack was written again");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -1,11 +1,10 @@
 //! Files parsed and rules run in parallel give exactly the run one thread gives: the same
-//! objects in the same order, the same problems, the same findings. The same for files whose
-//! parse went through the context cache's serialized form.
+//! objects in the same order, the same problems, the same findings.
 
 use std::path::{Path, PathBuf};
 
 use portcullis_linter::config::Config;
-use portcullis_linter::project::{ParsedFile, Project, TextFile};
+use portcullis_linter::project::{Project, TextFile};
 
 fn manifests(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
@@ -31,10 +30,6 @@ fn run(files: &[(String, String)], threads: usize) -> (usize, String) {
         .map(|(i, (name, text))| TextFile { name: name.clone(), text: text.clone(), superseding: i % 7 == 0 })
         .collect();
     project.add_texts(texts, true);
-    render(project)
-}
-
-fn render(project: Project) -> (usize, String) {
     let findings = project.lint(&Config::default());
     let diagnostics = project.diagnostics(&findings);
     let objects = project.inventory.objects.len();
@@ -55,20 +50,15 @@ fn render(project: Project) -> (usize, String) {
     )
 }
 
-/// Every manifest of `testcases/` and, when this clone has it beside it, the conformance
-/// corpus (CI requires it elsewhere).
-fn corpus() -> Vec<(String, String)> {
+#[test]
+fn parallel_parsing_changes_nothing_but_the_time() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut paths = Vec::new();
     manifests(&root.join("testcases"), &mut paths);
     // The conformance corpus, when this clone has it beside it (CI requires it elsewhere).
     manifests(&root.join("../shared/conformance/manifests"), &mut paths);
-    paths.iter().filter_map(|p| Some((p.display().to_string(), std::fs::read_to_string(p).ok()?))).collect()
-}
-
-#[test]
-fn parallel_parsing_changes_nothing_but_the_time() {
-    let files = corpus();
+    let files: Vec<(String, String)> =
+        paths.iter().filter_map(|p| Some((p.display().to_string(), std::fs::read_to_string(p).ok()?))).collect();
     let bytes: usize = files.iter().map(|(_, t)| t.len()).sum();
     // Enough to be parsed in parallel (inputs under 64 KiB are parsed inline), from
     // `testcases/` alone.
@@ -78,34 +68,5 @@ fn parallel_parsing_changes_nothing_but_the_time() {
     for threads in [2, 3, 8] {
         let (_, many) = run(&files, threads);
         assert!(one == many, "{threads} threads gave a different run");
-    }
-}
-
-#[test]
-fn a_parse_kept_as_json_adds_what_the_text_adds() {
-    // What `lint --context`'s cache keeps of a file, serialized and read back, must give the
-    // project the file itself gives: floats, timestamps, positions and problems included.
-    let files = corpus();
-    for keep_values in [false, true] {
-        let direct = {
-            let mut project = Project::new("default");
-            project.inventory.keep_values(keep_values);
-            for (name, text) in &files {
-                project.add_text(name, text.clone(), true);
-            }
-            render(project)
-        };
-        let kept = {
-            let mut project = Project::new("default");
-            project.inventory.keep_values(keep_values);
-            for (name, text) in &files {
-                let json = serde_json::to_vec(&ParsedFile::parse(text, keep_values)).unwrap();
-                let parsed: ParsedFile = serde_json::from_slice(&json).unwrap();
-                project.add_parsed(name.clone(), Some(text.clone()), parsed, true, false);
-            }
-            render(project)
-        };
-        assert!(direct.0 > 150, "only {} objects", direct.0);
-        assert!(direct == kept, "keep_values={keep_values}: the serialized parse differs");
     }
 }

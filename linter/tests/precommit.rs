@@ -107,7 +107,7 @@ fn the_hook_blocks_a_broken_policy_and_passes_the_fix() {
     std::fs::write(dir.join("portcullis.yaml"), "exclude: [legacy/]\n").unwrap();
     std::fs::create_dir_all(dir.join("generated")).unwrap();
     std::fs::write(dir.join("generated/render.yaml"), BROKEN.replace("api-egress", "generated")).unwrap();
-    std::fs::write(dir.join(".gitignore"), "generated/\n.cache-pre-commit/\n.cache-portcullis/\n").unwrap();
+    std::fs::write(dir.join(".gitignore"), "generated/\n.cache-pre-commit/\n").unwrap();
 
     // `portcullis` on PATH, as the hook's `language: system` expects.
     let bin = Path::new(env!("CARGO_BIN_EXE_portcullis")).parent().unwrap().to_owned();
@@ -119,8 +119,6 @@ fn the_hook_blocks_a_broken_policy_and_passes_the_fix() {
             .current_dir(&dir)
             .env("PATH", &path)
             .env("PRE_COMMIT_HOME", &home)
-            // Each commit's run reuses the context parses of the one before.
-            .env("PORTCULLIS_CACHE_DIR", dir.join(".cache-portcullis"))
             .output()
             .expect("pre-commit is missing: run .ci/setup-tools (pip install pre-commit)")
     };

@@ -22,13 +22,6 @@ pub struct LintArgs {
     /// step must not turn CI green)
     #[arg(long)]
     pub allow_empty: bool,
-    /// Where parses of --context files are kept between runs [default: $XDG_CACHE_HOME/portcullis
-    /// or ~/.cache/portcullis]
-    #[arg(long, value_name = "DIR", env = "PORTCULLIS_CACHE_DIR")]
-    pub cache_dir: Option<std::path::PathBuf>,
-    /// Parse every --context file, keeping nothing between runs
-    #[arg(long)]
-    pub no_cache: bool,
     #[command(flatten)]
     pub load: LoadArgs,
 }
@@ -38,21 +31,7 @@ pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     // Linting writes nothing back, so objects need not keep their values.
     let mut project = Project::new(&args.load.namespace);
     project.inventory.keep_values(false);
-    let cache = match (&args.cache_dir, args.no_cache) {
-        (_, true) => None,
-        (Some(dir), false) => Some(dir.clone()),
-        (None, false) => super::cache::cache_dir(|name| std::env::var_os(name)),
-    };
-    let mut project = load_project(
-        project,
-        &args.paths,
-        &args.context,
-        &args.load,
-        &config,
-        io.stdin,
-        io.stdin_tty,
-        cache.as_deref(),
-    )?;
+    let project = load_project(project, &args.paths, &args.context, &args.load, &config, io.stdin, io.stdin_tty)?;
     if !args.allow_empty
         && project.reported_objects() == 0
         && project.load_problems.is_empty()
@@ -68,7 +47,6 @@ pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
         return Ok(EXIT_ERROR);
     }
     let findings = project.lint(&config);
-    super::read_cited_texts(&mut project, &findings);
     let diagnostics = project.diagnostics(&findings);
     let summary = project.summary(&diagnostics);
     let format = OutputFormat::parse(&args.format).unwrap_or(OutputFormat::Human);

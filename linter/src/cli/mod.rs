@@ -1,7 +1,6 @@
 //! The `portcullis` command line. `main.rs` calls [`run`]; tests call it in-process with their
 //! own stdin and output buffers.
 
-mod cache;
 pub mod dns;
 mod fix;
 mod lint;
@@ -14,14 +13,14 @@ mod trace;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::load::Limits;
-use crate::load::fs::{FileIdentity, Input, Left, Listed, list_filtered, read_file, read_filtered};
-use crate::project::{ParsedFile, Project, TextFile};
+use crate::load::fs::{FileIdentity, Input, Left, read_filtered};
+use crate::project::{Project, TextFile};
 
 /// Exit code: nothing at or above `--fail-on`.
 pub const EXIT_OK: u8 = 0;
@@ -208,10 +207,7 @@ pub(crate) fn load_config(args: &LoadArgs) -> anyhow::Result<Config> {
 /// policies its intents will generate. A file named in both is reported.
 ///
 /// `project` is the empty project to fill (`Project::new(&args.namespace)`, which `lint` tells
-/// not to keep object values: [`crate::model::Inventory::keep_values`]). With `cache`, the
-/// context's parses are kept between runs ([`cache`]) and context files whose text was not
-/// read are listed in [`Project::unread`].
-#[allow(clippy::too_many_arguments)]
+/// not to keep object values: [`crate::model::Inventory::keep_values`]).
 pub(crate) fn load_project(
     mut project: Project,
     paths: &[String],
@@ -220,7 +216,6 @@ pub(crate) fn load_project(
     config: &Config,
     stdin: &mut dyn Read,
     stdin_tty: bool,
-    cache: Option<&Path>,
 ) -> anyhow::Result<Project> {
     // Parse files and run rules on the cores this process may use (the output does not depend
     // on how many).
@@ -233,24 +228,12 @@ pub(crate) fn load_project(
         anyhow::bail!("no input: name files or directories, or pipe manifests to stdin (`-`)");
     }
     let filter = args.filter(config);
-    let cwd = std::env::current_dir().ok().and_then(|d| std::path::absolute(d).ok());
-    let cache = match (cache, &cwd) {
-        (Some(dir), Some(cwd)) if !context.is_empty() => {
-            Some(cache::ContextCache::open(dir, cwd, context, project.inventory.keeps_values()))
-        }
-        _ => None,
-    };
     let mut add = |project: &mut Project,
                    inputs: &[Input],
                    reported: bool,
                    stdin: &mut dyn Read|
      -> anyhow::Result<Vec<crate::load::fs::Render>> {
         let mut left = Left::default();
-        if let (false, Some(cache), Some(cwd)) = (reported, &cache, &cwd) {
-            let listed = list_filtered(inputs, &filter, &mut left)?;
-            add_cached(project, listed, cache, cwd, limits, &mut seen, stdin)?;
-            return Ok(std::mem::take(&mut left.renders));
-        }
         let mut files = read_filtered(inputs, limits, &filter, &mut left, stdin, project.threads())?;
         // `fix` output first: its patched copies replace the originals read after it.
         let is_fix =
@@ -316,295 +299,4 @@ pub(crate) fn load_project(
     project.files_read = seen;
     project.expand_intents(&config.dns);
     Ok(project)
-}
-
-/// A context file on its way into the project (see [`add_cached`]).
-enum Pending {
-    /// Unchanged since the pack was written: not read.
-    Unread { name: String, hit: cache::Hit, absolute: PathBuf, stat: Option<cache::Stat> },
-    /// Changed, new, or not trusted by metadata: to read.
-    ToRead { path: PathBuf, absolute: PathBuf, stat: Option<cache::Stat> },
-    /// Read (`absolute` is `None` for stdin).
-    Read { file: crate::load::fs::ReadFile, absolute: Option<PathBuf>, stat: Option<cache::Stat> },
-}
-
-/// Adds the context files `listed` as [`load_project`] would, parsing only those the cache
-/// does not hold: unchanged files (same metadata) are not even read, files whose bytes the
-/// pack holds are read and hashed, the rest are read and parsed on every core. Then the pack
-/// is replaced by this run's context. The result is the same as without the cache.
-fn add_cached(
-    project: &mut Project,
-    listed: Vec<Listed>,
-    cache: &cache::ContextCache,
-    cwd: &Path,
-    limits: Limits,
-    seen: &mut HashSet<FileIdentity>,
-    stdin: &mut dyn Read,
-) -> anyhow::Result<()> {
-    let threads = project.threads();
-    let keep_values = project.inventory.keeps_values();
-    // Every file's metadata, looked up side by side (a system call each).
-    let metadata = crate::parallel::map(&listed, threads, |listed| match listed {
-        Listed::File(path) => std::fs::metadata(path).ok(),
-        Listed::Stdin => None,
-    });
-    let mut pending = Vec::with_capacity(listed.len());
-    for (listed, meta) in listed.into_iter().zip(metadata) {
-        let path = match listed {
-            Listed::Stdin => {
-                let mut files =
-                    read_filtered(&[Input::Stdin], limits, &Default::default(), &mut Left::default(), stdin, 1)?;
-                pending.extend(files.pop().map(|file| Pending::Read { file, absolute: None, stat: None }));
-                continue;
-            }
-            Listed::File(path) => path,
-        };
-        if let Some(meta) = &meta
-            && !seen.insert(FileIdentity::of(&path, Some(meta)))
-        {
-            continue;
-        }
-        let absolute = cwd.join(&path);
-        let stat = meta.as_ref().and_then(cache::Stat::of);
-        match cache.by_stat(&absolute, stat).filter(|_| meta.as_ref().is_some_and(|m| m.len() <= limits.max_file_bytes))
-        {
-            Some(hit) => pending.push(Pending::Unread { name: path.display().to_string(), hit, absolute, stat }),
-            None => pending.push(Pending::ToRead { path, absolute, stat }),
-        }
-    }
-    // Changed files, read side by side (in order, so the first error is the one reported).
-    let pending = crate::parallel::map_owned(pending, threads, |pending| match pending {
-        Pending::ToRead { path, absolute, stat } => {
-            read_file(&path, limits).map(|file| Pending::Read { file, absolute: Some(absolute), stat })
-        }
-        other => Ok(other),
-    })
-    .into_iter()
-    .collect::<Result<Vec<_>, _>>()?;
-    // Added in the order `load_project` adds read files (`fix` output first, then as listed),
-    // a chunk at a time: the chunk's parses are taken from the pack or made (and serialized for
-    // the next pack) side by side, then added, so only one chunk of parses waits at a time.
-    const CHUNK: usize = 512;
-    let superseding = |p: &Pending| match p {
-        Pending::Unread { hit, .. } => hit.superseding,
-        Pending::Read { file, .. } => file.content.as_ref().is_ok_and(|text| text.starts_with(fix::HEADER)),
-        Pending::ToRead { .. } => false,
-    };
-    let mut order: Vec<usize> = (0..pending.len()).collect();
-    order.sort_by_key(|&i| pending.get(i).is_none_or(|p| !superseding(p)));
-    let mut slots: Vec<Option<Pending>> = pending.into_iter().map(Some).collect();
-    let mut remembered = Vec::with_capacity(slots.len());
-    for chunk in order.chunks(CHUNK) {
-        let taken: Vec<Pending> = chunk.iter().filter_map(|&i| slots.get_mut(i).and_then(Option::take)).collect();
-        for done in crate::parallel::map_owned(taken, threads, |p| parse_pending(p, cache, keep_values, limits)) {
-            match done {
-                Done::Rejected { name, position, message } => {
-                    project.add_rejected(&name, position, message, false);
-                }
-                Done::Parsed { name, text, parsed, superseding, remembered: entry } => {
-                    let unread = text.is_none();
-                    let id = project.add_parsed(name, text, parsed, false, superseding);
-                    if let Some(entry) = entry {
-                        if unread {
-                            project.unread.push((id, entry.sha256.clone()));
-                        }
-                        remembered.push(entry);
-                    }
-                }
-            }
-        }
-    }
-    cache.store(remembered, std::time::SystemTime::now());
-    Ok(())
-}
-
-/// A context file ready to add (see [`add_cached`]).
-enum Done {
-    Parsed {
-        name: String,
-        /// `None` when the file was not read.
-        text: Option<String>,
-        parsed: ParsedFile,
-        superseding: bool,
-        /// What the next pack keeps of it (not stdin).
-        remembered: Option<cache::Remembered>,
-    },
-    Rejected {
-        name: String,
-        position: crate::load::Position,
-        message: String,
-    },
-}
-
-/// The parse of a context file: from the pack when it holds one for the file's bytes, made
-/// otherwise. A damaged entry is a miss: the file is read and parsed as it is now.
-fn parse_pending(pending: Pending, cache: &cache::ContextCache, keep_values: bool, limits: Limits) -> Done {
-    let (file, absolute, stat) = match pending {
-        Pending::Unread { name, hit, absolute, stat } => {
-            if let Some(parsed) = cache.parsed(&hit, keep_values) {
-                let remembered = cache::Remembered {
-                    path: absolute,
-                    stat,
-                    sha256: hit.sha256.clone(),
-                    superseding: hit.superseding,
-                    entry: hit.entry(),
-                };
-                return Done::Parsed {
-                    name,
-                    text: None,
-                    parsed,
-                    superseding: hit.superseding,
-                    remembered: Some(remembered),
-                };
-            }
-            match read_file(Path::new(&name), limits) {
-                Ok(file) => (file, Some(absolute), stat),
-                Err(e) => {
-                    return Done::Rejected { name, position: crate::load::Position::START, message: e.to_string() };
-                }
-            }
-        }
-        Pending::ToRead { path, absolute, stat } => match read_file(&path, limits) {
-            Ok(file) => (file, Some(absolute), stat),
-            Err(e) => {
-                let name = path.display().to_string();
-                return Done::Rejected { name, position: crate::load::Position::START, message: e.to_string() };
-            }
-        },
-        Pending::Read { file, absolute, stat } => (file, absolute, stat),
-    };
-    let text = match file.content {
-        Ok(text) => text,
-        Err((position, message)) => return Done::Rejected { name: file.name, position, message },
-    };
-    let superseding = text.starts_with(fix::HEADER);
-    let sha256 = cache::content_hash(text.as_bytes());
-    let known = cache.by_content(&sha256, superseding).and_then(|hit| Some((cache.parsed(&hit, keep_values)?, hit)));
-    let (parsed, entry) = match known {
-        Some((parsed, hit)) => (parsed, hit.entry()),
-        None => {
-            let parsed = ParsedFile::parse(&text, keep_values);
-            let bytes = serde_json::to_vec(&parsed).unwrap_or_default();
-            (parsed, cache::Entry::New(bytes))
-        }
-    };
-    let remembered = absolute.map(|path| cache::Remembered { path, stat, sha256, superseding, entry });
-    Done::Parsed { name: file.name, text: Some(text), parsed, superseding, remembered }
-}
-
-/// Reads the text of context files the cache did not read, where findings must be located
-/// (only if the file still has the bytes that were parsed; otherwise the finding points at the
-/// start of its document).
-pub(crate) fn read_cited_texts(project: &mut Project, findings: &[crate::finding::Finding]) {
-    let cited = Project::cited_sources(findings);
-    let unread = std::mem::take(&mut project.unread);
-    for (id, sha256) in unread {
-        if !cited.contains(&id) {
-            continue;
-        }
-        let Some(name) = project.sources.get(id).map(|f| f.name.clone()) else { continue };
-        if let Ok(text) = std::fs::read_to_string(&name)
-            && cache::content_hash(text.as_bytes()) == sha256
-        {
-            project.sources.set_text(id, text);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A temporary directory of this test process.
-    fn tempdir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("portcullis-unit-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    /// `lint REPORTED --context CONTEXT` as the CLI loads it, with the cache in `cache`
-    /// (or none): the diagnostics, and how many context files were not read.
-    fn lint(reported: &Path, context: &Path, cache: Option<&Path>) -> (String, usize) {
-        let (reported, context) = (reported.to_str().unwrap(), context.to_str().unwrap());
-        let Ok(Cli { command: Command::Lint(args), .. }) =
-            Cli::try_parse_from(["portcullis", "lint", reported, "--context", context])
-        else {
-            panic!("arguments")
-        };
-        let config = load_config(&args.load).unwrap();
-        let mut project = Project::new("default");
-        project.inventory.keep_values(false);
-        let mut project =
-            load_project(project, &args.paths, &args.context, &args.load, &config, &mut std::io::empty(), false, cache)
-                .unwrap();
-        let unread = project.unread.len();
-        let findings = project.lint(&config);
-        read_cited_texts(&mut project, &findings);
-        (format!("{:#?}", project.diagnostics(&findings)), unread)
-    }
-
-    #[test]
-    fn unchanged_context_files_are_not_read_and_nothing_changes() {
-        // The repository's demo: checked out well before the tests run, so its files'
-        // metadata is trusted. A finding in the Deployment points into a policy file (a
-        // related location), which the warm run reads only for that.
-        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testcases/demo");
-        let reported = demo.join("apps/api.yaml");
-        let cache = tempdir("context-cache-settled");
-        let (uncached, _) = lint(&reported, &demo, None);
-        assert!(uncached.contains("policies/allow-dns.yaml"), "{uncached}");
-        let (cold, unread) = lint(&reported, &demo, Some(&cache));
-        assert_eq!(unread, 0, "a cold cache reads every file");
-        let (warm, unread) = lint(&reported, &demo, Some(&cache));
-        assert!(unread >= 9, "a warm cache reads no unchanged file (only {unread} not read)");
-        assert_eq!(cold, uncached);
-        assert_eq!(warm, uncached);
-        std::fs::remove_dir_all(&cache).unwrap();
-    }
-
-    #[test]
-    fn changed_added_and_removed_context_files_are_seen() {
-        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testcases/demo");
-        let dir = tempdir("context-cache-changes");
-        let (repo, cache) = (dir.join("repo"), dir.join("cache"));
-        for entry in std::fs::read_dir(demo.join("policies")).unwrap().flatten() {
-            std::fs::create_dir_all(repo.join("policies")).unwrap();
-            std::fs::copy(entry.path(), repo.join("policies").join(entry.file_name())).unwrap();
-        }
-        std::fs::create_dir_all(repo.join("apps")).unwrap();
-        std::fs::copy(demo.join("apps/api.yaml"), repo.join("apps/api.yaml")).unwrap();
-        let reported = repo.join("apps/api.yaml");
-        let check = |what: &str| {
-            let (uncached, _) = lint(&reported, &repo, None);
-            let (cached, unread) = lint(&reported, &repo, Some(&cache));
-            assert_eq!(cached, uncached, "{what}");
-            (uncached, unread)
-        };
-        // Files modified in the last two seconds are not trusted by their metadata; these must
-        // be, so that a change after them is seen through their metadata.
-        std::thread::sleep(std::time::Duration::from_millis(2100));
-        let (before, _) = check("cold");
-        let (_, unread) = check("warm");
-        assert!(unread >= 5, "only {unread} files not read");
-        let check = |what: &str| check(what).0;
-        // A policy that allows DNS to every pod of the namespace: PC003 goes away.
-        let allow_dns = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-all-dns, namespace: shop}\nspec:\n  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n  - ports: [{port: 53, protocol: UDP}, {port: 53, protocol: TCP}]\n";
-        std::fs::write(repo.join("policies/zz-dns.yaml"), allow_dns).unwrap();
-        let added = check("a file added");
-        assert_ne!(added, before, "the added policy changes the findings");
-        // The same bytes under another name: a content hit.
-        std::fs::rename(repo.join("policies/zz-dns.yaml"), repo.join("policies/aa-dns.yaml")).unwrap();
-        assert_eq!(check("a file renamed"), added);
-        // Changed in place, and removed.
-        std::fs::write(
-            repo.join("policies/aa-dns.yaml"),
-            allow_dns.replace("port: 53, protocol: UDP", "port: 54, protocol: UDP"),
-        )
-        .unwrap();
-        check("a file changed");
-        std::fs::remove_file(repo.join("policies/aa-dns.yaml")).unwrap();
-        assert_eq!(check("a file removed"), before);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 }

@@ -41,7 +41,7 @@ enum Target {
 pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     let config = load_config(&args.load)?;
     let project = Project::new(&args.load.namespace);
-    let project = load_project(project, &args.paths, &[], &args.load, &config, io.stdin, io.stdin_tty, None)?;
+    let project = load_project(project, &args.paths, &[], &args.load, &config, io.stdin, io.stdin_tty)?;
     let traffic = Traffic::parse(&args.port).map_err(|e| anyhow::anyhow!("--port {e}"))?;
     let from = resolve(&project, &args.from, false)?;
     let to = resolve(&project, &args.to, true)?;

@@ -257,15 +257,13 @@ pub fn read_filtered(
 
 /// An input file found by [`list_filtered`], not read yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Listed {
+enum Listed {
     Stdin,
     File(PathBuf),
 }
 
-/// The files [`read_filtered`] reads, in the order it reads them, without reading them: a
-/// caller that keeps what it parsed of unchanged files (`lint --context`'s cache) reads only
-/// the others.
-pub fn list_filtered(inputs: &[Input], filter: &Filter, left: &mut Left) -> Result<Vec<Listed>, ReadError> {
+/// The files [`read_filtered`] reads, in the order it reads them.
+fn list_filtered(inputs: &[Input], filter: &Filter, left: &mut Left) -> Result<Vec<Listed>, ReadError> {
     let mut out = Vec::new();
     for input in inputs {
         match input {
@@ -400,7 +398,7 @@ fn read_stdin(stdin: &mut dyn Read, limits: Limits) -> Result<ReadFile, ReadErro
 }
 
 /// Reads one file (up to the limit), with its identity.
-pub fn read_file(path: &Path, limits: Limits) -> Result<ReadFile, ReadError> {
+fn read_file(path: &Path, limits: Limits) -> Result<ReadFile, ReadError> {
     let name = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| ReadError::Io { path: name.clone(), source: e })?;
     let metadata = file.metadata().ok();

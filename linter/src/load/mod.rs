@@ -20,7 +20,7 @@ use serde_json::Value;
 pub use yaml::{Chunk, NodeSpan};
 
 /// A 1-based line and 1-based column (in characters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct Position {
     pub line: usize,
     pub column: usize,
@@ -31,7 +31,7 @@ impl Position {
 }
 
 /// Index of a [`SourceFile`] in a [`Sources`] table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SourceId(pub u32);
 
 /// One input file (or stdin) with its text, kept for locating findings and showing source lines.
@@ -72,15 +72,6 @@ impl Sources {
 
     pub fn len(&self) -> usize {
         self.files.len()
-    }
-
-    /// Gives a file its text after the fact (a file whose parse came from a cache is added
-    /// without it, and read only when a finding must be located in it).
-    pub fn set_text(&mut self, id: SourceId, text: String) {
-        if let Some(file) = self.files.get_mut(id.0 as usize) {
-            let SourceFile { name, reported, .. } = file.as_ref();
-            *file = Arc::new(SourceFile { name: name.clone(), text, reported: *reported });
-        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -163,7 +154,7 @@ impl<'a> Locator<'a> {
 }
 
 /// Where one document lives: its file, its text range and its first line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DocumentRef {
     pub source: SourceId,
     /// 0-based index of the document in its file.
@@ -182,14 +173,14 @@ impl DocumentRef {
 }
 
 /// A parsed document.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug)]
 pub struct Document {
     pub at: DocumentRef,
     pub value: Value,
 }
 
 /// Why (part of) an input could not be read as manifests. Becomes a `PC000` finding.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadProblem {
     pub source: SourceId,
     pub position: Position,

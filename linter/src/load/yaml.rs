@@ -21,7 +21,7 @@ pub const MAX_DEPTH: usize = 128;
 pub const MAX_NODES_PER_DOCUMENT: usize = 1_000_000;
 
 /// One document's text inside its file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chunk {
     /// Byte offset of the chunk in the file.
     pub offset: usize,

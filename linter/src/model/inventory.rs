@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::object::{ApiVersionStatus, Kind, Object, ObjectId, ObjectRef, has_annotations};
 use crate::egress::EgressIntentSpec;
 use crate::load::yaml::{MAX_NODES_PER_DOCUMENT, build_value, resolve_untagged};
-use crate::load::{Document, DocumentRef, Scanned, SourceId, de};
+use crate::load::{Document, DocumentRef, Scanned, de};
 
 /// The label the API server puts on every namespace.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -33,7 +33,7 @@ pub struct PolicyId(pub usize);
 pub struct WorkloadId(pub usize);
 
 /// Transport protocols a NetworkPolicy port may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Protocol {
     Tcp,
@@ -68,7 +68,7 @@ impl std::fmt::Display for Protocol {
 }
 
 /// A port a container declares.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerPort {
     pub name: Option<String>,
     pub port: i32,
@@ -642,7 +642,7 @@ impl Inventory {
 
 /// What the model keeps of a workload's pods (not to be confused with the evaluator's
 /// `semantics::PodView`, which borrows these from a [`Workload`]).
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug)]
 struct PodFacts {
     labels: Labels,
     ports: Vec<ContainerPort>,
@@ -674,7 +674,7 @@ impl PodFacts {
 /// A document the fast path read into an object's header and typed contents, ready for
 /// [`Inventory::add_scanned_object`]. Reading needs nothing of the inventory but whether it
 /// keeps values, so files are read in parallel and added in order.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug)]
 pub struct ScannedObject {
     at: DocumentRef,
     header: Header,
@@ -683,11 +683,6 @@ pub struct ScannedObject {
 }
 
 impl ScannedObject {
-    /// Moves the object to another source (a file read in an earlier run: `ParsedFile`).
-    pub fn set_source(&mut self, source: SourceId) {
-        self.at.source = source;
-    }
-
     /// A NetworkPolicy typed by the caller (the webhook reads its stored policies' JSON straight
     /// into these types): the object [`ScannedObject::read`] gives for it when values are not
     /// kept. `None` when `api_version` and `kind` are not a NetworkPolicy's.
@@ -788,7 +783,7 @@ impl ScannedObject {
 /// What an object says of itself: `apiVersion`, `kind` and `metadata`, with whether
 /// `metadata.annotations` is a mapping in the value. That cannot always be read from `meta`: a
 /// type error elsewhere in `metadata` leaves `meta` at its default on the value path.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug)]
 struct Header {
     api_version: String,
     kind: String,
@@ -797,7 +792,7 @@ struct Header {
 }
 
 /// What [`ScannedObject::read`] typed straight from a document's events.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug)]
 enum Typed {
     Pods(PodFacts),
     Policy(Option<NetworkPolicySpec>),
