@@ -153,6 +153,41 @@ fn context_policies_count_but_are_not_reported() {
 }
 
 #[test]
+fn trace_names_the_cluster_network_policy_tier_that_decided() {
+    // The verdicts are the truth table's (testcases/semantics/22-...): trace must say which
+    // layer gave them.
+    let repo = common::repo();
+    let table = "testcases/semantics/22-cnp-pass-and-baseline.yaml";
+    let trace = |from: &str, to: &str, port: &str, json: bool| {
+        let mut args = vec!["trace", table, "--from", from, "--to", to, "--port", port];
+        if json {
+            args.extend(["--format", "json"]);
+        }
+        let out = portcullis(&args, &repo, None);
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, text) = trace("dev/tool", "prod/api", "8080", false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(
+            "denied by the Admin tier: Deny ClusterNetworkPolicy dev-never-reaches-prod (priority 1) ingress[0]"
+        ),
+        "{text}"
+    );
+    let (code, text) = trace("prod/batch", "prod/api", "8080", false);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("the Admin tier passes it on: Pass ClusterNetworkPolicy prod-decides-prod"), "{text}");
+    assert!(text.contains("allowed by prod/api-ingress ingress[0]"), "{text}");
+    let (code, text) = trace("prod/api", "prod/batch", "80", true);
+    assert_eq!(code, Some(1), "{text}");
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["ingress"]["decidedBy"], "baseline");
+    assert_eq!(doc["ingress"]["baseline"]["clusterNetworkPolicy"], "baseline-deny-pod-ingress");
+    assert_eq!(doc["ingress"]["admin"]["action"], "Pass");
+    assert_eq!(doc["egress"]["decidedBy"], "default");
+}
+
+#[test]
 fn a_file_reached_twice_is_linted_once() {
     // By two spellings of its path, through its directory, and through a symlink.
     let dir = tempdir("twice");

@@ -8,7 +8,8 @@ use super::{EXIT_FINDINGS, EXIT_OK, Io, LoadArgs, load_config, load_project};
 use crate::egress::parse_fqdn;
 use crate::model::{PolicyId, WorkloadId};
 use crate::project::Project;
-use crate::semantics::{Direction, DirectionVerdict, Endpoint, Evaluator, Traffic};
+use crate::semantics::cluster::TierDecision;
+use crate::semantics::{Decided, Direction, DirectionVerdict, Endpoint, Evaluator, Traffic};
 
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
@@ -46,12 +47,14 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     let from = resolve(&project, &args.from, false)?;
     let to = resolve(&project, &args.to, true)?;
     let eval = Evaluator::new(&project.inventory);
-    let endpoint = |t: &Target| match t {
-        Target::Workload(w) => Endpoint::Pod(eval.pod(*w)),
-        Target::Address(ip) => Endpoint::Address(*ip),
-        Target::Name(_) => Endpoint::UnknownAddress,
-    };
-    let verdict = eval.evaluate(&endpoint(&from), &endpoint(&to), traffic);
+    fn endpoint<'t>(eval: &Evaluator<'t>, t: &'t Target) -> Endpoint<'t> {
+        match t {
+            Target::Workload(w) => Endpoint::Pod(eval.pod(*w)),
+            Target::Address(ip) => Endpoint::Address(*ip),
+            Target::Name(name) => Endpoint::Name(name),
+        }
+    }
+    let verdict = eval.evaluate(&endpoint(&eval, &from), &endpoint(&eval, &to), traffic);
     let describe = |t: &Target| match t {
         Target::Workload(w) => crate::rules::workload_label_of(&project.inventory, *w),
         Target::Address(ip) => ip.to_string(),
@@ -63,10 +66,19 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
                 json!({"isolated": false, "applies": false, "note": applies_note, "isolatedBy": [], "allowedBy": []})
             }
             Some(d) => json!({
+                "allowed": d.allowed(),
+                "decidedBy": match d.decided() {
+                    Decided::Admin(_) => "admin",
+                    Decided::NetworkPolicy => "networkPolicy",
+                    Decided::Baseline(_) => "baseline",
+                    Decided::Default => "default",
+                },
                 "isolated": d.isolated,
                 "applies": true,
                 "isolatedBy": d.isolated_by.iter().map(|p| Decider::new(&project, *p, None).json()).collect::<Vec<_>>(),
                 "allowedBy": d.allowed_by.iter().map(|r| Decider::new(&project, r.policy, Some((r.direction, r.index))).json()).collect::<Vec<_>>(),
+                "admin": d.admin.map(|t| tier_json(&project, t)),
+                "baseline": d.baseline.map(|t| tier_json(&project, t)),
             }),
         }
     };
@@ -95,12 +107,33 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
         for (label, dv, who) in
             [("egress", &verdict.egress, describe(&from)), ("ingress", &verdict.ingress, describe(&to))]
         {
-            match dv {
-                None => writeln!(io.stdout, "  {label}: not applicable ({who} is not a pod NetworkPolicy applies to)")?,
-                Some(d) if !d.isolated => {
-                    writeln!(io.stdout, "  {label} of {who}: not isolated (no policy selects it for {label}), allowed")?
+            let Some(d) = dv else {
+                writeln!(io.stdout, "  {label}: not applicable ({who} is not a pod NetworkPolicy applies to)")?;
+                continue;
+            };
+            let state = if d.allowed() { "allowed" } else { "denied" };
+            if let Some(t) = d.admin.filter(|t| t.action == crate::model::cluster_policy::Action::Pass) {
+                writeln!(io.stdout, "  {label} of {who}: the Admin tier passes it on: {}", tier_text(&project, t))?;
+            }
+            match d.decided() {
+                Decided::Admin(t) => {
+                    writeln!(io.stdout, "  {label} of {who}: {state} by the Admin tier: {}", tier_text(&project, t))?;
                 }
-                Some(d) => {
+                Decided::Baseline(t) => writeln!(
+                    io.stdout,
+                    "  {label} of {who}: not isolated by NetworkPolicy; {state} by the Baseline tier: {}",
+                    tier_text(&project, t)
+                )?,
+                Decided::Default => {
+                    writeln!(
+                        io.stdout,
+                        "  {label} of {who}: not isolated (no policy selects it for {label}), allowed"
+                    )?;
+                    if let Some(t) = d.baseline {
+                        writeln!(io.stdout, "    the Baseline tier passes it on: {}", tier_text(&project, t))?;
+                    }
+                }
+                Decided::NetworkPolicy => {
                     let state = if d.allowed() { "allowed" } else { "denied" };
                     writeln!(io.stdout, "  {label} of {who}: isolated, {state}")?;
                     for p in &d.isolated_by {
@@ -134,6 +167,43 @@ fn resolve(project: &Project, raw: &str, allow_name: bool) -> anyhow::Result<Tar
         return Ok(Target::Name(parse_fqdn(raw).map_err(|e| anyhow::anyhow!("--to: {e}"))?));
     }
     anyhow::bail!("{raw:?}: expected NAMESPACE/WORKLOAD or an IP address")
+}
+
+/// Where a ClusterNetworkPolicy rule is written: file and line.
+fn tier_place(project: &Project, t: TierDecision) -> (String, usize) {
+    let policy = project.inventory.cluster_policy(t.policy);
+    let obj = project.inventory.object(policy.object);
+    let pointer = format!("/spec/{}/{}", t.direction.key(), t.rule);
+    let line = project.sources.locate(&obj.doc, &obj.doc_pointer(&pointer)).line;
+    let file = project.sources.get(obj.doc.source).map(|s| s.name.clone()).unwrap_or_default();
+    (file, line)
+}
+
+fn tier_text(project: &Project, t: TierDecision) -> String {
+    let policy = project.inventory.cluster_policy(t.policy);
+    let (file, line) = tier_place(project, t);
+    format!(
+        "{} ClusterNetworkPolicy {} (priority {}) {}[{}] ({file}:{line})",
+        t.action.as_str(),
+        policy.name,
+        policy.spec.priority,
+        t.direction.key(),
+        t.rule
+    )
+}
+
+fn tier_json(project: &Project, t: TierDecision) -> Value {
+    let policy = project.inventory.cluster_policy(t.policy);
+    let (file, line) = tier_place(project, t);
+    json!({
+        "tier": t.tier.as_str(),
+        "clusterNetworkPolicy": policy.name,
+        "priority": policy.spec.priority,
+        "rule": t.rule,
+        "action": t.action.as_str(),
+        "file": file,
+        "line": line,
+    })
 }
 
 /// A policy (or one of its rules) that decided a direction, with where it is written.

@@ -13,6 +13,7 @@ use saphyr_parser::{Event, Span};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::cluster_policy::{ClusterNetworkPolicySpec, ClusterPolicy, ClusterPolicyId};
 use super::object::{ApiVersionStatus, Kind, Object, ObjectId, ObjectRef, has_annotations};
 use crate::egress::EgressIntentSpec;
 use crate::load::yaml::{MAX_NODES_PER_DOCUMENT, build_value, resolve_untagged};
@@ -162,6 +163,8 @@ pub struct Inventory {
     pub policies: Vec<Policy>,
     pub workloads: Vec<Workload>,
     pub intents: Vec<Intent>,
+    /// ClusterNetworkPolicies (cluster-scoped: no namespace holds them).
+    pub cluster_policies: Vec<ClusterPolicy>,
     pub problems: Vec<ModelProblem>,
     /// Documents skipped as plainly not Kubernetes objects ([`is_kubernetes_shaped`]):
     /// `package.json`, `docker-compose.yml`, CI workflows, OpenAPI specs, Helm values.
@@ -198,6 +201,7 @@ impl Inventory {
             policies: Vec::new(),
             workloads: Vec::new(),
             intents: Vec::new(),
+            cluster_policies: Vec::new(),
             problems: Vec::new(),
             skipped: Vec::new(),
             replaced: Vec::new(),
@@ -242,6 +246,10 @@ impl Inventory {
 
     pub fn policy(&self, id: PolicyId) -> &Policy {
         &self.policies[id.0]
+    }
+
+    pub fn cluster_policy(&self, id: ClusterPolicyId) -> &ClusterPolicy {
+        &self.cluster_policies[id.0]
     }
 
     pub fn workload(&self, id: WorkloadId) -> &Workload {
@@ -394,7 +402,8 @@ impl Inventory {
         let (kind_enum, status) = Kind::classify(&api_version, &kind);
         let ObjectMeta { name, generate_name, namespace, labels, annotations, .. } = meta;
         let name = name.or(generate_name).unwrap_or_default();
-        let namespace = if kind_enum == Kind::Namespace || (kind_enum == Kind::Other && namespace.is_none()) {
+        let cluster_scoped = matches!(kind_enum, Kind::Namespace | Kind::ClusterNetworkPolicy);
+        let namespace = if cluster_scoped || (kind_enum == Kind::Other && namespace.is_none()) {
             namespace
         } else {
             Some(namespace.unwrap_or_else(|| self.default_namespace.clone()))
@@ -457,6 +466,10 @@ impl Inventory {
                 }
                 info.labels.insert(NAMESPACE_NAME_LABEL.to_owned(), name);
             }
+            return;
+        }
+        if kind_enum == Kind::ClusterNetworkPolicy {
+            self.add_cluster_policy(object_id);
             return;
         }
         let Some(ns) = ns_name else { return };
@@ -531,6 +544,22 @@ impl Inventory {
         });
         if let Some(ns) = self.namespaces.get_mut(&namespace) {
             ns.policies.push(id);
+        }
+    }
+
+    fn add_cluster_policy(&mut self, object_id: ObjectId) {
+        let object = &self.objects[object_id.0];
+        let name = object.id.name.clone();
+        match typed::<ClusterNetworkPolicySpec>(&object.value, "/spec", &object.pointer) {
+            Ok(Some(spec)) => self.cluster_policies.push(ClusterPolicy { object: object_id, name, spec }),
+            Ok(None) => {
+                let (doc, id, at) = (object.doc, object.id.clone(), format!("{}/spec", object.pointer));
+                self.problem(doc, &at, "a ClusterNetworkPolicy needs a spec (tier, priority, subject)", Some(id));
+            }
+            Err((at, msg)) => {
+                let (doc, id) = (object.doc, object.id.clone());
+                self.problem(doc, &at, &msg, Some(id));
+            }
         }
     }
 

@@ -1,8 +1,10 @@
 //! The typed model of the input: objects, workloads, policies and namespaces.
 
+pub mod cluster_policy;
 pub mod inventory;
 pub mod object;
 
+pub use cluster_policy::{ClusterPolicy, ClusterPolicyId};
 pub use inventory::{
     ContainerPort, Directions, Intent, Inventory, Labels, ModelProblem, NAMESPACE_NAME_LABEL, NamespaceInfo, Policy,
     PolicyId, Protocol, Workload, WorkloadId,

@@ -41,6 +41,8 @@ pub enum Kind {
     CronJob,
     ReplicationController,
     EgressIntent,
+    /// `policy.networking.k8s.io/v1alpha2` (cluster-scoped).
+    ClusterNetworkPolicy,
     Other,
 }
 
@@ -69,6 +71,7 @@ impl Kind {
             "CronJob" => Kind::CronJob,
             "ReplicationController" => Kind::ReplicationController,
             "EgressIntent" => Kind::EgressIntent,
+            "ClusterNetworkPolicy" => Kind::ClusterNetworkPolicy,
             _ => return (Kind::Other, Served),
         };
         let status = match (k, api_version) {
@@ -76,7 +79,8 @@ impl Kind {
             | (Kind::NetworkPolicy, "networking.k8s.io/v1")
             | (Kind::Deployment | Kind::ReplicaSet | Kind::StatefulSet | Kind::DaemonSet, "apps/v1")
             | (Kind::Job | Kind::CronJob, "batch/v1")
-            | (Kind::EgressIntent, crate::egress::API_VERSION) => Served,
+            | (Kind::EgressIntent, crate::egress::API_VERSION)
+            | (Kind::ClusterNetworkPolicy, super::cluster_policy::API_VERSION) => Served,
             (Kind::NetworkPolicy, "extensions/v1beta1") => Removed("1.16"),
             (Kind::Deployment | Kind::ReplicaSet | Kind::DaemonSet, "extensions/v1beta1")
             | (

@@ -9,6 +9,11 @@ declare_rule! {
     /// Finds namespaces that run workloads but have no NetworkPolicy with an empty `podSelector`
     /// isolating `Egress`: a namespace-wide default-deny for outgoing traffic.
     ///
+    /// A ClusterNetworkPolicy (`policy.networking.k8s.io/v1alpha2`, Admin or Baseline tier) counts
+    /// as the namespace's default-deny when its subject is the whole namespace and one of its
+    /// egress rules is a `Deny` without protocols to `networks` `0.0.0.0/0` and `::/0` (both
+    /// families: an IPv4-only Deny leaves IPv6 open).
+    ///
     /// ## Why is this bad?
     /// Without it, pods may connect anywhere: other namespaces, cloud metadata endpoints, the
     /// internet. A compromised pod can exfiltrate data or move laterally.
@@ -70,7 +75,11 @@ pub(super) fn check_default_deny(
 ) {
     let inv = cx.inventory;
     for ns in inv.namespaces_with_workloads() {
-        if cx.eval.default_deny_policy(&ns.name, direction).is_some() {
+        // A NetworkPolicy with an empty podSelector, or a ClusterNetworkPolicy that denies
+        // the whole namespace everything in this direction (either tier).
+        if cx.eval.default_deny_policy(&ns.name, direction).is_some()
+            || cx.eval.cluster_default_deny(&ns.name, direction).is_some()
+        {
             continue;
         }
         // The finding is about the namespace's workloads: one whose annotation ignores the

@@ -7,6 +7,11 @@ declare_rule! {
     /// Finds namespaces that run workloads but have no NetworkPolicy with an empty `podSelector`
     /// isolating `Ingress`: a namespace-wide default-deny for incoming traffic.
     ///
+    /// A ClusterNetworkPolicy (`policy.networking.k8s.io/v1alpha2`, Admin or Baseline tier) counts
+    /// as the namespace's default-deny when its subject is the whole namespace and one of its
+    /// ingress rules is a `Deny` without protocols from every pod (`namespaces: {}`): the usual
+    /// cluster-wide default-deny, which the namespace's NetworkPolicies then open (Baseline).
+    ///
     /// ## Why is this bad?
     /// Without it, every pod that no other policy selects accepts connections from anywhere in
     /// the cluster. A new workload is open until someone remembers to write its policy.

@@ -11,6 +11,10 @@
 //! - ports default to TCP; named ports resolve against the destination pod's containers;
 //!   `endPort` makes an inclusive range;
 //! - NetworkPolicy does not apply to hostNetwork pods.
+//!
+//! Around it, the ClusterNetworkPolicy tiers ([`super::cluster`]): the Admin tier decides
+//! first, NetworkPolicy next for the pods it isolates, the Baseline tier last
+//! ([`DirectionVerdict::allowed`] is the one place that combines them).
 
 use std::net::IpAddr;
 
@@ -19,8 +23,10 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::cluster::TierDecision;
 use super::ip_block::ParsedIpBlock;
 use super::selector::selector_matches;
+use crate::model::cluster_policy::{Action, Tier};
 use crate::model::{ContainerPort, Inventory, Labels, Policy, PolicyId, Protocol, Workload, WorkloadId};
 
 /// The traffic direction a policy rule governs.
@@ -60,8 +66,10 @@ pub enum Endpoint<'a> {
     Pod(PodView<'a>),
     /// An address outside the cluster's pods.
     Address(IpAddr),
-    /// An external destination whose address is not known (a DNS name, offline).
+    /// An external destination whose address is not known.
     UnknownAddress,
+    /// An external destination known by its DNS name (its address is not known offline).
+    Name(&'a str),
 }
 
 /// Destination port and protocol.
@@ -97,17 +105,55 @@ pub struct RuleRef {
 /// How one direction judged the traffic.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DirectionVerdict {
-    /// Whether the pod is isolated for this direction (if not, everything is allowed).
+    /// Whether NetworkPolicy isolates the pod for this direction.
     pub isolated: bool,
     /// Policies that select the pod for this direction.
     pub isolated_by: Vec<PolicyId>,
     /// Rules that allow the traffic.
     pub allowed_by: Vec<RuleRef>,
+    /// The Admin-tier ClusterNetworkPolicy rule that matched first, if any.
+    pub admin: Option<TierDecision>,
+    /// The Baseline-tier ClusterNetworkPolicy rule that matched first, if any.
+    pub baseline: Option<TierDecision>,
+}
+
+/// Which layer decided a direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decided {
+    /// An Admin-tier rule's Accept or Deny.
+    Admin(TierDecision),
+    /// NetworkPolicy, which isolates the pod (allowed when one of its rules allows).
+    NetworkPolicy,
+    /// A Baseline-tier rule's Accept or Deny.
+    Baseline(TierDecision),
+    /// Nothing decided: Kubernetes allows.
+    Default,
 }
 
 impl DirectionVerdict {
+    /// The combined verdict, in the order the ClusterNetworkPolicy API defines: an Admin Accept
+    /// or Deny is final; then NetworkPolicy decides for the pods it isolates; then a Baseline
+    /// Accept or Deny; then the default, allow. Pass moves on to the next layer.
     pub fn allowed(&self) -> bool {
-        !self.isolated || !self.allowed_by.is_empty()
+        match self.decided() {
+            Decided::Admin(d) | Decided::Baseline(d) => d.action == Action::Accept,
+            Decided::NetworkPolicy => !self.allowed_by.is_empty(),
+            Decided::Default => true,
+        }
+    }
+
+    /// The layer whose answer [`DirectionVerdict::allowed`] gives.
+    pub fn decided(&self) -> Decided {
+        if let Some(d) = self.admin.filter(|d| d.action != Action::Pass) {
+            return Decided::Admin(d);
+        }
+        if self.isolated {
+            return Decided::NetworkPolicy;
+        }
+        match self.baseline.filter(|d| d.action != Action::Pass) {
+            Some(d) => Decided::Baseline(d),
+            None => Decided::Default,
+        }
     }
 }
 
@@ -176,6 +222,12 @@ impl<'a> Evaluator<'a> {
             .map(|(id, _)| id)
     }
 
+    /// A ClusterNetworkPolicy that is the namespace's default-deny for `direction`
+    /// ([`super::cluster::namespace_default_deny`]).
+    pub fn cluster_default_deny(&self, namespace: &str, direction: Direction) -> Option<crate::model::ClusterPolicyId> {
+        super::cluster::namespace_default_deny(self.inventory, self.namespace_labels(namespace), direction)
+    }
+
     /// Judges `from` → `to` on `traffic`.
     pub fn evaluate(&self, from: &Endpoint<'_>, to: &Endpoint<'_>, traffic: Traffic) -> PolicyVerdict {
         let egress = match from {
@@ -201,7 +253,14 @@ impl<'a> Evaluator<'a> {
     ) -> DirectionVerdict {
         let isolated_by = self.isolating_policies(pod, direction);
         let allowed_by = self.allowing_rules(pod, direction, &isolated_by, peer, traffic);
-        DirectionVerdict { isolated: !isolated_by.is_empty(), isolated_by, allowed_by }
+        let tier = |tier| super::cluster::decide(self.inventory, tier, pod, direction, peer, traffic);
+        DirectionVerdict {
+            isolated: !isolated_by.is_empty(),
+            isolated_by,
+            allowed_by,
+            admin: tier(Tier::Admin),
+            baseline: tier(Tier::Baseline),
+        }
     }
 
     /// The rules of the policies `isolated_by` (those isolating `pod` for `direction`, from
@@ -327,7 +386,7 @@ pub fn peer_matches(peer: &NetworkPolicyPeer, policy_namespace: &str, endpoint: 
             // A pod matches by its known addresses; with none known, only a block that covers a
             // whole address family certainly contains it.
             Endpoint::Pod(pod) if !pod.ips.is_empty() => pod.ips.iter().any(|ip| block.contains(*ip)),
-            Endpoint::Pod(_) | Endpoint::UnknownAddress => block.is_whole_family(),
+            Endpoint::Pod(_) | Endpoint::UnknownAddress | Endpoint::Name(_) => block.is_whole_family(),
         };
     }
     let Endpoint::Pod(pod) = endpoint else { return false };

@@ -1,11 +1,15 @@
 //! Exact NetworkPolicy semantics (networking.k8s.io/v1): selectors, ipBlocks, ports and the
-//! evaluator that rules and `portcullis trace` share.
+//! evaluator that rules and `portcullis trace` share; the ClusterNetworkPolicy tiers around it
+//! (`cluster`).
 
+pub mod cluster;
 pub mod dns;
 pub mod evaluator;
 pub mod ip_block;
 pub mod selector;
 
-pub use evaluator::{Direction, DirectionVerdict, Endpoint, Evaluator, PodView, PolicyVerdict, RuleRef, Traffic};
+pub use evaluator::{
+    Decided, Direction, DirectionVerdict, Endpoint, Evaluator, PodView, PolicyVerdict, RuleRef, Traffic,
+};
 pub use ip_block::ParsedIpBlock;
 pub use selector::{describe_selector, selector_is_empty, selector_matches};
