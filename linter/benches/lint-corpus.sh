@@ -19,22 +19,8 @@ bin=target/dist/portcullis
 work=target/bench
 mkdir -p "$work"
 
-# best wall time (s) and peak RSS (KB) of N runs of a command. The time is taken around the
-# whole `time taskset CMD` (microseconds, so it includes their start-up: conservative);
-# /usr/bin/time's own figure has only 10 ms resolution.
-measure() {
-  local best="" rss=0 t0 t1 t
-  for _ in $(seq "$runs"); do
-    t0=$EPOCHREALTIME
-    /usr/bin/time -f "%M" -o "$work/time" taskset -c "${CPUS:-0}" "$@" >/dev/null 2>&1 || true
-    t1=$EPOCHREALTIME
-    t=$(awk "BEGIN{printf \"%.4f\", $t1 - $t0}")
-    read -r m < "$work/time"
-    if [ -z "$best" ] || awk "BEGIN{exit !($t < $best)}"; then best=$t; fi
-    [ "$m" -gt "$rss" ] && rss=$m
-  done
-  echo "$best $rss"
-}
+# shellcheck source=linter/benches/measure.sh
+. linter/benches/measure.sh
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "portcullis $($bin --version | cut -d' ' -f2) (profile dist), best of $runs runs, pinned to CPU 0"

@@ -29,20 +29,13 @@ if [ ! -d "$repo/.git" ]; then
 fi
 changed=ns-00001/02-deployment-api.yaml
 
-# best wall time (s) and peak RSS (KB) of N runs of a command, run in the repository.
-measure() {
-  local label=$1 cpus=$2; shift 2
-  local best="" rss=0 t0 t1 t
-  for _ in $(seq "$runs"); do
-    t0=$EPOCHREALTIME
-    (cd "$repo" && /usr/bin/time -f "%M" -o "$work/time" taskset -c "$cpus" "$@" >/dev/null 2>&1) || true
-    t1=$EPOCHREALTIME
-    t=$(awk "BEGIN{printf \"%.4f\", $t1 - $t0}")
-    read -r m < "$work/time"
-    if [ -z "$best" ] || awk "BEGIN{exit !($t < $best)}"; then best=$t; fi
-    [ "$m" -gt "$rss" ] && rss=$m
-  done
-  printf "%-34s %8s s %6d MB\n" "$label" "$best" "$((rss / 1024))"
+# shellcheck source=linter/benches/measure.sh
+. linter/benches/measure.sh
+# One line of the table: LABEL, CPUS, then the command, run in the repository.
+row() {
+  local label=$1 t rss
+  read -r t rss < <(cd "$repo" && CPUS=$2 measure "${@:3}")
+  printf "%-34s %8s s %6d MB\n" "$label" "$t" "$((rss / 1024))"
 }
 
 hook=(lint --context . --allow-empty "$changed" --format json --fail-on never)
@@ -50,9 +43,9 @@ all="0-$(($(nproc) - 1))"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "portcullis $($bin --version | cut -d' ' -f2) (profile dist), $(git -C "$repo" ls-files | wc -l) files in git, best of $runs runs"
 echo
-measure "portcullis, every core" "$all" "$bin" "${hook[@]}"
-measure "portcullis, one core" 0 "$bin" "${hook[@]}"
+row "portcullis, every core" "$all" "$bin" "${hook[@]}"
+row "portcullis, one core" 0 "$bin" "${hook[@]}"
 if [ -n "${BASELINE:-}" ]; then
-  measure "baseline, every core" "$all" "$BASELINE" "${hook[@]}"
-  measure "baseline, one core" 0 "$BASELINE" "${hook[@]}"
+  row "baseline, every core" "$all" "$BASELINE" "${hook[@]}"
+  row "baseline, one core" 0 "$BASELINE" "${hook[@]}"
 fi
