@@ -50,7 +50,12 @@ impl Rule for DnsTcpMissing {
         for (i, w) in inv.workloads.iter().enumerate() {
             let id = WorkloadId(i);
             let Some(reach) = cx.dns_reach(id) else { continue };
-            let (Some(udp_rule), true) = (reach.udp.first(), reach.tcp.is_empty()) else { continue };
+            // NetworkPolicy's answer only: when a ClusterNetworkPolicy decides DNS, the rule
+            // this finding would point at is not the one that matters.
+            if reach.udp_tier.is_some() || reach.tcp_tier.is_some() || !reach.udp_allowed || reach.tcp_allowed {
+                continue;
+            }
+            let Some(udp_rule) = reach.udp.first() else { continue };
             let policy = inv.policy(udp_rule.policy);
             let mut f = cx.finding(
                 &Self::META,

@@ -17,6 +17,12 @@ declare_rule! {
     /// DNSCache `169.254.20.10`) on UDP 53, and says why: which policies isolate the pods and
     /// what is wrong with the rule that was meant to allow DNS.
     ///
+    /// ClusterNetworkPolicies (`policy.networking.k8s.io/v1alpha2`) are followed: an Admin-tier
+    /// Accept of DNS lets it through whatever NetworkPolicy says, an Admin-tier Deny blocks it
+    /// whatever NetworkPolicy allows, and a Baseline-tier Deny blocks it for pods no
+    /// NetworkPolicy isolates. A finding caused by a ClusterNetworkPolicy names its tier, policy
+    /// and rule, and has no automatic fix: the cluster's administrators own that policy.
+    ///
     /// ## Why is this bad?
     /// Every name lookup times out, so the application fails in ways that do not look like a
     /// network policy problem. The classic causes: no DNS rule at all; a namespaceSelector on
@@ -69,7 +75,11 @@ impl Rule for EgressBlocksDns {
         for (i, w) in inv.workloads.iter().enumerate() {
             let id = crate::model::WorkloadId(i);
             let Some(reach) = cx.dns_reach(id) else { continue };
-            if !reach.udp.is_empty() {
+            if reach.udp_allowed {
+                continue;
+            }
+            if let Some(decision) = reach.udp_tier {
+                out.push(tier_blocks_dns(cx, &Self::META, id, decision));
                 continue;
             }
             let names: Vec<String> = reach.isolated_by.iter().map(|&p| inv.policy(p).name.clone()).collect();
@@ -117,10 +127,41 @@ impl Rule for EgressBlocksDns {
     }
 }
 
-/// Why DNS is blocked for pods whose egress `reach` describes, or `None` when UDP 53 does
-/// reach cluster DNS. The webhook uses it for the pods a reviewed policy selects.
+/// A workload whose DNS a ClusterNetworkPolicy rule denies: named, located, no fix.
+fn tier_blocks_dns(
+    cx: &Context<'_>,
+    meta: &'static RuleMeta,
+    workload: crate::model::WorkloadId,
+    decision: crate::semantics::cluster::TierDecision,
+) -> Finding {
+    let inv = cx.inventory;
+    let policy = inv.cluster_policy(decision.policy);
+    let mut f = cx.finding(
+        meta,
+        inv.workload(workload).object,
+        "/metadata/name",
+        format!(
+            "pods of {} cannot resolve names: the {}-tier ClusterNetworkPolicy {} (priority {}) denies UDP 53 to cluster DNS in egress rule {}",
+            super::workload_label(cx, workload),
+            decision.tier.as_str(),
+            policy.name,
+            policy.spec.priority,
+            decision.rule
+        ),
+    );
+    f.related.push(cx.related(
+        policy.object,
+        &format!("/spec/egress/{}", decision.rule),
+        "this rule denies DNS for these pods".to_owned(),
+    ));
+    f
+}
+
+/// Why NetworkPolicy blocks DNS for pods whose egress `reach` describes, or `None` when UDP 53
+/// reaches cluster DNS or a ClusterNetworkPolicy decides it (which no NetworkPolicy change
+/// helps). The webhook uses it for the pods a reviewed policy selects.
 pub fn explain_dns_block(cx: &Context<'_>, reach: &crate::semantics::dns::DnsReach) -> Option<String> {
-    if !reach.udp.is_empty() {
+    if reach.udp_allowed || reach.udp_tier.is_some() || reach.isolated_by.is_empty() {
         return None;
     }
     let names: Vec<String> = reach.isolated_by.iter().map(|&p| cx.inventory.policy(p).name.clone()).collect();

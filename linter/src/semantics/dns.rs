@@ -5,7 +5,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::evaluator::{Direction, Endpoint, Evaluator, PodView, RuleRef, Traffic};
+use super::cluster::TierDecision;
+use super::evaluator::{Decided, Direction, Endpoint, Evaluator, PodView, RuleRef, Traffic};
 use crate::config::DnsConfig;
 use crate::model::{ContainerPort, Labels, NAMESPACE_NAME_LABEL, PolicyId, Protocol, WorkloadId};
 
@@ -62,35 +63,72 @@ impl DnsTarget {
     }
 }
 
-/// How a workload's egress treats DNS.
+/// How a workload's egress treats DNS: what NetworkPolicy says, and the combined verdict of
+/// every layer ([`super::evaluator::DirectionVerdict::allowed`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsReach {
-    /// Policies isolating the workload's egress.
+    /// NetworkPolicies isolating the workload's egress.
     pub isolated_by: Vec<PolicyId>,
-    /// Rules that let UDP 53 through to some DNS destination.
+    /// NetworkPolicy rules that let UDP 53 through to some DNS destination.
     pub udp: Vec<RuleRef>,
-    /// Rules that let TCP 53 through to some DNS destination.
+    /// NetworkPolicy rules that let TCP 53 through to some DNS destination.
     pub tcp: Vec<RuleRef>,
+    /// Whether UDP 53 reaches some DNS destination, all layers considered.
+    pub udp_allowed: bool,
+    /// Whether TCP 53 reaches some DNS destination, all layers considered.
+    pub tcp_allowed: bool,
+    /// The ClusterNetworkPolicy rule that decided UDP 53 when a tier (not NetworkPolicy) did:
+    /// the Accept that lets it through, or the Deny that blocks it (to the first destination).
+    pub udp_tier: Option<TierDecision>,
+    /// The same for TCP 53.
+    pub tcp_tier: Option<TierDecision>,
 }
 
-/// DNS reachability of a workload's pods; `None` when their egress is not isolated (or they use
-/// the host network, where NetworkPolicy does not apply).
+/// DNS reachability of a workload's pods; `None` when nothing governs their egress to DNS (no
+/// NetworkPolicy isolates it and no ClusterNetworkPolicy rule matches it), or they use the host
+/// network, where neither applies.
 pub fn dns_reach(eval: &Evaluator<'_>, workload: WorkloadId, target: &DnsTarget) -> Option<DnsReach> {
     let pod = eval.pod(workload);
-    let isolated_by = eval.isolating_policies(&pod, Direction::Egress);
-    if isolated_by.is_empty() {
+    if pod.host_network {
         return None;
     }
-    let mut reach = DnsReach { isolated_by, udp: Vec::new(), tcp: Vec::new() };
+    let isolated_by = eval.isolating_policies(&pod, Direction::Egress);
+    let mut reach = DnsReach {
+        isolated_by,
+        udp: Vec::new(),
+        tcp: Vec::new(),
+        udp_allowed: false,
+        tcp_allowed: false,
+        udp_tier: None,
+        tcp_tier: None,
+    };
+    let mut governed = !reach.isolated_by.is_empty();
     for endpoint in target.endpoints() {
-        for (protocol, out) in [(Protocol::Udp, &mut reach.udp), (Protocol::Tcp, &mut reach.tcp)] {
+        for protocol in [Protocol::Udp, Protocol::Tcp] {
             let traffic = Traffic { port: DNS_PORT, protocol };
-            for rule in eval.allowing_rules(&pod, Direction::Egress, &reach.isolated_by, &endpoint, traffic) {
-                if !out.contains(&rule) {
-                    out.push(rule);
+            let verdict = eval.direction(&pod, Direction::Egress, &endpoint, traffic);
+            let (rules, allowed, tier) = match protocol {
+                Protocol::Udp => (&mut reach.udp, &mut reach.udp_allowed, &mut reach.udp_tier),
+                _ => (&mut reach.tcp, &mut reach.tcp_allowed, &mut reach.tcp_tier),
+            };
+            for rule in verdict.allowed_by.iter().copied() {
+                if !rules.contains(&rule) {
+                    rules.push(rule);
                 }
+            }
+            let decided = match verdict.decided() {
+                Decided::Admin(d) | Decided::Baseline(d) => Some(d),
+                Decided::NetworkPolicy | Decided::Default => None,
+            };
+            governed |= decided.is_some();
+            if verdict.allowed() && !*allowed {
+                // The first destination that lets DNS through says which layer did.
+                *allowed = true;
+                *tier = decided;
+            } else if !*allowed && tier.is_none() {
+                *tier = decided;
             }
         }
     }
-    Some(reach)
+    governed.then_some(reach)
 }
