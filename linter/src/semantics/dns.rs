@@ -106,7 +106,7 @@ pub fn dns_reach(eval: &Evaluator<'_>, workload: WorkloadId, target: &DnsTarget)
     for endpoint in target.endpoints() {
         for protocol in [Protocol::Udp, Protocol::Tcp] {
             let traffic = Traffic { port: DNS_PORT, protocol };
-            let verdict = eval.direction(&pod, Direction::Egress, &endpoint, traffic);
+            let verdict = eval.judge(&pod, Direction::Egress, reach.isolated_by.clone(), &endpoint, traffic);
             let (rules, allowed, tier) = match protocol {
                 Protocol::Udp => (&mut reach.udp, &mut reach.udp_allowed, &mut reach.udp_tier),
                 _ => (&mut reach.tcp, &mut reach.tcp_allowed, &mut reach.tcp_tier),

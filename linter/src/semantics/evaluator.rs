@@ -251,7 +251,19 @@ impl<'a> Evaluator<'a> {
         peer: &Endpoint<'_>,
         traffic: Traffic,
     ) -> DirectionVerdict {
-        let isolated_by = self.isolating_policies(pod, direction);
+        self.judge(pod, direction, self.isolating_policies(pod, direction), peer, traffic)
+    }
+
+    /// [`Evaluator::direction`] with the NetworkPolicies isolating the pod already known (from
+    /// [`Evaluator::isolating_policies`]), for judging many peers or ports of one pod.
+    pub fn judge(
+        &self,
+        pod: &PodView<'_>,
+        direction: Direction,
+        isolated_by: Vec<PolicyId>,
+        peer: &Endpoint<'_>,
+        traffic: Traffic,
+    ) -> DirectionVerdict {
         let allowed_by = self.allowing_rules(pod, direction, &isolated_by, peer, traffic);
         let tier = |tier| super::cluster::decide(self.inventory, tier, pod, direction, peer, traffic);
         DirectionVerdict {
