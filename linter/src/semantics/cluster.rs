@@ -31,18 +31,11 @@ pub struct TierDecision {
     pub action: Action,
 }
 
-/// The first rule of `tier` that matches `pod`'s traffic in `direction` with `peer` (the
-/// destination for egress, the source for ingress); `None` when no rule of the tier matches.
-pub fn decide(
-    inventory: &Inventory,
-    tier: Tier,
-    pod: &PodView<'_>,
-    direction: Direction,
-    peer: &Endpoint<'_>,
-    traffic: Traffic,
-) -> Option<TierDecision> {
+/// The policies of `tier` whose subject selects `pod`, in the order they are evaluated
+/// (priority, then name). Computed once per pod when many peers or ports are judged.
+pub fn applicable(inventory: &Inventory, tier: Tier, pod: &PodView<'_>) -> Vec<ClusterPolicyId> {
     if pod.host_network || inventory.cluster_policies.is_empty() {
-        return None;
+        return Vec::new();
     }
     let mut policies: Vec<(ClusterPolicyId, &ClusterPolicy)> = inventory
         .cluster_policies
@@ -52,13 +45,32 @@ pub fn decide(
         .filter(|(_, p)| p.spec.tier == tier && subject_selects(&p.spec.subject, pod))
         .collect();
     policies.sort_by(|(_, a), (_, b)| (a.spec.priority, &a.name).cmp(&(b.spec.priority, &b.name)));
+    policies.into_iter().map(|(id, _)| id).collect()
+}
+
+/// The first rule of the `applicable` policies of `tier` (from [`applicable`], for this pod)
+/// that matches the pod's traffic in `direction` with `peer` (the destination for egress, the
+/// source for ingress); `None` when no rule matches.
+pub fn decide(
+    inventory: &Inventory,
+    tier: Tier,
+    applicable: &[ClusterPolicyId],
+    pod: &PodView<'_>,
+    direction: Direction,
+    peer: &Endpoint<'_>,
+    traffic: Traffic,
+) -> Option<TierDecision> {
+    if applicable.is_empty() {
+        return None;
+    }
     // The destination decides named ports: the peer for egress, the pod itself for ingress.
     let destination_ports: &[ContainerPort] = match (direction, peer) {
         (Direction::Egress, Endpoint::Pod(p)) => p.ports,
         (Direction::Egress, _) => &[],
         (Direction::Ingress, _) => pod.ports,
     };
-    for (id, policy) in policies {
+    for &id in applicable {
+        let policy = inventory.cluster_policy(id);
         let rules: Vec<(Action, &[Peer], &[ProtocolMatch])> = match direction {
             Direction::Ingress => {
                 policy.spec.ingress.iter().map(|r| (r.action, &r.from[..], &r.protocols[..])).collect()

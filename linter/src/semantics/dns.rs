@@ -92,9 +92,9 @@ pub fn dns_reach(eval: &Evaluator<'_>, workload: WorkloadId, target: &DnsTarget)
     if pod.host_network {
         return None;
     }
-    let isolated_by = eval.isolating_policies(&pod, Direction::Egress);
+    let applicable = eval.applicable(&pod, Direction::Egress);
     let mut reach = DnsReach {
-        isolated_by,
+        isolated_by: applicable.isolated_by.clone(),
         udp: Vec::new(),
         tcp: Vec::new(),
         udp_allowed: false,
@@ -106,7 +106,7 @@ pub fn dns_reach(eval: &Evaluator<'_>, workload: WorkloadId, target: &DnsTarget)
     for endpoint in target.endpoints() {
         for protocol in [Protocol::Udp, Protocol::Tcp] {
             let traffic = Traffic { port: DNS_PORT, protocol };
-            let verdict = eval.judge(&pod, Direction::Egress, reach.isolated_by.clone(), &endpoint, traffic);
+            let verdict = eval.judge(&pod, Direction::Egress, &applicable, &endpoint, traffic);
             let (rules, allowed, tier) = match protocol {
                 Protocol::Udp => (&mut reach.udp, &mut reach.udp_allowed, &mut reach.udp_tier),
                 _ => (&mut reach.tcp, &mut reach.tcp_allowed, &mut reach.tcp_tier),

@@ -117,6 +117,18 @@ pub struct DirectionVerdict {
     pub baseline: Option<TierDecision>,
 }
 
+/// The policies of every layer that apply to one pod in one direction
+/// ([`Evaluator::applicable`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applicable {
+    /// NetworkPolicies isolating the pod.
+    pub isolated_by: Vec<PolicyId>,
+    /// Admin-tier ClusterNetworkPolicies selecting the pod, in evaluation order.
+    pub admin: Vec<crate::model::ClusterPolicyId>,
+    /// Baseline-tier ClusterNetworkPolicies selecting the pod, in evaluation order.
+    pub baseline: Vec<crate::model::ClusterPolicyId>,
+}
+
 /// Which layer decided a direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decided {
@@ -243,6 +255,16 @@ impl<'a> Evaluator<'a> {
         PolicyVerdict { allowed, egress, ingress }
     }
 
+    /// The policies of every layer that apply to `pod` in `direction`, to judge many peers or
+    /// ports of one pod with [`Evaluator::judge`].
+    pub fn applicable(&self, pod: &PodView<'_>, direction: Direction) -> Applicable {
+        Applicable {
+            isolated_by: self.isolating_policies(pod, direction),
+            admin: super::cluster::applicable(self.inventory, Tier::Admin, pod),
+            baseline: super::cluster::applicable(self.inventory, Tier::Baseline, pod),
+        }
+    }
+
     /// Judges one direction: `pod`'s egress towards `peer`, or `pod`'s ingress from `peer`.
     pub fn direction(
         &self,
@@ -251,27 +273,29 @@ impl<'a> Evaluator<'a> {
         peer: &Endpoint<'_>,
         traffic: Traffic,
     ) -> DirectionVerdict {
-        self.judge(pod, direction, self.isolating_policies(pod, direction), peer, traffic)
+        self.judge(pod, direction, &self.applicable(pod, direction), peer, traffic)
     }
 
-    /// [`Evaluator::direction`] with the NetworkPolicies isolating the pod already known (from
-    /// [`Evaluator::isolating_policies`]), for judging many peers or ports of one pod.
+    /// [`Evaluator::direction`] with the policies that apply to the pod already known (from
+    /// [`Evaluator::applicable`]), for judging many peers or ports of one pod.
     pub fn judge(
         &self,
         pod: &PodView<'_>,
         direction: Direction,
-        isolated_by: Vec<PolicyId>,
+        applicable: &Applicable,
         peer: &Endpoint<'_>,
         traffic: Traffic,
     ) -> DirectionVerdict {
-        let allowed_by = self.allowing_rules(pod, direction, &isolated_by, peer, traffic);
-        let tier = |tier| super::cluster::decide(self.inventory, tier, pod, direction, peer, traffic);
+        let allowed_by = self.allowing_rules(pod, direction, &applicable.isolated_by, peer, traffic);
+        let tier = |tier, policies: &[crate::model::ClusterPolicyId]| {
+            super::cluster::decide(self.inventory, tier, policies, pod, direction, peer, traffic)
+        };
         DirectionVerdict {
-            isolated: !isolated_by.is_empty(),
-            isolated_by,
+            isolated: !applicable.isolated_by.is_empty(),
+            isolated_by: applicable.isolated_by.clone(),
             allowed_by,
-            admin: tier(Tier::Admin),
-            baseline: tier(Tier::Baseline),
+            admin: tier(Tier::Admin, &applicable.admin),
+            baseline: tier(Tier::Baseline, &applicable.baseline),
         }
     }
 
