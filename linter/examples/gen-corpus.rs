@@ -2,10 +2,15 @@
 //! 6 workloads and 4 NetworkPolicies (11 objects). One namespace in ten carries a classic DNS
 //! mistake, so the rules have real work and real findings.
 //!
-//! `cargo run --release -p portcullis-linter --example gen-corpus -- DIR [NAMESPACES] [--split]`
+//! `cargo run --release -p portcullis-linter --example gen-corpus -- DIR [NAMESPACES] [--split]
+//! [--cluster-policies=N]`
 //!
 //! `--split` writes one file per object instead (`DIR/ns-00042/03-deployment-worker.yaml`):
 //! the shape of a GitOps repository, for `--context` runs over many small files.
+//! `--cluster-policies=N` adds `cluster-policies.yaml` with N ClusterNetworkPolicies, half
+//! Admin (a port Deny, a Pass of DNS to NetworkPolicy and of the team's own ingress), half
+//! Baseline (a default-deny of the team's ingress and egress), each selecting one team's
+//! namespaces: the findings stay those of the NetworkPolicies.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -14,8 +19,15 @@ fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().unwrap_or_else(|| "target/bench-corpus".to_owned()));
     let namespaces: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1000);
-    let split = args.next().is_some_and(|a| a == "--split");
+    let flags: Vec<String> = args.collect();
+    let split = flags.iter().any(|a| a == "--split");
+    let cluster_policies: usize =
+        flags.iter().find_map(|a| a.strip_prefix("--cluster-policies=")?.parse().ok()).unwrap_or(0);
     std::fs::create_dir_all(&dir)?;
+    if cluster_policies > 0 {
+        let text: Vec<String> = (0..cluster_policies).map(cluster_policy).collect();
+        std::fs::write(dir.join("cluster-policies.yaml"), text.join("---\n"))?;
+    }
     for i in 0..namespaces {
         let text = namespace(i);
         if !split {
@@ -33,6 +45,24 @@ fn main() -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+fn cluster_policy(i: usize) -> String {
+    let team = i % 50;
+    let head = format!(
+        "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {{name: cnp-{i:04}}}\nspec:\n  tier: {}\n  priority: {}\n  subject:\n    namespaces: {{matchLabels: {{team: t{team}}}}}\n",
+        if i.is_multiple_of(2) { "Admin" } else { "Baseline" },
+        i % 1000
+    );
+    let body = if i.is_multiple_of(2) {
+        format!(
+            "  ingress:\n  - action: Pass\n    from:\n    - namespaces: {{matchLabels: {{team: t{team}}}}}\n  egress:\n  - action: Deny\n    to:\n    - networks: [192.0.2.0/24]\n    protocols:\n    - tcp: {{destinationPort: {{number: {}}}}}\n  - action: Pass\n    to:\n    - pods:\n        namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: kube-system}}}}\n        podSelector: {{matchLabels: {{k8s-app: kube-dns}}}}\n    protocols:\n    - udp: {{destinationPort: {{number: 53}}}}\n",
+            1000 + i % 60000
+        )
+    } else {
+        "  ingress:\n  - action: Deny\n    from:\n    - namespaces: {}\n  egress:\n  - action: Deny\n    to:\n    - networks: [0.0.0.0/0, ::/0]\n".to_owned()
+    };
+    head + &body
 }
 
 fn namespace(i: usize) -> String {

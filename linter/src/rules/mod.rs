@@ -9,7 +9,8 @@ use crate::finding::{Anchor, Finding, Related, Severity};
 use crate::load::LoadProblem;
 use crate::model::{Inventory, Object, ObjectId, WorkloadId};
 use crate::semantics::Evaluator;
-use crate::semantics::dns::{DnsReach, DnsTarget, dns_reach};
+use crate::semantics::cluster::NamespaceCandidates;
+use crate::semantics::dns::{DnsReach, DnsTarget, dns_reach_among};
 
 pub mod registry;
 
@@ -133,7 +134,16 @@ impl<'a> Context<'a> {
     /// How a workload's egress treats DNS (`None` when its egress is not isolated).
     pub fn dns_reach(&self, workload: WorkloadId) -> Option<&DnsReach> {
         let all = self.dns_reach.get_or_init(|| {
-            (0..self.inventory.workloads.len()).map(|i| dns_reach(&self.eval, WorkloadId(i), &self.dns)).collect()
+            // The ClusterNetworkPolicies that can select a namespace's pods, once per namespace.
+            let mut candidates: std::collections::HashMap<&str, NamespaceCandidates<'_>> = Default::default();
+            let mut all = Vec::with_capacity(self.inventory.workloads.len());
+            for (i, w) in self.inventory.workloads.iter().enumerate() {
+                let namespace = candidates.entry(w.namespace.as_str()).or_insert_with(|| {
+                    NamespaceCandidates::new(self.inventory, self.eval.namespace_labels(&w.namespace))
+                });
+                all.push(dns_reach_among(&self.eval, WorkloadId(i), &self.dns, namespace));
+            }
+            all
         });
         all.get(workload.0).and_then(Option::as_ref)
     }

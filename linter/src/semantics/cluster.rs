@@ -18,7 +18,9 @@ use super::evaluator::{Direction, Endpoint, PodView, Traffic};
 use super::ip_block::parse_cidr;
 use super::selector::selector_matches;
 use crate::model::cluster_policy::{Action, ClusterPolicy, NamespacedPod, Peer, ProtocolMatch, Subject, Tier};
-use crate::model::{ClusterPolicyId, ContainerPort, Inventory, Protocol};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::model::{ClusterPolicyId, ContainerPort, Inventory, Labels, Protocol};
 
 /// The rule of a tier that decided one direction of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,21 +33,59 @@ pub struct TierDecision {
     pub action: Action,
 }
 
-/// The policies of `tier` whose subject selects `pod`, in the order they are evaluated
-/// (priority, then name). Computed once per pod when many peers or ports are judged.
-pub fn applicable(inventory: &Inventory, tier: Tier, pod: &PodView<'_>) -> Vec<ClusterPolicyId> {
-    if pod.host_network || inventory.cluster_policies.is_empty() {
-        return Vec::new();
+/// The policies whose subject can select pods of one namespace (its namespace part matches),
+/// per tier in evaluation order (priority, then name), each with the pod selector still to
+/// check. Workloads of one namespace share it: [`NamespaceCandidates::applicable`] is then one
+/// pod-selector check per candidate instead of a subject check per policy of the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct NamespaceCandidates<'i> {
+    admin: Vec<(ClusterPolicyId, Option<&'i LabelSelector>)>,
+    baseline: Vec<(ClusterPolicyId, Option<&'i LabelSelector>)>,
+}
+
+impl<'i> NamespaceCandidates<'i> {
+    /// The candidates for a namespace with these labels.
+    pub fn new(inventory: &'i Inventory, namespace_labels: &Labels) -> NamespaceCandidates<'i> {
+        let mut out = NamespaceCandidates::default();
+        if inventory.cluster_policies.is_empty() {
+            return out;
+        }
+        let mut found: Vec<(ClusterPolicyId, &ClusterPolicy, Option<&LabelSelector>)> = Vec::new();
+        for (i, p) in inventory.cluster_policies.iter().enumerate() {
+            let pods = match (&p.spec.subject.namespaces, &p.spec.subject.pods) {
+                (Some(namespaces), None) if selector_matches(namespaces, namespace_labels) => None,
+                (None, Some(pods)) if selector_matches(&pods.namespace_selector, namespace_labels) => {
+                    Some(&pods.pod_selector)
+                }
+                _ => continue,
+            };
+            found.push((ClusterPolicyId(i), p, pods));
+        }
+        found.sort_by(|(_, a, _), (_, b, _)| (a.spec.priority, &a.name).cmp(&(b.spec.priority, &b.name)));
+        for (id, p, pods) in found {
+            match p.spec.tier {
+                Tier::Admin => out.admin.push((id, pods)),
+                Tier::Baseline => out.baseline.push((id, pods)),
+            }
+        }
+        out
     }
-    let mut policies: Vec<(ClusterPolicyId, &ClusterPolicy)> = inventory
-        .cluster_policies
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (ClusterPolicyId(i), p))
-        .filter(|(_, p)| p.spec.tier == tier && subject_selects(&p.spec.subject, pod))
-        .collect();
-    policies.sort_by(|(_, a), (_, b)| (a.spec.priority, &a.name).cmp(&(b.spec.priority, &b.name)));
-    policies.into_iter().map(|(id, _)| id).collect()
+
+    /// The policies of `tier` whose subject selects `pod` (of this namespace), in evaluation
+    /// order.
+    pub fn applicable(&self, tier: Tier, pod: &PodView<'_>) -> Vec<ClusterPolicyId> {
+        if pod.host_network {
+            return Vec::new();
+        }
+        let list = match tier {
+            Tier::Admin => &self.admin,
+            Tier::Baseline => &self.baseline,
+        };
+        list.iter()
+            .filter(|(_, pods)| pods.is_none_or(|s| selector_matches(s, pod.labels)))
+            .map(|(id, _)| *id)
+            .collect()
+    }
 }
 
 /// The first rule of the `applicable` policies of `tier` (from [`applicable`], for this pod)
@@ -138,16 +178,6 @@ pub fn namespace_default_deny(
         };
         denies_all.then_some(ClusterPolicyId(i))
     })
-}
-
-/// Whether the policy's subject selects the pod.
-pub fn subject_selects(subject: &Subject, pod: &PodView<'_>) -> bool {
-    match (&subject.namespaces, &subject.pods) {
-        (Some(namespaces), None) => selector_matches(namespaces, pod.namespace_labels),
-        (None, Some(pods)) => namespaced_pod_matches(pods, pod),
-        // Neither or both: the API server rejects it; it selects nothing.
-        _ => false,
-    }
 }
 
 fn namespaced_pod_matches(selector: &NamespacedPod, pod: &PodView<'_>) -> bool {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::cluster::TierDecision;
+use super::cluster::{NamespaceCandidates, TierDecision};
 use super::evaluator::{Decided, Direction, Endpoint, Evaluator, PodView, RuleRef, Traffic};
 use crate::config::DnsConfig;
 use crate::model::{ContainerPort, Labels, NAMESPACE_NAME_LABEL, PolicyId, Protocol, WorkloadId};
@@ -89,10 +89,23 @@ pub struct DnsReach {
 /// network, where neither applies.
 pub fn dns_reach(eval: &Evaluator<'_>, workload: WorkloadId, target: &DnsTarget) -> Option<DnsReach> {
     let pod = eval.pod(workload);
+    let candidates = NamespaceCandidates::new(eval.inventory, pod.namespace_labels);
+    dns_reach_among(eval, workload, target, &candidates)
+}
+
+/// [`dns_reach`] with the ClusterNetworkPolicies that can select pods of the workload's
+/// namespace already known (the rules compute them once per namespace).
+pub fn dns_reach_among(
+    eval: &Evaluator<'_>,
+    workload: WorkloadId,
+    target: &DnsTarget,
+    candidates: &NamespaceCandidates<'_>,
+) -> Option<DnsReach> {
+    let pod = eval.pod(workload);
     if pod.host_network {
         return None;
     }
-    let applicable = eval.applicable(&pod, Direction::Egress);
+    let applicable = eval.applicable_among(&pod, Direction::Egress, candidates);
     let mut reach = DnsReach {
         isolated_by: applicable.isolated_by.clone(),
         udp: Vec::new(),

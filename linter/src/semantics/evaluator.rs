@@ -258,10 +258,22 @@ impl<'a> Evaluator<'a> {
     /// The policies of every layer that apply to `pod` in `direction`, to judge many peers or
     /// ports of one pod with [`Evaluator::judge`].
     pub fn applicable(&self, pod: &PodView<'_>, direction: Direction) -> Applicable {
+        let candidates = super::cluster::NamespaceCandidates::new(self.inventory, pod.namespace_labels);
+        self.applicable_among(pod, direction, &candidates)
+    }
+
+    /// [`Evaluator::applicable`] with the ClusterNetworkPolicies that can select pods of the
+    /// pod's namespace already known (shared by the workloads of a namespace).
+    pub fn applicable_among(
+        &self,
+        pod: &PodView<'_>,
+        direction: Direction,
+        candidates: &super::cluster::NamespaceCandidates<'_>,
+    ) -> Applicable {
         Applicable {
             isolated_by: self.isolating_policies(pod, direction),
-            admin: super::cluster::applicable(self.inventory, Tier::Admin, pod),
-            baseline: super::cluster::applicable(self.inventory, Tier::Baseline, pod),
+            admin: candidates.applicable(Tier::Admin, pod),
+            baseline: candidates.applicable(Tier::Baseline, pod),
         }
     }
 
