@@ -2,9 +2,11 @@ use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 
 use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::{Anchor, Finding};
+use crate::model::cluster_policy::{ClusterNetworkPolicySpec, NamespacedPod};
 use crate::model::inventory::IGNORE_ANNOTATION;
 use crate::semantics::evaluator::peer_lists;
 use crate::semantics::selector::selector_problem;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 declare_rule! {
     /// ## What it does
@@ -12,9 +14,11 @@ declare_rule! {
     /// binary or oversized files, objects missing `apiVersion` or `kind` (a document with `kind`,
     /// or with `metadata` beside `apiVersion` or `spec`; other YAML and JSON, such as
     /// `package.json` or a CI workflow, is skipped and counted), fields of the wrong type in a
-    /// kind portcullis knows, removed API versions, and NetworkPolicy values the API server
-    /// rejects that no other rule covers (selector operators, empty peers, unknown `policyTypes`),
-    /// and unknown rule names in a `portcullis.dev/ignore` annotation.
+    /// kind portcullis knows, removed API versions, NetworkPolicy values the API server
+    /// rejects that no other rule covers (selector operators, label keys and values, empty
+    /// peers, unknown `policyTypes`), ClusterNetworkPolicy values its CRD rejects (priority,
+    /// subjects and peers without exactly one field, selectors, CIDRs, ports), and unknown rule
+    /// names in a `portcullis.dev/ignore` annotation.
     ///
     /// ## Why is this bad?
     /// `kubectl apply` refuses the object, so the policy you think protects a namespace does not
@@ -117,7 +121,88 @@ impl Rule for InvalidManifest {
                 }
             }
         }
+        for policy in &cx.inventory.cluster_policies {
+            for (pointer, msg) in cluster_policy_problems(&policy.spec) {
+                out.push(cx.finding(meta, policy.object, &pointer, msg));
+            }
+        }
     }
+}
+
+/// What the API server rejects in a ClusterNetworkPolicy that its types alone do not say: the
+/// priority range, a subject or peer without exactly one field, label selectors, CIDRs, port
+/// ranges (the CRD's validation rules in `apis/v1alpha2`).
+fn cluster_policy_problems(spec: &ClusterNetworkPolicySpec) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if !(0..=1000).contains(&spec.priority) {
+        out.push(("/spec/priority".to_owned(), format!("priority {} is outside 0-1000", spec.priority)));
+    }
+    let subject = &spec.subject;
+    if subject.namespaces.is_some() == subject.pods.is_some() {
+        out.push(("/spec/subject".to_owned(), "subject must set exactly one of namespaces or pods".to_owned()));
+    }
+    let selectors = |at: &str, namespaces: &Option<LabelSelector>, pods: &Option<NamespacedPod>| {
+        let mut found = Vec::new();
+        let mut check = |what: &str, sel: &LabelSelector| {
+            if let Some(problem) = selector_problem(sel) {
+                found.push((at.to_owned(), format!("invalid {what}: {problem}")));
+            }
+        };
+        if let Some(sel) = namespaces {
+            check("namespaces selector", sel);
+        }
+        if let Some(pods) = pods {
+            check("namespaceSelector", &pods.namespace_selector);
+            check("podSelector", &pods.pod_selector);
+        }
+        found
+    };
+    out.extend(selectors("/spec/subject", &subject.namespaces, &subject.pods));
+    let ingress = spec.ingress.iter().map(|r| ("ingress", "from", &r.from[..], &r.protocols[..]));
+    let egress = spec.egress.iter().map(|r| ("egress", "to", &r.to[..], &r.protocols[..]));
+    let mut index = std::collections::HashMap::new();
+    for (key, field, peers, protocols) in ingress.chain(egress) {
+        let rule: &mut usize = index.entry(key).or_default();
+        for (pi, peer) in peers.iter().enumerate() {
+            let at = format!("/spec/{key}/{rule}/{field}/{pi}");
+            let set = [
+                peer.namespaces.is_some(),
+                peer.pods.is_some(),
+                peer.nodes.is_some(),
+                peer.networks.is_some(),
+                peer.domain_names.is_some(),
+            ];
+            if set.iter().filter(|s| **s).count() > 1 {
+                out.push((at.clone(), "a peer must set exactly one field".to_owned()));
+            }
+            out.extend(selectors(&at, &peer.namespaces, &peer.pods));
+            for cidr in peer.networks.iter().flatten() {
+                if let Err(e) = crate::semantics::ip_block::parse_cidr(cidr) {
+                    out.push((at.clone(), format!("networks: {e}")));
+                }
+            }
+        }
+        for (i, protocol) in protocols.iter().enumerate() {
+            for port in [&protocol.tcp, &protocol.udp, &protocol.sctp].into_iter().flatten() {
+                let Some(port) = &port.destination_port else { continue };
+                let bad = match (port.number, port.range) {
+                    (Some(n), None) => !(1..=65535).contains(&n),
+                    (None, Some(r)) => {
+                        !(1..=65535).contains(&r.start) || !(1..=65535).contains(&r.end) || r.start >= r.end
+                    }
+                    _ => true,
+                };
+                if bad {
+                    out.push((
+                        format!("/spec/{key}/{rule}/protocols/{i}"),
+                        "destinationPort must be a number in 1-65535 or a range with start < end in 1-65535".to_owned(),
+                    ));
+                }
+            }
+        }
+        *rule += 1;
+    }
+    out
 }
 
 fn peer_problem(peer: &NetworkPolicyPeer) -> Option<String> {

@@ -61,7 +61,23 @@ pub fn describe_selector(selector: &LabelSelector) -> String {
 
 /// What is wrong with a selector, for the API server's validation (`None` when valid).
 pub fn selector_problem(selector: &LabelSelector) -> Option<String> {
+    for (key, value) in selector.match_labels.iter().flatten() {
+        if let Some(problem) = label_key_problem(key) {
+            return Some(format!("matchLabels key {key:?} {problem}"));
+        }
+        if let Some(problem) = label_value_problem(value) {
+            return Some(format!("matchLabels value {value:?} of {key:?} {problem}"));
+        }
+    }
     for req in selector.match_expressions.iter().flatten() {
+        if let Some(problem) = label_key_problem(&req.key) {
+            return Some(format!("matchExpressions key {:?} {problem}", req.key));
+        }
+        for value in req.values.iter().flatten() {
+            if let Some(problem) = label_value_problem(value) {
+                return Some(format!("matchExpressions value {value:?} of {:?} {problem}", req.key));
+            }
+        }
         let n = req.values.as_ref().map_or(0, Vec::len);
         match req.operator.as_str() {
             "In" | "NotIn" if n == 0 => {
@@ -79,10 +95,95 @@ pub fn selector_problem(selector: &LabelSelector) -> Option<String> {
     None
 }
 
+/// A label's name part, or a label value: at most 63 characters, alphanumeric at both ends,
+/// `-`, `_` and `.` between (apimachinery's `IsQualifiedName` name part and `IsValidLabelValue`).
+fn is_label_word(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_alphanumeric();
+    s.len() <= 63
+        && bytes.first().is_some_and(alnum)
+        && bytes.last().is_some_and(alnum)
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A DNS-1123 subdomain (a label key's prefix): at most 253 characters of lowercase
+/// alphanumerics, `-` and `.`, alphanumeric at both ends of every dot-separated part.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|part| {
+            let bytes = part.as_bytes();
+            let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+            bytes.first().is_some_and(alnum)
+                && bytes.last().is_some_and(alnum)
+                && bytes.iter().all(|b| alnum(b) || *b == b'-')
+        })
+}
+
+/// Why the API server rejects `key` as a label key (a qualified name: an optional DNS
+/// subdomain prefix and `/`, then a name of at most 63 characters), or `None`.
+pub fn label_key_problem(key: &str) -> Option<&'static str> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix
+        && (prefix.is_empty() || !is_dns_subdomain(prefix))
+    {
+        return Some("has a prefix that is not a lowercase DNS subdomain; the API server rejects it");
+    }
+    if name.is_empty() {
+        return Some("has an empty name; the API server rejects it");
+    }
+    if !is_label_word(name) {
+        return Some(
+            "is not a valid label name (at most 63 characters, alphanumeric at both ends, `-`, `_` and `.` between); the API server rejects it",
+        );
+    }
+    None
+}
+
+/// Why the API server rejects `value` as a label value (empty, or at most 63 characters,
+/// alphanumeric at both ends, `-`, `_` and `.` between), or `None`.
+pub fn label_value_problem(value: &str) -> Option<&'static str> {
+    (!value.is_empty() && !is_label_word(value)).then_some(
+        "is not a valid label value (empty, or at most 63 characters, alphanumeric at both ends, `-`, `_` and `.` between); the API server rejects it",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    #[test]
+    fn label_keys_and_values_follow_apimachinery() {
+        // Valid, from the Kubernetes documentation on labels.
+        for key in ["app", "App", "app.kubernetes.io/name", "k8s-app", "a_b.c-d", "kubernetes.io/metadata.name", "x"] {
+            assert_eq!(label_key_problem(key), None, "{key}");
+        }
+        let long_name = "a".repeat(63);
+        assert_eq!(label_key_problem(&long_name), None);
+        for key in [
+            "NoUppercase=Bad",
+            "",
+            "/app",
+            "example.com/",
+            "Example.com/app",
+            "a/b/c",
+            "-app",
+            "app-",
+            "has space",
+            &"a".repeat(64),
+        ] {
+            assert!(label_key_problem(key).is_some(), "{key:?} must be rejected");
+        }
+        for value in ["", "v1", "1.2.3", "a_b-c.d", &"z".repeat(63)] {
+            assert_eq!(label_value_problem(value), None, "{value}");
+        }
+        for value in ["-x", "x-", "has space", "a/b", "ü", &"z".repeat(64)] {
+            assert!(label_value_problem(value).is_some(), "{value:?} must be rejected");
+        }
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
