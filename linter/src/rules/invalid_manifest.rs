@@ -131,9 +131,17 @@ impl Rule for InvalidManifest {
 
 /// What the API server rejects in a ClusterNetworkPolicy that its types alone do not say: the
 /// priority range, a subject or peer without exactly one field, label selectors, CIDRs, port
-/// ranges (the CRD's validation rules in `apis/v1alpha2`).
+/// ranges, lists over 25 items, named ports beside peers that have none (the CRD's validation
+/// rules in `apis/v1alpha2`).
 fn cluster_policy_problems(spec: &ClusterNetworkPolicySpec) -> Vec<(String, String)> {
+    /// `MaxItems` of every list of the CRD.
+    const MAX_ITEMS: usize = 25;
     let mut out = Vec::new();
+    let too_many = |at: String, what: &str, n: usize| {
+        (n > MAX_ITEMS).then(|| (at, format!("{n} {what}; the API server accepts at most {MAX_ITEMS}")))
+    };
+    out.extend(too_many("/spec/ingress".to_owned(), "ingress rules", spec.ingress.len()));
+    out.extend(too_many("/spec/egress".to_owned(), "egress rules", spec.egress.len()));
     if !(0..=1000).contains(&spec.priority) {
         out.push(("/spec/priority".to_owned(), format!("priority {} is outside 0-1000", spec.priority)));
     }
@@ -163,6 +171,9 @@ fn cluster_policy_problems(spec: &ClusterNetworkPolicySpec) -> Vec<(String, Stri
     let mut index = std::collections::HashMap::new();
     for (key, field, peers, protocols) in ingress.chain(egress) {
         let rule: &mut usize = index.entry(key).or_default();
+        out.extend(too_many(format!("/spec/{key}/{rule}/{field}"), "peers", peers.len()));
+        out.extend(too_many(format!("/spec/{key}/{rule}/protocols"), "protocols", protocols.len()));
+        let named_port = protocols.iter().any(|p| p.destination_named_port.is_some());
         for (pi, peer) in peers.iter().enumerate() {
             let at = format!("/spec/{key}/{rule}/{field}/{pi}");
             let set = [
@@ -176,6 +187,14 @@ fn cluster_policy_problems(spec: &ClusterNetworkPolicySpec) -> Vec<(String, Stri
                 out.push((at.clone(), "a peer must set exactly one field".to_owned()));
             }
             out.extend(selectors(&at, &peer.namespaces, &peer.pods));
+            out.extend(too_many(at.clone(), "networks", peer.networks.as_ref().map_or(0, Vec::len)));
+            out.extend(too_many(at.clone(), "domainNames", peer.domain_names.as_ref().map_or(0, Vec::len)));
+            if named_port && (peer.networks.is_some() || peer.nodes.is_some() || peer.domain_names.is_some()) {
+                out.push((
+                    at.clone(),
+                    "networks, nodes and domainNames peers have no named ports: the API server rejects destinationNamedPort beside them".to_owned(),
+                ));
+            }
             for cidr in peer.networks.iter().flatten() {
                 if let Err(e) = crate::semantics::ip_block::parse_cidr(cidr) {
                     out.push((at.clone(), format!("networks: {e}")));
