@@ -14,12 +14,12 @@
 //!   decided without the cluster's nodes or DNS, so they match only what they certainly match
 //!   (`domainNames` an external destination named exactly, or under its `*.` wildcard).
 
-use super::evaluator::{Direction, Endpoint, PodView, Traffic};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use super::evaluator::{Direction, Endpoint, PodView, Traffic, destination_ports, named_port_matches};
 use super::ip_block::parse_cidr;
 use super::selector::selector_matches;
 use crate::model::cluster_policy::{Action, ClusterPolicy, NamespacedPod, Peer, ProtocolMatch, Subject, Tier};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-
 use crate::model::{ClusterPolicyId, ContainerPort, Inventory, Labels, Protocol};
 
 /// The rule of a tier that decided one direction of a connection.
@@ -88,7 +88,8 @@ impl<'i> NamespaceCandidates<'i> {
     }
 }
 
-/// The first rule of the `applicable` policies of `tier` (from [`applicable`], for this pod)
+/// The first rule of the `applicable` policies of `tier` (from
+/// [`NamespaceCandidates::applicable`], for this pod)
 /// that matches the pod's traffic in `direction` with `peer` (the destination for egress, the
 /// source for ingress); `None` when no rule matches.
 pub fn decide(
@@ -103,26 +104,28 @@ pub fn decide(
     if applicable.is_empty() {
         return None;
     }
-    // The destination decides named ports: the peer for egress, the pod itself for ingress.
-    let destination_ports: &[ContainerPort] = match (direction, peer) {
-        (Direction::Egress, Endpoint::Pod(p)) => p.ports,
-        (Direction::Egress, _) => &[],
-        (Direction::Ingress, _) => pod.ports,
+    let destination_ports = destination_ports(pod, direction, peer);
+    let matches = |action: Action, peers: &[Peer], protocols: &[ProtocolMatch]| {
+        peers.iter().any(|p| peer_matches(p, action, peer)) && protocols_match(protocols, destination_ports, traffic)
     };
     for &id in applicable {
-        let policy = inventory.cluster_policy(id);
-        let rules: Vec<(Action, &[Peer], &[ProtocolMatch])> = match direction {
-            Direction::Ingress => {
-                policy.spec.ingress.iter().map(|r| (r.action, &r.from[..], &r.protocols[..])).collect()
-            }
-            Direction::Egress => policy.spec.egress.iter().map(|r| (r.action, &r.to[..], &r.protocols[..])).collect(),
+        let spec = &inventory.cluster_policy(id).spec;
+        let first = match direction {
+            Direction::Ingress => spec
+                .ingress
+                .iter()
+                .enumerate()
+                .find(|(_, r)| matches(r.action, &r.from, &r.protocols))
+                .map(|(i, r)| (i, r.action)),
+            Direction::Egress => spec
+                .egress
+                .iter()
+                .enumerate()
+                .find(|(_, r)| matches(r.action, &r.to, &r.protocols))
+                .map(|(i, r)| (i, r.action)),
         };
-        for (rule, (action, peers, protocols)) in rules.into_iter().enumerate() {
-            if peers.iter().any(|p| peer_matches(p, action, peer))
-                && protocols_match(protocols, destination_ports, traffic)
-            {
-                return Some(TierDecision { tier, policy: id, direction, rule, action });
-            }
+        if let Some((rule, action)) = first {
+            return Some(TierDecision { tier, policy: id, direction, rule, action });
         }
     }
     None
@@ -253,12 +256,7 @@ fn protocol_matches(entry: &ProtocolMatch, destination_ports: &[ContainerPort], 
             },
         };
     }
-    match &entry.destination_named_port {
-        Some(name) => destination_ports
-            .iter()
-            .any(|c| c.name.as_deref() == Some(name) && c.protocol == traffic.protocol && c.port == traffic.port),
-        None => false,
-    }
+    entry.destination_named_port.as_deref().is_some_and(|name| named_port_matches(destination_ports, name, traffic))
 }
 
 #[cfg(test)]

@@ -323,12 +323,7 @@ impl<'a> Evaluator<'a> {
         traffic: Traffic,
     ) -> Vec<RuleRef> {
         let mut allowed_by = Vec::new();
-        // The destination decides named ports: the peer for egress, the pod itself for ingress.
-        let destination_ports: &[ContainerPort] = match (direction, peer) {
-            (Direction::Egress, Endpoint::Pod(p)) => p.ports,
-            (Direction::Egress, _) => &[],
-            (Direction::Ingress, _) => pod.ports,
-        };
+        let destination_ports = destination_ports(pod, direction, peer);
         for &pid in isolated_by {
             let policy = self.inventory.policy(pid);
             for (index, (peers, ports)) in rules(policy, direction).enumerate() {
@@ -339,6 +334,24 @@ impl<'a> Evaluator<'a> {
         }
         allowed_by
     }
+}
+
+/// The container ports named ports resolve against: the destination's, which is the peer for
+/// egress and the pod itself for ingress (none for a destination that is not a pod).
+pub fn destination_ports<'p>(pod: &PodView<'p>, direction: Direction, peer: &Endpoint<'p>) -> &'p [ContainerPort] {
+    match (direction, peer) {
+        (Direction::Egress, Endpoint::Pod(p)) => p.ports,
+        (Direction::Egress, _) => &[],
+        (Direction::Ingress, _) => pod.ports,
+    }
+}
+
+/// Whether the destination declares a container port named `name` with the traffic's port and
+/// protocol (NetworkPolicy's named ports and ClusterNetworkPolicy's `destinationNamedPort`).
+pub fn named_port_matches(destination_ports: &[ContainerPort], name: &str, traffic: Traffic) -> bool {
+    destination_ports
+        .iter()
+        .any(|c| c.name.as_deref() == Some(name) && c.protocol == traffic.protocol && c.port == traffic.port)
 }
 
 /// Whether the policy governs `direction` (after `policyTypes` defaulting).
@@ -473,11 +486,9 @@ pub fn port_matches(entry: &NetworkPolicyPort, destination_ports: &[ContainerPor
     match &entry.port {
         None => true,
         Some(IntOrString::Int(_)) => numeric_range(entry).is_some_and(|r| r.contains(&traffic.port)),
+        // `protocol` is the traffic's here (checked above).
         Some(IntOrString::String(name)) => {
-            entry.end_port.is_none()
-                && destination_ports
-                    .iter()
-                    .any(|c| c.name.as_deref() == Some(name) && c.protocol == protocol && c.port == traffic.port)
+            entry.end_port.is_none() && named_port_matches(destination_ports, name, traffic)
         }
     }
 }
