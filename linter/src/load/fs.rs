@@ -233,24 +233,17 @@ pub fn read_filtered(
     threads: usize,
 ) -> Result<Vec<ReadFile>, ReadError> {
     let listed = list_filtered(inputs, filter, left)?;
+    // Files side by side; stdin (a stream) in its place, on this thread.
+    let files = crate::parallel::map(&listed, threads, |listed| match listed {
+        Listed::File(path) => Some(read_file(path, limits)),
+        Listed::Stdin => None,
+    });
     let mut out = Vec::with_capacity(listed.len());
-    let mut rest = listed.as_slice();
-    while let Some(first) = rest.first() {
-        if let Listed::Stdin = first {
-            out.push(read_stdin(stdin, limits)?);
-            rest = &rest[1..];
-            continue;
-        }
-        // A run of files, read side by side.
-        let run = rest.iter().take_while(|l| matches!(l, Listed::File(_))).count();
-        let (files, later) = rest.split_at(run);
-        rest = later;
-        for read in crate::parallel::map(files, threads, |listed| match listed {
-            Listed::File(path) => read_file(path, limits),
-            Listed::Stdin => read_stdin(&mut std::io::empty(), limits),
-        }) {
-            out.push(read?);
-        }
+    for read in files {
+        out.push(match read {
+            Some(file) => file?,
+            None => read_stdin(stdin, limits)?,
+        });
     }
     Ok(out)
 }
