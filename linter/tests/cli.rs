@@ -182,7 +182,8 @@ fn trace_names_the_cluster_network_policy_tier_that_decided() {
     assert_eq!(code, Some(1), "{text}");
     let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(doc["ingress"]["decidedBy"], "baseline");
-    assert_eq!(doc["ingress"]["baseline"]["clusterNetworkPolicy"], "baseline-deny-pod-ingress");
+    assert_eq!(doc["ingress"]["baseline"]["kind"], "ClusterNetworkPolicy");
+    assert_eq!(doc["ingress"]["baseline"]["name"], "baseline-deny-pod-ingress");
     assert_eq!(doc["ingress"]["admin"]["action"], "Pass");
     assert_eq!(doc["egress"]["decidedBy"], "default");
 }

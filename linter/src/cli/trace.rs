@@ -182,11 +182,16 @@ fn tier_place(project: &Project, t: TierDecision) -> (String, usize) {
 fn tier_text(project: &Project, t: TierDecision) -> String {
     let policy = project.inventory.cluster_policy(t.policy);
     let (file, line) = tier_place(project, t);
+    // The line already names the tier; the policy is named by kind, name and priority.
+    let priority = match policy.kind {
+        crate::model::ClusterPolicyKind::BaselineAdminNetworkPolicy => String::new(),
+        _ => format!(" (priority {})", policy.spec.priority),
+    };
     format!(
-        "{} ClusterNetworkPolicy {} (priority {}) {}[{}] ({file}:{line})",
-        t.action.as_str(),
+        "{} {} {}{priority} {}[{}] ({file}:{line})",
+        policy.kind.action_name(t.action),
+        policy.kind.as_str(),
         policy.name,
-        policy.spec.priority,
         t.direction.key(),
         t.rule
     )
@@ -197,10 +202,11 @@ fn tier_json(project: &Project, t: TierDecision) -> Value {
     let (file, line) = tier_place(project, t);
     json!({
         "tier": t.tier.as_str(),
-        "clusterNetworkPolicy": policy.name,
+        "kind": policy.kind.as_str(),
+        "name": policy.name,
         "priority": policy.spec.priority,
         "rule": t.rule,
-        "action": t.action.as_str(),
+        "action": policy.kind.action_name(t.action),
         "file": file,
         "line": line,
     })

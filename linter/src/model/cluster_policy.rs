@@ -17,12 +17,69 @@ pub const KIND: &str = "ClusterNetworkPolicy";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ClusterPolicyId(pub usize);
 
-/// A ClusterNetworkPolicy of the input.
+/// A cluster-wide tiered policy of the input: a ClusterNetworkPolicy, or a v1alpha1
+/// AdminNetworkPolicy or BaselineAdminNetworkPolicy read into the same spec
+/// ([`super::admin_policy`]).
 #[derive(Debug, Clone)]
 pub struct ClusterPolicy {
     pub object: ObjectId,
     pub name: String,
+    pub kind: ClusterPolicyKind,
     pub spec: ClusterNetworkPolicySpec,
+}
+
+/// The kind a [`ClusterPolicy`] was written as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClusterPolicyKind {
+    /// `policy.networking.k8s.io/v1alpha2` ClusterNetworkPolicy.
+    ClusterNetworkPolicy,
+    /// `policy.networking.k8s.io/v1alpha1` AdminNetworkPolicy (the Admin tier).
+    AdminNetworkPolicy,
+    /// `policy.networking.k8s.io/v1alpha1` BaselineAdminNetworkPolicy (the Baseline tier).
+    BaselineAdminNetworkPolicy,
+}
+
+impl ClusterPolicyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterPolicyKind::ClusterNetworkPolicy => KIND,
+            ClusterPolicyKind::AdminNetworkPolicy => "AdminNetworkPolicy",
+            ClusterPolicyKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
+        }
+    }
+
+    /// The action as this kind writes it (v1alpha1 says `Allow` where v1alpha2 says `Accept`).
+    pub fn action_name(self, action: Action) -> &'static str {
+        match (self, action) {
+            (ClusterPolicyKind::ClusterNetworkPolicy, a) => a.as_str(),
+            (_, Action::Accept) => "Allow",
+            (_, a) => a.as_str(),
+        }
+    }
+
+    /// The `spec` key of a rule's port list: `protocols` (v1alpha2) or `ports` (v1alpha1).
+    pub fn ports_key(self) -> &'static str {
+        match self {
+            ClusterPolicyKind::ClusterNetworkPolicy => "protocols",
+            _ => "ports",
+        }
+    }
+}
+
+impl ClusterPolicy {
+    /// How messages name the policy: `Admin-tier ClusterNetworkPolicy x (priority 5)`,
+    /// `AdminNetworkPolicy x (priority 5)`, `BaselineAdminNetworkPolicy default`.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            ClusterPolicyKind::ClusterNetworkPolicy => {
+                format!("{}-tier {KIND} {} (priority {})", self.spec.tier.as_str(), self.name, self.spec.priority)
+            }
+            ClusterPolicyKind::AdminNetworkPolicy => {
+                format!("AdminNetworkPolicy {} (priority {})", self.name, self.spec.priority)
+            }
+            ClusterPolicyKind::BaselineAdminNetworkPolicy => format!("BaselineAdminNetworkPolicy {}", self.name),
+        }
+    }
 }
 
 /// `spec`.

@@ -402,7 +402,7 @@ impl Inventory {
         let (kind_enum, status) = Kind::classify(&api_version, &kind);
         let ObjectMeta { name, generate_name, namespace, labels, annotations, .. } = meta;
         let name = name.or(generate_name).unwrap_or_default();
-        let cluster_scoped = matches!(kind_enum, Kind::Namespace | Kind::ClusterNetworkPolicy);
+        let cluster_scoped = kind_enum == Kind::Namespace || kind_enum.is_cluster_policy();
         let namespace = if cluster_scoped || (kind_enum == Kind::Other && namespace.is_none()) {
             namespace
         } else {
@@ -468,7 +468,7 @@ impl Inventory {
             }
             return;
         }
-        if kind_enum == Kind::ClusterNetworkPolicy {
+        if kind_enum.is_cluster_policy() {
             self.add_cluster_policy(object_id);
             return;
         }
@@ -548,18 +548,49 @@ impl Inventory {
     }
 
     fn add_cluster_policy(&mut self, object_id: ObjectId) {
+        use super::admin_policy::{self, Flavor};
+        use super::cluster_policy::ClusterPolicyKind;
         let object = &self.objects[object_id.0];
         let name = object.id.name.clone();
-        match typed::<ClusterNetworkPolicySpec>(&object.value, "/spec", &object.pointer) {
-            Ok(Some(spec)) => self.cluster_policies.push(ClusterPolicy { object: object_id, name, spec }),
+        let (doc, id, base) = (object.doc, object.id.clone(), object.pointer.clone());
+        let (kind, flavor) = match object.kind {
+            Kind::AdminNetworkPolicy => (ClusterPolicyKind::AdminNetworkPolicy, Some(Flavor::Admin)),
+            Kind::BaselineAdminNetworkPolicy => (ClusterPolicyKind::BaselineAdminNetworkPolicy, Some(Flavor::Baseline)),
+            _ => (ClusterPolicyKind::ClusterNetworkPolicy, None),
+        };
+        let typed_spec = match flavor {
+            None => typed::<ClusterNetworkPolicySpec>(&object.value, "/spec", &object.pointer),
+            Some(flavor) => {
+                let old_forms = admin_policy_old_forms(&object.value);
+                let converted = typed::<admin_policy::Spec>(&object.value, "/spec", &object.pointer)
+                    .map(|spec| spec.map(|spec| spec.convert(flavor)));
+                for (at, msg) in old_forms {
+                    self.problem(doc, &format!("{base}{at}"), &msg, Some(id.clone()));
+                }
+                if flavor == Flavor::Baseline && name != admin_policy::BASELINE_NAME {
+                    let msg = format!(
+                        "a BaselineAdminNetworkPolicy must be named {:?} (one per cluster); the API server rejects {name:?}",
+                        admin_policy::BASELINE_NAME
+                    );
+                    self.problem(doc, &format!("{base}/metadata/name"), &msg, Some(id.clone()));
+                }
+                converted.map(|spec| {
+                    spec.map(|(spec, problems)| {
+                        for (at, msg) in problems {
+                            self.problem(doc, &format!("{base}{at}"), &msg, Some(id.clone()));
+                        }
+                        spec
+                    })
+                })
+            }
+        };
+        match typed_spec {
+            Ok(Some(spec)) => self.cluster_policies.push(ClusterPolicy { object: object_id, name, kind, spec }),
             Ok(None) => {
-                let (doc, id, at) = (object.doc, object.id.clone(), format!("{}/spec", object.pointer));
-                self.problem(doc, &at, "a ClusterNetworkPolicy needs a spec (tier, priority, subject)", Some(id));
+                let msg = format!("a {} needs a spec (priority, subject)", kind.as_str());
+                self.problem(doc, &format!("{base}/spec"), &msg, Some(id));
             }
-            Err((at, msg)) => {
-                let (doc, id) = (object.doc, object.id.clone());
-                self.problem(doc, &at, &msg, Some(id));
-            }
+            Err((at, msg)) => self.problem(doc, &at, &msg, Some(id)),
         }
     }
 
@@ -910,6 +941,46 @@ fn lookup<'v>(value: &'v Value, pointer: &str) -> Option<&'v Value> {
 
 /// Deserializes the node at `pointer` (absent or null → `None`). On a type error returns the
 /// pointer of the offending field (relative to the document: `base` + path) and a message.
+/// Peers and subjects of a v1alpha1 policy written in the v0.1.0–v0.1.4 form, which today's
+/// CRD prunes into something else: `namespaces: {namespaceSelector: ...}` becomes an empty
+/// selector (every namespace) and `pods: {namespaces: ...}` loses its namespaces.
+fn admin_policy_old_forms(value: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut check = |at: String, peer: &Value| {
+        if let Some(ns) = peer.get("namespaces").and_then(Value::as_object)
+            && let Some(key) = super::admin_policy::OLD_NAMESPACES_KEYS.iter().find(|k| ns.contains_key(**k))
+        {
+            out.push((
+                format!("{at}/namespaces"),
+                format!(
+                    "namespaces.{key} is the v0.1.0-v0.1.4 form: today's CRD reads namespaces as a label selector and drops {key}, which selects every namespace"
+                ),
+            ));
+        }
+        if let Some(pods) = peer.get("pods").and_then(Value::as_object)
+            && pods.contains_key("namespaces")
+        {
+            out.push((
+                format!("{at}/pods"),
+                "pods.namespaces is the v0.1.0-v0.1.4 form: today's CRD needs pods.namespaceSelector and drops namespaces".to_owned(),
+            ));
+        }
+    };
+    if let Some(subject) = value.pointer("/spec/subject") {
+        check("/spec/subject".to_owned(), subject);
+    }
+    for (key, field) in [("ingress", "from"), ("egress", "to")] {
+        let rules = value.pointer(&format!("/spec/{key}")).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+        for (i, rule) in rules.iter().enumerate() {
+            let peers = rule.get(field).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+            for (j, peer) in peers.iter().enumerate() {
+                check(format!("/spec/{key}/{i}/{field}/{j}"), peer);
+            }
+        }
+    }
+    out
+}
+
 fn typed<T: DeserializeOwned>(value: &Value, pointer: &str, base: &str) -> Result<Option<T>, (String, String)> {
     let node = match lookup(value, pointer) {
         None | Some(Value::Null) => return Ok(None),

@@ -1,10 +1,11 @@
 //! The typed model of the input: objects, workloads, policies and namespaces.
 
+pub mod admin_policy;
 pub mod cluster_policy;
 pub mod inventory;
 pub mod object;
 
-pub use cluster_policy::{ClusterPolicy, ClusterPolicyId};
+pub use cluster_policy::{ClusterPolicy, ClusterPolicyId, ClusterPolicyKind};
 pub use inventory::{
     ContainerPort, Directions, Intent, Inventory, Labels, ModelProblem, NAMESPACE_NAME_LABEL, NamespaceInfo, Policy,
     PolicyId, Protocol, Workload, WorkloadId,

@@ -43,6 +43,10 @@ pub enum Kind {
     EgressIntent,
     /// `policy.networking.k8s.io/v1alpha2` (cluster-scoped).
     ClusterNetworkPolicy,
+    /// `policy.networking.k8s.io/v1alpha1` (cluster-scoped).
+    AdminNetworkPolicy,
+    /// `policy.networking.k8s.io/v1alpha1` (cluster-scoped, named `default`).
+    BaselineAdminNetworkPolicy,
     Other,
 }
 
@@ -72,6 +76,8 @@ impl Kind {
             "ReplicationController" => Kind::ReplicationController,
             "EgressIntent" => Kind::EgressIntent,
             "ClusterNetworkPolicy" => Kind::ClusterNetworkPolicy,
+            "AdminNetworkPolicy" => Kind::AdminNetworkPolicy,
+            "BaselineAdminNetworkPolicy" => Kind::BaselineAdminNetworkPolicy,
             _ => return (Kind::Other, Served),
         };
         let status = match (k, api_version) {
@@ -80,7 +86,8 @@ impl Kind {
             | (Kind::Deployment | Kind::ReplicaSet | Kind::StatefulSet | Kind::DaemonSet, "apps/v1")
             | (Kind::Job | Kind::CronJob, "batch/v1")
             | (Kind::EgressIntent, crate::egress::API_VERSION)
-            | (Kind::ClusterNetworkPolicy, super::cluster_policy::API_VERSION) => Served,
+            | (Kind::ClusterNetworkPolicy, super::cluster_policy::API_VERSION)
+            | (Kind::AdminNetworkPolicy | Kind::BaselineAdminNetworkPolicy, super::admin_policy::API_VERSION) => Served,
             (Kind::NetworkPolicy, "extensions/v1beta1") => Removed("1.16"),
             (Kind::Deployment | Kind::ReplicaSet | Kind::DaemonSet, "extensions/v1beta1")
             | (
@@ -91,6 +98,11 @@ impl Kind {
             _ => return (Kind::Other, Served),
         };
         (k, status)
+    }
+
+    /// The cluster-wide tiered policy kinds ([`super::ClusterPolicy`]).
+    pub fn is_cluster_policy(self) -> bool {
+        matches!(self, Kind::ClusterNetworkPolicy | Kind::AdminNetworkPolicy | Kind::BaselineAdminNetworkPolicy)
     }
 
     pub fn is_workload(self) -> bool {

@@ -17,7 +17,8 @@ declare_rule! {
     /// DNSCache `169.254.20.10`) on UDP 53, and says why: which policies isolate the pods and
     /// what is wrong with the rule that was meant to allow DNS.
     ///
-    /// ClusterNetworkPolicies (`policy.networking.k8s.io/v1alpha2`) are followed: an Admin-tier
+    /// ClusterNetworkPolicies (`policy.networking.k8s.io/v1alpha2`) and the v1alpha1
+    /// AdminNetworkPolicy and BaselineAdminNetworkPolicy are followed: an Admin-tier
     /// Accept of DNS lets it through whatever NetworkPolicy says, an Admin-tier Deny blocks it
     /// whatever NetworkPolicy allows, and a Baseline-tier Deny blocks it for pods no
     /// NetworkPolicy isolates. A finding caused by a ClusterNetworkPolicy names its tier, policy
@@ -141,11 +142,9 @@ fn tier_blocks_dns(
         inv.workload(workload).object,
         "/metadata/name",
         format!(
-            "pods of {} cannot resolve names: the {}-tier ClusterNetworkPolicy {} (priority {}) denies UDP 53 to cluster DNS in egress rule {}",
+            "pods of {} cannot resolve names: the {} denies UDP 53 to cluster DNS in egress rule {}",
             super::workload_label(cx, workload),
-            decision.tier.as_str(),
-            policy.name,
-            policy.spec.priority,
+            policy.describe(),
             decision.rule
         ),
     );

@@ -2,7 +2,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 
 use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::{Anchor, Finding};
-use crate::model::cluster_policy::{ClusterNetworkPolicySpec, NamespacedPod};
+use crate::model::cluster_policy::{ClusterNetworkPolicySpec, ClusterPolicyKind, NamespacedPod};
 use crate::model::inventory::IGNORE_ANNOTATION;
 use crate::semantics::evaluator::peer_lists;
 use crate::semantics::selector::selector_problem;
@@ -16,8 +16,10 @@ declare_rule! {
     /// `package.json` or a CI workflow, is skipped and counted), fields of the wrong type in a
     /// kind portcullis knows, removed API versions, NetworkPolicy values the API server
     /// rejects that no other rule covers (selector operators, label keys and values, empty
-    /// peers, unknown `policyTypes`), ClusterNetworkPolicy values its CRD rejects (priority,
-    /// subjects and peers without exactly one field, selectors, CIDRs, ports), and unknown rule
+    /// peers, unknown `policyTypes`), ClusterNetworkPolicy (and v1alpha1 AdminNetworkPolicy
+    /// and BaselineAdminNetworkPolicy) values their CRDs reject (priority, subjects and peers
+    /// without exactly one field, selectors, CIDRs, ports, the v0.1.0-v0.1.4 peer form the
+    /// current CRD silently turns into "every namespace"), and unknown rule
     /// names in a `portcullis.dev/ignore` annotation.
     ///
     /// ## Why is this bad?
@@ -122,26 +124,34 @@ impl Rule for InvalidManifest {
             }
         }
         for policy in &cx.inventory.cluster_policies {
-            for (pointer, msg) in cluster_policy_problems(&policy.spec) {
+            for (pointer, msg) in cluster_policy_problems(policy.kind, &policy.spec) {
                 out.push(cx.finding(meta, policy.object, &pointer, msg));
             }
         }
     }
 }
 
-/// What the API server rejects in a ClusterNetworkPolicy that its types alone do not say: the
+/// What the API server rejects in a ClusterNetworkPolicy (or a v1alpha1 AdminNetworkPolicy or
+/// BaselineAdminNetworkPolicy, read into the same spec) that its types alone do not say: the
 /// priority range, a subject or peer without exactly one field, label selectors, CIDRs, port
-/// ranges, lists over 25 items, named ports beside peers that have none (the CRD's validation
-/// rules in `apis/v1alpha2`).
-fn cluster_policy_problems(spec: &ClusterNetworkPolicySpec) -> Vec<(String, String)> {
-    /// `MaxItems` of every list of the CRD.
-    const MAX_ITEMS: usize = 25;
-    let mut out = Vec::new();
-    let too_many = |at: String, what: &str, n: usize| {
-        (n > MAX_ITEMS).then(|| (at, format!("{n} {what}; the API server accepts at most {MAX_ITEMS}")))
+/// ranges, lists over the CRD's bounds, named ports beside peers that have none (the CRDs'
+/// validation rules in `apis/v1alpha2` and `apis/v1alpha1`).
+fn cluster_policy_problems(kind: ClusterPolicyKind, spec: &ClusterNetworkPolicySpec) -> Vec<(String, String)> {
+    /// `MaxItems` of the address lists (`networks`, `domainNames`) in both versions.
+    const MAX_ADDRESSES: usize = 25;
+    // v1alpha2 bounds every list at 25; v1alpha1 its rules, peers and ports at 100.
+    let (max_items, ports_key, named_port_field) = match kind {
+        ClusterPolicyKind::ClusterNetworkPolicy => (25, "protocols", "destinationNamedPort"),
+        _ => (100, "ports", "namedPort"),
     };
-    out.extend(too_many("/spec/ingress".to_owned(), "ingress rules", spec.ingress.len()));
-    out.extend(too_many("/spec/egress".to_owned(), "egress rules", spec.egress.len()));
+    // v1alpha1 bounds a range's ends only; v1alpha2 also asks start < end.
+    let ordered_ranges = kind == ClusterPolicyKind::ClusterNetworkPolicy;
+    let mut out = Vec::new();
+    let too_many = |at: String, what: &str, n: usize, max: usize| {
+        (n > max).then(|| (at, format!("{n} {what}; the API server accepts at most {max}")))
+    };
+    out.extend(too_many("/spec/ingress".to_owned(), "ingress rules", spec.ingress.len(), max_items));
+    out.extend(too_many("/spec/egress".to_owned(), "egress rules", spec.egress.len(), max_items));
     if !(0..=1000).contains(&spec.priority) {
         out.push(("/spec/priority".to_owned(), format!("priority {} is outside 0-1000", spec.priority)));
     }
@@ -171,8 +181,8 @@ fn cluster_policy_problems(spec: &ClusterNetworkPolicySpec) -> Vec<(String, Stri
     let mut index = std::collections::HashMap::new();
     for (key, field, peers, protocols) in ingress.chain(egress) {
         let rule: &mut usize = index.entry(key).or_default();
-        out.extend(too_many(format!("/spec/{key}/{rule}/{field}"), "peers", peers.len()));
-        out.extend(too_many(format!("/spec/{key}/{rule}/protocols"), "protocols", protocols.len()));
+        out.extend(too_many(format!("/spec/{key}/{rule}/{field}"), "peers", peers.len(), max_items));
+        out.extend(too_many(format!("/spec/{key}/{rule}/{ports_key}"), ports_key, protocols.len(), max_items));
         let named_port = protocols.iter().any(|p| p.destination_named_port.is_some());
         for (pi, peer) in peers.iter().enumerate() {
             let at = format!("/spec/{key}/{rule}/{field}/{pi}");
@@ -187,12 +197,19 @@ fn cluster_policy_problems(spec: &ClusterNetworkPolicySpec) -> Vec<(String, Stri
                 out.push((at.clone(), "a peer must set exactly one field".to_owned()));
             }
             out.extend(selectors(&at, &peer.namespaces, &peer.pods));
-            out.extend(too_many(at.clone(), "networks", peer.networks.as_ref().map_or(0, Vec::len)));
-            out.extend(too_many(at.clone(), "domainNames", peer.domain_names.as_ref().map_or(0, Vec::len)));
+            out.extend(too_many(at.clone(), "networks", peer.networks.as_ref().map_or(0, Vec::len), MAX_ADDRESSES));
+            out.extend(too_many(
+                at.clone(),
+                "domainNames",
+                peer.domain_names.as_ref().map_or(0, Vec::len),
+                MAX_ADDRESSES,
+            ));
             if named_port && (peer.networks.is_some() || peer.nodes.is_some() || peer.domain_names.is_some()) {
                 out.push((
                     at.clone(),
-                    "networks, nodes and domainNames peers have no named ports: the API server rejects destinationNamedPort beside them".to_owned(),
+                    format!(
+                        "networks, nodes and domainNames peers have no named ports: the API server rejects {named_port_field} beside them"
+                    ),
                 ));
             }
             for cidr in peer.networks.iter().flatten() {
@@ -207,14 +224,21 @@ fn cluster_policy_problems(spec: &ClusterNetworkPolicySpec) -> Vec<(String, Stri
                 let bad = match (port.number, port.range) {
                     (Some(n), None) => !(1..=65535).contains(&n),
                     (None, Some(r)) => {
-                        !(1..=65535).contains(&r.start) || !(1..=65535).contains(&r.end) || r.start >= r.end
+                        !(1..=65535).contains(&r.start)
+                            || !(1..=65535).contains(&r.end)
+                            || (ordered_ranges && r.start >= r.end)
                     }
                     _ => true,
                 };
                 if bad {
                     out.push((
-                        format!("/spec/{key}/{rule}/protocols/{i}"),
-                        "destinationPort must be a number in 1-65535 or a range with start < end in 1-65535".to_owned(),
+                        format!("/spec/{key}/{rule}/{ports_key}/{i}"),
+                        if ordered_ranges {
+                            "destinationPort must be a number in 1-65535 or a range with start < end in 1-65535"
+                        } else {
+                            "a port must be a number in 1-65535 or a range with ends in 1-65535"
+                        }
+                        .to_owned(),
                     ));
                 }
             }

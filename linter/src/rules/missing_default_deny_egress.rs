@@ -9,8 +9,9 @@ declare_rule! {
     /// Finds namespaces that run workloads but have no NetworkPolicy with an empty `podSelector`
     /// isolating `Egress`: a namespace-wide default-deny for outgoing traffic.
     ///
-    /// A ClusterNetworkPolicy (`policy.networking.k8s.io/v1alpha2`, Admin or Baseline tier) counts
-    /// as the namespace's default-deny when its subject is the whole namespace and one of its
+    /// A ClusterNetworkPolicy (`policy.networking.k8s.io/v1alpha2`, Admin or Baseline tier), or
+    /// a v1alpha1 AdminNetworkPolicy or BaselineAdminNetworkPolicy, counts as the namespace's
+    /// default-deny when its subject is the whole namespace and one of its
     /// egress rules is a `Deny` without protocols to `networks` `0.0.0.0/0` and `::/0` (both
     /// families: an IPv4-only Deny leaves IPv6 open).
     ///

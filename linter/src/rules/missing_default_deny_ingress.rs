@@ -7,8 +7,9 @@ declare_rule! {
     /// Finds namespaces that run workloads but have no NetworkPolicy with an empty `podSelector`
     /// isolating `Ingress`: a namespace-wide default-deny for incoming traffic.
     ///
-    /// A ClusterNetworkPolicy (`policy.networking.k8s.io/v1alpha2`, Admin or Baseline tier) counts
-    /// as the namespace's default-deny when its subject is the whole namespace and one of its
+    /// A ClusterNetworkPolicy (`policy.networking.k8s.io/v1alpha2`, Admin or Baseline tier), or
+    /// a v1alpha1 AdminNetworkPolicy or BaselineAdminNetworkPolicy, counts as the namespace's
+    /// default-deny when its subject is the whole namespace and one of its
     /// ingress rules is a `Deny` without protocols from every pod (`namespaces: {}`): the usual
     /// cluster-wide default-deny, which the namespace's NetworkPolicies then open (Baseline).
     ///
