@@ -18,6 +18,7 @@ pub use egress_blocks_dns::explain_dns_block;
 
 mod dns_open_to_any;
 mod dns_tcp_missing;
+mod domain_names_outside_admin_accept;
 mod egress_allow_all;
 mod egress_blocks_dns;
 mod forbidden_ignore;

@@ -2,7 +2,8 @@
 
 use super::{FixAvailability, Rule, RuleMeta};
 use super::{
-    dns_open_to_any::DnsOpenToAny, dns_tcp_missing::DnsTcpMissing, egress_allow_all::EgressAllowAll,
+    dns_open_to_any::DnsOpenToAny, dns_tcp_missing::DnsTcpMissing,
+    domain_names_outside_admin_accept::DomainNamesOutsideAdminAccept, egress_allow_all::EgressAllowAll,
     egress_blocks_dns::EgressBlocksDns, forbidden_ignore::ForbiddenIgnore,
     guarded_address_allowed::GuardedAddressAllowed, host_network_bypass::HostNetworkBypass,
     ignored_rules::IgnoredRules, ingress_allow_all::IngressAllowAll, invalid_egress_intent::InvalidEgressIntent,
@@ -32,6 +33,7 @@ pub static RULES: &[&dyn Rule] = &[
     &InvalidEgressIntent,
     &ForbiddenIgnore,
     &GuardedAddressAllowed,
+    &DomainNamesOutsideAdminAccept,
 ];
 
 /// Metadata of every rule, in code order.
