@@ -1,5 +1,6 @@
 //! NetworkPolicy truth tables: `testcases/semantics/*.yaml` hold policies, pods and a
-//! `TrafficQueries` document of queries with the verdict the Kubernetes reference gives.
+//! `TrafficQueries` document of queries with the verdict the Kubernetes reference gives
+//! (`allowed`, `denied`, or `unknown` when the input cannot settle it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
@@ -10,9 +11,13 @@ use std::net::IpAddr;
 use portcullis_linter::semantics::{Endpoint, Evaluator, Traffic};
 use serde_json::Value;
 
-fn endpoint<'a>(project: &'a portcullis_linter::project::Project, eval: &Evaluator<'a>, raw: &str) -> Endpoint<'a> {
+fn endpoint<'a>(project: &'a portcullis_linter::project::Project, eval: &Evaluator<'a>, raw: &'a str) -> Endpoint<'a> {
     if let Ok(ip) = raw.parse::<IpAddr>() {
         return Endpoint::Address(ip);
+    }
+    if !raw.contains('/') {
+        // An external destination known by name (FQDN peers).
+        return Endpoint::Name(raw);
     }
     let id = project.find_workload(raw).unwrap_or_else(|e| panic!("{e}"));
     Endpoint::Pod(eval.pod(id))
@@ -45,12 +50,14 @@ fn truth_tables_match_the_kubernetes_reference() {
                 other => other.to_string(),
             };
             let traffic = Traffic::parse(&text("port")).unwrap();
-            let verdict = eval.evaluate(
-                &endpoint(&project, &eval, &text("from")),
-                &endpoint(&project, &eval, &text("to")),
-                traffic,
-            );
-            let got = if verdict.allowed { "allowed" } else { "denied" };
+            let (from, to) = (text("from"), text("to"));
+            let verdict = eval.evaluate(&endpoint(&project, &eval, &from), &endpoint(&project, &eval, &to), traffic);
+            // `unknown`: the input cannot settle it (the verdict names a rule it cannot decide).
+            let got = match (verdict.undecided(), verdict.allowed) {
+                (Some(_), _) => "unknown",
+                (None, true) => "allowed",
+                (None, false) => "denied",
+            };
             total += 1;
             if got != text("expect") {
                 failures.push(format!(

@@ -344,7 +344,12 @@ fn review_policy(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
             });
         }
         mutation = Some(Mutation { patch, description });
-    } else if reach.udp_allowed && reach.udp_tier.is_none() && reach.tcp_tier.is_none() && !reach.tcp_allowed {
+    } else if reach.udp_allowed
+        && reach.udp_layer.is_none()
+        && reach.tcp_layer.is_none()
+        && reach.cilium_isolated_by.is_empty()
+        && !reach.tcp_allowed
+    {
         // NetworkPolicy lets UDP reach DNS, not TCP: PC004's own fix, when it patches this policy.
         let finding = findings.iter().find(|f| f.code == "PC004" && doc_index(f) == Some(probe));
         let own_patch = finding.and_then(|f| f.fix.as_ref()).and_then(|fix| {

@@ -6,8 +6,10 @@ use serde_json::{Value, json};
 
 use super::{EXIT_FINDINGS, EXIT_OK, Io, LoadArgs, load_config, load_project};
 use crate::egress::parse_fqdn;
+use crate::model::cilium_policy::CiliumRuleId;
 use crate::model::{PolicyId, WorkloadId};
 use crate::project::Project;
+use crate::semantics::cilium::CiliumRuleRef;
 use crate::semantics::cluster::TierDecision;
 use crate::semantics::{Decided, Direction, DirectionVerdict, Endpoint, Evaluator, Traffic};
 
@@ -69,16 +71,27 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
                 "allowed": d.allowed(),
                 "decidedBy": match d.decided() {
                     Decided::Admin(_) => "admin",
-                    Decided::NetworkPolicy => "networkPolicy",
+                    Decided::CiliumDeny(_) => "ciliumDeny",
+                    Decided::Isolation => "isolation",
                     Decided::Baseline(_) => "baseline",
                     Decided::Default => "default",
                 },
-                "isolated": d.isolated,
+                "isolated": d.is_isolated(),
                 "applies": true,
                 "isolatedBy": d.isolated_by.iter().map(|p| Decider::new(&project, *p, None).json()).collect::<Vec<_>>(),
                 "allowedBy": d.allowed_by.iter().map(|r| Decider::new(&project, r.policy, Some((r.direction, r.index))).json()).collect::<Vec<_>>(),
                 "admin": d.admin.map(|t| tier_json(&project, t)),
                 "baseline": d.baseline.map(|t| tier_json(&project, t)),
+                "cilium": {
+                    "isolatedBy": d.cilium.isolated_by.iter().map(|r| cilium_json(&project, *r, None)).collect::<Vec<_>>(),
+                    "allowedBy": d.cilium.allowed_by.iter().map(|r| cilium_json(&project, r.rule, Some(*r))).collect::<Vec<_>>(),
+                    "deniedBy": d.cilium.denied_by.map(|r| cilium_json(&project, r.rule, Some(r))),
+                    "undecided": d.cilium.undecided.iter().map(|u| {
+                        let mut v = cilium_json(&project, u.rule.rule, Some(u.rule));
+                        v["why"] = json!(u.why);
+                        v
+                    }).collect::<Vec<_>>(),
+                },
             }),
         }
     };
@@ -86,6 +99,7 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     if args.format == "json" {
         let doc = json!({
             "verdict": verdict_word,
+            "undecided": verdict.undecided().map(|u| json!({"rule": cilium_text(&project, u.rule.rule, Some(u.rule)), "why": u.why})),
             "from": describe(&from),
             "to": describe(&to),
             "port": traffic.port,
@@ -133,11 +147,20 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
                         writeln!(io.stdout, "    the Baseline tier passes it on: {}", tier_text(&project, t))?;
                     }
                 }
-                Decided::NetworkPolicy => {
-                    let state = if d.allowed() { "allowed" } else { "denied" };
+                Decided::CiliumDeny(r) => {
+                    writeln!(
+                        io.stdout,
+                        "  {label} of {who}: denied by a Cilium deny rule (deny wins over every allow): {}",
+                        cilium_text(&project, r.rule, Some(r))
+                    )?;
+                }
+                Decided::Isolation => {
                     writeln!(io.stdout, "  {label} of {who}: isolated, {state}")?;
                     for p in &d.isolated_by {
                         writeln!(io.stdout, "    isolated by {}", Decider::new(&project, *p, None).text())?;
+                    }
+                    for r in &d.cilium.isolated_by {
+                        writeln!(io.stdout, "    isolated by {}", cilium_text(&project, *r, None))?;
                     }
                     for r in &d.allowed_by {
                         writeln!(
@@ -146,11 +169,30 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
                             Decider::new(&project, r.policy, Some((r.direction, r.index))).text()
                         )?;
                     }
-                    if d.allowed_by.is_empty() {
+                    for r in &d.cilium.allowed_by {
+                        writeln!(io.stdout, "    allowed by {}", cilium_text(&project, r.rule, Some(*r)))?;
+                    }
+                    if !d.allowed() {
                         writeln!(io.stdout, "    no rule of these policies allows this traffic")?;
                     }
                 }
             }
+            for u in &d.cilium.undecided {
+                writeln!(
+                    io.stdout,
+                    "    undecided offline: {} may match ({})",
+                    cilium_text(&project, u.rule.rule, Some(u.rule)),
+                    u.why
+                )?;
+            }
+        }
+        if let Some(u) = verdict.undecided() {
+            writeln!(
+                io.stdout,
+                "  the verdict may be the opposite: {} cannot be decided offline ({})",
+                cilium_text(&project, u.rule.rule, Some(u.rule)),
+                u.why
+            )?;
         }
     }
     Ok(if verdict.allowed { EXIT_OK } else { EXIT_FINDINGS })
@@ -210,6 +252,36 @@ fn tier_json(project: &Project, t: TierDecision) -> Value {
         "file": file,
         "line": line,
     })
+}
+
+/// Where a Cilium rule (or the policy rule `at`) is written: file and line.
+fn cilium_place(project: &Project, id: CiliumRuleId, at: Option<CiliumRuleRef>) -> (String, usize) {
+    let rule = project.inventory.cilium_rule(id);
+    let obj = project.inventory.object(rule.object);
+    let pointer = at.map_or_else(|| rule.pointer.clone(), |r| r.pointer(&project.inventory));
+    let line = project.sources.locate(&obj.doc, &obj.doc_pointer(&pointer)).line;
+    let file = project.sources.get(obj.doc.source).map(|s| s.name.clone()).unwrap_or_default();
+    (file, line)
+}
+
+fn cilium_text(project: &Project, id: CiliumRuleId, at: Option<CiliumRuleRef>) -> String {
+    let rule = project.inventory.cilium_rule(id);
+    let (file, line) = cilium_place(project, id, at);
+    match at {
+        None => format!("{} ({file}:{line})", rule.describe()),
+        Some(r) => format!("{} {}[{}] ({file}:{line})", rule.describe(), r.key(), r.index),
+    }
+}
+
+fn cilium_json(project: &Project, id: CiliumRuleId, at: Option<CiliumRuleRef>) -> Value {
+    let rule = project.inventory.cilium_rule(id);
+    let (file, line) = cilium_place(project, id, at);
+    let mut v = json!({"kind": rule.kind(), "namespace": rule.namespace, "name": rule.name, "spec": rule.pointer, "file": file, "line": line});
+    if let Some(r) = at {
+        v["list"] = json!(r.key());
+        v["rule"] = json!(r.index);
+    }
+    v
 }
 
 /// A policy (or one of its rules) that decided a direction, with where it is written.

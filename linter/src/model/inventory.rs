@@ -13,6 +13,7 @@ use saphyr_parser::{Event, Span};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::cilium_policy::{CiliumRule, CiliumRuleId, RuleSpec};
 use super::cluster_policy::{ClusterNetworkPolicySpec, ClusterPolicy, ClusterPolicyId};
 use super::object::{ApiVersionStatus, Kind, Object, ObjectId, ObjectRef, has_annotations};
 use crate::egress::EgressIntentSpec;
@@ -139,6 +140,8 @@ pub struct NamespaceInfo {
     pub policies: Vec<PolicyId>,
     pub workloads: Vec<WorkloadId>,
     pub intents: Vec<usize>,
+    /// Rules of the namespace's CiliumNetworkPolicies.
+    pub cilium_rules: Vec<CiliumRuleId>,
     /// Objects of API groups outside Kubernetes (custom resources), which operators may turn
     /// into pods the input does not show.
     pub custom_resources: usize,
@@ -165,6 +168,12 @@ pub struct Inventory {
     pub intents: Vec<Intent>,
     /// ClusterNetworkPolicies (cluster-scoped: no namespace holds them).
     pub cluster_policies: Vec<ClusterPolicy>,
+    /// Rules of CiliumNetworkPolicies and CiliumClusterwideNetworkPolicies, one per `spec` or
+    /// `specs` item, in input order.
+    pub cilium_rules: Vec<CiliumRule>,
+    /// [`Inventory::cilium_rules`] of clusterwide policies; those of a namespace's policies are
+    /// in its [`NamespaceInfo::cilium_rules`].
+    pub cilium_clusterwide: Vec<CiliumRuleId>,
     pub problems: Vec<ModelProblem>,
     /// Documents skipped as plainly not Kubernetes objects ([`is_kubernetes_shaped`]):
     /// `package.json`, `docker-compose.yml`, CI workflows, OpenAPI specs, Helm values.
@@ -202,6 +211,8 @@ impl Inventory {
             workloads: Vec::new(),
             intents: Vec::new(),
             cluster_policies: Vec::new(),
+            cilium_rules: Vec::new(),
+            cilium_clusterwide: Vec::new(),
             problems: Vec::new(),
             skipped: Vec::new(),
             replaced: Vec::new(),
@@ -402,7 +413,8 @@ impl Inventory {
         let (kind_enum, status) = Kind::classify(&api_version, &kind);
         let ObjectMeta { name, generate_name, namespace, labels, annotations, .. } = meta;
         let name = name.or(generate_name).unwrap_or_default();
-        let cluster_scoped = kind_enum == Kind::Namespace || kind_enum.is_cluster_policy();
+        let cluster_scoped = matches!(kind_enum, Kind::Namespace | Kind::CiliumClusterwideNetworkPolicy)
+            || kind_enum.is_cluster_policy();
         let namespace = if cluster_scoped || (kind_enum == Kind::Other && namespace.is_none()) {
             namespace
         } else {
@@ -472,6 +484,10 @@ impl Inventory {
             self.add_cluster_policy(object_id);
             return;
         }
+        if kind_enum == Kind::CiliumClusterwideNetworkPolicy {
+            self.add_cilium_policy(object_id, None);
+            return;
+        }
         let Some(ns) = ns_name else { return };
         if custom_group && let Some(info) = self.namespaces.get_mut(&ns) {
             info.custom_resources += 1;
@@ -484,6 +500,7 @@ impl Inventory {
         match kind_enum {
             Kind::NetworkPolicy => self.add_policy(object_id, ns, spec, managed_by_portcullis),
             Kind::EgressIntent => self.add_intent(object_id, ns),
+            Kind::CiliumNetworkPolicy => self.add_cilium_policy(object_id, Some(ns)),
             k if k.is_workload() => self.add_workload(object_id, ns, pods),
             _ => {}
         }
@@ -592,6 +609,57 @@ impl Inventory {
             }
             Err((at, msg)) => self.problem(doc, &at, &msg, Some(id)),
         }
+    }
+
+    /// Reads `spec` and `specs` of a Cilium policy into one [`CiliumRule`] each.
+    fn add_cilium_policy(&mut self, object_id: ObjectId, namespace: Option<String>) {
+        let object = &self.objects[object_id.0];
+        let (doc, id, base, name) = (object.doc, object.id.clone(), object.pointer.clone(), object.id.name.clone());
+        let mut rules = Vec::new();
+        let mut problems = Vec::new();
+        match typed::<RuleSpec>(&object.value, "/spec", &object.pointer) {
+            Ok(Some(spec)) => rules.push(("/spec".to_owned(), spec)),
+            Ok(None) => {}
+            Err(problem) => problems.push(problem),
+        }
+        let specs = object.value.get("specs").and_then(Value::as_array).map_or(0, Vec::len);
+        for i in 0..specs {
+            let at = format!("/specs/{i}");
+            match typed::<RuleSpec>(&object.value, &at, &object.pointer) {
+                Ok(Some(spec)) => rules.push((at, spec)),
+                Ok(None) => {}
+                Err(problem) => problems.push(problem),
+            }
+        }
+        if rules.is_empty() && problems.is_empty() {
+            problems.push((format!("{base}/spec"), format!("a {} needs spec or specs", id.kind)));
+        }
+        for (at, msg) in problems {
+            self.problem(doc, &at, &msg, Some(id.clone()));
+        }
+        for (pointer, spec) in rules {
+            let rule = CiliumRuleId(self.cilium_rules.len());
+            self.cilium_rules.push(CiliumRule {
+                object: object_id,
+                name: name.clone(),
+                namespace: namespace.clone(),
+                pointer,
+                spec,
+            });
+            match &namespace {
+                None => self.cilium_clusterwide.push(rule),
+                Some(ns) => {
+                    if let Some(info) = self.namespaces.get_mut(ns) {
+                        info.cilium_rules.push(rule);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A Cilium rule by id.
+    pub fn cilium_rule(&self, id: CiliumRuleId) -> &CiliumRule {
+        &self.cilium_rules[id.0]
     }
 
     fn add_intent(&mut self, object_id: ObjectId, namespace: String) {

@@ -1,6 +1,7 @@
 //! The typed model of the input: objects, workloads, policies and namespaces.
 
 pub mod admin_policy;
+pub mod cilium_policy;
 pub mod cluster_policy;
 pub mod inventory;
 pub mod object;

@@ -47,6 +47,10 @@ pub enum Kind {
     AdminNetworkPolicy,
     /// `policy.networking.k8s.io/v1alpha1` (cluster-scoped, named `default`).
     BaselineAdminNetworkPolicy,
+    /// `cilium.io/v2`.
+    CiliumNetworkPolicy,
+    /// `cilium.io/v2` (cluster-scoped).
+    CiliumClusterwideNetworkPolicy,
     Other,
 }
 
@@ -78,6 +82,8 @@ impl Kind {
             "ClusterNetworkPolicy" => Kind::ClusterNetworkPolicy,
             "AdminNetworkPolicy" => Kind::AdminNetworkPolicy,
             "BaselineAdminNetworkPolicy" => Kind::BaselineAdminNetworkPolicy,
+            "CiliumNetworkPolicy" => Kind::CiliumNetworkPolicy,
+            "CiliumClusterwideNetworkPolicy" => Kind::CiliumClusterwideNetworkPolicy,
             _ => return (Kind::Other, Served),
         };
         let status = match (k, api_version) {
@@ -87,7 +93,10 @@ impl Kind {
             | (Kind::Job | Kind::CronJob, "batch/v1")
             | (Kind::EgressIntent, crate::egress::API_VERSION)
             | (Kind::ClusterNetworkPolicy, super::cluster_policy::API_VERSION)
-            | (Kind::AdminNetworkPolicy | Kind::BaselineAdminNetworkPolicy, super::admin_policy::API_VERSION) => Served,
+            | (Kind::AdminNetworkPolicy | Kind::BaselineAdminNetworkPolicy, super::admin_policy::API_VERSION)
+            | (Kind::CiliumNetworkPolicy | Kind::CiliumClusterwideNetworkPolicy, super::cilium_policy::API_VERSION) => {
+                Served
+            }
             (Kind::NetworkPolicy, "extensions/v1beta1") => Removed("1.16"),
             (Kind::Deployment | Kind::ReplicaSet | Kind::DaemonSet, "extensions/v1beta1")
             | (

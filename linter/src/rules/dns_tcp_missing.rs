@@ -50,9 +50,15 @@ impl Rule for DnsTcpMissing {
         for (i, w) in inv.workloads.iter().enumerate() {
             let id = WorkloadId(i);
             let Some(reach) = cx.dns_reach(id) else { continue };
-            // NetworkPolicy's answer only: when a ClusterNetworkPolicy decides DNS, the rule
-            // this finding would point at is not the one that matters.
-            if reach.udp_tier.is_some() || reach.tcp_tier.is_some() || !reach.udp_allowed || reach.tcp_allowed {
+            // NetworkPolicy's answer only: when another layer decides DNS (a ClusterNetworkPolicy
+            // tier, a Cilium deny) or a Cilium rule allows it, the rule this finding would point
+            // at is not the one that matters.
+            if reach.udp_layer.is_some()
+                || reach.tcp_layer.is_some()
+                || !reach.cilium_isolated_by.is_empty()
+                || !reach.udp_allowed
+                || reach.tcp_allowed
+            {
                 continue;
             }
             let Some(udp_rule) = reach.udp.first() else { continue };

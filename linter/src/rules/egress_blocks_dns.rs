@@ -5,7 +5,7 @@ use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::{Applicability, Edit, Finding, Fix};
 use crate::fix::dns_patch;
 use crate::model::{NAMESPACE_NAME_LABEL, Policy, PolicyId, Protocol};
-use crate::semantics::dns::{DNS_PORT, DnsTarget};
+use crate::semantics::dns::{DNS_PORT, DnsTarget, LayerDecision};
 use crate::semantics::evaluator::{numeric_range, peer_matches, port_matches};
 use crate::semantics::selector::{describe_selector, selector_matches};
 use crate::semantics::{Endpoint, ParsedIpBlock, Traffic};
@@ -23,6 +23,12 @@ declare_rule! {
     /// whatever NetworkPolicy allows, and a Baseline-tier Deny blocks it for pods no
     /// NetworkPolicy isolates. A finding caused by a ClusterNetworkPolicy names its tier, policy
     /// and rule, and has no automatic fix: the cluster's administrators own that policy.
+    ///
+    /// Cilium policies (`cilium.io/v2`) are followed too: a Cilium deny of port 53 blocks DNS
+    /// whatever any allow says, and a Cilium policy's default deny isolates the pods like a
+    /// NetworkPolicy (allowed when a rule of either allows DNS). When only Cilium policies
+    /// isolate the pods there is no NetworkPolicy to patch, so the finding has no fix. A DNS
+    /// allowance that cannot be decided offline (`toServices`) is not reported as a block.
     ///
     /// ## Why is this bad?
     /// Every name lookup times out, so the application fails in ways that do not look like a
@@ -76,11 +82,24 @@ impl Rule for EgressBlocksDns {
         for (i, w) in inv.workloads.iter().enumerate() {
             let id = crate::model::WorkloadId(i);
             let Some(reach) = cx.dns_reach(id) else { continue };
-            if reach.udp_allowed {
+            // Allowed, or a rule the input cannot settle may allow it: nothing certain to report.
+            if reach.udp_allowed || reach.udp_undecided {
                 continue;
             }
-            if let Some(decision) = reach.udp_tier {
-                out.push(tier_blocks_dns(cx, &Self::META, id, decision));
+            match reach.udp_layer {
+                Some(LayerDecision::Tier(decision)) => {
+                    out.push(tier_blocks_dns(cx, &Self::META, id, decision));
+                    continue;
+                }
+                Some(LayerDecision::CiliumDeny(rule)) => {
+                    out.push(cilium_denies_dns(cx, &Self::META, id, rule));
+                    continue;
+                }
+                None => {}
+            }
+            if reach.isolated_by.is_empty() {
+                // Only Cilium policies isolate the pods: no NetworkPolicy to diagnose or patch.
+                out.push(cilium_isolation_blocks_dns(cx, &Self::META, id, &reach.cilium_isolated_by));
                 continue;
             }
             let names: Vec<String> = reach.isolated_by.iter().map(|&p| inv.policy(p).name.clone()).collect();
@@ -102,6 +121,14 @@ impl Rule for EgressBlocksDns {
                     policy.object,
                     "/spec/podSelector",
                     format!("policy {} isolates egress of these pods", policy.name),
+                ));
+            }
+            for &r in &reach.cilium_isolated_by {
+                let rule = inv.cilium_rule(r);
+                f.related.push(cx.related(
+                    rule.object,
+                    &format!("{}/endpointSelector", rule.pointer),
+                    format!("{} also isolates egress of these pods, and none of its rules allows DNS", rule.describe()),
                 ));
             }
             for (n, d) in diagnoses.iter().enumerate() {
@@ -156,11 +183,68 @@ fn tier_blocks_dns(
     f
 }
 
+/// A workload whose DNS a Cilium deny rule blocks: named, located, no fix (a deny wins over
+/// every allow; only removing or narrowing it helps).
+fn cilium_denies_dns(
+    cx: &Context<'_>,
+    meta: &'static RuleMeta,
+    workload: crate::model::WorkloadId,
+    rule: crate::semantics::cilium::CiliumRuleRef,
+) -> Finding {
+    let inv = cx.inventory;
+    let owner = inv.cilium_rule(rule.rule);
+    let mut f = cx.finding(
+        meta,
+        inv.workload(workload).object,
+        "/metadata/name",
+        format!(
+            "pods of {} cannot resolve names: {} denies UDP 53 to cluster DNS in {} rule {}, and a Cilium deny wins over every allow",
+            super::workload_label(cx, workload),
+            owner.describe(),
+            rule.key(),
+            rule.index
+        ),
+    );
+    f.related.push(cx.related(owner.object, &rule.pointer(inv), "this rule denies DNS for these pods".to_owned()));
+    f
+}
+
+/// A workload that only Cilium policies isolate, none of whose rules allows DNS. No fix: the
+/// rule to add belongs in a Cilium policy, ideally with `rules.dns` so `toFQDNs` rules work.
+fn cilium_isolation_blocks_dns(
+    cx: &Context<'_>,
+    meta: &'static RuleMeta,
+    workload: crate::model::WorkloadId,
+    isolated_by: &[crate::model::cilium_policy::CiliumRuleId],
+) -> Finding {
+    let inv = cx.inventory;
+    let names: Vec<String> = isolated_by.iter().map(|&r| inv.cilium_rule(r).describe()).collect();
+    let mut f = cx.finding(
+        meta,
+        inv.workload(workload).object,
+        "/metadata/name",
+        format!(
+            "pods of {} cannot resolve names: egress isolated by {} and no rule allows UDP 53 to cluster DNS (add an egress rule to the kube-dns pods on port 53, with rules.dns if the pods use toFQDNs)",
+            super::workload_label(cx, workload),
+            names.join(", ")
+        ),
+    );
+    for &r in isolated_by {
+        let rule = inv.cilium_rule(r);
+        f.related.push(cx.related(
+            rule.object,
+            &format!("{}/endpointSelector", rule.pointer),
+            format!("{} isolates egress of these pods", rule.describe()),
+        ));
+    }
+    f
+}
+
 /// Why NetworkPolicy blocks DNS for pods whose egress `reach` describes, or `None` when UDP 53
 /// reaches cluster DNS or a ClusterNetworkPolicy decides it (which no NetworkPolicy change
 /// helps). The webhook uses it for the pods a reviewed policy selects.
 pub fn explain_dns_block(cx: &Context<'_>, reach: &crate::semantics::dns::DnsReach) -> Option<String> {
-    if reach.udp_allowed || reach.udp_tier.is_some() || reach.isolated_by.is_empty() {
+    if reach.udp_allowed || reach.udp_undecided || reach.udp_layer.is_some() || reach.isolated_by.is_empty() {
         return None;
     }
     let names: Vec<String> = reach.isolated_by.iter().map(|&p| cx.inventory.policy(p).name.clone()).collect();

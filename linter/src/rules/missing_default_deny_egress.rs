@@ -13,7 +13,11 @@ declare_rule! {
     /// a v1alpha1 AdminNetworkPolicy or BaselineAdminNetworkPolicy, counts as the namespace's
     /// default-deny when its subject is the whole namespace and one of its
     /// egress rules is a `Deny` without protocols to `networks` `0.0.0.0/0` and `::/0` (both
-    /// families: an IPv4-only Deny leaves IPv6 open).
+    /// families: an IPv4-only Deny leaves IPv6 open). So does a Cilium policy that puts every pod
+    /// of the namespace in default deny at egress: a CiliumNetworkPolicy of the namespace with
+    /// an empty `endpointSelector`, or a CiliumClusterwideNetworkPolicy whose `endpointSelector`
+    /// names only namespaces (`io.kubernetes.pod.namespace`, `io.cilium.k8s.namespace.labels.*`)
+    /// and matches this one, with egress rules (or `enableDefaultDeny.egress: true`).
     ///
     /// ## Why is this bad?
     /// Without it, pods may connect anywhere: other namespaces, cloud metadata endpoints, the
@@ -76,10 +80,12 @@ pub(super) fn check_default_deny(
 ) {
     let inv = cx.inventory;
     for ns in inv.namespaces_with_workloads() {
-        // A NetworkPolicy with an empty podSelector, or a ClusterNetworkPolicy that denies
-        // the whole namespace everything in this direction (either tier).
+        // A NetworkPolicy with an empty podSelector, a ClusterNetworkPolicy that denies the
+        // whole namespace everything in this direction (either tier), or a Cilium policy that
+        // puts every pod of the namespace in default deny.
         if cx.eval.default_deny_policy(&ns.name, direction).is_some()
             || cx.eval.cluster_default_deny(&ns.name, direction).is_some()
+            || cx.eval.cilium_default_deny(&ns.name, direction).is_some()
         {
             continue;
         }

@@ -12,6 +12,10 @@ declare_rule! {
     /// default-deny when its subject is the whole namespace and one of its
     /// ingress rules is a `Deny` without protocols from every pod (`namespaces: {}`): the usual
     /// cluster-wide default-deny, which the namespace's NetworkPolicies then open (Baseline).
+    /// So does a Cilium policy that puts every pod of the namespace in default deny at ingress:
+    /// a CiliumNetworkPolicy of the namespace with an empty `endpointSelector`, or a
+    /// CiliumClusterwideNetworkPolicy whose `endpointSelector` names only namespaces and matches
+    /// this one, with ingress rules (or `enableDefaultDeny.ingress: true`).
     ///
     /// ## Why is this bad?
     /// Without it, every pod that no other policy selects accepts connections from anywhere in

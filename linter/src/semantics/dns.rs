@@ -5,9 +5,11 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::cilium::CiliumRuleRef;
 use super::cluster::{NamespaceCandidates, TierDecision};
 use super::evaluator::{Decided, Direction, Endpoint, Evaluator, PodView, RuleRef, Traffic};
 use crate::config::DnsConfig;
+use crate::model::cilium_policy::CiliumRuleId;
 use crate::model::{ContainerPort, Labels, NAMESPACE_NAME_LABEL, PolicyId, Protocol, WorkloadId};
 
 /// DNS port.
@@ -77,15 +79,30 @@ pub struct DnsReach {
     pub udp_allowed: bool,
     /// Whether TCP 53 reaches some DNS destination, all layers considered.
     pub tcp_allowed: bool,
-    /// The ClusterNetworkPolicy rule that decided UDP 53 when a tier (not NetworkPolicy) did:
-    /// the Accept that lets it through, or the Deny that blocks it (to the first destination).
-    pub udp_tier: Option<TierDecision>,
+    /// The rule that decided UDP 53 when a layer above or below isolation did (a
+    /// ClusterNetworkPolicy tier's Accept or Deny, a Cilium deny), to the first destination
+    /// that lets it through, or else the first one.
+    pub udp_layer: Option<LayerDecision>,
     /// The same for TCP 53.
-    pub tcp_tier: Option<TierDecision>,
+    pub tcp_layer: Option<LayerDecision>,
+    /// Cilium rules isolating the workload's egress.
+    pub cilium_isolated_by: Vec<CiliumRuleId>,
+    /// Whether a rule the input cannot settle may let UDP 53 through (or block it).
+    pub udp_undecided: bool,
+}
+
+/// A decision on DNS made by a rule outside the isolation layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerDecision {
+    /// A ClusterNetworkPolicy (or AdminNetworkPolicy/BaselineAdminNetworkPolicy) rule.
+    Tier(TierDecision),
+    /// A Cilium deny rule.
+    CiliumDeny(CiliumRuleRef),
 }
 
 /// DNS reachability of a workload's pods; `None` when nothing governs their egress to DNS (no
-/// NetworkPolicy isolates it and no ClusterNetworkPolicy rule matches it), or they use the host
+/// NetworkPolicy or Cilium policy isolates it and no ClusterNetworkPolicy or Cilium deny rule
+/// matches it), or they use the host
 /// network, where neither applies.
 pub fn dns_reach(eval: &Evaluator<'_>, workload: WorkloadId, target: &DnsTarget) -> Option<DnsReach> {
     let pod = eval.pod(workload);
@@ -112,17 +129,27 @@ pub fn dns_reach_among(
         tcp: Vec::new(),
         udp_allowed: false,
         tcp_allowed: false,
-        udp_tier: None,
-        tcp_tier: None,
+        udp_layer: None,
+        tcp_layer: None,
+        cilium_isolated_by: applicable
+            .cilium
+            .iter()
+            .copied()
+            .filter(|&id| super::cilium::isolates(eval.inventory.cilium_rule(id), Direction::Egress))
+            .collect(),
+        udp_undecided: false,
     };
-    let mut governed = !reach.isolated_by.is_empty();
+    let mut governed = !reach.isolated_by.is_empty() || !reach.cilium_isolated_by.is_empty();
     for endpoint in target.endpoints() {
         for protocol in [Protocol::Udp, Protocol::Tcp] {
             let traffic = Traffic { port: DNS_PORT, protocol };
             let verdict = eval.judge(&pod, Direction::Egress, &applicable, &endpoint, traffic);
+            if protocol == Protocol::Udp && verdict.undecided().is_some() {
+                reach.udp_undecided = true;
+            }
             let (rules, allowed, tier) = match protocol {
-                Protocol::Udp => (&mut reach.udp, &mut reach.udp_allowed, &mut reach.udp_tier),
-                _ => (&mut reach.tcp, &mut reach.tcp_allowed, &mut reach.tcp_tier),
+                Protocol::Udp => (&mut reach.udp, &mut reach.udp_allowed, &mut reach.udp_layer),
+                _ => (&mut reach.tcp, &mut reach.tcp_allowed, &mut reach.tcp_layer),
             };
             for rule in verdict.allowed_by.iter().copied() {
                 if !rules.contains(&rule) {
@@ -130,8 +157,9 @@ pub fn dns_reach_among(
                 }
             }
             let decided = match verdict.decided() {
-                Decided::Admin(d) | Decided::Baseline(d) => Some(d),
-                Decided::NetworkPolicy | Decided::Default => None,
+                Decided::Admin(d) | Decided::Baseline(d) => Some(LayerDecision::Tier(d)),
+                Decided::CiliumDeny(r) => Some(LayerDecision::CiliumDeny(r)),
+                Decided::Isolation | Decided::Default => None,
             };
             governed |= decided.is_some();
             if verdict.allowed() && !*allowed {

@@ -23,9 +23,11 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::cilium::{CiliumRuleRef, CiliumVerdict, Undecided};
 use super::cluster::TierDecision;
 use super::ip_block::ParsedIpBlock;
 use super::selector::selector_matches;
+use crate::model::cilium_policy::CiliumRuleId;
 use crate::model::cluster_policy::{Action, Tier};
 use crate::model::{ContainerPort, Inventory, Labels, Policy, PolicyId, Protocol, Workload, WorkloadId};
 
@@ -115,6 +117,8 @@ pub struct DirectionVerdict {
     pub admin: Option<TierDecision>,
     /// The Baseline-tier ClusterNetworkPolicy rule that matched first, if any.
     pub baseline: Option<TierDecision>,
+    /// What Cilium's policies say (empty without any).
+    pub cilium: CiliumVerdict,
 }
 
 /// The policies of every layer that apply to one pod in one direction
@@ -127,6 +131,8 @@ pub struct Applicable {
     pub admin: Vec<crate::model::ClusterPolicyId>,
     /// Baseline-tier ClusterNetworkPolicies selecting the pod, in evaluation order.
     pub baseline: Vec<crate::model::ClusterPolicyId>,
+    /// Cilium rules selecting the pod (either direction).
+    pub cilium: Vec<CiliumRuleId>,
 }
 
 /// Which layer decided a direction.
@@ -134,8 +140,11 @@ pub struct Applicable {
 pub enum Decided {
     /// An Admin-tier rule's Accept or Deny.
     Admin(TierDecision),
-    /// NetworkPolicy, which isolates the pod (allowed when one of its rules allows).
-    NetworkPolicy,
+    /// A Cilium deny rule, which wins over every allow of NetworkPolicy and Cilium.
+    CiliumDeny(CiliumRuleRef),
+    /// The pod is isolated (by NetworkPolicy, or by a Cilium policy's default deny): allowed
+    /// when an allow rule of either matches.
+    Isolation,
     /// A Baseline-tier rule's Accept or Deny.
     Baseline(TierDecision),
     /// Nothing decided: Kubernetes allows.
@@ -144,13 +153,31 @@ pub enum Decided {
 
 impl DirectionVerdict {
     /// The combined verdict, in the order the ClusterNetworkPolicy API defines: an Admin Accept
-    /// or Deny is final; then NetworkPolicy decides for the pods it isolates; then a Baseline
-    /// Accept or Deny; then the default, allow. Pass moves on to the next layer.
+    /// or Deny is final; then a Cilium deny rule (which Cilium puts above every allow); then,
+    /// for a pod NetworkPolicy or a Cilium policy isolates, any allow rule of either; then a
+    /// Baseline Accept or Deny; then the default, allow. Pass moves on to the next layer.
     pub fn allowed(&self) -> bool {
         match self.decided() {
             Decided::Admin(d) | Decided::Baseline(d) => d.action == Action::Accept,
-            Decided::NetworkPolicy => !self.allowed_by.is_empty(),
+            Decided::CiliumDeny(_) => false,
+            Decided::Isolation => !self.allowed_by.is_empty() || !self.cilium.allowed_by.is_empty(),
             Decided::Default => true,
+        }
+    }
+
+    /// Whether NetworkPolicy or a Cilium policy isolates the pod in this direction.
+    pub fn is_isolated(&self) -> bool {
+        self.isolated || !self.cilium.isolated_by.is_empty()
+    }
+
+    /// A rule the input cannot settle that could turn [`DirectionVerdict::allowed`] around: an
+    /// undecidable deny when it allows, an undecidable allow when isolation denies.
+    pub fn undecided(&self) -> Option<Undecided> {
+        match self.decided() {
+            Decided::Admin(_) | Decided::CiliumDeny(_) => None,
+            _ if self.allowed() => self.cilium.undecided.iter().find(|u| u.rule.deny).copied(),
+            Decided::Isolation => self.cilium.undecided.iter().find(|u| !u.rule.deny).copied(),
+            _ => None,
         }
     }
 
@@ -159,8 +186,11 @@ impl DirectionVerdict {
         if let Some(d) = self.admin.filter(|d| d.action != Action::Pass) {
             return Decided::Admin(d);
         }
-        if self.isolated {
-            return Decided::NetworkPolicy;
+        if let Some(rule) = self.cilium.denied_by {
+            return Decided::CiliumDeny(rule);
+        }
+        if self.is_isolated() {
+            return Decided::Isolation;
         }
         match self.baseline.filter(|d| d.action != Action::Pass) {
             Some(d) => Decided::Baseline(d),
@@ -177,6 +207,21 @@ pub struct PolicyVerdict {
     pub egress: Option<DirectionVerdict>,
     /// The receiver's ingress (`None` when the receiver is not a pod NetworkPolicy applies to).
     pub ingress: Option<DirectionVerdict>,
+}
+
+impl PolicyVerdict {
+    /// A rule the input cannot settle that could turn the verdict around (see
+    /// [`DirectionVerdict::undecided`]): for a denied connection, one in a direction that
+    /// denies (the other must allow for it to matter); for an allowed one, in either.
+    pub fn undecided(&self) -> Option<Undecided> {
+        let sides = [self.egress.as_ref(), self.ingress.as_ref()];
+        let denying: Vec<&DirectionVerdict> = sides.iter().flatten().copied().filter(|d| !d.allowed()).collect();
+        match denying.as_slice() {
+            [] => sides.iter().flatten().find_map(|d| d.undecided()),
+            [only] => only.undecided(),
+            _ => None,
+        }
+    }
 }
 
 /// Evaluates traffic over an inventory. Cheap to build; borrows the inventory.
@@ -240,6 +285,12 @@ impl<'a> Evaluator<'a> {
         super::cluster::namespace_default_deny(self.inventory, self.namespace_labels(namespace), direction)
     }
 
+    /// A Cilium rule that puts every pod of the namespace in default deny for `direction`
+    /// ([`super::cilium::namespace_default_deny`]).
+    pub fn cilium_default_deny(&self, namespace: &str, direction: Direction) -> Option<CiliumRuleId> {
+        super::cilium::namespace_default_deny(self.inventory, namespace, direction)
+    }
+
     /// Judges `from` → `to` on `traffic`.
     pub fn evaluate(&self, from: &Endpoint<'_>, to: &Endpoint<'_>, traffic: Traffic) -> PolicyVerdict {
         let egress = match from {
@@ -274,6 +325,7 @@ impl<'a> Evaluator<'a> {
             isolated_by: self.isolating_policies(pod, direction),
             admin: candidates.applicable(Tier::Admin, pod),
             baseline: candidates.applicable(Tier::Baseline, pod),
+            cilium: super::cilium::selecting(self.inventory, pod),
         }
     }
 
@@ -308,6 +360,7 @@ impl<'a> Evaluator<'a> {
             allowed_by,
             admin: tier(Tier::Admin, &applicable.admin),
             baseline: tier(Tier::Baseline, &applicable.baseline),
+            cilium: super::cilium::judge(self.inventory, &applicable.cilium, pod, direction, peer, traffic),
         }
     }
 
