@@ -22,6 +22,8 @@ mod domain_names_outside_admin_accept;
 mod egress_allow_all;
 mod egress_blocks_dns;
 mod forbidden_ignore;
+mod fqdn_allow_all;
+mod fqdn_without_dns_proxy;
 mod guarded_address_allowed;
 mod host_network_bypass;
 mod ignored_rules;

@@ -4,13 +4,13 @@ use super::{FixAvailability, Rule, RuleMeta};
 use super::{
     dns_open_to_any::DnsOpenToAny, dns_tcp_missing::DnsTcpMissing,
     domain_names_outside_admin_accept::DomainNamesOutsideAdminAccept, egress_allow_all::EgressAllowAll,
-    egress_blocks_dns::EgressBlocksDns, forbidden_ignore::ForbiddenIgnore,
-    guarded_address_allowed::GuardedAddressAllowed, host_network_bypass::HostNetworkBypass,
-    ignored_rules::IgnoredRules, ingress_allow_all::IngressAllowAll, invalid_egress_intent::InvalidEgressIntent,
-    invalid_ip_block::InvalidIpBlock, invalid_manifest::InvalidManifest, invalid_port::InvalidPort,
-    missing_default_deny_egress::MissingDefaultDenyEgress, missing_default_deny_ingress::MissingDefaultDenyIngress,
-    peer_and_or_confusion::PeerAndOrConfusion, selector_matches_nothing::SelectorMatchesNothing,
-    unknown_named_port::UnknownNamedPort,
+    egress_blocks_dns::EgressBlocksDns, forbidden_ignore::ForbiddenIgnore, fqdn_allow_all::FqdnAllowAll,
+    fqdn_without_dns_proxy::FqdnWithoutDnsProxy, guarded_address_allowed::GuardedAddressAllowed,
+    host_network_bypass::HostNetworkBypass, ignored_rules::IgnoredRules, ingress_allow_all::IngressAllowAll,
+    invalid_egress_intent::InvalidEgressIntent, invalid_ip_block::InvalidIpBlock, invalid_manifest::InvalidManifest,
+    invalid_port::InvalidPort, missing_default_deny_egress::MissingDefaultDenyEgress,
+    missing_default_deny_ingress::MissingDefaultDenyIngress, peer_and_or_confusion::PeerAndOrConfusion,
+    selector_matches_nothing::SelectorMatchesNothing, unknown_named_port::UnknownNamedPort,
 };
 
 /// Every rule, in code order.
@@ -34,6 +34,8 @@ pub static RULES: &[&dyn Rule] = &[
     &ForbiddenIgnore,
     &GuardedAddressAllowed,
     &DomainNamesOutsideAdminAccept,
+    &FqdnWithoutDnsProxy,
+    &FqdnAllowAll,
 ];
 
 /// Metadata of every rule, in code order.
