@@ -153,6 +153,45 @@ fn context_policies_count_but_are_not_reported() {
 }
 
 #[test]
+fn trace_names_the_cilium_rule_that_decided_and_what_it_cannot_decide() {
+    // The verdicts are the truth tables' (testcases/semantics/27-... and 29-...).
+    let repo = common::repo();
+    let trace = |table: &str, from: &str, to: &str, port: &str, json: bool| {
+        let mut args = vec!["trace", table, "--from", from, "--to", to, "--port", port];
+        if json {
+            args.extend(["--format", "json"]);
+        }
+        let out = portcullis(&args, &repo, None);
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let deny_table = "testcases/semantics/27-cilium-deny-table-and-default-deny.yaml";
+    let (code, text) = trace(deny_table, "default/other", "default/legacy", "22", false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("denied by a Cilium deny rule (deny wins over every allow): CiliumNetworkPolicy default/legacy-deny-other-on-22 ingressDeny[0]"),
+        "{text}"
+    );
+    let (_, text) = trace(deny_table, "default/other", "default/legacy", "22", true);
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["ingress"]["decidedBy"], "ciliumDeny");
+    assert_eq!(doc["ingress"]["cilium"]["deniedBy"]["list"], "ingressDeny");
+    let fqdn_table = "testcases/semantics/29-cilium-fqdn-and-undecidable.yaml";
+    let (code, text) = trace(fqdn_table, "shop/operator", "shop/db", "5432", false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("the verdict may be the opposite: CiliumNetworkPolicy shop/operator-egress egress[1]"),
+        "{text}"
+    );
+    assert!(text.contains("toServices needs the Service"), "{text}");
+    let (code, text) = trace(fqdn_table, "shop/payments", "api.stripe.com", "443", true);
+    assert_eq!(code, Some(0), "{text}");
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["egress"]["decidedBy"], "isolation");
+    assert_eq!(doc["egress"]["cilium"]["allowedBy"][0]["rule"], 1);
+    assert!(doc["undecided"].is_null());
+}
+
+#[test]
 fn trace_names_the_cluster_network_policy_tier_that_decided() {
     // The verdicts are the truth table's (testcases/semantics/22-...): trace must say which
     // layer gave them.
