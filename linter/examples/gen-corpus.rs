@@ -3,7 +3,7 @@
 //! mistake, so the rules have real work and real findings.
 //!
 //! `cargo run --release -p portcullis-linter --example gen-corpus -- DIR [NAMESPACES] [--split]
-//! [--cluster-policies=N]`
+//! [--cluster-policies=N] [--cilium-policies=N]`
 //!
 //! `--split` writes one file per object instead (`DIR/ns-00042/03-deployment-worker.yaml`):
 //! the shape of a GitOps repository, for `--context` runs over many small files.
@@ -11,6 +11,12 @@
 //! Admin (a port Deny, a Pass of DNS to NetworkPolicy and of the team's own ingress), half
 //! Baseline (a default-deny of the team's ingress and egress), each selecting one team's
 //! namespaces: the findings stay those of the NetworkPolicies.
+//! `--cilium-policies=N` adds N Cilium policies: per namespace (the first N, written in the
+//! namespace's file), a CiliumNetworkPolicy for `api` (DNS through the proxy, a `toFQDNs` host, the
+//! database, a deny of the metadata address), and one policy in fifty a
+//! CiliumClusterwideNetworkPolicy for one team's namespaces (in `cilium-clusterwide-policies.yaml`). No new findings; the `api` policy
+//! allows DNS, which clears `api`'s PC003 in the broken namespaces it covers (Cilium's allows add
+//! to NetworkPolicy's).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -23,13 +29,32 @@ fn main() -> std::io::Result<()> {
     let split = flags.iter().any(|a| a == "--split");
     let cluster_policies: usize =
         flags.iter().find_map(|a| a.strip_prefix("--cluster-policies=")?.parse().ok()).unwrap_or(0);
+    let cilium_policies: usize =
+        flags.iter().find_map(|a| a.strip_prefix("--cilium-policies=")?.parse().ok()).unwrap_or(0);
     std::fs::create_dir_all(&dir)?;
+    // Each namespace's CiliumNetworkPolicy is written beside its other objects (as a
+    // repository keeps them); the clusterwide ones go to one file.
+    let mut namespaced_cilium = vec![Vec::new(); namespaces];
+    let mut clusterwide = Vec::new();
+    for i in 0..cilium_policies {
+        match cilium_policy(i, namespaces.max(1)) {
+            (Some(_), text) if namespaces > 0 => namespaced_cilium[i % namespaces].push(text),
+            (_, text) => clusterwide.push(text),
+        }
+    }
+    if !clusterwide.is_empty() {
+        std::fs::write(dir.join("cilium-clusterwide-policies.yaml"), clusterwide.join("---\n"))?;
+    }
     if cluster_policies > 0 {
         let text: Vec<String> = (0..cluster_policies).map(cluster_policy).collect();
         std::fs::write(dir.join("cluster-policies.yaml"), text.join("---\n"))?;
     }
-    for i in 0..namespaces {
-        let text = namespace(i);
+    for (i, cilium) in namespaced_cilium.iter().enumerate() {
+        let mut text = namespace(i);
+        for policy in cilium {
+            text.push_str("---\n");
+            text.push_str(policy);
+        }
         if !split {
             std::fs::write(dir.join(format!("ns-{i:05}.yaml")), text)?;
             continue;
@@ -63,6 +88,23 @@ fn cluster_policy(i: usize) -> String {
         "  ingress:\n  - action: Deny\n    from:\n    - namespaces: {}\n  egress:\n  - action: Deny\n    to:\n    - networks: [0.0.0.0/0, ::/0]\n".to_owned()
     };
     head + &body
+}
+
+/// The `i`th Cilium policy: (whether it is namespaced, its text). Namespaced ones belong to
+/// namespace `i` (modulo the namespace count).
+fn cilium_policy(i: usize, namespaces: usize) -> (Option<()>, String) {
+    if i % 50 == 49 {
+        let text = format!(
+            "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {{name: ccnp-{i:04}}}\nspec:\n  endpointSelector:\n    matchLabels: {{io.cilium.k8s.namespace.labels.team: t{}}}\n  enableDefaultDeny: {{ingress: false, egress: false}}\n  egressDeny:\n  - toCIDR: [169.254.169.254/32]\n",
+            i % 50
+        );
+        return (None, text);
+    }
+    let text = format!(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: api-egress, namespace: team-{:05}}}\nspec:\n  endpointSelector: {{matchLabels: {{app: api}}}}\n  egress:\n  - toEndpoints:\n    - matchLabels: {{\"k8s:io.kubernetes.pod.namespace\": kube-system, \"k8s:k8s-app\": kube-dns}}\n    toPorts:\n    - ports: [{{port: \"53\", protocol: ANY}}]\n      rules:\n        dns: [{{matchPattern: \"*\"}}]\n  - toFQDNs: [{{matchName: api.example.com}}]\n    toPorts:\n    - ports: [{{port: \"443\", protocol: TCP}}]\n  - toEndpoints: [{{matchLabels: {{app: db}}}}]\n    toPorts:\n    - ports: [{{port: \"5432\", protocol: TCP}}]\n  egressDeny:\n  - toCIDR: [169.254.169.254/32]\n",
+        i % namespaces
+    );
+    (Some(()), text)
 }
 
 fn namespace(i: usize) -> String {

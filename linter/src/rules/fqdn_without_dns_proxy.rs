@@ -1,7 +1,7 @@
 use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::Finding;
 use crate::model::WorkloadId;
-use crate::semantics::cilium::{dns_visible, selecting};
+use crate::semantics::cilium::dns_visible;
 
 declare_rule! {
     /// ## What it does
@@ -50,7 +50,7 @@ impl Rule for FqdnWithoutDnsProxy {
 
     fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         let inv = cx.inventory;
-        if inv.cilium_rules.is_empty() {
+        if !inv.cilium_rules.iter().any(|r| r.spec.egress.iter().any(|e| e.to_fqdns.is_some())) {
             return;
         }
         // Per workload: the Cilium rules selecting it, and whether its DNS is proxied.
@@ -58,7 +58,8 @@ impl Rule for FqdnWithoutDnsProxy {
         for i in 0..inv.workloads.len() {
             let id = WorkloadId(i);
             let pod = cx.eval.pod(id);
-            let rules = selecting(inv, &pod);
+            let Some(candidates) = cx.candidates(pod.namespace) else { continue };
+            let rules = candidates.cilium(inv, &pod);
             if rules.is_empty() || dns_visible(inv, &rules) {
                 continue;
             }

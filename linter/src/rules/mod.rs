@@ -125,25 +125,47 @@ pub struct Context<'a> {
     pub load_problems: &'a [LoadProblem],
     /// DNS reachability per workload, computed once for the rules that need it (PC003, PC004).
     dns_reach: std::sync::OnceLock<Vec<Option<DnsReach>>>,
+    /// The cluster-wide policies that can select each namespace's pods, computed once.
+    candidates: std::sync::OnceLock<std::collections::HashMap<&'a str, NamespaceCandidates<'a>>>,
 }
 
 impl<'a> Context<'a> {
     pub fn new(inventory: &'a Inventory, config: &'a Config, load_problems: &'a [LoadProblem]) -> Context<'a> {
         let eval = Evaluator::new(inventory);
         let dns = DnsTarget::new(&config.dns, &eval);
-        Context { inventory, config, eval, dns, load_problems, dns_reach: std::sync::OnceLock::new() }
+        Context {
+            inventory,
+            config,
+            eval,
+            dns,
+            load_problems,
+            dns_reach: std::sync::OnceLock::new(),
+            candidates: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The ClusterNetworkPolicies and Cilium rules that can select pods of `namespace` (a
+    /// namespace of some workload), computed once per namespace.
+    pub fn candidates(&self, namespace: &str) -> Option<&NamespaceCandidates<'a>> {
+        let all = self.candidates.get_or_init(|| {
+            let mut all = std::collections::HashMap::new();
+            for w in &self.inventory.workloads {
+                all.entry(w.namespace.as_str()).or_insert_with(|| {
+                    NamespaceCandidates::new(self.inventory, self.eval.namespace_labels(&w.namespace))
+                });
+            }
+            all
+        });
+        all.get(namespace)
     }
 
     /// How a workload's egress treats DNS (`None` when its egress is not isolated).
     pub fn dns_reach(&self, workload: WorkloadId) -> Option<&DnsReach> {
         let all = self.dns_reach.get_or_init(|| {
-            // The ClusterNetworkPolicies that can select a namespace's pods, once per namespace.
-            let mut candidates: std::collections::HashMap<&str, NamespaceCandidates<'_>> = Default::default();
+            let none = NamespaceCandidates::default();
             let mut all = Vec::with_capacity(self.inventory.workloads.len());
             for (i, w) in self.inventory.workloads.iter().enumerate() {
-                let namespace = candidates.entry(w.namespace.as_str()).or_insert_with(|| {
-                    NamespaceCandidates::new(self.inventory, self.eval.namespace_labels(&w.namespace))
-                });
+                let namespace = self.candidates(&w.namespace).unwrap_or(&none);
                 all.push(dns_reach_among(&self.eval, WorkloadId(i), &self.dns, namespace));
             }
             all

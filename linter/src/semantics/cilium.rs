@@ -113,35 +113,81 @@ pub struct CiliumVerdict {
     pub undecided: Vec<Undecided>,
 }
 
-/// The Cilium rules whose `endpointSelector` selects `pod`, in input order.
-pub fn selecting(inventory: &Inventory, pod: &PodView<'_>) -> Vec<CiliumRuleId> {
-    if pod.host_network || inventory.cilium_rules.is_empty() {
+/// The Cilium rules that can select pods of the namespace with these labels (the namespace's
+/// own, and the clusterwide ones whose namespace requirements match), in input order, each with
+/// whether its selector also asks about pod labels. Workloads of a namespace share it
+/// ([`super::cluster::NamespaceCandidates`]), so a clusterwide rule's namespace part is judged
+/// once per namespace, not once per workload.
+pub fn namespace_candidates(
+    inventory: &Inventory,
+    namespace_labels: &crate::model::Labels,
+) -> Vec<(CiliumRuleId, bool)> {
+    if inventory.cilium_rules.is_empty() {
         return Vec::new();
     }
-    let own = inventory.namespace(pod.namespace).map(|ns| ns.cilium_rules.as_slice()).unwrap_or(&[]);
-    let mut out: Vec<CiliumRuleId> = own
+    let Some(namespace) = namespace_labels.get(crate::model::NAMESPACE_NAME_LABEL) else { return Vec::new() };
+    let no_labels = crate::model::Labels::new();
+    let probe = PodView {
+        namespace,
+        labels: &no_labels,
+        namespace_labels,
+        ports: &[],
+        ips: &[],
+        host_network: false,
+        workload: None,
+    };
+    let own = inventory.namespace(namespace).map(|ns| ns.cilium_rules.as_slice()).unwrap_or(&[]);
+    let mut out: Vec<(CiliumRuleId, bool)> = own
         .iter()
         .chain(&inventory.cilium_clusterwide)
-        .copied()
-        .filter(|&id| subject_matches(inventory.cilium_rule(id), pod) == Tri::Yes)
+        .filter_map(|&id| {
+            let rule = inventory.cilium_rule(id);
+            let selector = rule.spec.endpoint_selector.as_ref()?;
+            if rule.spec.node_selector.is_some() {
+                return None;
+            }
+            let namespace_part = scoped_matches(selector, &probe, Scope::Namespace);
+            let pod_part = requirement_keys(selector).any(|k| scope(k) == Scope::Pod);
+            (namespace_part == Tri::Yes).then_some((id, pod_part))
+        })
         .collect();
     out.sort_unstable();
     out
 }
 
-/// Whether the rule applies to the pod (an undecidable selector is reported by
-/// [`subject_matches`] and counted as not selecting).
-fn subject_matches(rule: &CiliumRule, pod: &PodView<'_>) -> Tri {
-    let Some(selector) = &rule.spec.endpoint_selector else { return Tri::No };
-    if rule.spec.node_selector.is_some() {
-        return Tri::No;
+/// Whether the rule applies to the pod (an undecidable selector counts as not selecting).
+pub fn subject_matches(rule: &CiliumRule, pod: &PodView<'_>) -> bool {
+    let Some(selector) = &rule.spec.endpoint_selector else { return false };
+    if rule.spec.node_selector.is_some() || pod.host_network {
+        return false;
     }
     if let Some(ns) = &rule.namespace
         && ns != pod.namespace
     {
-        return Tri::No;
+        return false;
     }
-    selector_matches(selector, pod)
+    selector_matches(selector, pod) == Tri::Yes
+}
+
+/// Which part of a pod's identity a selector key asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Namespace,
+    Pod,
+}
+
+fn scope(key: &str) -> Scope {
+    let key = key.strip_prefix("k8s:").or_else(|| key.strip_prefix("any:")).unwrap_or(key);
+    if key == NAMESPACE_KEY || key.starts_with(NAMESPACE_LABELS_PREFIX) { Scope::Namespace } else { Scope::Pod }
+}
+
+fn requirement_keys(selector: &LabelSelector) -> impl Iterator<Item = &str> {
+    selector
+        .match_labels
+        .iter()
+        .flat_map(|m| m.keys())
+        .chain(selector.match_expressions.iter().flatten().map(|r| &r.key))
+        .map(String::as_str)
 }
 
 /// Whether the rule puts the pods it selects in default deny for `direction`.
@@ -168,7 +214,7 @@ fn direction_rules(rule: &CiliumRule, direction: Direction) -> impl Iterator<Ite
 }
 
 /// Judges `pod`'s `direction` towards `peer` on `traffic` with the Cilium rules selecting it
-/// (from [`selecting`]).
+/// (from [`super::cluster::NamespaceCandidates::cilium`]).
 pub fn judge(
     inventory: &Inventory,
     applicable: &[CiliumRuleId],
@@ -299,16 +345,26 @@ fn label<'a>(pod: &PodView<'a>, key: &str) -> Label<'a> {
 
 /// Kubernetes label-selector semantics over Cilium's view of a pod's labels.
 pub fn selector_matches(selector: &LabelSelector, pod: &PodView<'_>) -> Tri {
+    scoped_matches(selector, pod, None)
+}
+
+/// [`selector_matches`] over the requirements whose keys are of `only` (all when `None`).
+fn scoped_matches(selector: &LabelSelector, pod: &PodView<'_>, only: impl Into<Option<Scope>>) -> Tri {
     const UNKNOWN: &str = "service-account and cluster labels are not in the input";
+    let only = only.into();
+    let wanted = |key: &str| only.is_none_or(|s| scope(key) == s);
     let mut result = Tri::Yes;
-    for (k, v) in selector.match_labels.iter().flatten() {
+    for (k, v) in selector.match_labels.iter().flatten().filter(|(k, _)| wanted(k)) {
         result = result.and(match label(pod, k) {
             Label::Value(x) => Tri::from(x == v),
             Label::Absent => Tri::No,
             Label::Unknown => Tri::Unknown(UNKNOWN),
         });
+        if result == Tri::No {
+            return result;
+        }
     }
-    for req in selector.match_expressions.iter().flatten() {
+    for req in selector.match_expressions.iter().flatten().filter(|r| wanted(&r.key)) {
         let values = req.values.as_deref().unwrap_or_default();
         let value = match label(pod, &req.key) {
             Label::Value(v) => Some(v),
@@ -326,20 +382,18 @@ pub fn selector_matches(selector: &LabelSelector, pod: &PodView<'_>) -> Tri {
             _ => false,
         };
         result = result.and(Tri::from(ok));
+        if result == Tri::No {
+            return result;
+        }
     }
     result
 }
 
-/// Whether a selector names the namespace itself (the pod namespace key, or a namespace label).
+/// Whether a selector names the namespace itself (the pod namespace key) or its labels.
 fn has_namespace_key(selector: &LabelSelector) -> (bool, bool) {
-    let keys = selector
-        .match_labels
-        .iter()
-        .flat_map(|m| m.keys())
-        .chain(selector.match_expressions.iter().flatten().map(|r| &r.key));
     let mut namespace = false;
     let mut namespace_labels = false;
-    for key in keys {
+    for key in requirement_keys(selector) {
         let key = key.strip_prefix("k8s:").or_else(|| key.strip_prefix("any:")).unwrap_or(key);
         namespace |= key == NAMESPACE_KEY;
         namespace_labels |= key.starts_with(NAMESPACE_LABELS_PREFIX);
@@ -544,16 +598,8 @@ pub fn namespace_default_deny(inventory: &Inventory, namespace: &str, direction:
         if rule.spec.node_selector.is_some() || !isolates(rule, direction) {
             return false;
         }
-        let keys = selector
-            .match_labels
-            .iter()
-            .flat_map(|m| m.keys())
-            .chain(selector.match_expressions.iter().flatten().map(|r| &r.key));
-        let only_namespace_keys = keys.into_iter().all(|k| {
-            let k = k.strip_prefix("k8s:").or_else(|| k.strip_prefix("any:")).unwrap_or(k);
-            k == NAMESPACE_KEY || k.starts_with(NAMESPACE_LABELS_PREFIX)
-        });
-        only_namespace_keys && selector_matches(selector, &probe) == Tri::Yes
+        requirement_keys(selector).all(|k| scope(k) == Scope::Namespace)
+            && selector_matches(selector, &probe) == Tri::Yes
     })
 }
 

@@ -41,12 +41,18 @@ pub struct TierDecision {
 pub struct NamespaceCandidates<'i> {
     admin: Vec<(ClusterPolicyId, Option<&'i LabelSelector>)>,
     baseline: Vec<(ClusterPolicyId, Option<&'i LabelSelector>)>,
+    /// Cilium rules whose `endpointSelector` can select pods of the namespace (its namespace
+    /// part matches), each with whether pod labels still need checking.
+    cilium: Vec<(crate::model::cilium_policy::CiliumRuleId, bool)>,
 }
 
 impl<'i> NamespaceCandidates<'i> {
     /// The candidates for a namespace with these labels.
     pub fn new(inventory: &'i Inventory, namespace_labels: &Labels) -> NamespaceCandidates<'i> {
-        let mut out = NamespaceCandidates::default();
+        let mut out = NamespaceCandidates {
+            cilium: super::cilium::namespace_candidates(inventory, namespace_labels),
+            ..NamespaceCandidates::default()
+        };
         if inventory.cluster_policies.is_empty() {
             return out;
         }
@@ -83,6 +89,20 @@ impl<'i> NamespaceCandidates<'i> {
         };
         list.iter()
             .filter(|(_, pods)| pods.is_none_or(|s| selector_matches(s, pod.labels)))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
+impl NamespaceCandidates<'_> {
+    /// The Cilium rules whose `endpointSelector` selects `pod` (of this namespace).
+    pub fn cilium(&self, inventory: &Inventory, pod: &PodView<'_>) -> Vec<crate::model::cilium_policy::CiliumRuleId> {
+        if pod.host_network {
+            return Vec::new();
+        }
+        self.cilium
+            .iter()
+            .filter(|(id, check)| !check || super::cilium::subject_matches(inventory.cilium_rule(*id), pod))
             .map(|(id, _)| *id)
             .collect()
     }

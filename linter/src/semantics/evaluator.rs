@@ -325,7 +325,7 @@ impl<'a> Evaluator<'a> {
             isolated_by: self.isolating_policies(pod, direction),
             admin: candidates.applicable(Tier::Admin, pod),
             baseline: candidates.applicable(Tier::Baseline, pod),
-            cilium: super::cilium::selecting(self.inventory, pod),
+            cilium: candidates.cilium(self.inventory, pod),
         }
     }
 
