@@ -152,18 +152,20 @@ fn context_policies_count_but_are_not_reported() {
     assert_eq!(doc["summary"]["files"], 1);
 }
 
+/// `portcullis trace TABLE --from FROM --to TO --port PORT [--format json]` in the repository:
+/// exit code and stdout.
+fn trace(table: &str, from: &str, to: &str, port: &str, json: bool) -> (Option<i32>, String) {
+    let mut args = vec!["trace", table, "--from", from, "--to", to, "--port", port];
+    if json {
+        args.extend(["--format", "json"]);
+    }
+    let out = portcullis(&args, &common::repo(), None);
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 #[test]
 fn trace_names_the_cilium_rule_that_decided_and_what_it_cannot_decide() {
     // The verdicts are the truth tables' (testcases/semantics/27-... and 29-...).
-    let repo = common::repo();
-    let trace = |table: &str, from: &str, to: &str, port: &str, json: bool| {
-        let mut args = vec!["trace", table, "--from", from, "--to", to, "--port", port];
-        if json {
-            args.extend(["--format", "json"]);
-        }
-        let out = portcullis(&args, &repo, None);
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
-    };
     let deny_table = "testcases/semantics/27-cilium-deny-table-and-default-deny.yaml";
     let (code, text) = trace(deny_table, "default/other", "default/legacy", "22", false);
     assert_eq!(code, Some(1), "{text}");
@@ -195,16 +197,8 @@ fn trace_names_the_cilium_rule_that_decided_and_what_it_cannot_decide() {
 fn trace_names_the_cluster_network_policy_tier_that_decided() {
     // The verdicts are the truth table's (testcases/semantics/22-...): trace must say which
     // layer gave them.
-    let repo = common::repo();
     let table = "testcases/semantics/22-cnp-pass-and-baseline.yaml";
-    let trace = |from: &str, to: &str, port: &str, json: bool| {
-        let mut args = vec!["trace", table, "--from", from, "--to", to, "--port", port];
-        if json {
-            args.extend(["--format", "json"]);
-        }
-        let out = portcullis(&args, &repo, None);
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let trace = |from: &str, to: &str, port: &str, json: bool| trace(table, from, to, port, json);
     let (code, text) = trace("dev/tool", "prod/api", "8080", false);
     assert_eq!(code, Some(1), "{text}");
     assert!(

@@ -86,16 +86,9 @@ impl Rule for EgressBlocksDns {
             if reach.udp_allowed || reach.udp_undecided {
                 continue;
             }
-            match reach.udp_layer {
-                Some(LayerDecision::Tier(decision)) => {
-                    out.push(tier_blocks_dns(cx, &Self::META, id, decision));
-                    continue;
-                }
-                Some(LayerDecision::CiliumDeny(rule)) => {
-                    out.push(cilium_denies_dns(cx, &Self::META, id, rule));
-                    continue;
-                }
-                None => {}
+            if let Some(decision) = reach.udp_layer {
+                out.push(layer_blocks_dns(cx, &Self::META, id, decision));
+                continue;
             }
             if reach.isolated_by.is_empty() {
                 // Only Cilium policies isolate the pods: no NetworkPolicy to diagnose or patch.
@@ -155,57 +148,35 @@ impl Rule for EgressBlocksDns {
     }
 }
 
-/// A workload whose DNS a ClusterNetworkPolicy rule denies: named, located, no fix.
-fn tier_blocks_dns(
+/// A workload whose DNS a rule outside the isolation layer denies (a ClusterNetworkPolicy tier's
+/// Deny, a Cilium deny): named, located, no fix (the administrators own a tier's policy; a
+/// Cilium deny wins over every allow, so only narrowing it helps).
+fn layer_blocks_dns(
     cx: &Context<'_>,
     meta: &'static RuleMeta,
     workload: crate::model::WorkloadId,
-    decision: crate::semantics::cluster::TierDecision,
+    decision: LayerDecision,
 ) -> Finding {
     let inv = cx.inventory;
-    let policy = inv.cluster_policy(decision.policy);
+    let (object, who, pointer, tail) = match decision {
+        LayerDecision::Tier(d) => {
+            let policy = inv.cluster_policy(d.policy);
+            let who = format!("the {} denies UDP 53 to cluster DNS in egress rule {}", policy.describe(), d.rule);
+            (policy.object, who, format!("/spec/egress/{}", d.rule), "")
+        }
+        LayerDecision::CiliumDeny(r) => {
+            let owner = inv.cilium_rule(r.rule);
+            let who = format!("{} denies UDP 53 to cluster DNS in {} rule {}", owner.describe(), r.key(), r.index);
+            (owner.object, who, r.pointer(inv), ", and a Cilium deny wins over every allow")
+        }
+    };
     let mut f = cx.finding(
         meta,
         inv.workload(workload).object,
         "/metadata/name",
-        format!(
-            "pods of {} cannot resolve names: the {} denies UDP 53 to cluster DNS in egress rule {}",
-            super::workload_label(cx, workload),
-            policy.describe(),
-            decision.rule
-        ),
+        format!("pods of {} cannot resolve names: {who}{tail}", super::workload_label(cx, workload)),
     );
-    f.related.push(cx.related(
-        policy.object,
-        &format!("/spec/egress/{}", decision.rule),
-        "this rule denies DNS for these pods".to_owned(),
-    ));
-    f
-}
-
-/// A workload whose DNS a Cilium deny rule blocks: named, located, no fix (a deny wins over
-/// every allow; only removing or narrowing it helps).
-fn cilium_denies_dns(
-    cx: &Context<'_>,
-    meta: &'static RuleMeta,
-    workload: crate::model::WorkloadId,
-    rule: crate::semantics::cilium::CiliumRuleRef,
-) -> Finding {
-    let inv = cx.inventory;
-    let owner = inv.cilium_rule(rule.rule);
-    let mut f = cx.finding(
-        meta,
-        inv.workload(workload).object,
-        "/metadata/name",
-        format!(
-            "pods of {} cannot resolve names: {} denies UDP 53 to cluster DNS in {} rule {}, and a Cilium deny wins over every allow",
-            super::workload_label(cx, workload),
-            owner.describe(),
-            rule.key(),
-            rule.index
-        ),
-    );
-    f.related.push(cx.related(owner.object, &rule.pointer(inv), "this rule denies DNS for these pods".to_owned()));
+    f.related.push(cx.related(object, &pointer, "this rule denies DNS for these pods".to_owned()));
     f
 }
 
