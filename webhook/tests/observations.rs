@@ -36,7 +36,11 @@ async fn start(user: &str) -> Harness {
 }
 
 async fn start_with_readers(user: &str, readers: Vec<String>) -> Harness {
-    let dir = std::env::temp_dir().join(format!("portcullis-observations-{}-{}", std::process::id(), user.len()));
+    // One directory per harness: tests run side by side, and two that shared a token file raced
+    // (one truncating it while the other read it).
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("portcullis-observations-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
     let intents = LocalIntents::load(&repo().join("testcases/sensor"), Default::default()).unwrap();
