@@ -14,6 +14,8 @@ use crate::semantics::dns::{DnsReach, DnsTarget, dns_reach_among};
 
 pub mod registry;
 
+mod allow_shadowed_by_deny;
+
 pub use egress_blocks_dns::explain_dns_block;
 
 mod dns_open_to_any;

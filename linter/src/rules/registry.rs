@@ -2,7 +2,7 @@
 
 use super::{FixAvailability, Rule, RuleMeta};
 use super::{
-    dns_open_to_any::DnsOpenToAny, dns_tcp_missing::DnsTcpMissing,
+    allow_shadowed_by_deny::AllowShadowedByDeny, dns_open_to_any::DnsOpenToAny, dns_tcp_missing::DnsTcpMissing,
     domain_names_outside_admin_accept::DomainNamesOutsideAdminAccept, egress_allow_all::EgressAllowAll,
     egress_blocks_dns::EgressBlocksDns, forbidden_ignore::ForbiddenIgnore, fqdn_allow_all::FqdnAllowAll,
     fqdn_without_dns_proxy::FqdnWithoutDnsProxy, guarded_address_allowed::GuardedAddressAllowed,
@@ -36,6 +36,7 @@ pub static RULES: &[&dyn Rule] = &[
     &DomainNamesOutsideAdminAccept,
     &FqdnWithoutDnsProxy,
     &FqdnAllowAll,
+    &AllowShadowedByDeny,
 ];
 
 /// Metadata of every rule, in code order.
