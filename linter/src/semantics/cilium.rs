@@ -176,8 +176,13 @@ enum Scope {
     Pod,
 }
 
+/// A selector key without its `k8s:` or `any:` source prefix (both select pod labels).
+fn bare_key(key: &str) -> &str {
+    key.strip_prefix("k8s:").or_else(|| key.strip_prefix("any:")).unwrap_or(key)
+}
+
 fn scope(key: &str) -> Scope {
-    let key = key.strip_prefix("k8s:").or_else(|| key.strip_prefix("any:")).unwrap_or(key);
+    let key = bare_key(key);
     if key == NAMESPACE_KEY || key.starts_with(NAMESPACE_LABELS_PREFIX) { Scope::Namespace } else { Scope::Pod }
 }
 
@@ -394,7 +399,7 @@ fn has_namespace_key(selector: &LabelSelector) -> (bool, bool) {
     let mut namespace = false;
     let mut namespace_labels = false;
     for key in requirement_keys(selector) {
-        let key = key.strip_prefix("k8s:").or_else(|| key.strip_prefix("any:")).unwrap_or(key);
+        let key = bare_key(key);
         namespace |= key == NAMESPACE_KEY;
         namespace_labels |= key.starts_with(NAMESPACE_LABELS_PREFIX);
     }
