@@ -2,6 +2,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 
 use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::{Anchor, Finding};
+use crate::model::cilium_policy::CiliumRule;
 use crate::model::cluster_policy::{ClusterNetworkPolicySpec, ClusterPolicyKind, NamespacedPod};
 use crate::model::inventory::IGNORE_ANNOTATION;
 use crate::semantics::evaluator::peer_lists;
@@ -19,7 +20,10 @@ declare_rule! {
     /// peers, unknown `policyTypes`), ClusterNetworkPolicy (and v1alpha1 AdminNetworkPolicy
     /// and BaselineAdminNetworkPolicy) values their CRDs reject (priority, subjects and peers
     /// without exactly one field, selectors, CIDRs, ports, the v0.1.0-v0.1.4 peer form the
-    /// current CRD silently turns into "every namespace"), and unknown rule
+    /// current CRD silently turns into "every namespace"), Cilium policy values its CRD or agent
+    /// rejects (selectors, CIDRs, ports, protocols, entities, `toFQDNs` beside other peers) and
+    /// `toFQDNs` in a deny rule, which the API server drops (leaving a deny of everything), and
+    /// unknown rule
     /// names in a `portcullis.dev/ignore` annotation.
     ///
     /// ## Why is this bad?
@@ -126,6 +130,11 @@ impl Rule for InvalidManifest {
         for policy in &cx.inventory.cluster_policies {
             for (pointer, msg) in cluster_policy_problems(policy.kind, &policy.spec) {
                 out.push(cx.finding(meta, policy.object, &pointer, msg));
+            }
+        }
+        for rule in &cx.inventory.cilium_rules {
+            for (pointer, msg) in cilium_problems(rule) {
+                out.push(cx.finding(meta, rule.object, &pointer, msg));
             }
         }
     }
@@ -246,6 +255,136 @@ fn cluster_policy_problems(kind: ClusterPolicyKind, spec: &ClusterNetworkPolicyS
         *rule += 1;
     }
     out
+}
+
+/// What Cilium's CRD (or, where noted, the agent) rejects in a rule, and the one field the API
+/// server silently drops with a dangerous result (`toFQDNs` in a deny rule).
+fn cilium_problems(rule: &CiliumRule) -> Vec<(String, String)> {
+    /// The CRD's enum of entities.
+    const ENTITIES: [&str; 13] = [
+        "all",
+        "world",
+        "world-ipv4",
+        "world-ipv6",
+        "cluster",
+        "host",
+        "init",
+        "ingress",
+        "unmanaged",
+        "remote-node",
+        "health",
+        "none",
+        "kube-apiserver",
+    ];
+    /// The CRD's enum of `toPorts` protocols.
+    const PROTOCOLS: [&str; 8] = ["TCP", "UDP", "SCTP", "ICMP", "ICMPV6", "VRRP", "IGMP", "ANY"];
+    let base = &rule.pointer;
+    let spec = &rule.spec;
+    let mut out = Vec::new();
+    match (&spec.endpoint_selector, &spec.node_selector) {
+        (None, None) => out.push((base.clone(), "a rule needs endpointSelector or nodeSelector".to_owned())),
+        (Some(_), Some(_)) => out.push((
+            base.clone(),
+            "endpointSelector and nodeSelector exclude each other; the API server rejects both".to_owned(),
+        )),
+        (None, Some(_)) if rule.namespace.is_some() => out.push((
+            format!("{base}/nodeSelector"),
+            "nodeSelector (a host policy) is only for CiliumClusterwideNetworkPolicy; Cilium refuses it here"
+                .to_owned(),
+        )),
+        _ => {}
+    }
+    let lists = [
+        ("ingress", &spec.ingress, false),
+        ("ingressDeny", &spec.ingress_deny, true),
+        ("egress", &spec.egress, false),
+        ("egressDeny", &spec.egress_deny, true),
+    ];
+    for (key, rules, deny) in lists {
+        for (i, r) in rules.iter().enumerate() {
+            let at = format!("{base}/{key}/{i}");
+            if let Some(fqdns) = &r.to_fqdns {
+                if deny {
+                    out.push((
+                        format!("{at}/toFQDNs"),
+                        "a deny rule has no toFQDNs (Cilium cannot deny by name): the API server drops the field, and the rule left denies every destination".to_owned(),
+                    ));
+                } else if !fqdns.is_empty()
+                    && (r.endpoints.is_some()
+                        || r.cidr.is_some()
+                        || r.cidr_set.is_some()
+                        || r.entities.is_some()
+                        || r.to_services.is_some())
+                {
+                    out.push((
+                        format!("{at}/toFQDNs"),
+                        "toFQDNs cannot share a rule with other peer fields (toEndpoints, toCIDR, toEntities, …); Cilium refuses the policy".to_owned(),
+                    ));
+                }
+            }
+            let cidrs = r
+                .cidr
+                .iter()
+                .flatten()
+                .chain(r.cidr_set.iter().flatten().flat_map(|set| set.cidr.iter().chain(&set.except)));
+            for cidr in cidrs {
+                let parsed = if cidr.contains('/') {
+                    crate::semantics::ip_block::parse_cidr(cidr).map(|_| ())
+                } else {
+                    cidr.parse::<std::net::IpAddr>().map(|_| ()).map_err(|_| format!("{cidr:?} is not a valid CIDR"))
+                };
+                if let Err(e) = parsed {
+                    out.push((at.clone(), e));
+                }
+            }
+            for entity in r.entities.iter().flatten().filter(|e| !ENTITIES.contains(&e.as_str())) {
+                out.push((
+                    at.clone(),
+                    format!("unknown entity {entity:?}; the API server accepts {}", ENTITIES.join(", ")),
+                ));
+            }
+            for (j, port_rule) in r.to_ports.iter().flatten().enumerate() {
+                for (k, port) in port_rule.ports.iter().enumerate() {
+                    let here = format!("{at}/toPorts/{j}/ports/{k}");
+                    if let Some(problem) = cilium_port_problem(port) {
+                        out.push((here.clone(), problem));
+                    }
+                    if let Some(protocol) = &port.protocol
+                        && !PROTOCOLS.contains(&protocol.to_ascii_uppercase().as_str())
+                    {
+                        out.push((
+                            here,
+                            format!("unknown protocol {protocol:?}; the API server accepts {}", PROTOCOLS.join(", ")),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A `toPorts` port the CRD rejects: a number over 65535, a name outside its pattern, or an
+/// `endPort` below the port.
+fn cilium_port_problem(port: &crate::model::cilium_policy::PortProtocol) -> Option<String> {
+    let raw = port.port.as_str();
+    match raw.parse::<i64>() {
+        Ok(n) if !(0..=65535).contains(&n) => Some(format!("port {n} is outside 0-65535")),
+        Ok(n) => port
+            .end_port
+            .filter(|&end| end != 0 && (i64::from(end) < n || end > 65535))
+            .map(|end| format!("endPort {end} must be at least port {n} and at most 65535")),
+        Err(_) if raw.is_empty() => None,
+        Err(_) => {
+            // The CRD's pattern: letters and digits with single hyphens between, a letter somewhere.
+            let valid = raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && raw.bytes().any(|b| b.is_ascii_alphabetic())
+                && !raw.starts_with('-')
+                && !raw.ends_with('-')
+                && !raw.contains("--");
+            (!valid).then(|| format!("port {raw:?} is neither a number nor a valid port name"))
+        }
+    }
 }
 
 fn peer_problem(peer: &NetworkPolicyPeer) -> Option<String> {

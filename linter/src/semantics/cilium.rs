@@ -241,8 +241,11 @@ pub fn judge(
         }
         for (deny, index, peer_rule) in direction_rules(rule, direction) {
             let at = CiliumRuleRef { rule: id, direction, deny, index };
-            let matched =
-                peers_match(rule, peer_rule, peer, dns_visible).and(ports_match(peer_rule, destination_ports, traffic));
+            let matched = peers_match(rule, peer_rule, deny, peer, dns_visible).and(ports_match(
+                peer_rule,
+                destination_ports,
+                traffic,
+            ));
             match (matched, deny) {
                 (Tri::Yes, true) => {
                     if out.denied_by.is_none() {
@@ -266,8 +269,11 @@ pub fn dns_visible(inventory: &Inventory, applicable: &[CiliumRuleId]) -> bool {
     })
 }
 
-/// Whether a rule's peer fields match the peer.
-fn peers_match(rule: &CiliumRule, r: &PeerRule, peer: &Endpoint<'_>, dns_visible: bool) -> Tri {
+/// Whether a rule's peer fields match the peer. A deny rule has no `toFQDNs` (Cilium's
+/// `EgressDenyRule` lacks the field, so the API server prunes it): one written there is read as
+/// absent, as the cluster stores it.
+fn peers_match(rule: &CiliumRule, r: &PeerRule, deny: bool, peer: &Endpoint<'_>, dns_visible: bool) -> Tri {
+    let to_fqdns = if deny { None } else { r.to_fqdns.as_ref() };
     if r.requires.is_some() {
         return Tri::Unknown(
             "fromRequires/toRequires constrain every rule with the same selector (removed in Cilium 1.19)",
@@ -281,7 +287,7 @@ fn peers_match(rule: &CiliumRule, r: &PeerRule, peer: &Endpoint<'_>, dns_visible
         r.nodes.as_ref().map(Vec::len),
         r.groups.as_ref().map(Vec::len),
         r.to_services.as_ref().map(Vec::len),
-        r.to_fqdns.as_ref().map(Vec::len),
+        to_fqdns.map(Vec::len),
     ];
     if fields_present.iter().all(Option::is_none) {
         return Tri::Yes;
@@ -315,7 +321,7 @@ fn peers_match(rule: &CiliumRule, r: &PeerRule, peer: &Endpoint<'_>, dns_visible
     if r.to_services.is_some() {
         result = result.or(Tri::Unknown("toServices needs the Service and its backends"));
     }
-    for fqdn in r.to_fqdns.iter().flatten() {
+    for fqdn in to_fqdns.into_iter().flatten() {
         result = result.or(fqdn_matches(fqdn, peer, dns_visible));
     }
     result
