@@ -14,6 +14,7 @@ use crate::semantics::dns::{DnsReach, DnsTarget, dns_reach_among};
 
 pub mod registry;
 
+mod admin_accept_overrides_default_deny;
 mod allow_shadowed_by_deny;
 
 pub use egress_blocks_dns::explain_dns_block;

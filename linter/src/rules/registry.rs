@@ -2,7 +2,8 @@
 
 use super::{FixAvailability, Rule, RuleMeta};
 use super::{
-    allow_shadowed_by_deny::AllowShadowedByDeny, dns_open_to_any::DnsOpenToAny, dns_tcp_missing::DnsTcpMissing,
+    admin_accept_overrides_default_deny::AdminAcceptOverridesDefaultDeny, allow_shadowed_by_deny::AllowShadowedByDeny,
+    dns_open_to_any::DnsOpenToAny, dns_tcp_missing::DnsTcpMissing,
     domain_names_outside_admin_accept::DomainNamesOutsideAdminAccept, egress_allow_all::EgressAllowAll,
     egress_blocks_dns::EgressBlocksDns, forbidden_ignore::ForbiddenIgnore, fqdn_allow_all::FqdnAllowAll,
     fqdn_without_dns_proxy::FqdnWithoutDnsProxy, guarded_address_allowed::GuardedAddressAllowed,
@@ -37,6 +38,7 @@ pub static RULES: &[&dyn Rule] = &[
     &FqdnWithoutDnsProxy,
     &FqdnAllowAll,
     &AllowShadowedByDeny,
+    &AdminAcceptOverridesDefaultDeny,
 ];
 
 /// Metadata of every rule, in code order.
