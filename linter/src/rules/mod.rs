@@ -38,6 +38,7 @@ mod invalid_port;
 mod missing_default_deny_egress;
 mod missing_default_deny_ingress;
 mod peer_and_or_confusion;
+mod same_priority_overlap;
 mod selector_matches_nothing;
 mod unknown_named_port;
 

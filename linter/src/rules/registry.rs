@@ -11,7 +11,8 @@ use super::{
     invalid_egress_intent::InvalidEgressIntent, invalid_ip_block::InvalidIpBlock, invalid_manifest::InvalidManifest,
     invalid_port::InvalidPort, missing_default_deny_egress::MissingDefaultDenyEgress,
     missing_default_deny_ingress::MissingDefaultDenyIngress, peer_and_or_confusion::PeerAndOrConfusion,
-    selector_matches_nothing::SelectorMatchesNothing, unknown_named_port::UnknownNamedPort,
+    same_priority_overlap::SamePriorityOverlap, selector_matches_nothing::SelectorMatchesNothing,
+    unknown_named_port::UnknownNamedPort,
 };
 
 /// Every rule, in code order.
@@ -39,6 +40,7 @@ pub static RULES: &[&dyn Rule] = &[
     &FqdnAllowAll,
     &AllowShadowedByDeny,
     &AdminAcceptOverridesDefaultDeny,
+    &SamePriorityOverlap,
 ];
 
 /// Metadata of every rule, in code order.
