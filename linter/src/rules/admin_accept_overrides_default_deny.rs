@@ -2,7 +2,7 @@ use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::Finding;
 use crate::model::cluster_policy::{Action, Tier};
 use crate::semantics::Direction;
-use crate::semantics::selector::selector_matches;
+use crate::semantics::cluster::subject_covers_namespace;
 
 /// At most this many namespaces are named in a message; the rest are counted.
 const NAMED: usize = 3;
@@ -64,11 +64,7 @@ impl Rule for AdminAcceptOverridesDefaultDeny {
             let namespaces: Vec<&str> = inv
                 .namespaces
                 .values()
-                .filter(|ns| match (&subject.namespaces, &subject.pods) {
-                    (Some(selector), None) => selector_matches(selector, &ns.labels),
-                    (None, Some(pods)) => selector_matches(&pods.namespace_selector, &ns.labels),
-                    _ => false,
-                })
+                .filter(|ns| subject_covers_namespace(subject, &ns.labels))
                 .filter(|ns| !ns.workloads.is_empty())
                 .map(|ns| ns.name.as_str())
                 .collect();

@@ -1,8 +1,8 @@
 use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::Finding;
-use crate::model::cluster_policy::{Action, ClusterPolicy, Subject};
+use crate::model::cluster_policy::{Action, ClusterPolicy};
 use crate::model::{ClusterPolicyId, Labels};
-use crate::semantics::selector::selector_matches;
+use crate::semantics::cluster::subject_covers_namespace;
 
 /// Pairs of one priority compared at most; a larger group is judged on its first pairs only.
 const MAX_PAIRS: usize = 1000;
@@ -65,10 +65,10 @@ impl Rule for SamePriorityOverlap {
                     }
                     let (pa, pb) = (inv.cluster_policy(a), inv.cluster_policy(b));
                     let Some(direction) = conflicting_direction(pa, pb) else { continue };
-                    let Some((namespace, _)) = namespaces
-                        .iter()
-                        .find(|(_, labels)| covers(&pa.spec.subject, labels) && covers(&pb.spec.subject, labels))
-                    else {
+                    let Some((namespace, _)) = namespaces.iter().find(|(_, labels)| {
+                        subject_covers_namespace(&pa.spec.subject, labels)
+                            && subject_covers_namespace(&pb.spec.subject, labels)
+                    }) else {
                         continue;
                     };
                     out.push(cx.finding(
@@ -85,15 +85,6 @@ impl Rule for SamePriorityOverlap {
                 }
             }
         }
-    }
-}
-
-/// Whether a subject can select pods of a namespace with these labels.
-fn covers(subject: &Subject, labels: &Labels) -> bool {
-    match (&subject.namespaces, &subject.pods) {
-        (Some(selector), None) => selector_matches(selector, labels),
-        (None, Some(pods)) => selector_matches(&pods.namespace_selector, labels),
-        _ => false,
     }
 }
 

@@ -126,16 +126,7 @@ pub fn namespace_candidates(
         return Vec::new();
     }
     let Some(namespace) = namespace_labels.get(crate::model::NAMESPACE_NAME_LABEL) else { return Vec::new() };
-    let no_labels = crate::model::Labels::new();
-    let probe = PodView {
-        namespace,
-        labels: &no_labels,
-        namespace_labels,
-        ports: &[],
-        ips: &[],
-        host_network: false,
-        workload: None,
-    };
+    let probe = namespace_probe(namespace, namespace_labels);
     let own = inventory.namespace(namespace).map(|ns| ns.cilium_rules.as_slice()).unwrap_or(&[]);
     let mut out: Vec<(CiliumRuleId, bool)> = own
         .iter()
@@ -153,6 +144,21 @@ pub fn namespace_candidates(
         .collect();
     out.sort_unstable();
     out
+}
+
+/// A pod of the namespace without labels of its own: what a selector's namespace requirements
+/// are judged against.
+fn namespace_probe<'a>(namespace: &'a str, namespace_labels: &'a crate::model::Labels) -> PodView<'a> {
+    static NO_LABELS: std::sync::OnceLock<crate::model::Labels> = std::sync::OnceLock::new();
+    PodView {
+        namespace,
+        labels: NO_LABELS.get_or_init(crate::model::Labels::new),
+        namespace_labels,
+        ports: &[],
+        ips: &[],
+        host_network: false,
+        workload: None,
+    }
 }
 
 /// Whether the rule applies to the pod (an undecidable selector counts as not selecting).
@@ -593,16 +599,7 @@ fn ports_match(r: &PeerRule, destination_ports: &[ContainerPort], traffic: Traff
 /// whose selector names only the namespace (or its labels) and matches it.
 pub fn namespace_default_deny(inventory: &Inventory, namespace: &str, direction: Direction) -> Option<CiliumRuleId> {
     let info = inventory.namespace(namespace)?;
-    let no_labels = crate::model::Labels::new();
-    let probe = PodView {
-        namespace,
-        labels: &no_labels,
-        namespace_labels: &info.labels,
-        ports: &[],
-        ips: &[],
-        host_network: false,
-        workload: None,
-    };
+    let probe = namespace_probe(namespace, &info.labels);
     info.cilium_rules.iter().chain(&inventory.cilium_clusterwide).copied().find(|&id| {
         let rule = inventory.cilium_rule(id);
         let Some(selector) = &rule.spec.endpoint_selector else { return false };

@@ -58,13 +58,10 @@ impl<'i> NamespaceCandidates<'i> {
         }
         let mut found: Vec<(ClusterPolicyId, &ClusterPolicy, Option<&LabelSelector>)> = Vec::new();
         for (i, p) in inventory.cluster_policies.iter().enumerate() {
-            let pods = match (&p.spec.subject.namespaces, &p.spec.subject.pods) {
-                (Some(namespaces), None) if selector_matches(namespaces, namespace_labels) => None,
-                (None, Some(pods)) if selector_matches(&pods.namespace_selector, namespace_labels) => {
-                    Some(&pods.pod_selector)
-                }
-                _ => continue,
-            };
+            if !subject_covers_namespace(&p.spec.subject, namespace_labels) {
+                continue;
+            }
+            let pods = p.spec.subject.pods.as_ref().map(|pods| &pods.pod_selector);
             found.push((ClusterPolicyId(i), p, pods));
         }
         found.sort_by(|(_, a, _), (_, b, _)| (a.spec.priority, &a.name).cmp(&(b.spec.priority, &b.name)));
@@ -105,6 +102,16 @@ impl NamespaceCandidates<'_> {
             .filter(|(id, check)| !check || super::cilium::subject_matches(inventory.cilium_rule(*id), pod))
             .map(|(id, _)| *id)
             .collect()
+    }
+}
+
+/// Whether a subject can select pods of a namespace with these labels (its namespace part
+/// matches; a `pods` subject's pod selector is still to check).
+pub fn subject_covers_namespace(subject: &Subject, namespace_labels: &Labels) -> bool {
+    match (&subject.namespaces, &subject.pods) {
+        (Some(selector), None) => selector_matches(selector, namespace_labels),
+        (None, Some(pods)) => selector_matches(&pods.namespace_selector, namespace_labels),
+        _ => false,
     }
 }
 
