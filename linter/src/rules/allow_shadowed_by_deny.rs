@@ -327,3 +327,36 @@ fn shadowed<'a>(
     }
     first
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::project::Project;
+
+    /// A shadowed allow over `pods` peer workloads, all denied by an Admin-tier Deny of the port.
+    fn project(pods: usize) -> Project {
+        let mut text = String::from(
+            "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: no-5432}\nspec:\n  tier: Admin\n  priority: 1\n  subject: {namespaces: {}}\n  egress:\n  - action: Deny\n    to: [{namespaces: {}}]\n    protocols: [{tcp: {destinationPort: {number: 5432}}}]\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: api, namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: api}}\n  policyTypes: [Egress]\n  egress:\n  - to: [{podSelector: {matchLabels: {role: db}}}]\n    ports: [{port: 5432}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: api, namespace: shop, labels: {app: api}}\nspec: {containers: [{name: c, image: x}]}\n",
+        );
+        for i in 0..pods {
+            text.push_str(&format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: db-{i}, namespace: shop, labels: {{role: db}}}}\nspec: {{containers: [{{name: c, image: x}}]}}\n"
+            ));
+        }
+        let mut project = Project::new("default");
+        project.add_text("input.yaml", text, true);
+        project
+    }
+
+    fn shadowed(project: &Project) -> usize {
+        project.lint(&Config::default()).iter().filter(|f| f.code == "PC021").count()
+    }
+
+    #[test]
+    fn a_rule_needing_more_probes_than_the_bound_is_not_judged() {
+        // Under the bound, the Deny shadows the allow; one peer past it, the rule is left alone
+        // (no finding) instead of probing without end.
+        assert_eq!(shadowed(&project(super::MAX_PROBES)), 1);
+        assert_eq!(shadowed(&project(super::MAX_PROBES + 1)), 0);
+    }
+}
