@@ -6,11 +6,14 @@ use serde_json::{Value, json};
 
 use super::{EXIT_FINDINGS, EXIT_OK, Io, LoadArgs, load_config, load_project};
 use crate::egress::parse_fqdn;
+use crate::model::calico_policy::CalicoPolicyId;
 use crate::model::cilium_policy::CiliumRuleId;
 use crate::model::{PolicyId, WorkloadId};
 use crate::project::Project;
+use crate::semantics::calico::{CalicoRuleRef, TierOutcome, TierVerdict};
 use crate::semantics::cilium::CiliumRuleRef;
 use crate::semantics::cluster::TierDecision;
+use crate::semantics::evaluator::LayerUndecided;
 use crate::semantics::{Decided, Direction, DirectionVerdict, Endpoint, Evaluator, Traffic};
 
 #[derive(Debug, clap::Args)]
@@ -74,6 +77,7 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
                     Decided::CiliumDeny(_) => "ciliumDeny",
                     Decided::Isolation => "isolation",
                     Decided::Baseline(_) => "baseline",
+                    Decided::Calico(_) => "calico",
                     Decided::Default => "default",
                 },
                 "isolated": d.is_isolated(),
@@ -92,6 +96,15 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
                         v
                     }).collect::<Vec<_>>(),
                 },
+                "calico": {
+                    "tiers": d.calico.tiers.iter().map(|t| calico_tier_json(&project, t)).collect::<Vec<_>>(),
+                    "undecided": d.calico.undecided.iter().map(|u| {
+                        let mut v = calico_json(&project, u.rule.policy, Some(u.rule));
+                        v["action"] = json!(u.action.as_str());
+                        v["why"] = json!(u.why);
+                        v
+                    }).collect::<Vec<_>>(),
+                },
             }),
         }
     };
@@ -99,7 +112,7 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     if args.format == "json" {
         let doc = json!({
             "verdict": verdict_word,
-            "undecided": verdict.undecided().map(|u| json!({"rule": cilium_text(&project, u.rule.rule, Some(u.rule)), "why": u.why})),
+            "undecided": verdict.undecided().map(|u| json!({"rule": undecided_text(&project, &u), "why": u.why()})),
             "from": describe(&from),
             "to": describe(&to),
             "port": traffic.port,
@@ -138,6 +151,12 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
                     "  {label} of {who}: not isolated by NetworkPolicy; {state} by the Baseline tier: {}",
                     tier_text(&project, t)
                 )?,
+                Decided::Default if !d.calico.tiers.is_empty() => {
+                    writeln!(
+                        io.stdout,
+                        "  {label} of {who}: every Calico tier that applies passes it on; nothing else decides, allowed"
+                    )?;
+                }
                 Decided::Default => {
                     writeln!(
                         io.stdout,
@@ -146,6 +165,15 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
                     if let Some(t) = d.baseline {
                         writeln!(io.stdout, "    the Baseline tier passes it on: {}", tier_text(&project, t))?;
                     }
+                }
+                Decided::Calico(i) => {
+                    let tier = &d.calico.tiers[i];
+                    writeln!(
+                        io.stdout,
+                        "  {label} of {who}: {state} by Calico tier {}: {}",
+                        tier.tier,
+                        outcome_text(&project, tier)
+                    )?;
                 }
                 Decided::CiliumDeny(r) => {
                     writeln!(
@@ -177,6 +205,17 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
                     }
                 }
             }
+            for t in d.calico.tiers.iter().filter(|t| t.outcome.verdict().is_none()) {
+                writeln!(io.stdout, "    Calico tier {} passes it on: {}", t.tier, outcome_text(&project, t))?;
+            }
+            for u in &d.calico.undecided {
+                writeln!(
+                    io.stdout,
+                    "    undecided offline: {} may match ({})",
+                    calico_text(&project, u.rule.policy, Some(u.rule)),
+                    u.why
+                )?;
+            }
             for u in &d.cilium.undecided {
                 writeln!(
                     io.stdout,
@@ -190,8 +229,8 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
             writeln!(
                 io.stdout,
                 "  the verdict may be the opposite: {} cannot be decided offline ({})",
-                cilium_text(&project, u.rule.rule, Some(u.rule)),
-                u.why
+                undecided_text(&project, &u),
+                u.why()
             )?;
         }
     }
@@ -282,6 +321,83 @@ fn cilium_json(project: &Project, id: CiliumRuleId, at: Option<CiliumRuleRef>) -
         v["rule"] = json!(r.index);
     }
     v
+}
+
+fn undecided_text(project: &Project, u: &LayerUndecided) -> String {
+    match u {
+        LayerUndecided::Cilium(u) => cilium_text(project, u.rule.rule, Some(u.rule)),
+        LayerUndecided::Calico(u) => calico_text(project, u.rule.policy, Some(u.rule)),
+    }
+}
+
+/// Where a Calico policy (or its rule `at`) is written: file and line.
+fn calico_place(project: &Project, id: CalicoPolicyId, at: Option<CalicoRuleRef>) -> (String, usize) {
+    let policy = project.inventory.calico_policy(id);
+    let obj = project.inventory.object(policy.object);
+    let pointer = at.map_or_else(|| "/metadata/name".to_owned(), |r| r.pointer());
+    let line = project.sources.locate(&obj.doc, &obj.doc_pointer(&pointer)).line;
+    let file = project.sources.get(obj.doc.source).map(|s| s.name.clone()).unwrap_or_default();
+    (file, line)
+}
+
+fn calico_text(project: &Project, id: CalicoPolicyId, at: Option<CalicoRuleRef>) -> String {
+    let policy = project.inventory.calico_policy(id);
+    let (file, line) = calico_place(project, id, at);
+    match at {
+        None => format!("{} ({file}:{line})", policy.describe()),
+        Some(r) => {
+            let action = policy.rules(r.direction == Direction::Egress).get(r.index).map_or("", |x| x.action.as_str());
+            format!("{action} {} {}[{}] ({file}:{line})", policy.describe(), r.direction.key(), r.index)
+        }
+    }
+}
+
+fn calico_json(project: &Project, id: CalicoPolicyId, at: Option<CalicoRuleRef>) -> Value {
+    let policy = project.inventory.calico_policy(id);
+    let (file, line) = calico_place(project, id, at);
+    let mut v = json!({
+        "kind": policy.kind.as_str(),
+        "namespace": policy.namespace,
+        "name": policy.name,
+        "tier": policy.tier,
+        "order": policy.order,
+        "file": file,
+        "line": line,
+    });
+    if let Some(r) = at {
+        v["rule"] = json!(r.index);
+    }
+    v
+}
+
+/// What a Calico tier did, in words.
+fn outcome_text(project: &Project, tier: &TierVerdict) -> String {
+    match tier.outcome {
+        TierOutcome::Rule(r, _) => calico_text(project, r.policy, Some(r)),
+        TierOutcome::NetworkPolicy(r) => {
+            format!("allowed by {}", Decider::new(project, r.policy, Some((r.direction, r.index))).text())
+        }
+        TierOutcome::EndOfTier { policy, pass } => format!(
+            "no rule matched; the tier's default action {} applies ({} selects the pod)",
+            if pass { "Pass" } else { "Deny" },
+            calico_text(project, policy, None)
+        ),
+    }
+}
+
+fn calico_tier_json(project: &Project, tier: &TierVerdict) -> Value {
+    let (action, by) = match tier.outcome {
+        TierOutcome::Rule(r, action) => (action.as_str(), calico_json(project, r.policy, Some(r))),
+        TierOutcome::NetworkPolicy(r) => {
+            ("Allow", Decider::new(project, r.policy, Some((r.direction, r.index))).json())
+        }
+        TierOutcome::EndOfTier { policy, pass } => {
+            let mut v = calico_json(project, policy, None);
+            v["endOfTier"] = json!(true);
+            (if pass { "Pass" } else { "Deny" }, v)
+        }
+    };
+    json!({"tier": tier.tier, "order": tier.order, "action": action, "by": by})
 }
 
 /// A policy (or one of its rules) that decided a direction, with where it is written.

@@ -13,6 +13,7 @@ use saphyr_parser::{Event, Span};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::calico_policy::{CalicoKind, CalicoNetworkSet, CalicoPolicy, CalicoPolicyId, CalicoTier};
 use super::cilium_policy::{CiliumRule, CiliumRuleId, RuleSpec};
 use super::cluster_policy::{ClusterNetworkPolicySpec, ClusterPolicy, ClusterPolicyId};
 use super::object::{ApiVersionStatus, Kind, Object, ObjectId, ObjectRef, has_annotations};
@@ -142,6 +143,8 @@ pub struct NamespaceInfo {
     pub intents: Vec<usize>,
     /// Rules of the namespace's CiliumNetworkPolicies.
     pub cilium_rules: Vec<CiliumRuleId>,
+    /// The namespace's Calico NetworkPolicies (staged ones included).
+    pub calico_policies: Vec<CalicoPolicyId>,
     /// Objects of API groups outside Kubernetes (custom resources), which operators may turn
     /// into pods the input does not show.
     pub custom_resources: usize,
@@ -174,6 +177,16 @@ pub struct Inventory {
     /// [`Inventory::cilium_rules`] of clusterwide policies; those of a namespace's policies are
     /// in its [`NamespaceInfo::cilium_rules`].
     pub cilium_clusterwide: Vec<CiliumRuleId>,
+    /// Calico NetworkPolicies and GlobalNetworkPolicies (and their staged forms), in input
+    /// order.
+    pub calico_policies: Vec<CalicoPolicy>,
+    /// [`Inventory::calico_policies`] that are global; a namespace's are in its
+    /// [`NamespaceInfo::calico_policies`].
+    pub calico_global: Vec<CalicoPolicyId>,
+    /// Calico Tiers in the input.
+    pub calico_tiers: Vec<CalicoTier>,
+    /// Calico NetworkSets and GlobalNetworkSets.
+    pub calico_network_sets: Vec<CalicoNetworkSet>,
     pub problems: Vec<ModelProblem>,
     /// Documents skipped as plainly not Kubernetes objects ([`is_kubernetes_shaped`]):
     /// `package.json`, `docker-compose.yml`, CI workflows, OpenAPI specs, Helm values.
@@ -213,6 +226,10 @@ impl Inventory {
             cluster_policies: Vec::new(),
             cilium_rules: Vec::new(),
             cilium_clusterwide: Vec::new(),
+            calico_policies: Vec::new(),
+            calico_global: Vec::new(),
+            calico_tiers: Vec::new(),
+            calico_network_sets: Vec::new(),
             problems: Vec::new(),
             skipped: Vec::new(),
             replaced: Vec::new(),
@@ -413,8 +430,7 @@ impl Inventory {
         let (kind_enum, status) = Kind::classify(&api_version, &kind);
         let ObjectMeta { name, generate_name, namespace, labels, annotations, .. } = meta;
         let name = name.or(generate_name).unwrap_or_default();
-        let cluster_scoped = matches!(kind_enum, Kind::Namespace | Kind::CiliumClusterwideNetworkPolicy)
-            || kind_enum.is_cluster_policy();
+        let cluster_scoped = kind_enum.cluster_scoped();
         let namespace = if cluster_scoped || (kind_enum == Kind::Other && namespace.is_none()) {
             namespace
         } else {
@@ -486,6 +502,10 @@ impl Inventory {
         }
         if kind_enum == Kind::CiliumClusterwideNetworkPolicy {
             self.add_cilium_policy(object_id, None);
+            return;
+        }
+        if let Kind::Calico(kind) = kind_enum {
+            self.add_calico(object_id, kind, ns_name, labels.unwrap_or_default());
             return;
         }
         let Some(ns) = ns_name else { return };
@@ -655,6 +675,76 @@ impl Inventory {
                 }
             }
         }
+    }
+
+    /// Reads a Calico object: a policy (compiled, or `PC000` problems when the API server
+    /// would reject it), a Tier or a network set.
+    fn add_calico(&mut self, object_id: ObjectId, kind: CalicoKind, namespace: Option<String>, labels: Labels) {
+        use super::calico_policy as calico;
+        let object = &self.objects[object_id.0];
+        let (doc, id, base, name) = (object.doc, object.id.clone(), object.pointer.clone(), object.id.name.clone());
+        let mut problems: Vec<calico::Problem> = Vec::new();
+        match kind {
+            CalicoKind::StagedKubernetesNetworkPolicy => {}
+            CalicoKind::Tier => match typed::<calico::RawTierSpec>(&object.value, "/spec", &base) {
+                Ok(raw) => {
+                    let tier = calico::compile_tier(&raw.unwrap_or_default(), object_id, &name, &mut problems);
+                    self.calico_tiers.push(tier);
+                }
+                Err(p) => problems.push(p),
+            },
+            CalicoKind::NetworkSet | CalicoKind::GlobalNetworkSet => {
+                match typed::<calico::RawNetworkSetSpec>(&object.value, "/spec", &base) {
+                    Ok(raw) => {
+                        let set = calico::compile_network_set(
+                            &raw.unwrap_or_default(),
+                            object_id,
+                            &name,
+                            namespace.as_deref(),
+                            labels,
+                            &mut problems,
+                        );
+                        self.calico_network_sets.push(set);
+                    }
+                    Err(p) => problems.push(p),
+                }
+            }
+            _ => match typed::<calico::RawPolicySpec>(&object.value, "/spec", &base) {
+                Ok(raw) => {
+                    let raw = raw.unwrap_or_default();
+                    let compiled =
+                        calico::compile_policy(&raw, kind, object_id, &name, namespace.as_deref(), &mut problems);
+                    if let Some(policy) = compiled {
+                        let pid = CalicoPolicyId(self.calico_policies.len());
+                        self.calico_policies.push(policy);
+                        match &namespace {
+                            None => self.calico_global.push(pid),
+                            Some(ns) => {
+                                if let Some(info) = self.namespaces.get_mut(ns) {
+                                    info.calico_policies.push(pid);
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(p) => problems.push(p),
+            },
+        }
+        for (at, msg) in problems {
+            // Problems from `typed` carry the object's pointer already; the compilers' do not.
+            let at = if at.starts_with(&base) && !base.is_empty() { at } else { format!("{base}{at}") };
+            self.problem(doc, &at, &msg, Some(id.clone()));
+        }
+    }
+
+    /// A Calico policy by id.
+    pub fn calico_policy(&self, id: CalicoPolicyId) -> &CalicoPolicy {
+        &self.calico_policies[id.0]
+    }
+
+    /// The Calico Tier named `name`, when the input has it.
+    pub fn calico_tier(&self, name: &str) -> Option<&CalicoTier> {
+        self.calico_tiers.iter().find(|t| t.name == name)
     }
 
     /// A Cilium rule by id.

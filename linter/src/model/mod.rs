@@ -1,6 +1,8 @@
 //! The typed model of the input: objects, workloads, policies and namespaces.
 
 pub mod admin_policy;
+pub mod calico_policy;
+pub mod calico_selector;
 pub mod cilium_policy;
 pub mod cluster_policy;
 pub mod inventory;

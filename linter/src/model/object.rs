@@ -51,6 +51,8 @@ pub enum Kind {
     CiliumNetworkPolicy,
     /// `cilium.io/v2` (cluster-scoped).
     CiliumClusterwideNetworkPolicy,
+    /// `projectcalico.org/v3` (or `crd.projectcalico.org/v1`) kinds.
+    Calico(super::calico_policy::CalicoKind),
     Other,
 }
 
@@ -67,6 +69,12 @@ impl Kind {
     /// are `Other`.
     pub fn classify(api_version: &str, kind: &str) -> (Kind, ApiVersionStatus) {
         use ApiVersionStatus::{Removed, Served};
+        if matches!(api_version, super::calico_policy::API_VERSION | super::calico_policy::CRD_API_VERSION) {
+            return match super::calico_policy::CalicoKind::parse(kind) {
+                Some(k) => (Kind::Calico(k), Served),
+                None => (Kind::Other, Served),
+            };
+        }
         let k = match kind {
             "Namespace" => Kind::Namespace,
             "NetworkPolicy" => Kind::NetworkPolicy,
@@ -107,6 +115,15 @@ impl Kind {
             _ => return (Kind::Other, Served),
         };
         (k, status)
+    }
+
+    /// Whether objects of the kind have no namespace.
+    pub fn cluster_scoped(self) -> bool {
+        match self {
+            Kind::Namespace | Kind::CiliumClusterwideNetworkPolicy => true,
+            Kind::Calico(k) => k.cluster_scoped(),
+            k => k.is_cluster_policy(),
+        }
     }
 
     /// The cluster-wide tiered policy kinds ([`super::ClusterPolicy`]).

@@ -5,6 +5,7 @@ use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::{Applicability, Edit, Finding, Fix};
 use crate::fix::dns_patch;
 use crate::model::{NAMESPACE_NAME_LABEL, Policy, PolicyId, Protocol};
+use crate::semantics::calico::TierOutcome;
 use crate::semantics::dns::{DNS_PORT, DnsTarget, LayerDecision};
 use crate::semantics::evaluator::{numeric_range, peer_matches, port_matches};
 use crate::semantics::selector::{describe_selector, selector_matches};
@@ -86,7 +87,7 @@ impl Rule for EgressBlocksDns {
             if reach.udp_allowed || reach.udp_undecided {
                 continue;
             }
-            if let Some(decision) = reach.udp_layer {
+            if let Some(decision) = reach.udp_layer.filter(|_| !network_policy_decides(cx, reach)) {
                 out.push(layer_blocks_dns(cx, &Self::META, id, decision));
                 continue;
             }
@@ -169,6 +170,30 @@ fn layer_blocks_dns(
             let who = format!("{} denies UDP 53 to cluster DNS in {} rule {}", owner.describe(), r.key(), r.index);
             (owner.object, who, r.pointer(inv), ", and a Cilium deny wins over every allow")
         }
+        LayerDecision::Calico(TierOutcome::Rule(r, action)) => {
+            let policy = inv.calico_policy(r.policy);
+            let who = format!(
+                "the {} decides UDP 53 to cluster DNS with {} in egress rule {}",
+                policy.describe(),
+                action.as_str(),
+                r.index
+            );
+            (policy.object, who, r.pointer(), "")
+        }
+        LayerDecision::Calico(TierOutcome::EndOfTier { policy: id, .. }) => {
+            let policy = inv.calico_policy(id);
+            let who = format!(
+                "the {} selects them and no rule of Calico tier {} allows UDP 53 to cluster DNS, so the tier's default action denies it",
+                policy.describe(),
+                policy.tier
+            );
+            (policy.object, who, "/spec/selector".to_owned(), "")
+        }
+        LayerDecision::Calico(TierOutcome::NetworkPolicy(r)) => {
+            let policy = inv.policy(r.policy);
+            let who = format!("policy {} decides UDP 53 to cluster DNS", policy.name);
+            (policy.object, who, format!("/spec/egress/{}", r.index), "")
+        }
     };
     let mut f = cx.finding(
         meta,
@@ -211,11 +236,25 @@ fn cilium_isolation_blocks_dns(
     f
 }
 
+/// Whether the layer that blocks DNS is Calico's default tier ending in its default deny for
+/// pods a NetworkPolicy isolates: the NetworkPolicies sit in that tier, so a DNS rule added to
+/// them lets DNS through (no Calico rule of the tier matched DNS).
+fn network_policy_decides(cx: &Context<'_>, reach: &crate::semantics::dns::DnsReach) -> bool {
+    match reach.udp_layer {
+        Some(LayerDecision::Calico(TierOutcome::EndOfTier { policy, .. })) => {
+            !reach.isolated_by.is_empty()
+                && cx.inventory.calico_policy(policy).tier == crate::model::calico_policy::DEFAULT_TIER
+        }
+        _ => false,
+    }
+}
+
 /// Why NetworkPolicy blocks DNS for pods whose egress `reach` describes, or `None` when UDP 53
 /// reaches cluster DNS or a ClusterNetworkPolicy decides it (which no NetworkPolicy change
 /// helps). The webhook uses it for the pods a reviewed policy selects.
 pub fn explain_dns_block(cx: &Context<'_>, reach: &crate::semantics::dns::DnsReach) -> Option<String> {
-    if reach.udp_allowed || reach.udp_undecided || reach.udp_layer.is_some() || reach.isolated_by.is_empty() {
+    let layer = reach.udp_layer.is_some() && !network_policy_decides(cx, reach);
+    if reach.udp_allowed || reach.udp_undecided || layer || reach.isolated_by.is_empty() {
         return None;
     }
     let names: Vec<String> = reach.isolated_by.iter().map(|&p| cx.inventory.policy(p).name.clone()).collect();

@@ -19,6 +19,11 @@ declare_rule! {
     /// names only namespaces (`io.kubernetes.pod.namespace`, `io.cilium.k8s.namespace.labels.*`)
     /// and matches this one, with egress rules (or `enableDefaultDeny.egress: true`).
     ///
+    /// A Calico policy counts too: a `projectcalico.org/v3` NetworkPolicy of the namespace, or a
+    /// GlobalNetworkPolicy whose `namespaceSelector` takes it, that selects every pod (`all()`),
+    /// governs egress, sits in a tier that denies by default, and has no rule that allows or
+    /// passes everything: the tier's end denies what its rules leave. Staged kinds never count.
+    ///
     /// ## Why is this bad?
     /// Without it, pods may connect anywhere: other namespaces, cloud metadata endpoints, the
     /// internet. A compromised pod can exfiltrate data or move laterally.
@@ -82,10 +87,12 @@ pub(super) fn check_default_deny(
     for ns in inv.namespaces_with_workloads() {
         // A NetworkPolicy with an empty podSelector, a ClusterNetworkPolicy that denies the
         // whole namespace everything in this direction (either tier), or a Cilium policy that
-        // puts every pod of the namespace in default deny.
+        // puts every pod of the namespace in default deny, or a Calico policy that does (its
+        // tier's default deny).
         if cx.eval.default_deny_policy(&ns.name, direction).is_some()
             || cx.eval.cluster_default_deny(&ns.name, direction).is_some()
             || cx.eval.cilium_default_deny(&ns.name, direction).is_some()
+            || cx.eval.calico_default_deny(&ns.name, direction).is_some()
         {
             continue;
         }

@@ -17,6 +17,11 @@ declare_rule! {
     /// CiliumClusterwideNetworkPolicy whose `endpointSelector` names only namespaces and matches
     /// this one, with ingress rules (or `enableDefaultDeny.ingress: true`).
     ///
+    /// A Calico policy counts too: a `projectcalico.org/v3` NetworkPolicy of the namespace, or a
+    /// GlobalNetworkPolicy whose `namespaceSelector` takes it, that selects every pod (`all()`),
+    /// governs ingress, sits in a tier that denies by default, and has no rule that allows or
+    /// passes everything: the tier's end denies what its rules leave. Staged kinds never count.
+    ///
     /// ## Why is this bad?
     /// Without it, every pod that no other policy selects accepts connections from anywhere in
     /// the cluster. A new workload is open until someone remembers to write its policy.

@@ -46,7 +46,8 @@ pub enum Tri {
 }
 
 impl Tri {
-    fn or(self, other: Tri) -> Tri {
+    /// Kleene's or: yes when either is, unknown when neither is and one is unknown.
+    pub fn or(self, other: Tri) -> Tri {
         match (self, other) {
             (Tri::Yes, _) | (_, Tri::Yes) => Tri::Yes,
             (Tri::Unknown(w), _) | (_, Tri::Unknown(w)) => Tri::Unknown(w),
@@ -54,7 +55,8 @@ impl Tri {
         }
     }
 
-    fn and(self, other: Tri) -> Tri {
+    /// Kleene's and: no when either is, unknown when neither is and one is unknown.
+    pub fn and(self, other: Tri) -> Tri {
         match (self, other) {
             (Tri::No, _) | (_, Tri::No) => Tri::No,
             (Tri::Unknown(w), _) | (_, Tri::Unknown(w)) => Tri::Unknown(w),
@@ -62,8 +64,21 @@ impl Tri {
         }
     }
 
-    fn from(b: bool) -> Tri {
+    pub fn from(b: bool) -> Tri {
         if b { Tri::Yes } else { Tri::No }
+    }
+}
+
+impl std::ops::Not for Tri {
+    type Output = Tri;
+
+    /// Negation; unknown stays unknown.
+    fn not(self) -> Tri {
+        match self {
+            Tri::Yes => Tri::No,
+            Tri::No => Tri::Yes,
+            u => u,
+        }
     }
 }
 

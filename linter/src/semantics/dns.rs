@@ -98,6 +98,8 @@ pub enum LayerDecision {
     Tier(TierDecision),
     /// A Cilium deny rule.
     CiliumDeny(CiliumRuleRef),
+    /// A Calico tier's outcome.
+    Calico(super::calico::TierOutcome),
 }
 
 /// DNS reachability of a workload's pods; `None` when nothing governs their egress to DNS (no
@@ -159,6 +161,7 @@ pub fn dns_reach_among(
             let decided = match verdict.decided() {
                 Decided::Admin(d) | Decided::Baseline(d) => Some(LayerDecision::Tier(d)),
                 Decided::CiliumDeny(r) => Some(LayerDecision::CiliumDeny(r)),
+                Decided::Calico(i) => verdict.calico.tiers.get(i).map(|t| LayerDecision::Calico(t.outcome)),
                 Decided::Isolation | Decided::Default => None,
             };
             governed |= decided.is_some();

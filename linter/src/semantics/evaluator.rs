@@ -23,6 +23,7 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::calico::{Band, CalicoUndecided, CalicoVerdict, KubernetesPart, TierOutcome};
 use super::cilium::{CiliumRuleRef, CiliumVerdict, Undecided};
 use super::cluster::TierDecision;
 use super::ip_block::ParsedIpBlock;
@@ -119,6 +120,8 @@ pub struct DirectionVerdict {
     pub baseline: Option<TierDecision>,
     /// What Cilium's policies say (empty without any).
     pub cilium: CiliumVerdict,
+    /// What Calico's tiers say (empty without Calico policies for the pod).
+    pub calico: CalicoVerdict,
 }
 
 /// The policies of every layer that apply to one pod in one direction
@@ -133,6 +136,25 @@ pub struct Applicable {
     pub baseline: Vec<crate::model::ClusterPolicyId>,
     /// Cilium rules selecting the pod (either direction).
     pub cilium: Vec<CiliumRuleId>,
+    /// Calico policies applying to the pod in this direction.
+    pub calico: Vec<crate::model::calico_policy::CalicoPolicyId>,
+}
+
+/// A rule the input cannot settle that could turn a verdict around.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerUndecided {
+    Cilium(Undecided),
+    Calico(CalicoUndecided),
+}
+
+impl LayerUndecided {
+    /// Why the rule cannot be settled.
+    pub fn why(&self) -> &'static str {
+        match self {
+            LayerUndecided::Cilium(u) => u.why,
+            LayerUndecided::Calico(u) => u.why,
+        }
+    }
 }
 
 /// Which layer decided a direction.
@@ -147,6 +169,8 @@ pub enum Decided {
     Isolation,
     /// A Baseline-tier rule's Accept or Deny.
     Baseline(TierDecision),
+    /// A Calico tier's outcome: the index of the tier in [`DirectionVerdict::calico`]'s tiers.
+    Calico(usize),
     /// Nothing decided: Kubernetes allows.
     Default,
 }
@@ -156,46 +180,106 @@ impl DirectionVerdict {
     /// or Deny is final; then a Cilium deny rule (which Cilium puts above every allow); then,
     /// for a pod NetworkPolicy or a Cilium policy isolates, any allow rule of either; then a
     /// Baseline Accept or Deny; then the default, allow. Pass moves on to the next layer.
+    /// Calico's tiers fall in by their order (see [`DirectionVerdict::decided`]).
     pub fn allowed(&self) -> bool {
         match self.decided() {
             Decided::Admin(d) | Decided::Baseline(d) => d.action == Action::Accept,
             Decided::CiliumDeny(_) => false,
             Decided::Isolation => !self.allowed_by.is_empty() || !self.cilium.allowed_by.is_empty(),
+            Decided::Calico(i) => self.calico.tiers.get(i).and_then(|t| t.outcome.verdict()).unwrap_or(false),
             Decided::Default => true,
         }
     }
 
-    /// Whether NetworkPolicy or a Cilium policy isolates the pod in this direction.
+    /// Whether NetworkPolicy, a Cilium policy or a Calico tier that denies by default isolates
+    /// the pod in this direction.
     pub fn is_isolated(&self) -> bool {
-        self.isolated || !self.cilium.isolated_by.is_empty()
+        self.isolated
+            || !self.cilium.isolated_by.is_empty()
+            || self.calico.tiers.iter().any(|t| !matches!(t.outcome, TierOutcome::EndOfTier { pass: true, .. }))
     }
 
     /// A rule the input cannot settle that could turn [`DirectionVerdict::allowed`] around: an
-    /// undecidable deny when it allows, an undecidable allow when isolation denies.
-    pub fn undecided(&self) -> Option<Undecided> {
-        match self.decided() {
-            Decided::Admin(_) | Decided::CiliumDeny(_) => None,
-            _ if self.allowed() => self.cilium.undecided.iter().find(|u| u.rule.deny).copied(),
+    /// undecidable deny when it allows, an undecidable allow when isolation denies; for Calico,
+    /// an undecidable rule met before the deciding tier whose action differs from the verdict.
+    pub fn undecided(&self) -> Option<LayerUndecided> {
+        let decided = self.decided();
+        let allowed = self.allowed();
+        let last_tier = match decided {
+            Decided::Calico(i) => Some(i),
+            _ => None,
+        };
+        let calico = self.calico.undecided.iter().find(|u| {
+            let before = match last_tier {
+                Some(i) => u.tier <= i,
+                None => match decided {
+                    Decided::Admin(_) | Decided::CiliumDeny(_) => {
+                        self.calico.tiers.get(u.tier).is_some_and(|t| super::calico::band(t) == Band::BeforeAdmin)
+                    }
+                    _ => true,
+                },
+            };
+            let differs = match u.action {
+                crate::model::calico_policy::CalicoAction::Allow => !allowed,
+                crate::model::calico_policy::CalicoAction::Deny => allowed,
+                _ => true,
+            };
+            before && differs
+        });
+        if let Some(u) = calico {
+            return Some(LayerUndecided::Calico(*u));
+        }
+        let cilium = match decided {
+            Decided::Admin(_) | Decided::CiliumDeny(_) | Decided::Calico(_) => None,
+            _ if allowed => self.cilium.undecided.iter().find(|u| u.rule.deny).copied(),
             Decided::Isolation => self.cilium.undecided.iter().find(|u| !u.rule.deny).copied(),
             _ => None,
-        }
+        };
+        cilium.map(LayerUndecided::Cilium)
     }
 
-    /// The layer whose answer [`DirectionVerdict::allowed`] gives.
+    /// The layer whose answer [`DirectionVerdict::allowed`] gives. The order, from the
+    /// ClusterNetworkPolicy API and Calico's tier orders: Calico tiers before the Admin tier
+    /// (order < 1,000); the Admin tier; a Cilium deny; Calico tiers before the default tier;
+    /// the default tier (Calico's policies there and the NetworkPolicies at order 1,000) or,
+    /// without Calico policies there, isolation by NetworkPolicy or Cilium; Calico tiers
+    /// before the Baseline tier (order < 10,000,000); the Baseline tier; the remaining Calico
+    /// tiers; the default, allow. A Pass, or a tier ending in Pass, moves on.
     pub fn decided(&self) -> Decided {
+        let calico = |band: Band| {
+            self.calico
+                .tiers
+                .iter()
+                .enumerate()
+                .find(|(_, t)| super::calico::band(t) == band && t.outcome.verdict().is_some())
+                .map(|(i, _)| Decided::Calico(i))
+        };
+        if let Some(d) = calico(Band::BeforeAdmin) {
+            return d;
+        }
         if let Some(d) = self.admin.filter(|d| d.action != Action::Pass) {
             return Decided::Admin(d);
         }
         if let Some(rule) = self.cilium.denied_by {
             return Decided::CiliumDeny(rule);
         }
-        if self.is_isolated() {
+        if let Some(d) = calico(Band::BeforeDefault) {
+            return d;
+        }
+        if self.calico.has_default_tier() {
+            if let Some(d) = calico(Band::Default) {
+                return d;
+            }
+        } else if self.isolated || !self.cilium.isolated_by.is_empty() {
             return Decided::Isolation;
         }
-        match self.baseline.filter(|d| d.action != Action::Pass) {
-            Some(d) => Decided::Baseline(d),
-            None => Decided::Default,
+        if let Some(d) = calico(Band::BeforeBaseline) {
+            return d;
         }
+        if let Some(d) = self.baseline.filter(|d| d.action != Action::Pass) {
+            return Decided::Baseline(d);
+        }
+        calico(Band::AfterBaseline).unwrap_or(Decided::Default)
     }
 }
 
@@ -213,7 +297,7 @@ impl PolicyVerdict {
     /// A rule the input cannot settle that could turn the verdict around (see
     /// [`DirectionVerdict::undecided`]): for a denied connection, one in a direction that
     /// denies (the other must allow for it to matter); for an allowed one, in either.
-    pub fn undecided(&self) -> Option<Undecided> {
+    pub fn undecided(&self) -> Option<LayerUndecided> {
         let sides = [self.egress.as_ref(), self.ingress.as_ref()];
         let denying: Vec<&DirectionVerdict> = sides.iter().flatten().copied().filter(|d| !d.allowed()).collect();
         match denying.as_slice() {
@@ -285,6 +369,16 @@ impl<'a> Evaluator<'a> {
         super::cluster::namespace_default_deny(self.inventory, self.namespace_labels(namespace), direction)
     }
 
+    /// A Calico policy that denies every pod of the namespace by default for `direction`
+    /// ([`super::calico::namespace_default_deny`]).
+    pub fn calico_default_deny(
+        &self,
+        namespace: &str,
+        direction: Direction,
+    ) -> Option<crate::model::calico_policy::CalicoPolicyId> {
+        super::calico::namespace_default_deny(self.inventory, namespace, direction)
+    }
+
     /// A Cilium rule that puts every pod of the namespace in default deny for `direction`
     /// ([`super::cilium::namespace_default_deny`]).
     pub fn cilium_default_deny(&self, namespace: &str, direction: Direction) -> Option<CiliumRuleId> {
@@ -326,6 +420,7 @@ impl<'a> Evaluator<'a> {
             admin: candidates.applicable(Tier::Admin, pod),
             baseline: candidates.applicable(Tier::Baseline, pod),
             cilium: candidates.cilium(self.inventory, pod),
+            calico: super::calico::applicable(self.inventory, pod, direction),
         }
     }
 
@@ -354,6 +449,15 @@ impl<'a> Evaluator<'a> {
         let tier = |tier, policies: &[crate::model::ClusterPolicyId]| {
             super::cluster::decide(self.inventory, tier, policies, pod, direction, peer, traffic)
         };
+        let calico = super::calico::judge(
+            self.inventory,
+            &applicable.calico,
+            KubernetesPart { isolated_by: &applicable.isolated_by, allowed_by: &allowed_by },
+            pod,
+            direction,
+            peer,
+            traffic,
+        );
         DirectionVerdict {
             isolated: !applicable.isolated_by.is_empty(),
             isolated_by: applicable.isolated_by.clone(),
@@ -361,6 +465,7 @@ impl<'a> Evaluator<'a> {
             admin: tier(Tier::Admin, &applicable.admin),
             baseline: tier(Tier::Baseline, &applicable.baseline),
             cilium: super::cilium::judge(self.inventory, &applicable.cilium, pod, direction, peer, traffic),
+            calico,
         }
     }
 

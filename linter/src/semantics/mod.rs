@@ -1,7 +1,8 @@
 //! Exact NetworkPolicy semantics (networking.k8s.io/v1): selectors, ipBlocks, ports and the
 //! evaluator that rules and `portcullis trace` share; the ClusterNetworkPolicy tiers around it
-//! (`cluster`), and Cilium's policies beside it (`cilium`).
+//! (`cluster`), Cilium's policies beside it (`cilium`) and Calico's tiers (`calico`).
 
+pub mod calico;
 pub mod cilium;
 pub mod cluster;
 pub mod dns;
