@@ -194,6 +194,39 @@ fn trace_names_the_cilium_rule_that_decided_and_what_it_cannot_decide() {
 }
 
 #[test]
+fn trace_names_the_calico_tier_and_rule_that_decided() {
+    // The verdicts are the truth tables' (testcases/semantics/30-... and 31-...).
+    let tiers = "testcases/semantics/30-calico-tiers-order-pass.yaml";
+    let (code, text) = trace(tiers, "apps/web", "apps/db", "5432", false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("denied by Calico tier security: no rule matched; the tier's default action Deny applies"),
+        "{text}"
+    );
+    assert!(text.contains("Calico NetworkPolicy apps/db-from-api (tier security, order 10)"), "{text}");
+    let (code, text) = trace(tiers, "apps/web", "apps/ssh", "22", true);
+    assert_eq!(code, Some(1), "{text}");
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["ingress"]["decidedBy"], "calico");
+    let tier = &doc["ingress"]["calico"]["tiers"][0];
+    assert_eq!(tier["tier"], "default");
+    assert_eq!(tier["action"], "Deny");
+    assert_eq!(tier["by"]["name"], "ssh-deny-22-from-web");
+    assert_eq!(tier["by"]["rule"], 0);
+    let (code, text) = trace(tiers, "apps/web", "apps/ssh", "9000", false);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("allowed by Calico tier default: allowed by apps/ssh-from-web ingress[0]"), "{text}");
+    let (code, text) = trace(tiers, "apps/api", "apps/cache", "6379", false);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("Calico tier platform passes it on"), "{text}");
+    let entities = "testcases/semantics/31-calico-entities-selectors-nets.yaml";
+    let (code, text) = trace(entities, "red/operator", "red/api", "5432", false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("the verdict may be the opposite: Allow Calico NetworkPolicy red/operator-egress"), "{text}");
+    assert!(text.contains("serviceAccounts: the pod's service account is not read"), "{text}");
+}
+
+#[test]
 fn trace_names_the_cluster_network_policy_tier_that_decided() {
     // The verdicts are the truth table's (testcases/semantics/22-...): trace must say which
     // layer gave them.

@@ -170,14 +170,9 @@ fn layer_blocks_dns(
             let who = format!("{} denies UDP 53 to cluster DNS in {} rule {}", owner.describe(), r.key(), r.index);
             (owner.object, who, r.pointer(inv), ", and a Cilium deny wins over every allow")
         }
-        LayerDecision::Calico(TierOutcome::Rule(r, action)) => {
+        LayerDecision::Calico(TierOutcome::Rule(r, _)) => {
             let policy = inv.calico_policy(r.policy);
-            let who = format!(
-                "the {} decides UDP 53 to cluster DNS with {} in egress rule {}",
-                policy.describe(),
-                action.as_str(),
-                r.index
-            );
+            let who = format!("the {} denies UDP 53 to cluster DNS in egress rule {}", policy.describe(), r.index);
             (policy.object, who, r.pointer(), "")
         }
         LayerDecision::Calico(TierOutcome::EndOfTier { policy: id, .. }) => {
@@ -195,13 +190,19 @@ fn layer_blocks_dns(
             (policy.object, who, format!("/spec/egress/{}", r.index), "")
         }
     };
+    let note = match decision {
+        LayerDecision::Calico(TierOutcome::EndOfTier { .. }) => {
+            "this policy selects the pods, so its tier's default action applies to them"
+        }
+        _ => "this rule denies DNS for these pods",
+    };
     let mut f = cx.finding(
         meta,
         inv.workload(workload).object,
         "/metadata/name",
         format!("pods of {} cannot resolve names: {who}{tail}", super::workload_label(cx, workload)),
     );
-    f.related.push(cx.related(object, &pointer, "this rule denies DNS for these pods".to_owned()));
+    f.related.push(cx.related(object, &pointer, note.to_owned()));
     f
 }
 

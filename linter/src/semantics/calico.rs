@@ -583,6 +583,28 @@ fn entity_matches(
     result
 }
 
+/// Whether a policy selector takes every pod of the namespace: it reads only what Calico
+/// knows of every pod of a namespace (`projectcalico.org/namespace`, the orchestrator, the
+/// namespace's labels as `pcns.<key>`), and takes this one. Calico's documented default deny,
+/// `projectcalico.org/namespace not in {'kube-system', 'calico-system'}`, is such a selector.
+pub fn selects_whole_namespace(selector: &Selector, namespace: &str, namespace_labels: &Labels) -> bool {
+    let mut keys = Vec::new();
+    selector.expr.keys(&mut keys);
+    let namespace_level =
+        keys.iter().all(|k| k == NAMESPACE_LABEL || k == ORCHESTRATOR_LABEL || k.starts_with("pcns."));
+    let no_labels = Labels::new();
+    let probe = PodView {
+        namespace,
+        labels: &no_labels,
+        namespace_labels,
+        ports: &[],
+        ips: &[],
+        host_network: false,
+        workload: None,
+    };
+    namespace_level && selects_pod(selector, &probe) == Tri::Yes
+}
+
 /// A Calico policy that denies every pod of the namespace in `direction` unless a rule allows:
 /// it applies to all of the namespace's pods (a NetworkPolicy of the namespace, or a
 /// GlobalNetworkPolicy whose namespace selector takes the namespace), sits in a tier that denies
@@ -599,13 +621,7 @@ pub fn namespace_default_deny(inventory: &Inventory, namespace: &str, direction:
             (None, Some(sel)) => selects_namespace(sel, &info.labels) == Tri::Yes,
             (None, None) => true,
         };
-        let selects_all = match &p.selector.expr {
-            Expr::All => true,
-            // A global policy may name the namespace in its pod selector.
-            Expr::Eq(k, v) => k == NAMESPACE_LABEL && v == namespace,
-            Expr::Has(k) => k == NAMESPACE_LABEL || k == ORCHESTRATOR_LABEL,
-            _ => false,
-        };
+        let selects_all = selects_whole_namespace(&p.selector, namespace, &info.labels);
         let tier_denies = !tier_facts(inventory, &p.tier).1;
         let opens = p
             .rules(direction == Direction::Egress)
@@ -679,6 +695,25 @@ mod tests {
         }
         let ns = parse("projectcalico.org/name == 'shop' && team == 'a'").expect("ns");
         assert_eq!(selects_namespace(&ns, &ns_labels), Tri::Yes);
+    }
+
+    #[test]
+    fn whole_namespace_selectors() {
+        let ns_labels = labels(&[(NAMESPACE_NAME_LABEL, "shop"), ("team", "a")]);
+        for (text, want) in [
+            ("all()", true),
+            ("", true),
+            ("projectcalico.org/namespace not in {'kube-system', 'calico-system'}", true),
+            ("projectcalico.org/namespace == 'shop'", true),
+            ("projectcalico.org/namespace == 'other'", false),
+            ("pcns.team == 'a' && projectcalico.org/orchestrator == 'k8s'", true),
+            ("app == 'web'", false),
+            ("!has(app)", false),
+            ("projectcalico.org/namespace == 'shop' && app == 'web'", false),
+        ] {
+            let sel = parse(text).expect(text);
+            assert_eq!(selects_whole_namespace(&sel, "shop", &ns_labels), want, "{text}");
+        }
     }
 
     #[test]
