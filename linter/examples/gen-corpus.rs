@@ -3,7 +3,7 @@
 //! mistake, so the rules have real work and real findings.
 //!
 //! `cargo run --release -p portcullis-linter --example gen-corpus -- DIR [NAMESPACES] [--split]
-//! [--cluster-policies=N] [--cilium-policies=N]`
+//! [--cluster-policies=N] [--cilium-policies=N] [--calico-policies=N]`
 //!
 //! `--split` writes one file per object instead (`DIR/ns-00042/03-deployment-worker.yaml`):
 //! the shape of a GitOps repository, for `--context` runs over many small files.
@@ -17,6 +17,12 @@
 //! CiliumClusterwideNetworkPolicy for one team's namespaces (in `cilium-clusterwide-policies.yaml`). No new findings; the `api` policy
 //! allows DNS, which clears `api`'s PC003 in the broken namespaces it covers (Cilium's allows add
 //! to NetworkPolicy's).
+//! `--calico-policies=N` adds N Calico policies the same way: per namespace a
+//! `projectcalico.org/v3` NetworkPolicy for `api` in the default tier at order 500 (DNS to
+//! kube-dns, HTTPS outside the private ranges, then Pass), and one in fifty a
+//! GlobalNetworkPolicy in tier `platform` (order 100, in `calico-global-policies.yaml`) denying
+//! one team's pods the metadata address and passing the rest on. No new findings; the `api`
+//! policy allows DNS, which clears `api`'s PC003 in the broken namespaces it covers.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -31,6 +37,8 @@ fn main() -> std::io::Result<()> {
         flags.iter().find_map(|a| a.strip_prefix("--cluster-policies=")?.parse().ok()).unwrap_or(0);
     let cilium_policies: usize =
         flags.iter().find_map(|a| a.strip_prefix("--cilium-policies=")?.parse().ok()).unwrap_or(0);
+    let calico_policies: usize =
+        flags.iter().find_map(|a| a.strip_prefix("--calico-policies=")?.parse().ok()).unwrap_or(0);
     std::fs::create_dir_all(&dir)?;
     // Each namespace's CiliumNetworkPolicy is written beside its other objects (as a
     // repository keeps them); the clusterwide ones go to one file.
@@ -41,6 +49,20 @@ fn main() -> std::io::Result<()> {
             (Some(_), text) if namespaces > 0 => namespaced_cilium[i % namespaces].push(text),
             (_, text) => clusterwide.push(text),
         }
+    }
+    let mut calico_global = Vec::new();
+    for i in 0..calico_policies {
+        match calico_policy(i, namespaces.max(1)) {
+            (Some(_), text) if namespaces > 0 => namespaced_cilium[i % namespaces].push(text),
+            (_, text) => calico_global.push(text),
+        }
+    }
+    if !calico_global.is_empty() {
+        calico_global.insert(
+            0,
+            "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: platform}\nspec: {order: 100}\n".to_owned(),
+        );
+        std::fs::write(dir.join("calico-global-policies.yaml"), calico_global.join("---\n"))?;
     }
     if !clusterwide.is_empty() {
         std::fs::write(dir.join("cilium-clusterwide-policies.yaml"), clusterwide.join("---\n"))?;
@@ -102,6 +124,23 @@ fn cilium_policy(i: usize, namespaces: usize) -> (Option<()>, String) {
     }
     let text = format!(
         "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: api-egress, namespace: team-{:05}}}\nspec:\n  endpointSelector: {{matchLabels: {{app: api}}}}\n  egress:\n  - toEndpoints:\n    - matchLabels: {{\"k8s:io.kubernetes.pod.namespace\": kube-system, \"k8s:k8s-app\": kube-dns}}\n    toPorts:\n    - ports: [{{port: \"53\", protocol: ANY}}]\n      rules:\n        dns: [{{matchPattern: \"*\"}}]\n  - toFQDNs: [{{matchName: api.example.com}}]\n    toPorts:\n    - ports: [{{port: \"443\", protocol: TCP}}]\n  - toEndpoints: [{{matchLabels: {{app: db}}}}]\n    toPorts:\n    - ports: [{{port: \"5432\", protocol: TCP}}]\n  egressDeny:\n  - toCIDR: [169.254.169.254/32]\n",
+        i % namespaces
+    );
+    (Some(()), text)
+}
+
+/// The `i`th Calico policy: (whether it is namespaced, its text), as [`cilium_policy`].
+fn calico_policy(i: usize, namespaces: usize) -> (Option<()>, String) {
+    if i % 50 == 49 {
+        let text = format!(
+            "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: platform.metadata-{i:04}}}\nspec:\n  tier: platform\n  order: {}\n  selector: pcns.team == 't{}'\n  types: [Egress]\n  egress:\n  - action: Deny\n    destination:\n      nets: [169.254.169.254/32]\n  - action: Pass\n",
+            i % 1000,
+            i % 50
+        );
+        return (None, text);
+    }
+    let text = format!(
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {{name: api-calico, namespace: team-{:05}}}\nspec:\n  order: 500\n  selector: app == 'api'\n  types: [Egress]\n  egress:\n  - action: Allow\n    protocol: UDP\n    destination:\n      namespaceSelector: projectcalico.org/name == 'kube-system'\n      selector: k8s-app == 'kube-dns'\n      ports: [53]\n  - action: Allow\n    protocol: TCP\n    destination:\n      notNets: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]\n      ports: [443]\n  - action: Pass\n    destination:\n      selector: app == 'db'\n",
         i % namespaces
     );
     (Some(()), text)

@@ -48,10 +48,10 @@ impl Expr {
         matches!(self, Expr::All)
     }
 
-    /// Every label key the expression reads.
-    pub fn keys(&self, out: &mut Vec<String>) {
+    /// Whether every label key the expression reads passes `test`.
+    pub fn reads_only(&self, test: &dyn Fn(&str) -> bool) -> bool {
         match self {
-            Expr::All | Expr::Global => {}
+            Expr::All | Expr::Global => true,
             Expr::Has(k)
             | Expr::Eq(k, _)
             | Expr::Ne(k, _)
@@ -59,12 +59,9 @@ impl Expr {
             | Expr::NotIn(k, _)
             | Expr::Contains(k, _)
             | Expr::StartsWith(k, _)
-            | Expr::EndsWith(k, _) => out.push(k.clone()),
-            Expr::Not(e) => e.keys(out),
-            Expr::And(a, b) | Expr::Or(a, b) => {
-                a.keys(out);
-                b.keys(out);
-            }
+            | Expr::EndsWith(k, _) => test(k),
+            Expr::Not(e) => e.reads_only(test),
+            Expr::And(a, b) | Expr::Or(a, b) => a.reads_only(test) && b.reads_only(test),
         }
     }
 }

@@ -258,20 +258,47 @@ pub fn policy_selects(policy: &CalicoPolicy, pod: &PodView<'_>) -> Tri {
     namespace.and(selects_pod(&policy.selector, pod)).and(service_account)
 }
 
-/// The enforced Calico policies that apply to the pod for `direction`, in input order. A policy
-/// whose selection the input cannot settle is left out (the verdict then reads as if it did
-/// not select the pod; see `docs/decisions.md`).
-pub fn applicable(inventory: &Inventory, pod: &PodView<'_>, direction: Direction) -> Vec<CalicoPolicyId> {
+/// The enforced Calico policies that can apply to pods of the namespace with these labels, in
+/// input order, each with whether the pod's own labels still need checking: the namespace's
+/// NetworkPolicies and the GlobalNetworkPolicies whose `namespaceSelector` takes it; a policy
+/// whose selector reads only namespace-level labels is settled here once. A policy whose
+/// selection the input cannot settle is left out (the verdict then reads as if it did not
+/// select the pod; see `docs/decisions.md`).
+pub fn namespace_candidates(inventory: &Inventory, namespace_labels: &Labels) -> Vec<(CalicoPolicyId, bool)> {
     if inventory.calico_policies.is_empty() {
         return Vec::new();
     }
-    let own = inventory.namespace(pod.namespace).map(|ns| ns.calico_policies.as_slice()).unwrap_or_default();
+    let Some(namespace) = namespace_labels.get(NAMESPACE_NAME_LABEL) else { return Vec::new() };
+    let own = inventory.namespace(namespace).map(|ns| ns.calico_policies.as_slice()).unwrap_or_default();
+    let no_labels = Labels::new();
+    let probe = PodView {
+        namespace,
+        labels: &no_labels,
+        namespace_labels,
+        ports: &[],
+        ips: &[],
+        host_network: false,
+        workload: None,
+    };
     own.iter()
         .chain(&inventory.calico_global)
         .copied()
-        .filter(|&id| {
+        .filter_map(|id| {
             let p = inventory.calico_policy(id);
-            !p.kind.staged() && governs(p, direction) && policy_selects(p, pod) == Tri::Yes
+            if p.kind.staged() {
+                return None;
+            }
+            if let (None, Some(sel)) = (&p.namespace, &p.namespace_selector)
+                && selects_namespace(sel, namespace_labels) != Tri::Yes
+            {
+                return None;
+            }
+            let namespace_level = p.selector.expr.reads_only(&namespace_level_key);
+            let plain_account = p.service_account_selector.as_ref().is_none_or(|s| s.expr.is_all());
+            if namespace_level && plain_account {
+                return (selects_pod(&p.selector, &probe) == Tri::Yes).then_some((id, false));
+            }
+            Some((id, true))
         })
         .collect()
 }
@@ -322,18 +349,18 @@ pub fn judge(
             Calico(CalicoPolicyId),
             Kubernetes(PolicyId),
         }
-        let mut members: Vec<(Option<f64>, String, Member)> = applicable
+        let mut members: Vec<(Option<f64>, std::borrow::Cow<'_, str>, Member)> = applicable
             .iter()
             .filter(|&&id| inventory.calico_policy(id).tier == tier)
             .map(|&id| {
                 let p = inventory.calico_policy(id);
-                (p.order, p.name.clone(), Member::Calico(id))
+                (p.order, std::borrow::Cow::Borrowed(p.name.as_str()), Member::Calico(id))
             })
             .collect();
         if tier == DEFAULT_TIER {
             for &pid in kubernetes.isolated_by {
                 let name = format!("knp.default.{}", inventory.policy(pid).name);
-                members.push((Some(NETWORK_POLICY_ORDER), name, Member::Kubernetes(pid)));
+                members.push((Some(NETWORK_POLICY_ORDER), std::borrow::Cow::Owned(name), Member::Kubernetes(pid)));
             }
         }
         members.sort_by(|a, b| by_order((a.0, &a.1), (b.0, &b.1)));
@@ -463,8 +490,6 @@ fn selected(
     namespace_selector: Option<&Selector>,
     endpoint: &Endpoint<'_>,
 ) -> Tri {
-    let all = Selector::all();
-    let selector = selector.unwrap_or(&all);
     // Whether a namespaced resource of `namespace` (with these labels) is in scope.
     let namespace_in_scope = |namespace: &str, labels: &Labels| match namespace_selector {
         Some(sel) => selects_namespace(sel, labels),
@@ -486,7 +511,7 @@ fn selected(
             if scope == Tri::No {
                 return Tri::No;
             }
-            scope.and(selects_pod(selector, pod))
+            scope.and(selector.map_or(Tri::Yes, |s| selects_pod(s, pod)))
         }
         Endpoint::Address(_) | Endpoint::UnknownAddress | Endpoint::Name(_) => {
             let mut result = Tri::No;
@@ -499,7 +524,8 @@ fn selected(
                         namespace_in_scope(ns, labels.unwrap_or(&empty))
                     }
                 };
-                let picked = scope.and(selects_labels(selector, &set.labels, set.namespace.is_none()));
+                let labels = selector.map_or(Tri::Yes, |s| selects_labels(s, &set.labels, set.namespace.is_none()));
+                let picked = scope.and(labels);
                 if picked == Tri::No {
                     continue;
                 }
@@ -583,15 +609,18 @@ fn entity_matches(
     result
 }
 
+/// Whether a label key is one every pod of a namespace has alike (its namespace, the
+/// orchestrator, the namespace's labels).
+fn namespace_level_key(key: &str) -> bool {
+    key == NAMESPACE_LABEL || key == ORCHESTRATOR_LABEL || key.starts_with("pcns.")
+}
+
 /// Whether a policy selector takes every pod of the namespace: it reads only what Calico
 /// knows of every pod of a namespace (`projectcalico.org/namespace`, the orchestrator, the
 /// namespace's labels as `pcns.<key>`), and takes this one. Calico's documented default deny,
 /// `projectcalico.org/namespace not in {'kube-system', 'calico-system'}`, is such a selector.
 pub fn selects_whole_namespace(selector: &Selector, namespace: &str, namespace_labels: &Labels) -> bool {
-    let mut keys = Vec::new();
-    selector.expr.keys(&mut keys);
-    let namespace_level =
-        keys.iter().all(|k| k == NAMESPACE_LABEL || k == ORCHESTRATOR_LABEL || k.starts_with("pcns."));
+    let namespace_level = selector.expr.reads_only(&namespace_level_key);
     let no_labels = Labels::new();
     let probe = PodView {
         namespace,

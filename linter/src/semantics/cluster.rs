@@ -44,6 +44,9 @@ pub struct NamespaceCandidates<'i> {
     /// Cilium rules whose `endpointSelector` can select pods of the namespace (its namespace
     /// part matches), each with whether pod labels still need checking.
     cilium: Vec<(crate::model::cilium_policy::CiliumRuleId, bool)>,
+    /// Calico policies that can apply to pods of the namespace, each with whether pod labels
+    /// still need checking ([`super::calico::namespace_candidates`]).
+    calico: Vec<(crate::model::calico_policy::CalicoPolicyId, bool)>,
 }
 
 impl<'i> NamespaceCandidates<'i> {
@@ -51,6 +54,7 @@ impl<'i> NamespaceCandidates<'i> {
     pub fn new(inventory: &'i Inventory, namespace_labels: &Labels) -> NamespaceCandidates<'i> {
         let mut out = NamespaceCandidates {
             cilium: super::cilium::namespace_candidates(inventory, namespace_labels),
+            calico: super::calico::namespace_candidates(inventory, namespace_labels),
             ..NamespaceCandidates::default()
         };
         if inventory.cluster_policies.is_empty() {
@@ -100,6 +104,29 @@ impl NamespaceCandidates<'_> {
         self.cilium
             .iter()
             .filter(|(id, check)| !check || super::cilium::subject_matches(inventory.cilium_rule(*id), pod))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
+impl NamespaceCandidates<'_> {
+    /// The enforced Calico policies that apply to `pod` (of this namespace) for `direction`.
+    pub fn calico(
+        &self,
+        inventory: &Inventory,
+        pod: &PodView<'_>,
+        direction: Direction,
+    ) -> Vec<crate::model::calico_policy::CalicoPolicyId> {
+        if pod.host_network {
+            return Vec::new();
+        }
+        self.calico
+            .iter()
+            .filter(|(id, check)| {
+                let policy = inventory.calico_policy(*id);
+                super::calico::governs(policy, direction)
+                    && (!check || super::calico::policy_selects(policy, pod) == super::cilium::Tri::Yes)
+            })
             .map(|(id, _)| *id)
             .collect()
     }

@@ -420,7 +420,7 @@ impl<'a> Evaluator<'a> {
             admin: candidates.applicable(Tier::Admin, pod),
             baseline: candidates.applicable(Tier::Baseline, pod),
             cilium: candidates.cilium(self.inventory, pod),
-            calico: super::calico::applicable(self.inventory, pod, direction),
+            calico: candidates.calico(self.inventory, pod, direction),
         }
     }
 
