@@ -96,6 +96,9 @@ pub struct WebhookConfig {
     /// Users whose requests for objects owned by a workload controller are warned about,
     /// never denied, in enforce mode (the owner was reviewed when it was applied).
     pub trusted_controllers: Vec<String>,
+    /// Policy layers besides NetworkPolicy the webhook watches and reviews (`layers:`), each
+    /// needing the chart's RBAC for its kinds; a layer whose CRDs the cluster lacks is skipped.
+    pub layers: Vec<PolicyLayer>,
 }
 
 impl Default for WebhookConfig {
@@ -104,7 +107,93 @@ impl Default for WebhookConfig {
             mode: WebhookMode::Warn,
             add_dns_allowance: true,
             trusted_controllers: DEFAULT_TRUSTED_CONTROLLERS.map(str::to_owned).to_vec(),
+            layers: Vec::new(),
         }
+    }
+}
+
+/// A policy layer the webhook can watch: its kinds and where the API serves them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PolicyLayer {
+    /// `policy.networking.k8s.io/v1alpha2` ClusterNetworkPolicy.
+    ClusterNetworkPolicy,
+    /// `policy.networking.k8s.io/v1alpha1` AdminNetworkPolicy and BaselineAdminNetworkPolicy.
+    AdminNetworkPolicy,
+    /// `cilium.io/v2` CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy.
+    Cilium,
+    /// Calico's policies, Tiers and network sets (`projectcalico.org/v3`, or the
+    /// `crd.projectcalico.org/v1` CRDs when Calico's API server is not installed).
+    Calico,
+}
+
+/// One kind a layer watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerResource {
+    /// `(group, version)` pairs it may be served at, in order of preference: the webhook
+    /// watches the first the cluster serves.
+    pub served_at: &'static [(&'static str, &'static str)],
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub namespaced: bool,
+}
+
+const NETWORK_POLICY_API_V1ALPHA2: &[(&str, &str)] = &[("policy.networking.k8s.io", "v1alpha2")];
+const NETWORK_POLICY_API_V1ALPHA1: &[(&str, &str)] = &[("policy.networking.k8s.io", "v1alpha1")];
+const CILIUM: &[(&str, &str)] = &[("cilium.io", "v2")];
+/// Calico's API server, or its CRDs when the API server is not installed.
+const CALICO: &[(&str, &str)] = &[("projectcalico.org", "v3"), ("crd.projectcalico.org", "v1")];
+
+impl PolicyLayer {
+    pub const ALL: [PolicyLayer; 4] =
+        [PolicyLayer::ClusterNetworkPolicy, PolicyLayer::AdminNetworkPolicy, PolicyLayer::Cilium, PolicyLayer::Calico];
+
+    /// The name in `portcullis.yaml` and the chart's values.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyLayer::ClusterNetworkPolicy => "clusterNetworkPolicy",
+            PolicyLayer::AdminNetworkPolicy => "adminNetworkPolicy",
+            PolicyLayer::Cilium => "cilium",
+            PolicyLayer::Calico => "calico",
+        }
+    }
+
+    /// The kinds the layer watches.
+    pub fn resources(self) -> &'static [LayerResource] {
+        const fn r(
+            served_at: &'static [(&'static str, &'static str)],
+            kind: &'static str,
+            plural: &'static str,
+            namespaced: bool,
+        ) -> LayerResource {
+            LayerResource { served_at, kind, plural, namespaced }
+        }
+        const CNP: &[LayerResource] =
+            &[r(NETWORK_POLICY_API_V1ALPHA2, "ClusterNetworkPolicy", "clusternetworkpolicies", false)];
+        const ANP: &[LayerResource] = &[
+            r(NETWORK_POLICY_API_V1ALPHA1, "AdminNetworkPolicy", "adminnetworkpolicies", false),
+            r(NETWORK_POLICY_API_V1ALPHA1, "BaselineAdminNetworkPolicy", "baselineadminnetworkpolicies", false),
+        ];
+        const CILIUM_KINDS: &[LayerResource] = &[
+            r(CILIUM, "CiliumNetworkPolicy", "ciliumnetworkpolicies", true),
+            r(CILIUM, "CiliumClusterwideNetworkPolicy", "ciliumclusterwidenetworkpolicies", false),
+        ];
+        const CALICO_KINDS: &[LayerResource] = &[
+            r(CALICO, "NetworkPolicy", "networkpolicies", true),
+            r(CALICO, "GlobalNetworkPolicy", "globalnetworkpolicies", false),
+            r(CALICO, "Tier", "tiers", false),
+            r(CALICO, "NetworkSet", "networksets", true),
+            r(CALICO, "GlobalNetworkSet", "globalnetworksets", false),
+        ];
+        match self {
+            PolicyLayer::ClusterNetworkPolicy => CNP,
+            PolicyLayer::AdminNetworkPolicy => ANP,
+            PolicyLayer::Cilium => CILIUM_KINDS,
+            PolicyLayer::Calico => CALICO_KINDS,
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<PolicyLayer> {
+        PolicyLayer::ALL.into_iter().find(|l| l.as_str() == name)
     }
 }
 
@@ -476,7 +565,24 @@ impl Reader<'_> {
                     }
                 }
                 "trustedControllers" => webhook.trusted_controllers = self.strings(v, &here)?,
-                other => return Err(self.unknown_key(other, &here, &["mode", "mutate", "trustedControllers"])),
+                "layers" => {
+                    for (i, name) in self.strings(v, &here)?.iter().enumerate() {
+                        let layer = PolicyLayer::parse(name).ok_or_else(|| {
+                            self.error(
+                                &format!("{here}/{i}"),
+                                format!(
+                                    "unknown policy layer {name:?}; expected clusterNetworkPolicy, adminNetworkPolicy, cilium or calico"
+                                ),
+                            )
+                        })?;
+                        if !webhook.layers.contains(&layer) {
+                            webhook.layers.push(layer);
+                        }
+                    }
+                }
+                other => {
+                    return Err(self.unknown_key(other, &here, &["mode", "mutate", "trustedControllers", "layers"]));
+                }
             }
         }
         Ok(webhook)
@@ -602,6 +708,10 @@ mod tests {
         assert_eq!(c.forbidden_ignores.iter().copied().collect::<Vec<_>>(), ["PC001", "PC002"]);
         assert!(!c.may_ignore("PC001") && c.may_ignore("PC003"));
         assert_eq!(c.webhook.trusted_controllers, ["system:serviceaccount:argo:rollouts"]);
+        let layers = Config::parse("webhook: {layers: [cilium, calico, cilium]}\n", "p.yaml").unwrap();
+        assert_eq!(layers.webhook.layers, [PolicyLayer::Cilium, PolicyLayer::Calico]);
+        let bad = Config::parse("webhook: {layers: [calicoo]}\n", "p.yaml").unwrap_err();
+        assert!(bad.to_string().contains("unknown policy layer \"calicoo\""), "{bad}");
         assert!(Config::default().webhook.trusted_controllers.iter().any(|u| u.ends_with(":replicaset-controller")));
         let e = Config::parse("ignoreAnnotations: {forbiddenRules: [PC999]}\n", "p.yaml").unwrap_err();
         assert!(e.message.contains("unknown rule \"PC999\""), "{e}");

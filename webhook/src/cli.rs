@@ -216,7 +216,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 tls_config
             }
         };
-        let state = crate::kube_state::KubeState::new(client.clone());
+        let state = crate::kube_state::KubeState::new(client.clone()).with_layers(&config.webhook.layers);
         tokio::spawn(state.clone().run());
         if args.controller {
             let identity = args.pod_name.clone().unwrap_or_else(|| format!("portcullis-{}", std::process::id()));

@@ -1,6 +1,7 @@
 //! Cluster state from the API server: watches on Namespaces, NetworkPolicies and EgressIntents
-//! feed an [`Index`] with the reflector's semantics, and denials are confirmed with a direct
-//! list of the namespace's policies.
+//! (and, when the config names them, the other policy layers' kinds the cluster serves) feed an
+//! [`Index`] with the reflector's semantics, and denials are confirmed with a direct list of the
+//! namespace's policies and layer objects.
 //!
 //! kube-runtime's `Store` has no namespace index and a review needs one namespace's policies
 //! out of thousands, so the watch events go into our own [`Index`] (same relist buffering as
@@ -17,6 +18,7 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
+use portcullis_linter::config::PolicyLayer;
 use portcullis_linter::model::{Labels, NAMESPACE_NAME_LABEL};
 use serde_json::Value;
 
@@ -38,7 +40,13 @@ pub fn egress_intent_resource() -> ApiResource {
 pub struct KubeState {
     client: Client,
     index: Arc<Index>,
+    layers: Vec<PolicyLayer>,
+    /// The layer kinds being watched (served by the cluster), for the fresh read.
+    watched: Arc<std::sync::Mutex<Vec<(ApiResource, bool)>>>,
 }
+
+/// How often a layer kind the cluster does not serve (its CRD absent) is looked for again.
+const ABSENT_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl std::fmt::Debug for KubeState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,6 +95,17 @@ fn slim_object<K: serde::Serialize>(o: &K) -> StoredObject {
     StoredObject::new(slim(o))
 }
 
+/// A layer object as stored, with the `apiVersion` and `kind` it is served as (list items
+/// leave them out).
+fn slim_layer(o: &DynamicObject, resource: &ApiResource) -> StoredObject {
+    let mut value = slim(o);
+    if let Value::Object(map) = &mut value {
+        map.insert("apiVersion".to_owned(), Value::String(resource.api_version.clone()));
+        map.insert("kind".to_owned(), Value::String(resource.kind.clone()));
+    }
+    StoredObject::new(value)
+}
+
 fn namespace_info(ns: &Namespace) -> Arc<NamespaceInfo> {
     let mut labels: Labels = ns.labels().clone();
     labels.entry(NAMESPACE_NAME_LABEL.to_owned()).or_insert_with(|| ns.name_any());
@@ -97,7 +116,72 @@ fn namespace_info(ns: &Namespace) -> Arc<NamespaceInfo> {
 
 impl KubeState {
     pub fn new(client: Client) -> KubeState {
-        KubeState { client, index: Arc::new(Index::default()) }
+        KubeState {
+            client,
+            index: Arc::new(Index::default()),
+            layers: Vec::new(),
+            watched: Arc::new(std::sync::Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Also watches these policy layers' kinds, where the cluster serves them.
+    pub fn with_layers(mut self, layers: &[PolicyLayer]) -> KubeState {
+        self.layers = layers.to_vec();
+        self
+    }
+
+    /// Applies a watch event of a layer kind served as `resource`.
+    pub fn apply_layer_event(&self, resource: &ApiResource, event: &Event<DynamicObject>) {
+        let key = crate::state::layer_key(&resource.api_version, &resource.kind);
+        let e = index_event(event, namespaced, |o| slim_layer(o, resource));
+        write(&self.index.layers).entry(key).or_default().apply(e);
+    }
+
+    /// Finds where the cluster serves a layer kind (the first of its group-versions whose
+    /// discovery lists it); `Ok(None)` when none does (its CRD is not installed).
+    async fn discover(
+        &self,
+        resource: &portcullis_linter::config::LayerResource,
+    ) -> Result<Option<ApiResource>, kube::Error> {
+        for (group, version) in resource.served_at {
+            let api_version = format!("{group}/{version}");
+            match self.client.list_api_group_resources(&api_version).await {
+                Ok(list) if list.resources.iter().any(|r| r.name == resource.plural) => {
+                    let gvk = GroupVersionKind::gvk(group, version, resource.kind);
+                    return Ok(Some(ApiResource::from_gvk_with_plural(&gvk, resource.plural)));
+                }
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Watches one layer kind: waits until the cluster serves it (looking again every minute;
+    /// readiness does not wait for an absent kind), then keeps its index.
+    async fn watch_layer(self, resource: portcullis_linter::config::LayerResource) {
+        let found = loop {
+            match self.discover(&resource).await {
+                Ok(Some(found)) => break found,
+                Ok(None) => tracing::info!(
+                    kind = resource.kind,
+                    group = resource.served_at.first().map_or("", |g| g.0),
+                    "policy layer kind not served by this cluster (CRD absent); looking again in 60 s"
+                ),
+                Err(e) => tracing::warn!(kind = resource.kind, error = %e, "discovery failed; retrying in 60 s"),
+            }
+            tokio::time::sleep(ABSENT_RECHECK).await;
+        };
+        let key = crate::state::layer_key(&found.api_version, &found.kind);
+        // Registered before the first list: readiness waits for it from now on.
+        write(&self.index.layers).entry(key.clone()).or_default();
+        if let Ok(mut watched) = self.watched.lock() {
+            watched.push((found.clone(), resource.namespaced));
+        }
+        tracing::info!(kind = resource.kind, api_version = %found.api_version, "watching policy layer kind");
+        let api = Api::<DynamicObject>::all_with(self.client.clone(), &found);
+        watcher(api, resource.kind, |e| self.apply_layer_event(&found, e)).await;
     }
 
     pub fn index(&self) -> &Index {
@@ -130,7 +214,29 @@ impl KubeState {
             "EgressIntent",
             |e| self.apply_intent_event(e),
         );
-        tokio::join!(ns, np, ei);
+        let layers = self.layers.iter().flat_map(|l| l.resources()).map(|r| self.clone().watch_layer(*r));
+        let layers = futures::future::join_all(layers);
+        tokio::join!(ns, np, ei, layers);
+    }
+
+    /// The layer objects of [`crate::state::Snapshot::layers`] for `namespace`, listed fresh;
+    /// `None` when no layer kind is watched.
+    async fn fresh_layers(&self, namespace: &str) -> Result<Option<Vec<StoredObject>>, kube::Error> {
+        let watched = self.watched.lock().map(|w| w.clone()).unwrap_or_default();
+        if watched.is_empty() {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        for (resource, namespaced) in watched {
+            let api = if namespaced {
+                Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &resource)
+            } else {
+                Api::<DynamicObject>::all_with(self.client.clone(), &resource)
+            };
+            let list = api.list(&ListParams::default()).await?;
+            out.extend(list.items.iter().map(|o| slim_layer(o, &resource)));
+        }
+        Ok(Some(out))
     }
 }
 
@@ -159,7 +265,8 @@ impl ClusterState for KubeState {
             let list = api.list(&ListParams::default()).await.map_err(error)?;
             let ns = Api::<Namespace>::all(self.client.clone()).get_opt(namespace).await.map_err(error)?;
             let terminating = ns.as_ref().is_some_and(|ns| namespace_info(ns).terminating);
-            Ok(Fresh { policies: list.items.iter().map(slim_policy).collect(), terminating })
+            let layers = self.fresh_layers(namespace).await.map_err(error)?;
+            Ok(Fresh { policies: list.items.iter().map(slim_policy).collect(), layers, terminating })
         })
     }
 

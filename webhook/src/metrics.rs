@@ -20,7 +20,7 @@ pub struct ReviewLabels {
 
 /// Kinds a review's `kind` label may take; anything else is `other`. A client controls
 /// `request.kind.kind`: a label taken from it let 150 requests with 1 MB kinds hold 242 MB.
-const KIND_LABELS: [&str; 13] = [
+const KIND_LABELS: [&str; 22] = [
     "Pod",
     "Deployment",
     "ReplicaSet",
@@ -34,6 +34,15 @@ const KIND_LABELS: [&str; 13] = [
     "Namespace",
     "Service",
     "Ingress",
+    "ClusterNetworkPolicy",
+    "AdminNetworkPolicy",
+    "BaselineAdminNetworkPolicy",
+    "CiliumNetworkPolicy",
+    "CiliumClusterwideNetworkPolicy",
+    "GlobalNetworkPolicy",
+    "Tier",
+    "NetworkSet",
+    "GlobalNetworkSet",
 ];
 
 /// The metrics label for a request's kind.
@@ -181,9 +190,12 @@ impl Metrics {
 
     /// The metrics in Prometheus text format, cache sizes as of now.
     pub fn render(&self, sizes: Sizes) -> String {
-        for (kind, n) in
-            [("Namespace", sizes.namespaces), ("NetworkPolicy", sizes.policies), ("EgressIntent", sizes.intents)]
-        {
+        for (kind, n) in [
+            ("Namespace", sizes.namespaces),
+            ("NetworkPolicy", sizes.policies),
+            ("EgressIntent", sizes.intents),
+            ("PolicyLayerObject", sizes.layer_objects),
+        ] {
             self.cache_objects.get_or_create(&ObjectLabels { kind }).set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         let mut out = String::new();

@@ -56,6 +56,10 @@ pub enum Scope {
     PolicyDelete,
     /// An EgressIntent created or updated.
     Intent,
+    /// An object of another policy layer (ClusterNetworkPolicy, AdminNetworkPolicy, Cilium,
+    /// Calico) created or updated: its own findings (what the API server or the CNI would
+    /// reject, shadowed rules, …).
+    Layer,
 }
 
 impl Scope {
@@ -71,6 +75,7 @@ impl Scope {
             Kind::NetworkPolicy if writes => Ok(Scope::Policy),
             Kind::NetworkPolicy if matches!(subject.operation, Operation::Delete) => Ok(Scope::PolicyDelete),
             Kind::EgressIntent if writes => Ok(Scope::Intent),
+            k if crate::state::is_layer_kind(k) && writes => Ok(Scope::Layer),
             Kind::Other | Kind::Namespace => Err("kind not reviewed"),
             _ => Err("operation not reviewed for this kind"),
         }
@@ -106,7 +111,7 @@ pub struct Mutation {
 /// Reviews a request for `/validate`.
 pub fn validate(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Vec<Problem> {
     match Scope::of(subject) {
-        Ok(Scope::Workload) | Ok(Scope::Intent) => review_object(subject, snapshot, config),
+        Ok(Scope::Workload) | Ok(Scope::Intent) | Ok(Scope::Layer) => review_object(subject, snapshot, config),
         Ok(Scope::Policy) => review_policy(subject, snapshot, config).0,
         Ok(Scope::PolicyDelete) => review_delete(subject, snapshot, config),
         Err(_) => Vec::new(),
@@ -157,6 +162,7 @@ impl Build {
                 b.add(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}));
             }
         }
+        b.add_layers(snapshot, subject);
         b
     }
 
@@ -166,6 +172,22 @@ impl Build {
         self.docs += 1;
         self.inv.add_object(DocumentRef::detached(SourceId(0), index), String::new(), value);
         index
+    }
+
+    /// Adds the other layers' objects from the snapshot, except the reviewed object's stored
+    /// version (the reviewed one replaces it).
+    fn add_layers(&mut self, snapshot: &Snapshot, subject: &Subject<'_>) {
+        for stored in &snapshot.layers {
+            let value = stored.value();
+            let same = |pointer: &str, want: &str| value.pointer(pointer).and_then(Value::as_str) == Some(want);
+            let namespace = value.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+            let reviewed = same("/kind", subject.kind)
+                && same("/metadata/name", subject.name)
+                && (namespace.is_empty() || namespace == subject.namespace);
+            if !reviewed {
+                self.add(value);
+            }
+        }
     }
 
     /// Adds the namespace's stored policies that may select a pod with `labels` (every one

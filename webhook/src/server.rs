@@ -327,8 +327,10 @@ async fn decide(
     match app.state.fresh(&namespace).await {
         Ok(fresh) => {
             app.metrics.fresh_reads.get_or_create(&ResultLabels { result: "success" }).inc();
+            let layers = fresh.layers.unwrap_or_else(|| snapshot.layers.clone());
             let fresh = Snapshot {
                 policies: fresh.policies,
+                layers,
                 namespace_terminating: snapshot.namespace_terminating || fresh.terminating,
                 ..snapshot
             };

@@ -185,6 +185,10 @@ pub struct Snapshot {
     pub policies: Vec<StoredPolicy>,
     /// The namespace's EgressIntents.
     pub intents: Vec<StoredObject>,
+    /// Objects of the other policy layers that can apply here: every cluster-scoped one
+    /// (ClusterNetworkPolicies, Cilium clusterwide and Calico global policies, Tiers, global
+    /// network sets) and the namespace's own (Cilium and Calico namespaced kinds).
+    pub layers: Vec<StoredObject>,
 }
 
 /// Object counts, for metrics.
@@ -193,6 +197,8 @@ pub struct Sizes {
     pub namespaces: usize,
     pub policies: usize,
     pub intents: usize,
+    /// Objects of the other policy layers.
+    pub layer_objects: usize,
 }
 
 /// Why fresh state could not be read.
@@ -207,6 +213,9 @@ pub struct StateError {
 #[derive(Debug, Clone, Default)]
 pub struct Fresh {
     pub policies: Vec<StoredPolicy>,
+    /// The other layers' objects ([`Snapshot::layers`]) read fresh; `None` when no layer is
+    /// watched (the snapshot's, empty, stand).
+    pub layers: Option<Vec<StoredObject>>,
     /// Whether the namespace is being deleted (its deletion may not have reached the cache).
     pub terminating: bool,
 }
@@ -323,6 +332,9 @@ pub struct Index {
     pub namespaces: RwLock<KindIndex<Arc<NamespaceInfo>>>,
     pub policies: RwLock<KindIndex<StoredPolicy>>,
     pub intents: RwLock<KindIndex<StoredObject>>,
+    /// The other policy layers' objects, one index per kind (`group/Kind`) so each watch
+    /// relists its own; cluster-scoped objects live under `""`.
+    pub layers: RwLock<BTreeMap<String, KindIndex<StoredObject>>>,
 }
 
 impl Index {
@@ -335,11 +347,28 @@ impl Index {
             dns_namespace_labels: namespaces.get("", dns_namespace).map(|i| i.labels.clone()),
             policies: read(&self.policies).in_namespace(namespace),
             intents: read(&self.intents).in_namespace(namespace),
+            layers: self.layers_for(namespace),
         }
     }
 
+    /// [`Snapshot::layers`] for a namespace.
+    pub fn layers_for(&self, namespace: &str) -> Vec<StoredObject> {
+        let layers = read(&self.layers);
+        let mut out = Vec::new();
+        for index in layers.values() {
+            out.extend(index.in_namespace(""));
+            if !namespace.is_empty() {
+                out.extend(index.in_namespace(namespace));
+            }
+        }
+        out
+    }
+
     pub fn synced(&self) -> bool {
-        read(&self.namespaces).synced() && read(&self.policies).synced() && read(&self.intents).synced()
+        read(&self.namespaces).synced()
+            && read(&self.policies).synced()
+            && read(&self.intents).synced()
+            && read(&self.layers).values().all(KindIndex::synced)
     }
 
     pub fn sizes(&self) -> Sizes {
@@ -347,6 +376,7 @@ impl Index {
             namespaces: read(&self.namespaces).len(),
             policies: read(&self.policies).len(),
             intents: read(&self.intents).len(),
+            layer_objects: read(&self.layers).values().map(KindIndex::len).sum(),
         }
     }
 }
@@ -410,6 +440,20 @@ struct Events {
     namespaces: BTreeMap<String, (Arc<NamespaceInfo>, bool)>,
     policies: Vec<IndexEvent<StoredPolicy>>,
     intents: Vec<IndexEvent<StoredObject>>,
+    /// The other layers' objects, by `group/Kind`.
+    layers: BTreeMap<String, Vec<IndexEvent<StoredObject>>>,
+}
+
+/// Whether a kind belongs to one of the other policy layers.
+pub fn is_layer_kind(kind: Kind) -> bool {
+    kind.is_cluster_policy()
+        || matches!(kind, Kind::CiliumNetworkPolicy | Kind::CiliumClusterwideNetworkPolicy | Kind::Calico(_))
+}
+
+/// The index key of a layer object: `group/Kind` from its `apiVersion` and `kind`.
+pub fn layer_key(api_version: &str, kind: &str) -> String {
+    let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+    format!("{group}/{kind}")
 }
 
 impl Events {
@@ -423,6 +467,13 @@ impl Events {
             self.add_namespace(ns.name.clone(), Arc::new(info), ns.object.is_some());
         }
         for o in &inv.objects {
+            if is_layer_kind(o.kind) {
+                let key = layer_key(&o.id.api_version, &o.id.kind);
+                let (namespace, name) = (o.namespace().unwrap_or_default().to_owned(), o.id.name.clone());
+                let value = StoredObject::new(o.value.clone());
+                self.layers.entry(key).or_default().push(IndexEvent::InitApply { namespace, name, value });
+                continue;
+            }
             let Some(namespace) = o.namespace() else { continue };
             let (namespace, name) = (namespace.to_owned(), o.id.name.clone());
             match o.kind {
@@ -454,6 +505,9 @@ impl Events {
         }
         self.policies.extend(later.policies);
         self.intents.extend(later.intents);
+        for (key, events) in later.layers {
+            self.layers.entry(key).or_default().extend(events);
+        }
     }
 
     fn into_state(self) -> StaticState {
@@ -466,6 +520,17 @@ impl Events {
         apply_all(&state.index.namespaces, namespaces);
         apply_all(&state.index.policies, self.policies);
         apply_all(&state.index.intents, self.intents);
+        {
+            let mut layers = write(&state.index.layers);
+            for (key, events) in self.layers {
+                let index = layers.entry(key).or_default();
+                index.apply(IndexEvent::Init);
+                for e in events {
+                    index.apply(e);
+                }
+                index.apply(IndexEvent::InitDone);
+            }
+        }
         state
     }
 }
@@ -488,7 +553,8 @@ impl ClusterState for StaticState {
         // The directory is the source of truth and never changes under us.
         let policies = read(&self.index.policies).in_namespace(namespace);
         let terminating = read(&self.index.namespaces).get("", namespace).is_some_and(|i| i.terminating);
-        Box::pin(async move { Ok(Fresh { policies, terminating }) })
+        let layers = Some(self.index.layers_for(namespace));
+        Box::pin(async move { Ok(Fresh { policies, layers, terminating }) })
     }
 
     fn ready(&self) -> bool {

@@ -384,3 +384,84 @@ fn names_with_control_characters_cannot_forge_lines_or_repaint_terminals() {
         "{message}"
     );
 }
+
+/// Issue 18: the other policy layers' objects the webhook watches take part in every review. A
+/// cluster-wide default deny from ClusterNetworkPolicy or Calico satisfies PC001/PC002 for a
+/// namespace without NetworkPolicy default-deny (with DNS allowed, PC003 stays quiet); without
+/// it the same Deployment is denied.
+#[test]
+fn the_other_layers_count_in_reviews() {
+    use portcullis_webhook::state::StoredObject;
+    let state = state();
+    let config = Config::default();
+    let create = std::fs::read(cases_dir().join("validate/deployment-create-no-default-deny.json")).unwrap();
+    let (decision, _, codes) = verdict(&create, &state, &config, false);
+    assert_eq!(decision, "deny");
+    assert!(codes.contains("PC001") && codes.contains("PC002"), "{codes}");
+    let calico = json!({
+        "apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+        "metadata": {"name": "default-deny"},
+        "spec": {
+            "selector": "projectcalico.org/namespace not in {'kube-system'}",
+            "types": ["Ingress", "Egress"],
+            "egress": [
+                {"action": "Allow", "protocol": "UDP", "destination": {
+                    "namespaceSelector": "projectcalico.org/name == 'kube-system'",
+                    "selector": "k8s-app == 'kube-dns'", "ports": [53]}},
+                {"action": "Allow", "protocol": "TCP", "destination": {
+                    "namespaceSelector": "projectcalico.org/name == 'kube-system'",
+                    "selector": "k8s-app == 'kube-dns'", "ports": [53]}},
+            ],
+        },
+    });
+    let baseline = json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": "baseline-default-deny"},
+        "spec": {"tier": "Baseline", "priority": 10, "subject": {"namespaces": {}},
+            "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}],
+            "egress": [
+                {"action": "Accept", "to": [{"pods": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}}],
+                 "protocols": [{"udp": {"destinationPort": {"number": 53}}}, {"tcp": {"destinationPort": {"number": 53}}}]},
+                {"action": "Deny", "to": [{"networks": ["0.0.0.0/0", "::/0"]}]},
+            ]},
+    });
+    for layer in [calico, baseline] {
+        let req = admission::parse(&create).unwrap();
+        let mut snapshot = state.snapshot(&req.namespace(), &config.dns.namespace);
+        snapshot.layers.push(StoredObject::new(layer.clone()));
+        let outcome = admission::decide(Endpoint::Validate, &req, &snapshot, &config);
+        let codes = portcullis_webhook::review::codes(&outcome.problems);
+        assert_eq!(outcome.decision.as_str(), "allow", "{}: {codes}", layer["kind"]);
+    }
+}
+
+/// Issue 18: an object of another layer is reviewed on write: what its API server would
+/// reject is reported (a Calico selector that does not parse), a valid one passes.
+#[test]
+fn layer_objects_are_reviewed() {
+    let state = state();
+    let config = Config::default();
+    let body = |selector: &str| {
+        edited("deployment-create-no-default-deny", |r| {
+            let gvk = json!({"group": "projectcalico.org", "version": "v3", "kind": "NetworkPolicy"});
+            let gvr = json!({"group": "projectcalico.org", "version": "v3", "resource": "networkpolicies"});
+            r["kind"] = gvk.clone();
+            r["requestKind"] = gvk;
+            r["resource"] = gvr.clone();
+            r["requestResource"] = gvr;
+            r["name"] = json!("db-ingress");
+            r["object"] = json!({
+                "apiVersion": "projectcalico.org/v3", "kind": "NetworkPolicy",
+                "metadata": {"name": "db-ingress", "namespace": "legacy"},
+                "spec": {"selector": selector, "ingress": [{"action": "Allow", "source": {"selector": "app == 'api'"}}]},
+            });
+        })
+    };
+    let (decision, _, codes) = verdict(&body("app = 'db'"), &state, &config, false);
+    assert_eq!(decision, "deny", "{codes}");
+    assert!(codes.contains("PC000"), "{codes}");
+    let (decision, _, codes) = verdict(&body("app == 'db'"), &state, &config, false);
+    assert_eq!(decision, "allow", "{codes}");
+}

@@ -210,6 +210,7 @@ fn the_index_never_changes_a_decision() {
             dns_namespace_labels: rng.chance(80).then_some(dns_labels),
             policies: policies.iter().cloned().map(StoredPolicy::new).collect(),
             intents: Vec::new(),
+            layers: Vec::new(),
         };
         for _ in 0..6 {
             let body = match rng.below(4) {

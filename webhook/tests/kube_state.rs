@@ -215,3 +215,57 @@ async fn a_stale_cache_never_rejects_a_correct_apply() {
     .await;
     assert_eq!(response["response"]["allowed"], true, "{response}");
 }
+
+/// Issue 18: a layer kind's watch events (list items come without apiVersion and kind) are
+/// stored with the group-version-kind they are served as; a review sees the cluster-scoped ones
+/// and those of its namespace, and readiness waits for every layer watch registered.
+#[tokio::test]
+async fn layer_watch_events_fill_the_index() {
+    use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+    let (state, _api) = mocked();
+    synced(&state);
+    let cnp = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("policy.networking.k8s.io", "v1alpha2", "ClusterNetworkPolicy"),
+        "clusternetworkpolicies",
+    );
+    let cilium = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("cilium.io", "v2", "CiliumNetworkPolicy"),
+        "ciliumnetworkpolicies",
+    );
+    let object = |name: &str, namespace: Option<&str>| {
+        let mut o = DynamicObject::new(name, &cnp).data(json!({"spec": {"tier": "Baseline", "priority": 1}}));
+        o.types = None;
+        o.metadata.namespace = namespace.map(str::to_owned);
+        o.metadata.managed_fields = Some(Vec::new());
+        o
+    };
+    state.apply_layer_event(&cnp, &Event::Init);
+    assert!(!state.ready(), "a layer watch that has not listed keeps the webhook unready");
+    state.apply_layer_event(&cnp, &Event::InitApply(object("baseline", None)));
+    state.apply_layer_event(&cnp, &Event::InitDone);
+    state.apply_layer_event(&cilium, &Event::Init);
+    state.apply_layer_event(&cilium, &Event::InitApply(object("api", Some("billing"))));
+    state.apply_layer_event(&cilium, &Event::InitApply(object("api", Some("other"))));
+    state.apply_layer_event(&cilium, &Event::InitDone);
+    assert!(state.ready());
+    let layers = state.snapshot("billing", "kube-system").layers;
+    let seen: Vec<(String, String, String)> = layers
+        .iter()
+        .map(|o| {
+            let v = o.value();
+            let text = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default().to_owned();
+            (text("/apiVersion"), text("/kind"), text("/metadata/name"))
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("cilium.io/v2".to_owned(), "CiliumNetworkPolicy".to_owned(), "api".to_owned()),
+            ("policy.networking.k8s.io/v1alpha2".to_owned(), "ClusterNetworkPolicy".to_owned(), "baseline".to_owned()),
+        ]
+    );
+    assert!(layers.iter().all(|o| o.value()["metadata"].get("managedFields").is_none()));
+    assert_eq!(state.sizes().layer_objects, 3);
+    state.apply_layer_event(&cnp, &Event::Delete(object("baseline", None)));
+    assert_eq!(state.snapshot("billing", "kube-system").layers.len(), 1);
+}

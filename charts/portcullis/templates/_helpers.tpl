@@ -62,3 +62,26 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/*
+The policy layers of config.webhook.layers as (apiGroups, resources, scope) entries, one per
+API group: RBAC and the webhook rules are rendered from the same list.
+*/}}
+{{- define "portcullis.layerResources" -}}
+{{- $layers := (((.Values.config).webhook).layers) | default list -}}
+{{- $out := list -}}
+{{- if has "clusterNetworkPolicy" $layers -}}
+{{- $out = append $out (dict "group" "policy.networking.k8s.io" "version" "v1alpha2" "cluster" (list "clusternetworkpolicies") "namespaced" (list)) -}}
+{{- end -}}
+{{- if has "adminNetworkPolicy" $layers -}}
+{{- $out = append $out (dict "group" "policy.networking.k8s.io" "version" "v1alpha1" "cluster" (list "adminnetworkpolicies" "baselineadminnetworkpolicies") "namespaced" (list)) -}}
+{{- end -}}
+{{- if has "cilium" $layers -}}
+{{- $out = append $out (dict "group" "cilium.io" "version" "v2" "cluster" (list "ciliumclusterwidenetworkpolicies") "namespaced" (list "ciliumnetworkpolicies")) -}}
+{{- end -}}
+{{- if has "calico" $layers -}}
+{{- $out = append $out (dict "group" "projectcalico.org" "version" "v3" "cluster" (list "globalnetworkpolicies" "tiers" "globalnetworksets") "namespaced" (list "networkpolicies" "networksets")) -}}
+{{- $out = append $out (dict "group" "crd.projectcalico.org" "version" "v1" "cluster" (list "globalnetworkpolicies" "tiers" "globalnetworksets") "namespaced" (list "networkpolicies" "networksets")) -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
