@@ -268,13 +268,21 @@ fn setup(cluster: &Cluster, dns_port: u16) {
         cluster.ok(&args);
     }
     cluster.ok(&["delete", "crd", "egressintents.portcullis.dev", "--ignore-not-found"]);
+    let _ = cluster.kubectl(&["delete", "clusternetworkpolicies", "--all"]);
+    cluster.ok(&["delete", "crd", "ciliumnetworkpolicies.cilium.io", "--ignore-not-found"]);
+    // The ClusterNetworkPolicy layer: a CRD of the suite's own (a permissive schema; the engine
+    // judges the content), so the layer's watch, RBAC and webhook rules meet a real API server.
+    // The Cilium layer is configured too, without its CRD: it must be skipped, not block.
+    let crd = cluster.apply(CNP_CRD);
+    assert!(crd.status.success(), "the ClusterNetworkPolicy CRD: {}", text(&crd));
+    cluster.ok(&["wait", "--for=condition=Established", "crd/clusternetworkpolicies.policy.networking.k8s.io"]);
     let _ = cluster.kubectl(&["delete", "lease", "portcullis-controller", "-n", RELEASE_NS, "--ignore-not-found"]);
     let values = cluster.dir.join("values.yaml");
     std::fs::write(
         &values,
         format!(
             "config:
-  webhook: {{mode: warn}}
+  webhook: {{mode: warn, layers: [clusterNetworkPolicy, cilium]}}
   ignoreAnnotations: {{forbiddenRules: [PC002]}}
   controller: {{nameservers: [\"127.0.0.1:{dns_port}\"], ttlFloorSeconds: 5}}
 networkPolicies: {{apiServer: {{cidrs: [127.0.0.1/32]}}, nodeCidrs: [127.0.0.0/8]}}
@@ -290,6 +298,57 @@ networkPolicies: {{apiServer: {{cidrs: [127.0.0.1/32]}}, nodeCidrs: [127.0.0.0/8
         None,
     );
     assert!(install.status.success(), "helm install failed against the real API server:\n{}", text(&install));
+}
+
+/// A minimal ClusterNetworkPolicy CRD (cluster-scoped, v1alpha2, any spec): enough for the API
+/// server to serve the kind. A `*.k8s.io` group needs the approval annotation.
+const CNP_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: clusternetworkpolicies.policy.networking.k8s.io
+  annotations: {api-approved.kubernetes.io: \"https://github.com/kubernetes-sigs/network-policy-api/pull/30\"}
+spec:
+  group: policy.networking.k8s.io
+  scope: Cluster
+  names: {plural: clusternetworkpolicies, singular: clusternetworkpolicy, kind: ClusterNetworkPolicy, listKind: ClusterNetworkPolicyList}
+  versions:
+  - name: v1alpha2
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
+";
+
+/// A Baseline-tier ClusterNetworkPolicy that is the default deny of the namespaces labelled
+/// `e2e-layer: baseline`, with DNS accepted first.
+fn baseline_default_deny() -> String {
+    "apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: pc-e2e-baseline}
+spec:
+  tier: Baseline
+  priority: 10
+  subject:
+    namespaces: {matchLabels: {e2e-layer: baseline}}
+  ingress:
+  - action: Deny
+    from: [{namespaces: {}}]
+  egress:
+  - action: Accept
+    to:
+    - pods:
+        namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
+        podSelector: {matchLabels: {k8s-app: kube-dns}}
+    protocols:
+    - udp: {destinationPort: {number: 53}}
+    - tcp: {destinationPort: {number: 53}}
+  - action: Deny
+    to: [{networks: [0.0.0.0/0, \"::/0\"]}]
+"
+    .to_owned()
 }
 
 fn sa_kubeconfig(cluster: &Cluster) -> PathBuf {
@@ -532,6 +591,36 @@ fn a_real_api_server_agrees() {
         "ignore annotation: a forbidden ignore is refused and reported (PC016)",
         !refused.status.success() && text(&refused).contains("PC002") && text(&refused).contains("PC016"),
         text(&refused).lines().find(|l| l.contains("PC016")).unwrap_or("").to_owned(),
+    );
+
+    // Issue 18: the ClusterNetworkPolicy layer, watched with the chart's RBAC, counts in reviews:
+    // a Baseline default deny satisfies PC001/PC002 in an enforcing namespace; an invalid one is
+    // reviewed on apply; the Cilium layer, whose CRD is absent, did not keep the webhook unready.
+    let layered = cluster.namespace("layered", "enforce");
+    cluster.ok(&["label", "namespace", &layered, "e2e-layer=baseline"]);
+    let before = cluster.kubectl_in(&["apply", "--dry-run=server", "-f", "-"], &deployment(&layered, "web", "{}"));
+    let baseline = cluster.apply(&baseline_default_deny());
+    let admitted = wait_for(Duration::from_secs(20), || {
+        let out = cluster.kubectl_in(&["apply", "--dry-run=server", "-f", "-"], &deployment(&layered, "web", "{}"));
+        out.status.success().then_some(())
+    });
+    report.check(
+        "layers: a Baseline ClusterNetworkPolicy default deny satisfies PC001/PC002 (watched with the chart's RBAC)",
+        !before.status.success() && baseline.status.success() && admitted.is_some(),
+        format!("denied before: {}, admitted after: {}", !before.status.success(), admitted.is_some()),
+    );
+    let invalid = cluster.apply(
+        "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: pc-e2e-invalid}\nspec: {tier: Admin, priority: 5000, subject: {namespaces: {}}}\n",
+    );
+    report.check(
+        "layers: a ClusterNetworkPolicy is reviewed on apply (PC000 priority out of range, warned)",
+        invalid.status.success() && text(&invalid).contains("PC000"),
+        text(&invalid).lines().find(|l| l.contains("PC000")).unwrap_or("").to_owned(),
+    );
+    report.check(
+        "layers: a configured layer without its CRD is skipped (Cilium)",
+        a.ready() && a.log_text().contains("not served by this cluster"),
+        "ready, and the log says so",
     );
 
     // Item 7: names that are not external DNS names are refused at apply time.
