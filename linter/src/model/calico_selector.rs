@@ -147,51 +147,29 @@ fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, SelectorError> {
         let start = i;
         let after_label = matches!(tokens.last(), Some((_, Token::Label(_))));
         let rest = &input[i..];
+        let fixed = match b {
+            b'(' => Some((1, Token::LParen)),
+            b')' => Some((1, Token::RParen)),
+            b'{' => Some((1, Token::LBrace)),
+            b'}' => Some((1, Token::RBrace)),
+            b',' => Some((1, Token::Comma)),
+            b'=' if rest.starts_with("==") => Some((2, Token::Eq)),
+            b'!' if rest.starts_with("!=") => Some((2, Token::Ne)),
+            b'!' => Some((1, Token::Not)),
+            b'&' if rest.starts_with("&&") => Some((2, Token::And)),
+            b'|' if rest.starts_with("||") => Some((2, Token::Or)),
+            _ => None,
+        };
+        if let Some((len, token)) = fixed {
+            i += len;
+            tokens.push((start, token));
+            continue;
+        }
         let token = match b {
-            b'(' => {
-                i += 1;
-                Token::LParen
-            }
-            b')' => {
-                i += 1;
-                Token::RParen
-            }
-            b'{' => {
-                i += 1;
-                Token::LBrace
-            }
-            b'}' => {
-                i += 1;
-                Token::RBrace
-            }
-            b',' => {
-                i += 1;
-                Token::Comma
-            }
             b'"' | b'\'' => {
                 let Some(len) = rest[1..].find(b as char) else { return Err(err(start, "unterminated string")) };
                 i += len + 2;
                 Token::Str(rest[1..1 + len].to_owned())
-            }
-            b'=' if rest.starts_with("==") => {
-                i += 2;
-                Token::Eq
-            }
-            b'!' if rest.starts_with("!=") => {
-                i += 2;
-                Token::Ne
-            }
-            b'!' => {
-                i += 1;
-                Token::Not
-            }
-            b'&' if rest.starts_with("&&") => {
-                i += 2;
-                Token::And
-            }
-            b'|' if rest.starts_with("||") => {
-                i += 2;
-                Token::Or
             }
             _ if after_label => {
                 let word = |w: &str| rest.starts_with(w);

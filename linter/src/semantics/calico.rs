@@ -270,16 +270,6 @@ pub fn namespace_candidates(inventory: &Inventory, namespace_labels: &Labels) ->
     }
     let Some(namespace) = namespace_labels.get(NAMESPACE_NAME_LABEL) else { return Vec::new() };
     let own = inventory.namespace(namespace).map(|ns| ns.calico_policies.as_slice()).unwrap_or_default();
-    let no_labels = Labels::new();
-    let probe = PodView {
-        namespace,
-        labels: &no_labels,
-        namespace_labels,
-        ports: &[],
-        ips: &[],
-        host_network: false,
-        workload: None,
-    };
     own.iter()
         .chain(&inventory.calico_global)
         .copied()
@@ -293,10 +283,9 @@ pub fn namespace_candidates(inventory: &Inventory, namespace_labels: &Labels) ->
             {
                 return None;
             }
-            let namespace_level = p.selector.expr.reads_only(&namespace_level_key);
             let plain_account = p.service_account_selector.as_ref().is_none_or(|s| s.expr.is_all());
-            if namespace_level && plain_account {
-                return (selects_pod(&p.selector, &probe) == Tri::Yes).then_some((id, false));
+            if plain_account && p.selector.expr.reads_only(&namespace_level_key) {
+                return selects_whole_namespace(&p.selector, namespace, namespace_labels).then_some((id, false));
             }
             Some((id, true))
         })
