@@ -72,6 +72,13 @@ impl Request {
             .unwrap_or_else(|| "default".to_owned())
     }
 
+    /// Whether the object is of a cluster-scoped kind the engine knows (a ClusterNetworkPolicy,
+    /// a Cilium clusterwide or Calico global policy, …): it has no namespace, so no namespace's
+    /// mode or exclusion applies to it.
+    pub fn cluster_scoped(&self) -> bool {
+        portcullis_linter::model::Kind::classify(&self.api_version(), &self.inner.kind.kind).0.cluster_scoped()
+    }
+
     pub fn api_version(&self) -> String {
         let gvk = &self.inner.kind;
         if gvk.group.is_empty() { gvk.version.clone() } else { format!("{}/{}", gvk.group, gvk.version) }
@@ -273,8 +280,20 @@ pub fn mode_for(snapshot: &Snapshot, config: &Config) -> WebhookMode {
 }
 
 /// Decides a review in the namespace's mode. Dry-run requests are decided exactly like real ones.
+/// A cluster-scoped object has no namespace label: the config's mode applies.
 pub fn decide(endpoint: Endpoint, req: &Request, snapshot: &Snapshot, config: &Config) -> Outcome {
-    decide_in_mode(endpoint, req, snapshot, config, mode_for(snapshot, config))
+    let mode = if req.cluster_scoped() { config.webhook.mode } else { mode_for(snapshot, config) };
+    decide_in_mode(endpoint, req, snapshot, config, mode)
+}
+
+/// Whether deciding the request needs every namespace's default-deny state
+/// ([`crate::state::Snapshot::cluster`]): the DELETE of a cluster-scoped layer object.
+pub fn needs_cluster_view(req: &Request) -> bool {
+    matches!(req.inner.operation, Operation::Delete)
+        && req.cluster_scoped()
+        && crate::state::is_layer_kind(
+            portcullis_linter::model::Kind::classify(&req.api_version(), &req.inner.kind.kind).0,
+        )
 }
 
 /// Decides a review in a given mode (the server uses `warn` when it could not confirm a denial).
@@ -308,7 +327,7 @@ pub fn decide_in_mode(
     if let Err(why) = Scope::of(&subject) {
         return skip(response, why);
     }
-    if config.is_excluded(&namespace) {
+    if !req.cluster_scoped() && config.is_excluded(&namespace) {
         return skip(response, "namespace excluded by configuration");
     }
     if mode == WebhookMode::Off {

@@ -258,6 +258,10 @@ impl ClusterState for KubeState {
         self.index.snapshot(namespace, dns_namespace)
     }
 
+    fn cluster_view(&self) -> crate::state::ClusterView {
+        self.index.cluster_view()
+    }
+
     fn fresh<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Fresh, StateError>> {
         Box::pin(async move {
             let error = |e: kube::Error| StateError { namespace: namespace.to_owned(), message: e.to_string() };

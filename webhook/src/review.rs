@@ -60,6 +60,8 @@ pub enum Scope {
     /// Calico) created or updated: its own findings (what the API server or the CNI would
     /// reject, shadowed rules, …).
     Layer,
+    /// An object of another policy layer deleted: does every namespace keep its default deny?
+    LayerDelete,
 }
 
 impl Scope {
@@ -76,6 +78,9 @@ impl Scope {
             Kind::NetworkPolicy if matches!(subject.operation, Operation::Delete) => Ok(Scope::PolicyDelete),
             Kind::EgressIntent if writes => Ok(Scope::Intent),
             k if crate::state::is_layer_kind(k) && writes => Ok(Scope::Layer),
+            k if crate::state::is_layer_kind(k) && matches!(subject.operation, Operation::Delete) => {
+                Ok(Scope::LayerDelete)
+            }
             Kind::Other | Kind::Namespace => Err("kind not reviewed"),
             _ => Err("operation not reviewed for this kind"),
         }
@@ -114,6 +119,7 @@ pub fn validate(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> 
         Ok(Scope::Workload) | Ok(Scope::Intent) | Ok(Scope::Layer) => review_object(subject, snapshot, config),
         Ok(Scope::Policy) => review_policy(subject, snapshot, config).0,
         Ok(Scope::PolicyDelete) => review_delete(subject, snapshot, config),
+        Ok(Scope::LayerDelete) => review_layer_delete(subject, snapshot, config),
         Err(_) => Vec::new(),
     }
 }
@@ -412,7 +418,7 @@ fn review_delete(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
             b.add(old.clone());
         }
         let cx = Context::new(&b.inv, config, &[]);
-        [Direction::Ingress, Direction::Egress].map(|d| cx.eval.default_deny_policy(subject.namespace, d).is_some())
+        [Direction::Ingress, Direction::Egress].map(|d| cx.eval.has_default_deny(subject.namespace, d))
     };
     let before = default_deny(true);
     let after = default_deny(false);
@@ -441,6 +447,95 @@ fn review_delete(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
             fix: Some(format!(
                 "keep it, or create another default-deny {dir} policy first:\n{}",
                 to_yaml(&replacement)
+            )),
+        });
+    }
+    problems
+}
+
+/// The namespaces listed by name in a layer-deletion problem; the rest are counted.
+const LISTED_NAMESPACES: usize = 10;
+
+/// DELETE of a layer object (a ClusterNetworkPolicy, a Cilium or Calico policy, a Tier):
+/// removing what makes namespaces default-deny. A namespaced object is judged on its namespace's
+/// snapshot; a cluster-scoped one on every namespace of the cache ([`Snapshot::cluster`]).
+fn review_layer_delete(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Vec<Problem> {
+    let Some(old) = subject.old_object else { return Vec::new() };
+    let old = completed(subject, old);
+    let what = match Kind::classify(subject.api_version, subject.kind).0.cluster_scoped() {
+        true => format!("{} {}", subject.kind, subject.name),
+        false => format!("{} {}/{}", subject.kind, subject.namespace, subject.name),
+    };
+    let cluster_scoped = Kind::classify(subject.api_version, subject.kind).0.cluster_scoped();
+    // Which namespaces have a default deny per direction, with and without the object.
+    let judge = |with_deleted: bool| -> Vec<(String, [bool; 2])> {
+        let mut b = Build::new(subject, snapshot, config);
+        let namespaces: Vec<String> = match &snapshot.cluster {
+            Some(view) if cluster_scoped => {
+                for ns in &view.namespaces {
+                    b.add(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns.name, "labels": ns.labels}}));
+                    for p in &ns.policies {
+                        b.add_stored(p);
+                    }
+                    for o in &ns.layers {
+                        b.add(o.value());
+                    }
+                }
+                view.namespaces.iter().map(|n| n.name.clone()).collect()
+            }
+            None if cluster_scoped => Vec::new(),
+            _ => {
+                b.add_policies(snapshot, None, Some(&Labels::new()));
+                vec![subject.namespace.to_owned()]
+            }
+        };
+        if with_deleted {
+            b.add(old.clone());
+        }
+        let cx = Context::new(&b.inv, config, &[]);
+        namespaces
+            .into_iter()
+            .filter(|ns| !config.exclude_namespaces.contains(ns))
+            .map(|ns| {
+                let state = [Direction::Ingress, Direction::Egress].map(|d| cx.eval.has_default_deny(&ns, d));
+                (ns, state)
+            })
+            .collect()
+    };
+    let before = judge(true);
+    let after = judge(false);
+    let mut problems = Vec::new();
+    for (i, (code, rule, dir, consequence)) in [
+        ("PC001", "missing-default-deny-ingress", "Ingress", "any pod in the cluster may connect to their pods"),
+        ("PC002", "missing-default-deny-egress", "Egress", "their pods may connect to any destination"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let lost: Vec<&str> = before
+            .iter()
+            .zip(&after)
+            .filter(|((_, b), (_, a))| b[i] && !a[i])
+            .map(|((ns, _), _)| ns.as_str())
+            .collect();
+        if lost.is_empty() {
+            continue;
+        }
+        let Some(severity) = config.severity(code, Severity::Error) else { continue };
+        let mut names = lost.iter().take(LISTED_NAMESPACES).copied().collect::<Vec<_>>().join(", ");
+        if lost.len() > LISTED_NAMESPACES {
+            names.push_str(&format!(" and {} more", lost.len() - LISTED_NAMESPACES));
+        }
+        problems.push(Problem {
+            code,
+            rule,
+            severity,
+            message: format!(
+                "deleting {what} leaves {} namespace(s) without a default-deny {dir} policy ({names}); {consequence}",
+                lost.len()
+            ),
+            fix: Some(format!(
+                "keep it, or give those namespaces another default-deny {dir} first (a NetworkPolicy with an empty podSelector, or a policy of the same layer)"
             )),
         });
     }

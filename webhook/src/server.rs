@@ -319,7 +319,10 @@ async fn decide(
     permit: &Arc<impl Send + Sync + 'static>,
 ) -> Result<Outcome, tokio::task::JoinError> {
     let namespace = req.namespace();
-    let snapshot = app.state.snapshot(&namespace, &app.config.dns.namespace);
+    let mut snapshot = app.state.snapshot(&namespace, &app.config.dns.namespace);
+    if crate::admission::needs_cluster_view(req) {
+        snapshot.cluster = Some(Arc::new(app.state.cluster_view()));
+    }
     let outcome = decide_with_budget(app, endpoint, req, snapshot.clone(), None, small, permit).await?;
     if !outcome.needs_confirmation() {
         return Ok(outcome);

@@ -189,6 +189,26 @@ pub struct Snapshot {
     /// (ClusterNetworkPolicies, Cilium clusterwide and Calico global policies, Tiers, global
     /// network sets) and the namespace's own (Cilium and Calico namespaced kinds).
     pub layers: Vec<StoredObject>,
+    /// Every namespace's default-deny state, for the review of deleting a cluster-scoped layer
+    /// object (filled only for such a request).
+    pub cluster: Option<Arc<ClusterView>>,
+}
+
+/// What deciding every namespace's default deny needs: each namespace's labels, the
+/// NetworkPolicies that may select a pod without labels (a default-deny has an empty
+/// `podSelector`), and its namespaced layer objects.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    pub namespaces: Vec<NamespaceView>,
+}
+
+/// One namespace of a [`ClusterView`].
+#[derive(Debug, Clone, Default)]
+pub struct NamespaceView {
+    pub name: String,
+    pub labels: Labels,
+    pub policies: Vec<StoredPolicy>,
+    pub layers: Vec<StoredObject>,
 }
 
 /// Object counts, for metrics.
@@ -229,6 +249,9 @@ pub trait ClusterState: Send + Sync + std::fmt::Debug {
     /// cache. Called before every denial that depends on cluster state, so a stale cache never
     /// rejects a correct apply nor a terminating namespace's cleanup.
     fn fresh<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Fresh, StateError>>;
+
+    /// Every namespace's default-deny state from the cache ([`ClusterView`]).
+    fn cluster_view(&self) -> ClusterView;
 
     /// Whether the cache is complete (every watch listed once).
     fn ready(&self) -> bool;
@@ -348,7 +371,28 @@ impl Index {
             policies: read(&self.policies).in_namespace(namespace),
             intents: read(&self.intents).in_namespace(namespace),
             layers: self.layers_for(namespace),
+            cluster: None,
         }
+    }
+
+    /// [`ClusterView`] from the index.
+    pub fn cluster_view(&self) -> ClusterView {
+        let namespaces = read(&self.namespaces);
+        let policies = read(&self.policies);
+        let layers = read(&self.layers);
+        let no_labels = Labels::new();
+        let mut names: Vec<&String> = namespaces.live.get("").map(|m| m.keys().collect()).unwrap_or_default();
+        names.sort();
+        let namespaces = names
+            .into_iter()
+            .map(|name| {
+                let labels = namespaces.get("", name).map(|i| i.labels.clone()).unwrap_or_default();
+                let policies = policies.in_namespace(name).into_iter().filter(|p| p.may_select(&no_labels)).collect();
+                let layers = layers.values().flat_map(|index| index.in_namespace(name)).collect();
+                NamespaceView { name: name.clone(), labels, policies, layers }
+            })
+            .collect();
+        ClusterView { namespaces }
     }
 
     /// [`Snapshot::layers`] for a namespace.
@@ -547,6 +591,10 @@ fn apply_all<T: Clone>(index: &RwLock<KindIndex<T>>, events: Vec<IndexEvent<T>>)
 impl ClusterState for StaticState {
     fn snapshot(&self, namespace: &str, dns_namespace: &str) -> Snapshot {
         self.index.snapshot(namespace, dns_namespace)
+    }
+
+    fn cluster_view(&self) -> ClusterView {
+        self.index.cluster_view()
     }
 
     fn fresh<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Fresh, StateError>> {

@@ -465,3 +465,50 @@ fn layer_objects_are_reviewed() {
     let (decision, _, codes) = verdict(&body("app == 'db'"), &state, &config, false);
     assert_eq!(decision, "allow", "{codes}");
 }
+
+/// Issue 18: deleting a cluster-wide default deny is as serious as deleting a namespace's: the
+/// review names the namespaces (from the cache) that it leaves without one.
+#[test]
+fn deleting_a_cluster_wide_default_deny_names_the_namespaces_it_opens() {
+    use std::sync::Arc;
+    let state = state();
+    let mut config = Config::default();
+    config.webhook.mode = portcullis_linter::config::WebhookMode::Enforce;
+    let baseline = json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": "baseline-default-deny"},
+        "spec": {"tier": "Baseline", "priority": 10, "subject": {"namespaces": {}},
+            "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]},
+    });
+    let body = edited("deployment-create-no-default-deny", |r| {
+        let gvk = json!({"group": "policy.networking.k8s.io", "version": "v1alpha2", "kind": "ClusterNetworkPolicy"});
+        let gvr =
+            json!({"group": "policy.networking.k8s.io", "version": "v1alpha2", "resource": "clusternetworkpolicies"});
+        r["kind"] = gvk.clone();
+        r["requestKind"] = gvk;
+        r["resource"] = gvr.clone();
+        r["requestResource"] = gvr;
+        r["name"] = json!("baseline-default-deny");
+        r.as_object_mut().unwrap().remove("namespace");
+        r["operation"] = json!("DELETE");
+        r["object"] = Value::Null;
+        r["oldObject"] = baseline.clone();
+    });
+    let req = admission::parse(&body).unwrap();
+    assert!(admission::needs_cluster_view(&req));
+    let mut snapshot = state.snapshot(&req.namespace(), &config.dns.namespace);
+    snapshot.cluster = Some(Arc::new(state.cluster_view()));
+    let outcome = admission::decide(Endpoint::Validate, &req, &snapshot, &config);
+    let text = outcome.problems.iter().map(|p| p.message.clone()).collect::<Vec<_>>().join("\n");
+    assert_eq!(outcome.decision.as_str(), "deny", "{text}");
+    assert_eq!(portcullis_webhook::review::codes(&outcome.problems), "PC001", "{text}");
+    // legacy has no NetworkPolicy default-deny; shop and billing have theirs, so only ingress
+    // of the namespaces without one is lost.
+    assert!(text.contains("deleting ClusterNetworkPolicy baseline-default-deny leaves"), "{text}");
+    assert!(text.contains("legacy"), "{text}");
+    assert!(!text.contains("shop"), "{text}");
+    // Without the cluster view (a cache that cannot say), nothing is claimed.
+    snapshot.cluster = None;
+    let outcome = admission::decide(Endpoint::Validate, &req, &snapshot, &config);
+    assert!(outcome.problems.is_empty());
+}

@@ -617,6 +617,13 @@ fn a_real_api_server_agrees() {
         invalid.status.success() && text(&invalid).contains("PC000"),
         text(&invalid).lines().find(|l| l.contains("PC000")).unwrap_or("").to_owned(),
     );
+    let _ = cluster.kubectl(&["delete", "clusternetworkpolicy", "pc-e2e-invalid"]);
+    let deleted = cluster.kubectl(&["delete", "clusternetworkpolicy", "pc-e2e-baseline"]);
+    report.check(
+        "layers: deleting the Baseline default deny names the namespace it opens (PC001/PC002, warned)",
+        deleted.status.success() && text(&deleted).contains("PC001") && text(&deleted).contains(&layered),
+        text(&deleted).lines().find(|l| l.contains("PC001")).unwrap_or("").to_owned(),
+    );
     report.check(
         "layers: a configured layer without its CRD is skipped (Cilium)",
         a.ready() && a.log_text().contains("not served by this cluster"),

@@ -211,6 +211,7 @@ fn the_index_never_changes_a_decision() {
             policies: policies.iter().cloned().map(StoredPolicy::new).collect(),
             intents: Vec::new(),
             layers: Vec::new(),
+            cluster: None,
         };
         for _ in 0..6 {
             let body = match rng.below(4) {

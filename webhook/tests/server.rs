@@ -73,6 +73,10 @@ impl ClusterState for TestState {
     fn sizes(&self) -> Sizes {
         self.inner.sizes()
     }
+
+    fn cluster_view(&self) -> portcullis_webhook::state::ClusterView {
+        self.inner.cluster_view()
+    }
 }
 
 fn test_state(confirm_delay: Duration, ready: bool) -> Arc<TestState> {

@@ -85,15 +85,7 @@ pub(super) fn check_default_deny(
 ) {
     let inv = cx.inventory;
     for ns in inv.namespaces_with_workloads() {
-        // A NetworkPolicy with an empty podSelector, a ClusterNetworkPolicy that denies the
-        // whole namespace everything in this direction (either tier), or a Cilium policy that
-        // puts every pod of the namespace in default deny, or a Calico policy that does (its
-        // tier's default deny).
-        if cx.eval.default_deny_policy(&ns.name, direction).is_some()
-            || cx.eval.cluster_default_deny(&ns.name, direction).is_some()
-            || cx.eval.cilium_default_deny(&ns.name, direction).is_some()
-            || cx.eval.calico_default_deny(&ns.name, direction).is_some()
-        {
+        if cx.eval.has_default_deny(&ns.name, direction) {
             continue;
         }
         // The finding is about the namespace's workloads: one whose annotation ignores the

@@ -385,6 +385,18 @@ impl<'a> Evaluator<'a> {
         super::cilium::namespace_default_deny(self.inventory, namespace, direction)
     }
 
+    /// Whether the namespace has a default deny for `direction` from any layer: a NetworkPolicy
+    /// with an empty `podSelector`, a ClusterNetworkPolicy that denies the whole namespace
+    /// everything (either tier), a Cilium policy that puts every pod of it in default deny, or a
+    /// Calico policy that does (its tier's default deny). PC001/PC002 and the webhook's review of
+    /// deletions ask this one question.
+    pub fn has_default_deny(&self, namespace: &str, direction: Direction) -> bool {
+        self.default_deny_policy(namespace, direction).is_some()
+            || self.cluster_default_deny(namespace, direction).is_some()
+            || self.cilium_default_deny(namespace, direction).is_some()
+            || self.calico_default_deny(namespace, direction).is_some()
+    }
+
     /// Judges `from` → `to` on `traffic`.
     pub fn evaluate(&self, from: &Endpoint<'_>, to: &Endpoint<'_>, traffic: Traffic) -> PolicyVerdict {
         let egress = match from {
