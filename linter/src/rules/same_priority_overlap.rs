@@ -106,3 +106,50 @@ fn conflicting_direction(a: &ClusterPolicy, b: &ClusterPolicy) -> Option<&'stati
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::project::Project;
+
+    /// `n` Admin-tier policies at one priority over every namespace, alternately Deny and
+    /// Accept in egress: every pair of different actions conflicts.
+    fn findings(n: usize) -> usize {
+        let mut text = String::from(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: api, namespace: shop}\nspec: {containers: [{name: c, image: x}]}\n",
+        );
+        for i in 0..n {
+            let action = if i % 2 == 0 { "Deny" } else { "Accept" };
+            text.push_str(&format!(
+                "---\napiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {{name: p-{i:04}}}\nspec:\n  tier: Admin\n  priority: 7\n  subject: {{namespaces: {{}}}}\n  egress:\n  - action: {action}\n    to: [{{networks: [192.0.2.0/24]}}]\n"
+            ));
+        }
+        let mut project = Project::new("default");
+        project.add_text("input.yaml", text, true);
+        project.lint(&Config::default()).iter().filter(|f| f.code == "PC023").count()
+    }
+
+    #[test]
+    fn pairs_are_judged_up_to_the_bound() {
+        // 4 policies: 6 pairs, 4 of them Deny/Accept.
+        assert_eq!(findings(4), 4);
+        // 46 policies: 1,035 pairs, of which the first 1,000 (by name) are judged. The pairs of
+        // different actions among them: each policy p-i pairs with the later ones of the other
+        // action, counted here in the order the rule walks them.
+        let n = 46;
+        let mut judged = 0;
+        let mut conflicting = 0;
+        'walk: for a in 0..n {
+            for b in a + 1..n {
+                judged += 1;
+                if judged > super::MAX_PAIRS {
+                    break 'walk;
+                }
+                conflicting += usize::from(a % 2 != b % 2);
+            }
+        }
+        assert!(n * (n - 1) / 2 > super::MAX_PAIRS);
+        assert_eq!(findings(n), conflicting);
+        assert!(conflicting < n * n / 4, "fewer than every conflicting pair: the walk stopped");
+    }
+}
