@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod diff;
 pub mod egress;
 pub mod emit;
 pub mod finding;

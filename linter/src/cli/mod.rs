@@ -1,6 +1,7 @@
 //! The `portcullis` command line. `main.rs` calls [`run`]; tests call it in-process with their
 //! own stdin and output buffers.
 
+mod diff;
 pub mod dns;
 mod fix;
 mod lint;
@@ -79,6 +80,8 @@ pub enum Command {
     Resolve(resolve::ResolveArgs),
     /// Show which workloads resolved which external names (from the sensor's observations)
     Map(map::MapArgs),
+    /// Show the connections a change opens and closes (exit 1 with --fail-on when it does)
+    Diff(diff::DiffArgs),
 }
 
 /// Options shared by commands that load manifests.
@@ -187,6 +190,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>, io: &mut Io<'_>) 
         Command::Trace(args) => trace::run(&args, io),
         Command::Resolve(args) => resolve::run(&args, io),
         Command::Map(args) => map::run(&args, io),
+        Command::Diff(args) => diff::run(&args, io),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,263 @@
+//! `portcullis diff`: the fixtures of `testcases/diff/<case>/` (base/ and head/, the expected
+//! change in README.md, the output snapshotted beside them per format), and a property test
+//! against a brute-force oracle: for random small inventories and random edits, the diff's
+//! groups expand to exactly the connections whose verdict differs when every workload pair is
+//! judged on both sides.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use portcullis_linter::diff::{self, Change, Destination, Port};
+use portcullis_linter::model::WorkloadId;
+use portcullis_linter::project::Project;
+use portcullis_linter::semantics::{Endpoint, Evaluator, Traffic};
+
+fn load(dir: &Path, side: &str) -> Project {
+    let mut project = Project::new("default");
+    for entry in std::fs::read_dir(dir.join(side)).unwrap() {
+        let path = entry.unwrap().path();
+        let name = format!("{side}/{}", path.file_name().unwrap().to_string_lossy());
+        project.add_text(&name, std::fs::read_to_string(&path).unwrap(), true);
+    }
+    project
+}
+
+#[test]
+fn diff_fixtures() {
+    let root = common::repo().join("testcases/diff");
+    let mut cases: Vec<_> =
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    cases.sort();
+    assert!(cases.len() >= 6, "expected the diff cases in {}", root.display());
+    for dir in cases {
+        assert!(dir.join("README.md").is_file(), "{}: README.md states the expected change", dir.display());
+        let (base, head) = (load(&dir, "base"), load(&dir, "head"));
+        let d = diff::diff(&base, &head);
+        insta::with_settings!({
+            snapshot_path => dir.clone(),
+            prepend_module_to_snapshot => false,
+            input_file => dir.join("README.md"),
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!("human", diff::render_human(&d));
+            insta::assert_snapshot!("markdown", diff::render_markdown(&d));
+            insta::assert_snapshot!("json", serde_json::to_string_pretty(&d).unwrap());
+        });
+        // Either direction of the same change is the same connections, opened and closed swapped.
+        let back = diff::diff(&head, &base);
+        let flip = |c: Change| if c == Change::Opened { Change::Closed } else { Change::Opened };
+        assert_eq!(
+            expand(&back).into_iter().map(|(c, s, d, p)| (flip(c), s, d, p)).collect::<BTreeSet<_>>(),
+            expand(&d),
+            "{}",
+            dir.display()
+        );
+    }
+}
+
+type Row = (Change, String, Destination, Port);
+
+/// Every (change, source, destination, port) a diff's groups stand for.
+fn expand(d: &diff::Diff) -> BTreeSet<Row> {
+    let mut out = BTreeSet::new();
+    for g in &d.groups {
+        for (s, dst) in &g.pairs {
+            for p in &g.ports {
+                out.insert((g.change, s.clone(), dst.clone(), *p));
+            }
+        }
+    }
+    out
+}
+
+/// A tiny deterministic generator (no dependency): xorshift64*.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+}
+
+const APPS: [&str; 3] = ["a", "b", "c"];
+const NAMESPACES: [&str; 2] = ["n1", "n2"];
+
+fn workload(ns: &str, name: &str, app: &str, port: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: {app}}}}}\nspec: {{containers: [{{name: c, image: x, ports: [{{name: web, containerPort: {port}}}]}}]}}\n"
+    )
+}
+
+fn peer(rng: &mut Rng) -> String {
+    match rng.below(5) {
+        0 => format!("podSelector: {{matchLabels: {{app: {}}}}}", rng.pick(&APPS)),
+        1 => format!("namespaceSelector: {{matchLabels: {{team: {}}}}}", rng.pick(&["x", "y"])),
+        2 => format!(
+            "namespaceSelector: {{matchLabels: {{team: {}}}}}\n      podSelector: {{matchLabels: {{app: {}}}}}",
+            rng.pick(&["x", "y"]),
+            rng.pick(&APPS)
+        ),
+        3 => "ipBlock: {cidr: 0.0.0.0/0, except: [10.0.0.0/8]}".to_owned(),
+        _ => format!("ipBlock: {{cidr: {}}}", rng.pick(&["10.0.0.0/8", "192.0.2.0/24"])),
+    }
+}
+
+fn policy(rng: &mut Rng, ns: &str, name: &str) -> String {
+    let selector = match rng.below(2) {
+        0 => "{}".to_owned(),
+        _ => format!("{{matchLabels: {{app: {}}}}}", rng.pick(&APPS)),
+    };
+    let types = rng.pick(&["[Ingress]", "[Egress]", "[Ingress, Egress]"]);
+    let mut text = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  podSelector: {selector}\n  policyTypes: {types}\n"
+    );
+    for (key, field) in [("ingress", "from"), ("egress", "to")] {
+        if rng.below(3) == 0 {
+            continue;
+        }
+        text.push_str(&format!("  {key}:\n"));
+        for _ in 0..1 + rng.below(2) {
+            text.push_str(&format!("  - {field}:\n    - {}\n", peer(rng)));
+            if rng.below(2) == 0 {
+                let port = rng.pick(&["80", "5432", "web"]);
+                text.push_str(&format!("    ports: [{{port: {port}}}]\n"));
+            }
+        }
+    }
+    text
+}
+
+/// A random inventory as documents (namespaces, pods, policies), and an edit of it.
+fn scenario(rng: &mut Rng) -> (Vec<String>, Vec<String>) {
+    let mut docs = Vec::new();
+    for ns in NAMESPACES {
+        docs.push(format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{team: {}}}}}\n",
+            rng.pick(&["x", "y"])
+        ));
+    }
+    for i in 0..2 + rng.below(3) {
+        let ns = rng.pick(&NAMESPACES);
+        docs.push(workload(ns, &format!("w{i}"), rng.pick(&APPS), if rng.below(2) == 0 { 80 } else { 5432 }));
+    }
+    for i in 0..1 + rng.below(3) {
+        let ns = rng.pick(&NAMESPACES);
+        docs.push(policy(rng, ns, &format!("p{i}")));
+    }
+    let mut head = docs.clone();
+    match rng.below(4) {
+        // Relabel a workload.
+        0 => {
+            let pods: Vec<usize> = (0..head.len()).filter(|i| head[*i].contains("kind: Pod")).collect();
+            let i = pods[rng.below(pods.len())];
+            let to = rng.pick(&APPS);
+            head[i] = APPS
+                .iter()
+                .fold(head[i].clone(), |t, a| t.replace(&format!("app: {a}}}}}"), &format!("app: {to}}}}}")));
+        }
+        // Delete a policy.
+        1 => {
+            if let Some(i) = head.iter().position(|d| d.contains("kind: NetworkPolicy")) {
+                head.remove(i);
+            }
+        }
+        // Add a policy.
+        2 => {
+            let ns = rng.pick(&NAMESPACES);
+            head.push(policy(rng, ns, "added"));
+        }
+        // Relabel a namespace.
+        _ => {
+            let i = rng.below(NAMESPACES.len());
+            head[i] = if head[i].contains("team: x") {
+                head[i].replace("team: x", "team: y")
+            } else {
+                head[i].replace("team: y", "team: x")
+            };
+        }
+    }
+    (docs, head)
+}
+
+fn project(docs: &[String]) -> Project {
+    let mut p = Project::new("default");
+    p.add_text("input.yaml", docs.join("---\n"), true);
+    p
+}
+
+/// The oracle: every pair of workloads present on both sides and every probed destination and
+/// port, judged independently on each side with the evaluator `trace` uses.
+fn oracle(base: &Project, head: &Project) -> BTreeSet<Row> {
+    let key = |p: &Project, id: WorkloadId| {
+        let w = p.inventory.workload(id);
+        format!("{}/{}/{}", w.namespace, p.inventory.object(w.object).id.kind, w.name)
+    };
+    let ids = |p: &Project| -> Vec<(String, WorkloadId)> {
+        (0..p.inventory.workloads.len()).map(|i| (key(p, WorkloadId(i)), WorkloadId(i))).collect()
+    };
+    let (bw, hw) = (ids(base), ids(head));
+    let find = |list: &[(String, WorkloadId)], k: &str| list.iter().find(|(x, _)| x == k).map(|(_, id)| *id);
+    // The destinations and ports probed are the diff's documented choice; the oracle judges all
+    // of them for every pair of workloads, with no shortcut.
+    let (destinations, ports) = diff::probes(base, head);
+    let (be, he) = (Evaluator::new(&base.inventory), Evaluator::new(&head.inventory));
+    let mut out = BTreeSet::new();
+    for (source, b_src) in &bw {
+        let Some(h_src) = find(&hw, source) else { continue };
+        for dst in &destinations {
+            for port in &ports {
+                let traffic = Traffic { port: port.port, protocol: port.protocol };
+                let judge = |e: &Evaluator<'_>, list: &[(String, WorkloadId)], src: WorkloadId| {
+                    let to = match dst {
+                        Destination::Workload { workload } => Endpoint::Pod(e.pod(find(list, workload).unwrap())),
+                        Destination::Address { address, .. } => Endpoint::Address(*address),
+                        Destination::Name { name } => Endpoint::Name(name),
+                    };
+                    e.evaluate(&Endpoint::Pod(e.pod(src)), &to, traffic).allowed
+                };
+                let (vb, vh) = (judge(&be, &bw, *b_src), judge(&he, &hw, h_src));
+                if vb != vh {
+                    let change = if vh { Change::Opened } else { Change::Closed };
+                    out.insert((change, source.clone(), dst.clone(), *port));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn diff_agrees_with_judging_every_pair() {
+    let mut rng = Rng(0x5EED_D1FF);
+    let mut changed = 0;
+    let cases = 300;
+    for case in 0..cases {
+        let (base_docs, head_docs) = scenario(&mut rng);
+        let (base, head) = (project(&base_docs), project(&head_docs));
+        let d = diff::diff(&base, &head);
+        let got = expand(&d);
+        let want = oracle(&base, &head);
+        changed += usize::from(!want.is_empty());
+        assert_eq!(got, want, "case {case}\nbase:\n{}\nhead:\n{}", base_docs.join("---\n"), head_docs.join("---\n"));
+        // The shortcut judges no fewer changes than judging every pair.
+        let (all, _) = diff::changes(&base, &head, true);
+        let (some, _) = diff::changes(&base, &head, false);
+        assert_eq!(all.len(), some.len(), "case {case}");
+    }
+    // The generator produces real changes, not only no-ops.
+    assert!(changed > cases / 4, "only {changed} of {cases} cases changed anything");
+}
