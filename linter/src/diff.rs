@@ -7,11 +7,15 @@
 //! names of `domainNames`, `toFQDNs` and EgressIntents), on the ports either side mentions (policy
 //! ports and range ends, container ports) plus one port nothing mentions, per protocol.
 //!
-//! Not pod by pod: a connection can change only if one of its ends lives in a namespace whose
-//! objects changed (its policies, its workloads' labels or ports, its own labels), or if a
-//! cluster-scoped policy changed. Only those pairs are judged ([`Diff::judged_pairs`]); the rest
-//! are equal on both sides by construction. `tests/diff.rs` checks that against judging every
-//! pair.
+//! Not pod by pod: without a cluster-scoped change, a connection can change only if its source's
+//! identity (labels, namespace labels, ports, addresses) or the content of the policies that
+//! apply to its egress differ between the sides, or the same of its destination's ingress. Each
+//! workload's policies are found once per side and direction; a source whose egress cannot
+//! have changed is judged only towards destinations whose ingress may have. The rest are equal
+//! on both sides by construction ([`Diff::judged_pairs`] counts what was judged).
+//! `tests/diff.rs` checks that against judging every pair. A change that touches every
+//! workload (a cluster-scoped policy, or every namespace's policy) still judges every pair:
+//! grouping workloads into equivalence classes is the next step (`docs/benchmarks.md`).
 //!
 //! Changes are grouped by what changed (opened or closed), the ports, and why, so one edit that
 //! opens a port to 200 workloads is one group.
@@ -348,28 +352,6 @@ fn why_direction(project: &Project, d: &DirectionVerdict, what: &str) -> String 
     }
 }
 
-/// Judges one connection on one side; `None` when an end is missing there.
-fn verdict<'p>(
-    eval: &Evaluator<'p>,
-    source: WorkloadId,
-    destination: &Endpoint<'p>,
-    port: Port,
-) -> crate::semantics::PolicyVerdict {
-    eval.evaluate(&Endpoint::Pod(eval.pod(source)), destination, Traffic { port: port.port, protocol: port.protocol })
-}
-
-fn endpoint<'p>(
-    eval: &Evaluator<'p>,
-    ids: &BTreeMap<WorkloadKey, WorkloadId>,
-    d: &'p Destination,
-) -> Option<Endpoint<'p>> {
-    match d {
-        Destination::Workload { workload } => ids.get(workload).map(|id| Endpoint::Pod(eval.pod(*id))),
-        Destination::Address { address, .. } => Some(Endpoint::Address(*address)),
-        Destination::Name { name } => Some(Endpoint::Name(name)),
-    }
-}
-
 /// What is probed: every workload present on both sides and the external destinations, and the
 /// ports ([`ports`], [`externals`]).
 pub fn probes(base: &Project, head: &Project) -> (Vec<Destination>, Vec<Port>) {
@@ -381,35 +363,149 @@ pub fn probes(base: &Project, head: &Project) -> (Vec<Destination>, Vec<Port>) {
     (destinations, ports([bi, hi]))
 }
 
-/// Every connection whose verdict differs between the sides, with HEAD's reason. `all_pairs`
-/// judges every pair (the slow reference for tests) instead of those a change can reach.
+/// One side's evaluator with each workload's applicable policies computed once per direction.
+struct Judge<'p> {
+    eval: Evaluator<'p>,
+    ids: BTreeMap<WorkloadKey, WorkloadId>,
+    egress: Vec<Option<crate::semantics::evaluator::Applicable>>,
+    ingress: Vec<Option<crate::semantics::evaluator::Applicable>>,
+    /// Per workload: what its verdicts read as an end of a connection: its identity as a peer
+    /// (labels, namespace labels, ports, addresses), and the content of the policies that apply
+    /// to it per direction.
+    identity: Vec<String>,
+    egress_inputs: Vec<String>,
+    ingress_inputs: Vec<String>,
+}
+
+/// The content of the policies in `applicable`, in order.
+fn applied_text(inventory: &Inventory, applicable: Option<&crate::semantics::evaluator::Applicable>) -> String {
+    let Some(a) = applicable else { return "host network".to_owned() };
+    let value =
+        |object: crate::model::ObjectId| serde_json::to_string(&inventory.object(object).value).unwrap_or_default();
+    let mut out = String::new();
+    for p in &a.isolated_by {
+        let p = inventory.policy(*p);
+        out.push_str(&format!("np {} {};", p.name, serde_json::to_string(&p.spec).unwrap_or_default()));
+    }
+    for c in a.admin.iter().chain(&a.baseline) {
+        out.push_str(&format!("cnp {};", value(inventory.cluster_policy(*c).object)));
+    }
+    for r in &a.cilium {
+        let rule = inventory.cilium_rule(*r);
+        out.push_str(&format!("cilium {} {};", rule.pointer, value(rule.object)));
+    }
+    for c in &a.calico {
+        out.push_str(&format!("calico {};", value(inventory.calico_policy(*c).object)));
+    }
+    out
+}
+
+impl<'p> Judge<'p> {
+    fn new(inventory: &'p Inventory) -> Judge<'p> {
+        let eval = Evaluator::new(inventory);
+        let applicable = |direction| {
+            (0..inventory.workloads.len())
+                .map(|i| {
+                    let pod = eval.pod(WorkloadId(i));
+                    (!pod.host_network).then(|| eval.applicable(&pod, direction))
+                })
+                .collect()
+        };
+        let egress: Vec<_> = applicable(crate::semantics::Direction::Egress);
+        let ingress: Vec<_> = applicable(crate::semantics::Direction::Ingress);
+        let identity = (0..inventory.workloads.len())
+            .map(|i| {
+                let w = inventory.workload(WorkloadId(i));
+                let ns = eval.namespace_labels(&w.namespace);
+                format!("{:?} {:?} {:?} {:?} {}", w.labels, ns, w.ports, w.pod_ips, w.host_network)
+            })
+            .collect();
+        let egress_inputs = egress.iter().map(|a| applied_text(inventory, a.as_ref())).collect();
+        let ingress_inputs = ingress.iter().map(|a| applied_text(inventory, a.as_ref())).collect();
+        Judge { ids: workloads(inventory), egress, ingress, eval, identity, egress_inputs, ingress_inputs }
+    }
+
+    /// The verdict of `source` → `destination` on `port`: each direction judged with the
+    /// policies that apply to its pod, combined as [`Evaluator::evaluate`] does.
+    fn verdict(&self, source: WorkloadId, destination: &Destination, port: Port) -> Option<Verdicts> {
+        use crate::semantics::Direction::{Egress, Ingress};
+        let traffic = Traffic { port: port.port, protocol: port.protocol };
+        let pod = self.eval.pod(source);
+        let (to, to_id) = match destination {
+            Destination::Workload { workload } => {
+                let id = *self.ids.get(workload)?;
+                (Endpoint::Pod(self.eval.pod(id)), Some(id))
+            }
+            Destination::Address { address, .. } => (Endpoint::Address(*address), None),
+            Destination::Name { name } => (Endpoint::Name(name), None),
+        };
+        let egress = self.egress[source.0].as_ref().map(|a| self.eval.judge(&pod, Egress, a, &to, traffic));
+        let ingress = to_id.and_then(|id| {
+            let a = self.ingress[id.0].as_ref()?;
+            let to_pod = self.eval.pod(id);
+            Some(self.eval.judge(&to_pod, Ingress, a, &Endpoint::Pod(pod), traffic))
+        });
+        let allowed = egress.as_ref().is_none_or(DirectionVerdict::allowed)
+            && ingress.as_ref().is_none_or(DirectionVerdict::allowed);
+        Some(Verdicts { allowed, egress, ingress })
+    }
+}
+
+/// Both directions of one connection.
+struct Verdicts {
+    allowed: bool,
+    egress: Option<DirectionVerdict>,
+    ingress: Option<DirectionVerdict>,
+}
+
+/// Every connection whose verdict differs between the sides, with HEAD's reason, and the number
+/// of pairs judged. `all_pairs` judges every pair (the slow reference for tests) instead of those
+/// a change can reach.
 pub fn changes(base: &Project, head: &Project, all_pairs: bool) -> (Vec<(Connection, Change, String)>, usize) {
     let (bi, hi) = (&base.inventory, &head.inventory);
-    let (bw, hw) = (workloads(bi), workloads(hi));
-    let common: Vec<&WorkloadKey> = bw.keys().filter(|k| hw.contains_key(*k)).collect();
+    // The two sides are independent: built on two threads.
+    let (bj, hj) = std::thread::scope(|scope| {
+        let base = scope.spawn(|| Judge::new(bi));
+        let head = Judge::new(hi);
+        (base.join(), head)
+    });
+    // A panic while building the base side is the same panic here.
+    let bj = bj.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    let common: Vec<&WorkloadKey> = bj.ids.keys().filter(|k| hj.ids.contains_key(*k)).collect();
     let (destinations, ports) = probes(base, head);
-    let changed = if all_pairs { None } else { changed_namespaces(bi, hi) };
-    let namespace_of = |k: &str| k.split('/').next().unwrap_or_default().to_owned();
-    let touched = |k: &str| changed.as_ref().is_none_or(|set| set.contains(&namespace_of(k)));
-    let (be, he) = (Evaluator::new(bi), Evaluator::new(hi));
-    let mut out = Vec::new();
-    let mut judged = 0;
-    for source in &common {
-        for destination in &destinations {
-            let dest_touched = match destination {
-                Destination::Workload { workload } => touched(workload),
-                _ => false,
-            };
-            if !touched(source) && !dest_touched {
-                continue;
-            }
-            let (Some(b_end), Some(h_end)) = (endpoint(&be, &bw, destination), endpoint(&he, &hw, destination)) else {
-                continue;
-            };
+    // Without a cluster-scoped change, a pair can change only if an end's identity or the
+    // policies applying to it (in the direction it takes part in) differ between the sides.
+    let shortcut = !all_pairs && changed_namespaces(bi, hi).is_some();
+    let same = |k: &str, egress: bool| {
+        let (b, h) = (bj.ids[k], hj.ids[k]);
+        let inputs = if egress {
+            bj.egress_inputs[b.0] == hj.egress_inputs[h.0]
+        } else {
+            bj.ingress_inputs[b.0] == hj.ingress_inputs[h.0]
+        };
+        bj.identity[b.0] == hj.identity[h.0] && inputs
+    };
+    let egress_changed: BTreeSet<&str> =
+        common.iter().filter(|k| !shortcut || !same(k, true)).map(|k| k.as_str()).collect();
+    let ingress_changed: Vec<Destination> = common
+        .iter()
+        .filter(|k| !shortcut || !same(k, false))
+        .map(|k| Destination::Workload { workload: (*k).clone() })
+        .collect();
+    let per_source = crate::parallel::map(&common, crate::parallel::threads(8), |source| {
+        let mut out = Vec::new();
+        let mut judged = 0;
+        // A source whose egress cannot have changed only matters towards destinations whose
+        // ingress may have.
+        let targets = if egress_changed.contains(source.as_str()) { &destinations } else { &ingress_changed };
+        for destination in targets {
             judged += 1;
             for &port in &ports {
-                let vb = verdict(&be, bw[*source], &b_end, port);
-                let vh = verdict(&he, hw[*source], &h_end, port);
+                let (Some(vb), Some(vh)) =
+                    (bj.verdict(bj.ids[*source], destination, port), hj.verdict(hj.ids[*source], destination, port))
+                else {
+                    continue;
+                };
                 if vb.allowed == vh.allowed {
                     continue;
                 }
@@ -420,11 +516,8 @@ pub fn changes(base: &Project, head: &Project, all_pairs: bool) -> (Vec<(Connect
                     ("egress of the source", &vb.egress, &vh.egress),
                     ("ingress of the destination", &vb.ingress, &vh.ingress),
                 ] {
-                    let (b_ok, h_ok) = (
-                        b.as_ref().is_none_or(DirectionVerdict::allowed),
-                        h.as_ref().is_none_or(DirectionVerdict::allowed),
-                    );
-                    if b_ok != h_ok
+                    let ok = |d: &Option<DirectionVerdict>| d.as_ref().is_none_or(DirectionVerdict::allowed);
+                    if ok(b) != ok(h)
                         && let Some(h) = h
                     {
                         why.push(why_direction(head, h, label));
@@ -434,6 +527,13 @@ pub fn changes(base: &Project, head: &Project, all_pairs: bool) -> (Vec<(Connect
                 out.push((connection, change, why.join("; ")));
             }
         }
+        (out, judged)
+    });
+    let mut out = Vec::new();
+    let mut judged = 0;
+    for (changes, n) in per_source {
+        out.extend(changes);
+        judged += n;
     }
     (out, judged)
 }
