@@ -194,6 +194,33 @@ fn trace_names_the_cilium_rule_that_decided_and_what_it_cannot_decide() {
 }
 
 #[test]
+fn diff_exit_codes_follow_fail_on() {
+    // testcases/diff/policy-deleted closes 8080/TCP and opens nothing.
+    let case = "testcases/diff/policy-deleted";
+    let run = |fail_on: &str| {
+        let out = portcullis(
+            &["diff", &format!("{case}/base"), &format!("{case}/head"), "--fail-on", fail_on, "--format", "json"],
+            &common::repo(),
+            None,
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), doc)
+    };
+    let (code, doc) = run("narrow");
+    assert_eq!(code, Some(1));
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["groups"][0]["change"], "closed");
+    assert_eq!(run("widen").0, Some(0));
+    assert_eq!(run("any").0, Some(1));
+    assert_eq!(run("never").0, Some(0));
+    // Nothing to compare is an error, not an empty diff.
+    let empty = tempdir("diff-empty");
+    let out = portcullis(&["diff", &format!("{case}/base"), &empty.display().to_string()], &common::repo(), None);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir_all(&empty).unwrap();
+}
+
+#[test]
 fn trace_names_the_calico_tier_and_rule_that_decided() {
     // The verdicts are the truth tables' (testcases/semantics/30-... and 31-...).
     let tiers = "testcases/semantics/30-calico-tiers-order-pass.yaml";
