@@ -221,6 +221,42 @@ fn diff_exit_codes_follow_fail_on() {
 }
 
 #[test]
+fn diff_git_reads_the_old_side_from_git_objects() {
+    // A repository whose committed manifests are testcases/diff/policy-deleted/base and whose
+    // work tree holds its head: `diff --git HEAD` finds the closed connection without a checkout.
+    let repo = tempdir("diff-git");
+    let case = common::repo().join("testcases/diff/policy-deleted");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.test", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    git(&["init", "-q"]);
+    std::fs::create_dir_all(repo.join("k8s")).unwrap();
+    std::fs::copy(case.join("base/manifests.yaml"), repo.join("k8s/manifests.yaml")).unwrap();
+    git(&["add", "k8s"]);
+    git(&["commit", "-q", "-m", "base"]);
+    std::fs::copy(case.join("head/manifests.yaml"), repo.join("k8s/manifests.yaml")).unwrap();
+    let out = portcullis(&["diff", "--git", "HEAD", "k8s", "--fail-on", "narrow"], &repo, None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("- 8080/TCP from shop/Deployment/frontend to shop/Deployment/api"), "{text}");
+    // Both sides from git: the same change between two commits.
+    git(&["commit", "-q", "-am", "head"]);
+    let out = portcullis(&["diff", "--git", "HEAD~1", "--head", "HEAD", "k8s"], &repo, None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("- 8080/TCP"), "{}", String::from_utf8_lossy(&out.stderr));
+    // A revision that does not exist is an error naming it.
+    let out = portcullis(&["diff", "--git", "no-such-rev", "k8s"], &repo, None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-rev"));
+    std::fs::remove_dir_all(&repo).unwrap();
+}
+
+#[test]
 fn trace_names_the_calico_tier_and_rule_that_decided() {
     // The verdicts are the truth tables' (testcases/semantics/30-... and 31-...).
     let tiers = "testcases/semantics/30-calico-tiers-order-pass.yaml";
