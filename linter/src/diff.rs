@@ -86,6 +86,13 @@ impl std::fmt::Display for Port {
     }
 }
 
+/// Where a rule is written: file and line.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Location {
+    pub file: String,
+    pub line: usize,
+}
+
 /// Connections that changed the same way for the same reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -94,6 +101,8 @@ pub struct Group {
     pub ports: Vec<Port>,
     /// Why, on the HEAD side: the layer and rule that now allows or denies.
     pub why: String,
+    /// Where HEAD's deciding rule (or, without one, the isolating policy) is written.
+    pub at: Option<Location>,
     pub sources: Vec<WorkloadKey>,
     pub destinations: Vec<Destination>,
     /// The (source, destination) pairs; when every source reaches every destination this is
@@ -125,6 +134,9 @@ impl Diff {
         self.groups.iter().filter(|g| g.change == Change::Closed)
     }
 }
+
+/// A connection whose verdict changed: how, why on HEAD, and where HEAD's deciding rule is.
+pub type Changed = (Connection, Change, String, Option<Location>);
 
 /// One connection's verdict on one side.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -294,61 +306,111 @@ pub fn changed_namespaces(base: &Inventory, head: &Inventory) -> Option<BTreeSet
     Some(names.into_iter().filter(|n| b.get(*n) != h.get(*n)).cloned().collect())
 }
 
-/// Why HEAD decides a direction the way it does, in words.
-fn why_direction(project: &Project, d: &DirectionVerdict, what: &str) -> String {
+/// Where `pointer` of an object is written.
+fn locate(project: &Project, object: crate::model::ObjectId, pointer: &str) -> Location {
+    let obj = project.inventory.object(object);
+    let at = project.sources.locate(&obj.doc, &obj.doc_pointer(pointer));
+    let file = project.sources.get(obj.doc.source).map(|s| s.name.clone()).unwrap_or_default();
+    Location { file, line: at.line }
+}
+
+/// Why HEAD decides a direction the way it does, in words, and where the deciding rule is.
+fn why_direction(project: &Project, d: &DirectionVerdict, what: &str) -> (String, Option<Location>) {
     let inv = &project.inventory;
     let state = if d.allowed() { "allows" } else { "denies" };
     match d.decided() {
         Decided::Admin(t) | Decided::Baseline(t) => {
             let p = inv.cluster_policy(t.policy);
-            format!(
-                "{what}: {} {} {} {}[{}] {state}",
+            let at = locate(project, p.object, &format!("/spec/{}/{}", t.direction.key(), t.rule));
+            let text = format!(
+                "{what}: {} {} {} {}[{}] {state} ({}:{})",
                 t.tier.as_str(),
                 p.kind.as_str(),
                 p.name,
                 t.direction.key(),
-                t.rule
-            )
+                t.rule,
+                at.file,
+                at.line
+            );
+            (text, Some(at))
         }
         Decided::CiliumDeny(r) => {
-            format!("{what}: {} {}[{}] denies", inv.cilium_rule(r.rule).describe(), r.key(), r.index)
+            let rule = inv.cilium_rule(r.rule);
+            let at = locate(project, rule.object, &r.pointer(inv));
+            (format!("{what}: {} {}[{}] denies ({}:{})", rule.describe(), r.key(), r.index, at.file, at.line), Some(at))
         }
-        Decided::Calico(i) => match d.calico.tiers.get(i) {
-            Some(t) => format!("{what}: Calico tier {} {state}", t.tier),
-            None => format!("{what}: Calico {state}"),
-        },
-        Decided::Isolation => match d.allowed_by.first() {
-            Some(r) => {
+        Decided::Calico(i) => match d.calico.tiers.get(i).map(|t| t.outcome) {
+            Some(crate::semantics::calico::TierOutcome::Rule(r, _)) => {
+                let p = inv.calico_policy(r.policy);
+                let at = locate(project, p.object, &r.pointer());
+                let text = format!(
+                    "{what}: {} {}[{}] {state} ({}:{})",
+                    p.describe(),
+                    r.direction.key(),
+                    r.index,
+                    at.file,
+                    at.line
+                );
+                (text, Some(at))
+            }
+            Some(crate::semantics::calico::TierOutcome::EndOfTier { policy, .. }) => {
+                let p = inv.calico_policy(policy);
+                let at = locate(project, p.object, "/spec/selector");
+                (
+                    format!(
+                        "{what}: Calico tier {} ends in its default action, {state} ({}:{})",
+                        p.tier, at.file, at.line
+                    ),
+                    Some(at),
+                )
+            }
+            Some(crate::semantics::calico::TierOutcome::NetworkPolicy(r)) => {
                 let p = inv.policy(r.policy);
-                let obj = inv.object(p.object);
-                let at = project
-                    .sources
-                    .locate(&obj.doc, &obj.doc_pointer(&format!("/spec/{}/{}", r.direction.key(), r.index)));
-                let file = project.sources.get(obj.doc.source).map(|s| s.name.clone()).unwrap_or_default();
-                format!(
-                    "{what}: allowed by {}/{} {}[{}] ({file}:{})",
+                let at = locate(project, p.object, &format!("/spec/{}/{}", r.direction.key(), r.index));
+                let text = format!(
+                    "{what}: allowed by {}/{} {}[{}] ({}:{})",
                     p.namespace,
                     p.name,
                     r.direction.key(),
                     r.index,
+                    at.file,
                     at.line
-                )
+                );
+                (text, Some(at))
             }
-            None if !d.cilium.allowed_by.is_empty() => format!("{what}: allowed by a Cilium rule"),
+            None => (format!("{what}: Calico {state}"), None),
+        },
+        Decided::Isolation => match d.allowed_by.first() {
+            Some(r) => {
+                let p = inv.policy(r.policy);
+                let at = locate(project, p.object, &format!("/spec/{}/{}", r.direction.key(), r.index));
+                let text = format!(
+                    "{what}: allowed by {}/{} {}[{}] ({}:{})",
+                    p.namespace,
+                    p.name,
+                    r.direction.key(),
+                    r.index,
+                    at.file,
+                    at.line
+                );
+                (text, Some(at))
+            }
+            None if !d.cilium.allowed_by.is_empty() => (format!("{what}: allowed by a Cilium rule"), None),
             None => {
                 let names: Vec<String> = d
                     .isolated_by
                     .iter()
                     .map(|p| format!("{}/{}", inv.policy(*p).namespace, inv.policy(*p).name))
                     .collect();
+                let at = d.isolated_by.first().map(|p| locate(project, inv.policy(*p).object, "/spec/podSelector"));
                 if names.is_empty() {
-                    format!("{what}: isolated, no rule allows it")
+                    (format!("{what}: isolated, no rule allows it"), at)
                 } else {
-                    format!("{what}: isolated by {}, no rule allows it", names.join(", "))
+                    (format!("{what}: isolated by {}, no rule allows it", names.join(", ")), at)
                 }
             }
         },
-        Decided::Default => format!("{what}: no policy isolates it"),
+        Decided::Default => (format!("{what}: no policy isolates it"), None),
     }
 }
 
@@ -461,7 +523,7 @@ struct Verdicts {
 /// Every connection whose verdict differs between the sides, with HEAD's reason, and the number
 /// of pairs judged. `all_pairs` judges every pair (the slow reference for tests) instead of those
 /// a change can reach.
-pub fn changes(base: &Project, head: &Project, all_pairs: bool) -> (Vec<(Connection, Change, String)>, usize) {
+pub fn changes(base: &Project, head: &Project, all_pairs: bool) -> (Vec<Changed>, usize) {
     let (bi, hi) = (&base.inventory, &head.inventory);
     // The two sides are independent: built on two threads.
     let (bj, hj) = std::thread::scope(|scope| {
@@ -512,6 +574,7 @@ pub fn changes(base: &Project, head: &Project, all_pairs: bool) -> (Vec<(Connect
                 let change = if vh.allowed { Change::Opened } else { Change::Closed };
                 // The direction whose verdict moved, explained on HEAD.
                 let mut why = Vec::new();
+                let mut at = None;
                 for (label, b, h) in [
                     ("egress of the source", &vb.egress, &vh.egress),
                     ("ingress of the destination", &vb.ingress, &vh.ingress),
@@ -520,11 +583,13 @@ pub fn changes(base: &Project, head: &Project, all_pairs: bool) -> (Vec<(Connect
                     if ok(b) != ok(h)
                         && let Some(h) = h
                     {
-                        why.push(why_direction(head, h, label));
+                        let (text, location) = why_direction(head, h, label);
+                        why.push(text);
+                        at = at.or(location);
                     }
                 }
                 let connection = Connection { source: (*source).clone(), destination: destination.clone(), port };
-                out.push((connection, change, why.join("; ")));
+                out.push((connection, change, why.join("; "), at));
             }
         }
         (out, judged)
@@ -539,10 +604,14 @@ pub fn changes(base: &Project, head: &Project, all_pairs: bool) -> (Vec<(Connect
 }
 
 /// Groups connections that changed the same way, on the same ports, for the same reason.
-pub fn group(changes: Vec<(Connection, Change, String)>) -> Vec<Group> {
+pub fn group(changes: Vec<Changed>) -> Vec<Group> {
     // First the ports of each (source, destination, change, why).
     let mut by_pair: BTreeMap<(Change, String, WorkloadKey, Destination), BTreeSet<Port>> = BTreeMap::new();
-    for (c, change, why) in changes {
+    let mut locations: BTreeMap<String, Location> = BTreeMap::new();
+    for (c, change, why, at) in changes {
+        if let Some(at) = at {
+            locations.entry(why.clone()).or_insert(at);
+        }
         by_pair.entry((change, why, c.source, c.destination)).or_default().insert(c.port);
     }
     // Then the pairs that share change, ports and why.
@@ -558,6 +627,7 @@ pub fn group(changes: Vec<(Connection, Change, String)>) -> Vec<Group> {
             Group {
                 change,
                 ports,
+                at: locations.get(&why).cloned(),
                 why,
                 sources: sources.into_iter().collect(),
                 destinations: destinations.into_iter().collect(),
@@ -684,5 +754,50 @@ pub fn render_markdown(d: &Diff) -> String {
         }
         out.push_str("\n</details>\n");
     }
+    out
+}
+
+/// SARIF 2.1.0: one result per opened connection (source to destination, its ports), located at
+/// the rule that opens it on HEAD.
+pub fn render_sarif(d: &Diff) -> String {
+    use serde_json::json;
+    let mut results = Vec::new();
+    for g in d.opened() {
+        for (source, destination) in &g.pairs {
+            let mut result = json!({
+                "ruleId": "opened-connection",
+                "ruleIndex": 0,
+                "level": "warning",
+                "message": {"text": format!("{source} may now reach {} on {}: {}", destination.label(), g.ports_text(), g.why)},
+            });
+            if let Some(at) = &g.at {
+                result["locations"] = json!([{"physicalLocation": {
+                    "artifactLocation": {"uri": crate::report::sarif::uri(&at.file)},
+                    "region": {"startLine": at.line.max(1)},
+                }}]);
+            }
+            results.push(result);
+        }
+    }
+    let doc = json!({
+        "$schema": crate::report::sarif::SCHEMA,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "portcullis diff",
+                "version": env!("CARGO_PKG_VERSION"),
+                "informationUri": "https://github.com/portcullis-dev/portcullis",
+                "rules": [{
+                    "id": "opened-connection",
+                    "name": "opened-connection",
+                    "shortDescription": {"text": "A connection the change opens"},
+                    "fullDescription": {"text": "The change to the manifests allows a connection that was denied before: the source workload may now reach the destination on these ports."},
+                }],
+            }},
+            "results": results,
+        }],
+    });
+    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    out.push('\n');
     out
 }

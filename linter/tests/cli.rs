@@ -486,10 +486,23 @@ fn sarif_output_validates_against_the_official_schema() {
         schema.display()
     );
     let dir = tempdir("sarif");
-    let out = portcullis(&["lint", "testcases/demo", "--format", "sarif"], &common::repo(), None);
-    let sarif = dir.join("demo.sarif");
-    std::fs::write(&sarif, &out.stdout).unwrap();
-    let check = Command::new("python3")
+    for (name, args) in [
+        ("demo", vec!["lint", "testcases/demo", "--format", "sarif"]),
+        (
+            "diff",
+            vec![
+                "diff",
+                "testcases/diff/removed-except/base",
+                "testcases/diff/removed-except/head",
+                "--format",
+                "sarif",
+            ],
+        ),
+    ] {
+        let out = portcullis(&args, &common::repo(), None);
+        let sarif = dir.join(format!("{name}.sarif"));
+        std::fs::write(&sarif, &out.stdout).unwrap();
+        let check = Command::new("python3")
         .args([
             "-c",
             "import json,sys,jsonschema; s=json.load(open(sys.argv[1])); d=json.load(open(sys.argv[2])); jsonschema.validators.validator_for(s)(s, format_checker=jsonschema.FormatChecker()).validate(d); print('valid')",
@@ -498,7 +511,8 @@ fn sarif_output_validates_against_the_official_schema() {
         .arg(&sarif)
         .output()
         .expect("python3 with jsonschema (installed by .ci/setup-tools)");
-    assert!(check.status.success(), "SARIF invalid: {}", String::from_utf8_lossy(&check.stderr));
+        assert!(check.status.success(), "{name}: SARIF invalid: {}", String::from_utf8_lossy(&check.stderr));
+    }
 }
 
 #[test]

@@ -45,6 +45,7 @@ fn diff_fixtures() {
             insta::assert_snapshot!("human", diff::render_human(&d));
             insta::assert_snapshot!("markdown", diff::render_markdown(&d));
             insta::assert_snapshot!("json", serde_json::to_string_pretty(&d).unwrap());
+            insta::assert_snapshot!("sarif", diff::render_sarif(&d));
         });
         // Either direction of the same change is the same connections, opened and closed swapped.
         let back = diff::diff(&head, &base);

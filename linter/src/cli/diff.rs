@@ -22,7 +22,7 @@ pub struct DiffArgs {
     #[arg(long, value_name = "REV", requires = "git")]
     pub head: Option<String>,
     /// Output format
-    #[arg(long, short = 'f', default_value = "human", value_parser = ["human", "json", "markdown"])]
+    #[arg(long, short = 'f', default_value = "human", value_parser = ["human", "json", "markdown", "sarif"])]
     pub format: String,
     /// Exit 1 when connections are opened (widen), closed (narrow), either (any), or never
     #[arg(long, default_value = "never", value_parser = ["widen", "narrow", "any", "never"])]
@@ -143,6 +143,7 @@ pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     match args.format.as_str() {
         "json" => writeln!(io.stdout, "{}", serde_json::to_string_pretty(&d)?)?,
         "markdown" => write!(io.stdout, "{}", diff::render_markdown(&d))?,
+        "sarif" => write!(io.stdout, "{}", diff::render_sarif(&d))?,
         _ => write!(io.stdout, "{}", diff::render_human(&d))?,
     }
     let (opened, closed) = (d.opened().next().is_some(), d.closed().next().is_some());

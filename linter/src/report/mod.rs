@@ -4,7 +4,7 @@ mod github;
 mod human;
 mod json;
 mod junit;
-mod sarif;
+pub(crate) mod sarif;
 
 use crate::finding::{Diagnostic, Severity};
 use crate::load::Sources;

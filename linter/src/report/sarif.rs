@@ -7,7 +7,8 @@ use super::Report;
 use crate::finding::Severity;
 use crate::rules::registry;
 
-const SCHEMA: &str = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json";
+pub(crate) const SCHEMA: &str =
+    "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json";
 
 fn level(s: Severity) -> &'static str {
     match s {
@@ -18,7 +19,7 @@ fn level(s: Severity) -> &'static str {
 }
 
 /// A file name as a URI reference (relative paths stay relative).
-fn uri(file: &str) -> String {
+pub(crate) fn uri(file: &str) -> String {
     if file == "<stdin>" {
         return "stdin".to_owned();
     }
