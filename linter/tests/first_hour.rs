@@ -197,3 +197,143 @@ fn a_chart_that_does_not_render_is_one_clear_finding() {
     assert!(message.contains("render it first") && message.contains("helm is not on PATH"), "{message}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A stand-in for the GitHub REST API on loopback: answers the comment list with `existing`
+/// and records every request (method, path, body).
+fn github_api(existing: serde_json::Value) -> (String, std::thread::JoinHandle<Vec<(String, String, String)>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        // The step makes two requests: the list, then one write.
+        for _ in 0..2 {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let mut parts = line.split_whitespace();
+            let (method, path) = (parts.next().unwrap().to_owned(), parts.next().unwrap().to_owned());
+            let (mut length, mut expect) = (0usize, false);
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                let lower = header.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                expect |= lower.starts_with("expect: 100-continue");
+                if header == "\r\n" {
+                    break;
+                }
+            }
+            let mut out = stream;
+            if expect {
+                out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let reply = if method == "GET" { existing.to_string() } else { "{\"id\": 42}".to_owned() };
+            let status = if method == "POST" { "201 Created" } else { "200 OK" };
+            write!(
+                out,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                reply.len()
+            )
+            .unwrap();
+            seen.push((method, path, String::from_utf8_lossy(&body).into_owned()));
+        }
+        seen
+    });
+    (url, handle)
+}
+
+#[test]
+fn the_github_action_diff_step_writes_the_summary_and_one_comment() {
+    // The `Diff` step's script as action.yml has it, on a repository whose pull request relabels a
+    // workload into a policy (testcases/diff/relabel-into-policy), with a pull_request event as
+    // GitHub delivers it (the fields the step reads) and the REST API on loopback.
+    let action = std::fs::read_to_string(common::repo().join("action.yml")).unwrap();
+    let (docs, _) = portcullis_linter::load::parse_source(portcullis_linter::load::SourceId(0), &action);
+    let steps = docs[0].value["runs"]["steps"].as_array().unwrap().clone();
+    let script = steps.iter().find(|s| s["id"] == "diff").unwrap()["run"].as_str().unwrap().to_owned();
+    let dir = std::env::temp_dir().join(format!("portcullis-action-diff-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("k8s")).unwrap();
+    let case = common::repo().join("testcases/diff/relabel-into-policy");
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.test", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    git(&["init", "-q"]);
+    std::fs::copy(case.join("base/manifests.yaml"), dir.join("k8s/manifests.yaml")).unwrap();
+    git(&["add", "k8s"]);
+    git(&["commit", "-q", "-m", "base"]);
+    let base = git(&["rev-parse", "HEAD"]);
+    std::fs::copy(case.join("head/manifests.yaml"), dir.join("k8s/manifests.yaml")).unwrap();
+    let temp = dir.join(".runner-temp");
+    std::fs::create_dir_all(&temp).unwrap();
+    let event = temp.join("event.json");
+    std::fs::write(
+        &event,
+        serde_json::json!({
+            "action": "synchronize",
+            "number": 7,
+            "pull_request": {"number": 7, "state": "open", "base": {"ref": "main", "sha": base}, "head": {"ref": "relabel"}},
+            "repository": {"full_name": "acme/shop"},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_portcullis")).parent().unwrap().to_owned();
+    let run = |api: &str| {
+        let output = temp.join("github-output");
+        let summary = temp.join("summary.md");
+        let _ = std::fs::remove_file(&output);
+        let _ = std::fs::remove_file(&summary);
+        let out = Command::new("bash")
+            .args(["-e", "-c", &script])
+            .current_dir(&dir)
+            .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()))
+            .env("DIFF_PATH", "k8s")
+            .env("DIFF_ARGS", "")
+            .env("DIFF_BASE", "")
+            .env("FAIL_ON", "widen")
+            .env("COMMENT", "true")
+            .env("GITHUB_TOKEN", "test-token")
+            .env("GITHUB_EVENT_PATH", &event)
+            .env("GITHUB_API_URL", api)
+            .env("GITHUB_REPOSITORY", "acme/shop")
+            .env("RUNNER_TEMP", &temp)
+            .env("GITHUB_OUTPUT", &output)
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "the step itself succeeds; a later step fails the job: {}", text(&out));
+        (std::fs::read_to_string(output).unwrap(), std::fs::read_to_string(summary).unwrap())
+    };
+    // First push: no comment yet, one is created.
+    let (api, server) = github_api(serde_json::json!([{"id": 5, "body": "LGTM"}]));
+    let (outputs, summary) = run(&api);
+    let requests = server.join().unwrap();
+    assert!(outputs.contains("status=1"), "widening fails the job later: {outputs}");
+    assert!(summary.contains("### portcullis diff") && summary.contains("➕ opened | 5432/TCP"), "{summary}");
+    assert_eq!(requests[0].0, "GET");
+    assert_eq!(requests[0].1, "/repos/acme/shop/issues/7/comments?per_page=100");
+    assert_eq!((requests[1].0.as_str(), requests[1].1.as_str()), ("POST", "/repos/acme/shop/issues/7/comments"));
+    let posted: serde_json::Value = serde_json::from_str(&requests[1].2).unwrap();
+    let body = posted["body"].as_str().unwrap();
+    assert!(body.starts_with("<!-- portcullis-diff -->\n### portcullis diff"), "{body}");
+    // The next push finds it by its marker and updates it in place.
+    let (api, server) = github_api(serde_json::json!([{"id": 42, "body": body}]));
+    run(&api);
+    let requests = server.join().unwrap();
+    assert_eq!((requests[1].0.as_str(), requests[1].1.as_str()), ("PATCH", "/repos/acme/shop/issues/comments/42"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -165,7 +165,7 @@ fn the_action_and_hook_definitions_hold_together() {
     };
     let action = parse("action.yml");
     assert_eq!(action["runs"]["using"], "composite");
-    for input in ["path", "fail-on", "args", "sarif"] {
+    for input in ["path", "fail-on", "args", "sarif", "mode", "base", "comment", "token"] {
         assert!(action["inputs"][input]["default"].is_string(), "input {input}");
     }
     let uses: Vec<&str> =
@@ -176,6 +176,11 @@ fn the_action_and_hook_definitions_hold_together() {
     assert_eq!(hook["id"], "portcullis-lint");
     assert_eq!(hook["entry"], "portcullis lint --context . --allow-empty");
     assert_eq!(hook["pass_filenames"], true);
+    let diff = &hooks[1];
+    assert_eq!(diff["id"], "portcullis-diff");
+    assert_eq!(diff["entry"], "portcullis diff --git HEAD --fail-on widen");
+    assert_eq!(diff["pass_filenames"], false);
     let docs = std::fs::read_to_string(repo.join("docs/ci.md")).unwrap();
     assert!(docs.contains("id: portcullis-lint") && docs.contains("uses: portcullis-dev/portcullis@"));
+    assert!(docs.contains("id: portcullis-diff") && docs.contains("mode: diff"));
 }
