@@ -184,3 +184,59 @@ fn the_action_and_hook_definitions_hold_together() {
     assert!(docs.contains("id: portcullis-lint") && docs.contains("uses: portcullis-dev/portcullis@"));
     assert!(docs.contains("id: portcullis-diff") && docs.contains("mode: diff"));
 }
+
+/// The opt-in `portcullis-diff` hook, run by the real pre-commit: a commit that opens a
+/// connection (deleting the namespace's default-deny) is refused with the connections it
+/// opens; one that only closes connections passes.
+#[test]
+fn the_diff_hook_refuses_a_commit_that_opens_connections() {
+    let repo = common::repo();
+    let rev = String::from_utf8(git(&repo, &["rev-parse", "HEAD"]).stdout).unwrap().trim().to_owned();
+    let dirty = git(&repo, &["status", "--porcelain", "--", ".pre-commit-hooks.yaml"]).stdout;
+    assert!(dirty.is_empty(), "commit .pre-commit-hooks.yaml before running this test");
+    let dir = std::env::temp_dir().join(format!("portcullis-precommit-diff-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("k8s")).unwrap();
+    git(&dir, &["init", "-q"]);
+    git(&dir, &["config", "user.email", "ci@example.test"]);
+    git(&dir, &["config", "user.name", "CI"]);
+    std::fs::write(
+        dir.join(".pre-commit-config.yaml"),
+        format!("repos:\n  - repo: {}\n    rev: {rev}\n    hooks:\n      - id: portcullis-diff\n", repo.display()),
+    )
+    .unwrap();
+    std::fs::write(dir.join("k8s/namespace.yaml"), NAMESPACE).unwrap();
+    std::fs::write(dir.join("k8s/api.yaml"), APP).unwrap();
+    std::fs::write(dir.join(".gitignore"), ".cache-pre-commit/\n").unwrap();
+    git(&dir, &["add", "-A"]);
+    git(&dir, &["commit", "-q", "--no-verify", "-m", "shop"]);
+    let bin = Path::new(env!("CARGO_BIN_EXE_portcullis")).parent().unwrap().to_owned();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let commit = |message: &str| {
+        git(&dir, &["add", "-A"]);
+        let out = Command::new("pre-commit")
+            .args(["run"])
+            .current_dir(&dir)
+            .env("PATH", &path)
+            .env("PRE_COMMIT_HOME", dir.join(".cache-pre-commit"))
+            .output()
+            .expect("pre-commit is missing: run .ci/setup-tools (pip install pre-commit)");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if out.status.success() {
+            git(&dir, &["commit", "-q", "--no-verify", "-m", message]);
+        }
+        (out.status.success(), text)
+    };
+    // Deleting the default-deny opens the api to everything: refused, and said why.
+    let without_deny =
+        NAMESPACE.split("---\n").filter(|d| !d.contains("default-deny")).collect::<Vec<_>>().join("---\n");
+    std::fs::write(dir.join("k8s/namespace.yaml"), &without_deny).unwrap();
+    let (ok, text) = commit("drop the default-deny");
+    assert!(!ok, "opening connections must be refused:\n{text}");
+    assert!(text.contains("Opened:") && text.contains("shop/Deployment/api"), "{text}");
+    // Keeping it and narrowing DNS to UDP only closes a connection: allowed.
+    std::fs::write(dir.join("k8s/namespace.yaml"), NAMESPACE.replace(", {port: 53, protocol: TCP}", "")).unwrap();
+    let (ok, text) = commit("dns over udp only");
+    assert!(ok, "a commit that only closes connections passes:\n{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
