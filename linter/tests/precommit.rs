@@ -186,8 +186,8 @@ fn the_action_and_hook_definitions_hold_together() {
 }
 
 /// The opt-in `portcullis-diff` hook, run by the real pre-commit: a commit that opens a
-/// connection (deleting the namespace's default-deny) is refused with the connections it
-/// opens; one that only closes connections passes.
+/// connection (an allow-all egress rule) is refused with the connections it opens; one that
+/// only closes connections passes.
 #[test]
 fn the_diff_hook_refuses_a_commit_that_opens_connections() {
     let repo = common::repo();
@@ -227,13 +227,15 @@ fn the_diff_hook_refuses_a_commit_that_opens_connections() {
         }
         (out.status.success(), text)
     };
-    // Deleting the default-deny opens the api to everything: refused, and said why.
-    let without_deny =
-        NAMESPACE.split("---\n").filter(|d| !d.contains("default-deny")).collect::<Vec<_>>().join("---\n");
-    std::fs::write(dir.join("k8s/namespace.yaml"), &without_deny).unwrap();
-    let (ok, text) = commit("drop the default-deny");
+    // An egress rule that allows everything opens the api to every destination: refused, and
+    // the diff says what opens.
+    let open_egress = NAMESPACE.replace("  egress:\n", "  egress:\n    - {}\n");
+    assert_ne!(open_egress, NAMESPACE);
+    std::fs::write(dir.join("k8s/namespace.yaml"), &open_egress).unwrap();
+    let (ok, text) = commit("allow all egress");
     assert!(!ok, "opening connections must be refused:\n{text}");
-    assert!(text.contains("Opened:") && text.contains("shop/Deployment/api"), "{text}");
+    assert!(text.contains("Opened:") && text.contains("from shop/Deployment/api"), "{text}");
+    std::fs::write(dir.join("k8s/namespace.yaml"), NAMESPACE).unwrap();
     // Keeping it and narrowing DNS to UDP only closes a connection: allowed.
     std::fs::write(dir.join("k8s/namespace.yaml"), NAMESPACE.replace(", {port: 53, protocol: TCP}", "")).unwrap();
     let (ok, text) = commit("dns over udp only");
