@@ -200,7 +200,10 @@ fn a_chart_that_does_not_render_is_one_clear_finding() {
 
 /// A stand-in for the GitHub REST API on loopback: answers the comment list with `existing`
 /// and records every request (method, path, body).
-fn github_api(existing: serde_json::Value) -> (String, std::thread::JoinHandle<Vec<(String, String, String)>>) {
+/// A request the stand-in API saw: method, path, body.
+type Seen = (String, String, String);
+
+fn github_api(existing: serde_json::Value) -> (String, std::thread::JoinHandle<Vec<Seen>>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
