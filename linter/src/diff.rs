@@ -5,7 +5,8 @@
 //! name), its connections to every such workload and to the external destinations either side's
 //! policies name (one address per CIDR and per `except`, one outside every CIDR, and the DNS
 //! names of `domainNames`, `toFQDNs` and EgressIntents), on the ports either side mentions (policy
-//! ports and range ends, container ports) plus one port nothing mentions, per protocol.
+//! ports and range ends, container ports) plus one port nothing mentions, per protocol. Names are
+//! those of ClusterNetworkPolicy `domainNames`, Cilium `toFQDNs` `matchName` and EgressIntents.
 //!
 //! Not pod by pod: without a cluster-scoped change, a connection can change only if its source's
 //! identity (labels, namespace labels, ports, addresses) or the content of the policies that
@@ -182,6 +183,66 @@ fn ports(sides: [&Inventory; 2]) -> Vec<Port> {
                 }
             }
         }
+        // The other layers' ports: ClusterNetworkPolicy protocols, Cilium toPorts, Calico ports.
+        let mut range = |a: i32, b: i32, protocol: Protocol, ports: &mut BTreeSet<Port>| {
+            add(a, protocol, ports);
+            add(b, protocol, ports);
+            ranges.push((a, b));
+        };
+        for c in &inv.cluster_policies {
+            let protocols =
+                c.spec.ingress.iter().flat_map(|r| &r.protocols).chain(c.spec.egress.iter().flat_map(|r| &r.protocols));
+            for m in protocols {
+                for (p, protocol) in [(&m.tcp, Protocol::Tcp), (&m.udp, Protocol::Udp), (&m.sctp, Protocol::Sctp)] {
+                    let Some(port) = p.as_ref().and_then(|p| p.destination_port.as_ref()) else { continue };
+                    if let Some(n) = port.number {
+                        range(n, n, protocol, &mut ports);
+                    }
+                    if let Some(r) = port.range {
+                        range(r.start, r.end, protocol, &mut ports);
+                    }
+                }
+            }
+        }
+        for rule in &inv.cilium_rules {
+            let peers = rule
+                .spec
+                .ingress
+                .iter()
+                .chain(&rule.spec.ingress_deny)
+                .chain(&rule.spec.egress)
+                .chain(&rule.spec.egress_deny);
+            for pp in peers.flat_map(|p| p.to_ports.iter().flatten()).flat_map(|r| &r.ports) {
+                let Ok(n) = pp.port.parse::<i32>() else { continue };
+                let protocols = match pp.protocol.as_deref().map(str::to_ascii_uppercase).as_deref() {
+                    Some("UDP") => vec![Protocol::Udp],
+                    Some("SCTP") => vec![Protocol::Sctp],
+                    Some("TCP") => vec![Protocol::Tcp],
+                    _ => vec![Protocol::Tcp, Protocol::Udp],
+                };
+                for protocol in protocols {
+                    range(n, pp.end_port.unwrap_or(n), protocol, &mut ports);
+                }
+            }
+        }
+        for p in &inv.calico_policies {
+            for rule in p.ingress_rules.iter().chain(&p.egress_rules) {
+                let protocol = match &rule.protocol {
+                    Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s)) => Protocol::parse(s),
+                    Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(17)) => Some(Protocol::Udp),
+                    Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(132)) => Some(Protocol::Sctp),
+                    _ => Some(Protocol::Tcp),
+                };
+                let Some(protocol) = protocol else { continue };
+                let specs =
+                    [&rule.source, &rule.destination].into_iter().flat_map(|e| e.ports.iter().chain(&e.not_ports));
+                for spec in specs {
+                    if let crate::model::calico_policy::PortSpec::Range(a, b) = spec {
+                        range(i32::from(*a), i32::from(*b), protocol, &mut ports);
+                    }
+                }
+            }
+        }
     }
     // DNS is the port every lockdown is judged by.
     for protocol in [Protocol::Udp, Protocol::Tcp] {
@@ -237,6 +298,11 @@ fn externals(sides: [&Inventory; 2]) -> Vec<Destination> {
                     }
                     names.extend(peer.domain_names.iter().flatten().map(|n| n.trim_start_matches("*.").to_owned()));
                 }
+            }
+        }
+        for rule in &inv.cilium_rules {
+            for peer in rule.spec.egress.iter().chain(&rule.spec.egress_deny) {
+                names.extend(peer.to_fqdns.iter().flatten().filter_map(|f| f.match_name.clone()));
             }
         }
         for intent in &inv.intents {
@@ -395,22 +461,37 @@ fn why_direction(project: &Project, d: &DirectionVerdict, what: &str) -> (String
                 );
                 (text, Some(at))
             }
-            None if !d.cilium.allowed_by.is_empty() => (format!("{what}: allowed by a Cilium rule"), None),
-            None => {
-                let names: Vec<String> = d
-                    .isolated_by
-                    .iter()
-                    .map(|p| format!("{}/{}", inv.policy(*p).namespace, inv.policy(*p).name))
-                    .collect();
-                let at = d.isolated_by.first().map(|p| locate(project, inv.policy(*p).object, "/spec/podSelector"));
-                if names.is_empty() {
-                    (format!("{what}: isolated, no rule allows it"), at)
-                } else {
-                    (format!("{what}: isolated by {}, no rule allows it", names.join(", ")), at)
+            None => match d.cilium.allowed_by.first() {
+                Some(r) => {
+                    let rule = inv.cilium_rule(r.rule);
+                    let at = locate(project, rule.object, &r.pointer(inv));
+                    let text = format!(
+                        "{what}: allowed by {} {}[{}] ({}:{})",
+                        rule.describe(),
+                        r.key(),
+                        r.index,
+                        at.file,
+                        at.line
+                    );
+                    (text, Some(at))
                 }
-            }
+                None => isolated(project, d, what),
+            },
         },
         Decided::Default => (format!("{what}: no policy isolates it"), None),
+    }
+}
+
+/// A direction isolated with no rule allowing the traffic, in words.
+fn isolated(project: &Project, d: &DirectionVerdict, what: &str) -> (String, Option<Location>) {
+    let inv = &project.inventory;
+    let names: Vec<String> =
+        d.isolated_by.iter().map(|p| format!("{}/{}", inv.policy(*p).namespace, inv.policy(*p).name)).collect();
+    let at = d.isolated_by.first().map(|p| locate(project, inv.policy(*p).object, "/spec/podSelector"));
+    if names.is_empty() {
+        (format!("{what}: isolated, no rule allows it"), at)
+    } else {
+        (format!("{what}: isolated by {}, no rule allows it", names.join(", ")), at)
     }
 }
 
