@@ -430,37 +430,11 @@ fn why_direction(project: &Project, d: &DirectionVerdict, what: &str) -> (String
                     Some(at),
                 )
             }
-            Some(crate::semantics::calico::TierOutcome::NetworkPolicy(r)) => {
-                let p = inv.policy(r.policy);
-                let at = locate(project, p.object, &format!("/spec/{}/{}", r.direction.key(), r.index));
-                let text = format!(
-                    "{what}: allowed by {}/{} {}[{}] ({}:{})",
-                    p.namespace,
-                    p.name,
-                    r.direction.key(),
-                    r.index,
-                    at.file,
-                    at.line
-                );
-                (text, Some(at))
-            }
+            Some(crate::semantics::calico::TierOutcome::NetworkPolicy(r)) => allowed_by(project, r, what),
             None => (format!("{what}: Calico {state}"), None),
         },
         Decided::Isolation => match d.allowed_by.first() {
-            Some(r) => {
-                let p = inv.policy(r.policy);
-                let at = locate(project, p.object, &format!("/spec/{}/{}", r.direction.key(), r.index));
-                let text = format!(
-                    "{what}: allowed by {}/{} {}[{}] ({}:{})",
-                    p.namespace,
-                    p.name,
-                    r.direction.key(),
-                    r.index,
-                    at.file,
-                    at.line
-                );
-                (text, Some(at))
-            }
+            Some(r) => allowed_by(project, *r, what),
             None => match d.cilium.allowed_by.first() {
                 Some(r) => {
                     let rule = inv.cilium_rule(r.rule);
@@ -480,6 +454,22 @@ fn why_direction(project: &Project, d: &DirectionVerdict, what: &str) -> (String
         },
         Decided::Default => (format!("{what}: no policy isolates it"), None),
     }
+}
+
+/// A NetworkPolicy rule that allows, in words, with where it is.
+fn allowed_by(project: &Project, r: crate::semantics::RuleRef, what: &str) -> (String, Option<Location>) {
+    let p = project.inventory.policy(r.policy);
+    let at = locate(project, p.object, &format!("/spec/{}/{}", r.direction.key(), r.index));
+    let text = format!(
+        "{what}: allowed by {}/{} {}[{}] ({}:{})",
+        p.namespace,
+        p.name,
+        r.direction.key(),
+        r.index,
+        at.file,
+        at.line
+    );
+    (text, Some(at))
 }
 
 /// A direction isolated with no rule allowing the traffic, in words.

@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "common/rng.rs"]
+mod rng;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -14,6 +16,7 @@ use portcullis_linter::diff::{self, Change, Destination, Port};
 use portcullis_linter::model::WorkloadId;
 use portcullis_linter::project::Project;
 use portcullis_linter::semantics::{Endpoint, Evaluator, Traffic};
+use rng::Rng;
 
 fn load(dir: &Path, side: &str) -> Project {
     let mut project = Project::new("default");
@@ -74,26 +77,6 @@ fn expand(d: &diff::Diff) -> BTreeSet<Row> {
     out
 }
 
-/// A tiny deterministic generator (no dependency): xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
-
 const APPS: [&str; 3] = ["a", "b", "c"];
 const NAMESPACES: [&str; 2] = ["n1", "n2"];
 
@@ -105,24 +88,24 @@ fn workload(ns: &str, name: &str, app: &str, port: u16) -> String {
 
 fn peer(rng: &mut Rng) -> String {
     match rng.below(5) {
-        0 => format!("podSelector: {{matchLabels: {{app: {}}}}}", rng.pick(&APPS)),
-        1 => format!("namespaceSelector: {{matchLabels: {{team: {}}}}}", rng.pick(&["x", "y"])),
+        0 => format!("podSelector: {{matchLabels: {{app: {}}}}}", *rng.pick(&APPS)),
+        1 => format!("namespaceSelector: {{matchLabels: {{team: {}}}}}", *rng.pick(&["x", "y"])),
         2 => format!(
             "namespaceSelector: {{matchLabels: {{team: {}}}}}\n      podSelector: {{matchLabels: {{app: {}}}}}",
-            rng.pick(&["x", "y"]),
-            rng.pick(&APPS)
+            *rng.pick(&["x", "y"]),
+            *rng.pick(&APPS)
         ),
         3 => "ipBlock: {cidr: 0.0.0.0/0, except: [10.0.0.0/8]}".to_owned(),
-        _ => format!("ipBlock: {{cidr: {}}}", rng.pick(&["10.0.0.0/8", "192.0.2.0/24"])),
+        _ => format!("ipBlock: {{cidr: {}}}", *rng.pick(&["10.0.0.0/8", "192.0.2.0/24"])),
     }
 }
 
 fn policy(rng: &mut Rng, ns: &str, name: &str) -> String {
     let selector = match rng.below(2) {
         0 => "{}".to_owned(),
-        _ => format!("{{matchLabels: {{app: {}}}}}", rng.pick(&APPS)),
+        _ => format!("{{matchLabels: {{app: {}}}}}", *rng.pick(&APPS)),
     };
-    let types = rng.pick(&["[Ingress]", "[Egress]", "[Ingress, Egress]"]);
+    let types = *rng.pick(&["[Ingress]", "[Egress]", "[Ingress, Egress]"]);
     let mut text = format!(
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  podSelector: {selector}\n  policyTypes: {types}\n"
     );
@@ -134,7 +117,7 @@ fn policy(rng: &mut Rng, ns: &str, name: &str) -> String {
         for _ in 0..1 + rng.below(2) {
             text.push_str(&format!("  - {field}:\n    - {}\n", peer(rng)));
             if rng.below(2) == 0 {
-                let port = rng.pick(&["80", "5432", "web"]);
+                let port = *rng.pick(&["80", "5432", "web"]);
                 text.push_str(&format!("    ports: [{{port: {port}}}]\n"));
             }
         }
@@ -148,15 +131,16 @@ fn scenario(rng: &mut Rng) -> (Vec<String>, Vec<String>) {
     for ns in NAMESPACES {
         docs.push(format!(
             "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{team: {}}}}}\n",
-            rng.pick(&["x", "y"])
+            *rng.pick(&["x", "y"])
         ));
     }
     for i in 0..2 + rng.below(3) {
-        let ns = rng.pick(&NAMESPACES);
-        docs.push(workload(ns, &format!("w{i}"), rng.pick(&APPS), if rng.below(2) == 0 { 80 } else { 5432 }));
+        let ns = *rng.pick(&NAMESPACES);
+        let app: &str = APPS[rng.below(APPS.len())];
+        docs.push(workload(ns, &format!("w{i}"), app, if rng.below(2) == 0 { 80 } else { 5432 }));
     }
     for i in 0..1 + rng.below(3) {
-        let ns = rng.pick(&NAMESPACES);
+        let ns = *rng.pick(&NAMESPACES);
         docs.push(policy(rng, ns, &format!("p{i}")));
     }
     let mut head = docs.clone();
@@ -165,7 +149,7 @@ fn scenario(rng: &mut Rng) -> (Vec<String>, Vec<String>) {
         0 => {
             let pods: Vec<usize> = (0..head.len()).filter(|i| head[*i].contains("kind: Pod")).collect();
             let i = pods[rng.below(pods.len())];
-            let to = rng.pick(&APPS);
+            let to = *rng.pick(&APPS);
             head[i] = APPS
                 .iter()
                 .fold(head[i].clone(), |t, a| t.replace(&format!("app: {a}}}}}"), &format!("app: {to}}}}}")));
@@ -178,7 +162,7 @@ fn scenario(rng: &mut Rng) -> (Vec<String>, Vec<String>) {
         }
         // Add a policy.
         2 => {
-            let ns = rng.pick(&NAMESPACES);
+            let ns = *rng.pick(&NAMESPACES);
             head.push(policy(rng, ns, "added"));
         }
         // Relabel a namespace.
