@@ -591,6 +591,102 @@ struct Verdicts {
     ingress: Option<DirectionVerdict>,
 }
 
+/// Destination classes for sources whose egress inputs changed. When only NetworkPolicies
+/// govern a source's egress on both sides and its identity is unchanged, a destination workload
+/// that (a) lives in neither the source's namespace nor any namespace a `namespaceSelector` of
+/// those policies' egress peers selects, (b) has no known pod address, and (c) whose ingress
+/// inputs are unchanged, is judged by the source's egress rules only through its container
+/// ports: no peer names it, only peers that match every pod can. So all such destinations with
+/// the same ports share one egress verdict per port, and a class whose representative's egress
+/// verdicts are equal on both sides cannot change (the destination's ingress verdict is the same
+/// on both sides too). The property test in `tests/diff.rs` checks this against judging every
+/// pair.
+struct Classes {
+    /// Per destination (by index): its namespace and class, when it may be judged by class.
+    member: Vec<Option<(String, usize)>>,
+    /// Per class: its destinations (base and head workload ids, namespace), in order.
+    members: Vec<Vec<(WorkloadId, WorkloadId, String)>>,
+}
+
+impl Classes {
+    fn new(bj: &Judge<'_>, hj: &Judge<'_>, destinations: &[Destination], ingress_changed: &[Destination]) -> Classes {
+        let changed: BTreeSet<&Destination> = ingress_changed.iter().collect();
+        let mut keys: BTreeMap<String, usize> = BTreeMap::new();
+        let mut members: Vec<Vec<(WorkloadId, WorkloadId, String)>> = Vec::new();
+        let member = destinations
+            .iter()
+            .map(|d| {
+                let Destination::Workload { workload } = d else { return None };
+                let (db, dh) = (bj.ids[workload.as_str()], hj.ids[workload.as_str()]);
+                let (wb, wh) = (bj.eval.inventory.workload(db), hj.eval.inventory.workload(dh));
+                if !wb.pod_ips.is_empty() || !wh.pod_ips.is_empty() || changed.contains(d) {
+                    return None;
+                }
+                let key = format!("{:?}", wb.ports);
+                let next = keys.len();
+                let class = *keys.entry(key).or_insert(next);
+                if class == members.len() {
+                    members.push(Vec::new());
+                }
+                members[class].push((db, dh, wb.namespace.clone()));
+                Some((wb.namespace.clone(), class))
+            })
+            .collect();
+        Classes { member, members }
+    }
+}
+
+/// For a source whose egress inputs changed: the namespaces its egress peers can name, when only
+/// NetworkPolicies govern its egress on both sides and its identity is unchanged (else `None`:
+/// judge every destination).
+fn named_namespaces(bj: &Judge<'_>, hj: &Judge<'_>, source: &str) -> Option<BTreeSet<String>> {
+    let (b, h) = (bj.ids[source], hj.ids[source]);
+    if bj.identity[b.0] != hj.identity[h.0] {
+        return None;
+    }
+    let only_network_policy = |j: &Judge<'_>, id: WorkloadId| {
+        j.egress[id.0]
+            .as_ref()
+            .is_some_and(|a| a.admin.is_empty() && a.baseline.is_empty() && a.cilium.is_empty() && a.calico.is_empty())
+    };
+    if !only_network_policy(bj, b) || !only_network_policy(hj, h) {
+        return None;
+    }
+    let mut named: BTreeSet<String> = BTreeSet::new();
+    for (j, id) in [(bj, b), (hj, h)] {
+        let inv = j.eval.inventory;
+        named.insert(inv.workload(id).namespace.clone());
+        for &pid in j.egress[id.0].iter().flat_map(|a| &a.isolated_by) {
+            for list in crate::semantics::evaluator::peer_lists(inv.policy(pid)) {
+                for peer in list.items.iter().filter_map(|p| p.namespace_selector.as_ref()) {
+                    for side in [bj, hj] {
+                        for ns in side.eval.inventory.namespaces.values() {
+                            if crate::semantics::selector_matches(peer, &ns.labels) {
+                                named.insert(ns.name.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Some(named)
+}
+
+/// Whether a class's representative gets the same egress verdicts from `source` on both sides.
+fn class_unchanged(bj: &Judge<'_>, hj: &Judge<'_>, source: &str, rep: (WorkloadId, WorkloadId), ports: &[Port]) -> bool {
+    use crate::semantics::Direction::Egress;
+    let (b, h) = (bj.ids[source], hj.ids[source]);
+    ports.iter().all(|port| {
+        let traffic = Traffic { port: port.port, protocol: port.protocol };
+        let judge = |j: &Judge<'_>, s: WorkloadId, d: WorkloadId| {
+            let (pod, to) = (j.eval.pod(s), j.eval.pod(d));
+            j.egress[s.0].as_ref().map(|a| j.eval.judge(&pod, Egress, a, &Endpoint::Pod(to), traffic).allowed())
+        };
+        judge(bj, b, rep.0) == judge(hj, h, rep.1)
+    })
+}
+
 /// Every connection whose verdict differs between the sides, with HEAD's reason, and the number
 /// of pairs judged. `all_pairs` judges every pair (the slow reference for tests) instead of those
 /// a change can reach.
@@ -625,13 +721,32 @@ pub fn changes(base: &Project, head: &Project, all_pairs: bool) -> (Vec<Changed>
         .filter(|k| !shortcut || !same(k, false))
         .map(|k| Destination::Workload { workload: (*k).clone() })
         .collect();
+    let classes = Classes::new(&bj, &hj, &destinations, &ingress_changed);
     let per_source = crate::parallel::map(&common, crate::parallel::threads(8), |source| {
         let mut out = Vec::new();
         let mut judged = 0;
         // A source whose egress cannot have changed only matters towards destinations whose
         // ingress may have.
-        let targets = if egress_changed.contains(source.as_str()) { &destinations } else { &ingress_changed };
-        for destination in targets {
+        let all = egress_changed.contains(source.as_str());
+        let targets = if all { &destinations } else { &ingress_changed };
+        // Destinations judged by class ([`Classes`]): the namespaces the source names, and each
+        // class's answer, found on first use.
+        let named = if shortcut && all { named_namespaces(&bj, &hj, source) } else { None };
+        let mut unchanged: Vec<Option<bool>> = vec![None; classes.members.len()];
+        for (i, destination) in targets.iter().enumerate() {
+            if let (Some(named), Some(Some((namespace, class)))) = (&named, classes.member.get(i))
+                && all
+                && !named.contains(namespace)
+            {
+                // The class's answer, from a member outside the named namespaces (this one is).
+                let same = *unchanged[*class].get_or_insert_with(|| {
+                    let rep = classes.members[*class].iter().find(|m| !named.contains(&m.2));
+                    rep.is_some_and(|m| class_unchanged(&bj, &hj, source, (m.0, m.1), &ports))
+                });
+                if same {
+                    continue;
+                }
+            }
             judged += 1;
             for &port in &ports {
                 let (Some(vb), Some(vh)) =
