@@ -640,13 +640,21 @@ impl Classes {
 /// NetworkPolicies govern its egress on both sides and its identity is unchanged (else `None`:
 /// judge every destination).
 fn named_namespaces(bj: &Judge<'_>, hj: &Judge<'_>, source: &str) -> Option<BTreeSet<String>> {
-    let (b, h) = (bj.ids[source], hj.ids[source]);
+    named_by(bj, hj, source, true)
+}
+
+/// The namespaces the peers of the policies governing `workload` in one direction can name (its
+/// own included), when only NetworkPolicies govern it on both sides and its identity is
+/// unchanged.
+fn named_by(bj: &Judge<'_>, hj: &Judge<'_>, workload: &str, egress: bool) -> Option<BTreeSet<String>> {
+    let (b, h) = (bj.ids[workload], hj.ids[workload]);
     if bj.identity[b.0] != hj.identity[h.0] {
         return None;
     }
+    let applicable =
+        |j: &'_ Judge<'_>, id: WorkloadId| if egress { j.egress[id.0].clone() } else { j.ingress[id.0].clone() };
     let only_network_policy = |j: &Judge<'_>, id: WorkloadId| {
-        j.egress[id.0]
-            .as_ref()
+        applicable(j, id)
             .is_some_and(|a| a.admin.is_empty() && a.baseline.is_empty() && a.cilium.is_empty() && a.calico.is_empty())
     };
     if !only_network_policy(bj, b) || !only_network_policy(hj, h) {
@@ -656,7 +664,7 @@ fn named_namespaces(bj: &Judge<'_>, hj: &Judge<'_>, source: &str) -> Option<BTre
     for (j, id) in [(bj, b), (hj, h)] {
         let inv = j.eval.inventory;
         named.insert(inv.workload(id).namespace.clone());
-        for &pid in j.egress[id.0].iter().flat_map(|a| &a.isolated_by) {
+        for &pid in applicable(j, id).iter().flat_map(|a| &a.isolated_by) {
             for list in crate::semantics::evaluator::peer_lists(inv.policy(pid)) {
                 for peer in list.items.iter().filter_map(|p| p.namespace_selector.as_ref()) {
                     for side in [bj, hj] {
@@ -673,8 +681,28 @@ fn named_namespaces(bj: &Judge<'_>, hj: &Judge<'_>, source: &str) -> Option<BTre
     Some(named)
 }
 
+/// Whether `destination`'s ingress verdicts for connections from `source` are equal on both sides.
+fn ingress_unchanged(bj: &Judge<'_>, hj: &Judge<'_>, source: &str, destination: &str, ports: &[Port]) -> bool {
+    use crate::semantics::Direction::Ingress;
+    let (sb, sh, db, dh) = (bj.ids[source], hj.ids[source], bj.ids[destination], hj.ids[destination]);
+    ports.iter().all(|port| {
+        let traffic = Traffic { port: port.port, protocol: port.protocol };
+        let judge = |j: &Judge<'_>, s: WorkloadId, d: WorkloadId| {
+            let (from, pod) = (j.eval.pod(s), j.eval.pod(d));
+            j.ingress[d.0].as_ref().map(|a| j.eval.judge(&pod, Ingress, a, &Endpoint::Pod(from), traffic).allowed())
+        };
+        judge(bj, sb, db) == judge(hj, sh, dh)
+    })
+}
+
 /// Whether a class's representative gets the same egress verdicts from `source` on both sides.
-fn class_unchanged(bj: &Judge<'_>, hj: &Judge<'_>, source: &str, rep: (WorkloadId, WorkloadId), ports: &[Port]) -> bool {
+fn class_unchanged(
+    bj: &Judge<'_>,
+    hj: &Judge<'_>,
+    source: &str,
+    rep: (WorkloadId, WorkloadId),
+    ports: &[Port],
+) -> bool {
     use crate::semantics::Direction::Egress;
     let (b, h) = (bj.ids[source], hj.ids[source]);
     ports.iter().all(|port| {
@@ -722,6 +750,33 @@ pub fn changes(base: &Project, head: &Project, all_pairs: bool) -> (Vec<Changed>
         .map(|k| Destination::Workload { workload: (*k).clone() })
         .collect();
     let classes = Classes::new(&bj, &hj, &destinations, &ingress_changed);
+    // The mirror image for destinations whose ingress inputs changed: a source outside the
+    // namespaces their ingress peers can name, without a known address, whose identity and
+    // egress inputs are unchanged, is seen by their ingress rules like every other such source.
+    // So one representative source answers for all of them; when its ingress verdicts are equal
+    // on both sides, none of those connections can change (their egress verdicts are equal too).
+    let plain_source = |k: &str| {
+        let (b, h) = (bj.ids[k], hj.ids[k]);
+        !egress_changed.contains(k)
+            && bj.identity[b.0] == hj.identity[h.0]
+            && bj.eval.inventory.workload(b).pod_ips.is_empty()
+            && hj.eval.inventory.workload(h).pod_ips.is_empty()
+    };
+    let ingress_classes: BTreeMap<&Destination, BTreeSet<String>> = if shortcut {
+        ingress_changed
+            .iter()
+            .filter_map(|d| {
+                let Destination::Workload { workload } = d else { return None };
+                let named = named_by(&bj, &hj, workload, false)?;
+                let namespace_of = |k: &str| bj.eval.inventory.workload(bj.ids[k]).namespace.clone();
+                let rep = common.iter().find(|k| plain_source(k) && !named.contains(&namespace_of(k)))?;
+                let same = ingress_unchanged(&bj, &hj, rep, workload, &ports);
+                same.then_some((d, named))
+            })
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
     let per_source = crate::parallel::map(&common, crate::parallel::threads(8), |source| {
         let mut out = Vec::new();
         let mut judged = 0;
@@ -746,6 +801,13 @@ pub fn changes(base: &Project, head: &Project, all_pairs: bool) -> (Vec<Changed>
                 if same {
                     continue;
                 }
+            }
+            if !all
+                && let Some(named) = ingress_classes.get(destination)
+                && plain_source(source)
+                && !named.contains(&bj.eval.inventory.workload(bj.ids[source.as_str()]).namespace)
+            {
+                continue;
             }
             judged += 1;
             for &port in &ports {
