@@ -1049,3 +1049,72 @@ pub fn render_sarif(d: &Diff) -> String {
     out.push('\n');
     out
 }
+
+/// One row of the connectivity matrix: a workload, a destination, and the probed ports that are
+/// allowed and denied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MatrixRow {
+    pub source: WorkloadKey,
+    pub destination: Destination,
+    pub allowed: Vec<Port>,
+    pub denied: Vec<Port>,
+}
+
+/// The connectivity matrix of one side (`portcullis matrix`): every workload towards every
+/// workload and external destination, on the ports [`probes`] chooses, judged as `diff` and
+/// `trace` judge. Every pair is judged (no classes: there is nothing to compare against).
+pub fn matrix(project: &Project) -> Vec<MatrixRow> {
+    let judge = Judge::new(&project.inventory);
+    let (destinations, ports) = probes(project, project);
+    let sources: Vec<&WorkloadKey> = judge.ids.keys().collect();
+    let rows = crate::parallel::map(&sources, crate::parallel::threads(8), |source| {
+        let id = judge.ids[source.as_str()];
+        destinations
+            .iter()
+            .filter_map(|destination| {
+                let (mut allowed, mut denied) = (Vec::new(), Vec::new());
+                for &port in &ports {
+                    let v = judge.verdict(id, destination, port)?;
+                    if v.allowed { allowed.push(port) } else { denied.push(port) }
+                }
+                Some(MatrixRow { source: (*source).clone(), destination: destination.clone(), allowed, denied })
+            })
+            .collect::<Vec<_>>()
+    });
+    rows.into_iter().flatten().collect()
+}
+
+/// The matrix as a table: one line per pair with at least one allowed port.
+pub fn render_matrix_table(rows: &[MatrixRow]) -> String {
+    let mut out = String::new();
+    for r in rows.iter().filter(|r| !r.allowed.is_empty()) {
+        let ports: Vec<String> = r.allowed.iter().map(ToString::to_string).collect();
+        let all = if r.denied.is_empty() { " (every probed port)" } else { "" };
+        out.push_str(&format!("{} -> {}: {}{all}\n", r.source, r.destination.label(), ports.join(", ")));
+    }
+    let open = rows.iter().filter(|r| !r.allowed.is_empty()).count();
+    out.push_str(&format!("{open} of {} pairs allow some probed port.\n", rows.len()));
+    out
+}
+
+/// The matrix as CSV: `source,destination,port,protocol,verdict`, one line per probed port.
+pub fn render_matrix_csv(rows: &[MatrixRow]) -> String {
+    let field =
+        |s: &str| if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() };
+    let mut out = String::from("source,destination,port,protocol,verdict\n");
+    for r in rows {
+        for (ports, verdict) in [(&r.allowed, "allowed"), (&r.denied, "denied")] {
+            for p in ports {
+                out.push_str(&format!(
+                    "{},{},{},{},{verdict}\n",
+                    field(&r.source),
+                    field(&r.destination.label()),
+                    p.port,
+                    p.protocol.as_str()
+                ));
+            }
+        }
+    }
+    out
+}

@@ -246,3 +246,45 @@ fn diff_agrees_with_judging_every_pair() {
     // The generator produces real changes, not only no-ops.
     assert!(changed > cases / 4, "only {changed} of {cases} cases changed anything");
 }
+
+/// `portcullis matrix`: every row agrees with the evaluator `trace` uses, port by port, and the
+/// table of the and-to-or fixture's HEAD is what NetworkPolicy says (snapshot, reviewed: ops may
+/// reach db on 5432 only, shop's pods reach only shop pods and 443 outside 10.0.0.0/8).
+#[test]
+fn matrix_agrees_with_the_evaluator() {
+    let dir = common::repo().join("testcases/diff/and-to-or");
+    let head = load(&dir, "head");
+    let rows = diff::matrix(&head);
+    let eval = Evaluator::new(&head.inventory);
+    let id = |k: &str| {
+        (0..head.inventory.workloads.len())
+            .map(WorkloadId)
+            .find(|w| {
+                let wl = head.inventory.workload(*w);
+                format!("{}/{}/{}", wl.namespace, head.inventory.object(wl.object).id.kind, wl.name) == k
+            })
+            .unwrap()
+    };
+    assert!(rows.len() > 20, "{}", rows.len());
+    for r in &rows {
+        let from = Endpoint::Pod(eval.pod(id(&r.source)));
+        let to = match &r.destination {
+            Destination::Workload { workload } => Endpoint::Pod(eval.pod(id(workload))),
+            Destination::Address { address, .. } => Endpoint::Address(*address),
+            Destination::Name { name } => Endpoint::Name(name),
+        };
+        for (ports, want) in [(&r.allowed, true), (&r.denied, false)] {
+            for p in ports {
+                let got = eval.evaluate(&from, &to, Traffic { port: p.port, protocol: p.protocol }).allowed;
+                assert_eq!(got, want, "{} -> {} on {p}", r.source, r.destination.label());
+            }
+        }
+    }
+    insta::with_settings!({
+        snapshot_path => dir.clone(),
+        prepend_module_to_snapshot => false,
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!("matrix", diff::render_matrix_table(&rows));
+    });
+}

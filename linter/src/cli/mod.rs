@@ -6,6 +6,7 @@ pub mod dns;
 mod fix;
 mod lint;
 mod map;
+mod matrix;
 mod output;
 mod render;
 mod resolve;
@@ -82,6 +83,8 @@ pub enum Command {
     Map(map::MapArgs),
     /// Show the connections a change opens and closes (exit 1 with --fail-on when it does)
     Diff(diff::DiffArgs),
+    /// Show which workload may reach which workload and outside destination, on which ports
+    Matrix(matrix::MatrixArgs),
 }
 
 /// Options shared by commands that load manifests.
@@ -191,6 +194,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>, io: &mut Io<'_>) 
         Command::Resolve(args) => resolve::run(&args, io),
         Command::Map(args) => map::run(&args, io),
         Command::Diff(args) => diff::run(&args, io),
+        Command::Matrix(args) => matrix::run(&args, io),
     };
     match result {
         Ok(code) => code,
