@@ -249,6 +249,14 @@ fn diff_git_reads_the_old_side_from_git_objects() {
     git(&["commit", "-q", "-am", "head"]);
     let out = portcullis(&["diff", "--git", "HEAD~1", "--head", "HEAD", "k8s"], &repo, None);
     assert!(String::from_utf8_lossy(&out.stdout).contains("- 8080/TCP"), "{}", String::from_utf8_lossy(&out.stderr));
+    // A blob over --max-file-size is refused before it is read.
+    let out = portcullis(&["diff", "--git", "HEAD~1", "k8s", "--max-file-size", "0"], &repo, None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("larger than --max-file-size"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A revision that does not exist is an error naming it.
     let out = portcullis(&["diff", "--git", "no-such-rev", "k8s"], &repo, None);
     assert_eq!(out.status.code(), Some(2));

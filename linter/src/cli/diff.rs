@@ -99,13 +99,15 @@ fn read_revision(rev: &str, paths: &[String], max_file_bytes: u64) -> anyhow::Re
             [_, "blob", size] => size.parse()?,
             _ => anyhow::bail!("git cat-file {rev}:{name}: {}", header.trim()),
         };
+        // Refused before it is read: a blob's size is the repository author's to choose.
+        if size > max_file_bytes {
+            let _ = child.kill();
+            anyhow::bail!("{rev}:{name}: {size} bytes, larger than --max-file-size");
+        }
         let mut content = Vec::new();
         (&mut reader).take(size).read_to_end(&mut content)?;
         let mut newline = [0u8; 1];
         reader.read_exact(&mut newline)?;
-        if size > max_file_bytes {
-            anyhow::bail!("{rev}:{name}: larger than --max-file-size");
-        }
         let text = String::from_utf8(content).map_err(|_| anyhow::anyhow!("{rev}:{name}: not UTF-8"))?;
         files.push(TextFile { name: format!("{rev}:{name}"), text, superseding: false });
     }
