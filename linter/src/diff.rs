@@ -374,10 +374,8 @@ pub fn changed_namespaces(base: &Inventory, head: &Inventory) -> Option<BTreeSet
 
 /// Where `pointer` of an object is written.
 fn locate(project: &Project, object: crate::model::ObjectId, pointer: &str) -> Location {
-    let obj = project.inventory.object(object);
-    let at = project.sources.locate(&obj.doc, &obj.doc_pointer(pointer));
-    let file = project.sources.get(obj.doc.source).map(|s| s.name.clone()).unwrap_or_default();
-    Location { file, line: at.line }
+    let (file, line) = project.place(object, pointer);
+    Location { file, line }
 }
 
 /// Why HEAD decides a direction the way it does, in words, and where the deciding rule is.

@@ -168,6 +168,15 @@ impl Project {
     }
 
     /// Finds a workload by `NAMESPACE/NAME` or `NAMESPACE/KIND/NAME` (kind case-insensitive).
+    /// Where `pointer` (relative to the object) of an object is written: its file's name and the
+    /// line. `trace` and `diff` name the rules that decide with it.
+    pub fn place(&self, object: crate::model::ObjectId, pointer: &str) -> (String, usize) {
+        let obj = self.inventory.object(object);
+        let line = self.sources.locate(&obj.doc, &obj.doc_pointer(pointer)).line;
+        let file = self.sources.get(obj.doc.source).map(|s| s.name.clone()).unwrap_or_default();
+        (file, line)
+    }
+
     pub fn find_workload(&self, spec: &str) -> Result<WorkloadId, String> {
         let Some((ns, rest)) = spec.split_once('/') else {
             return Err(format!("{spec:?}: expected NAMESPACE/WORKLOAD"));

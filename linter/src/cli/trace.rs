@@ -253,11 +253,8 @@ fn resolve(project: &Project, raw: &str, allow_name: bool) -> anyhow::Result<Tar
 /// Where a ClusterNetworkPolicy rule is written: file and line.
 fn tier_place(project: &Project, t: TierDecision) -> (String, usize) {
     let policy = project.inventory.cluster_policy(t.policy);
-    let obj = project.inventory.object(policy.object);
     let pointer = format!("/spec/{}/{}", t.direction.key(), t.rule);
-    let line = project.sources.locate(&obj.doc, &obj.doc_pointer(&pointer)).line;
-    let file = project.sources.get(obj.doc.source).map(|s| s.name.clone()).unwrap_or_default();
-    (file, line)
+    project.place(policy.object, &pointer)
 }
 
 fn tier_text(project: &Project, t: TierDecision) -> String {
@@ -296,11 +293,8 @@ fn tier_json(project: &Project, t: TierDecision) -> Value {
 /// Where a Cilium rule (or the policy rule `at`) is written: file and line.
 fn cilium_place(project: &Project, id: CiliumRuleId, at: Option<CiliumRuleRef>) -> (String, usize) {
     let rule = project.inventory.cilium_rule(id);
-    let obj = project.inventory.object(rule.object);
     let pointer = at.map_or_else(|| rule.pointer.clone(), |r| r.pointer(&project.inventory));
-    let line = project.sources.locate(&obj.doc, &obj.doc_pointer(&pointer)).line;
-    let file = project.sources.get(obj.doc.source).map(|s| s.name.clone()).unwrap_or_default();
-    (file, line)
+    project.place(rule.object, &pointer)
 }
 
 fn cilium_text(project: &Project, id: CiliumRuleId, at: Option<CiliumRuleRef>) -> String {
@@ -333,11 +327,8 @@ fn undecided_text(project: &Project, u: &LayerUndecided) -> String {
 /// Where a Calico policy (or its rule `at`) is written: file and line.
 fn calico_place(project: &Project, id: CalicoPolicyId, at: Option<CalicoRuleRef>) -> (String, usize) {
     let policy = project.inventory.calico_policy(id);
-    let obj = project.inventory.object(policy.object);
     let pointer = at.map_or_else(|| "/metadata/name".to_owned(), |r| r.pointer());
-    let line = project.sources.locate(&obj.doc, &obj.doc_pointer(&pointer)).line;
-    let file = project.sources.get(obj.doc.source).map(|s| s.name.clone()).unwrap_or_default();
-    (file, line)
+    project.place(policy.object, &pointer)
 }
 
 fn calico_text(project: &Project, id: CalicoPolicyId, at: Option<CalicoRuleRef>) -> String {
@@ -412,13 +403,11 @@ struct Decider<'p> {
 impl<'p> Decider<'p> {
     fn new(project: &'p Project, id: PolicyId, rule: Option<(Direction, usize)>) -> Decider<'p> {
         let policy = project.inventory.policy(id);
-        let obj = project.inventory.object(policy.object);
         let pointer = match rule {
             None => "/metadata/name".to_owned(),
             Some((d, i)) => format!("/spec/{}/{i}", d.key()),
         };
-        let line = project.sources.locate(&obj.doc, &obj.doc_pointer(&pointer)).line;
-        let file = project.sources.get(obj.doc.source).map(|s| s.name.clone()).unwrap_or_default();
+        let (file, line) = project.place(policy.object, &pointer);
         Decider { namespace: &policy.namespace, policy: &policy.name, rule, file, line }
     }
 
