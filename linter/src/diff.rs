@@ -592,13 +592,13 @@ struct Verdicts {
 /// Destination classes for sources whose egress inputs changed. When only NetworkPolicies
 /// govern a source's egress on both sides and its identity is unchanged, a destination workload
 /// that (a) lives in neither the source's namespace nor any namespace a `namespaceSelector` of
-/// those policies' egress peers selects, (b) has no known pod address, and (c) whose ingress
-/// inputs are unchanged, is judged by the source's egress rules only through its container
-/// ports: no peer names it, only peers that match every pod can. So all such destinations with
-/// the same ports share one egress verdict per port, and a class whose representative's egress
-/// verdicts are equal on both sides cannot change (the destination's ingress verdict is the same
-/// on both sides too). The property test in `tests/diff.rs` checks this against judging every
-/// pair.
+/// those policies' egress peers selects and (b) has no known pod address is judged by the
+/// source's egress rules only through its container ports: no peer names it, only peers that
+/// match every pod can. So all such destinations with the same ports (on both sides) share one
+/// egress answer per port and side. Combined with the destination's ingress answers (equal on
+/// both sides when its ingress inputs are unchanged, else those of its representative source),
+/// they settle whether the connection can change without judging it. The property test in
+/// `tests/diff.rs` checks this against judging every pair.
 struct Classes {
     /// Per destination (by index): its namespace and class, when it may be judged by class.
     member: Vec<Option<(String, usize)>>,
@@ -607,8 +607,7 @@ struct Classes {
 }
 
 impl Classes {
-    fn new(bj: &Judge<'_>, hj: &Judge<'_>, destinations: &[Destination], ingress_changed: &[Destination]) -> Classes {
-        let changed: BTreeSet<&Destination> = ingress_changed.iter().collect();
+    fn new(bj: &Judge<'_>, hj: &Judge<'_>, destinations: &[Destination]) -> Classes {
         let mut keys: BTreeMap<String, usize> = BTreeMap::new();
         let mut members: Vec<Vec<(WorkloadId, WorkloadId, String)>> = Vec::new();
         let member = destinations
@@ -617,10 +616,12 @@ impl Classes {
                 let Destination::Workload { workload } = d else { return None };
                 let (db, dh) = (bj.ids[workload.as_str()], hj.ids[workload.as_str()]);
                 let (wb, wh) = (bj.eval.inventory.workload(db), hj.eval.inventory.workload(dh));
-                if !wb.pod_ips.is_empty() || !wh.pod_ips.is_empty() || changed.contains(d) {
+                if !wb.pod_ips.is_empty() || !wh.pod_ips.is_empty() || wb.namespace != wh.namespace {
                     return None;
                 }
-                let key = format!("{:?}", wb.ports);
+                // Ports on both sides: a destination whose container ports changed is in the
+                // class of those with the same change.
+                let key = format!("{:?} {:?}", wb.ports, wh.ports);
                 let next = keys.len();
                 let class = *keys.entry(key).or_insert(next);
                 if class == members.len() {
@@ -632,6 +633,20 @@ impl Classes {
             .collect();
         Classes { member, members }
     }
+}
+
+/// Per port, one direction's verdict on each side: `None` where the end is not isolated in that
+/// direction (host network), else whether the direction allows.
+type Answers = Vec<[Option<bool>; 2]>;
+
+/// A destination's ingress class: the namespaces its ingress peers can name, and the answers
+/// of a source outside them.
+type IngressClass = (BTreeSet<String>, Answers);
+
+/// Whether a connection is allowed on each side, from its two directions' answers on one port.
+fn combined(egress: [Option<bool>; 2], ingress: [Option<bool>; 2]) -> [bool; 2] {
+    let ok = |o: Option<bool>| o.unwrap_or(true);
+    [ok(egress[0]) && ok(ingress[0]), ok(egress[1]) && ok(ingress[1])]
 }
 
 /// For a source whose egress inputs changed: the namespaces its egress peers can name, when only
@@ -679,38 +694,44 @@ fn named_by(bj: &Judge<'_>, hj: &Judge<'_>, workload: &str, egress: bool) -> Opt
     Some(named)
 }
 
-/// Whether `destination`'s ingress verdicts for connections from `source` are equal on both sides.
-fn ingress_unchanged(bj: &Judge<'_>, hj: &Judge<'_>, source: &str, destination: &str, ports: &[Port]) -> bool {
+/// `destination`'s ingress answers for connections from `source`, per port, on both sides.
+fn ingress_answers(bj: &Judge<'_>, hj: &Judge<'_>, source: &str, destination: &str, ports: &[Port]) -> Answers {
     use crate::semantics::Direction::Ingress;
     let (sb, sh, db, dh) = (bj.ids[source], hj.ids[source], bj.ids[destination], hj.ids[destination]);
-    ports.iter().all(|port| {
-        let traffic = Traffic { port: port.port, protocol: port.protocol };
-        let judge = |j: &Judge<'_>, s: WorkloadId, d: WorkloadId| {
-            let (from, pod) = (j.eval.pod(s), j.eval.pod(d));
-            j.ingress[d.0].as_ref().map(|a| j.eval.judge(&pod, Ingress, a, &Endpoint::Pod(from), traffic).allowed())
-        };
-        judge(bj, sb, db) == judge(hj, sh, dh)
-    })
+    ports
+        .iter()
+        .map(|port| {
+            let traffic = Traffic { port: port.port, protocol: port.protocol };
+            let judge = |j: &Judge<'_>, s: WorkloadId, d: WorkloadId| {
+                let (from, pod) = (j.eval.pod(s), j.eval.pod(d));
+                j.ingress[d.0].as_ref().map(|a| j.eval.judge(&pod, Ingress, a, &Endpoint::Pod(from), traffic).allowed())
+            };
+            [judge(bj, sb, db), judge(hj, sh, dh)]
+        })
+        .collect()
 }
 
-/// Whether a class's representative gets the same egress verdicts from `source` on both sides.
-fn class_unchanged(
+/// `source`'s egress answers towards a class's representative, per port, on both sides.
+fn egress_answers(
     bj: &Judge<'_>,
     hj: &Judge<'_>,
     source: &str,
     rep: (WorkloadId, WorkloadId),
     ports: &[Port],
-) -> bool {
+) -> Answers {
     use crate::semantics::Direction::Egress;
     let (b, h) = (bj.ids[source], hj.ids[source]);
-    ports.iter().all(|port| {
-        let traffic = Traffic { port: port.port, protocol: port.protocol };
-        let judge = |j: &Judge<'_>, s: WorkloadId, d: WorkloadId| {
-            let (pod, to) = (j.eval.pod(s), j.eval.pod(d));
-            j.egress[s.0].as_ref().map(|a| j.eval.judge(&pod, Egress, a, &Endpoint::Pod(to), traffic).allowed())
-        };
-        judge(bj, b, rep.0) == judge(hj, h, rep.1)
-    })
+    ports
+        .iter()
+        .map(|port| {
+            let traffic = Traffic { port: port.port, protocol: port.protocol };
+            let judge = |j: &Judge<'_>, s: WorkloadId, d: WorkloadId| {
+                let (pod, to) = (j.eval.pod(s), j.eval.pod(d));
+                j.egress[s.0].as_ref().map(|a| j.eval.judge(&pod, Egress, a, &Endpoint::Pod(to), traffic).allowed())
+            };
+            [judge(bj, b, rep.0), judge(hj, h, rep.1)]
+        })
+        .collect()
 }
 
 /// Every connection whose verdict differs between the sides, with HEAD's reason, and the number
@@ -747,64 +768,87 @@ pub fn changes(base: &Project, head: &Project, all_pairs: bool) -> (Vec<Changed>
         .filter(|k| !shortcut || !same(k, false))
         .map(|k| Destination::Workload { workload: (*k).clone() })
         .collect();
-    let classes = Classes::new(&bj, &hj, &destinations, &ingress_changed);
+    let ingress_set: BTreeSet<&Destination> = ingress_changed.iter().collect();
+    let classes = Classes::new(&bj, &hj, &destinations);
     // The mirror image for destinations whose ingress inputs changed: a source outside the
-    // namespaces their ingress peers can name, without a known address, whose identity and
-    // egress inputs are unchanged, is seen by their ingress rules like every other such source.
-    // So one representative source answers for all of them; when its ingress verdicts are equal
-    // on both sides, none of those connections can change (their egress verdicts are equal too).
-    let plain_source = |k: &str| {
+    // namespaces their ingress peers can name, without a known address and with its identity
+    // unchanged, is seen by their ingress rules like every other such source (its own policies
+    // play no part in the destination's ingress). So one representative source answers for all
+    // of them, per port and side.
+    let anonymous = |k: &str| {
         let (b, h) = (bj.ids[k], hj.ids[k]);
-        !egress_changed.contains(k)
-            && bj.identity[b.0] == hj.identity[h.0]
+        bj.identity[b.0] == hj.identity[h.0]
             && bj.eval.inventory.workload(b).pod_ips.is_empty()
             && hj.eval.inventory.workload(h).pod_ips.is_empty()
     };
-    let ingress_classes: BTreeMap<&Destination, BTreeSet<String>> = if shortcut {
+    let namespace_of = |k: &str| bj.eval.inventory.workload(bj.ids[k]).namespace.clone();
+    let ingress_classes: BTreeMap<&Destination, IngressClass> = if shortcut {
         ingress_changed
             .iter()
             .filter_map(|d| {
                 let Destination::Workload { workload } = d else { return None };
                 let named = named_by(&bj, &hj, workload, false)?;
-                let namespace_of = |k: &str| bj.eval.inventory.workload(bj.ids[k]).namespace.clone();
-                let rep = common.iter().find(|k| plain_source(k) && !named.contains(&namespace_of(k)))?;
-                let same = ingress_unchanged(&bj, &hj, rep, workload, &ports);
-                same.then_some((d, named))
+                let rep = common.iter().find(|k| anonymous(k) && !named.contains(&namespace_of(k)))?;
+                let answers = ingress_answers(&bj, &hj, rep, workload, &ports);
+                Some((d, (named, answers)))
             })
             .collect()
     } else {
         BTreeMap::new()
     };
+    // Per target list, by index: whether the destination's ingress inputs changed, and its
+    // ingress class when it has one (looked up once, not per source).
+    let lookup = |list: &[Destination]| -> Vec<(bool, Option<&IngressClass>)> {
+        list.iter().map(|d| (ingress_set.contains(d), ingress_classes.get(d))).collect()
+    };
+    let (all_lookup, changed_lookup) = (lookup(&destinations), lookup(&ingress_changed));
     let per_source = crate::parallel::map(&common, crate::parallel::threads(8), |source| {
         let mut out = Vec::new();
         let mut judged = 0;
         // A source whose egress cannot have changed only matters towards destinations whose
         // ingress may have.
         let all = egress_changed.contains(source.as_str());
-        let targets = if all { &destinations } else { &ingress_changed };
+        let (targets, looked_up) = if all { (&destinations, &all_lookup) } else { (&ingress_changed, &changed_lookup) };
+        let (source_ns, source_anonymous) = (namespace_of(source), anonymous(source));
+        // The destination's ingress answers for this source, when one representative gives
+        // them (the source is outside the namespaces the destination's ingress peers name).
+        let ingress_of = |i: usize| {
+            let (named, answers) = looked_up[i].1?;
+            (source_anonymous && !named.contains(&source_ns)).then_some(answers)
+        };
         // Destinations judged by class ([`Classes`]): the namespaces the source names, and each
-        // class's answer, found on first use.
+        // class's egress answers, found on first use.
         let named = if shortcut && all { named_namespaces(&bj, &hj, source) } else { None };
-        let mut unchanged: Vec<Option<bool>> = vec![None; classes.members.len()];
+        let mut class_answers: Vec<Option<Option<Answers>>> = vec![None; classes.members.len()];
         for (i, destination) in targets.iter().enumerate() {
             if let (Some(named), Some(Some((namespace, class)))) = (&named, classes.member.get(i))
                 && all
                 && !named.contains(namespace)
             {
-                // The class's answer, from a member outside the named namespaces (this one is).
-                let same = *unchanged[*class].get_or_insert_with(|| {
-                    let rep = classes.members[*class].iter().find(|m| !named.contains(&m.2));
-                    rep.is_some_and(|m| class_unchanged(&bj, &hj, source, (m.0, m.1), &ports))
+                // The class's answers, from a member outside the named namespaces (this one is).
+                let egress = class_answers[*class].get_or_insert_with(|| {
+                    let rep = classes.members[*class].iter().find(|m| !named.contains(&m.2))?;
+                    Some(egress_answers(&bj, &hj, source, (rep.0, rep.1), &ports))
                 });
+                // Towards a destination whose ingress inputs are unchanged its ingress answers
+                // are equal on both sides; else they come from its representative source.
+                let ingress_changed = looked_up[i].0;
+                let ingress = if ingress_changed { ingress_of(i) } else { None };
+                let same = match (egress.as_ref(), ingress) {
+                    (Some(e), _) if !ingress_changed => e.iter().all(|[b, h]| b == h),
+                    (Some(e), Some(i)) => e.iter().zip(i).all(|(e, i)| {
+                        let [b, h] = combined(*e, *i);
+                        b == h
+                    }),
+                    _ => false,
+                };
                 if same {
                     continue;
                 }
             }
-            if !all
-                && let Some(named) = ingress_classes.get(destination)
-                && plain_source(source)
-                && !named.contains(&bj.eval.inventory.workload(bj.ids[source.as_str()]).namespace)
-            {
+            // Its egress unchanged (towards a destination whose identity is unchanged, as
+            // named_by requires), such a source's connection moves only with the ingress answers.
+            if !all && ingress_of(i).is_some_and(|i| i.iter().all(|[b, h]| b == h)) {
                 continue;
             }
             judged += 1;

@@ -78,7 +78,7 @@ fn expand(d: &diff::Diff) -> BTreeSet<Row> {
 }
 
 const APPS: [&str; 3] = ["a", "b", "c"];
-const NAMESPACES: [&str; 2] = ["n1", "n2"];
+const NAMESPACES: [&str; 3] = ["n1", "n2", "n3"];
 
 fn workload(ns: &str, name: &str, app: &str, port: u16) -> String {
     format!(
@@ -144,6 +144,16 @@ fn scenario(rng: &mut Rng) -> (Vec<String>, Vec<String>) {
         docs.push(policy(rng, ns, &format!("p{i}")));
     }
     let mut head = docs.clone();
+    // One or two edits: two reach a source's egress and a destination's ingress in different
+    // namespaces at once.
+    for _ in 0..1 + rng.below(2) {
+        edit(rng, &mut head);
+    }
+    (docs, head)
+}
+
+/// One random edit of an inventory's documents.
+fn edit(rng: &mut Rng, head: &mut Vec<String>) {
     match rng.below(4) {
         // Relabel a workload.
         0 => {
@@ -175,7 +185,6 @@ fn scenario(rng: &mut Rng) -> (Vec<String>, Vec<String>) {
             };
         }
     }
-    (docs, head)
 }
 
 fn project(docs: &[String]) -> Project {
@@ -227,9 +236,11 @@ fn oracle(base: &Project, head: &Project) -> BTreeSet<Row> {
 
 #[test]
 fn diff_agrees_with_judging_every_pair() {
-    let mut rng = Rng(0x5EED_D1FF);
+    // PORTCULLIS_DIFF_SEED and PORTCULLIS_DIFF_CASES run other and more cases locally.
+    let var = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let mut rng = Rng(var("PORTCULLIS_DIFF_SEED", 0x5EED_D1FF));
     let mut changed = 0;
-    let cases = 300;
+    let cases = var("PORTCULLIS_DIFF_CASES", 300) as usize;
     for case in 0..cases {
         let (base_docs, head_docs) = scenario(&mut rng);
         let (base, head) = (project(&base_docs), project(&head_docs));
@@ -245,6 +256,32 @@ fn diff_agrees_with_judging_every_pair() {
     }
     // The generator produces real changes, not only no-ops.
     assert!(changed > cases / 4, "only {changed} of {cases} cases changed anything");
+}
+
+/// A source's egress and a destination's ingress change at once, in namespaces neither names:
+/// the pair is settled from the source's class answer and the destination's representative
+/// answer, and must still agree with judging it. Base: nothing isolates. Head: `s`'s egress
+/// allows every address (and so every pod without one), so its answers do not move; `d`'s
+/// ingress allows nothing (first case: every port closes, by the ingress) or 80 from everywhere
+/// (second case: every other port closes, 80 stays open).
+#[test]
+fn both_ends_changed_in_namespaces_neither_names() {
+    let namespaces = "apiVersion: v1\nkind: Namespace\nmetadata: {name: n1}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: n2}\n";
+    let pods = format!("{}---\n{}", workload("n1", "s", "a", 80), workload("n2", "d", "b", 80));
+    let egress = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: out, namespace: n1}\nspec:\n  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n  - to: [{ipBlock: {cidr: 0.0.0.0/0}}]\n";
+    let deny = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: in, namespace: n2}\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n";
+    let open80 = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: in, namespace: n2}\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n  ingress:\n  - ports: [{port: 80}]\n";
+    let base = vec![namespaces.to_owned(), pods.clone()];
+    for (ingress, closed_80) in [(deny, true), (open80, false)] {
+        let head = vec![namespaces.to_owned(), pods.clone(), egress.to_owned(), ingress.to_owned()];
+        let (b, h) = (project(&base), project(&head));
+        let want = oracle(&b, &h);
+        let d_to_80 =
+            (Change::Closed, "n1/Pod/s".to_owned(), Destination::Workload { workload: "n2/Pod/d".to_owned() });
+        let got_80 = want.iter().any(|(c, s, dst, p)| (*c, s.clone(), dst.clone()) == d_to_80 && p.port == 80);
+        assert_eq!(got_80, closed_80, "the oracle's own verdict on 80: {want:?}");
+        assert_eq!(expand(&diff::diff(&b, &h)), want, "head:\n{}", head.join("---\n"));
+    }
 }
 
 /// `portcullis matrix`: every row agrees with the evaluator `trace` uses, port by port, and the
