@@ -172,6 +172,10 @@ fn ports(sides: [&Inventory; 2]) -> Vec<Port> {
             }
         }
         for p in &inv.policies {
+            // The names a generated policy allows (EgressIntents), on their ports.
+            for (port, protocol) in p.names.iter().flat_map(|n| &n.ports) {
+                add(i32::from(*port), *protocol, &mut ports);
+            }
             for list in crate::semantics::evaluator::port_lists(p) {
                 for entry in list.items {
                     let protocol = entry.protocol.as_deref().and_then(Protocol::parse).unwrap_or(Protocol::Tcp);
@@ -457,13 +461,12 @@ fn why_direction(project: &Project, d: &DirectionVerdict, what: &str) -> (String
 /// A NetworkPolicy rule that allows, in words, with where it is.
 fn allowed_by(project: &Project, r: crate::semantics::RuleRef, what: &str) -> (String, Option<Location>) {
     let p = project.inventory.policy(r.policy);
-    let at = locate(project, p.object, &format!("/spec/{}/{}", r.direction.key(), r.index));
+    let at = locate(project, p.object, &p.rule_pointer(r.direction, r.index));
     let text = format!(
-        "{what}: allowed by {}/{} {}[{}] ({}:{})",
+        "{what}: allowed by {}/{} {} ({}:{})",
         p.namespace,
         p.name,
-        r.direction.key(),
-        r.index,
+        p.rule_label(r.direction, r.index),
         at.file,
         at.line
     );
@@ -516,7 +519,7 @@ fn applied_text(inventory: &Inventory, applicable: Option<&crate::semantics::eva
     let mut out = String::new();
     for p in &a.isolated_by {
         let p = inventory.policy(*p);
-        out.push_str(&format!("np {} {};", p.name, serde_json::to_string(&p.spec).unwrap_or_default()));
+        out.push_str(&format!("np {} {} {:?};", p.name, serde_json::to_string(&p.spec).unwrap_or_default(), p.names));
     }
     for c in a.admin.iter().chain(&a.baseline) {
         out.push_str(&format!("cnp {};", value(inventory.cluster_policy(*c).object)));

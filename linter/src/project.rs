@@ -4,13 +4,13 @@
 use jiff::Timestamp;
 
 use crate::config::{Config, DnsConfig};
-use crate::egress::intents::compile;
+use crate::egress::intents::{CompiledIntent, Target, TargetName, compile};
 use crate::egress::render::render;
-use crate::egress::{AddressCache, IntentMeta, RenderConfig, otterize};
+use crate::egress::{AddressCache, IntentMeta, RenderConfig, otterize, parse_fqdn};
 use crate::finding::{Diagnostic, Finding};
 use crate::load::{self, LoadProblem, Locator, Parsed, Position, SourceFile, SourceId, Sources};
 use crate::model::inventory::ScannedObject;
-use crate::model::{Inventory, WorkloadId};
+use crate::model::{Inventory, NameMatch, NameRule, WorkloadId};
 use crate::parallel;
 use crate::rules::{self, Context};
 
@@ -138,16 +138,28 @@ impl Project {
             let Some(spec) = &intent.spec else { continue };
             let meta = IntentMeta::new(&intent.namespace, &intent.name);
             if let Ok(compiled) = compile(meta, spec) {
-                generated.push((intent.object, render(&compiled, &empty, &config, Timestamp::UNIX_EPOCH).policy));
+                // Each target's rule in the intent: the first egress entry naming it.
+                let pointer = |t: &Target| {
+                    let named = |e: &crate::egress::EgressTarget| match &t.name {
+                        TargetName::Exact(n) => e.fqdn.as_deref().and_then(|f| parse_fqdn(f).ok()).as_ref() == Some(n),
+                        TargetName::Pattern(_, raw) => e.fqdn_pattern.as_ref() == Some(raw),
+                    };
+                    spec.egress.iter().position(named).map_or_else(String::new, |i| format!("/spec/egress/{i}"))
+                };
+                let names = name_rules(&compiled, pointer);
+                let policy = render(&compiled, &empty, &config, Timestamp::UNIX_EPOCH).policy;
+                generated.push((intent.object, policy, names));
             }
         }
         for converted in otterize::convert_all(&self.inventory) {
             if let Ok(compiled) = converted.intent {
-                generated.push((converted.object, render(&compiled, &empty, &config, Timestamp::UNIX_EPOCH).policy));
+                let names = name_rules(&compiled, |_| String::new());
+                let policy = render(&compiled, &empty, &config, Timestamp::UNIX_EPOCH).policy;
+                generated.push((converted.object, policy, names));
             }
         }
-        for (source, policy) in generated {
-            self.inventory.add_generated_policy(source, &policy);
+        for (source, policy, names) in generated {
+            self.inventory.add_generated_policy(source, &policy, names);
         }
     }
 
@@ -267,4 +279,21 @@ fn read_source(id: SourceId, text: &str, keep_values: bool) -> Vec<ReadDocument>
         }
     });
     out
+}
+
+/// The names a compiled intent's rendered policy allows once resolved, with where each is
+/// written.
+fn name_rules(intent: &CompiledIntent, pointer: impl Fn(&Target) -> String) -> Vec<NameRule> {
+    intent
+        .targets
+        .iter()
+        .map(|t| NameRule {
+            name: match &t.name {
+                TargetName::Exact(n) => NameMatch::Exact(n.clone()),
+                TargetName::Pattern(p, _) => NameMatch::Pattern(p.clone()),
+            },
+            ports: t.ports.clone(),
+            pointer: pointer(t),
+        })
+        .collect()
 }

@@ -261,6 +261,16 @@ fn diff_git_reads_the_old_side_from_git_objects() {
     let out = portcullis(&["diff", "--git", "no-such-rev", "k8s"], &repo, None);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-rev"));
+    // A side read from git gets the policies its EgressIntents render to, as the work tree's
+    // side does: an unchanged intent is no change (it was read without them: every connection
+    // of the intent's pods looked opened on one side).
+    let intent = common::repo().join("testcases/diff/egress-intent-name-added/head/manifests.yaml");
+    std::fs::copy(&intent, repo.join("k8s/manifests.yaml")).unwrap();
+    git(&["commit", "-q", "-am", "intent"]);
+    let out = portcullis(&["diff", "--git", "HEAD", "k8s", "--fail-on", "any"], &repo, None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("No connection opened or closed"), "{text}");
     std::fs::remove_dir_all(&repo).unwrap();
 }
 

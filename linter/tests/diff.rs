@@ -25,6 +25,8 @@ fn load(dir: &Path, side: &str) -> Project {
         let name = format!("{side}/{}", path.file_name().unwrap().to_string_lossy());
         project.add_text(&name, std::fs::read_to_string(&path).unwrap(), true);
     }
+    // As the CLI loads a side: with the policies EgressIntents render to.
+    project.expand_intents(&portcullis_linter::config::DnsConfig::default());
     project
 }
 

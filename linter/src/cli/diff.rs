@@ -118,11 +118,13 @@ fn read_revision(rev: &str, paths: &[String], max_file_bytes: u64) -> anyhow::Re
 
 /// A side read from git. The base may hold no manifest (a directory the change adds): then every
 /// workload is new; the head must hold some.
-fn git_side(rev: &str, paths: &[String], args: &DiffArgs, base: bool) -> anyhow::Result<Project> {
+fn git_side(rev: &str, paths: &[String], args: &DiffArgs, config: &Config, base: bool) -> anyhow::Result<Project> {
     let mut project = Project::new(&args.load.namespace);
     project.set_threads(crate::parallel::threads(8));
     let max = args.load.max_file_size.saturating_mul(1024 * 1024);
     project.add_texts(read_revision(rev, paths, max)?, true);
+    // As a side read from files: with the policies EgressIntents render to.
+    project.expand_intents(&config.dns);
     if base {
         return Ok(project);
     }
@@ -138,9 +140,9 @@ pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
         (None, _) => anyhow::bail!("expected BASE and HEAD paths, or --git REV [PATH...]"),
         (Some(rev), paths) => {
             let paths: Vec<String> = if paths.is_empty() { vec![".".to_owned()] } else { paths.to_vec() };
-            let base = git_side(rev, &paths, args, true)?;
+            let base = git_side(rev, &paths, args, &config, true)?;
             let head = match &args.head {
-                Some(head_rev) => git_side(head_rev, &paths, args, false)?,
+                Some(head_rev) => git_side(head_rev, &paths, args, &config, false)?,
                 None => side(&paths, args, io, &config)?,
             };
             (base, head)

@@ -405,9 +405,11 @@ impl<'p> Decider<'p> {
         let policy = project.inventory.policy(id);
         let pointer = match rule {
             None => "/metadata/name".to_owned(),
-            Some((d, i)) => format!("/spec/{}/{i}", d.key()),
+            Some((d, i)) => policy.rule_pointer(d, i),
         };
         let (file, line) = project.place(policy.object, &pointer);
+        // An intent's name is labelled by its entry in the intent (Policy::rule_label).
+        let rule = rule.map(|(d, i)| (d, pointer.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(i)));
         Decider { namespace: &policy.namespace, policy: &policy.name, rule, file, line }
     }
 

@@ -103,6 +103,61 @@ pub struct Policy {
     /// Labelled `app.kubernetes.io/managed-by: portcullis`: written by the controller or
     /// `portcullis resolve`, so every address in it passed the address guard.
     pub managed_by_portcullis: bool,
+    /// For a generated policy: the names its intent allows. In the cluster each name's
+    /// addresses become `ipBlock`s of the policy, kept fresh from DNS; offline the name stands
+    /// for them. Judged as egress rules after the spec's (see [`Policy::rule_pointer`]).
+    pub names: Vec<NameRule>,
+}
+
+/// A name (or pattern) a generated policy allows, on ports (none: every port).
+#[derive(Debug, Clone)]
+pub struct NameRule {
+    pub name: NameMatch,
+    pub ports: Vec<(u16, Protocol)>,
+    /// Where the rule is written in the intent (relative to the object), e.g. `/spec/egress/1`.
+    pub pointer: String,
+}
+
+/// An exact (normalized) name or a wildcard pattern.
+#[derive(Debug, Clone)]
+pub enum NameMatch {
+    Exact(String),
+    Pattern(crate::egress::NamePattern),
+}
+
+impl NameRule {
+    /// Whether the rule admits `name` (as written in the probe: case and a trailing dot do not
+    /// matter) on `port`/`protocol`.
+    pub fn admits(&self, name: &str, port: i32, protocol: Protocol) -> bool {
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        let named = match &self.name {
+            NameMatch::Exact(n) => *n == name,
+            NameMatch::Pattern(p) => p.matches(&name),
+        };
+        named && (self.ports.is_empty() || u16::try_from(port).is_ok_and(|port| self.ports.contains(&(port, protocol))))
+    }
+}
+
+impl Policy {
+    /// Where rule `index` of `direction` is written, relative to the policy's object: the
+    /// spec's rules first, then (egress of a generated policy) the intent rules of [`Policy::names`].
+    pub fn rule_pointer(&self, direction: crate::semantics::Direction, index: usize) -> String {
+        let written = self.spec.egress.as_ref().map_or(0, Vec::len);
+        match index.checked_sub(written).and_then(|k| self.names.get(k)) {
+            Some(rule) if direction == crate::semantics::Direction::Egress => rule.pointer.clone(),
+            _ => format!("/spec/{}/{index}", direction.key()),
+        }
+    }
+
+    /// Rule `index` of `direction` in words, e.g. `egress[1]`: for an intent's name, the entry
+    /// of the intent it comes from.
+    pub fn rule_label(&self, direction: crate::semantics::Direction, index: usize) -> String {
+        let pointer = self.rule_pointer(direction, index);
+        match pointer.strip_prefix(&format!("/spec/{}/", direction.key())) {
+            Some(i) => format!("{}[{i}]", direction.key()),
+            None => format!("{}[{index}]", direction.key()),
+        }
+    }
 }
 
 /// Pods: a Pod, or the pods a workload controller would create from its template.
@@ -578,6 +633,7 @@ impl Inventory {
             types_explicit,
             generated: false,
             managed_by_portcullis,
+            names: Vec::new(),
         });
         if let Some(ns) = self.namespaces.get_mut(&namespace) {
             ns.policies.push(id);
@@ -815,7 +871,7 @@ impl Inventory {
 
     /// Adds the policy the cluster will have for an intent (`source`): a NetworkPolicy object
     /// rendered by [`crate::egress::render`]. A value that is not a valid policy is ignored.
-    pub fn add_generated_policy(&mut self, source: ObjectId, policy: &Value) {
+    pub fn add_generated_policy(&mut self, source: ObjectId, policy: &Value, names: Vec<NameRule>) {
         let (Some(namespace), Some(name)) = (
             policy.pointer("/metadata/namespace").and_then(Value::as_str),
             policy.pointer("/metadata/name").and_then(Value::as_str),
@@ -841,6 +897,7 @@ impl Inventory {
             types_explicit: true,
             generated: true,
             managed_by_portcullis: true,
+            names,
         });
         if let Some(ns) = self.namespaces.get_mut(namespace) {
             ns.policies.push(id);

@@ -10,7 +10,7 @@ pub mod object;
 
 pub use cluster_policy::{ClusterPolicy, ClusterPolicyId, ClusterPolicyKind};
 pub use inventory::{
-    ContainerPort, Directions, Intent, Inventory, Labels, ModelProblem, NAMESPACE_NAME_LABEL, NamespaceInfo, Policy,
-    PolicyId, Protocol, Workload, WorkloadId,
+    ContainerPort, Directions, Intent, Inventory, Labels, ModelProblem, NAMESPACE_NAME_LABEL, NameMatch, NameRule,
+    NamespaceInfo, Policy, PolicyId, Protocol, Workload, WorkloadId,
 };
 pub use object::{Kind, Object, ObjectId, ObjectRef, has_annotations};

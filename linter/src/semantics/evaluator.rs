@@ -501,6 +501,17 @@ impl<'a> Evaluator<'a> {
                     allowed_by.push(RuleRef { policy: pid, direction, index });
                 }
             }
+            // A generated policy's names: in the cluster, their addresses (`Policy::names`).
+            if let (Direction::Egress, Endpoint::Name(name)) = (direction, peer)
+                && policy.types.egress
+            {
+                let written = policy.spec.egress.as_ref().map_or(0, Vec::len);
+                for (k, rule) in policy.names.iter().enumerate() {
+                    if rule.admits(name, traffic.port, traffic.protocol) {
+                        allowed_by.push(RuleRef { policy: pid, direction, index: written + k });
+                    }
+                }
+            }
         }
         allowed_by
     }
