@@ -260,17 +260,140 @@ fn ports(sides: [&Inventory; 2]) -> Vec<Port> {
     ports.into_iter().collect()
 }
 
-/// One address standing for a CIDR: its first usable address.
-fn representative(net: &IpNet) -> IpAddr {
-    match net {
-        IpNet::V4(n) if n.prefix_len() < 31 => {
-            IpAddr::V4(std::net::Ipv4Addr::from(u32::from(n.network()).saturating_add(1)))
+/// A CIDR as a range of numbers in its family (`bits`: 32 or 128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Span {
+    bits: u32,
+    lo: u128,
+    hi: u128,
+}
+
+impl Span {
+    fn of(net: &IpNet) -> Span {
+        match net {
+            IpNet::V4(n) => Span { bits: 32, lo: u32::from(n.network()).into(), hi: u32::from(n.broadcast()).into() },
+            IpNet::V6(n) => Span { bits: 128, lo: u128::from(n.network()), hi: u128::from(n.broadcast()) },
         }
-        IpNet::V6(n) if n.prefix_len() < 127 => {
-            IpAddr::V6(std::net::Ipv6Addr::from(u128::from(n.network()).saturating_add(1)))
-        }
-        other => other.network(),
     }
+
+    fn contains(&self, other: &Span) -> bool {
+        self.bits == other.bits && self.lo <= other.lo && other.hi <= self.hi
+    }
+
+    fn address(bits: u32, n: u128) -> IpAddr {
+        match u32::try_from(n) {
+            Ok(v4) if bits == 32 => IpAddr::V4(std::net::Ipv4Addr::from(v4)),
+            _ => IpAddr::V6(std::net::Ipv6Addr::from(n)),
+        }
+    }
+}
+
+/// The CIDRs covering `lo..=hi` exactly, largest first in address order.
+fn cidrs(bits: u32, mut lo: u128, hi: u128) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    while lo <= hi {
+        // The largest aligned block starting at `lo` that ends within `hi` (2^128 has no u128:
+        // `None` is the whole IPv6 space).
+        let last = |log: u32| match 1u128.checked_shl(log) {
+            Some(size) => lo.checked_add(size - 1),
+            None => Some(u128::MAX),
+        };
+        let mut size_log = lo.trailing_zeros().min(bits);
+        while size_log > 0 && last(size_log).is_none_or(|end| end > hi) {
+            size_log -= 1;
+        }
+        let prefix = u8::try_from(bits - size_log).unwrap_or(0);
+        if let Ok(net) = IpNet::new(Span::address(bits, lo), prefix) {
+            out.push(net);
+        }
+        let Some(next) = last(size_log).and_then(|end| end.checked_add(1)) else { break };
+        lo = next;
+    }
+    out
+}
+
+/// The address destinations probed. Whether an address matches a rule depends only on which of
+/// the CIDRs named anywhere contain it, and CIDRs are nested or disjoint, so that set is fixed
+/// by the innermost CIDR containing the address (or none). So one address per CIDR that its
+/// nested CIDRs do not cover, plus one address in none of them, stand for every address. Each
+/// is labelled with the part of its CIDR it stands for (`203.0.113.128/25` for a /24 whose
+/// first half a /25 names) or, outside every CIDR narrower than a whole family, "any other
+/// address".
+fn address_probes(nets: &BTreeSet<IpNet>) -> Vec<Destination> {
+    // An address in no CIDR (TEST-NET-2, never routed): "the rest of the internet".
+    let outside = Span::of(&IpNet::from(IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 77))));
+    let mut spans: Vec<Span> = nets.iter().map(Span::of).collect();
+    // Parents before their children: by family, start, then widest first.
+    spans.sort_by_key(|s| (s.bits, s.lo, std::cmp::Reverse(s.hi)));
+    spans.dedup();
+    // The nesting tree, built with a stack of the open ancestors: each CIDR's children.
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); spans.len()];
+    let mut roots: Vec<usize> = Vec::new();
+    let mut open: Vec<usize> = Vec::new();
+    for (i, span) in spans.iter().enumerate() {
+        while open.last().is_some_and(|&p| !spans[p].contains(span)) {
+            open.pop();
+        }
+        match open.last() {
+            Some(&p) => children[p].push(i),
+            None => roots.push(i),
+        }
+        open.push(i);
+    }
+    // The gaps of `lo..=hi` its (disjoint, sorted) children leave.
+    let gaps = |lo: u128, hi: u128, kids: &[usize]| -> Vec<(u128, u128)> {
+        let mut out = Vec::new();
+        let mut at = Some(lo);
+        for &k in kids {
+            let Some(from) = at else { break };
+            if spans[k].lo > from {
+                out.push((from, spans[k].lo - 1));
+            }
+            at = spans[k].hi.checked_add(1);
+        }
+        if let Some(from) = at.filter(|f| *f <= hi) {
+            out.push((from, hi));
+        }
+        out
+    };
+    let pick = |bits: u32, gaps: &[(u128, u128)]| -> Option<u128> {
+        // The outside address where it is in a gap; else the first usable address of the first
+        // gap (the network address itself only for the smallest blocks).
+        if bits == outside.bits && gaps.iter().any(|(lo, hi)| *lo <= outside.lo && outside.lo <= *hi) {
+            return Some(outside.lo);
+        }
+        let (lo, hi) = *gaps.first()?;
+        Some(if hi.saturating_sub(lo) >= 2 { lo + 1 } else { lo })
+    };
+    let mut out = Vec::new();
+    for (i, span) in spans.iter().enumerate() {
+        let left = gaps(span.lo, span.hi, &children[i]);
+        let Some(address) = pick(span.bits, &left) else { continue };
+        let whole_family = span.lo == 0 && span.hi == u128::MAX >> (128 - span.bits);
+        let stands_for = if whole_family {
+            if span.bits == 32 { "any other address" } else { "any other IPv6 address" }.to_owned()
+        } else {
+            let parts: Vec<IpNet> = left.iter().flat_map(|(lo, hi)| cidrs(span.bits, *lo, *hi)).collect();
+            let net = |s: &Span| cidrs(s.bits, s.lo, s.hi).first().map(ToString::to_string).unwrap_or_default();
+            if parts.len() <= 3 {
+                parts.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            } else {
+                let inner: Vec<String> = children[i].iter().map(|&k| net(&spans[k])).collect();
+                format!("{} except {}", net(span), list(&inner, 3))
+            }
+        };
+        out.push(Destination::Address { address: Span::address(span.bits, address), stands_for });
+    }
+    // Outside every CIDR of IPv4 (IPv6 addresses outside every CIDR read the same sets).
+    let v4_max = u128::from(u32::MAX);
+    let v4_roots: Vec<usize> = roots.iter().copied().filter(|r| spans[*r].bits == 32).collect();
+    if let Some(address) = pick(32, &gaps(0, v4_max, &v4_roots)) {
+        out.push(Destination::Address {
+            address: Span::address(32, address),
+            stands_for: "any other address".to_owned(),
+        });
+    }
+    out
 }
 
 /// The external destinations probed: one address per CIDR and per `except` either side's
@@ -308,6 +431,31 @@ fn externals(sides: [&Inventory; 2]) -> Vec<Destination> {
             for peer in rule.spec.egress.iter().chain(&rule.spec.egress_deny) {
                 names.extend(peer.to_fqdns.iter().flatten().filter_map(|f| f.match_name.clone()));
             }
+            let peers = rule
+                .spec
+                .ingress
+                .iter()
+                .chain(&rule.spec.ingress_deny)
+                .chain(&rule.spec.egress)
+                .chain(&rule.spec.egress_deny);
+            for peer in peers {
+                let sets = peer.cidr_set.iter().flatten().flat_map(|c| c.cidr.iter().chain(&c.except));
+                for raw in peer.cidr.iter().flatten().chain(sets) {
+                    if let Ok(net) = raw.parse::<IpNet>() {
+                        nets.insert(net.trunc());
+                    }
+                }
+            }
+        }
+        for p in &inv.calico_policies {
+            for rule in p.ingress_rules.iter().chain(&p.egress_rules) {
+                for e in [&rule.source, &rule.destination] {
+                    nets.extend(e.nets.iter().chain(&e.not_nets).map(IpNet::trunc));
+                }
+            }
+        }
+        for set in &inv.calico_network_sets {
+            nets.extend(set.nets.iter().map(IpNet::trunc));
         }
         for intent in &inv.intents {
             for rule in intent.spec.iter().flat_map(|s| &s.egress) {
@@ -315,17 +463,7 @@ fn externals(sides: [&Inventory; 2]) -> Vec<Destination> {
             }
         }
     }
-    // A whole address family is stood for by the address outside every CIDR, below.
-    let mut out: Vec<Destination> = nets
-        .iter()
-        .filter(|n| n.prefix_len() > 0)
-        .map(|n| Destination::Address { address: representative(n), stands_for: n.to_string() })
-        .collect();
-    // An address in none of the CIDRs (TEST-NET-2, never routed): "the rest of the internet".
-    let outside: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 77));
-    if !nets.iter().any(|n| n.prefix_len() > 0 && n.contains(&outside)) {
-        out.push(Destination::Address { address: outside, stands_for: "any other address".to_owned() });
-    }
+    let mut out = address_probes(&nets);
     out.extend(names.into_iter().map(|name| Destination::Name { name }));
     out.sort();
     out.dedup();
@@ -1162,4 +1300,55 @@ pub fn render_matrix_csv(rows: &[MatrixRow]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn probes(nets: &[&str]) -> Vec<String> {
+        let nets: BTreeSet<IpNet> = nets.iter().map(|n| n.parse().unwrap()).collect();
+        address_probes(&nets).iter().map(Destination::label).collect()
+    }
+
+    #[test]
+    fn cidrs_cover_a_range_exactly() {
+        let v4 = |lo: &str, hi: &str| {
+            let (lo, hi): (std::net::Ipv4Addr, std::net::Ipv4Addr) = (lo.parse().unwrap(), hi.parse().unwrap());
+            cidrs(32, u32::from(lo).into(), u32::from(hi).into()).iter().map(ToString::to_string).collect::<Vec<_>>()
+        };
+        assert_eq!(v4("0.0.0.0", "255.255.255.255"), ["0.0.0.0/0"]);
+        assert_eq!(v4("10.0.0.1", "10.0.0.6"), ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"]);
+        assert_eq!(
+            v4("11.0.0.0", "255.255.255.255"),
+            ["11.0.0.0/8", "12.0.0.0/6", "16.0.0.0/4", "32.0.0.0/3", "64.0.0.0/2", "128.0.0.0/1"]
+        );
+        assert_eq!(cidrs(128, 0, u128::MAX).iter().map(ToString::to_string).collect::<Vec<_>>(), ["::/0"]);
+    }
+
+    #[test]
+    fn one_probe_per_cidr_part_its_nested_cidrs_leave() {
+        // The whole family is "any other address", at the outside address; the hole is probed.
+        assert_eq!(
+            probes(&["0.0.0.0/0", "10.0.0.0/8"]),
+            ["198.51.100.77 (any other address)", "10.0.0.1 (10.0.0.0/8)"]
+        );
+        // A widened block: the part the narrower one does not name.
+        assert_eq!(
+            probes(&["203.0.113.0/24", "203.0.113.0/25"]),
+            ["203.0.113.129 (203.0.113.128/25)", "203.0.113.1 (203.0.113.0/25)", "198.51.100.77 (any other address)"]
+        );
+        // A block its nested blocks cover wholly has no address of its own.
+        assert_eq!(probes(&["10.0.0.0/24", "10.0.0.0/25", "10.0.0.128/25"]).len(), 3);
+        // Smallest blocks: the network address itself.
+        assert_eq!(probes(&["10.0.0.0/31", "10.0.0.0/32"])[..2], ["10.0.0.1 (10.0.0.1/32)", "10.0.0.0 (10.0.0.0/32)"]);
+        // A block holding the outside address: probed there, and "any other address" elsewhere.
+        assert_eq!(probes(&["198.51.100.0/24"]), ["198.51.100.77 (198.51.100.0/24)", "0.0.0.1 (any other address)"]);
+        // IPv6 keeps its own whole family.
+        assert_eq!(
+            probes(&["::/0", "2001:db8::/32"])[..2],
+            ["::1 (any other IPv6 address)", "2001:db8::1 (2001:db8::/32)"]
+        );
+    }
 }
