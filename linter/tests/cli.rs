@@ -575,3 +575,28 @@ fn colour_follows_the_flag_and_the_environment() {
     let version = String::from_utf8(version.stdout).unwrap();
     assert!(version.starts_with("portcullis 0.") && version.contains(" ("), "the commit is shown: {version}");
 }
+
+#[test]
+fn matrix_html_and_csv_are_safe_with_hostile_names() {
+    // Names come from manifests anyone may write: an EgressIntent's fqdn (invalid, but probed
+    // as written) with markup and a spreadsheet formula.
+    let dir = tempdir("matrix-hostile");
+    let intent = "apiVersion: portcullis.dev/v1alpha1\nkind: EgressIntent\nmetadata: {name: x, namespace: shop}\nspec:\n  podSelector: {}\n  egress:\n  - fqdn: \"<b>evil</b>.example\"\n  - fqdn: \"=cmd|' /C calc'!A0\"\n";
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop}\nspec: {containers: [{name: c, image: x}]}\n";
+    std::fs::write(dir.join("m.yaml"), format!("{intent}---\n{pod}")).unwrap();
+    let out = portcullis(&["matrix", "m.yaml", "--format", "html"], &dir, None);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(!page.contains("<b>evil"), "names must be escaped");
+    assert!(page.contains("&lt;b&gt;evil&lt;/b&gt;.example"));
+    assert_eq!(page.matches("<script>").count(), 1, "only the page's own filter script");
+    for external in ["src=\"http", "href=\"http", "@import", "url("] {
+        assert!(!page.contains(external), "no external resource: {external}");
+    }
+    let out = portcullis(&["matrix", "m.yaml", "--format", "csv"], &dir, None);
+    let csv = String::from_utf8(out.stdout).unwrap();
+    // A cell a spreadsheet would run as a formula is quoted as text.
+    assert!(!csv.lines().any(|l| l.contains(",=cmd")), "{csv}");
+    assert!(csv.contains(",\"'=cmd|' /C calc'!A0\","), "{csv}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
