@@ -15,7 +15,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicySpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use portcullis_linter::load::DocumentRef;
 use portcullis_linter::load::Limits;
-use portcullis_linter::load::fs::{Input, read_inputs};
+use portcullis_linter::load::fs::{Input, read_each};
 use portcullis_linter::model::inventory::ScannedObject;
 use portcullis_linter::model::{Kind, Labels};
 use portcullis_linter::project::Project;
@@ -41,56 +41,138 @@ impl StoredObject {
     }
 }
 
-/// A stored NetworkPolicy: its compact JSON text, its name, and its `podSelector` typed once
-/// when the policy arrives, so a review reads only the policies that can select its pods
-/// (issue 22: a review's cost follows the object, not the size of its namespace).
+/// A stored NetworkPolicy: its name, its compact JSON text split in two, and its `podSelector`
+/// typed once when the policy arrives, so a review reads only the policies that can select its
+/// pods (issue 22: a review's cost follows the object, not the size of its namespace).
+///
+/// The text is kept as the object without its spec (apiVersion, kind, metadata without what no
+/// review reads) and the spec, which is shared: policies generated from one template (the same
+/// spec in every namespace, the usual case in large clusters) hold one copy of it and of its
+/// typed selector ([`SharedSpec::intern`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredPolicy(Arc<PolicyEntry>);
 
 #[derive(Debug, PartialEq)]
 struct PolicyEntry {
-    object: StoredObject,
+    /// The object without `spec`, compact JSON.
+    head: Box<str>,
     name: Box<str>,
-    /// `None` when the selector is not a valid LabelSelector: the engine reports such a policy,
-    /// so it is read for every review.
-    selector: Option<CompactSelector>,
+    /// `None` for an object without a spec.
+    spec: Option<Arc<SharedSpec>>,
     /// Read the way reviews read every policy before the index (every review, through a
     /// `Value`): the reference `tests/index.rs` compares the index with.
     reference: bool,
 }
 
-impl StoredPolicy {
-    pub fn new(value: Value) -> StoredPolicy {
-        let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
+/// A policy's spec as compact JSON, with its `podSelector` typed.
+#[derive(Debug, PartialEq)]
+struct SharedSpec {
+    text: Box<str>,
+    /// `None` when the selector is not a valid LabelSelector: the engine reports such a policy,
+    /// so it is read for every review.
+    selector: Option<CompactSelector>,
+}
+
+/// The specs stored policies share, by text. Entries die with their last policy; the dead are
+/// swept when they are as many as the live (so the table stays within twice the live specs).
+static SPECS: std::sync::LazyLock<std::sync::Mutex<SpecTable>> = std::sync::LazyLock::new(Default::default);
+
+#[derive(Default)]
+struct SpecTable {
+    specs: HashMap<Box<str>, std::sync::Weak<SharedSpec>>,
+    /// Live entries after the last sweep.
+    live: usize,
+}
+
+impl SharedSpec {
+    /// The shared spec for `text`, made (and its selector typed) when no live policy holds it.
+    fn intern(text: String) -> Arc<SharedSpec> {
+        let mut table = SPECS.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(spec) = table.specs.get(text.as_str()).and_then(std::sync::Weak::upgrade) {
+            return spec;
+        }
+        if table.specs.len() >= 2 * table.live.max(512) {
+            table.specs.retain(|_, spec| spec.strong_count() > 0);
+            table.live = table.specs.len();
+        }
+        let spec = Arc::new(SharedSpec::new(text.as_str().into()));
+        table.specs.insert(text.into_boxed_str(), Arc::downgrade(&spec));
+        spec
+    }
+
+    fn new(text: Box<str>) -> SharedSpec {
         // An absent podSelector selects every pod, as in the engine.
-        let selector = match value.pointer("/spec/podSelector") {
-            None | Some(Value::Null) => Some(LabelSelector::default()),
-            Some(selector) => LabelSelector::deserialize(selector).ok(),
+        #[derive(serde::Deserialize)]
+        struct Selector {
+            #[serde(rename = "podSelector")]
+            pod_selector: Option<Value>,
+        }
+        let selector = match serde_json::from_str::<Selector>(&text).map(|s| s.pod_selector) {
+            Ok(None | Some(Value::Null)) => Some(LabelSelector::default()),
+            Ok(Some(selector)) => LabelSelector::deserialize(selector).ok(),
+            Err(_) => None,
         };
-        let selector = selector.map(CompactSelector::new);
+        SharedSpec { text, selector: selector.map(CompactSelector::new) }
+    }
+}
+
+/// Metadata no review reads, which in a real cluster can be larger than the spec: the managed
+/// fields, the last applied configuration (the whole object again), and the server's
+/// bookkeeping.
+fn slim_metadata(value: &mut Value) {
+    if let Some(Value::Object(meta)) = value.get_mut("metadata") {
+        for key in ["managedFields", "uid", "resourceVersion", "creationTimestamp", "generation", "selfLink"] {
+            meta.remove(key);
+        }
+        if let Some(Value::Object(annotations)) = meta.get_mut("annotations") {
+            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+            if annotations.is_empty() {
+                meta.remove("annotations");
+            }
+        }
+    }
+}
+
+impl StoredPolicy {
+    pub fn new(mut value: Value) -> StoredPolicy {
+        let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
+        slim_metadata(&mut value);
+        let spec = value.as_object_mut().and_then(|o| o.shift_remove("spec"));
+        // An object without a spec has the selector of an empty one (every pod), like the
+        // engine's reading; `Null` is written as such.
+        let spec = spec.map(|spec| SharedSpec::intern(serde_json::to_string(&spec).unwrap_or_default()));
         StoredPolicy(Arc::new(PolicyEntry {
-            object: StoredObject::new(value),
+            head: serde_json::to_string(&value).unwrap_or_default().into(),
             name: name.into(),
-            selector,
+            spec,
             reference: false,
         }))
     }
 
     /// A policy every review reads, whatever pods it selects, through a `Value`: how reviews
     /// read every policy before the index, kept to compare against (`tests/index.rs`).
-    pub fn read_always(value: Value) -> StoredPolicy {
+    pub fn read_always(mut value: Value) -> StoredPolicy {
         let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let spec = value.as_object_mut().and_then(|o| o.shift_remove("spec"));
+        let spec = spec.map(|spec| {
+            let text: Box<str> = serde_json::to_string(&spec).unwrap_or_default().into();
+            Arc::new(SharedSpec { text, selector: None })
+        });
         StoredPolicy(Arc::new(PolicyEntry {
-            object: StoredObject::new(value),
+            head: serde_json::to_string(&value).unwrap_or_default().into(),
             name: name.into(),
-            selector: None,
+            spec,
             reference: true,
         }))
     }
 
-    /// The policy, parsed for a review to own.
+    /// The policy, parsed for a review to own (`Null` in the impossible unparseable case).
     pub fn value(&self) -> Value {
-        self.0.object.value()
+        let mut value: Value = serde_json::from_str(&self.0.head).unwrap_or(Value::Null);
+        if let (Some(object), Some(spec)) = (value.as_object_mut(), &self.0.spec) {
+            object.insert("spec".to_owned(), serde_json::from_str(&spec.text).unwrap_or(Value::Null));
+        }
+        value
     }
 
     /// The policy read from its text straight into the engine's types (no `Value` between), as
@@ -98,18 +180,21 @@ impl StoredPolicy {
     /// [`StoredPolicy::value`], and the engine reports what is wrong exactly as before).
     pub fn typed(&self, at: DocumentRef) -> Option<ScannedObject> {
         #[derive(serde::Deserialize)]
-        struct Parts {
+        struct Head {
             #[serde(rename = "apiVersion")]
             api_version: String,
             kind: String,
             metadata: Option<ObjectMeta>,
-            spec: Option<NetworkPolicySpec>,
         }
         if self.0.reference {
             return None;
         }
-        let parts: Parts = serde_json::from_str(&self.0.object.0).ok()?;
-        ScannedObject::network_policy(at, parts.api_version, parts.kind, parts.metadata.unwrap_or_default(), parts.spec)
+        let head: Head = serde_json::from_str(&self.0.head).ok()?;
+        let spec: Option<NetworkPolicySpec> = match &self.0.spec {
+            Some(spec) => serde_json::from_str(&spec.text).ok()?,
+            None => None,
+        };
+        ScannedObject::network_policy(at, head.api_version, head.kind, head.metadata.unwrap_or_default(), spec)
     }
 
     pub fn name(&self) -> &str {
@@ -119,7 +204,8 @@ impl StoredPolicy {
     /// Whether the policy may select a pod with `labels` (exactly the engine's selection, and
     /// always for a selector the engine cannot read).
     pub fn may_select(&self, labels: &Labels) -> bool {
-        self.0.selector.as_ref().is_none_or(|s| s.matches(labels))
+        // No spec: an empty podSelector, every pod.
+        self.0.spec.as_ref().and_then(|spec| spec.selector.as_ref()).is_none_or(|s| s.matches(labels))
     }
 }
 
@@ -437,11 +523,11 @@ impl StaticState {
     /// Returns the state and the number of documents that could not be used (reported by
     /// `portcullis lint DIR`).
     pub fn load(dir: &Path) -> anyhow::Result<(StaticState, usize)> {
-        let files = read_inputs(&[Input::Path(dir.to_path_buf())], Limits::default(), &mut std::io::empty())?;
-        // Files are parsed on every core, each in a project of its own that is dropped once its
-        // objects are collected, and merged in the order read: the same state as one by one.
+        // Files are read and parsed on every core, each in a project of its own that is dropped
+        // (with the file's text) once its objects are collected, and merged in the order read:
+        // the same state as one by one, holding one file's text per thread.
         let threads = portcullis_linter::parallel::threads(8);
-        let read = portcullis_linter::parallel::map_owned(files, threads, |file| {
+        let read = read_each(&[Input::Path(dir.to_path_buf())], Limits::default(), threads, |file| {
             let mut project = Project::new("default");
             match file.content {
                 Ok(text) => {
@@ -455,7 +541,7 @@ impl StaticState {
             let mut events = Events::default();
             events.collect(&project);
             (events, problems)
-        });
+        })?;
         let mut events = Events::default();
         let mut problems = 0;
         for (file_events, file_problems) in read {
@@ -617,6 +703,37 @@ impl ClusterState for StaticState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policies_of_one_template_share_their_spec_and_keep_what_reviews_read() {
+        let policy = |ns: &str| {
+            serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "app", "namespace": ns, "uid": "u", "resourceVersion": "7",
+                    "labels": {"team": ns},
+                    "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"big\": 1}", "keep": "me"}},
+                "spec": {"podSelector": {"matchLabels": {"app": "a"}}, "policyTypes": ["Egress"]}})
+        };
+        let (a, b) = (StoredPolicy::new(policy("a")), StoredPolicy::new(policy("b")));
+        let (sa, sb) = (a.0.spec.as_ref().unwrap(), b.0.spec.as_ref().unwrap());
+        assert!(Arc::ptr_eq(sa, sb), "one template, one spec");
+        // What no review reads is gone; the rest reads back whole.
+        let value = a.value();
+        assert_eq!(value["metadata"]["annotations"], serde_json::json!({"keep": "me"}));
+        assert_eq!(value["metadata"]["labels"], serde_json::json!({"team": "a"}));
+        assert!(value["metadata"].get("uid").is_none() && value["metadata"].get("resourceVersion").is_none());
+        assert_eq!(value["spec"], policy("a")["spec"]);
+        assert_eq!(a.name(), "app");
+        let labels = |app: &str| Labels::from([("app".to_owned(), app.to_owned())]);
+        assert!(a.may_select(&labels("a")) && !a.may_select(&labels("b")));
+        // A spec no live policy holds is made again, not found dead.
+        drop((a, b));
+        let c = StoredPolicy::new(policy("c"));
+        assert!(c.may_select(&labels("a")));
+        // No spec: every pod, as the engine reads it.
+        let mut bare = policy("d");
+        bare.as_object_mut().unwrap().remove("spec");
+        assert!(StoredPolicy::new(bare).may_select(&labels("z")));
+    }
 
     #[test]
     fn compact_selectors_match_exactly_as_the_engine_does() {
