@@ -73,30 +73,41 @@ struct SharedSpec {
     selector: Option<CompactSelector>,
 }
 
-/// The specs stored policies share, by text. Entries die with their last policy; the dead are
-/// swept when they are as many as the live (so the table stays within twice the live specs).
+/// The specs stored policies share, by a hash of their text (the text itself is kept once, in
+/// the spec). Entries die with their last policy; the dead are swept when the table has grown
+/// to twice the live entries, so it stays within twice the live specs. The hash keys are random
+/// per process, so a client cannot aim many specs at one bucket.
 static SPECS: std::sync::LazyLock<std::sync::Mutex<SpecTable>> = std::sync::LazyLock::new(Default::default);
 
 #[derive(Default)]
 struct SpecTable {
-    specs: HashMap<Box<str>, std::sync::Weak<SharedSpec>>,
+    hasher: std::hash::RandomState,
+    specs: HashMap<u64, std::sync::Weak<SharedSpec>>,
     /// Live entries after the last sweep.
     live: usize,
 }
 
 impl SharedSpec {
     /// The shared spec for `text`, made (and its selector typed) when no live policy holds it.
+    /// Two texts with one hash (random keys: by chance only) are both kept, the second unshared.
     fn intern(text: String) -> Arc<SharedSpec> {
+        use std::hash::BuildHasher as _;
         let mut table = SPECS.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(spec) = table.specs.get(text.as_str()).and_then(std::sync::Weak::upgrade) {
-            return spec;
+        let hash = table.hasher.hash_one(text.as_str());
+        let held = table.specs.get(&hash).and_then(std::sync::Weak::upgrade);
+        if let Some(spec) = &held
+            && *spec.text == *text
+        {
+            return Arc::clone(spec);
         }
-        if table.specs.len() >= 2 * table.live.max(512) {
-            table.specs.retain(|_, spec| spec.strong_count() > 0);
-            table.live = table.specs.len();
+        let spec = Arc::new(SharedSpec::new(text.into_boxed_str()));
+        if held.is_none() {
+            if table.specs.len() >= 2 * table.live.max(512) {
+                table.specs.retain(|_, spec| spec.strong_count() > 0);
+                table.live = table.specs.len();
+            }
+            table.specs.insert(hash, Arc::downgrade(&spec));
         }
-        let spec = Arc::new(SharedSpec::new(text.as_str().into()));
-        table.specs.insert(text.into_boxed_str(), Arc::downgrade(&spec));
         spec
     }
 
@@ -113,6 +124,21 @@ impl SharedSpec {
             Err(_) => None,
         };
         SharedSpec { text, selector: selector.map(CompactSelector::new) }
+    }
+}
+
+const API_VERSION: &str = "networking.k8s.io/v1";
+const KIND: &str = "NetworkPolicy";
+
+/// Leaves out the usual `apiVersion` and `kind` (55 bytes per policy); [`restore_type`] puts
+/// them back. Any other pair is kept as written.
+fn elide_type(value: &mut Value) {
+    if let Some(object) = value.as_object_mut()
+        && object.get("apiVersion").and_then(Value::as_str) == Some(API_VERSION)
+        && object.get("kind").and_then(Value::as_str) == Some(KIND)
+    {
+        object.shift_remove("apiVersion");
+        object.shift_remove("kind");
     }
 }
 
@@ -137,6 +163,7 @@ impl StoredPolicy {
     pub fn new(mut value: Value) -> StoredPolicy {
         let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
         slim_metadata(&mut value);
+        elide_type(&mut value);
         let spec = value.as_object_mut().and_then(|o| o.shift_remove("spec"));
         // An object without a spec has the selector of an empty one (every pod), like the
         // engine's reading; `Null` is written as such.
@@ -168,11 +195,18 @@ impl StoredPolicy {
 
     /// The policy, parsed for a review to own (`Null` in the impossible unparseable case).
     pub fn value(&self) -> Value {
-        let mut value: Value = serde_json::from_str(&self.0.head).unwrap_or(Value::Null);
-        if let (Some(object), Some(spec)) = (value.as_object_mut(), &self.0.spec) {
-            object.insert("spec".to_owned(), serde_json::from_str(&spec.text).unwrap_or(Value::Null));
+        let head: Value = serde_json::from_str(&self.0.head).unwrap_or(Value::Null);
+        let Value::Object(head) = head else { return head };
+        let mut value = serde_json::Map::new();
+        if !head.contains_key("apiVersion") && !head.contains_key("kind") {
+            value.insert("apiVersion".to_owned(), Value::from(API_VERSION));
+            value.insert("kind".to_owned(), Value::from(KIND));
         }
-        value
+        value.extend(head);
+        if let Some(spec) = &self.0.spec {
+            value.insert("spec".to_owned(), serde_json::from_str(&spec.text).unwrap_or(Value::Null));
+        }
+        Value::Object(value)
     }
 
     /// The policy read from its text straight into the engine's types (no `Value` between), as
@@ -182,19 +216,25 @@ impl StoredPolicy {
         #[derive(serde::Deserialize)]
         struct Head {
             #[serde(rename = "apiVersion")]
-            api_version: String,
-            kind: String,
+            api_version: Option<String>,
+            kind: Option<String>,
             metadata: Option<ObjectMeta>,
         }
         if self.0.reference {
             return None;
         }
         let head: Head = serde_json::from_str(&self.0.head).ok()?;
+        let (api_version, kind) = match (head.api_version, head.kind) {
+            (None, None) => (API_VERSION.to_owned(), KIND.to_owned()),
+            (Some(api_version), Some(kind)) => (api_version, kind),
+            // One without the other: the value path reports it.
+            _ => return None,
+        };
         let spec: Option<NetworkPolicySpec> = match &self.0.spec {
             Some(spec) => serde_json::from_str(&spec.text).ok()?,
             None => None,
         };
-        ScannedObject::network_policy(at, head.api_version, head.kind, head.metadata.unwrap_or_default(), spec)
+        ScannedObject::network_policy(at, api_version, kind, head.metadata.unwrap_or_default(), spec)
     }
 
     pub fn name(&self) -> &str {
