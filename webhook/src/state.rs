@@ -745,6 +745,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_usual_type_is_left_out_and_put_back_and_any_other_kept() {
+        let policy = |api_version: &str| {
+            serde_json::json!({"apiVersion": api_version, "kind": "NetworkPolicy",
+                "metadata": {"name": "x", "namespace": "a"}, "spec": {"podSelector": {}}})
+        };
+        for api_version in ["networking.k8s.io/v1", "networking.k8s.io/v1beta1"] {
+            let stored = StoredPolicy::new(policy(api_version));
+            assert_eq!(stored.0.head.contains("apiVersion"), api_version != API_VERSION, "{}", stored.0.head);
+            assert_eq!(stored.value(), policy(api_version));
+        }
+    }
+
+    #[test]
     fn policies_of_one_template_share_their_spec_and_keep_what_reviews_read() {
         let policy = |ns: &str| {
             serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
