@@ -1464,6 +1464,47 @@ mod tests {
         assert_eq!(markdown_text(hostile), "a\\|b'c&lt;img src=x&gt;&amp;");
     }
 
+    /// The claim the probes rest on: every address has the CIDR membership of one probe, and no
+    /// two probes have the same. Random nested and overlapping blocks in a small space, and
+    /// every address of it checked.
+    #[test]
+    fn every_address_reads_like_exactly_one_probe() {
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for _ in 0..300 {
+            // Blocks inside 10.0.0.0/24 and a few around it.
+            let mut nets: BTreeSet<IpNet> = BTreeSet::new();
+            for _ in 0..1 + next(6) {
+                let prefix = 22 + next(11) as u8;
+                let address = std::net::Ipv4Addr::from(0x0A00_0000 + next(1024) as u32);
+                nets.insert(IpNet::new(IpAddr::V4(address), prefix).unwrap().trunc());
+            }
+            let members = |a: IpAddr| nets.iter().filter(|n| n.contains(&a)).copied().collect::<Vec<_>>();
+            let probes: Vec<IpAddr> = address_probes(&nets)
+                .into_iter()
+                .filter_map(|d| match d {
+                    Destination::Address { address, .. } => Some(address),
+                    _ => None,
+                })
+                .collect();
+            let sets: BTreeSet<Vec<IpNet>> = probes.iter().map(|a| members(*a)).collect();
+            assert_eq!(sets.len(), probes.len(), "two probes read alike: {nets:?} {probes:?}");
+            for n in 0x09FF_FC00_u32..0x0A00_0800 {
+                let set = members(IpAddr::V4(std::net::Ipv4Addr::from(n)));
+                assert!(
+                    sets.contains(&set),
+                    "{} reads like no probe: {nets:?} {probes:?}",
+                    std::net::Ipv4Addr::from(n)
+                );
+            }
+        }
+    }
+
     #[test]
     fn cidrs_cover_a_range_exactly() {
         let v4 = |lo: &str, hi: &str| {
