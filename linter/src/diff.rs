@@ -209,14 +209,7 @@ fn ports(sides: [&Inventory; 2]) -> Vec<Port> {
             }
         }
         for rule in &inv.cilium_rules {
-            let peers = rule
-                .spec
-                .ingress
-                .iter()
-                .chain(&rule.spec.ingress_deny)
-                .chain(&rule.spec.egress)
-                .chain(&rule.spec.egress_deny);
-            for pp in peers.flat_map(|p| p.to_ports.iter().flatten()).flat_map(|r| &r.ports) {
+            for pp in cilium_peers(rule).flat_map(|p| p.to_ports.iter().flatten()).flat_map(|r| &r.ports) {
                 let Ok(n) = pp.port.parse::<i32>() else { continue };
                 let protocols = match pp.protocol.as_deref().map(str::to_ascii_uppercase).as_deref() {
                     Some("UDP") => vec![Protocol::Udp],
@@ -258,6 +251,14 @@ fn ports(sides: [&Inventory; 2]) -> Vec<Port> {
         ports.insert(Port { port: other, protocol: Protocol::Tcp });
     }
     ports.into_iter().collect()
+}
+
+/// Every peer rule of a Cilium rule, allowing and denying, both directions.
+fn cilium_peers(
+    rule: &crate::model::cilium_policy::CiliumRule,
+) -> impl Iterator<Item = &crate::model::cilium_policy::PeerRule> {
+    let spec = &rule.spec;
+    spec.ingress.iter().chain(&spec.ingress_deny).chain(&spec.egress).chain(&spec.egress_deny)
 }
 
 /// A CIDR as a range of numbers in its family (`bits`: 32 or 128).
@@ -431,14 +432,7 @@ fn externals(sides: [&Inventory; 2]) -> Vec<Destination> {
             for peer in rule.spec.egress.iter().chain(&rule.spec.egress_deny) {
                 names.extend(peer.to_fqdns.iter().flatten().filter_map(|f| f.match_name.clone()));
             }
-            let peers = rule
-                .spec
-                .ingress
-                .iter()
-                .chain(&rule.spec.ingress_deny)
-                .chain(&rule.spec.egress)
-                .chain(&rule.spec.egress_deny);
-            for peer in peers {
+            for peer in cilium_peers(rule) {
                 let sets = peer.cidr_set.iter().flatten().flat_map(|c| c.cidr.iter().chain(&c.except));
                 for raw in peer.cidr.iter().flatten().chain(sets) {
                     if let Ok(net) = raw.parse::<IpNet>() {
@@ -835,21 +829,35 @@ fn named_by(bj: &Judge<'_>, hj: &Judge<'_>, workload: &str, egress: bool) -> Opt
     Some(named)
 }
 
-/// `destination`'s ingress answers for connections from `source`, per port, on both sides.
-fn ingress_answers(bj: &Judge<'_>, hj: &Judge<'_>, source: &str, destination: &str, ports: &[Port]) -> Answers {
-    use crate::semantics::Direction::Ingress;
-    let (sb, sh, db, dh) = (bj.ids[source], hj.ids[source], bj.ids[destination], hj.ids[destination]);
+/// One direction's answers for a connection from `source` to `destination` (base and head ids),
+/// per port, on both sides: the destination's ingress, or the source's egress.
+fn answers(
+    (bj, hj): (&Judge<'_>, &Judge<'_>),
+    source: (WorkloadId, WorkloadId),
+    destination: (WorkloadId, WorkloadId),
+    direction: crate::semantics::Direction,
+    ports: &[Port],
+) -> Answers {
+    use crate::semantics::Direction::Egress;
+    let judge = |j: &Judge<'_>, s: WorkloadId, d: WorkloadId, traffic: Traffic| {
+        let (from, to) = (j.eval.pod(s), j.eval.pod(d));
+        let (pod, peer, applicable) =
+            if direction == Egress { (from, to, &j.egress[s.0]) } else { (to, from, &j.ingress[d.0]) };
+        applicable.as_ref().map(|a| j.eval.judge(&pod, direction, a, &Endpoint::Pod(peer), traffic).allowed())
+    };
     ports
         .iter()
         .map(|port| {
             let traffic = Traffic { port: port.port, protocol: port.protocol };
-            let judge = |j: &Judge<'_>, s: WorkloadId, d: WorkloadId| {
-                let (from, pod) = (j.eval.pod(s), j.eval.pod(d));
-                j.ingress[d.0].as_ref().map(|a| j.eval.judge(&pod, Ingress, a, &Endpoint::Pod(from), traffic).allowed())
-            };
-            [judge(bj, sb, db), judge(hj, sh, dh)]
+            [judge(bj, source.0, destination.0, traffic), judge(hj, source.1, destination.1, traffic)]
         })
         .collect()
+}
+
+/// `destination`'s ingress answers for connections from `source`, per port, on both sides.
+fn ingress_answers(bj: &Judge<'_>, hj: &Judge<'_>, source: &str, destination: &str, ports: &[Port]) -> Answers {
+    let (s, d) = ((bj.ids[source], hj.ids[source]), (bj.ids[destination], hj.ids[destination]));
+    answers((bj, hj), s, d, crate::semantics::Direction::Ingress, ports)
 }
 
 /// `source`'s egress answers towards a class's representative, per port, on both sides.
@@ -860,19 +868,7 @@ fn egress_answers(
     rep: (WorkloadId, WorkloadId),
     ports: &[Port],
 ) -> Answers {
-    use crate::semantics::Direction::Egress;
-    let (b, h) = (bj.ids[source], hj.ids[source]);
-    ports
-        .iter()
-        .map(|port| {
-            let traffic = Traffic { port: port.port, protocol: port.protocol };
-            let judge = |j: &Judge<'_>, s: WorkloadId, d: WorkloadId| {
-                let (pod, to) = (j.eval.pod(s), j.eval.pod(d));
-                j.egress[s.0].as_ref().map(|a| j.eval.judge(&pod, Egress, a, &Endpoint::Pod(to), traffic).allowed())
-            };
-            [judge(bj, b, rep.0), judge(hj, h, rep.1)]
-        })
-        .collect()
+    answers((bj, hj), (bj.ids[source], hj.ids[source]), rep, crate::semantics::Direction::Egress, ports)
 }
 
 /// Every connection whose verdict differs between the sides, with HEAD's reason, and the number

@@ -605,17 +605,7 @@ fn patched_yaml(original: &Value, patch: &Patch) -> Option<String> {
 
 /// An object as a person would apply it: without the fields the API server manages.
 fn for_display(mut value: Value) -> Value {
-    if let Some(Value::Object(meta)) = value.get_mut("metadata") {
-        for key in ["managedFields", "resourceVersion", "uid", "creationTimestamp", "generation", "selfLink"] {
-            meta.remove(key);
-        }
-        if let Some(Value::Object(annotations)) = meta.get_mut("annotations") {
-            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-            if annotations.is_empty() {
-                meta.remove("annotations");
-            }
-        }
-    }
+    crate::state::slim_metadata(&mut value);
     if let Value::Object(map) = &mut value {
         map.remove("status");
     }

@@ -144,8 +144,8 @@ fn elide_type(value: &mut Value) {
 
 /// Metadata no review reads, which in a real cluster can be larger than the spec: the managed
 /// fields, the last applied configuration (the whole object again), and the server's
-/// bookkeeping.
-fn slim_metadata(value: &mut Value) {
+/// bookkeeping. Also what a fix shows a person leaves out.
+pub(crate) fn slim_metadata(value: &mut Value) {
     if let Some(Value::Object(meta)) = value.get_mut("metadata") {
         for key in ["managedFields", "uid", "resourceVersion", "creationTimestamp", "generation", "selfLink"] {
             meta.remove(key);

@@ -302,22 +302,10 @@ pub fn html(snapshot: &MapSnapshot) -> String {
         }
     }
     format!(
-        r#"<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>portcullis egress map</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #1d2a2e; }}
-h1 {{ font-size: 1.4rem; }}
-svg text {{ font-size: 13px; font-family: ui-monospace, monospace; }}
+        r#"{start}svg text {{ font-size: 13px; font-family: ui-monospace, monospace; }}
 svg .workload {{ fill: #1d4e89; }}
 svg .name {{ fill: #2a6b3c; }}
 input {{ font-size: 1rem; padding: .4rem; width: 24rem; margin: 1rem 0; }}
-table {{ border-collapse: collapse; font-family: ui-monospace, monospace; font-size: 13px; }}
-th, td {{ text-align: left; padding: .3rem .8rem; border-bottom: 1px solid #dde; }}
-th {{ background: #f2f5f7; }}
 </style>
 </head>
 <body>
@@ -340,6 +328,7 @@ document.getElementById('q').addEventListener('input', function () {{
 </body>
 </html>
 "#,
+        start = crate::report::html_start("portcullis egress map"),
         workloads = snapshot.workloads.len(),
         names = order.len(),
     )

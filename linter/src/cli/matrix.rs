@@ -137,20 +137,8 @@ pub fn html(rows: &[MatrixRow]) -> String {
         );
     }
     format!(
-        r#"<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>portcullis connectivity matrix</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #1d2a2e; }}
-h1 {{ font-size: 1.4rem; }}
-form {{ display: flex; flex-wrap: wrap; gap: .6rem; margin: 1rem 0; align-items: center; }}
+        r#"{start}form {{ display: flex; flex-wrap: wrap; gap: .6rem; margin: 1rem 0; align-items: center; }}
 input, select {{ font-size: .95rem; padding: .3rem; }}
-table {{ border-collapse: collapse; font-family: ui-monospace, monospace; font-size: 13px; }}
-th, td {{ text-align: left; padding: .3rem .8rem; border-bottom: 1px solid #dde; }}
-th {{ background: #f2f5f7; }}
 #grid td {{ width: 14px; height: 14px; padding: 0; border: 1px solid #fff; }}
 #grid th {{ padding: .1rem .4rem; font-weight: normal; }}
 #grid td.all {{ background: #3a8f50; }}
@@ -213,6 +201,7 @@ th {{ background: #f2f5f7; }}
 </body>
 </html>
 "#,
+        start = crate::report::html_start("portcullis connectivity matrix"),
         source_count = sources.len(),
         destination_count = destinations.len(),
         row_count = rows.len(),

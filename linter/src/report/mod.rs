@@ -146,6 +146,27 @@ pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// The start of a self-contained HTML page (`map` and `matrix` `--format html`): doctype, head,
+/// and the style rules both share; the page adds its own rules, then closes `</style></head>`.
+pub(crate) fn html_start(title: &str) -> String {
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #1d2a2e; }}
+h1 {{ font-size: 1.4rem; }}
+table {{ border-collapse: collapse; font-family: ui-monospace, monospace; font-size: 13px; }}
+th, td {{ text-align: left; padding: .3rem .8rem; border-bottom: 1px solid #dde; }}
+th {{ background: #f2f5f7; }}
+"#,
+        escape_markup(title)
+    )
+}
+
 /// Escapes text for XML and HTML (JUnit reports, `portcullis map --format html`). Control
 /// characters XML 1.0 forbids even escaped become `?`.
 pub(crate) fn escape_markup(s: &str) -> String {

@@ -69,3 +69,14 @@ pub fn manifest_files(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// A generated HTML page (`map`, `matrix`): the hostile name `<b>evil</b>.example` from its input
+/// escaped, one script (the page's own) and nothing loaded from elsewhere.
+pub fn assert_self_contained_and_escaped(page: &str) {
+    assert!(!page.contains("<b>evil"), "names must be escaped");
+    assert!(page.contains("&lt;b&gt;evil&lt;/b&gt;.example"));
+    assert_eq!(page.matches("<script>").count(), 1, "only the page's own script");
+    for external in ["src=\"http", "href=\"http", "@import", "url("] {
+        assert!(!page.contains(external), "no external resource: {external}");
+    }
+}
