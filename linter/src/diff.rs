@@ -397,6 +397,27 @@ fn address_probes(nets: &BTreeSet<IpNet>) -> Vec<Destination> {
     out
 }
 
+/// Adds the names probed for a name or pattern as policies write it. A name is itself. A
+/// pattern (`*.suffix`, one label; `**.suffix`, one or more; Cilium's `*` in a leading label)
+/// gets the names that tell the pattern forms apart: its suffix itself (no pattern matches it),
+/// `any.SUFFIX` (one label) and `any.any.SUFFIX` (two). A pattern with a wildcard elsewhere
+/// (Cilium's `*`, `sub.*.example.com`) adds nothing: no finite set of names stands for it.
+fn add_name(names: &mut BTreeSet<String>, written: &str) {
+    let written = written.trim_end_matches('.').to_ascii_lowercase();
+    let suffix = written.strip_prefix("**.").or_else(|| written.strip_prefix("*."));
+    match suffix {
+        None if !written.contains('*') && !written.is_empty() => {
+            names.insert(written);
+        }
+        Some(suffix) if !suffix.contains('*') && !suffix.is_empty() => {
+            names.insert(suffix.to_owned());
+            names.insert(format!("any.{suffix}"));
+            names.insert(format!("any.any.{suffix}"));
+        }
+        _ => {}
+    }
+}
+
 /// The external destinations probed: one address per CIDR and per `except` either side's
 /// NetworkPolicies name, one public address outside all of them, and names.
 fn externals(sides: [&Inventory; 2]) -> Vec<Destination> {
@@ -424,13 +445,19 @@ fn externals(sides: [&Inventory; 2]) -> Vec<Destination> {
                             nets.insert(net.trunc());
                         }
                     }
-                    names.extend(peer.domain_names.iter().flatten().map(|n| n.trim_start_matches("*.").to_owned()));
+                    for name in peer.domain_names.iter().flatten() {
+                        add_name(&mut names, name);
+                    }
                 }
             }
         }
         for rule in &inv.cilium_rules {
             for peer in rule.spec.egress.iter().chain(&rule.spec.egress_deny) {
-                names.extend(peer.to_fqdns.iter().flatten().filter_map(|f| f.match_name.clone()));
+                for f in peer.to_fqdns.iter().flatten() {
+                    for name in f.match_name.iter().chain(&f.match_pattern) {
+                        add_name(&mut names, name);
+                    }
+                }
             }
             for peer in cilium_peers(rule) {
                 let sets = peer.cidr_set.iter().flatten().flat_map(|c| c.cidr.iter().chain(&c.except));
@@ -453,7 +480,9 @@ fn externals(sides: [&Inventory; 2]) -> Vec<Destination> {
         }
         for intent in &inv.intents {
             for rule in intent.spec.iter().flat_map(|s| &s.egress) {
-                names.extend(rule.fqdn.iter().cloned());
+                for name in rule.fqdn.iter().chain(&rule.fqdn_pattern) {
+                    add_name(&mut names, name);
+                }
             }
         }
     }
