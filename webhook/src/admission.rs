@@ -1,6 +1,7 @@
 //! AdmissionReview in, AdmissionReview out: parsing with clear errors, modes, and the response
 //! a person can act on. Pure: the server calls [`decide`] with a snapshot of cluster state.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::response::StatusSummary;
@@ -94,8 +95,61 @@ impl Request {
     }
 }
 
-/// Parses a request body.
+/// Parses a request body: the usual review read once ([`parse_direct`]), anything else the
+/// typed way ([`parse_typed`]), whose errors name the path, line and column.
 pub fn parse(body: &[u8]) -> Result<Request, BadReview> {
+    match parse_direct(body) {
+        Some(request) => Ok(request),
+        None => parse_typed(body),
+    }
+}
+
+/// The review read once into JSON, its objects taken out as the engine reads them and the rest
+/// typed. The objects come out exactly as [`parse_typed`] writes them back from kube's
+/// `DynamicObject` (whose flattened fields serde buffers, then serialized again): `apiVersion`,
+/// `kind`, the metadata as `ObjectMeta` writes it, then every other field in order. `None` for
+/// anything this does not settle the same way (an error, an object without both `apiVersion`
+/// and `kind` as strings, metadata `ObjectMeta` does not read): [`parse_typed`] then answers.
+/// `tests/admission.rs` holds the two to equal results over every review it has.
+pub fn parse_direct(body: &[u8]) -> Option<Request> {
+    let mut review: Value = serde_json::from_slice(body).ok()?;
+    let request = review.get_mut("request")?.as_object_mut()?;
+    let mut take = |key: &str| match request.get_mut(key).map(Value::take) {
+        None | Some(Value::Null) => Some(None),
+        Some(object) => as_dynamic_object(object).map(Some),
+    };
+    let (object, old_object) = (take("object")?, take("oldObject")?);
+    let review: AdmissionReview<DynamicObject> = serde_json::from_value(review).ok()?;
+    if review.types.api_version != API_VERSION || review.types.kind != "AdmissionReview" {
+        return None;
+    }
+    let inner: AdmissionRequest<DynamicObject> = review.try_into().ok()?;
+    Some(Request { inner, object, old_object })
+}
+
+/// An object as `serde_json::to_value` of the `DynamicObject` read from it writes it.
+fn as_dynamic_object(object: Value) -> Option<Value> {
+    let Value::Object(mut fields) = object else { return None };
+    let (Some(Value::String(api_version)), Some(Value::String(kind))) =
+        (fields.shift_remove("apiVersion"), fields.shift_remove("kind"))
+    else {
+        return None;
+    };
+    let metadata = match fields.shift_remove("metadata") {
+        None => ObjectMeta::default(),
+        Some(metadata) => serde_json::from_value(metadata).ok()?,
+    };
+    let mut out = serde_json::Map::new();
+    out.insert("apiVersion".to_owned(), Value::String(api_version));
+    out.insert("kind".to_owned(), Value::String(kind));
+    out.insert("metadata".to_owned(), serde_json::to_value(metadata).ok()?);
+    out.extend(fields);
+    Some(Value::Object(out))
+}
+
+/// Parses a request body the typed way: kube's `AdmissionReview` with `DynamicObject`s, each
+/// written back as JSON for the engine.
+pub fn parse_typed(body: &[u8]) -> Result<Request, BadReview> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let review: AdmissionReview<DynamicObject> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

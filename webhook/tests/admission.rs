@@ -512,3 +512,60 @@ fn deleting_a_cluster_wide_default_deny_names_the_namespaces_it_opens() {
     let outcome = admission::decide(Endpoint::Validate, &req, &snapshot, &config);
     assert!(outcome.problems.is_empty());
 }
+
+/// The direct reading of a review gives exactly what the typed one gives (the objects key by
+/// key and in order, and every other request field), for every review the tests hold: the
+/// cases, the conformance corpus, and edited cases the direct reading must hand back (no
+/// `apiVersion`, metadata `ObjectMeta` does not read, `null` metadata).
+#[test]
+fn direct_and_typed_readings_agree() {
+    let mut bodies: Vec<(String, Vec<u8>)> = Vec::new();
+    for endpoint in ["validate", "mutate"] {
+        for e in std::fs::read_dir(cases_dir().join(endpoint)).unwrap() {
+            let path = e.unwrap().path();
+            bodies.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+        }
+    }
+    let corpus = repo().join("../shared/conformance/admission");
+    for e in std::fs::read_dir(&corpus).into_iter().flatten() {
+        let path = e.unwrap().path();
+        bodies.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+    }
+    let case = std::fs::read_dir(cases_dir().join("validate"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .unwrap();
+    let case = case.file_stem().unwrap().to_string_lossy().into_owned();
+    type Edit = (&'static str, fn(&mut Value));
+    let edits: [Edit; 4] = [
+        ("no apiVersion", |r| drop(r["object"].as_object_mut().map(|o| o.remove("apiVersion")))),
+        ("labels not strings", |r| r["object"]["metadata"]["labels"] = serde_json::json!({"a": 1})),
+        ("null metadata", |r| r["object"]["metadata"] = Value::Null),
+        ("metadata reordered, extra field", |r| {
+            let meta = r["object"]["metadata"].take();
+            let mut fields: Vec<(String, Value)> = meta.as_object().cloned().unwrap_or_default().into_iter().collect();
+            fields.reverse();
+            let mut reordered: serde_json::Map<String, Value> = fields.into_iter().collect();
+            reordered.insert("unknownField".to_owned(), Value::from(1));
+            r["object"]["metadata"] = Value::Object(reordered);
+        }),
+    ];
+    for (what, edit) in edits {
+        bodies.push((format!("{case} edited: {what}"), edited(&case, edit)));
+    }
+    let mut direct_count = 0;
+    for (name, body) in &bodies {
+        let typed = admission::parse_typed(body);
+        let Some(direct) = admission::parse_direct(body) else { continue };
+        direct_count += 1;
+        let mut typed = typed.unwrap_or_else(|e| panic!("{name}: read directly, refused typed: {e}"));
+        let text = |v: &Option<Value>| v.as_ref().map(|v| serde_json::to_string(v).unwrap());
+        assert_eq!(text(&direct.object), text(&typed.object), "{name}: object");
+        assert_eq!(text(&direct.old_object), text(&typed.old_object), "{name}: oldObject");
+        typed.inner.object = None;
+        typed.inner.old_object = None;
+        assert_eq!(format!("{:?}", direct.inner), format!("{:?}", typed.inner), "{name}: request");
+    }
+    assert!(direct_count >= bodies.len() / 2, "only {direct_count} of {} read directly", bodies.len());
+}
