@@ -1,5 +1,6 @@
-//! Arbitrary bytes as an AdmissionReview body: parsing, both endpoints' decisions against the
-//! admission test state, and encoding the response. Never a panic; a 400 or a review.
+//! Arbitrary bytes as an AdmissionReview body: parsing (the direct reading agreeing with the
+//! typed one wherever it answers), both endpoints' decisions against the admission test state,
+//! and encoding the response. Never a panic; a 400 or a review.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -18,6 +19,16 @@ fn state() -> &'static StaticState {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // The direct reading settles only what the typed one settles the same way.
+    if let Some(direct) = admission::parse_direct(data) {
+        let typed = admission::parse_typed(data);
+        assert!(typed.is_ok(), "read directly, refused typed");
+        if let Ok(typed) = typed {
+            let text = ToString::to_string;
+            assert_eq!(direct.object.as_ref().map(text), typed.object.as_ref().map(text));
+            assert_eq!(direct.old_object.as_ref().map(text), typed.old_object.as_ref().map(text));
+        }
+    }
     let Ok(req) = admission::parse(data) else { return };
     let config = Config::default();
     let snapshot = state().snapshot(&req.namespace(), &config.dns.namespace);
