@@ -257,6 +257,14 @@ fn diff_git_reads_the_old_side_from_git_objects() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A path outside the repository is refused by git, and named.
+    let out = portcullis(&["diff", "--git", "HEAD", "../.."], &repo, None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("outside repository"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A revision that does not exist is an error naming it.
     let out = portcullis(&["diff", "--git", "no-such-rev", "k8s"], &repo, None);
     assert_eq!(out.status.code(), Some(2));
