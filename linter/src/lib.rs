@@ -19,6 +19,7 @@ pub mod load;
 pub mod model;
 pub mod parallel;
 pub mod project;
+pub mod replay;
 pub mod report;
 pub mod rules;
 pub mod semantics;

@@ -51,7 +51,7 @@ const MAX_MAP_INPUT: u64 = 256 * 1024 * 1024;
 /// output holds the rest), 2 when the input cannot be read.
 pub fn run(args: &MapArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     let text = if args.from.starts_with("http://") || args.from.starts_with("https://") {
-        match fetch(args) {
+        match fetch_https(&args.from, args.ca.as_deref(), args.token_file.as_deref(), "--from") {
             Ok(text) => text,
             Err(e) => {
                 writeln!(io.stderr, "portcullis: cannot read the map from {}: {e:#}", args.from)?;
@@ -107,18 +107,23 @@ pub fn run(args: &MapArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     Ok(if problems.is_empty() { EXIT_OK } else { EXIT_FINDINGS })
 }
 
-/// `GET /v1/map` over HTTPS (TLS 1.2+, trusting only `--ca`), with the bearer token of
-/// `--token-file`.
-fn fetch(args: &MapArgs) -> anyhow::Result<String> {
+/// `GET url` over HTTPS (TLS 1.2+, trusting only `ca`), with the bearer token of `token_file`
+/// (the webhook's `/v1/map`; `flag` names the option the URL came from, for errors).
+pub(super) fn fetch_https(
+    url: &str,
+    ca: Option<&std::path::Path>,
+    token_file: Option<&std::path::Path>,
+    flag: &str,
+) -> anyhow::Result<String> {
     use anyhow::Context as _;
     use http_body_util::BodyExt as _;
 
-    let uri: hyper::Uri = args.from.parse().context("not a URL")?;
+    let uri: hyper::Uri = url.parse().context("not a URL")?;
     if uri.scheme_str() != Some("https") {
-        anyhow::bail!("only https:// (the map is served with a bearer token)");
+        anyhow::bail!("only https:// (it is served with a bearer token)");
     }
-    let ca = args.ca.as_ref().context("--ca is required with an https:// --from")?;
-    let token_file = args.token_file.as_ref().context("--token-file is required with an https:// --from")?;
+    let ca = ca.with_context(|| format!("--ca is required with an https:// {flag}"))?;
+    let token_file = token_file.with_context(|| format!("--token-file is required with an https:// {flag}"))?;
     let token = std::fs::read_to_string(token_file).with_context(|| format!("reading {}", token_file.display()))?;
     let tls = crate::https::client_config_trusting(ca, "--ca")?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();

@@ -9,6 +9,7 @@ mod map;
 mod matrix;
 mod output;
 mod render;
+mod replay;
 mod resolve;
 mod rules;
 mod trace;
@@ -85,6 +86,8 @@ pub enum Command {
     Diff(diff::DiffArgs),
     /// Show which workload may reach which workload and outside destination, on which ports
     Matrix(matrix::MatrixArgs),
+    /// Show which observed connections the policies would deny, and the change that allows them
+    Replay(replay::ReplayArgs),
 }
 
 /// Options shared by commands that load manifests.
@@ -195,6 +198,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>, io: &mut Io<'_>) 
         Command::Map(args) => map::run(&args, io),
         Command::Diff(args) => diff::run(&args, io),
         Command::Matrix(args) => matrix::run(&args, io),
+        Command::Replay(args) => replay::run(&args, io),
     };
     match result {
         Ok(code) => code,

@@ -18,7 +18,7 @@
 //! opens a port to 200 workloads is one group. Output: [`render`].
 
 mod probes;
-mod render;
+pub(crate) mod render;
 
 pub use probes::probes;
 pub use render::{render_human, render_markdown, render_matrix_csv, render_matrix_table, render_sarif};
@@ -208,7 +208,7 @@ fn locate(project: &Project, object: crate::model::ObjectId, pointer: &str) -> L
 }
 
 /// Why HEAD decides a direction the way it does, in words, and where the deciding rule is.
-fn why_direction(project: &Project, d: &DirectionVerdict, what: &str) -> (String, Option<Location>) {
+pub(crate) fn why_direction(project: &Project, d: &DirectionVerdict, what: &str) -> (String, Option<Location>) {
     let inv = &project.inventory;
     let state = if d.allowed() { "allows" } else { "denies" };
     match d.decided() {

@@ -165,7 +165,7 @@ const MARKDOWN_BUDGET: usize = 60_000;
 
 /// Text for a markdown table cell or code span written by anyone (names, file paths): no
 /// markup, no column break, no code-span end.
-fn markdown_text(s: &str) -> String {
+pub(crate) fn markdown_text(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('|', "\\|").replace('`', "'")
 }
 

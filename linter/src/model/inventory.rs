@@ -36,7 +36,7 @@ pub struct PolicyId(pub usize);
 pub struct WorkloadId(pub usize);
 
 /// Transport protocols a NetworkPolicy port may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Protocol {
     Tcp,

@@ -450,7 +450,7 @@ pub fn rule_matches(
 /// A known address of the endpoint, when it has one.
 fn peer_address(endpoint: &Endpoint<'_>) -> Option<IpAddr> {
     match endpoint {
-        Endpoint::Address(ip) => Some(*ip),
+        Endpoint::Address(ip) | Endpoint::Resolved(ip, _) => Some(*ip),
         Endpoint::Pod(p) => p.ips.first().copied(),
         Endpoint::UnknownAddress | Endpoint::Name(_) => None,
     }
@@ -460,7 +460,7 @@ fn peer_address(endpoint: &Endpoint<'_>) -> Option<IpAddr> {
 fn in_nets(nets: &[IpNet], endpoint: &Endpoint<'_>) -> Tri {
     let whole = nets.iter().any(|n| n.prefix_len() == 0);
     match endpoint {
-        Endpoint::Address(ip) => Tri::from(nets.iter().any(|n| n.contains(ip))),
+        Endpoint::Address(ip) | Endpoint::Resolved(ip, _) => Tri::from(nets.iter().any(|n| n.contains(ip))),
         Endpoint::Pod(p) if !p.ips.is_empty() => Tri::from(p.ips.iter().any(|ip| nets.iter().any(|n| n.contains(ip)))),
         _ if whole => Tri::Yes,
         Endpoint::Pod(_) => Tri::Unknown("the pod's address is not known offline"),
@@ -502,7 +502,7 @@ fn selected(
             }
             scope.and(selector.map_or(Tri::Yes, |s| selects_pod(s, pod)))
         }
-        Endpoint::Address(_) | Endpoint::UnknownAddress | Endpoint::Name(_) => {
+        Endpoint::Address(_) | Endpoint::Resolved(..) | Endpoint::UnknownAddress | Endpoint::Name(_) => {
             let mut result = Tri::No;
             for set in &inventory.calico_network_sets {
                 let scope = match &set.namespace {
@@ -519,7 +519,9 @@ fn selected(
                     continue;
                 }
                 let contains = match endpoint {
-                    Endpoint::Address(ip) => Tri::from(set.nets.iter().any(|n| n.contains(ip))),
+                    Endpoint::Address(ip) | Endpoint::Resolved(ip, _) => {
+                        Tri::from(set.nets.iter().any(|n| n.contains(ip)))
+                    }
                     _ => Tri::Unknown("the address behind the name may be in a network set"),
                 };
                 result = result.or(picked.and(contains));

@@ -467,7 +467,9 @@ fn cidr_matches(rule: &CidrRule, peer: &Endpoint<'_>) -> Tri {
     match peer {
         // CIDR selectors do not select pods.
         Endpoint::Pod(_) => Tri::No,
-        Endpoint::Address(ip) => Tri::from(net.contains(ip) && !except.iter().any(|e| e.contains(ip))),
+        Endpoint::Address(ip) | Endpoint::Resolved(ip, _) => {
+            Tri::from(net.contains(ip) && !except.iter().any(|e| e.contains(ip)))
+        }
         Endpoint::Name(_) | Endpoint::UnknownAddress => {
             if net.prefix_len() == 0 && except.is_empty() {
                 Tri::Yes
@@ -480,12 +482,13 @@ fn cidr_matches(rule: &CidrRule, peer: &Endpoint<'_>) -> Tri {
 
 /// The entities of Cilium's policy language.
 fn entity_matches(entity: &str, peer: &Endpoint<'_>) -> Tri {
-    let external = matches!(peer, Endpoint::Address(_) | Endpoint::Name(_) | Endpoint::UnknownAddress);
+    let external =
+        matches!(peer, Endpoint::Address(_) | Endpoint::Resolved(..) | Endpoint::Name(_) | Endpoint::UnknownAddress);
     match entity {
         "all" => Tri::Yes,
         "world" => Tri::from(external),
         "world-ipv4" | "world-ipv6" => match peer {
-            Endpoint::Address(ip) => Tri::from(ip.is_ipv4() == (entity == "world-ipv4")),
+            Endpoint::Address(ip) | Endpoint::Resolved(ip, _) => Tri::from(ip.is_ipv4() == (entity == "world-ipv4")),
             Endpoint::Name(_) | Endpoint::UnknownAddress => {
                 Tri::Unknown("the destination's address family is not known offline")
             }
@@ -511,7 +514,9 @@ fn entity_matches(entity: &str, peer: &Endpoint<'_>) -> Tri {
 
 fn fqdn_matches(selector: &FqdnSelector, peer: &Endpoint<'_>, dns_visible: bool) -> Tri {
     match peer {
-        Endpoint::Name(name) => {
+        // An observed connection's address counts as the name the pod resolved to it: Cilium's
+        // DNS proxy saw that answer and allowed the address for the name's selectors.
+        Endpoint::Name(name) | Endpoint::Resolved(_, name) => {
             let matched = selector.match_name.as_deref().is_some_and(|n| fqdn_name_matches(n, name))
                 || selector.match_pattern.as_deref().is_some_and(|p| fqdn_pattern_matches(p, name));
             // Without the DNS proxy Cilium never learns the name's addresses.

@@ -256,7 +256,7 @@ pub fn peer_matches(peer: &Peer, action: Action, endpoint: &Endpoint<'_>) -> boo
         return networks.iter().any(|cidr| network_matches(cidr, endpoint));
     }
     if let Some(names) = domain_names {
-        return matches!(endpoint, Endpoint::Name(name) if names.iter().any(|n| domain_matches(n, name)));
+        return matches!(endpoint, Endpoint::Name(name) | Endpoint::Resolved(_, name) if names.iter().any(|n| domain_matches(n, name)));
     }
     if nodes.is_some() {
         // Node addresses are not in the input.
@@ -270,7 +270,7 @@ fn network_matches(cidr: &str, endpoint: &Endpoint<'_>) -> bool {
     let Ok(net) = parse_cidr(cidr) else { return false };
     let whole_family = net.prefix_len() == 0;
     match endpoint {
-        Endpoint::Address(ip) => net.contains(ip),
+        Endpoint::Address(ip) | Endpoint::Resolved(ip, _) => net.contains(ip),
         Endpoint::Pod(pod) if !pod.ips.is_empty() => pod.ips.iter().any(|ip| net.contains(ip)),
         // Without a known address only a whole address family certainly contains it.
         Endpoint::Pod(_) | Endpoint::UnknownAddress | Endpoint::Name(_) => whole_family,

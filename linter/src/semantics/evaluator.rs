@@ -73,6 +73,11 @@ pub enum Endpoint<'a> {
     UnknownAddress,
     /// An external destination known by its DNS name (its address is not known offline).
     Name(&'a str),
+    /// An external address the pod was given in a DNS answer for the name (an observed
+    /// connection): rules written with addresses match the address, rules written with names
+    /// match the name, as in the cluster, where name rules are enforced through the addresses
+    /// the pod's DNS answers gave.
+    Resolved(IpAddr, &'a str),
 }
 
 /// Destination port and protocol.
@@ -502,7 +507,7 @@ impl<'a> Evaluator<'a> {
                 }
             }
             // A generated policy's names: in the cluster, their addresses (`Policy::names`).
-            if let (Direction::Egress, Endpoint::Name(name)) = (direction, peer)
+            if let (Direction::Egress, Endpoint::Name(name) | Endpoint::Resolved(_, name)) = (direction, peer)
                 && policy.types.egress
             {
                 let written = policy.spec.egress.as_ref().map_or(0, Vec::len);
@@ -624,7 +629,7 @@ pub fn peer_matches(peer: &NetworkPolicyPeer, policy_namespace: &str, endpoint: 
     if let Some(block) = &peer.ip_block {
         let Ok(block) = ParsedIpBlock::parse(block) else { return false };
         return match endpoint {
-            Endpoint::Address(ip) => block.contains(*ip),
+            Endpoint::Address(ip) | Endpoint::Resolved(ip, _) => block.contains(*ip),
             // A pod matches by its known addresses; with none known, only a block that covers a
             // whole address family certainly contains it.
             Endpoint::Pod(pod) if !pod.ips.is_empty() => pod.ips.iter().any(|ip| block.contains(*ip)),

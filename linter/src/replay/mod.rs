@@ -1,0 +1,608 @@
+//! Replay: which observed connections a set of policies would deny, and the smallest change that
+//! allows each.
+//!
+//! Every edge of a [`TrafficLog`] is judged by the one evaluator ([`crate::semantics::Evaluator`],
+//! every layer the engine knows), as `trace` judges one connection. Its ends are the workloads of
+//! the manifests when they are there (so a relabel in the change under test counts), else the pod
+//! the recorder saw, with its recorded labels; an outside address the pod resolved from a DNS name
+//! is matched by address rules through the address and by name rules through the name
+//! ([`Endpoint::Resolved`]).
+//!
+//! Denied edges are grouped by what denies them (the direction and the deciding policy or
+//! policies), each group with the smallest change that allows its edges: one rule per peer added
+//! to one of the NetworkPolicies that isolate the pod (as an RFC 6902 patch, like `fix`'s), or an
+//! EgressIntent for a destination known by name (its addresses rotate; an `ipBlock` would rot).
+//! A denial decided by another layer (an Admin-tier or Cilium deny, a Calico tier) has no
+//! NetworkPolicy fix; the group says which rule to change.
+
+pub mod traffic;
+
+mod render;
+
+pub use render::{render_human, render_json, render_markdown, render_sarif};
+pub use traffic::{Bounds, Edge, Peer, TrafficError, TrafficLog};
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use json_patch::{AddOperation, Patch, PatchOperation};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::diff::{Location, Port};
+use crate::model::{ContainerPort, Inventory, Labels, NAMESPACE_NAME_LABEL, ObjectId, Policy, PolicyId, WorkloadId};
+use crate::project::Project;
+use crate::semantics::evaluator::Applicable;
+use crate::semantics::{Decided, Direction, DirectionVerdict, Endpoint, Evaluator, PodView, Traffic};
+use traffic::{AddressPeer, WorkloadPeer};
+
+/// The JSON schema version of [`Replay`].
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Pod labels that name one revision or one pod of a workload, left out of the selectors a fix
+/// writes (a rule written with them would stop matching at the next rollout).
+const PER_REVISION_LABELS: &[&str] = &[
+    "pod-template-hash",
+    "controller-revision-hash",
+    "pod-template-generation",
+    "statefulset.kubernetes.io/pod-name",
+    "apps.kubernetes.io/pod-index",
+    "job-name",
+    "controller-uid",
+    "batch.kubernetes.io/job-name",
+    "batch.kubernetes.io/controller-uid",
+    "batch.kubernetes.io/job-completion-index",
+];
+
+/// What replaying a traffic log against manifests found.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Replay {
+    pub version: u32,
+    /// Edges judged.
+    pub edges: usize,
+    /// Edges some group denies.
+    pub denied_edges: usize,
+    /// Connections (the edges' counts) those edges stand for.
+    pub denied_connections: u64,
+    /// Allowed edges whose verdict a rule the input cannot settle could turn around.
+    pub undecided_allowed: usize,
+    pub groups: Vec<DeniedGroup>,
+}
+
+/// Edges denied in one direction by the same policies.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeniedGroup {
+    pub direction: Direction,
+    /// The deciding layer: `isolation`, `admin`, `baseline`, `ciliumDeny` or `calico`.
+    pub decided_by: &'static str,
+    /// What denies, in words, with where it is written.
+    pub why: String,
+    pub at: Option<Location>,
+    /// The object findings about this group are anchored at (`lint --traffic`).
+    #[serde(skip)]
+    pub object: Option<ObjectId>,
+    pub edges: Vec<DeniedEdge>,
+    /// The sum of the edges' counts, and the last time one was seen.
+    pub connections: u64,
+    pub last_seen: Timestamp,
+    pub fix: Fix,
+}
+
+/// One denied edge.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeniedEdge {
+    pub source: String,
+    pub destination: String,
+    #[serde(flatten)]
+    pub port: Port,
+    pub count: u64,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    /// A rule the input cannot settle that could allow it after all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undecided: Option<String>,
+}
+
+/// The smallest change that allows a group's edges.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Fix {
+    /// Rules added to one NetworkPolicy (paths relative to it), and EgressIntents to apply
+    /// for destinations known by name.
+    Change {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        policy: Option<PolicyPatch>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        objects: Vec<Value>,
+    },
+    /// No NetworkPolicy rule can allow these edges: what decides them must change.
+    None { why: String },
+}
+
+/// A patch to one NetworkPolicy.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyPatch {
+    /// `namespace/name`.
+    pub policy: String,
+    pub at: Location,
+    pub patch: Patch,
+    #[serde(skip)]
+    pub id: PolicyId,
+}
+
+/// One end of an edge as the evaluator sees it, with what its view borrows.
+enum End {
+    Known(WorkloadId, Labels),
+    Recorded { namespace: String, labels: Labels, namespace_labels: Labels, ports: Vec<ContainerPort> },
+}
+
+/// The manifests' workloads by `namespace/Kind/name`.
+fn workload_index(inventory: &Inventory) -> BTreeMap<String, WorkloadId> {
+    (0..inventory.workloads.len())
+        .map(|i| {
+            let w = inventory.workload(WorkloadId(i));
+            (format!("{}/{}/{}", w.namespace, inventory.object(w.object).id.kind, w.name), WorkloadId(i))
+        })
+        .collect()
+}
+
+/// The namespace's labels: the manifests' Namespace object when there is one, else the
+/// recorded ones, always with the name label Kubernetes sets.
+fn namespace_labels(inventory: &Inventory, peer: &WorkloadPeer) -> Labels {
+    if let Some(ns) = inventory.namespace(&peer.namespace).filter(|ns| ns.object.is_some()) {
+        return ns.labels.clone();
+    }
+    let mut labels = peer.namespace_labels.clone().unwrap_or_default();
+    labels.insert(NAMESPACE_NAME_LABEL.to_owned(), peer.namespace.clone());
+    labels
+}
+
+impl End {
+    fn new(inventory: &Inventory, index: &BTreeMap<String, WorkloadId>, peer: &WorkloadPeer) -> End {
+        let namespace_labels = namespace_labels(inventory, peer);
+        match index.get(&peer.key()) {
+            Some(&id) => End::Known(id, namespace_labels),
+            None => End::Recorded {
+                namespace: peer.namespace.clone(),
+                labels: peer.labels.clone(),
+                namespace_labels,
+                ports: peer
+                    .ports
+                    .iter()
+                    .map(|p| ContainerPort { name: p.name.clone(), port: p.port, protocol: p.protocol })
+                    .collect(),
+            },
+        }
+    }
+
+    fn view<'a>(&'a self, eval: &Evaluator<'a>) -> PodView<'a> {
+        match self {
+            End::Known(id, ns) => PodView { namespace_labels: ns, ..eval.pod(*id) },
+            End::Recorded { namespace, labels, namespace_labels, ports } => PodView {
+                namespace,
+                labels,
+                namespace_labels,
+                ports,
+                ips: &[],
+                host_network: false,
+                workload: None,
+            },
+        }
+    }
+}
+
+/// Every workload end of the log, each once, with the policies that apply to it per direction.
+struct Ends<'p> {
+    ends: BTreeMap<String, End>,
+    eval: Evaluator<'p>,
+}
+
+impl<'p> Ends<'p> {
+    fn new(inventory: &'p Inventory, log: &TrafficLog) -> Ends<'p> {
+        let index = workload_index(inventory);
+        let mut ends = BTreeMap::new();
+        for e in &log.edges {
+            for p in [&e.source, &e.destination] {
+                if let Peer::Workload(w) = p {
+                    ends.entry(w.key()).or_insert_with(|| End::new(inventory, &index, w));
+                }
+            }
+        }
+        Ends { ends, eval: Evaluator::new(inventory) }
+    }
+}
+
+/// A verdict per direction, with the policies that applied.
+struct Judged {
+    egress: Option<DirectionVerdict>,
+    ingress: Option<DirectionVerdict>,
+}
+
+/// The policies that apply to each workload end, per direction, computed once.
+type ApplicableCache<'e> = BTreeMap<(&'e str, Direction), Applicable>;
+
+fn judge<'e>(ends: &'e Ends<'_>, cache: &mut ApplicableCache<'e>, edge: &'e Edge) -> Judged {
+    let traffic = Traffic { port: edge.port, protocol: edge.protocol };
+    let eval = &ends.eval;
+    let endpoint = |peer: &'e Peer| -> (Endpoint<'e>, Option<&'e str>) {
+        match peer {
+            Peer::Workload(w) => match ends.ends.get_key_value(&w.key()) {
+                Some((key, end)) => (Endpoint::Pod(end.view(eval)), Some(key.as_str())),
+                None => (Endpoint::UnknownAddress, None),
+            },
+            Peer::Address(AddressPeer { address, name: Some(name) }) => (Endpoint::Resolved(*address, name), None),
+            Peer::Address(AddressPeer { address, name: None }) => (Endpoint::Address(*address), None),
+        }
+    };
+    let (from, from_key) = endpoint(&edge.source);
+    let (to, to_key) = endpoint(&edge.destination);
+    let mut direction = |end: &Endpoint<'e>, key: Option<&'e str>, dir: Direction, peer: &Endpoint<'e>| {
+        let (Endpoint::Pod(pod), Some(key)) = (end, key) else { return None };
+        let applicable = cache.entry((key, dir)).or_insert_with(|| eval.applicable(pod, dir));
+        Some(eval.judge(pod, dir, applicable, peer, traffic))
+    };
+    let egress = direction(&from, from_key, Direction::Egress, &to);
+    let ingress = direction(&to, to_key, Direction::Ingress, &from);
+    Judged { egress, ingress }
+}
+
+/// Whether one edge is allowed, as `trace` would answer: the evaluator's verdict for it.
+pub fn allowed(project: &Project, log: &TrafficLog) -> Vec<bool> {
+    let ends = Ends::new(&project.inventory, log);
+    let mut cache = BTreeMap::new();
+    log.edges
+        .iter()
+        .map(|e| {
+            let j = judge(&ends, &mut cache, e);
+            j.egress.as_ref().is_none_or(DirectionVerdict::allowed) && j.ingress.as_ref().is_none_or(DirectionVerdict::allowed)
+        })
+        .collect()
+}
+
+/// Where a group's rules go: a NetworkPolicy of the manifests, or a new one selecting the
+/// isolated workload.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    Existing(PolicyId),
+    New { namespace: String, workload: String },
+}
+
+/// Rules gathered for one target: by peer (its JSON text), the peer and its ports.
+type Rules = BTreeMap<String, (Value, Vec<Port>)>;
+
+/// Everything a group's fix gathers.
+#[derive(Default)]
+struct Gathered {
+    rules: BTreeMap<Target, (Labels, Rules)>,
+    intents: Rules,
+}
+
+/// Replays the log's edges against the project's policies.
+pub fn replay(project: &Project, log: &TrafficLog) -> Replay {
+    let inv = &project.inventory;
+    let ends = Ends::new(inv, log);
+    let mut cache = BTreeMap::new();
+    let mut groups: BTreeMap<(Direction, String), (DeniedGroup, Gathered)> = BTreeMap::new();
+    let mut denied_edges = 0;
+    let mut denied_connections = 0u64;
+    let mut undecided_allowed = 0;
+    for edge in &log.edges {
+        let j = judge(&ends, &mut cache, edge);
+        let sides = [(Direction::Egress, &j.egress), (Direction::Ingress, &j.ingress)];
+        let denying: Vec<(Direction, &DirectionVerdict)> =
+            sides.iter().filter_map(|(d, v)| v.as_ref().filter(|v| !v.allowed()).map(|v| (*d, v))).collect();
+        let verdict = crate::semantics::PolicyVerdict {
+            allowed: denying.is_empty(),
+            egress: j.egress.clone(),
+            ingress: j.ingress.clone(),
+        };
+        let undecided = verdict.undecided().map(|u| u.why().to_owned());
+        if denying.is_empty() {
+            undecided_allowed += usize::from(undecided.is_some());
+            continue;
+        }
+        denied_edges += 1;
+        denied_connections = denied_connections.saturating_add(edge.count);
+        let port = Port { port: edge.port, protocol: edge.protocol };
+        for (direction, dv) in denying {
+            let (why, at) = crate::diff::why_direction(project, dv, direction.key());
+            let (group, gathered) = groups.entry((direction, why.clone())).or_insert_with(|| {
+                let group = DeniedGroup {
+                    direction,
+                    decided_by: decided_by(dv.decided()),
+                    why,
+                    at,
+                    object: deciding_object(inv, dv),
+                    edges: Vec::new(),
+                    connections: 0,
+                    last_seen: edge.last_seen,
+                    fix: no_fix(dv),
+                };
+                (group, Gathered::default())
+            });
+            group.connections = group.connections.saturating_add(edge.count);
+            group.last_seen = group.last_seen.max(edge.last_seen);
+            group.edges.push(DeniedEdge {
+                source: edge.source.label(),
+                destination: edge.destination.label(),
+                port,
+                count: edge.count,
+                first_seen: edge.first_seen,
+                last_seen: edge.last_seen,
+                undecided: undecided.clone(),
+            });
+            gather(&ends, dv, direction, edge, port, gathered);
+        }
+    }
+    let mut out: Vec<DeniedGroup> = Vec::new();
+    for (_, (mut group, gathered)) in groups {
+        if let Some(fix) = fix_of(project, group.direction, gathered) {
+            group.fix = fix;
+        }
+        group.edges.sort_by(|a, b| (&a.source, &a.destination, a.port).cmp(&(&b.source, &b.destination, b.port)));
+        out.push(group);
+    }
+    // Most traffic first: what a rollout would break most.
+    out.sort_by(|a, b| b.connections.cmp(&a.connections).then_with(|| a.why.cmp(&b.why)));
+    Replay { version: SCHEMA_VERSION, edges: log.edges.len(), denied_edges, denied_connections, undecided_allowed, groups: out }
+}
+
+/// Adds what allows one denied edge in one direction to its group's fix: for a name, an
+/// EgressIntent; else a rule, in the target policy.
+fn gather(ends: &Ends<'_>, dv: &DirectionVerdict, direction: Direction, edge: &Edge, port: Port, into: &mut Gathered) {
+    if dv.decided() != Decided::Isolation || dv.isolated_by.is_empty() {
+        return;
+    }
+    let (subject, other) = match direction {
+        Direction::Egress => (&edge.source, &edge.destination),
+        Direction::Ingress => (&edge.destination, &edge.source),
+    };
+    let Peer::Workload(subject) = subject else { return };
+    let labels = source_labels(ends, subject);
+    // A selector without labels would name every pod of the namespace: no such rule is written.
+    let unnamed = |peer: &Peer| matches!(peer, Peer::Workload(w) if source_labels(ends, w).is_empty());
+    if labels.is_empty() || unnamed(other) {
+        return;
+    }
+    if let (Direction::Egress, Peer::Address(AddressPeer { name: Some(name), .. })) = (direction, other) {
+        let intent = intent_for(subject, &labels, name);
+        let key = format!("{}/{}", subject.namespace, intent["metadata"]["name"]);
+        push_port(into.intents.entry(key).or_insert_with(|| (intent, Vec::new())), port);
+        return;
+    }
+    let target = match target_policy(ends.eval.inventory, dv, direction) {
+        Some(id) => Target::Existing(id),
+        None => Target::New { namespace: subject.namespace.clone(), workload: subject.workload.clone() },
+    };
+    let value = peer_value(ends, &subject.namespace, other);
+    let (_, rules) = into.rules.entry(target).or_insert_with(|| (labels, Rules::new()));
+    push_port(rules.entry(value.to_string()).or_insert_with(|| (value, Vec::new())), port);
+}
+
+/// A group's fix from what its edges gathered (`None`: keep the group's explanation).
+fn fix_of(project: &Project, direction: Direction, gathered: Gathered) -> Option<Fix> {
+    let inv = &project.inventory;
+    let mut policy = None;
+    let mut objects = Vec::new();
+    for (target, (labels, rules)) in gathered.rules {
+        match target {
+            Target::Existing(id) => {
+                let p = inv.policy(id);
+                let (file, line) = project.place(p.object, "");
+                policy = Some(PolicyPatch {
+                    policy: format!("{}/{}", p.namespace, p.name),
+                    at: Location { file, line },
+                    patch: rule_patch(p, direction, rules.into_values()),
+                    id,
+                });
+            }
+            Target::New { namespace, workload } => {
+                objects.push(new_policy(&namespace, &workload, &labels, direction, rules.into_values()));
+            }
+        }
+    }
+    for (mut intent, ports) in gathered.intents.into_values() {
+        intent["spec"]["egress"][0]["ports"] = ports_value(&ports);
+        objects.push(intent);
+    }
+    (policy.is_some() || !objects.is_empty()).then_some(Fix::Change { policy, objects })
+}
+
+fn push_port(entry: &mut (Value, Vec<Port>), port: Port) {
+    if !entry.1.contains(&port) {
+        entry.1.push(port);
+        entry.1.sort();
+    }
+}
+
+fn decided_by(d: Decided) -> &'static str {
+    match d {
+        Decided::Admin(_) => "admin",
+        Decided::CiliumDeny(_) => "ciliumDeny",
+        Decided::Isolation => "isolation",
+        Decided::Baseline(_) => "baseline",
+        Decided::Calico(_) => "calico",
+        Decided::Default => "default",
+    }
+}
+
+/// The object the denial is written in.
+fn deciding_object(inv: &Inventory, d: &DirectionVerdict) -> Option<ObjectId> {
+    match d.decided() {
+        Decided::Admin(t) | Decided::Baseline(t) => Some(inv.cluster_policy(t.policy).object),
+        Decided::CiliumDeny(r) => Some(inv.cilium_rule(r.rule).object),
+        Decided::Calico(i) => d.calico.tiers.get(i).and_then(|t| match t.outcome {
+            crate::semantics::calico::TierOutcome::Rule(r, _) => Some(inv.calico_policy(r.policy).object),
+            crate::semantics::calico::TierOutcome::EndOfTier { policy, .. } => Some(inv.calico_policy(policy).object),
+            crate::semantics::calico::TierOutcome::NetworkPolicy(r) => Some(inv.policy(r.policy).object),
+        }),
+        Decided::Isolation => match d.isolated_by.first() {
+            Some(p) => Some(inv.policy(*p).object),
+            None => d.cilium.isolated_by.first().map(|r| inv.cilium_rule(*r).object),
+        },
+        Decided::Default => None,
+    }
+}
+
+/// Why no NetworkPolicy rule can allow a denial, or a placeholder the edges fill in.
+fn no_fix(d: &DirectionVerdict) -> Fix {
+    let why = match d.decided() {
+        Decided::Admin(_) => "an Admin-tier ClusterNetworkPolicy decides before any NetworkPolicy: change its rule",
+        Decided::CiliumDeny(_) => "a Cilium deny rule wins over every allow: change the deny rule",
+        Decided::Baseline(_) => {
+            "a Baseline-tier rule denies: a NetworkPolicy that selects the pod and allows the edge overrides it"
+        }
+        Decided::Calico(_) => "a Calico tier decides: change its rule or its tier's default action",
+        Decided::Isolation if d.isolated_by.is_empty() => {
+            "only a Cilium policy isolates the pod: add the rule to it (portcullis writes NetworkPolicy rules)"
+        }
+        Decided::Isolation => {
+            "the pods have no labels a selector could name (only per-revision ones): label the workload, then allow it"
+        }
+        Decided::Default => "nothing denies",
+    };
+    Fix::None { why: why.to_owned() }
+}
+
+/// The NetworkPolicy a rule is added to: one written in the manifests (not generated) that
+/// isolates the pod and whose `podSelector` names pods (a rule added to a namespace-wide
+/// policy would allow the edge for every pod of the namespace), preferring one that already
+/// has rules in the direction, then by name. `None`: a new policy for the workload.
+fn target_policy(inv: &Inventory, d: &DirectionVerdict, direction: Direction) -> Option<PolicyId> {
+    d.isolated_by
+        .iter()
+        .copied()
+        .filter(|p| {
+            let policy = inv.policy(*p);
+            let selects_all = policy.spec.pod_selector.as_ref().is_none_or(|s| {
+                s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+                    && s.match_expressions.as_ref().is_none_or(|m| m.is_empty())
+            });
+            !policy.generated && !selects_all
+        })
+        .min_by_key(|p| {
+            let policy = inv.policy(*p);
+            let rules = match direction {
+                Direction::Egress => policy.spec.egress.as_ref().is_some_and(|r| !r.is_empty()),
+                Direction::Ingress => policy.spec.ingress.as_ref().is_some_and(|r| !r.is_empty()),
+            };
+            (!rules, policy.namespace.clone(), policy.name.clone())
+        })
+}
+
+/// The labels a selector for a recorded or known workload uses: its pod labels without the
+/// per-revision ones.
+fn source_labels(ends: &Ends<'_>, peer: &WorkloadPeer) -> Labels {
+    let labels = match ends.ends.get(&peer.key()) {
+        Some(End::Known(id, _)) => ends.eval.inventory.workload(*id).labels.clone(),
+        Some(End::Recorded { labels, .. }) => labels.clone(),
+        None => peer.labels.clone(),
+    };
+    labels.into_iter().filter(|(k, _)| !PER_REVISION_LABELS.contains(&k.as_str())).collect()
+}
+
+/// A NetworkPolicy peer that admits exactly the edge's other end (from a policy of
+/// `policy_namespace`).
+fn peer_value(ends: &Ends<'_>, policy_namespace: &str, peer: &Peer) -> Value {
+    match peer {
+        Peer::Address(AddressPeer { address, .. }) => {
+            let bits = if address.is_ipv4() { 32 } else { 128 };
+            json!({"ipBlock": {"cidr": format!("{address}/{bits}")}})
+        }
+        Peer::Workload(w) => {
+            let labels = source_labels(ends, w);
+            let mut value = json!({"podSelector": {"matchLabels": labels}});
+            if w.namespace != policy_namespace {
+                value["namespaceSelector"] = json!({"matchLabels": {NAMESPACE_NAME_LABEL: w.namespace}});
+            }
+            value
+        }
+    }
+}
+
+fn ports_value(ports: &[Port]) -> Value {
+    Value::Array(ports.iter().map(|p| json!({"port": p.port, "protocol": p.protocol.as_str()})).collect())
+}
+
+/// One rule per peer, with its ports.
+fn rule_values(direction: Direction, added: impl Iterator<Item = (Value, Vec<Port>)>) -> Vec<Value> {
+    let peer_key = match direction {
+        Direction::Egress => "to",
+        Direction::Ingress => "from",
+    };
+    added.map(|(peer, ports)| json!({peer_key: [peer], "ports": ports_value(&ports)})).collect()
+}
+
+/// A NetworkPolicy selecting the workload's pods with the rules.
+fn new_policy(
+    namespace: &str,
+    workload: &str,
+    labels: &Labels,
+    direction: Direction,
+    added: impl Iterator<Item = (Value, Vec<Port>)>,
+) -> Value {
+    let (_, name) = workload.split_once('/').unwrap_or(("", workload));
+    let mut policy_name = format!("allow-observed-{}-{name}", direction.key());
+    policy_name.truncate(253);
+    let types = match direction {
+        Direction::Egress => "Egress",
+        Direction::Ingress => "Ingress",
+    };
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": policy_name.trim_end_matches(['-', '.']),
+            "namespace": namespace,
+            "annotations": {crate::fix::GENERATED_ANNOTATION: format!("{} traffic observed for {workload}, written by portcullis replay", direction.key())},
+        },
+        "spec": {
+            "podSelector": {"matchLabels": labels},
+            "policyTypes": [types],
+            direction.key(): rule_values(direction, added),
+        },
+    })
+}
+
+/// The patch appending one rule per peer to the policy's rules of `direction`.
+fn rule_patch(policy: &Policy, direction: Direction, added: impl Iterator<Item = (Value, Vec<Port>)>) -> Patch {
+    let rules = rule_values(direction, added);
+    let existing = match direction {
+        Direction::Egress => policy.spec.egress.is_some(),
+        Direction::Ingress => policy.spec.ingress.is_some(),
+    };
+    let key = direction.key();
+    let ops = if existing {
+        rules.into_iter().map(|r| add(&format!("/spec/{key}/-"), r)).collect()
+    } else {
+        vec![add(&format!("/spec/{key}"), Value::Array(rules))]
+    };
+    Patch(ops)
+}
+
+fn add(path: &str, value: Value) -> PatchOperation {
+    // Paths here are built from constants, so they are always valid pointers.
+    PatchOperation::Add(AddOperation { path: path.parse().unwrap_or_default(), value })
+}
+
+/// An EgressIntent letting the source's pods reach the name (ports filled in by the caller).
+fn intent_for(source: &WorkloadPeer, labels: &Labels, name: &str) -> Value {
+    let (_, workload) = source.kind_and_name();
+    let mut intent_name: String =
+        format!("{workload}-{name}").chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    intent_name.truncate(253);
+    let intent_name = intent_name.trim_matches('-').to_owned();
+    json!({
+        "apiVersion": crate::egress::API_VERSION,
+        "kind": "EgressIntent",
+        "metadata": {"name": intent_name, "namespace": source.namespace},
+        "spec": {
+            "podSelector": {"matchLabels": labels},
+            "egress": [{"fqdn": name, "ports": []}],
+        },
+    })
+}
