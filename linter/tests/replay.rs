@@ -253,7 +253,7 @@ fn replay_agrees_with_trace_edge_by_edge() {
             let to = match rng.below(3) {
                 0 => To::Pod(*rng.pick(&ids)),
                 1 => To::Address(*rng.pick(&addresses)),
-                _ => To::Resolved(*rng.pick(&addresses), *rng.pick(&names)),
+                _ => To::Resolved(*rng.pick(&addresses), names[rng.below(names.len())]),
             };
             let destination = match to {
                 To::Pod(id) => workload_peer(project, id, rng.chance(50)),

@@ -75,11 +75,8 @@ pub fn read_traffic(args: &TrafficArgs, io: &mut Io<'_>) -> anyhow::Result<Optio
             .into_bytes()
     } else {
         let limits = crate::load::Limits { max_file_bytes: bounds.max_bytes as u64 };
-        let input = if source == "-" {
-            crate::load::fs::Input::Stdin
-        } else {
-            crate::load::fs::Input::Path(source.into())
-        };
+        let input =
+            if source == "-" { crate::load::fs::Input::Stdin } else { crate::load::fs::Input::Path(source.into()) };
         match crate::load::fs::read_inputs(&[input], limits, io.stdin)?.pop().map(|f| f.content) {
             Some(Ok(text)) => text.into_bytes(),
             Some(Err((_, message))) => anyhow::bail!("cannot read {source}: {message}"),
@@ -104,7 +101,11 @@ pub fn run(args: &ReplayArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     let project = Project::new(&args.load.namespace);
     let project = load_project(project, &args.paths, &[], &args.load, &config, io.stdin, io.stdin_tty)?;
     if project.inventory.objects.is_empty() && project.load_problems.is_empty() {
-        writeln!(io.stderr, "portcullis: error: no Kubernetes objects in {}; nothing to replay against", args.paths.join(" "))?;
+        writeln!(
+            io.stderr,
+            "portcullis: error: no Kubernetes objects in {}; nothing to replay against",
+            args.paths.join(" ")
+        )?;
         return Ok(EXIT_ERROR);
     }
     let Some(log) = read_traffic(&args.traffic, io)? else { return Ok(EXIT_ERROR) };

@@ -182,15 +182,9 @@ impl End {
     fn view<'a>(&'a self, eval: &Evaluator<'a>) -> PodView<'a> {
         match self {
             End::Known(id, ns) => PodView { namespace_labels: ns, ..eval.pod(*id) },
-            End::Recorded { namespace, labels, namespace_labels, ports } => PodView {
-                namespace,
-                labels,
-                namespace_labels,
-                ports,
-                ips: &[],
-                host_network: false,
-                workload: None,
-            },
+            End::Recorded { namespace, labels, namespace_labels, ports } => {
+                PodView { namespace, labels, namespace_labels, ports, ips: &[], host_network: false, workload: None }
+            }
         }
     }
 }
@@ -258,7 +252,8 @@ pub fn allowed(project: &Project, log: &TrafficLog) -> Vec<bool> {
         .iter()
         .map(|e| {
             let j = judge(&ends, &mut cache, e);
-            j.egress.as_ref().is_none_or(DirectionVerdict::allowed) && j.ingress.as_ref().is_none_or(DirectionVerdict::allowed)
+            j.egress.as_ref().is_none_or(DirectionVerdict::allowed)
+                && j.ingress.as_ref().is_none_or(DirectionVerdict::allowed)
         })
         .collect()
 }
@@ -348,7 +343,14 @@ pub fn replay(project: &Project, log: &TrafficLog) -> Replay {
     }
     // Most traffic first: what a rollout would break most.
     out.sort_by(|a, b| b.connections.cmp(&a.connections).then_with(|| a.why.cmp(&b.why)));
-    Replay { version: SCHEMA_VERSION, edges: log.edges.len(), denied_edges, denied_connections, undecided_allowed, groups: out }
+    Replay {
+        version: SCHEMA_VERSION,
+        edges: log.edges.len(),
+        denied_edges,
+        denied_connections,
+        undecided_allowed,
+        groups: out,
+    }
 }
 
 /// Adds what allows one denied edge in one direction to its group's fix: for a name, an
@@ -435,10 +437,10 @@ fn deciding_object(inv: &Inventory, d: &DirectionVerdict) -> Option<ObjectId> {
     match d.decided() {
         Decided::Admin(t) | Decided::Baseline(t) => Some(inv.cluster_policy(t.policy).object),
         Decided::CiliumDeny(r) => Some(inv.cilium_rule(r.rule).object),
-        Decided::Calico(i) => d.calico.tiers.get(i).and_then(|t| match t.outcome {
-            crate::semantics::calico::TierOutcome::Rule(r, _) => Some(inv.calico_policy(r.policy).object),
-            crate::semantics::calico::TierOutcome::EndOfTier { policy, .. } => Some(inv.calico_policy(policy).object),
-            crate::semantics::calico::TierOutcome::NetworkPolicy(r) => Some(inv.policy(r.policy).object),
+        Decided::Calico(i) => d.calico.tiers.get(i).map(|t| match t.outcome {
+            crate::semantics::calico::TierOutcome::Rule(r, _) => inv.calico_policy(r.policy).object,
+            crate::semantics::calico::TierOutcome::EndOfTier { policy, .. } => inv.calico_policy(policy).object,
+            crate::semantics::calico::TierOutcome::NetworkPolicy(r) => inv.policy(r.policy).object,
         }),
         Decided::Isolation => match d.isolated_by.first() {
             Some(p) => Some(inv.policy(*p).object),

@@ -251,7 +251,10 @@ fn edge(index: usize, raw: RawEdge, bounds: Bounds) -> Result<Edge, TrafficError
         return Err(fail("count", "an edge was seen at least once".to_owned()));
     }
     if raw.hours.len() > bounds.max_hours {
-        return Err(fail("hours", format!("{} hourly counts, over the limit of {}", raw.hours.len(), bounds.max_hours)));
+        return Err(fail(
+            "hours",
+            format!("{} hourly counts, over the limit of {}", raw.hours.len(), bounds.max_hours),
+        ));
     }
     for (k, h) in raw.hours.iter().enumerate() {
         if h.count == 0 {
@@ -312,7 +315,9 @@ fn peer(raw: RawPeer, destination: bool, bounds: Bounds) -> Result<Peer, FieldEr
             let (kind, name) = workload
                 .split_once('/')
                 .filter(|(k, n)| is_kind(k) && !n.is_empty() && n.len() <= 253 && is_dns_subdomain(n))
-                .ok_or_else(|| ("workload", format!("{:?}: expected Kind/name, as Deployment/payments", clip(&workload))))?;
+                .ok_or_else(|| {
+                    ("workload", format!("{:?}: expected Kind/name, as Deployment/payments", clip(&workload)))
+                })?;
             let labels = raw.labels.unwrap_or_default();
             check_labels(&labels, bounds).map_err(|m| ("labels", m))?;
             if let Some(ns) = &raw.namespace_labels {
