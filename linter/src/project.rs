@@ -165,7 +165,14 @@ impl Project {
 
     /// Runs the rules; returns findings located in reported files only.
     pub fn lint(&self, config: &Config) -> Vec<Finding> {
-        let cx = Context::new(&self.inventory, config, &self.load_problems);
+        self.lint_with_traffic(config, None)
+    }
+
+    /// [`Project::lint`], with observed traffic replayed against the input
+    /// ([`crate::replay::replay`]) for the rule that reports what it would deny.
+    pub fn lint_with_traffic(&self, config: &Config, traffic: Option<&crate::replay::Replay>) -> Vec<Finding> {
+        let mut cx = Context::new(&self.inventory, config, &self.load_problems);
+        cx.traffic = traffic;
         let mut findings = rules::run_on(&cx, self.threads);
         findings.retain(|f| self.sources.get(f.anchor.source()).is_some_and(|s| s.reported));
         findings

@@ -1,5 +1,6 @@
 //! Every rule's fixtures: `testcases/rules/<CODE>/<case>/input.yaml`, with an optional
-//! `portcullis.yaml`, and the rule's findings snapshotted beside them in `findings.snap`.
+//! `portcullis.yaml` and `traffic.json` (observed traffic, for PC024), and the rule's findings
+//! snapshotted beside them in `findings.snap`.
 //! Cases named `ok-*` must produce no finding of their rule; all others at least one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
@@ -40,8 +41,14 @@ fn every_rule_fixture_matches_its_snapshot() {
             };
             let mut project = common::project_from(&dir, &[dir.join("input.yaml")]);
             project.expand_intents(&config.dns);
+            // Observed traffic, when the case has it (PC024), replayed as `lint --traffic` does.
+            let replayed = std::fs::read(dir.join("traffic.json")).ok().map(|bytes| {
+                let log = portcullis_linter::replay::traffic::parse(&bytes, Default::default()).unwrap();
+                portcullis_linter::replay::replay(&project, &log)
+            });
+            let findings = project.lint_with_traffic(&config, replayed.as_ref());
             let diagnostics: Vec<_> =
-                common::lint(&project, &config).into_iter().filter(|d| d.code == meta.code).collect();
+                project.diagnostics(&findings).into_iter().filter(|d| d.code == meta.code).collect();
             let expect_none = case.starts_with("ok-");
             if expect_none != diagnostics.is_empty() {
                 failures.push(format!(

@@ -22,6 +22,9 @@ pub struct LintArgs {
     /// step must not turn CI green)
     #[arg(long)]
     pub allow_empty: bool,
+    /// Observed traffic replayed against the input: what it would deny is reported as PC024
+    #[command(flatten)]
+    pub traffic: super::replay::TrafficArgs,
     #[command(flatten)]
     pub load: LoadArgs,
 }
@@ -46,7 +49,9 @@ pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
         )?;
         return Ok(EXIT_ERROR);
     }
-    let findings = project.lint(&config);
+    let traffic = super::replay::read_traffic(&args.traffic, io)?;
+    let replayed = traffic.as_ref().map(|log| crate::replay::replay(&project, log));
+    let findings = project.lint_with_traffic(&config, replayed.as_ref());
     let diagnostics = project.diagnostics(&findings);
     let summary = project.summary(&diagnostics);
     let format = OutputFormat::parse(&args.format).unwrap_or(OutputFormat::Human);

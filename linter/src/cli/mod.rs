@@ -9,7 +9,7 @@ mod map;
 mod matrix;
 mod output;
 mod render;
-mod replay;
+pub(crate) mod replay;
 mod resolve;
 mod rules;
 mod trace;

@@ -37,6 +37,7 @@ mod invalid_manifest;
 mod invalid_port;
 mod missing_default_deny_egress;
 mod missing_default_deny_ingress;
+mod observed_traffic_denied;
 mod peer_and_or_confusion;
 mod same_priority_overlap;
 mod selector_matches_nothing;
@@ -127,6 +128,8 @@ pub struct Context<'a> {
     pub eval: Evaluator<'a>,
     pub dns: DnsTarget,
     pub load_problems: &'a [LoadProblem],
+    /// Observed traffic replayed against the input (`lint --traffic`), for PC024.
+    pub traffic: Option<&'a crate::replay::Replay>,
     /// DNS reachability per workload, computed once for the rules that need it (PC003, PC004).
     dns_reach: std::sync::OnceLock<Vec<Option<DnsReach>>>,
     /// The cluster-wide policies that can select each namespace's pods, computed once.
@@ -143,6 +146,7 @@ impl<'a> Context<'a> {
             eval,
             dns,
             load_problems,
+            traffic: None,
             dns_reach: std::sync::OnceLock::new(),
             candidates: std::sync::OnceLock::new(),
         }

@@ -10,9 +10,9 @@ use super::{
     host_network_bypass::HostNetworkBypass, ignored_rules::IgnoredRules, ingress_allow_all::IngressAllowAll,
     invalid_egress_intent::InvalidEgressIntent, invalid_ip_block::InvalidIpBlock, invalid_manifest::InvalidManifest,
     invalid_port::InvalidPort, missing_default_deny_egress::MissingDefaultDenyEgress,
-    missing_default_deny_ingress::MissingDefaultDenyIngress, peer_and_or_confusion::PeerAndOrConfusion,
-    same_priority_overlap::SamePriorityOverlap, selector_matches_nothing::SelectorMatchesNothing,
-    unknown_named_port::UnknownNamedPort,
+    missing_default_deny_ingress::MissingDefaultDenyIngress, observed_traffic_denied::ObservedTrafficDenied,
+    peer_and_or_confusion::PeerAndOrConfusion, same_priority_overlap::SamePriorityOverlap,
+    selector_matches_nothing::SelectorMatchesNothing, unknown_named_port::UnknownNamedPort,
 };
 
 /// Every rule, in code order.
@@ -41,6 +41,7 @@ pub static RULES: &[&dyn Rule] = &[
     &AllowShadowedByDeny,
     &AdminAcceptOverridesDefaultDeny,
     &SamePriorityOverlap,
+    &ObservedTrafficDenied,
 ];
 
 /// Metadata of every rule, in code order.
