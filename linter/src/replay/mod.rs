@@ -189,73 +189,94 @@ impl End {
     }
 }
 
-/// Every workload end of the log, each once, with the policies that apply to it per direction.
+/// Every workload end of the log, each once, and each edge's ends by index.
 struct Ends<'p> {
-    ends: BTreeMap<String, End>,
+    ends: Vec<End>,
+    /// Per end, by `namespace/Kind/name`.
+    index: BTreeMap<String, usize>,
+    /// Per edge: its source's and destination's end, when a workload.
+    edges: Vec<[Option<usize>; 2]>,
     eval: Evaluator<'p>,
 }
 
 impl<'p> Ends<'p> {
     fn new(inventory: &'p Inventory, log: &TrafficLog) -> Ends<'p> {
-        let index = workload_index(inventory);
-        let mut ends = BTreeMap::new();
-        for e in &log.edges {
-            for p in [&e.source, &e.destination] {
-                if let Peer::Workload(w) = p {
-                    ends.entry(w.key()).or_insert_with(|| End::new(inventory, &index, w));
-                }
+        let workloads = workload_index(inventory);
+        let mut ends = Vec::new();
+        let mut index: BTreeMap<String, usize> = BTreeMap::new();
+        let mut end = |p: &Peer| {
+            let Peer::Workload(w) = p else { return None };
+            let next = ends.len();
+            let i = *index.entry(w.key()).or_insert(next);
+            if i == next {
+                ends.push(End::new(inventory, &workloads, w));
             }
-        }
-        Ends { ends, eval: Evaluator::new(inventory) }
+            Some(i)
+        };
+        let edges = log.edges.iter().map(|e| [end(&e.source), end(&e.destination)]).collect();
+        Ends { ends, index, edges, eval: Evaluator::new(inventory) }
+    }
+
+    fn get(&self, peer: &WorkloadPeer) -> Option<&End> {
+        self.index.get(&peer.key()).and_then(|&i| self.ends.get(i))
     }
 }
 
-/// A verdict per direction, with the policies that applied.
-struct Judged {
-    egress: Option<DirectionVerdict>,
-    ingress: Option<DirectionVerdict>,
-}
+/// The policies that apply to each end, per direction (egress, ingress), computed once.
+type ApplicableCache = Vec<[Option<Applicable>; 2]>;
 
-/// The policies that apply to each workload end, per direction, computed once.
-type ApplicableCache<'e> = BTreeMap<(&'e str, Direction), Applicable>;
-
-fn judge<'e>(ends: &'e Ends<'_>, cache: &mut ApplicableCache<'e>, edge: &'e Edge) -> Judged {
+/// The verdict of edge `i`, each direction judged with the policies that apply to its pod.
+fn judge<'a>(
+    ends: &'a Ends<'_>,
+    cache: &mut ApplicableCache,
+    i: usize,
+    edge: &'a Edge,
+) -> crate::semantics::PolicyVerdict {
     let traffic = Traffic { port: edge.port, protocol: edge.protocol };
     let eval = &ends.eval;
-    let endpoint = |peer: &'e Peer| -> (Endpoint<'e>, Option<&'e str>) {
-        match peer {
-            Peer::Workload(w) => match ends.ends.get_key_value(&w.key()) {
-                Some((key, end)) => (Endpoint::Pod(end.view(eval)), Some(key.as_str())),
-                None => (Endpoint::UnknownAddress, None),
-            },
-            Peer::Address(AddressPeer { address, name: Some(name) }) => (Endpoint::Resolved(*address, name), None),
-            Peer::Address(AddressPeer { address, name: None }) => (Endpoint::Address(*address), None),
+    let [from_end, to_end] = ends.edges.get(i).copied().unwrap_or_default();
+    let endpoint = |peer: &'a Peer, end: Option<usize>| -> Endpoint<'a> {
+        match (peer, end.and_then(|e| ends.ends.get(e))) {
+            (Peer::Workload(_), Some(end)) => Endpoint::Pod(end.view(eval)),
+            (Peer::Workload(_), None) => Endpoint::UnknownAddress,
+            (Peer::Address(AddressPeer { address, name: Some(name) }), _) => Endpoint::Resolved(*address, name),
+            (Peer::Address(AddressPeer { address, name: None }), _) => Endpoint::Address(*address),
         }
     };
-    let (from, from_key) = endpoint(&edge.source);
-    let (to, to_key) = endpoint(&edge.destination);
-    let mut direction = |end: &Endpoint<'e>, key: Option<&'e str>, dir: Direction, peer: &Endpoint<'e>| {
-        let (Endpoint::Pod(pod), Some(key)) = (end, key) else { return None };
-        let applicable = cache.entry((key, dir)).or_insert_with(|| eval.applicable(pod, dir));
+    let from = endpoint(&edge.source, from_end);
+    let to = endpoint(&edge.destination, to_end);
+    if cache.len() < ends.ends.len() {
+        cache.resize_with(ends.ends.len(), Default::default);
+    }
+    let mut direction = |end: &Endpoint<'_>, index: Option<usize>, dir: Direction, peer: &Endpoint<'_>| {
+        let (Endpoint::Pod(pod), Some(index)) = (end, index) else { return None };
+        let slot = &mut cache.get_mut(index)?[usize::from(dir == Direction::Ingress)];
+        let applicable = slot.get_or_insert_with(|| eval.applicable(pod, dir));
         Some(eval.judge(pod, dir, applicable, peer, traffic))
     };
-    let egress = direction(&from, from_key, Direction::Egress, &to);
-    let ingress = direction(&to, to_key, Direction::Ingress, &from);
-    Judged { egress, ingress }
+    let egress = direction(&from, from_end, Direction::Egress, &to);
+    let ingress = direction(&to, to_end, Direction::Ingress, &from);
+    let allowed =
+        egress.as_ref().is_none_or(DirectionVerdict::allowed) && ingress.as_ref().is_none_or(DirectionVerdict::allowed);
+    crate::semantics::PolicyVerdict { allowed, egress, ingress }
 }
 
-/// Whether one edge is allowed, as `trace` would answer: the evaluator's verdict for it.
+/// Whether each edge is allowed, as `trace` would answer: the evaluator's verdict for it.
 pub fn allowed(project: &Project, log: &TrafficLog) -> Vec<bool> {
     let ends = Ends::new(&project.inventory, log);
-    let mut cache = BTreeMap::new();
-    log.edges
-        .iter()
-        .map(|e| {
-            let j = judge(&ends, &mut cache, e);
-            j.egress.as_ref().is_none_or(DirectionVerdict::allowed)
-                && j.ingress.as_ref().is_none_or(DirectionVerdict::allowed)
-        })
-        .collect()
+    let mut cache = ApplicableCache::new();
+    log.edges.iter().enumerate().map(|(i, e)| judge(&ends, &mut cache, i, e).allowed).collect()
+}
+
+/// What groups denials: the direction and everything [`crate::diff::why_direction`] reads of a
+/// denying verdict (so the text is built once per group, not per edge).
+fn group_key(direction: Direction, dv: &DirectionVerdict) -> (Direction, String) {
+    let decided = dv.decided();
+    let calico = match decided {
+        Decided::Calico(i) => dv.calico.tiers.get(i).map(|t| t.outcome),
+        _ => None,
+    };
+    (direction, format!("{decided:?}|{:?}|{calico:?}", dv.isolated_by))
 }
 
 /// Where a group's rules go: a NetworkPolicy of the manifests, or a new one selecting the
@@ -280,21 +301,16 @@ struct Gathered {
 pub fn replay(project: &Project, log: &TrafficLog) -> Replay {
     let inv = &project.inventory;
     let ends = Ends::new(inv, log);
-    let mut cache = BTreeMap::new();
+    let mut cache = ApplicableCache::new();
     let mut groups: BTreeMap<(Direction, String), (DeniedGroup, Gathered)> = BTreeMap::new();
     let mut denied_edges = 0;
     let mut denied_connections = 0u64;
     let mut undecided_allowed = 0;
-    for edge in &log.edges {
-        let j = judge(&ends, &mut cache, edge);
-        let sides = [(Direction::Egress, &j.egress), (Direction::Ingress, &j.ingress)];
+    for (i, edge) in log.edges.iter().enumerate() {
+        let verdict = judge(&ends, &mut cache, i, edge);
+        let sides = [(Direction::Egress, &verdict.egress), (Direction::Ingress, &verdict.ingress)];
         let denying: Vec<(Direction, &DirectionVerdict)> =
             sides.iter().filter_map(|(d, v)| v.as_ref().filter(|v| !v.allowed()).map(|v| (*d, v))).collect();
-        let verdict = crate::semantics::PolicyVerdict {
-            allowed: denying.is_empty(),
-            egress: j.egress.clone(),
-            ingress: j.ingress.clone(),
-        };
         let undecided = verdict.undecided().map(|u| u.why().to_owned());
         if denying.is_empty() {
             undecided_allowed += usize::from(undecided.is_some());
@@ -304,8 +320,8 @@ pub fn replay(project: &Project, log: &TrafficLog) -> Replay {
         denied_connections = denied_connections.saturating_add(edge.count);
         let port = Port { port: edge.port, protocol: edge.protocol };
         for (direction, dv) in denying {
-            let (why, at) = crate::diff::why_direction(project, dv, direction.key());
-            let (group, gathered) = groups.entry((direction, why.clone())).or_insert_with(|| {
+            let (group, gathered) = groups.entry(group_key(direction, dv)).or_insert_with(|| {
+                let (why, at) = crate::diff::why_direction(project, dv, direction.key());
                 let group = DeniedGroup {
                     direction,
                     decided_by: decided_by(dv.decided()),
@@ -364,25 +380,26 @@ fn gather(ends: &Ends<'_>, dv: &DirectionVerdict, direction: Direction, edge: &E
         Direction::Ingress => (&edge.destination, &edge.source),
     };
     let Peer::Workload(subject) = subject else { return };
-    let labels = source_labels(ends, subject);
     // A selector without labels would name every pod of the namespace: no such rule is written.
-    let unnamed = |peer: &Peer| matches!(peer, Peer::Workload(w) if source_labels(ends, w).is_empty());
-    if labels.is_empty() || unnamed(other) {
+    if !named(ends, subject) || matches!(other, Peer::Workload(w) if !named(ends, w)) {
         return;
     }
+    // What each edge adds is keyed by what names it; its JSON is built once per key.
     if let (Direction::Egress, Peer::Address(AddressPeer { name: Some(name), .. })) = (direction, other) {
-        let intent = intent_for(subject, &labels, name);
-        let key = format!("{}/{}", subject.namespace, intent["metadata"]["name"]);
-        push_port(into.intents.entry(key).or_insert_with(|| (intent, Vec::new())), port);
+        let entry = into
+            .intents
+            .entry(format!("{} {name}", subject.key()))
+            .or_insert_with(|| (intent_for(subject, &source_labels(ends, subject), name), Vec::new()));
+        push_port(entry, port);
         return;
     }
     let target = match target_policy(ends.eval.inventory, dv, direction) {
         Some(id) => Target::Existing(id),
         None => Target::New { namespace: subject.namespace.clone(), workload: subject.workload.clone() },
     };
-    let value = peer_value(ends, &subject.namespace, other);
-    let (_, rules) = into.rules.entry(target).or_insert_with(|| (labels, Rules::new()));
-    push_port(rules.entry(value.to_string()).or_insert_with(|| (value, Vec::new())), port);
+    let (_, rules) = into.rules.entry(target).or_insert_with(|| (source_labels(ends, subject), Rules::new()));
+    let entry = rules.entry(other.label()).or_insert_with(|| (peer_value(ends, &subject.namespace, other), Vec::new()));
+    push_port(entry, port);
 }
 
 /// A group's fix from what its edges gathered (`None`: keep the group's explanation).
@@ -496,10 +513,20 @@ fn target_policy(inv: &Inventory, d: &DirectionVerdict, direction: Direction) ->
         })
 }
 
+/// Whether the workload's pods have a label other than the per-revision ones.
+fn named(ends: &Ends<'_>, peer: &WorkloadPeer) -> bool {
+    let labels = match ends.get(peer) {
+        Some(End::Known(id, _)) => &ends.eval.inventory.workload(*id).labels,
+        Some(End::Recorded { labels, .. }) => labels,
+        None => &peer.labels,
+    };
+    labels.keys().any(|k| !PER_REVISION_LABELS.contains(&k.as_str()))
+}
+
 /// The labels a selector for a recorded or known workload uses: its pod labels without the
 /// per-revision ones.
 fn source_labels(ends: &Ends<'_>, peer: &WorkloadPeer) -> Labels {
-    let labels = match ends.ends.get(&peer.key()) {
+    let labels = match ends.get(peer) {
         Some(End::Known(id, _)) => ends.eval.inventory.workload(*id).labels.clone(),
         Some(End::Recorded { labels, .. }) => labels.clone(),
         None => peer.labels.clone(),
