@@ -72,14 +72,7 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
             }
             Some(d) => json!({
                 "allowed": d.allowed(),
-                "decidedBy": match d.decided() {
-                    Decided::Admin(_) => "admin",
-                    Decided::CiliumDeny(_) => "ciliumDeny",
-                    Decided::Isolation => "isolation",
-                    Decided::Baseline(_) => "baseline",
-                    Decided::Calico(_) => "calico",
-                    Decided::Default => "default",
-                },
+                "decidedBy": d.decided().key(),
                 "isolated": d.is_isolated(),
                 "applies": true,
                 "isolatedBy": d.isolated_by.iter().map(|p| Decider::new(&project, *p, None).json()).collect::<Vec<_>>(),

@@ -244,27 +244,13 @@ pub fn render_sarif(d: &Diff) -> String {
             results.push(result);
         }
     }
-    let doc = json!({
-        "$schema": crate::report::sarif::SCHEMA,
-        "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {
-                "name": "portcullis diff",
-                "version": env!("CARGO_PKG_VERSION"),
-                "informationUri": "https://github.com/portcullis-dev/portcullis",
-                "rules": [{
-                    "id": "opened-connection",
-                    "name": "opened-connection",
-                    "shortDescription": {"text": "A connection the change opens"},
-                    "fullDescription": {"text": "The change to the manifests allows a connection that was denied before: the source workload may now reach the destination on these ports."},
-                }],
-            }},
-            "results": results,
-        }],
-    });
-    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_default();
-    out.push('\n');
-    out
+    crate::report::sarif::single_rule_log(
+        "portcullis diff",
+        "opened-connection",
+        "A connection the change opens",
+        "The change to the manifests allows a connection that was denied before: the source workload may now reach the destination on these ports.",
+        results,
+    )
 }
 
 /// The matrix as a table: one line per pair with at least one allowed port.

@@ -301,6 +301,8 @@ pub const VOLATILE_LABELS: &[&str] = &[
     "controller-uid",
     "batch.kubernetes.io/job-name",
     "batch.kubernetes.io/controller-uid",
+    "batch.kubernetes.io/job-completion-index",
+    "pod-template-generation",
 ];
 
 /// What [`export_intents`] wrote, and what it left out and why.

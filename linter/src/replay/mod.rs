@@ -41,18 +41,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// Pod labels that name one revision or one pod of a workload, left out of the selectors a fix
 /// writes (a rule written with them would stop matching at the next rollout).
-const PER_REVISION_LABELS: &[&str] = &[
-    "pod-template-hash",
-    "controller-revision-hash",
-    "pod-template-generation",
-    "statefulset.kubernetes.io/pod-name",
-    "apps.kubernetes.io/pod-index",
-    "job-name",
-    "controller-uid",
-    "batch.kubernetes.io/job-name",
-    "batch.kubernetes.io/controller-uid",
-    "batch.kubernetes.io/job-completion-index",
-];
+use crate::egress::map::VOLATILE_LABELS as PER_REVISION_LABELS;
 
 /// What replaying a traffic log against manifests found.
 #[derive(Debug, Clone, Serialize)]
@@ -324,7 +313,7 @@ pub fn replay(project: &Project, log: &TrafficLog) -> Replay {
                 let (why, at) = crate::diff::why_direction(project, dv, direction.key());
                 let group = DeniedGroup {
                     direction,
-                    decided_by: decided_by(dv.decided()),
+                    decided_by: dv.decided().key(),
                     why,
                     at,
                     object: deciding_object(inv, dv),
@@ -435,17 +424,6 @@ fn push_port(entry: &mut (Value, Vec<Port>), port: Port) {
     if !entry.1.contains(&port) {
         entry.1.push(port);
         entry.1.sort();
-    }
-}
-
-fn decided_by(d: Decided) -> &'static str {
-    match d {
-        Decided::Admin(_) => "admin",
-        Decided::CiliumDeny(_) => "ciliumDeny",
-        Decided::Isolation => "isolation",
-        Decided::Baseline(_) => "baseline",
-        Decided::Calico(_) => "calico",
-        Decided::Default => "default",
     }
 }
 

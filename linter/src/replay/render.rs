@@ -181,25 +181,11 @@ pub fn render_sarif(r: &Replay) -> String {
             results.push(result);
         }
     }
-    let doc = json!({
-        "$schema": crate::report::sarif::SCHEMA,
-        "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {
-                "name": "portcullis replay",
-                "version": env!("CARGO_PKG_VERSION"),
-                "informationUri": "https://github.com/portcullis-dev/portcullis",
-                "rules": [{
-                    "id": "denied-traffic",
-                    "name": "denied-traffic",
-                    "shortDescription": {"text": "Observed traffic the policies would deny"},
-                    "fullDescription": {"text": "A connection recorded in the traffic file would be denied by the policies under test: the change would break it."},
-                }],
-            }},
-            "results": results,
-        }],
-    });
-    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_default();
-    out.push('\n');
-    out
+    crate::report::sarif::single_rule_log(
+        "portcullis replay",
+        "denied-traffic",
+        "Observed traffic the policies would deny",
+        "A connection recorded in the traffic file would be denied by the policies under test: the change would break it.",
+        results,
+    )
 }

@@ -18,6 +18,32 @@ fn level(s: Severity) -> &'static str {
     }
 }
 
+/// A SARIF 2.1.0 log of one run by `tool` (`portcullis diff`, `portcullis replay`) with one rule
+/// and its results, pretty-printed.
+pub(crate) fn single_rule_log(tool: &str, rule: &str, short: &str, full: &str, results: Vec<Value>) -> String {
+    let doc = json!({
+        "$schema": SCHEMA,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": tool,
+                "version": env!("CARGO_PKG_VERSION"),
+                "informationUri": "https://github.com/portcullis-dev/portcullis",
+                "rules": [{
+                    "id": rule,
+                    "name": rule,
+                    "shortDescription": {"text": short},
+                    "fullDescription": {"text": full},
+                }],
+            }},
+            "results": results,
+        }],
+    });
+    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    out.push('\n');
+    out
+}
+
 /// A file name as a URI reference (relative paths stay relative).
 pub(crate) fn uri(file: &str) -> String {
     if file == "<stdin>" {

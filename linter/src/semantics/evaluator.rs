@@ -180,6 +180,20 @@ pub enum Decided {
     Default,
 }
 
+impl Decided {
+    /// The layer's name in JSON output (`trace`'s `decidedBy`, `replay`'s groups).
+    pub fn key(&self) -> &'static str {
+        match self {
+            Decided::Admin(_) => "admin",
+            Decided::CiliumDeny(_) => "ciliumDeny",
+            Decided::Isolation => "isolation",
+            Decided::Baseline(_) => "baseline",
+            Decided::Calico(_) => "calico",
+            Decided::Default => "default",
+        }
+    }
+}
+
 impl DirectionVerdict {
     /// The combined verdict, in the order the ClusterNetworkPolicy API defines: an Admin Accept
     /// or Deny is final; then a Cilium deny rule (which Cilium puts above every allow); then,
