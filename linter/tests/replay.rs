@@ -287,3 +287,56 @@ fn replay_agrees_with_trace_edge_by_edge() {
     }
     assert!(judged > 1500, "{judged}");
 }
+
+/// `map --export-policies`: the policies written from the shop's traffic deny none of it when
+/// replayed, lint clean, and deny what was not seen.
+#[test]
+fn exported_policies_allow_exactly_what_was_seen() {
+    let dir = common::repo().join("testcases/replay/shop-lockdown");
+    let log = read_log(&dir.join("traffic.json"));
+    let dns = portcullis_linter::config::DnsConfig::default();
+    let export = replay::export_policies(&log, &dns);
+    // kube-system (coredns as a destination) is a system namespace: not locked down.
+    assert_eq!(export.skipped.len(), 1, "{:?}", export.skipped);
+    assert!(export.skipped[0].starts_with("kube-system:"));
+    let texts: Vec<String> = export.objects.iter().map(Value::to_string).collect();
+    let mut project = Project::new("default");
+    for (i, t) in texts.iter().enumerate() {
+        project.add_text(&format!("export-{i}.json"), t.clone(), true);
+    }
+    project.add_text("workloads.yaml", std::fs::read_to_string(dir.join("workloads.yaml")).unwrap(), false);
+    // The recorded workloads the manifests lack, as the cluster runs them (so no selector
+    // matches nothing).
+    let mut pods = std::collections::BTreeMap::new();
+    for e in &log.edges {
+        for p in [&e.source, &e.destination] {
+            if let traffic::Peer::Workload(w) = p
+                && !["frontend", "payments", "db"].contains(&w.kind_and_name().1)
+            {
+                let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": w.kind_and_name().1, "namespace": w.namespace, "labels": w.labels},
+                    "spec": {"containers": [{"name": "c", "image": "registry.example/c:1"}]}});
+                pods.insert(w.key(), pod.to_string());
+            }
+        }
+    }
+    for (key, pod) in pods {
+        project.add_text(&format!("{key}.json"), pod, false);
+    }
+    project.expand_intents(&dns);
+    assert!(project.load_problems.is_empty() && project.inventory.problems.is_empty());
+    let r = replay::replay(&project, &log);
+    assert_eq!(r.denied_edges, 0, "{}", replay::render_human(&r));
+    let findings = common::lint(&project, &portcullis_linter::config::Config::default());
+    assert!(findings.is_empty(), "{:#?}", findings.iter().map(|d| (&d.code, &d.message)).collect::<Vec<_>>());
+    // What was not seen is denied: payments to the frontend, and the frontend to Stripe.
+    let unseen = br#"{"version":1,"edges":[
+        {"source":{"namespace":"shop","workload":"Deployment/payments","labels":{"app":"payments"}},
+         "destination":{"namespace":"shop","workload":"Deployment/frontend","labels":{"app":"frontend"}},
+         "port":8080,"firstSeen":"2026-11-20T00:00:00Z","lastSeen":"2026-11-20T00:00:00Z","count":1},
+        {"source":{"namespace":"shop","workload":"Deployment/frontend","labels":{"app":"frontend"}},
+         "destination":{"address":"203.0.113.7","name":"api.stripe.com"},
+         "port":443,"firstSeen":"2026-11-20T00:00:00Z","lastSeen":"2026-11-20T00:00:00Z","count":1}]}"#;
+    let unseen = traffic::parse(unseen, traffic::Bounds::default()).unwrap();
+    assert_eq!(replay::allowed(&project, &unseen), [false, false]);
+}

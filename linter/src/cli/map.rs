@@ -37,8 +37,12 @@ pub struct MapArgs {
     #[arg(long, short = 'f', value_enum, default_value = "table")]
     pub format: MapFormat,
     /// Write the EgressIntents that allow exactly what was observed (YAML) instead of the map
-    #[arg(long)]
+    #[arg(long, conflicts_with = "export_policies")]
     pub export_intents: bool,
+    /// From a traffic file (docs/traffic.md): write least-privilege NetworkPolicies (a default
+    /// deny, DNS, and exactly the observed edges per workload; EgressIntents for names), YAML
+    #[arg(long)]
+    pub export_policies: bool,
     /// Write to this file instead of stdout
     #[arg(long, short = 'o')]
     pub out: Option<PathBuf>,
@@ -50,6 +54,13 @@ const MAX_MAP_INPUT: u64 = 256 * 1024 * 1024;
 /// Exit 0 when every input line was used, 1 when some were skipped (reported on stderr; the
 /// output holds the rest), 2 when the input cannot be read.
 pub fn run(args: &MapArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
+    if let Some(out) = &args.out
+        && let (Ok(a), Ok(b)) = (std::fs::canonicalize(out), std::fs::canonicalize(&args.from))
+        && a == b
+    {
+        writeln!(io.stderr, "portcullis: error: --out {} is the input: nothing written", out.display())?;
+        return Ok(EXIT_ERROR);
+    }
     let text = if args.from.starts_with("http://") || args.from.starts_with("https://") {
         match fetch_https(&args.from, args.ca.as_deref(), args.token_file.as_deref(), "--from") {
             Ok(text) => text,
@@ -79,6 +90,12 @@ pub fn run(args: &MapArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
             }
         }
     };
+    if args.export_policies {
+        return export_policies(args, &text, io);
+    }
+    if let Some(log) = traffic_file(&text) {
+        return traffic_map(args, &log, io);
+    }
     let (map, problems) = read_map(&text, MapLimits::default());
     for problem in &problems {
         writeln!(io.stderr, "{}:{}: {}", args.from, problem.line, problem.message)?;
@@ -105,6 +122,151 @@ pub fn run(args: &MapArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
         None => io.stdout.write_all(output.as_bytes())?,
     }
     Ok(if problems.is_empty() { EXIT_OK } else { EXIT_FINDINGS })
+}
+
+/// The input as a traffic file (one JSON object with `edges`), when it is one; sensor JSON lines
+/// and saved maps are not.
+fn traffic_file(text: &str) -> Option<crate::replay::TrafficLog> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        edges: Option<serde::de::IgnoredAny>,
+    }
+    let probe: Probe = serde_json::from_str(text).ok()?;
+    probe.edges?;
+    crate::replay::traffic::parse(text.as_bytes(), crate::replay::Bounds::default()).ok()
+}
+
+/// The map of a traffic file: who reached what, on which ports (table, JSON, dot, mermaid).
+fn traffic_map(args: &MapArgs, log: &crate::replay::TrafficLog, io: &mut Io<'_>) -> anyhow::Result<u8> {
+    if args.export_intents {
+        writeln!(
+            io.stderr,
+            "portcullis: error: --export-intents reads the sensor's DNS observations; from a traffic file use --export-policies"
+        )?;
+        return Ok(EXIT_ERROR);
+    }
+    // Per source, per destination: ports, connections, last seen.
+    type Row = (std::collections::BTreeSet<String>, u64, jiff::Timestamp);
+    let mut by: BTreeMap<String, BTreeMap<String, Row>> = BTreeMap::new();
+    for e in &log.edges {
+        let row = by
+            .entry(e.source.label())
+            .or_default()
+            .entry(e.destination.label())
+            .or_insert_with(|| (std::collections::BTreeSet::new(), 0, e.last_seen));
+        row.0.insert(format!("{}/{}", e.port, e.protocol.as_str()));
+        row.1 = row.1.saturating_add(e.count);
+        row.2 = row.2.max(e.last_seen);
+    }
+    let ports = |r: &Row| r.0.iter().cloned().collect::<Vec<_>>().join(", ");
+    let output = match args.format {
+        MapFormat::Json => {
+            serde_json::to_string_pretty(
+                &serde_json::json!({"version": crate::replay::traffic::SCHEMA_VERSION, "edges": log.edges}),
+            )? + "\n"
+        }
+        MapFormat::Table => {
+            let mut out = String::new();
+            if by.is_empty() {
+                out.push_str("no edges\n");
+            }
+            for (source, destinations) in &by {
+                let _ = writeln!(out, "{source}");
+                for (destination, row) in destinations {
+                    let _ = writeln!(out, "  -> {destination}  {}  seen {} time(s), last {}", ports(row), row.1, row.2);
+                }
+                out.push('\n');
+            }
+            out
+        }
+        MapFormat::Dot => {
+            let mut out = String::from("digraph traffic {\n  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n");
+            for (source, destinations) in &by {
+                for (destination, row) in destinations {
+                    let _ = writeln!(
+                        out,
+                        "  {} -> {} [label={}];",
+                        quoted(source),
+                        quoted(destination),
+                        quoted(&ports(row))
+                    );
+                }
+            }
+            out.push_str("}\n");
+            out
+        }
+        MapFormat::Mermaid => {
+            let label = |text: &str| {
+                text.replace('"', "#quot;").replace('<', "#lt;").replace('>', "#gt;").replace('|', "#124;")
+            };
+            let mut ids: BTreeMap<&str, usize> = BTreeMap::new();
+            for (source, destinations) in &by {
+                let next = ids.len();
+                ids.entry(source).or_insert(next);
+                for destination in destinations.keys() {
+                    let next = ids.len();
+                    ids.entry(destination).or_insert(next);
+                }
+            }
+            let mut out = String::from("flowchart LR\n");
+            for (name, id) in &ids {
+                let _ = writeln!(out, "  e{id}[\"{}\"]", label(name));
+            }
+            for (source, destinations) in &by {
+                for (destination, row) in destinations {
+                    let id = |name: &str| ids.get(name).copied().unwrap_or_default();
+                    let _ = writeln!(out, "  e{} -->|{}| e{}", id(source), label(&ports(row)), id(destination));
+                }
+            }
+            out
+        }
+        MapFormat::Html => {
+            writeln!(
+                io.stderr,
+                "portcullis: error: --format html maps DNS observations; for a traffic file use table, json, dot or mermaid"
+            )?;
+            return Ok(EXIT_ERROR);
+        }
+    };
+    match &args.out {
+        Some(path) => std::fs::write(path, output)?,
+        None => io.stdout.write_all(output.as_bytes())?,
+    }
+    Ok(EXIT_OK)
+}
+
+/// `--export-policies`: the traffic file's edges as least-privilege policies. Exit 0 when every
+/// namespace was written, 1 when some were skipped (said on stderr), 2 when the input is not a
+/// traffic file.
+fn export_policies(args: &MapArgs, text: &str, io: &mut Io<'_>) -> anyhow::Result<u8> {
+    let log = match crate::replay::traffic::parse(text.as_bytes(), crate::replay::Bounds::default()) {
+        Ok(log) => log,
+        Err(e) => {
+            writeln!(
+                io.stderr,
+                "portcullis: --export-policies reads a traffic file (docs/traffic.md): {}: {e}; the sensor's DNS observations name no connections (use --export-intents)",
+                args.from
+            )?;
+            return Ok(EXIT_ERROR);
+        }
+    };
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let config = crate::config::Config::discover(None, &cwd)?;
+    let export = crate::replay::export_policies(&log, &config.dns);
+    for skipped in &export.skipped {
+        writeln!(io.stderr, "portcullis: not exported: {skipped}")?;
+    }
+    if export.objects.is_empty() {
+        writeln!(io.stderr, "portcullis: error: nothing to export from {}", args.from)?;
+        return Ok(EXIT_ERROR);
+    }
+    let docs: Vec<String> = export.objects.iter().map(to_yaml).collect();
+    let output = docs.join("---\n");
+    match &args.out {
+        Some(path) => std::fs::write(path, output)?,
+        None => io.stdout.write_all(output.as_bytes())?,
+    }
+    Ok(if export.skipped.is_empty() { EXIT_OK } else { EXIT_FINDINGS })
 }
 
 /// `GET url` over HTTPS (TLS 1.2+, trusting only `ca`), with the bearer token of `token_file`

@@ -274,6 +274,10 @@ pub fn read_map(text: &str, limits: MapLimits) -> (EgressMap, Vec<InputProblem>)
         if line.is_empty() {
             continue;
         }
+        // The sensor's connection starts (`--flows`) share its output; the DNS map skips them.
+        if line.starts_with("{\"ts\"") && line.contains(",\"flow\":{") {
+            continue;
+        }
         match serde_json::from_str::<SensorObservation>(line) {
             Ok(observation) => match observation.validate() {
                 Ok(()) => map.record(&observation),
@@ -402,7 +406,7 @@ fn group_names<'a>(names: &[&'a str]) -> Vec<Target<'a>> {
 }
 
 /// A DNS-1123 name from a workload name.
-fn sanitize(text: &str) -> String {
+pub(crate) fn sanitize(text: &str) -> String {
     let mut out: String =
         text.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     out.truncate(63 - "-egress".len());
@@ -432,6 +436,8 @@ mod tests {
             line("2026-11-21T10:05:00Z", Some("Deployment/pay"), "api.stripe.com", "1.2.3.5"),
             line("2026-11-21T10:01:00Z", None, "example.org", "5.6.7.8"),
             "not json".to_owned(),
+            // A connection start from `portcullis-sensor --flows`: not a DNS observation, skipped.
+            r#"{"ts":"2026-11-21T10:02:00Z","node":"n1","flow":{"kind":"syn","protocol":"TCP","source":{"ip":"10.0.1.5","port":40000},"destination":{"ip":"1.2.3.4","port":443}}}"#.to_owned(),
         ]
         .join("\n");
         let (map, problems) = read_map(&text, MapLimits::default());

@@ -17,7 +17,10 @@
 
 pub mod traffic;
 
+mod export;
 mod render;
+
+pub use export::{PolicyExport, SYSTEM_NAMESPACES, export_policies};
 
 pub use render::{render_human, render_json, render_markdown, render_sarif};
 pub use traffic::{Bounds, Edge, Peer, TrafficError, TrafficLog};
