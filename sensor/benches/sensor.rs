@@ -235,8 +235,13 @@ fn flood(delivery: Delivery, rate: usize, pairs: usize) -> Flood {
     let capture = {
         let (stop, stats) = (stop.clone(), stats.clone());
         std::thread::spawn(move || {
-            let config =
-                FilterConfig { dns_port: FLOOD_PORT, delivery, interface: Some("lo".into()), receive_buffer: 8 << 20 };
+            let config = FilterConfig {
+                dns_port: FLOOD_PORT,
+                delivery,
+                interface: Some("lo".into()),
+                receive_buffer: 8 << 20,
+                flows: None,
+            };
             let mut filter = Filter::open(&config).expect("attaching the filter needs root and BPF");
             let match_config = MatchConfig { dns_port: FLOOD_PORT, ..MatchConfig::default() };
             let mut matcher = Matcher::new(match_config, ["127.0.0.1".parse().unwrap()], stats.clone());

@@ -16,6 +16,13 @@
 //
 // Counters live in a per-CPU array indexed by `enum counter`; user space sums the CPUs. The
 // indices are part of the contract with sensor/src/bpf.rs (`Counter`).
+//
+// Connection starts (`flows`, set by user space): before the DNS checks, every TCP SYN, SYN-ACK
+// and every UDP or SCTP datagram is looked up by its 5-tuple (and kind) in an LRU hash; one not
+// reported within `flow_interval_ns` is written to the FLOWS ring buffer as a `struct
+// flow_event` and its time recorded. Established traffic (TCP without SYN) costs one header read
+// and nothing in user space; a repeated datagram costs one map lookup. A record the ring buffer
+// has no room for is counted and its key forgotten, so the next packet of the flow reports it.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -36,6 +43,8 @@
 /* Set by user space with EbpfLoader::override_global before loading. */
 volatile const __u16 dns_port = 53;
 volatile const __u8 delivery = 0;
+volatile const __u8 flows = 0;
+volatile const __u64 flow_interval_ns = 60ULL * 1000 * 1000 * 1000;
 
 enum counter {
     C_SEEN = 0,          /* every packet the filter ran on */
@@ -50,6 +59,9 @@ enum counter {
     C_IPV6_EXT_LIMIT,    /* more IPv6 extension headers than MAX_IPV6_EXT, or ESP */
     C_RINGBUF_FULL,      /* ring-buffer delivery: no room, packet lost */
     C_OVERSIZE,          /* ring-buffer delivery: packet longer than MAX_CAPTURE, cut */
+    C_FLOW_REPORTED,     /* connection starts written to the FLOWS ring buffer */
+    C_FLOW_REPEATED,     /* connection starts already reported within the interval */
+    C_FLOW_RINGBUF_FULL, /* connection starts the FLOWS ring buffer had no room for */
     C_MAX,
 };
 
@@ -73,6 +85,39 @@ struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
     __uint(max_entries, 8 << 20);
 } EVENTS SEC(".maps");
+
+/* A connection start: the 5-tuple and what was seen. The layout is part of the contract with
+ * sensor/src/flows.rs (`FlowRecord::decode`). */
+struct flow_key {
+    __u8 family;  /* 4 or 6 */
+    __u8 proto;   /* IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP */
+    __u8 kind;    /* FLOW_SYN, FLOW_SYN_ACK, FLOW_DATAGRAM */
+    __u8 pad;
+    __u16 sport;  /* network order */
+    __u16 dport;
+    __u8 saddr[16]; /* IPv4 in the first 4 bytes */
+    __u8 daddr[16];
+};
+
+enum flow_kind { FLOW_SYN = 1, FLOW_SYN_ACK = 2, FLOW_DATAGRAM = 3 };
+
+struct flow_event {
+    struct flow_key key;
+    __u32 ifindex;
+    __u32 pkt_type;
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 65536); /* user space sets the size at load time */
+    __type(key, struct flow_key);
+    __type(value, __u64);
+} FLOW_SEEN SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 4 << 20);
+} FLOWS SEC(".maps");
 
 /* A per-CPU scratch record: too large for the 512-byte BPF stack. */
 struct {
@@ -129,6 +174,29 @@ static __always_inline int deliver(struct __sk_buff *skb)
     return 0;
 }
 
+/* Reports a connection start once per interval (see the top of the file). */
+static __always_inline void report_flow(struct __sk_buff *skb, struct flow_key *key)
+{
+    __u64 now = bpf_ktime_get_ns();
+    __u64 *last = bpf_map_lookup_elem(&FLOW_SEEN, key);
+    if (last && now - *last < flow_interval_ns) {
+        count(C_FLOW_REPEATED);
+        return;
+    }
+    bpf_map_update_elem(&FLOW_SEEN, key, &now, BPF_ANY);
+    struct flow_event *e = bpf_ringbuf_reserve(&FLOWS, sizeof(*e), 0);
+    if (!e) {
+        bpf_map_delete_elem(&FLOW_SEEN, key);
+        count(C_FLOW_RINGBUF_FULL);
+        return;
+    }
+    __builtin_memcpy(&e->key, key, sizeof(*key));
+    e->ifindex = skb->ifindex;
+    e->pkt_type = skb->pkt_type;
+    bpf_ringbuf_submit(e, 0);
+    count(C_FLOW_REPORTED);
+}
+
 static __always_inline int is_ipv6_ext(__u8 next)
 {
     return next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS ||
@@ -158,6 +226,7 @@ int dns_snoop(struct __sk_buff *skb)
 
     __u8 l4;
     __u32 end; /* where the IP payload ends, from the IP header's own length */
+    struct flow_key key = {};
     if (proto == bpf_htons(ETH_P_IP)) {
         struct iphdr ip;
         if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
@@ -166,6 +235,9 @@ int dns_snoop(struct __sk_buff *skb)
             return drop(C_HEADER_TRUNCATED);
         if (ip.frag_off & bpf_htons(0x1fff))
             return drop(C_FRAGMENT);
+        key.family = 4;
+        __builtin_memcpy(key.saddr, &ip.saddr, 4);
+        __builtin_memcpy(key.daddr, &ip.daddr, 4);
         l4 = ip.protocol;
         end = off + bpf_ntohs(ip.tot_len);
         off += ip.ihl * 4;
@@ -173,6 +245,9 @@ int dns_snoop(struct __sk_buff *skb)
         struct ipv6hdr ip6;
         if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
             return drop(C_HEADER_TRUNCATED);
+        key.family = 6;
+        __builtin_memcpy(key.saddr, &ip6.saddr, 16);
+        __builtin_memcpy(key.daddr, &ip6.daddr, 16);
         l4 = ip6.nexthdr;
         end = off + sizeof(ip6) + bpf_ntohs(ip6.payload_len);
         off += sizeof(ip6);
@@ -204,6 +279,22 @@ int dns_snoop(struct __sk_buff *skb)
     }
 
     __u16 ports[2]; /* source, destination */
+    if (flows && (l4 == IPPROTO_UDP || l4 == IPPROTO_SCTP || l4 == IPPROTO_TCP)) {
+        if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
+            return drop(C_HEADER_TRUNCATED);
+        key.proto = l4;
+        key.sport = ports[0];
+        key.dport = ports[1];
+        key.kind = FLOW_DATAGRAM;
+        if (l4 == IPPROTO_TCP) {
+            __u8 flags; /* byte 13 of the TCP header: CWR ECE URG ACK PSH RST SYN FIN */
+            if (bpf_skb_load_bytes(skb, off + 13, &flags, sizeof(flags)) < 0)
+                return drop(C_HEADER_TRUNCATED);
+            key.kind = (flags & 0x02) ? ((flags & 0x10) ? FLOW_SYN_ACK : FLOW_SYN) : 0;
+        }
+        if (key.kind)
+            report_flow(skb, &key);
+    }
     if (l4 == IPPROTO_UDP) {
         if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
             return drop(C_HEADER_TRUNCATED);

@@ -19,7 +19,7 @@ const PROGRAM: &str = "dns_snoop";
 const EVENT_HEADER: usize = 16;
 
 /// The kernel-side counters, in the order of `enum counter` in `dns_snoop.bpf.c`.
-pub const KERNEL_COUNTERS: [&str; 12] = [
+pub const KERNEL_COUNTERS: [&str; 15] = [
     "seen",
     "passed",
     "not_ip",
@@ -32,6 +32,9 @@ pub const KERNEL_COUNTERS: [&str; 12] = [
     "ipv6_extensions",
     "ringbuf_full",
     "oversize",
+    "flow_reported",
+    "flow_repeated",
+    "flow_ringbuf_full",
 ];
 
 /// How frames reach user space.
@@ -52,11 +55,22 @@ pub struct FilterConfig {
     /// Interface to capture on; `None` for all of them.
     pub interface: Option<String>,
     pub receive_buffer: usize,
+    /// Report connection starts (`None`: DNS only).
+    pub flows: Option<FlowConfig>,
+}
+
+/// How connection starts are deduplicated in the kernel.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowConfig {
+    /// A 5-tuple is reported again at most once per interval.
+    pub interval: Duration,
+    /// 5-tuples remembered (an LRU: the least recently seen go first).
+    pub entries: u32,
 }
 
 impl Default for FilterConfig {
     fn default() -> Self {
-        Self { dns_port: 53, delivery: Delivery::Socket, interface: None, receive_buffer: 8 << 20 }
+        Self { dns_port: 53, delivery: Delivery::Socket, interface: None, receive_buffer: 8 << 20, flows: None }
     }
 }
 
@@ -82,6 +96,7 @@ pub struct Filter {
     socket: PacketSocket,
     counters: PerCpuArray<MapData, u64>,
     ring: Option<RingBuf<MapData>>,
+    flows: Option<RingBuf<MapData>>,
 }
 
 impl std::fmt::Debug for Filter {
@@ -111,9 +126,15 @@ impl Filter {
             Delivery::Socket => 0,
             Delivery::Ringbuf => 1,
         };
+        let flows: u8 = u8::from(config.flows.is_some());
+        let interval = config.flows.map_or(0, |f| u64::try_from(f.interval.as_nanos()).unwrap_or(u64::MAX));
+        let entries = config.flows.map_or(1, |f| f.entries.max(1));
         let mut ebpf = EbpfLoader::new()
             .override_global("dns_port", &config.dns_port, true)
             .override_global("delivery", &delivery, true)
+            .override_global("flows", &flows, true)
+            .override_global("flow_interval_ns", &interval, true)
+            .map_max_entries("FLOW_SEEN", entries)
             .load(OBJECT)?;
         let program: &mut SocketFilter =
             ebpf.program_mut(PROGRAM).ok_or(FilterError::Missing("dns_snoop program"))?.try_into()?;
@@ -134,7 +155,11 @@ impl Filter {
                 Some(RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(FilterError::Missing("EVENTS map"))?)?)
             }
         };
-        Ok(Self { _ebpf: ebpf, socket, counters, ring })
+        let flows = match config.flows {
+            None => None,
+            Some(_) => Some(RingBuf::try_from(ebpf.take_map("FLOWS").ok_or(FilterError::Missing("FLOWS map"))?)?),
+        };
+        Ok(Self { _ebpf: ebpf, socket, counters, ring, flows })
     }
 
     /// Calls `each` for the frames available now (at most 256 from the socket, 4,096 from the
@@ -176,6 +201,19 @@ impl Filter {
                 Ok(handed)
             }
         }
+    }
+
+    /// Calls `each` for the connection-start records waiting in the FLOWS ring buffer (at most
+    /// `max`, so a flood cannot keep the caller from its other work); returns how many.
+    pub fn drain_flows(&mut self, max: usize, mut each: impl FnMut(&[u8])) -> usize {
+        let Some(ring) = &mut self.flows else { return 0 };
+        let mut handed = 0;
+        while handed < max {
+            let Some(item) = ring.next() else { break };
+            each(&item);
+            handed += 1;
+        }
+        handed
     }
 
     /// The kernel-side counters, summed over CPUs, in [`KERNEL_COUNTERS`] order.

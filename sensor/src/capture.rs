@@ -43,6 +43,8 @@ pub struct Capture {
     pub static_resolvers: Vec<IpAddr>,
     pub kernel: Arc<Mutex<KernelFigures>>,
     pub stop: Arc<AtomicBool>,
+    /// Where connection starts are written (`--flows`), as JSON lines.
+    pub flows: Option<std::io::Stdout>,
 }
 
 /// Builds the wire record for a matched response.
@@ -86,6 +88,7 @@ impl Capture {
                     }
                 }
             })?;
+            self.drain_flows();
             if let Some(server) = self.matcher.untrusted_resolver() {
                 tracing::warn!(
                     %server,
@@ -100,6 +103,30 @@ impl Capture {
         }
         self.refresh_figures();
         Ok(())
+    }
+
+    /// Writes the connection starts waiting in the kernel, at most 65,536 a round.
+    fn drain_flows(&mut self) {
+        let Self { filter, node, pods, flows, stats, .. } = self;
+        let Some(out) = flows else { return };
+        let mut lines = Vec::new();
+        let ts = Timestamp::now();
+        filter.drain_flows(65_536, |record| match crate::flows::FlowRecord::decode(record) {
+            Some(flow) => {
+                stats.bump(Reason::Flows);
+                let line = crate::flows::FlowLine::new(&flow, node, pods, ts);
+                if serde_json::to_writer(&mut lines, &line).is_ok() {
+                    lines.push(b'\n');
+                }
+            }
+            None => stats.bump(Reason::MalformedFlow),
+        });
+        let mut out = out.lock();
+        if !lines.is_empty()
+            && (std::io::Write::write_all(&mut out, &lines).is_err() || std::io::Write::flush(&mut out).is_err())
+        {
+            stats.bump(Reason::FlowOutputFailed);
+        }
     }
 
     fn refresh_figures(&mut self) {

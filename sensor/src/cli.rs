@@ -99,6 +99,16 @@ pub struct Args {
     /// Socket receive buffer, in bytes
     #[arg(long, default_value_t = 8 << 20)]
     pub receive_buffer: usize,
+    /// Also report connection starts (TCP SYN and SYN-ACK, first UDP/SCTP datagrams) as JSON
+    /// lines on stdout, deduplicated in the kernel
+    #[arg(long, env = "PORTCULLIS_SENSOR_FLOWS")]
+    pub flows: bool,
+    /// With --flows: a 5-tuple is reported again at most once per this many seconds
+    #[arg(long, env = "PORTCULLIS_SENSOR_FLOW_INTERVAL_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub flow_interval_s: u64,
+    /// With --flows: 5-tuples the kernel remembers (LRU)
+    #[arg(long, env = "PORTCULLIS_SENSOR_FLOW_ENTRIES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1024..=4_194_304))]
+    pub flow_entries: u32,
     /// Log format (logs go to stderr)
     #[arg(long, env = "PORTCULLIS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -203,6 +213,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         delivery: args.delivery,
         interface: args.interface.clone(),
         receive_buffer: args.receive_buffer,
+        flows: args.flows.then_some(crate::bpf::FlowConfig {
+            interval: Duration::from_secs(args.flow_interval_s),
+            entries: args.flow_entries,
+        }),
     })
     .context("attaching the eBPF DNS filter")?;
     let matcher = Matcher::new(
@@ -233,6 +247,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         static_resolvers: args.trusted_resolvers.clone(),
         kernel: kernel.clone(),
         stop: stop.clone(),
+        flows: args.flows.then(std::io::stdout),
     };
     let capture = std::thread::Builder::new().name("capture".into()).spawn(move || capture.run())?;
 

@@ -54,6 +54,9 @@ reasons! {
     ChainBroken => "chain_broken", "a matched response whose CNAME chain loops or is too long";
     AnswersCapped => "answers_capped", "an observation whose answer held more than 256 addresses: the first 256 are kept (what the webhook accepts)";
     QueueFull => "queue_full", "an observation dropped because the output queue was full (in observations or in bytes)";
+    Flows => "flows", "connection starts written (--flows)";
+    MalformedFlow => "malformed_flow", "a connection-start record from the kernel that does not decode";
+    FlowOutputFailed => "flow_output_failed", "connection starts that could not be written (the output failed)";
 }
 
 /// One counter per [`Reason`].

@@ -486,3 +486,142 @@ fn reports_attributed_observations_to_the_webhook() {
     }
     let _ = std::fs::remove_dir_all(etc);
 }
+
+/// The `flow` lines of the sensor's output: (kind, protocol, source, destination).
+fn flows(lines: &[serde_json::Value]) -> Vec<(String, String, SocketAddr, SocketAddr)> {
+    let addr = |end: &serde_json::Value| {
+        SocketAddr::new(
+            end["ip"].as_str().unwrap().parse().unwrap(),
+            u16::try_from(end["port"].as_u64().unwrap()).unwrap(),
+        )
+    };
+    lines
+        .iter()
+        .filter_map(|l| l.get("flow"))
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_owned(),
+                f["protocol"].as_str().unwrap().to_owned(),
+                addr(&f["source"]),
+                addr(&f["destination"]),
+            )
+        })
+        .collect()
+}
+
+/// Connection starts, for real: TCP connects over IPv4 and IPv6 (a SYN each, and the server's
+/// SYN-ACK), a refused connect (a SYN and no SYN-ACK), UDP datagrams (one record per 5-tuple
+/// within the interval), and megabytes over an established connection that cost user space
+/// nothing.
+#[test]
+fn connection_starts_are_reported_once_and_established_traffic_is_not() {
+    let net = NetPair::new(6);
+    let (server4, server6) = (net.server_ip(false), net.server_ip(true));
+    // The server: a TCP listener on both families (accepting and draining), a UDP socket.
+    let listeners = in_netns(&net.server_ns, move || {
+        let l4 = std::net::TcpListener::bind(SocketAddr::new(server4, 8443)).unwrap();
+        let l6 = std::net::TcpListener::bind(SocketAddr::new(server6, 8443)).unwrap();
+        let udp = UdpSocket::bind(SocketAddr::new(server4, 9000)).unwrap();
+        (l4, l6, udp)
+    });
+    for listener in [listeners.0.try_clone().unwrap(), listeners.1.try_clone().unwrap()] {
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { break };
+                std::thread::spawn(move || std::io::copy(&mut stream, &mut std::io::sink()));
+            }
+        });
+    }
+    let sensor = Sensor::start(&net, "socket", &["--flows".into(), "--flow-interval-s".into(), "3600".into()]);
+    let (client4, client6) = (net.client_ip(false), net.client_ip(true));
+    let sources = in_netns(&net.client_ns, move || {
+        let mut sources = Vec::new();
+        for _ in 0..3 {
+            let s = TcpStream::connect(SocketAddr::new(server4, 8443)).unwrap();
+            sources.push(s.local_addr().unwrap());
+        }
+        let s6 = TcpStream::connect(SocketAddr::new(server6, 8443)).unwrap();
+        sources.push(s6.local_addr().unwrap());
+        // Nothing listens on 8444: the server's kernel answers the SYN with a RST.
+        let refused = std::net::TcpStream::connect_timeout(&SocketAddr::new(server4, 8444), Duration::from_secs(2));
+        assert!(refused.is_err());
+        // Two UDP sockets, five datagrams each.
+        for _ in 0..2 {
+            let u = UdpSocket::bind(SocketAddr::new(client4, 0)).unwrap();
+            for _ in 0..5 {
+                u.send_to(b"ping", SocketAddr::new(server4, 9000)).unwrap();
+            }
+            sources.push(u.local_addr().unwrap());
+        }
+        // 8 MiB over one established connection.
+        let mut bulk = TcpStream::connect(SocketAddr::new(server4, 8443)).unwrap();
+        sources.push(bulk.local_addr().unwrap());
+        let chunk = vec![7u8; 64 << 10];
+        for _ in 0..128 {
+            bulk.write_all(&chunk).unwrap();
+        }
+        let _ = client6;
+        sources
+    });
+    // 5 SYNs and 5 SYN-ACKs (4 connects + the bulk one), 1 refused SYN, 2 datagrams.
+    let counters = sensor.wait_for("13 connection starts, in user space and in the kernel's counters", |c| {
+        c.get("flows").copied().unwrap_or(0) >= 13 && c.get("kernel:flow_reported").copied().unwrap_or(0) >= 13
+    });
+    assert_eq!(counters["kernel:flow_ringbuf_full"], 0);
+    let lines = sensor.stop();
+    let got = flows(&lines);
+    let mut want: Vec<(String, String, SocketAddr, SocketAddr)> = Vec::new();
+    let tcp_sources = [&sources[0..4], &sources[6..7]].concat();
+    for s in &tcp_sources {
+        let server = SocketAddr::new(if s.is_ipv6() { server6 } else { server4 }, 8443);
+        want.push(("syn".into(), "TCP".into(), *s, server));
+        want.push(("synAck".into(), "TCP".into(), server, *s));
+    }
+    for u in &sources[4..6] {
+        want.push(("datagram".into(), "UDP".into(), *u, SocketAddr::new(server4, 9000)));
+    }
+    let refused: Vec<_> = got.iter().filter(|f| f.3.port() == 8444 || f.2.port() == 8444).collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].0, "syn");
+    assert_eq!(refused[0].2.ip(), client4);
+    let mut rest: Vec<_> = got.into_iter().filter(|f| f.3.port() != 8444 && f.2.port() != 8444).collect();
+    rest.sort();
+    want.sort();
+    assert_eq!(rest, want);
+    // The 8 MiB and the repeated datagrams were seen by the kernel and reported as nothing.
+    assert_eq!(counters["kernel:flow_reported"], 13);
+    assert!(counters["kernel:flow_repeated"] >= 8, "{counters:#?}");
+    drop(listeners);
+}
+
+/// A burst of new 5-tuples larger than the kernel's table: every one reported, none lost, and
+/// the evicted ones reported again when they come back.
+#[test]
+fn a_burst_larger_than_the_lru_loses_nothing() {
+    let net = NetPair::new(7);
+    let server = SocketAddr::new(net.server_ip(false), 9000);
+    let sink = in_netns(&net.server_ns, move || UdpSocket::bind(server).unwrap());
+    let sensor = Sensor::start(
+        &net,
+        "socket",
+        &["--flows".into(), "--flow-interval-s".into(), "3600".into(), "--flow-entries".into(), "1024".into()],
+    );
+    let client = net.client_ip(false);
+    in_netns(&net.client_ns, move || {
+        for port in (20_000..23_000).chain(20_000..20_100) {
+            let u = UdpSocket::bind(SocketAddr::new(client, port)).unwrap();
+            u.send_to(b"x", server).unwrap();
+        }
+    });
+    let counters = sensor.wait_for("3,100 connection starts, in user space and in the kernel's counters", |c| {
+        c.get("flows").copied().unwrap_or(0) >= 3_100 && c.get("kernel:flow_reported").copied().unwrap_or(0) >= 3_100
+    });
+    assert_eq!(counters["kernel:flow_ringbuf_full"], 0);
+    let lines = sensor.stop();
+    let got = flows(&lines);
+    let to_sink: Vec<_> = got.iter().filter(|f| f.3 == server).collect();
+    assert_eq!(to_sink.len(), 3_100);
+    let distinct: std::collections::BTreeSet<u16> = to_sink.iter().map(|f| f.2.port()).collect();
+    assert_eq!(distinct.len(), 3_000);
+    drop(sink);
+}
