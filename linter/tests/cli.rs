@@ -603,3 +603,28 @@ fn matrix_html_and_csv_are_safe_with_hostile_names() {
     assert!(csv.contains(",\"'=cmd|' /c calc'!a0\","), "{csv}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Replay against manifests that did not all load is refused: a policy left out would make
+/// "nothing would be denied" a lie (found with a 34 MB export over the 32 MiB file limit).
+#[test]
+fn replay_refuses_manifests_that_did_not_load() {
+    let repo = common::repo();
+    let dir = tempdir("replay-load");
+    std::fs::copy(repo.join("testcases/replay/shop-lockdown/policies.yaml"), dir.join("policies.yaml")).unwrap();
+    std::fs::write(dir.join("broken.yaml"), "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nspec: [\n")
+        .unwrap();
+    let traffic = repo.join("testcases/replay/shop-lockdown/traffic.json");
+    let out = portcullis(&["replay", ".", "--traffic", traffic.to_str().unwrap()], &dir, None);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.yaml"), "{err}");
+    assert!(stdout(&out).is_empty());
+    // Over the file size limit: the same.
+    std::fs::remove_file(dir.join("broken.yaml")).unwrap();
+    let out = portcullis(&["replay", ".", "--traffic", traffic.to_str().unwrap(), "--max-file-size", "0"], &dir, None);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    // All loaded: the answer.
+    let out = portcullis(&["replay", ".", "--traffic", traffic.to_str().unwrap()], &dir, None);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("would be denied"));
+}

@@ -33,7 +33,7 @@ pub fn run(args: &FixArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     let config = load_config(&args.load)?;
     let project = Project::new(&args.load.namespace);
     let project = load_project(project, &args.paths, &[], &args.load, &config, io.stdin, io.stdin_tty)?;
-    if refuse_invalid_input(&project, io.stderr)? {
+    if refuse_invalid_input(&project, io.stderr, "nothing was written")? {
         return Ok(EXIT_ERROR);
     }
     let findings = project.lint(&config);

@@ -106,10 +106,12 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// Problems that make the input unusable for commands that write from it (`fix`, `resolve`):
-/// files that do not parse or could not be read. Printed with their location; the command then
-/// exits 2 and writes nothing, so a pipeline never commits an empty or partial policy file.
-pub fn refuse_invalid_input(project: &Project, stderr: &mut dyn Write) -> std::io::Result<bool> {
+/// Problems that make the input unusable for commands that write from it (`fix`, `resolve`) or
+/// answer for all of it (`replay`): files that do not parse or could not be read. Printed with
+/// their location; the command then exits 2 and writes nothing (`outcome` says so), so a
+/// pipeline never commits an empty or partial policy file, nor trusts an answer about policies
+/// that were left out.
+pub fn refuse_invalid_input(project: &Project, stderr: &mut dyn Write, outcome: &str) -> std::io::Result<bool> {
     let mut invalid = false;
     for p in &project.load_problems {
         let file = project.sources.get(p.source).map(|f| f.name.as_str()).unwrap_or("<input>");
@@ -117,9 +119,9 @@ pub fn refuse_invalid_input(project: &Project, stderr: &mut dyn Write) -> std::i
         invalid = true;
     }
     if invalid {
-        writeln!(stderr, "portcullis: error: the input is invalid (above); nothing was written")?;
+        writeln!(stderr, "portcullis: error: the input is invalid (above); {outcome}")?;
     } else if project.inventory.objects.is_empty() {
-        writeln!(stderr, "portcullis: error: the input holds no Kubernetes objects; nothing was written")?;
+        writeln!(stderr, "portcullis: error: the input holds no Kubernetes objects; {outcome}")?;
         invalid = true;
     }
     Ok(invalid)

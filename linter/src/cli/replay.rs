@@ -1,6 +1,7 @@
 //! `portcullis replay POLICY_PATHS... --traffic FILE|URL [--since 7d]`: which observed
 //! connections the policies would deny, and the smallest change that allows each.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use jiff::Timestamp;
@@ -98,25 +99,29 @@ pub fn run(args: &ReplayArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
         anyhow::bail!("stdin can hold the manifests or the traffic, not both");
     }
     let config = load_config(&args.load)?;
-    let project = Project::new(&args.load.namespace);
+    // Replay writes nothing back: objects need not keep their values (fixes are built from the
+    // typed specs).
+    let mut project = Project::new(&args.load.namespace);
+    project.inventory.keep_values(false);
     let project = load_project(project, &args.paths, &[], &args.load, &config, io.stdin, io.stdin_tty)?;
-    if project.inventory.objects.is_empty() && project.load_problems.is_empty() {
-        writeln!(
-            io.stderr,
-            "portcullis: error: no Kubernetes objects in {}; nothing to replay against",
-            args.paths.join(" ")
-        )?;
+    // Every policy must be in: an answer about a set with a file left out would be a lie.
+    if super::output::refuse_invalid_input(&project, io.stderr, "nothing was replayed")? {
         return Ok(EXIT_ERROR);
     }
     let Some(log) = read_traffic(&args.traffic, io)? else { return Ok(EXIT_ERROR) };
     let result = replay::replay(&project, &log);
-    let text = match args.format.as_str() {
-        "json" => replay::render_json(&result),
-        "markdown" => replay::render_markdown(&result),
-        "sarif" => replay::render_sarif(&result),
-        _ => replay::render_human(&result),
-    };
-    io.stdout.write_all(text.as_bytes())?;
+    match args.format.as_str() {
+        // Written as it is serialized: the answer for 100,000 edges is tens of megabytes.
+        "json" => {
+            let mut out = std::io::BufWriter::new(&mut *io.stdout);
+            serde_json::to_writer_pretty(&mut out, &result)?;
+            out.write_all(b"\n")?;
+            out.flush()?;
+        }
+        "markdown" => io.stdout.write_all(replay::render_markdown(&result).as_bytes())?,
+        "sarif" => io.stdout.write_all(replay::render_sarif(&result).as_bytes())?,
+        _ => io.stdout.write_all(replay::render_human(&result).as_bytes())?,
+    }
     Ok(if args.fail_on == "denied-traffic" && result.denied_edges > 0 { EXIT_FINDINGS } else { EXIT_OK })
 }
 

@@ -85,7 +85,7 @@ fn ports_json(ports: &BTreeSet<Port>) -> Value {
 }
 
 fn policy(namespace: &str, name: &str, what: &str, spec: Value) -> Value {
-    json!({
+    let mut policy = json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {
@@ -93,8 +93,10 @@ fn policy(namespace: &str, name: &str, what: &str, spec: Value) -> Value {
             "namespace": namespace,
             "annotations": {GENERATED_ANNOTATION: format!("{what}, written by portcullis map --export-policies from observed traffic")},
         },
-        "spec": spec,
-    })
+    });
+    // Moved in: `json!` would copy it through serialization.
+    policy["spec"] = spec;
+    policy
 }
 
 /// The policies (and EgressIntents) allowing exactly the log's edges.
@@ -178,13 +180,22 @@ pub fn export_policies(log: &TrafficLog, dns: &DnsConfig) -> PolicyExport {
                     Direction::Egress => ("egress", "to", "Egress"),
                     Direction::Ingress => ("ingress", "from", "Ingress"),
                 };
-                let rules: Vec<Value> =
-                    rules.values().map(|(peer, ports)| json!({peers: [peer], "ports": ports_json(ports)})).collect();
+                let rules: Vec<Value> = rules
+                    .values()
+                    .map(|(peer, ports)| {
+                        let mut rule = serde_json::Map::new();
+                        rule.insert(peers.to_owned(), Value::Array(vec![peer.clone()]));
+                        rule.insert("ports".to_owned(), ports_json(ports));
+                        Value::Object(rule)
+                    })
+                    .collect();
+                let mut spec = json!({"podSelector": {"matchLabels": s.labels}, "policyTypes": [kind]});
+                spec[key] = Value::Array(rules);
                 export.objects.push(policy(
                     ns,
                     &format!("portcullis-{key}-{short}"),
                     &format!("{key} observed for {}", s.workload),
-                    json!({"podSelector": {"matchLabels": s.labels}, "policyTypes": [kind], key: rules}),
+                    spec,
                 ));
             }
             if !s.names.is_empty() {

@@ -184,8 +184,8 @@ impl End {
 /// Every workload end of the log, each once, and each edge's ends by index.
 struct Ends<'p> {
     ends: Vec<End>,
-    /// Per end, by `namespace/Kind/name`.
-    index: BTreeMap<String, usize>,
+    /// Per end: the workload peer it was made from and its stable labels (what selectors name).
+    info: Vec<(WorkloadPeer, Labels)>,
     /// Per edge: its source's and destination's end, when a workload.
     edges: Vec<[Option<usize>; 2]>,
     eval: Evaluator<'p>,
@@ -195,22 +195,35 @@ impl<'p> Ends<'p> {
     fn new(inventory: &'p Inventory, log: &TrafficLog) -> Ends<'p> {
         let workloads = workload_index(inventory);
         let mut ends = Vec::new();
+        let mut info = Vec::new();
         let mut index: BTreeMap<String, usize> = BTreeMap::new();
         let mut end = |p: &Peer| {
             let Peer::Workload(w) = p else { return None };
             let next = ends.len();
             let i = *index.entry(w.key()).or_insert(next);
             if i == next {
-                ends.push(End::new(inventory, &workloads, w));
+                let end = End::new(inventory, &workloads, w);
+                let labels = match &end {
+                    End::Known(id, _) => &inventory.workload(*id).labels,
+                    End::Recorded { labels, .. } => labels,
+                };
+                let stable = labels
+                    .iter()
+                    .filter(|(k, _)| !PER_REVISION_LABELS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                info.push((w.clone(), stable));
+                ends.push(end);
             }
             Some(i)
         };
         let edges = log.edges.iter().map(|e| [end(&e.source), end(&e.destination)]).collect();
-        Ends { ends, index, edges, eval: Evaluator::new(inventory) }
+        Ends { ends, info, edges, eval: Evaluator::new(inventory) }
     }
 
-    fn get(&self, peer: &WorkloadPeer) -> Option<&End> {
-        self.index.get(&peer.key()).and_then(|&i| self.ends.get(i))
+    /// The end's workload and stable labels.
+    fn info(&self, end: usize) -> Option<&(WorkloadPeer, Labels)> {
+        self.info.get(end)
     }
 }
 
@@ -276,17 +289,28 @@ fn group_key(direction: Direction, dv: &DirectionVerdict) -> (Direction, String)
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Target {
     Existing(PolicyId),
-    New { namespace: String, workload: String },
+    /// A new policy for the workload of this end.
+    New(usize),
 }
 
-/// Rules gathered for one target: by peer (its JSON text), the peer and its ports.
-type Rules = BTreeMap<String, (Value, Vec<Port>)>;
+/// What names a peer in a rule: a workload end, or an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum PeerKey {
+    End(usize),
+    Address(std::net::IpAddr),
+}
+
+/// Rules gathered for one target: by peer, the peer's JSON and its ports.
+type Rules = BTreeMap<PeerKey, (Value, Vec<Port>)>;
 
 /// Everything a group's fix gathers.
 #[derive(Default)]
 struct Gathered {
-    rules: BTreeMap<Target, (Labels, Rules)>,
-    intents: Rules,
+    /// The written policy rules go to, found once per group (`None`: a new policy per workload).
+    existing: Option<Option<PolicyId>>,
+    rules: BTreeMap<Target, Rules>,
+    /// By source end and name: the intent and its ports.
+    intents: BTreeMap<(usize, String), (Value, Vec<Port>)>,
 }
 
 /// Replays the log's edges against the project's policies.
@@ -338,12 +362,13 @@ pub fn replay(project: &Project, log: &TrafficLog) -> Replay {
                 last_seen: edge.last_seen,
                 undecided: undecided.clone(),
             });
-            gather(&ends, dv, direction, edge, port, gathered);
+            let [from_end, to_end] = ends.edges.get(i).copied().unwrap_or_default();
+            gather(&ends, dv, direction, (edge, from_end, to_end), port, gathered);
         }
     }
     let mut out: Vec<DeniedGroup> = Vec::new();
     for (_, (mut group, gathered)) in groups {
-        if let Some(fix) = fix_of(project, group.direction, gathered) {
+        if let Some(fix) = fix_of(project, &ends, group.direction, gathered) {
             group.fix = fix;
         }
         group.edges.sort_by(|a, b| (&a.source, &a.destination, a.port).cmp(&(&b.source, &b.destination, b.port)));
@@ -363,43 +388,56 @@ pub fn replay(project: &Project, log: &TrafficLog) -> Replay {
 
 /// Adds what allows one denied edge in one direction to its group's fix: for a name, an
 /// EgressIntent; else a rule, in the target policy.
-fn gather(ends: &Ends<'_>, dv: &DirectionVerdict, direction: Direction, edge: &Edge, port: Port, into: &mut Gathered) {
+fn gather(
+    ends: &Ends<'_>,
+    dv: &DirectionVerdict,
+    direction: Direction,
+    (edge, from_end, to_end): (&Edge, Option<usize>, Option<usize>),
+    port: Port,
+    into: &mut Gathered,
+) {
     if dv.decided() != Decided::Isolation || dv.isolated_by.is_empty() {
         return;
     }
-    let (subject, other) = match direction {
-        Direction::Egress => (&edge.source, &edge.destination),
-        Direction::Ingress => (&edge.destination, &edge.source),
+    let (subject, other, other_end) = match direction {
+        Direction::Egress => (from_end, &edge.destination, to_end),
+        Direction::Ingress => (to_end, &edge.source, from_end),
     };
-    let Peer::Workload(subject) = subject else { return };
+    let Some(subject) = subject else { return };
+    let named = |end: usize| ends.info(end).is_some_and(|(_, stable)| !stable.is_empty());
     // A selector without labels would name every pod of the namespace: no such rule is written.
-    if !named(ends, subject) || matches!(other, Peer::Workload(w) if !named(ends, w)) {
+    if !named(subject) || other_end.is_some_and(|e| !named(e)) {
         return;
     }
+    let Some((subject_peer, stable)) = ends.info(subject) else { return };
     // What each edge adds is keyed by what names it; its JSON is built once per key.
     if let (Direction::Egress, Peer::Address(AddressPeer { name: Some(name), .. })) = (direction, other) {
         let entry = into
             .intents
-            .entry(format!("{} {name}", subject.key()))
-            .or_insert_with(|| (intent_for(subject, &source_labels(ends, subject), name), Vec::new()));
+            .entry((subject, name.clone()))
+            .or_insert_with(|| (intent_for(subject_peer, stable, name), Vec::new()));
         push_port(entry, port);
         return;
     }
-    let target = match target_policy(ends.eval.inventory, dv, direction) {
-        Some(id) => Target::Existing(id),
-        None => Target::New { namespace: subject.namespace.clone(), workload: subject.workload.clone() },
+    let existing = *into.existing.get_or_insert_with(|| target_policy(ends.eval.inventory, dv, direction));
+    let target = existing.map_or(Target::New(subject), Target::Existing);
+    let key = match (other, other_end) {
+        (_, Some(end)) => PeerKey::End(end),
+        (Peer::Address(a), _) => PeerKey::Address(a.address),
+        (Peer::Workload(_), None) => return,
     };
-    let (_, rules) = into.rules.entry(target).or_insert_with(|| (source_labels(ends, subject), Rules::new()));
-    let entry = rules.entry(other.label()).or_insert_with(|| (peer_value(ends, &subject.namespace, other), Vec::new()));
+    let rules = into.rules.entry(target).or_default();
+    let entry =
+        rules.entry(key).or_insert_with(|| (peer_value(ends, &subject_peer.namespace, other, other_end), Vec::new()));
     push_port(entry, port);
 }
 
 /// A group's fix from what its edges gathered (`None`: keep the group's explanation).
-fn fix_of(project: &Project, direction: Direction, gathered: Gathered) -> Option<Fix> {
+fn fix_of(project: &Project, ends: &Ends<'_>, direction: Direction, gathered: Gathered) -> Option<Fix> {
     let inv = &project.inventory;
     let mut policy = None;
     let mut objects = Vec::new();
-    for (target, (labels, rules)) in gathered.rules {
+    for (target, rules) in gathered.rules {
         match target {
             Target::Existing(id) => {
                 let p = inv.policy(id);
@@ -411,8 +449,10 @@ fn fix_of(project: &Project, direction: Direction, gathered: Gathered) -> Option
                     id,
                 });
             }
-            Target::New { namespace, workload } => {
-                objects.push(new_policy(&namespace, &workload, &labels, direction, rules.into_values()));
+            Target::New(end) => {
+                if let Some((peer, labels)) = ends.info(end) {
+                    objects.push(new_policy(&peer.namespace, &peer.workload, labels, direction, rules.into_values()));
+                }
             }
         }
     }
@@ -490,47 +530,26 @@ fn target_policy(inv: &Inventory, d: &DirectionVerdict, direction: Direction) ->
                 Direction::Egress => policy.spec.egress.as_ref().is_some_and(|r| !r.is_empty()),
                 Direction::Ingress => policy.spec.ingress.as_ref().is_some_and(|r| !r.is_empty()),
             };
-            (!rules, policy.namespace.clone(), policy.name.clone())
+            (!rules, policy.namespace.as_str(), policy.name.as_str())
         })
-}
-
-/// Whether the workload's pods have a label other than the per-revision ones.
-fn named(ends: &Ends<'_>, peer: &WorkloadPeer) -> bool {
-    let labels = match ends.get(peer) {
-        Some(End::Known(id, _)) => &ends.eval.inventory.workload(*id).labels,
-        Some(End::Recorded { labels, .. }) => labels,
-        None => &peer.labels,
-    };
-    labels.keys().any(|k| !PER_REVISION_LABELS.contains(&k.as_str()))
-}
-
-/// The labels a selector for a recorded or known workload uses: its pod labels without the
-/// per-revision ones.
-fn source_labels(ends: &Ends<'_>, peer: &WorkloadPeer) -> Labels {
-    let labels = match ends.get(peer) {
-        Some(End::Known(id, _)) => ends.eval.inventory.workload(*id).labels.clone(),
-        Some(End::Recorded { labels, .. }) => labels.clone(),
-        None => peer.labels.clone(),
-    };
-    labels.into_iter().filter(|(k, _)| !PER_REVISION_LABELS.contains(&k.as_str())).collect()
 }
 
 /// A NetworkPolicy peer that admits exactly the edge's other end (from a policy of
 /// `policy_namespace`).
-fn peer_value(ends: &Ends<'_>, policy_namespace: &str, peer: &Peer) -> Value {
-    match peer {
-        Peer::Address(AddressPeer { address, .. }) => {
-            let bits = if address.is_ipv4() { 32 } else { 128 };
-            json!({"ipBlock": {"cidr": format!("{address}/{bits}")}})
-        }
-        Peer::Workload(w) => {
-            let labels = source_labels(ends, w);
-            let mut value = json!({"podSelector": {"matchLabels": labels}});
+fn peer_value(ends: &Ends<'_>, policy_namespace: &str, peer: &Peer, end: Option<usize>) -> Value {
+    match (peer, end.and_then(|e| ends.info(e))) {
+        (Peer::Workload(w), Some((_, stable))) => {
+            let mut value = json!({"podSelector": {"matchLabels": stable}});
             if w.namespace != policy_namespace {
                 value["namespaceSelector"] = json!({"matchLabels": {NAMESPACE_NAME_LABEL: w.namespace}});
             }
             value
         }
+        (Peer::Address(AddressPeer { address, .. }), _) => {
+            let bits = if address.is_ipv4() { 32 } else { 128 };
+            json!({"ipBlock": {"cidr": format!("{address}/{bits}")}})
+        }
+        (Peer::Workload(_), None) => Value::Null,
     }
 }
 
@@ -544,7 +563,15 @@ fn rule_values(direction: Direction, added: impl Iterator<Item = (Value, Vec<Por
         Direction::Egress => "to",
         Direction::Ingress => "from",
     };
-    added.map(|(peer, ports)| json!({peer_key: [peer], "ports": ports_value(&ports)})).collect()
+    // Built by moving the peers in: `json!` would copy each value through serialization.
+    added
+        .map(|(peer, ports)| {
+            let mut rule = serde_json::Map::new();
+            rule.insert(peer_key.to_owned(), Value::Array(vec![peer]));
+            rule.insert("ports".to_owned(), ports_value(&ports));
+            Value::Object(rule)
+        })
+        .collect()
 }
 
 /// A NetworkPolicy selecting the workload's pods with the rules.
@@ -562,7 +589,7 @@ fn new_policy(
         Direction::Egress => "Egress",
         Direction::Ingress => "Ingress",
     };
-    json!({
+    let mut policy = json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {
@@ -573,9 +600,10 @@ fn new_policy(
         "spec": {
             "podSelector": {"matchLabels": labels},
             "policyTypes": [types],
-            direction.key(): rule_values(direction, added),
         },
-    })
+    });
+    policy["spec"][direction.key()] = Value::Array(rule_values(direction, added));
+    policy
 }
 
 /// The patch appending one rule per peer to the policy's rules of `direction`.

@@ -204,26 +204,12 @@ pub fn parse(bytes: &[u8], bounds: Bounds) -> Result<TrafficLog, TrafficError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(TrafficError::Empty);
     }
-    // The version first, so a file of another version gets that error and not a field's.
-    #[derive(Deserialize)]
-    struct Version {
-        version: Option<u32>,
-    }
-    let json_error = |e: serde_path_to_error::Error<serde_json::Error>| TrafficError::Json {
-        path: e.path().to_string(),
-        message: e.inner().to_string(),
+    // The fast reading first; only a file it refuses is read again to say where and why (a file
+    // of another version gets that error, not a field's).
+    let raw: RawLog = match serde_json::from_slice(bytes) {
+        Ok(raw) => raw,
+        Err(_) => return Err(explain(bytes)),
     };
-    let version: Version =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes)).map_err(json_error)?;
-    match version.version {
-        Some(SCHEMA_VERSION) => {}
-        Some(other) => return Err(TrafficError::Version(other)),
-        None => {
-            return Err(TrafficError::Json { path: ".".to_owned(), message: "missing field `version`".to_owned() });
-        }
-    }
-    let raw: RawLog =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes)).map_err(json_error)?;
     if raw.version != SCHEMA_VERSION {
         return Err(TrafficError::Version(raw.version));
     }
@@ -232,6 +218,32 @@ pub fn parse(bytes: &[u8], bounds: Bounds) -> Result<TrafficLog, TrafficError> {
     }
     let edges = raw.edges.into_iter().enumerate().map(|(i, e)| edge(i, e, bounds)).collect::<Result<_, _>>()?;
     Ok(TrafficLog { edges })
+}
+
+/// Why `bytes` is not a traffic file: its version, or the path and message of the first error.
+fn explain(bytes: &[u8]) -> TrafficError {
+    #[derive(Deserialize)]
+    struct Version {
+        version: Option<u32>,
+    }
+    let json_error = |e: serde_path_to_error::Error<serde_json::Error>| TrafficError::Json {
+        path: e.path().to_string(),
+        message: e.inner().to_string(),
+    };
+    let version: Version = match serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes)) {
+        Ok(v) => v,
+        Err(e) => return json_error(e),
+    };
+    match version.version {
+        Some(SCHEMA_VERSION) => {}
+        Some(other) => return TrafficError::Version(other),
+        None => return TrafficError::Json { path: ".".to_owned(), message: "missing field `version`".to_owned() },
+    }
+    match serde_path_to_error::deserialize::<_, RawLog>(&mut serde_json::Deserializer::from_slice(bytes)) {
+        Err(e) => json_error(e),
+        // Both readings accept it: not reached, but say something true.
+        Ok(_) => TrafficError::Json { path: ".".to_owned(), message: "the file could not be read".to_owned() },
+    }
 }
 
 fn edge(index: usize, raw: RawEdge, bounds: Bounds) -> Result<Edge, TrafficError> {
