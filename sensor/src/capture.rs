@@ -114,7 +114,7 @@ impl Capture {
         filter.drain_flows(65_536, |record| match crate::flows::FlowRecord::decode(record) {
             Some(flow) => {
                 stats.bump(Reason::Flows);
-                let line = crate::flows::FlowLine::new(&flow, node, pods, ts);
+                let line = flow.line(node, pods, ts);
                 if serde_json::to_writer(&mut lines, &line).is_ok() {
                     lines.push(b'\n');
                 }

@@ -9,34 +9,13 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use jiff::Timestamp;
-use portcullis_linter::egress::observation::SensorPod;
-use serde::Serialize;
+pub use portcullis_linter::egress::observation::{FlowEnd, FlowKind as Kind, FlowStart, SensorFlow};
+use portcullis_linter::model::Protocol;
 
 use crate::pods::PodDirectory;
 
 /// Bytes of a `struct flow_event`: the 40-byte key, then ifindex and pkt_type.
 pub const EVENT_SIZE: usize = 48;
-
-/// What the kernel saw start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Kind {
-    /// A TCP SYN: a connection tried.
-    Syn,
-    /// A TCP SYN-ACK: the connection answered (its source is the server).
-    SynAck,
-    /// A UDP or SCTP datagram of a 5-tuple not reported within the interval.
-    Datagram,
-}
-
-/// Transport protocols the filter reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
 
 /// One connection start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,43 +66,18 @@ impl FlowRecord {
     }
 }
 
-/// One end of a connection as written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FlowEnd {
-    pub ip: IpAddr,
-    pub port: u16,
-    /// The pod of this node with that address, when there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<SensorPod>,
-}
-
-/// The JSON line of a connection start.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FlowLine {
-    pub ts: Timestamp,
-    pub node: String,
-    pub flow: FlowBody,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FlowBody {
-    pub kind: Kind,
-    pub protocol: Protocol,
-    pub source: FlowEnd,
-    pub destination: FlowEnd,
-}
-
-impl FlowLine {
-    pub fn new(record: &FlowRecord, node: &str, pods: &PodDirectory, ts: Timestamp) -> FlowLine {
+impl FlowRecord {
+    /// The JSON line of this connection start, with this node's pods at either end.
+    pub fn line(&self, node: &str, pods: &PodDirectory, ts: Timestamp) -> SensorFlow {
         let end = |a: SocketAddr| FlowEnd { ip: a.ip(), port: a.port(), pod: pods.lookup(a.ip()) };
-        FlowLine {
+        SensorFlow {
             ts,
             node: node.to_owned(),
-            flow: FlowBody {
-                kind: record.kind,
-                protocol: record.protocol,
-                source: end(record.source),
-                destination: end(record.destination),
+            flow: FlowStart {
+                kind: self.kind,
+                protocol: self.protocol,
+                source: end(self.source),
+                destination: end(self.destination),
             },
         }
     }

@@ -560,7 +560,6 @@ fn connection_starts_are_reported_once_and_established_traffic_is_not() {
         for _ in 0..128 {
             bulk.write_all(&chunk).unwrap();
         }
-        let _ = client6;
         sources
     });
     // 5 SYNs and 5 SYN-ACKs (4 connects + the bulk one), 1 refused SYN, 2 datagrams.
@@ -591,6 +590,27 @@ fn connection_starts_are_reported_once_and_established_traffic_is_not() {
     // The 8 MiB and the repeated datagrams were seen by the kernel and reported as nothing.
     assert_eq!(counters["kernel:flow_reported"], 13);
     assert!(counters["kernel:flow_repeated"] >= 8, "{counters:#?}");
+    // What `portcullis map --format traffic` makes of these lines: one edge per destination and
+    // port, a SYN and its SYN-ACK counted as one connection.
+    let text: Vec<String> = lines.iter().map(serde_json::Value::to_string).collect();
+    let (log, problems) = portcullis_linter::replay::traffic_from_records(&text.join("\n"));
+    assert!(problems.is_empty(), "{problems:?}");
+    let edges: BTreeMap<String, u64> = log
+        .edges
+        .iter()
+        .map(|e| {
+            (format!("{} -> {} {}/{}", e.source.label(), e.destination.label(), e.port, e.protocol.as_str()), e.count)
+        })
+        .collect();
+    let want: BTreeMap<String, u64> = [
+        (format!("{client4} -> {server4} 8443/TCP"), 4),
+        (format!("{client6} -> {server6} 8443/TCP"), 1),
+        (format!("{client4} -> {server4} 8444/TCP"), 1),
+        (format!("{client4} -> {server4} 9000/UDP"), 2),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(edges, want);
     drop(listeners);
 }
 

@@ -19,6 +19,8 @@ pub enum MapFormat {
     Dot,
     Mermaid,
     Html,
+    /// The connection starts (`portcullis-sensor --flows`) as a traffic file for `replay`
+    Traffic,
 }
 
 #[derive(Debug, clap::Args)]
@@ -96,6 +98,9 @@ pub fn run(args: &MapArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     if let Some(log) = traffic_file(&text) {
         return traffic_map(args, &log, io);
     }
+    if args.format == MapFormat::Traffic {
+        return traffic_from_records(args, &text, io);
+    }
     let (map, problems) = read_map(&text, MapLimits::default());
     for problem in &problems {
         writeln!(io.stderr, "{}:{}: {}", args.from, problem.line, problem.message)?;
@@ -115,6 +120,8 @@ pub fn run(args: &MapArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
             MapFormat::Dot => dot(&snapshot),
             MapFormat::Mermaid => mermaid(&snapshot),
             MapFormat::Html => html(&snapshot),
+            // Handled above: sensor lines go to `traffic_from_records`.
+            MapFormat::Traffic => String::new(),
         }
     };
     match &args.out {
@@ -160,7 +167,7 @@ fn traffic_map(args: &MapArgs, log: &crate::replay::TrafficLog, io: &mut Io<'_>)
     }
     let ports = |r: &Row| r.0.iter().cloned().collect::<Vec<_>>().join(", ");
     let output = match args.format {
-        MapFormat::Json => {
+        MapFormat::Json | MapFormat::Traffic => {
             serde_json::to_string_pretty(
                 &serde_json::json!({"version": crate::replay::traffic::SCHEMA_VERSION, "edges": log.edges}),
             )? + "\n"
@@ -233,6 +240,31 @@ fn traffic_map(args: &MapArgs, log: &crate::replay::TrafficLog, io: &mut Io<'_>)
         None => io.stdout.write_all(output.as_bytes())?,
     }
     Ok(EXIT_OK)
+}
+
+/// `--format traffic` over sensor lines: their connection starts folded into edges, written as a
+/// traffic file (read back before it is written, so what is written is what `replay` reads).
+fn traffic_from_records(args: &MapArgs, text: &str, io: &mut Io<'_>) -> anyhow::Result<u8> {
+    let (log, problems) = crate::replay::traffic_from_records(text);
+    for p in &problems {
+        writeln!(io.stderr, "{}:{}: {}", args.from, p.line, p.message)?;
+    }
+    if log.edges.is_empty() {
+        writeln!(io.stderr, "portcullis: error: no connection starts in {} (run the sensor with --flows)", args.from)?;
+        return Ok(EXIT_ERROR);
+    }
+    let output = serde_json::to_string_pretty(
+        &serde_json::json!({"version": crate::replay::traffic::SCHEMA_VERSION, "edges": log.edges}),
+    )? + "\n";
+    if let Err(e) = crate::replay::traffic::parse(output.as_bytes(), crate::replay::Bounds::default()) {
+        writeln!(io.stderr, "portcullis: error: the records do not make a valid traffic file: {e}")?;
+        return Ok(EXIT_ERROR);
+    }
+    match &args.out {
+        Some(path) => std::fs::write(path, output)?,
+        None => io.stdout.write_all(output.as_bytes())?,
+    }
+    Ok(if problems.is_empty() { EXIT_OK } else { EXIT_FINDINGS })
 }
 
 /// `--export-policies`: the traffic file's edges as least-privilege policies. Exit 0 when every

@@ -64,6 +64,54 @@ pub struct SensorPod {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A connection start (`portcullis-sensor --flows`), as JSON lines beside the observations:
+///
+/// ```json
+/// {"ts":"2026-11-26T18:30:00Z","node":"n1","flow":{"kind":"syn","protocol":"TCP",
+///  "source":{"ip":"10.0.1.5","port":40312,"pod":{"namespace":"shop","name":"pay-7f9c","workload":"Deployment/pay"}},
+///  "destination":{"ip":"203.0.113.7","port":443}}}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensorFlow {
+    pub ts: Timestamp,
+    pub node: String,
+    pub flow: FlowStart,
+}
+
+/// What the kernel saw start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FlowKind {
+    /// A TCP SYN: a connection tried.
+    Syn,
+    /// A TCP SYN-ACK: the connection answered (its source is the server).
+    SynAck,
+    /// A UDP or SCTP datagram of a 5-tuple not reported within the sensor's interval.
+    Datagram,
+}
+
+/// The connection: its kind, protocol and ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowStart {
+    pub kind: FlowKind,
+    pub protocol: crate::model::Protocol,
+    pub source: FlowEnd,
+    pub destination: FlowEnd,
+}
+
+/// One end of a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowEnd {
+    pub ip: IpAddr,
+    pub port: u16,
+    /// The pod of the reporting node with that address, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<SensorPod>,
+}
+
 /// One address and its TTL in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
