@@ -161,8 +161,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let metrics_listen = args.metrics_listen.unwrap_or_else(|| {
         if in_cluster { SocketAddr::from(([0, 0, 0, 0], 9091)) } else { SocketAddr::from(([127, 0, 0, 1], 9091)) }
     });
-    if args.output == Output::None && args.report_url.is_none() {
-        anyhow::bail!("nothing to do: pass --output stdout and/or --report-url");
+    if args.output == Output::None && args.report_url.is_none() && !args.flows {
+        anyhow::bail!("nothing to do: pass --output stdout, --report-url and/or --flows");
     }
     let node = match &args.node {
         Some(node) => node.clone(),
