@@ -18,6 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/metrics.rs"]
+mod metrics;
+
 const RATE: u64 = 50_000;
 const SECONDS: u64 = 5;
 
@@ -42,7 +45,8 @@ impl Sensor {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
-        let (udp, tcp, watched) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (udp, tcp, watched) =
+            (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (u, t, w) = (udp.clone(), tcp.clone(), watched.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -66,23 +70,7 @@ impl Sensor {
     }
 
     fn counters(&self) -> BTreeMap<String, u64> {
-        let mut stream = TcpStream::connect(self.metrics).unwrap();
-        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: sensor\r\n\r\n").unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        let mut out = BTreeMap::new();
-        for line in text.lines() {
-            for (metric, prefix) in
-                [("portcullis_sensor_packets_total", ""), ("portcullis_sensor_kernel_packets_total", "kernel:")]
-            {
-                if let Some(rest) = line.strip_prefix(&format!("{metric}{{reason=\""))
-                    && let Some((reason, value)) = rest.split_once("\"} ")
-                {
-                    out.insert(format!("{prefix}{reason}"), value.parse().unwrap());
-                }
-            }
-        }
-        out
+        metrics::counters(&metrics::scrape(self.metrics))
     }
 
     /// CPU seconds (user + system) the sensor has used.

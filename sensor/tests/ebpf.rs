@@ -10,6 +10,8 @@
 
 #[path = "../../linter/tests/common/dnsmasq.rs"]
 mod dnsmasq;
+#[path = "common/metrics.rs"]
+mod metrics;
 #[path = "common/netns.rs"]
 mod netns;
 
@@ -129,26 +131,7 @@ impl Sensor {
     /// `portcullis_sensor_kernel_packets_total`.
     fn counters(&self) -> BTreeMap<String, u64> {
         let addr = self.metrics;
-        let text = in_netns(&self.ns, move || {
-            let mut stream = TcpStream::connect(addr).unwrap();
-            stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: sensor\r\n\r\n").unwrap();
-            let mut text = String::new();
-            stream.read_to_string(&mut text).unwrap();
-            text
-        });
-        let mut counters = BTreeMap::new();
-        for line in text.lines() {
-            for (metric, prefix) in
-                [("portcullis_sensor_packets_total", ""), ("portcullis_sensor_kernel_packets_total", "kernel:")]
-            {
-                if let Some(rest) = line.strip_prefix(&format!("{metric}{{reason=\""))
-                    && let Some((reason, value)) = rest.split_once("\"} ")
-                {
-                    counters.insert(format!("{prefix}{reason}"), value.parse().unwrap());
-                }
-            }
-        }
-        counters
+        metrics::counters(&in_netns(&self.ns, move || metrics::scrape(addr)))
     }
 
     /// Waits until `done` holds for the counters (the capture thread works asynchronously).

@@ -225,23 +225,15 @@ pub fn render_markdown(d: &Diff) -> String {
 /// SARIF 2.1.0: one result per opened connection (source to destination, its ports), located at
 /// the rule that opens it on HEAD.
 pub fn render_sarif(d: &Diff) -> String {
-    use serde_json::json;
     let mut results = Vec::new();
     for g in d.opened() {
         for (source, destination) in &g.pairs {
-            let mut result = json!({
-                "ruleId": "opened-connection",
-                "ruleIndex": 0,
-                "level": "warning",
-                "message": {"text": format!("{source} may now reach {} on {}: {}", destination.label(), g.ports_text(), g.why)},
-            });
-            if let Some(at) = &g.at {
-                result["locations"] = json!([{"physicalLocation": {
-                    "artifactLocation": {"uri": crate::report::sarif::uri(&at.file)},
-                    "region": {"startLine": at.line.max(1)},
-                }}]);
-            }
-            results.push(result);
+            results.push(crate::report::sarif::single_rule_result(
+                "opened-connection",
+                "warning",
+                format!("{source} may now reach {} on {}: {}", destination.label(), g.ports_text(), g.why),
+                g.at.as_ref().map(|at| (at.file.as_str(), at.line)),
+            ));
         }
     }
     crate::report::sarif::single_rule_log(

@@ -1,7 +1,5 @@
 //! Replay output: human, JSON, markdown (a pull-request comment) and SARIF.
 
-use serde_json::json;
-
 use super::{DeniedGroup, Fix, Replay};
 use crate::diff::render::markdown_text;
 
@@ -163,22 +161,15 @@ pub fn render_sarif(r: &Replay) -> String {
     let mut results = Vec::new();
     for g in &r.groups {
         for e in &g.edges {
-            let mut result = json!({
-                "ruleId": "denied-traffic",
-                "ruleIndex": 0,
-                "level": "error",
-                "message": {"text": format!(
+            results.push(crate::report::sarif::single_rule_result(
+                "denied-traffic",
+                "error",
+                format!(
                     "{} -> {} on {}, seen {} time(s), last at {}, would be denied: {}",
                     e.source, e.destination, e.port, e.count, e.last_seen, g.why
-                )},
-            });
-            if let Some(at) = &g.at {
-                result["locations"] = json!([{"physicalLocation": {
-                    "artifactLocation": {"uri": crate::report::sarif::uri(&at.file)},
-                    "region": {"startLine": at.line.max(1)},
-                }}]);
-            }
-            results.push(result);
+                ),
+                g.at.as_ref().map(|at| (at.file.as_str(), at.line)),
+            ));
         }
     }
     crate::report::sarif::single_rule_log(

@@ -44,6 +44,19 @@ pub(crate) fn single_rule_log(tool: &str, rule: &str, short: &str, full: &str, r
     out
 }
 
+/// One result of a [`single_rule_log`]: the rule's only entry, `level`, the message, and where
+/// (file and line), when known.
+pub(crate) fn single_rule_result(rule: &str, level: &str, text: String, at: Option<(&str, usize)>) -> Value {
+    let mut result = json!({"ruleId": rule, "ruleIndex": 0, "level": level, "message": {"text": text}});
+    if let Some((file, line)) = at {
+        result["locations"] = json!([{"physicalLocation": {
+            "artifactLocation": {"uri": uri(file)},
+            "region": {"startLine": line.max(1)},
+        }}]);
+    }
+    result
+}
+
 /// A file name as a URI reference (relative paths stay relative).
 pub(crate) fn uri(file: &str) -> String {
     if file == "<stdin>" {
