@@ -628,3 +628,69 @@ fn replay_refuses_manifests_that_did_not_load() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("would be denied"));
 }
+
+/// The observed-traffic commands as a user runs them: exit codes, formats, `--since`, and the
+/// capture → traffic → replay → export workflow.
+#[test]
+fn traffic_workflow_through_the_cli() {
+    let repo = common::repo();
+    let case = repo.join("testcases/replay/shop-lockdown");
+    let traffic = case.join("traffic.json");
+    let t = traffic.to_str().unwrap();
+    let c = case.to_str().unwrap();
+    // Denials: exit 1 only when asked.
+    assert_eq!(portcullis(&["replay", c, "--traffic", t], &repo, None).status.code(), Some(0));
+    let out =
+        portcullis(&["replay", c, "--traffic", t, "--fail-on", "denied-traffic", "--format", "json"], &repo, None);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["deniedEdges"], 5);
+    // A window after the last edge: nothing to deny.
+    let out = portcullis(
+        &["replay", c, "--traffic", t, "--since", "2026-11-26T00:00:00Z", "--fail-on", "denied-traffic"],
+        &repo,
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("Replayed 0 edge(s): none would be denied."));
+    assert_eq!(portcullis(&["replay", c, "--traffic", t, "--since", "7y"], &repo, None).status.code(), Some(2));
+    // The traffic from stdin; the manifests cannot come from there too.
+    let bytes = std::fs::read(&traffic).unwrap();
+    let out = portcullis(&["replay", c, "--traffic", "-", "--format", "sarif"], &repo, Some(&bytes));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("\"ruleId\": \"denied-traffic\""));
+    assert_eq!(portcullis(&["replay", "-", "--traffic", "-"], &repo, Some(&bytes)).status.code(), Some(2));
+    // lint --traffic: PC024.
+    let out = portcullis(&["lint", c, "--traffic", t], &repo, None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("PC024"));
+    // A bad traffic file is exit 2 with the field named.
+    let dir = tempdir("traffic-cli");
+    std::fs::write(dir.join("bad.json"), r#"{"version":1,"edges":[{"port":1}]}"#).unwrap();
+    let out = portcullis(&["replay", c, "--traffic", dir.join("bad.json").to_str().unwrap()], &repo, None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("edges[0]"), "{}", String::from_utf8_lossy(&out.stderr));
+    // Sensor lines → traffic file → replay.
+    let capture = [
+        r#"{"ts":"2026-11-26T10:00:00Z","node":"n1","client":{"ip":"10.0.1.5","pod":{"namespace":"shop","name":"payments-x1","workload":"Deployment/payments","labels":{"app":"payments"}}},"server":"10.96.0.10","qname":"api.stripe.com","answers":[{"ip":"203.0.113.7","ttl":60}],"cnames":[]}"#,
+        r#"{"ts":"2026-11-26T10:00:01Z","node":"n1","flow":{"kind":"syn","protocol":"TCP","source":{"ip":"10.0.1.5","port":40000,"pod":{"namespace":"shop","name":"payments-x1","workload":"Deployment/payments","labels":{"app":"payments"}}},"destination":{"ip":"203.0.113.7","port":443}}}"#,
+    ]
+    .join("\n");
+    std::fs::write(dir.join("capture.jsonl"), &capture).unwrap();
+    let out =
+        portcullis(&["map", "--from", "capture.jsonl", "--format", "traffic", "--out", "traffic.json"], &dir, None);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = portcullis(&["replay", c, "--traffic", dir.join("traffic.json").to_str().unwrap()], &repo, None);
+    assert!(
+        stdout(&out).contains("shop/Deployment/payments -> api.stripe.com (203.0.113.7) on 443/TCP"),
+        "{}",
+        stdout(&out)
+    );
+    // The map of a traffic file, and the policies from it (kube-system left out: exit 1).
+    let out = portcullis(&["map", "--from", t], &repo, None);
+    assert!(stdout(&out).contains("-> shop/Deployment/payments  8080/TCP, 9090/TCP"), "{}", stdout(&out));
+    let out = portcullis(&["map", "--from", t, "--export-policies"], &repo, None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("name: portcullis-default-deny"));
+    assert_eq!(portcullis(&["map", "--from", t, "--export-intents"], &repo, None).status.code(), Some(2));
+}

@@ -632,10 +632,8 @@ fn add(path: &str, value: Value) -> PatchOperation {
 /// An EgressIntent letting the source's pods reach the name (ports filled in by the caller).
 fn intent_for(source: &WorkloadPeer, labels: &Labels, name: &str) -> Value {
     let (_, workload) = source.kind_and_name();
-    let mut intent_name: String =
-        format!("{workload}-{name}").chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-    intent_name.truncate(253);
-    let intent_name = intent_name.trim_matches('-').to_owned();
+    // Short enough for the policy the controller renders from it to be named after it too.
+    let intent_name = crate::egress::map::sanitize(&format!("{workload}-{name}"));
     json!({
         "apiVersion": crate::egress::API_VERSION,
         "kind": "EgressIntent",
