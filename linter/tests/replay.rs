@@ -57,7 +57,7 @@ fn apply_fixes(project: &Project, r: &replay::Replay) -> Vec<String> {
             let current = patched.remove(&p.policy).unwrap_or_else(|| object.value.clone());
             patched.insert(p.policy.clone(), portcullis_linter::fix::apply(&current, &p.patch).unwrap());
         }
-        docs.extend(objects.iter().map(Value::to_string));
+        docs.extend(objects.iter().map(replay::FixObject::to_json));
     }
     docs.extend(patched.into_values().map(|v| v.to_string()));
     docs
@@ -149,13 +149,13 @@ spec: {podSelector: {}, policyTypes: [Egress]}
     let r = replay::replay(&project, &log);
     let Fix::Change { policy: None, objects } = &r.groups[0].fix else { panic!("{:?}", r.groups[0].fix) };
     assert_eq!(
-        objects[0]["spec"],
+        serde_json::to_value(&objects[0]).unwrap()["spec"],
         json!({"podSelector": {"matchLabels": {"app": "backup"}}, "policyTypes": ["Egress"],
                "egress": [{"to": [{"ipBlock": {"cidr": "2001:db8::5/128"}}], "ports": [{"port": 873, "protocol": "TCP"}]}]})
     );
     let mut fixed = Project::new("default");
     fixed.add_text("p.yaml", manifests.to_owned(), true);
-    fixed.add_text("fix.json", objects[0].to_string(), true);
+    fixed.add_text("fix.json", objects[0].to_json(), true);
     assert_eq!(replay::replay(&fixed, &log).denied_edges, 0);
 }
 

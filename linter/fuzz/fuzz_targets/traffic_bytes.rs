@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         let Fix::Change { objects, .. } = &g.fix else { continue };
         for o in objects {
             let mut check = Project::new("default");
-            check.add_text("fix.json", o.to_string(), true);
+            check.add_text("fix.json", o.to_json(), true);
             assert!(check.load_problems.is_empty() && check.inventory.problems.is_empty(), "{o}");
         }
     }

@@ -110,10 +110,113 @@ pub enum Fix {
         #[serde(skip_serializing_if = "Option::is_none")]
         policy: Option<PolicyPatch>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
-        objects: Vec<Value>,
+        objects: Vec<FixObject>,
     },
     /// No NetworkPolicy rule can allow these edges: what decides them must change.
     None { why: String },
+}
+
+/// An object a fix adds: a NetworkPolicy for one workload, or an EgressIntent.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum FixObject {
+    Policy(NewPolicy),
+    Intent(Value),
+}
+
+impl FixObject {
+    /// The object as JSON text (a manifest `kubectl apply` and `portcullis` read).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// `metadata.namespace` and `metadata.name`.
+    pub fn namespace_and_name(&self) -> (&str, &str) {
+        match self {
+            FixObject::Policy(p) => (&p.metadata.namespace, &p.metadata.name),
+            FixObject::Intent(v) => (
+                v["metadata"]["namespace"].as_str().unwrap_or_default(),
+                v["metadata"]["name"].as_str().unwrap_or_default(),
+            ),
+        }
+    }
+
+    /// The kind, as written.
+    pub fn kind(&self) -> &str {
+        match self {
+            FixObject::Policy(_) => "NetworkPolicy",
+            FixObject::Intent(_) => "EgressIntent",
+        }
+    }
+}
+
+/// A NetworkPolicy a fix writes (typed: a large replay writes tens of thousands of rules, and a
+/// typed rule serializes without building a JSON map per selector).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewPolicy {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub metadata: NewMetadata,
+    pub spec: NewSpec,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NewMetadata {
+    pub name: String,
+    pub namespace: String,
+    pub annotations: BTreeMap<&'static str, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewSpec {
+    pub pod_selector: MatchLabels,
+    pub policy_types: [&'static str; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Vec<RuleOut>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Vec<RuleOut>>,
+}
+
+/// A selector by labels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MatchLabels {
+    pub match_labels: Labels,
+}
+
+/// A NetworkPolicy rule: its peers (`to` or `from`) and ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<Vec<PeerOut>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<Vec<PeerOut>>,
+    pub ports: Vec<PortOut>,
+}
+
+/// A NetworkPolicy peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<MatchLabels>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<MatchLabels>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_block: Option<Cidr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cidr {
+    pub cidr: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PortOut {
+    pub port: i32,
+    pub protocol: crate::model::Protocol,
 }
 
 /// A patch to one NetworkPolicy.
@@ -302,8 +405,8 @@ enum PeerKey {
     Address(std::net::IpAddr),
 }
 
-/// Rules gathered for one target: by peer, the peer's JSON and its ports.
-type Rules = BTreeMap<PeerKey, (Value, Vec<Port>)>;
+/// Rules gathered for one target: by peer, the peer and its ports.
+type Rules = BTreeMap<PeerKey, (PeerOut, Vec<Port>)>;
 
 /// Everything a group's fix gathers.
 #[derive(Default)]
@@ -453,19 +556,25 @@ fn fix_of(project: &Project, ends: &Ends<'_>, direction: Direction, gathered: Ga
             }
             Target::New(end) => {
                 if let Some((peer, labels)) = ends.info(end) {
-                    objects.push(new_policy(&peer.namespace, &peer.workload, labels, direction, rules.into_values()));
+                    objects.push(FixObject::Policy(new_policy(
+                        &peer.namespace,
+                        &peer.workload,
+                        labels,
+                        direction,
+                        rules.into_values(),
+                    )));
                 }
             }
         }
     }
     for (mut intent, ports) in gathered.intents.into_values() {
         intent["spec"]["egress"][0]["ports"] = ports_value(&ports);
-        objects.push(intent);
+        objects.push(FixObject::Intent(intent));
     }
     (policy.is_some() || !objects.is_empty()).then_some(Fix::Change { policy, objects })
 }
 
-fn push_port(entry: &mut (Value, Vec<Port>), port: Port) {
+fn push_port<T>(entry: &mut (T, Vec<Port>), port: Port) {
     if !entry.1.contains(&port) {
         entry.1.push(port);
         entry.1.sort();
@@ -538,20 +647,20 @@ fn target_policy(inv: &Inventory, d: &DirectionVerdict, direction: Direction) ->
 
 /// A NetworkPolicy peer that admits exactly the edge's other end (from a policy of
 /// `policy_namespace`).
-fn peer_value(ends: &Ends<'_>, policy_namespace: &str, peer: &Peer, end: Option<usize>) -> Value {
+fn peer_value(ends: &Ends<'_>, policy_namespace: &str, peer: &Peer, end: Option<usize>) -> PeerOut {
+    let none = PeerOut { pod_selector: None, namespace_selector: None, ip_block: None };
     match (peer, end.and_then(|e| ends.info(e))) {
-        (Peer::Workload(w), Some((_, stable))) => {
-            let mut value = json!({"podSelector": {"matchLabels": stable}});
-            if w.namespace != policy_namespace {
-                value["namespaceSelector"] = json!({"matchLabels": {NAMESPACE_NAME_LABEL: w.namespace}});
-            }
-            value
-        }
+        (Peer::Workload(w), Some((_, stable))) => PeerOut {
+            pod_selector: Some(MatchLabels { match_labels: stable.clone() }),
+            namespace_selector: (w.namespace != policy_namespace)
+                .then(|| MatchLabels { match_labels: [(NAMESPACE_NAME_LABEL.to_owned(), w.namespace.clone())].into() }),
+            ..none
+        },
         (Peer::Address(AddressPeer { address, .. }), _) => {
             let bits = if address.is_ipv4() { 32 } else { 128 };
-            json!({"ipBlock": {"cidr": format!("{address}/{bits}")}})
+            PeerOut { ip_block: Some(Cidr { cidr: format!("{address}/{bits}") }), ..none }
         }
-        (Peer::Workload(_), None) => Value::Null,
+        (Peer::Workload(_), None) => none,
     }
 }
 
@@ -560,18 +669,14 @@ fn ports_value(ports: &[Port]) -> Value {
 }
 
 /// One rule per peer, with its ports.
-fn rule_values(direction: Direction, added: impl Iterator<Item = (Value, Vec<Port>)>) -> Vec<Value> {
-    let peer_key = match direction {
-        Direction::Egress => "to",
-        Direction::Ingress => "from",
-    };
-    // Built by moving the peers in: `json!` would copy each value through serialization.
+fn rule_values(direction: Direction, added: impl Iterator<Item = (PeerOut, Vec<Port>)>) -> Vec<RuleOut> {
     added
         .map(|(peer, ports)| {
-            let mut rule = serde_json::Map::new();
-            rule.insert(peer_key.to_owned(), Value::Array(vec![peer]));
-            rule.insert("ports".to_owned(), ports_value(&ports));
-            Value::Object(rule)
+            let ports = ports.iter().map(|p| PortOut { port: p.port, protocol: p.protocol }).collect();
+            match direction {
+                Direction::Egress => RuleOut { to: Some(vec![peer]), from: None, ports },
+                Direction::Ingress => RuleOut { to: None, from: Some(vec![peer]), ports },
+            }
         })
         .collect()
 }
@@ -582,35 +687,41 @@ fn new_policy(
     workload: &str,
     labels: &Labels,
     direction: Direction,
-    added: impl Iterator<Item = (Value, Vec<Port>)>,
-) -> Value {
+    added: impl Iterator<Item = (PeerOut, Vec<Port>)>,
+) -> NewPolicy {
     let (_, name) = workload.split_once('/').unwrap_or(("", workload));
     let mut policy_name = format!("allow-observed-{}-{name}", direction.key());
     policy_name.truncate(253);
-    let types = match direction {
-        Direction::Egress => "Egress",
-        Direction::Ingress => "Ingress",
+    let rules = Some(rule_values(direction, added));
+    let (types, ingress, egress) = match direction {
+        Direction::Egress => ("Egress", None, rules),
+        Direction::Ingress => ("Ingress", rules, None),
     };
-    let mut policy = json!({
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {
-            "name": policy_name.trim_end_matches(['-', '.']),
-            "namespace": namespace,
-            "annotations": {crate::fix::GENERATED_ANNOTATION: format!("{} traffic observed for {workload}, written by portcullis replay", direction.key())},
+    NewPolicy {
+        api_version: "networking.k8s.io/v1",
+        kind: "NetworkPolicy",
+        metadata: NewMetadata {
+            name: policy_name.trim_end_matches(['-', '.']).to_owned(),
+            namespace: namespace.to_owned(),
+            annotations: [(
+                crate::fix::GENERATED_ANNOTATION,
+                format!("{} traffic observed for {workload}, written by portcullis replay", direction.key()),
+            )]
+            .into(),
         },
-        "spec": {
-            "podSelector": {"matchLabels": labels},
-            "policyTypes": [types],
+        spec: NewSpec {
+            pod_selector: MatchLabels { match_labels: labels.clone() },
+            policy_types: [types],
+            ingress,
+            egress,
         },
-    });
-    policy["spec"][direction.key()] = Value::Array(rule_values(direction, added));
-    policy
+    }
 }
 
 /// The patch appending one rule per peer to the policy's rules of `direction`.
-fn rule_patch(policy: &Policy, direction: Direction, added: impl Iterator<Item = (Value, Vec<Port>)>) -> Patch {
-    let rules = rule_values(direction, added);
+fn rule_patch(policy: &Policy, direction: Direction, added: impl Iterator<Item = (PeerOut, Vec<Port>)>) -> Patch {
+    let rules: Vec<Value> =
+        rule_values(direction, added).iter().map(|r| serde_json::to_value(r).unwrap_or_default()).collect();
     let existing = match direction {
         Direction::Egress => policy.spec.egress.is_some(),
         Direction::Ingress => policy.spec.ingress.is_some(),

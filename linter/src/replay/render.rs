@@ -42,14 +42,15 @@ fn fix_lines(g: &DeniedGroup) -> Vec<String> {
                     out.push(format!("  {}", serde_json::to_string(op).unwrap_or_default()));
                 }
             }
-            for o in objects {
-                out.push(format!(
-                    "{}apply EgressIntent {}/{} (its addresses are kept fresh from DNS):",
-                    if policy.is_some() { "and " } else { "smallest change: " },
-                    o["metadata"]["namespace"].as_str().unwrap_or_default(),
-                    o["metadata"]["name"].as_str().unwrap_or_default()
-                ));
-                out.push(format!("  {}", serde_json::to_string(o).unwrap_or_default()));
+            for (i, o) in objects.iter().enumerate() {
+                let (namespace, name) = o.namespace_and_name();
+                let first = if policy.is_none() && i == 0 { "smallest change: " } else { "and " };
+                let why = match o {
+                    super::FixObject::Intent(_) => " (its addresses are kept fresh from DNS)",
+                    super::FixObject::Policy(_) => " (only namespace-wide policies isolate the workload)",
+                };
+                out.push(format!("{first}apply {} {namespace}/{name}{why}:", o.kind()));
+                out.push(format!("  {}", o.to_json()));
             }
         }
     }

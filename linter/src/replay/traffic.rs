@@ -153,15 +153,17 @@ pub enum TrafficError {
     Json { path: String, message: String },
     #[error("the traffic file has version {0}; this portcullis reads version {SCHEMA_VERSION}")]
     Version(u32),
-    #[error("the traffic file has {count} edges, over the limit of {max}")]
-    TooManyEdges { count: usize, max: usize },
+    #[error("the traffic file has more than {max} edges")]
+    TooManyEdges { max: usize },
     #[error("edges[{index}].{field}: {message}")]
     Edge { index: usize, field: String, message: String },
 }
 
-/// The file as written: every peer field optional, so a missing one is named in the error.
+/// The file as written: every peer field optional, so a missing one is named in the error. Read
+/// whole only to explain a refused file ([`explain`]); [`parse`] reads edges one by one.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[allow(dead_code)] // its fields are read for their errors only
 struct RawLog {
     version: u32,
     #[serde(default)]
@@ -206,18 +208,101 @@ pub fn parse(bytes: &[u8], bounds: Bounds) -> Result<TrafficLog, TrafficError> {
     }
     // The fast reading first; only a file it refuses is read again to say where and why (a file
     // of another version gets that error, not a field's).
-    let raw: RawLog = match serde_json::from_slice(bytes) {
-        Ok(raw) => raw,
-        Err(_) => return Err(explain(bytes)),
-    };
-    if raw.version != SCHEMA_VERSION {
-        return Err(TrafficError::Version(raw.version));
+    // The fast reading: each edge typed and checked as it is read (the raw list is never held
+    // whole). Only a file it refuses is read again to say where and why; a file of another
+    // version gets that error, not a field's.
+    let failed = std::cell::RefCell::new(None);
+    let fast = serde::de::DeserializeSeed::deserialize(
+        Fast { bounds, failed: &failed },
+        &mut serde_json::Deserializer::from_slice(bytes),
+    );
+    match fast {
+        Ok((SCHEMA_VERSION, edges)) => Ok(TrafficLog { edges }),
+        Ok((other, _)) => Err(TrafficError::Version(other)),
+        Err(_) => match explain(bytes) {
+            version @ TrafficError::Version(_) => Err(version),
+            other => Err(failed.into_inner().unwrap_or(other)),
+        },
     }
-    if raw.edges.len() > bounds.max_edges {
-        return Err(TrafficError::TooManyEdges { count: raw.edges.len(), max: bounds.max_edges });
+}
+
+/// [`parse`]'s fast reading: a traffic file's version and its edges, checked one by one; the
+/// first edge that fails its checks is kept in `failed`.
+struct Fast<'f> {
+    bounds: Bounds,
+    failed: &'f std::cell::RefCell<Option<TrafficError>>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Fast<'_> {
+    type Value = (u32, Vec<Edge>);
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
     }
-    let edges = raw.edges.into_iter().enumerate().map(|(i, e)| edge(i, e, bounds)).collect::<Result<_, _>>()?;
-    Ok(TrafficLog { edges })
+}
+
+impl<'de> serde::de::Visitor<'de> for Fast<'_> {
+    type Value = (u32, Vec<Edge>);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a traffic file")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut version, mut edges) = (None, Vec::new());
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "version" => version = Some(map.next_value::<u32>()?),
+                "edges" => edges = map.next_value_seed(Edges { bounds: self.bounds, failed: self.failed })?,
+                other => return Err(serde::de::Error::unknown_field(other, &["version", "edges"])),
+            }
+        }
+        let version = version.ok_or_else(|| serde::de::Error::missing_field("version"))?;
+        Ok((version, edges))
+    }
+}
+
+/// The edge list of [`Fast`].
+struct Edges<'f> {
+    bounds: Bounds,
+    failed: &'f std::cell::RefCell<Option<TrafficError>>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Edges<'_> {
+    type Value = Vec<Edge>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Edges<'_> {
+    type Value = Vec<Edge>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of edges")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(raw) = seq.next_element::<RawEdge>()? {
+            let index = out.len();
+            let checked = if index >= self.bounds.max_edges {
+                Err(TrafficError::TooManyEdges { max: self.bounds.max_edges })
+            } else {
+                edge(index, raw, self.bounds)
+            };
+            match checked {
+                Ok(e) => out.push(e),
+                Err(e) => {
+                    let message = e.to_string();
+                    *self.failed.borrow_mut() = Some(e);
+                    return Err(serde::de::Error::custom(message));
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Why `bytes` is not a traffic file: its version, or the path and message of the first error.
