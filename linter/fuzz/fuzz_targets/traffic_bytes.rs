@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         for o in objects {
             let mut check = Project::new("default");
             check.add_text("fix.json", o.to_json(), true);
-            assert!(check.load_problems.is_empty() && check.inventory.problems.is_empty(), "{o}");
+            assert!(check.load_problems.is_empty() && check.inventory.problems.is_empty(), "{}", o.to_json());
         }
     }
 });
