@@ -17,12 +17,12 @@
 
 pub mod traffic;
 
+mod capture;
 mod export;
-mod record;
 mod render;
 
+pub use capture::traffic_from_records;
 pub use export::{PolicyExport, SYSTEM_NAMESPACES, export_policies};
-pub use record::traffic_from_records;
 
 pub use render::{render_human, render_json, render_markdown, render_sarif};
 pub use traffic::{Bounds, Edge, Peer, TrafficError, TrafficLog};

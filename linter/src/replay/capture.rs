@@ -28,6 +28,8 @@ pub const SAME_CONNECTION: SignedDuration = SignedDuration::from_secs(5);
 pub const MAX_EDGES: usize = 2_000_000;
 /// Most distinct addresses with a pod, and (pod, address) → name pairs, kept.
 pub const MAX_ATTRIBUTIONS: usize = 1_000_000;
+/// Most problems reported one by one; the rest are counted in one last problem.
+pub const MAX_PROBLEMS: usize = 100;
 
 /// A reported connection before attribution.
 struct Start {
@@ -55,6 +57,7 @@ pub fn traffic_from_records(text: &str) -> (TrafficLog, Vec<InputProblem>) {
     // (client address, answer address) → (time, name)
     let mut names: HashMap<(IpAddr, IpAddr), (Timestamp, String)> = HashMap::new();
     let mut starts: Vec<Start> = Vec::new();
+    let mut unreadable = 0usize;
     let attribute = |pods: &mut HashMap<IpAddr, SensorPod>, ip: IpAddr, pod: &Option<SensorPod>| {
         if let Some(pod) = pod
             && (pods.len() < MAX_ATTRIBUTIONS || pods.contains_key(&ip))
@@ -93,10 +96,11 @@ pub fn traffic_from_records(text: &str) -> (TrafficLog, Vec<InputProblem>) {
                     }
                 }
             }
-            Err(_) => problems.push(InputProblem {
+            Err(_) if problems.len() < MAX_PROBLEMS => problems.push(InputProblem {
                 line: index + 1,
                 message: "neither a sensor observation nor a connection start".to_owned(),
             }),
+            Err(_) => unreadable += 1,
         }
     }
     // SYNs before their SYN-ACKs, the earliest first: one connection per 5-tuple and moment.
@@ -143,6 +147,12 @@ pub fn traffic_from_records(text: &str) -> (TrafficLog, Vec<InputProblem>) {
             Some(h) => h.count = h.count.saturating_add(1),
             None => edge.hours.push(HourCount { hour, count: 1 }),
         }
+    }
+    if unreadable > 0 {
+        problems.push(InputProblem {
+            line: 0,
+            message: format!("{unreadable} more line(s) were neither a sensor observation nor a connection start"),
+        });
     }
     if dropped > 0 {
         problems.push(InputProblem {
@@ -240,5 +250,17 @@ mod tests {
         // It reads back as a traffic file.
         let text = serde_json::json!({"version": 1, "edges": log.edges}).to_string();
         assert_eq!(super::super::traffic::parse(text.as_bytes(), Default::default()).unwrap(), log);
+    }
+
+    #[test]
+    fn garbage_is_reported_a_bounded_number_of_times() {
+        let text = "x\n".repeat(10_000);
+        let (log, problems) = traffic_from_records(&text);
+        assert!(log.edges.is_empty());
+        assert_eq!(problems.len(), MAX_PROBLEMS + 1);
+        assert_eq!(
+            problems[MAX_PROBLEMS].message,
+            "9900 more line(s) were neither a sensor observation nor a connection start"
+        );
     }
 }
