@@ -20,12 +20,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
+use super::PeerOut;
 use super::traffic::{AddressPeer, Peer, TrafficLog, WorkloadPeer};
 use crate::config::DnsConfig;
 use crate::diff::Port;
 use crate::egress::map::{VOLATILE_LABELS, sanitize};
 use crate::fix::GENERATED_ANNOTATION;
-use crate::model::{Labels, NAMESPACE_NAME_LABEL};
+use crate::model::Labels;
 use crate::semantics::Direction;
 
 /// Namespaces never locked down from observed traffic: the cluster's own, whose traffic (the
@@ -51,25 +52,18 @@ struct Subject {
     namespace: String,
     workload: String,
     labels: Labels,
-    egress: BTreeMap<String, (Value, BTreeSet<Port>)>,
-    ingress: BTreeMap<String, (Value, BTreeSet<Port>)>,
+    egress: BTreeMap<String, (PeerOut, BTreeSet<Port>)>,
+    ingress: BTreeMap<String, (PeerOut, BTreeSet<Port>)>,
     names: BTreeMap<String, BTreeSet<Port>>,
 }
 
-fn peer_json(peer: &Peer, from_namespace: &str) -> Value {
-    match peer {
-        Peer::Address(AddressPeer { address, .. }) => {
-            let bits = if address.is_ipv4() { 32 } else { 128 };
-            json!({"ipBlock": {"cidr": format!("{address}/{bits}")}})
-        }
-        Peer::Workload(w) => {
-            let mut v = json!({"podSelector": {"matchLabels": stable(&w.labels)}});
-            if w.namespace != from_namespace {
-                v["namespaceSelector"] = json!({"matchLabels": {NAMESPACE_NAME_LABEL: w.namespace}});
-            }
-            v
-        }
-    }
+/// The rule peer for the edge's other end, from a policy of `from_namespace`, keyed by its JSON.
+fn peer_out(peer: &Peer, from_namespace: &str) -> (String, PeerOut) {
+    let out = match peer {
+        Peer::Address(AddressPeer { address, .. }) => PeerOut::address(*address),
+        Peer::Workload(w) => PeerOut::workload(&w.namespace, &stable(&w.labels), from_namespace),
+    };
+    (serde_json::to_string(&out).unwrap_or_default(), out)
 }
 
 /// Whether the policies' DNS allowance already covers the edge.
@@ -131,16 +125,16 @@ pub fn export_policies(log: &TrafficLog, dns: &DnsConfig) -> PolicyExport {
                     s.names.entry(name.clone()).or_default().insert(port);
                 }
                 other => {
-                    let peer = peer_json(other, &s.namespace);
-                    s.egress.entry(peer.to_string()).or_insert_with(|| (peer, BTreeSet::new())).1.insert(port);
+                    let (key, peer) = peer_out(other, &s.namespace);
+                    s.egress.entry(key).or_insert_with(|| (peer, BTreeSet::new())).1.insert(port);
                 }
             }
         }
         if let Peer::Workload(destination) = &e.destination
             && let Some(s) = subject(&mut subjects, &mut unselectable, destination)
         {
-            let peer = peer_json(&e.source, &s.namespace);
-            s.ingress.entry(peer.to_string()).or_insert_with(|| (peer, BTreeSet::new())).1.insert(port);
+            let (key, peer) = peer_out(&e.source, &s.namespace);
+            s.ingress.entry(key).or_insert_with(|| (peer, BTreeSet::new())).1.insert(port);
         }
     }
     let mut export = PolicyExport::default();
@@ -176,21 +170,16 @@ pub fn export_policies(log: &TrafficLog, dns: &DnsConfig) -> PolicyExport {
                 if rules.is_empty() {
                     continue;
                 }
-                let (key, peers, kind) = match direction {
-                    Direction::Egress => ("egress", "to", "Egress"),
-                    Direction::Ingress => ("ingress", "from", "Ingress"),
+                let (key, kind) = match direction {
+                    Direction::Egress => ("egress", "Egress"),
+                    Direction::Ingress => ("ingress", "Ingress"),
                 };
-                let rules: Vec<Value> = rules
-                    .values()
-                    .map(|(peer, ports)| {
-                        let mut rule = serde_json::Map::new();
-                        rule.insert(peers.to_owned(), Value::Array(vec![peer.clone()]));
-                        rule.insert("ports".to_owned(), ports_json(ports));
-                        Value::Object(rule)
-                    })
-                    .collect();
+                let rules = super::rule_values(
+                    direction,
+                    rules.values().map(|(peer, ports)| (peer.clone(), ports.iter().copied().collect())),
+                );
                 let mut spec = json!({"podSelector": {"matchLabels": s.labels}, "policyTypes": [kind]});
-                spec[key] = Value::Array(rules);
+                spec[key] = serde_json::to_value(rules).unwrap_or_default();
                 export.objects.push(policy(
                     ns,
                     &format!("portcullis-{key}-{short}"),

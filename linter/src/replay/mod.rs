@@ -208,6 +208,30 @@ pub struct PeerOut {
     pub ip_block: Option<Cidr>,
 }
 
+impl PeerOut {
+    /// The pods with these labels in `namespace`, as a policy of `policy_namespace` names them
+    /// (a namespace selector only for another namespace).
+    pub fn workload(namespace: &str, labels: &Labels, policy_namespace: &str) -> PeerOut {
+        PeerOut {
+            pod_selector: Some(MatchLabels { match_labels: labels.clone() }),
+            namespace_selector: (namespace != policy_namespace).then(|| MatchLabels {
+                match_labels: [(NAMESPACE_NAME_LABEL.to_owned(), namespace.to_owned())].into(),
+            }),
+            ip_block: None,
+        }
+    }
+
+    /// Exactly one address: a /32 or a /128.
+    pub fn address(address: std::net::IpAddr) -> PeerOut {
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        PeerOut {
+            pod_selector: None,
+            namespace_selector: None,
+            ip_block: Some(Cidr { cidr: format!("{address}/{bits}") }),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Cidr {
     pub cidr: String,
@@ -648,19 +672,10 @@ fn target_policy(inv: &Inventory, d: &DirectionVerdict, direction: Direction) ->
 /// A NetworkPolicy peer that admits exactly the edge's other end (from a policy of
 /// `policy_namespace`).
 fn peer_value(ends: &Ends<'_>, policy_namespace: &str, peer: &Peer, end: Option<usize>) -> PeerOut {
-    let none = PeerOut { pod_selector: None, namespace_selector: None, ip_block: None };
     match (peer, end.and_then(|e| ends.info(e))) {
-        (Peer::Workload(w), Some((_, stable))) => PeerOut {
-            pod_selector: Some(MatchLabels { match_labels: stable.clone() }),
-            namespace_selector: (w.namespace != policy_namespace)
-                .then(|| MatchLabels { match_labels: [(NAMESPACE_NAME_LABEL.to_owned(), w.namespace.clone())].into() }),
-            ..none
-        },
-        (Peer::Address(AddressPeer { address, .. }), _) => {
-            let bits = if address.is_ipv4() { 32 } else { 128 };
-            PeerOut { ip_block: Some(Cidr { cidr: format!("{address}/{bits}") }), ..none }
-        }
-        (Peer::Workload(_), None) => none,
+        (Peer::Workload(w), Some((_, stable))) => PeerOut::workload(&w.namespace, stable, policy_namespace),
+        (Peer::Address(AddressPeer { address, .. }), _) => PeerOut::address(*address),
+        (Peer::Workload(_), None) => PeerOut { pod_selector: None, namespace_selector: None, ip_block: None },
     }
 }
 
@@ -669,7 +684,7 @@ fn ports_value(ports: &[Port]) -> Value {
 }
 
 /// One rule per peer, with its ports.
-fn rule_values(direction: Direction, added: impl Iterator<Item = (PeerOut, Vec<Port>)>) -> Vec<RuleOut> {
+pub(crate) fn rule_values(direction: Direction, added: impl Iterator<Item = (PeerOut, Vec<Port>)>) -> Vec<RuleOut> {
     added
         .map(|(peer, ports)| {
             let ports = ports.iter().map(|p| PortOut { port: p.port, protocol: p.protocol }).collect();
