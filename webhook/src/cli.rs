@@ -95,6 +95,20 @@ pub struct ServeArgs {
     /// default), e.g. system:serviceaccount:portcullis-system:portcullis-map
     #[arg(long = "map-reader", env = "PORTCULLIS_MAP_READERS", value_delimiter = ',')]
     pub map_readers: Vec<String>,
+    /// Keep the history of the sensors' connection starts (POST /v1/flows, GET /v1/traffic for
+    /// --map-reader users): counted by the controller Lease's holder, one ConfigMap per node in
+    /// --pod-namespace; in --dev, in memory only
+    #[arg(long, env = "PORTCULLIS_TRAFFIC_HISTORY")]
+    pub traffic_history: bool,
+    /// Days of traffic history kept
+    #[arg(long, env = "PORTCULLIS_TRAFFIC_WINDOW_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u16).range(1..=92))]
+    pub traffic_window_days: u16,
+    /// Edges the traffic history keeps at most (over all nodes); connections that would add more are dropped and counted
+    #[arg(long, env = "PORTCULLIS_TRAFFIC_MAX_EDGES", default_value_t = 500_000)]
+    pub traffic_max_edges: usize,
+    /// How often changed traffic history is written, in milliseconds (a sensor's batch is acknowledged once written)
+    #[arg(long, env = "PORTCULLIS_TRAFFIC_FLUSH_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub traffic_flush_ms: u64,
     /// --dev: accept observations bearing the token in this file (feeds the --state intents)
     #[arg(long, env = "PORTCULLIS_OBSERVATIONS_TOKEN_FILE", requires = "dev")]
     pub observations_token_file: Option<PathBuf>,
@@ -128,6 +142,29 @@ pub struct ServeArgs {
     /// How often the certificate files are checked for changes, in seconds
     #[arg(long, env = "PORTCULLIS_CERT_RELOAD_SECONDS", default_value_t = 10)]
     pub cert_reload_seconds: u64,
+}
+
+/// The traffic aggregator and its flush loop.
+fn start_traffic(
+    args: &ServeArgs,
+    store: Arc<dyn crate::traffic::TrafficStore>,
+    leader: tokio::sync::watch::Receiver<bool>,
+    metrics: &Arc<Metrics>,
+) -> Arc<crate::traffic::Aggregator> {
+    let config = portcullis_linter::replay::history::HistoryConfig {
+        window: jiff::SignedDuration::from_hours(i64::from(args.traffic_window_days) * 24),
+        max_edges: args.traffic_max_edges,
+        ..Default::default()
+    };
+    let aggregator =
+        Arc::new(crate::traffic::Aggregator::new(store, &args.pod_namespace, leader, config, metrics.clone()));
+    tokio::spawn(aggregator.clone().run(Duration::from_millis(args.traffic_flush_ms)));
+    tracing::info!(
+        window_days = args.traffic_window_days,
+        max_edges = args.traffic_max_edges,
+        "traffic history enabled (POST /v1/flows, GET /v1/traffic)"
+    );
+    aggregator
 }
 
 /// Entry point of the binary.
@@ -190,9 +227,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("loading intents from {}", dir.display()))?;
             tracing::info!(intents = intents.len(), user = %sensor_user, "POST /v1/observations enabled (dev token)");
             let auth = Arc::new(StaticToken::from_file(token_file, sensor_user.clone())?);
-            ingest = Some(Arc::new(
-                Ingest::new(auth, sensor_user.clone(), Arc::new(intents)).with_map_readers(args.map_readers.clone()),
-            ));
+            let mut dev_ingest =
+                Ingest::new(auth, sensor_user.clone(), Arc::new(intents)).with_map_readers(args.map_readers.clone());
+            if args.traffic_history {
+                // No API server: the history lives in memory, and this process always leads.
+                let (_, leader) = tokio::sync::watch::channel(true);
+                let store = Arc::new(crate::traffic::MemoryStore::default());
+                dev_ingest = dev_ingest.with_traffic(start_traffic(&args, store, leader, &metrics));
+            }
+            ingest = Some(Arc::new(dev_ingest));
         }
         print_dev_banner(&args, ops.local_addr()?)?;
         (Arc::new(state), RustlsConfig::from_config(loaded.config))
@@ -224,10 +267,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let handle =
                 crate::controller::run::start(client.clone(), Arc::new(config.clone()), lease, metrics.clone())?;
             tracing::info!(identity, "FQDN controller started (active while holding the Lease)");
+            let traffic = args.traffic_history.then(|| {
+                let store = Arc::new(crate::traffic::ConfigMapStore::new(
+                    client.clone(),
+                    &args.pod_namespace,
+                    Some(handle.fence()),
+                ));
+                start_traffic(&args, store, handle.leader(), &metrics)
+            });
             let auth = Arc::new(TokenReviewer::new(client));
-            ingest = Some(Arc::new(
-                Ingest::new(auth, sensor_user.clone(), Arc::new(handle)).with_map_readers(args.map_readers.clone()),
-            ));
+            let mut cluster_ingest =
+                Ingest::new(auth, sensor_user.clone(), Arc::new(handle)).with_map_readers(args.map_readers.clone());
+            if let Some(traffic) = traffic {
+                cluster_ingest = cluster_ingest.with_traffic(traffic);
+            }
+            ingest = Some(Arc::new(cluster_ingest));
         }
         (Arc::new(state), tls_config)
     };

@@ -20,3 +20,4 @@ pub mod selftls;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod traffic;

@@ -97,6 +97,13 @@ pub struct Metrics {
     pub shed: Counter,
     /// Reviews answered 503 at their deadline.
     pub timeouts: Counter,
+    /// Connection starts of `POST /v1/flows`, by what the aggregator did with them.
+    pub traffic_flows: Family<ResultLabels, Counter>,
+    pub traffic_requests: Family<ResultLabels, Counter>,
+    pub traffic_edges: Gauge,
+    pub traffic_edges_evicted: Counter,
+    pub traffic_edges_expired: Counter,
+    pub traffic_writes: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -170,7 +177,49 @@ impl Metrics {
         );
         let timeouts = Counter::default();
         registry.register("review_timeouts", "Reviews answered 503 at --review-timeout-ms", timeouts.clone());
+        let traffic_flows = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "traffic_flows",
+            "Connection starts received by the traffic aggregator: counted, skipped (the other end's node counts it, a SYN-ACK or a reply), dropped (edge limit)",
+            traffic_flows.clone(),
+        );
+        let traffic_requests = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "traffic_batches",
+            "POST /v1/flows batches: durable, pending (not yet written, or not the aggregator), duplicate, or refused by reason",
+            traffic_requests.clone(),
+        );
+        let traffic_edges = Gauge::default();
+        registry.register(
+            "traffic_edges",
+            "Edges the traffic history keeps (on the aggregating replica)",
+            traffic_edges.clone(),
+        );
+        let traffic_edges_evicted = Counter::default();
+        registry.register(
+            "traffic_edges_evicted",
+            "Least recently seen edges forgotten to keep a node's history object under the API server's size limit",
+            traffic_edges_evicted.clone(),
+        );
+        let traffic_edges_expired = Counter::default();
+        registry.register(
+            "traffic_edges_expired",
+            "Edges forgotten because nothing of them was left in the history window",
+            traffic_edges_expired.clone(),
+        );
+        let traffic_writes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "traffic_history_writes",
+            "Writes of a node's traffic history object, by result (ok, conflict, failed)",
+            traffic_writes.clone(),
+        );
         Metrics {
+            traffic_flows,
+            traffic_requests,
+            traffic_edges,
+            traffic_edges_evicted,
+            traffic_edges_expired,
+            traffic_writes,
             registry,
             shed,
             timeouts,

@@ -17,7 +17,8 @@ use kube::api::PostParams;
 use portcullis_linter::egress::CacheConfig;
 use portcullis_linter::egress::intents::{IntentKey, IntentSet, Observation, compile_inventory};
 use portcullis_linter::egress::map::{EgressMap, MapSnapshot};
-use portcullis_linter::egress::observation::{MAX_BATCH, ObservationBatch};
+use portcullis_linter::egress::observation::{FlowBatch, MAX_BATCH, ObservationBatch};
+use portcullis_linter::replay::traffic::TrafficLog;
 
 /// Largest body `POST /v1/observations` reads.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -210,6 +211,8 @@ pub struct Ingest {
     pub map_readers: Vec<String>,
     /// Every valid observation received, aggregated (bounded).
     pub map: Arc<Mutex<EgressMap>>,
+    /// The traffic aggregator (`POST /v1/flows`, `GET /v1/traffic`), when enabled.
+    pub traffic: Option<Arc<crate::traffic::Aggregator>>,
 }
 
 /// What an accepted batch did.
@@ -234,6 +237,8 @@ pub enum Refusal {
     BadRequest(String),
     /// 503: the token could not be checked.
     Unavailable(String),
+    /// 404: the endpoint is not enabled.
+    NotFound(String),
 }
 
 impl Refusal {
@@ -244,6 +249,7 @@ impl Refusal {
             Refusal::Forbidden(_) => 403,
             Refusal::BadRequest(_) => 400,
             Refusal::Unavailable(_) => 503,
+            Refusal::NotFound(_) => 404,
         }
     }
 
@@ -254,12 +260,17 @@ impl Refusal {
             Refusal::Forbidden(_) => "forbidden",
             Refusal::BadRequest(_) => "rejected",
             Refusal::Unavailable(_) => "unavailable",
+            Refusal::NotFound(_) => "not_found",
         }
     }
 
     pub fn message(&self) -> &str {
         match self {
-            Refusal::Unauthenticated(m) | Refusal::Forbidden(m) | Refusal::BadRequest(m) | Refusal::Unavailable(m) => m,
+            Refusal::Unauthenticated(m)
+            | Refusal::Forbidden(m)
+            | Refusal::BadRequest(m)
+            | Refusal::Unavailable(m)
+            | Refusal::NotFound(m) => m,
         }
     }
 }
@@ -267,7 +278,20 @@ impl Refusal {
 impl Ingest {
     /// Observations from `allowed_user`, authenticated by `auth`, go to `sink`; no map readers.
     pub fn new(auth: Arc<dyn Authenticator>, allowed_user: String, sink: Arc<dyn ObservationSink>) -> Self {
-        Self { auth, allowed_user, sink, map_readers: Vec::new(), map: Arc::new(Mutex::new(EgressMap::default())) }
+        Self {
+            auth,
+            allowed_user,
+            sink,
+            map_readers: Vec::new(),
+            map: Arc::new(Mutex::new(EgressMap::default())),
+            traffic: None,
+        }
+    }
+
+    /// Counts connection starts into `aggregator`.
+    pub fn with_traffic(mut self, aggregator: Arc<crate::traffic::Aggregator>) -> Self {
+        self.traffic = Some(aggregator);
+        self
     }
 
     /// Lets these users read the egress map.
@@ -299,12 +323,47 @@ impl Ingest {
         Ok(self.map.lock().map(|map| map.snapshot()).unwrap_or_default())
     }
 
-    /// `POST /v1/observations`: authorization header value and body.
-    pub async fn handle(&self, authorization: Option<&str>, body: &[u8]) -> Result<Accepted, Refusal> {
+    /// The sensor's user, or why not.
+    async fn authenticate_sensor(&self, authorization: Option<&str>, what: &str) -> Result<(), Refusal> {
         let user = self.authenticate(authorization).await?;
         if user != self.allowed_user {
-            return Err(Refusal::Forbidden(format!("{user} may not post observations")));
+            return Err(Refusal::Forbidden(format!("{user} may not post {what}")));
         }
+        Ok(())
+    }
+
+    /// `POST /v1/flows`: a node's connection starts, counted while this replica aggregates.
+    /// The batch is checked whole first: a bad one changes nothing.
+    pub async fn handle_flows(
+        &self,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) -> Result<crate::traffic::FlowAck, Refusal> {
+        self.authenticate_sensor(authorization, "flows").await?;
+        let Some(traffic) = &self.traffic else {
+            return Err(Refusal::NotFound("the traffic aggregator is not enabled on this webhook".into()));
+        };
+        let batch: FlowBatch =
+            serde_json::from_slice(body).map_err(|e| Refusal::BadRequest(format!("not a flow batch: {e}")))?;
+        batch.validate().map_err(Refusal::BadRequest)?;
+        Ok(traffic.accept(&batch).await)
+    }
+
+    /// `GET /v1/traffic`: the stored history as a traffic file, for the users in `map_readers`.
+    pub async fn read_traffic(&self, authorization: Option<&str>) -> Result<TrafficLog, Refusal> {
+        let user = self.authenticate(authorization).await?;
+        if !self.map_readers.contains(&user) {
+            return Err(Refusal::Forbidden(format!("{user} may not read the traffic history")));
+        }
+        let Some(traffic) = &self.traffic else {
+            return Err(Refusal::NotFound("the traffic aggregator is not enabled on this webhook".into()));
+        };
+        traffic.stored_log().await.map_err(|e| Refusal::Unavailable(format!("reading the traffic history: {e}")))
+    }
+
+    /// `POST /v1/observations`: authorization header value and body.
+    pub async fn handle(&self, authorization: Option<&str>, body: &[u8]) -> Result<Accepted, Refusal> {
+        self.authenticate_sensor(authorization, "observations").await?;
         let batch: ObservationBatch =
             serde_json::from_slice(body).map_err(|e| Refusal::BadRequest(format!("not an observation batch: {e}")))?;
         if batch.observations.len() > MAX_BATCH {
@@ -322,6 +381,9 @@ impl Ingest {
             for observation in &batch.observations {
                 map.record(observation);
             }
+        }
+        if let Some(traffic) = &self.traffic {
+            traffic.observe_dns(&batch.observations).await;
         }
         let (mut accepted, mut unattributed, mut changed) = (0, 0, 0);
         for observation in &batch.observations {

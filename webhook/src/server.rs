@@ -115,6 +115,8 @@ pub fn admission_router(app: App, limits: Limits) -> Router {
     Router::new()
         .route("/v1/observations", post(ingest_observations).layer(DefaultBodyLimit::max(observations::MAX_BODY_BYTES)))
         .route("/v1/map", get(egress_map))
+        .route("/v1/flows", post(ingest_flows).layer(DefaultBodyLimit::max(crate::traffic::MAX_BODY_BYTES)))
+        .route("/v1/traffic", get(traffic_history))
         .with_state(app)
         .merge(reviews)
 }
@@ -156,6 +158,48 @@ async fn ingest_observations(State(app): State<App>, headers: axum::http::Header
             app.metrics.observation_requests.get_or_create(&ResultLabels { result: refusal.label() }).inc();
             refused(&refusal, "observation batch refused")
         }
+    }
+}
+
+async fn ingest_flows(State(app): State<App>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+    let Some(ingest) = &app.ingest else {
+        return (StatusCode::NOT_FOUND, "flows are not enabled on this webhook\n").into_response();
+    };
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let batches = |result| app.metrics.traffic_requests.get_or_create(&ResultLabels { result }).clone();
+    match ingest.handle_flows(authorization, &body).await {
+        Ok(ack) => {
+            batches(match (ack.durable, ack.duplicate) {
+                (true, false) => "durable",
+                (_, true) => "duplicate",
+                (false, false) => "pending",
+            })
+            .inc();
+            match serde_json::to_string(&ack) {
+                Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the answer: {e}\n")).into_response(),
+            }
+        }
+        Err(refusal) => {
+            batches(refusal.label()).inc();
+            refused(&refusal, "flow batch refused")
+        }
+    }
+}
+
+async fn traffic_history(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
+    let Some(ingest) = &app.ingest else {
+        return (StatusCode::NOT_FOUND, "the traffic history is not enabled on this webhook\n").into_response();
+    };
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match ingest.read_traffic(authorization).await {
+        Ok(log) => match log.to_json() {
+            Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(e) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the traffic history: {e}\n")).into_response()
+            }
+        },
+        Err(refusal) => refused(&refusal, "traffic history request refused"),
     }
 }
 

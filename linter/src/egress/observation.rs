@@ -127,6 +127,79 @@ pub struct ObservationBatch {
     pub observations: Vec<SensorObservation>,
 }
 
+/// Most connection starts one `POST /v1/flows` may carry.
+pub const MAX_FLOW_BATCH: usize = 10_000;
+/// Most pods one `POST /v1/flows` may list (a node runs at most a few hundred).
+pub const MAX_BATCH_PODS: usize = 2_048;
+
+/// The body of `POST /v1/flows`: a node's connection starts since its last batch, and the pods
+/// the node runs (so the aggregator knows every node's pod addresses, even right after it
+/// restarted, and can attribute the far end of a connection).
+///
+/// `boot` and `seq` make a batch recognisable: a sensor sends its batches one at a time, in
+/// order, and sends a batch again until an aggregator says it is durable, so a batch seen
+/// before is acknowledged without being counted twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowBatch {
+    pub node: String,
+    /// Chosen at each sensor start (its process start time and id).
+    pub boot: String,
+    /// 1 for the first batch of a boot, then one more per batch.
+    pub seq: u64,
+    #[serde(default)]
+    pub pods: Vec<PodAddress>,
+    #[serde(default)]
+    pub flows: Vec<SensorFlow>,
+}
+
+/// A pod of the reporting node and one of its addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodAddress {
+    pub ip: IpAddr,
+    pub pod: SensorPod,
+}
+
+impl FlowBatch {
+    /// Checks the bounds and shape a receiver relies on; the message names the first problem.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node.is_empty() || self.node.len() > 253 {
+            return Err("node must be a node name (1-253 characters)".to_owned());
+        }
+        if self.boot.is_empty() || self.boot.len() > 64 {
+            return Err("boot must be 1-64 characters".to_owned());
+        }
+        if self.seq == 0 {
+            return Err("seq starts at 1".to_owned());
+        }
+        if self.flows.len() > MAX_FLOW_BATCH {
+            return Err(format!("{} flows (at most {MAX_FLOW_BATCH} per batch)", self.flows.len()));
+        }
+        if self.pods.len() > MAX_BATCH_PODS {
+            return Err(format!("{} pods (at most {MAX_BATCH_PODS} per batch)", self.pods.len()));
+        }
+        for (index, p) in self.pods.iter().enumerate() {
+            crate::replay::traffic::check_sensor_pod(&p.pod).map_err(|m| format!("pods[{index}].pod: {m}"))?;
+        }
+        for (index, f) in self.flows.iter().enumerate() {
+            if f.node != self.node {
+                return Err(format!(
+                    "flows[{index}].node: {:?} is not the batch's node",
+                    f.node.chars().take(64).collect::<String>()
+                ));
+            }
+            for (end, e) in [("source", &f.flow.source), ("destination", &f.flow.destination)] {
+                if let Some(pod) = &e.pod {
+                    crate::replay::traffic::check_sensor_pod(pod)
+                        .map_err(|m| format!("flows[{index}].flow.{end}.pod: {m}"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl SensorObservation {
     /// Checks the bounds and shape a receiver relies on; the message names the first problem.
     pub fn validate(&self) -> Result<(), String> {

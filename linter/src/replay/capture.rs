@@ -4,65 +4,42 @@
 //!
 //! - **Who.** An end is the pod some sensor reported at its address (each sensor knows only its
 //!   node's pods; the aggregate knows them all), else the bare address.
-//! - **Which connection.** A TCP SYN is a connection; a SYN-ACK alone (the client's node has no
-//!   sensor) stands for its connection, reversed; a datagram record is one. The same 5-tuple
-//!   seen by two nodes (the client's and the server's) within [`SAME_CONNECTION`] is counted
-//!   once.
+//! - **Which connection.** A TCP SYN or a datagram that is no reply is one; when both ends'
+//!   nodes report it, the source's node counts it (the rules of [`super::history`]).
 //! - **Which name.** An outside address is labelled with the name the same source pod was last
 //!   given it for in a DNS answer before the connection, when the sensor saw one.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use jiff::{SignedDuration, Timestamp};
-
-use super::traffic::{AddressPeer, Edge, HourCount, Peer, TrafficLog, WorkloadPeer};
+use super::history::{History, HistoryConfig};
+use super::traffic::TrafficLog;
 use crate::egress::map::InputProblem;
-use crate::egress::observation::{FlowKind, SensorFlow, SensorObservation, SensorPod};
-use crate::model::Protocol;
+use crate::egress::observation::{FlowBatch, PodAddress, SensorFlow, SensorObservation, SensorPod};
 
-/// Two reports of one 5-tuple this close together are one connection (two nodes saw it).
-pub const SAME_CONNECTION: SignedDuration = SignedDuration::from_secs(5);
-
-/// Most edges an aggregate keeps; records that would add more are counted as problems.
+/// Most edges a fold keeps; connections that would add more are counted as problems.
 pub const MAX_EDGES: usize = 2_000_000;
 /// Most distinct addresses with a pod, and (pod, address) → name pairs, kept.
 pub const MAX_ATTRIBUTIONS: usize = 1_000_000;
 /// Most problems reported one by one; the rest are counted in one last problem.
 pub const MAX_PROBLEMS: usize = 100;
 
-/// A reported connection before attribution.
-struct Start {
-    ts: Timestamp,
-    protocol: Protocol,
-    client: SocketAddr,
-    server: SocketAddr,
-}
-
-fn workload_of(pod: &SensorPod) -> WorkloadPeer {
-    WorkloadPeer {
-        namespace: pod.namespace.clone(),
-        workload: pod.workload.clone().unwrap_or_else(|| format!("Pod/{}", pod.name)),
-        labels: pod.labels.clone(),
-        namespace_labels: None,
-        ports: Vec::new(),
-    }
-}
-
-/// Folds sensor JSON lines into edges. Lines that are neither records are problems (with their
-/// line number); the rest is used.
+/// Folds sensor JSON lines into edges, with the aggregator's rules ([`History`]). Lines that
+/// are neither records are problems (with their line number); the rest is used.
 pub fn traffic_from_records(text: &str) -> (TrafficLog, Vec<InputProblem>) {
     let mut problems = Vec::new();
-    let mut pods: HashMap<IpAddr, SensorPod> = HashMap::new();
-    // (client address, answer address) → (time, name)
-    let mut names: HashMap<(IpAddr, IpAddr), (Timestamp, String)> = HashMap::new();
-    let mut starts: Vec<Start> = Vec::new();
     let mut unreadable = 0usize;
-    let attribute = |pods: &mut HashMap<IpAddr, SensorPod>, ip: IpAddr, pod: &Option<SensorPod>| {
-        if let Some(pod) = pod
-            && (pods.len() < MAX_ATTRIBUTIONS || pods.contains_key(&ip))
-        {
-            pods.insert(ip, pod.clone());
+    let mut batches: BTreeMap<String, FlowBatch> = BTreeMap::new();
+    // Per node, address → pod, from every record that named one.
+    let mut pods: BTreeMap<String, HashMap<IpAddr, SensorPod>> = BTreeMap::new();
+    let mut dns = Vec::new();
+    let mut attributions = 0usize;
+    let mut attribute = |node: &str, ip: IpAddr, pod: &Option<SensorPod>| {
+        if let Some(pod) = pod {
+            let known = pods.entry(node.to_owned()).or_default();
+            if attributions < MAX_ATTRIBUTIONS || known.contains_key(&ip) {
+                attributions += usize::from(known.insert(ip, pod.clone()).is_none());
+            }
         }
     };
     for (index, line) in text.lines().enumerate() {
@@ -71,30 +48,25 @@ pub fn traffic_from_records(text: &str) -> (TrafficLog, Vec<InputProblem>) {
             continue;
         }
         if let Ok(f) = serde_json::from_str::<SensorFlow>(line) {
-            attribute(&mut pods, f.flow.source.ip, &f.flow.source.pod);
-            attribute(&mut pods, f.flow.destination.ip, &f.flow.destination.pod);
-            let source = SocketAddr::new(f.flow.source.ip, f.flow.source.port);
-            let destination = SocketAddr::new(f.flow.destination.ip, f.flow.destination.port);
-            let (client, server) = match f.flow.kind {
-                FlowKind::Syn | FlowKind::Datagram => (source, destination),
-                FlowKind::SynAck => (destination, source),
-            };
-            starts.push(Start { ts: f.ts, protocol: f.flow.protocol, client, server });
+            attribute(&f.node, f.flow.source.ip, &f.flow.source.pod);
+            attribute(&f.node, f.flow.destination.ip, &f.flow.destination.pod);
+            batches
+                .entry(f.node.clone())
+                .or_insert_with(|| FlowBatch {
+                    node: f.node.clone(),
+                    boot: "capture".to_owned(),
+                    seq: 1,
+                    pods: Vec::new(),
+                    flows: Vec::new(),
+                })
+                .flows
+                .push(f);
             continue;
         }
         match serde_json::from_str::<SensorObservation>(line) {
             Ok(o) => {
-                attribute(&mut pods, o.client.ip, &o.client.pod);
-                let Ok(qname) = crate::egress::parse_fqdn(&o.qname) else { continue };
-                for a in &o.answers {
-                    let key = (o.client.ip, a.ip);
-                    if names.len() < MAX_ATTRIBUTIONS || names.contains_key(&key) {
-                        let newer = names.get(&key).is_none_or(|(t, _)| *t <= o.ts);
-                        if newer {
-                            names.insert(key, (o.ts, qname.clone()));
-                        }
-                    }
-                }
+                attribute(&o.node, o.client.ip, &o.client.pod);
+                dns.push(o);
             }
             Err(_) if problems.len() < MAX_PROBLEMS => problems.push(InputProblem {
                 line: index + 1,
@@ -103,50 +75,22 @@ pub fn traffic_from_records(text: &str) -> (TrafficLog, Vec<InputProblem>) {
             Err(_) => unreadable += 1,
         }
     }
-    // SYNs before their SYN-ACKs, the earliest first: one connection per 5-tuple and moment.
-    starts.sort_by_key(|s| (s.client, s.server, s.protocol, s.ts));
-    let mut edges: BTreeMap<(String, String, u16, Protocol), Edge> = BTreeMap::new();
-    let mut last: Option<(&Start, Timestamp)> = None;
+    let config = HistoryConfig { max_edges: MAX_EDGES, max_addresses: MAX_ATTRIBUTIONS, ..HistoryConfig::default() };
+    let mut history = History::new(config);
+    for o in &dns {
+        history.observe_dns(o);
+    }
+    // Every node's pods before any count: which node counts a connection must not depend on
+    // the order the captures were concatenated in.
+    for batch in batches.values_mut() {
+        let known = pods.remove(&batch.node).unwrap_or_default();
+        batch.pods = known.into_iter().map(|(ip, pod)| PodAddress { ip, pod }).collect();
+        batch.pods.sort_by_key(|p| p.ip);
+        history.set_pods(&batch.node, &batch.pods);
+    }
     let mut dropped = 0usize;
-    for s in &starts {
-        if let Some((prev, at)) = last
-            && (prev.client, prev.server, prev.protocol) == (s.client, s.server, s.protocol)
-            && s.ts.duration_since(at) < SAME_CONNECTION
-        {
-            continue;
-        }
-        last = Some((s, s.ts));
-        let end = |ip: IpAddr, name: Option<String>| match pods.get(&ip) {
-            Some(pod) => Peer::Workload(workload_of(pod)),
-            None => Peer::Address(AddressPeer { address: ip, name }),
-        };
-        let name = names.get(&(s.client.ip(), s.server.ip())).filter(|(t, _)| *t <= s.ts).map(|(_, n)| n.clone());
-        let source = end(s.client.ip(), None);
-        let destination = end(s.server.ip(), name);
-        let key = (source.label(), destination.label(), s.server.port(), s.protocol);
-        if !edges.contains_key(&key) && edges.len() >= MAX_EDGES {
-            dropped += 1;
-            continue;
-        }
-        let hour = s.ts.as_second().div_euclid(3600) * 3600;
-        let hour = Timestamp::from_second(hour).unwrap_or(s.ts);
-        let edge = edges.entry(key).or_insert_with(|| Edge {
-            source,
-            destination,
-            port: i32::from(s.server.port()),
-            protocol: s.protocol,
-            first_seen: s.ts,
-            last_seen: s.ts,
-            count: 0,
-            hours: Vec::new(),
-        });
-        edge.count = edge.count.saturating_add(1);
-        edge.first_seen = edge.first_seen.min(s.ts);
-        edge.last_seen = edge.last_seen.max(s.ts);
-        match edge.hours.iter_mut().find(|h| h.hour == hour) {
-            Some(h) => h.count = h.count.saturating_add(1),
-            None => edge.hours.push(HourCount { hour, count: 1 }),
-        }
+    for batch in batches.values() {
+        dropped += history.apply(batch).dropped;
     }
     if unreadable > 0 {
         problems.push(InputProblem {
@@ -160,16 +104,13 @@ pub fn traffic_from_records(text: &str) -> (TrafficLog, Vec<InputProblem>) {
             message: format!("{dropped} connection(s) over the limit of {MAX_EDGES} edges were left out"),
         });
     }
-    let mut edges: Vec<Edge> = edges.into_values().filter(|e| e.port > 0).collect();
-    for e in &mut edges {
-        e.hours.sort_by_key(|h| h.hour);
-    }
-    (TrafficLog { edges }, problems)
+    (history.log(), problems)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replay::Edge;
 
     fn flow(
         ts: &str,

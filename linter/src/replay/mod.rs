@@ -19,6 +19,7 @@ pub mod traffic;
 
 mod capture;
 mod export;
+pub mod history;
 mod render;
 
 pub use capture::traffic_from_records;

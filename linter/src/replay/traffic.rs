@@ -406,17 +406,8 @@ fn peer(raw: RawPeer, destination: bool, bounds: Bounds) -> Result<Peer, FieldEr
                 return Err(("name", "a workload peer has no DNS name".to_owned()));
             }
             let namespace = raw.namespace.ok_or(("namespace", "a workload peer needs its namespace".to_owned()))?;
-            if namespace.is_empty() || namespace.len() > 63 || !is_dns_label(&namespace) {
-                return Err(("namespace", format!("{:?} is not a namespace name", clip(&namespace))));
-            }
-            let (kind, name) = workload
-                .split_once('/')
-                .filter(|(k, n)| is_kind(k) && !n.is_empty() && n.len() <= 253 && is_dns_subdomain(n))
-                .ok_or_else(|| {
-                    ("workload", format!("{:?}: expected Kind/name, as Deployment/payments", clip(&workload)))
-                })?;
             let labels = raw.labels.unwrap_or_default();
-            check_labels(&labels, bounds).map_err(|m| ("labels", m))?;
+            check_workload(&namespace, &workload, &labels, bounds)?;
             if let Some(ns) = &raw.namespace_labels {
                 check_labels(ns, bounds).map_err(|m| ("namespaceLabels", m))?;
             }
@@ -432,7 +423,7 @@ fn peer(raw: RawPeer, destination: bool, bounds: Bounds) -> Result<Peer, FieldEr
                 }
             }
             Ok(Peer::Workload(WorkloadPeer {
-                workload: format!("{kind}/{name}"),
+                workload,
                 namespace,
                 labels,
                 namespace_labels: raw.namespace_labels,
@@ -440,6 +431,28 @@ fn peer(raw: RawPeer, destination: bool, bounds: Bounds) -> Result<Peer, FieldEr
             }))
         }
     }
+}
+
+/// A workload peer's namespace, `Kind/name` and labels, as the reader checks them.
+fn check_workload(namespace: &str, workload: &str, labels: &Labels, bounds: Bounds) -> Result<(), FieldError> {
+    if namespace.is_empty() || namespace.len() > 63 || !is_dns_label(namespace) {
+        return Err(("namespace", format!("{:?} is not a namespace name", clip(namespace))));
+    }
+    workload
+        .split_once('/')
+        .filter(|(k, n)| is_kind(k) && !n.is_empty() && n.len() <= 253 && is_dns_subdomain(n))
+        .ok_or_else(|| ("workload", format!("{:?}: expected Kind/name, as Deployment/payments", clip(workload))))?;
+    check_labels(labels, bounds).map_err(|m| ("labels", m))
+}
+
+/// Whether a sensor's pod can be a workload peer of a traffic file (what the aggregator checks
+/// before it records one, so that what it stores always reads back).
+pub fn check_sensor_pod(pod: &crate::egress::observation::SensorPod) -> Result<(), String> {
+    let workload = pod.workload.clone().unwrap_or_else(|| format!("Pod/{}", pod.name));
+    check_workload(&pod.namespace, &workload, &pod.labels, Bounds::default()).map_err(|(field, m)| {
+        let field = if field == "workload" && pod.workload.is_none() { "name" } else { field };
+        format!("{field}: {m}")
+    })
 }
 
 fn check_labels(labels: &Labels, bounds: Bounds) -> Result<(), String> {
@@ -488,6 +501,16 @@ fn clip(s: &str) -> String {
 }
 
 impl TrafficLog {
+    /// The log as a traffic file (`{"version": 1, "edges": [...]}`), compact.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        #[derive(Serialize)]
+        struct File<'a> {
+            version: u32,
+            edges: &'a [Edge],
+        }
+        serde_json::to_vec(&File { version: SCHEMA_VERSION, edges: &self.edges })
+    }
+
     /// The edges seen at or after `since`: with hourly counts, only the hours in the window
     /// count (an hour counts when it ends after `since`); without, an edge last seen in the
     /// window counts whole.

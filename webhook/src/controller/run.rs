@@ -20,7 +20,7 @@ use portcullis_linter::egress::{EgressIntent, IntentKey, Observation};
 use tokio::sync::mpsc;
 
 use super::api::{ApiError, ControllerApi, Fenced, KubeApi};
-use super::lease::{Elector, LeaseConfig};
+use super::lease::{Elector, Fence, LeaseConfig};
 use super::{GuardedNamespace, Reconciler, Settings, guard_policies};
 use crate::metrics::{Metrics, RefusalLabels};
 
@@ -34,9 +34,21 @@ pub struct Handle {
     reconciler: Arc<Reconciler<Fenced<KubeApi>>>,
     trigger: mpsc::Sender<ObjectRef<EgressIntent>>,
     metrics: Arc<Metrics>,
+    leader: tokio::sync::watch::Receiver<bool>,
+    fence: Fence,
 }
 
 impl Handle {
+    /// Whether this replica holds the Lease, as it changes.
+    pub fn leader(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.leader.clone()
+    }
+
+    /// The Lease fence every write of the leader passes.
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
+    }
+
     /// Feeds a DNS answer a pod received (the sensor's `observe`); returns the intents that
     /// changed, whose reconciles are queued.
     pub fn observe(&self, observation: &Observation) -> Vec<IntentKey> {
@@ -81,8 +93,10 @@ pub fn start(client: Client, config: Arc<Config>, lease: LeaseConfig, metrics: A
     let fence = elector.fence();
     // Every write (policies, statuses, the namespace guard) passes the Lease fence.
     let api = Arc::new(Fenced::new(KubeApi::new(client.clone()), fence.clone()));
-    let reconciler =
-        Arc::new(Reconciler::new(Fenced::new(KubeApi::new(client.clone()), fence), Settings::from_config(&config)));
+    let reconciler = Arc::new(Reconciler::new(
+        Fenced::new(KubeApi::new(client.clone()), fence.clone()),
+        Settings::from_config(&config),
+    ));
     let dns = DnsLookup::new(&config.controller.nameservers, Duration::from_secs(2)).map_err(anyhow::Error::msg)?;
     let leader = elector.leader();
     tokio::spawn({
@@ -140,7 +154,7 @@ pub fn start(client: Client, config: Arc<Config>, lease: LeaseConfig, metrics: A
         .owns(Api::<NetworkPolicy>::all(client), owned);
     tokio::spawn(guard.run(reconcile_namespace, retry_namespace, ctx).for_each(|_| async {}));
 
-    Ok(Handle { reconciler, trigger: tx, metrics })
+    Ok(Handle { reconciler, trigger: tx, metrics, leader, fence })
 }
 
 fn tokio_stream(
