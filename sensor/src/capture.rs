@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use portcullis_linter::egress::observation::{SensorAnswer, SensorClient, SensorObservation};
+use portcullis_linter::egress::observation::{SensorAnswer, SensorClient, SensorFlow, SensorObservation};
 use tokio::sync::{mpsc, watch};
 
 use crate::bpf::Filter;
@@ -43,8 +43,16 @@ pub struct Capture {
     pub static_resolvers: Vec<IpAddr>,
     pub kernel: Arc<Mutex<KernelFigures>>,
     pub stop: Arc<AtomicBool>,
-    /// Where connection starts are written (`--flows`), as JSON lines.
-    pub flows: Option<std::io::Stdout>,
+    /// Where connection starts go (`--flows`).
+    pub flows: Option<FlowSink>,
+}
+
+/// Where connection starts go: JSON lines on stdout, and/or the reporter's queue (bounded: a
+/// start that does not fit is dropped and counted).
+#[derive(Debug)]
+pub struct FlowSink {
+    pub stdout: Option<std::io::Stdout>,
+    pub report: Option<mpsc::Sender<SensorFlow>>,
 }
 
 /// Builds the wire record for a matched response.
@@ -108,24 +116,31 @@ impl Capture {
     /// Writes the connection starts waiting in the kernel, at most 65,536 a round.
     fn drain_flows(&mut self) {
         let Self { filter, node, pods, flows, stats, .. } = self;
-        let Some(out) = flows else { return };
+        let Some(sink) = flows else { return };
         let mut lines = Vec::new();
         let ts = Timestamp::now();
         filter.drain_flows(65_536, |record| match crate::flows::FlowRecord::decode(record) {
             Some(flow) => {
                 stats.bump(Reason::Flows);
                 let line = flow.line(node, pods, ts);
-                if serde_json::to_writer(&mut lines, &line).is_ok() {
+                if sink.stdout.is_some() && serde_json::to_writer(&mut lines, &line).is_ok() {
                     lines.push(b'\n');
+                }
+                if let Some(report) = &sink.report
+                    && report.try_send(line).is_err()
+                {
+                    stats.bump(Reason::FlowQueueFull);
                 }
             }
             None => stats.bump(Reason::MalformedFlow),
         });
-        let mut out = out.lock();
-        if !lines.is_empty()
-            && (std::io::Write::write_all(&mut out, &lines).is_err() || std::io::Write::flush(&mut out).is_err())
-        {
-            stats.bump(Reason::FlowOutputFailed);
+        if let Some(out) = &sink.stdout {
+            let mut out = out.lock();
+            if !lines.is_empty()
+                && (std::io::Write::write_all(&mut out, &lines).is_err() || std::io::Write::flush(&mut out).is_err())
+            {
+                stats.bump(Reason::FlowOutputFailed);
+            }
         }
     }
 

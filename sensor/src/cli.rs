@@ -99,10 +99,18 @@ pub struct Args {
     /// Socket receive buffer, in bytes
     #[arg(long, default_value_t = 8 << 20)]
     pub receive_buffer: usize,
-    /// Also report connection starts (TCP SYN and SYN-ACK, first UDP/SCTP datagrams) as JSON
-    /// lines on stdout, deduplicated in the kernel
+    /// Also report connection starts (TCP SYN and SYN-ACK, first UDP/SCTP datagrams),
+    /// deduplicated in the kernel: to the webhook's traffic history (/v1/flows beside
+    /// --report-url) when given, and as JSON lines on stdout with --output stdout or without
+    /// --report-url
     #[arg(long, env = "PORTCULLIS_SENSOR_FLOWS")]
     pub flows: bool,
+    /// With --flows and --report-url: connection starts waiting for the webhook at most (beyond: dropped, counted)
+    #[arg(long, env = "PORTCULLIS_SENSOR_FLOW_QUEUE", default_value_t = 200_000)]
+    pub flow_queue: usize,
+    /// With --flows and --report-url: how often a batch of connection starts is sent, in milliseconds
+    #[arg(long, env = "PORTCULLIS_SENSOR_FLOW_REPORT_INTERVAL_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub flow_report_interval_ms: u64,
     /// With --flows: a 5-tuple is reported again at most once per this many seconds
     #[arg(long, env = "PORTCULLIS_SENSOR_FLOW_INTERVAL_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub flow_interval_s: u64,
@@ -208,6 +216,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
 
+    // Connection starts to the traffic history: `/v1/flows` beside the observations' URL.
+    let flow_report_stats = Arc::new(crate::flow_report::FlowReportStats::default());
+    let mut flow_reporter = None;
+    if args.flows
+        && let Some(url) = &args.report_url
+    {
+        let reporter = Reporter::new(
+            ReportConfig {
+                url: flows_url(url)?,
+                ca: args.report_ca.clone().unwrap_or_default(),
+                token_file: args.report_token_file.clone(),
+                batch: args.report_batch,
+                interval: Duration::from_millis(args.flow_report_interval_ms),
+            },
+            Arc::new(ReportStats::default()),
+        )?;
+        let (tx, rx) = mpsc::channel(args.flow_queue.clamp(1, 1 << 20));
+        let reporter = crate::flow_report::FlowReporter::new(
+            reporter,
+            node.clone(),
+            pods.clone(),
+            args.flow_queue,
+            Duration::from_millis(args.flow_report_interval_ms),
+            flow_report_stats.clone(),
+        );
+        flow_reporter = Some((reporter, rx, tx));
+    }
+    let flows_to_stdout = args.output == Output::Stdout || args.report_url.is_none();
+
     let filter = Filter::open(&FilterConfig {
         dns_port: args.dns_port,
         delivery: args.delivery,
@@ -247,7 +284,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         static_resolvers: args.trusted_resolvers.clone(),
         kernel: kernel.clone(),
         stop: stop.clone(),
-        flows: args.flows.then(std::io::stdout),
+        flows: args.flows.then(|| crate::capture::FlowSink {
+            stdout: flows_to_stdout.then(std::io::stdout),
+            report: flow_reporter.as_ref().map(|(_, _, tx)| tx.clone()),
+        }),
     };
     let capture = std::thread::Builder::new().name("capture".into()).spawn(move || capture.run())?;
 
@@ -258,6 +298,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         pods,
         queue: queue_tx.downgrade(),
         queue_capacity: args.queue.max(1),
+        flow_report: flow_reporter.as_ref().map(|_| flow_report_stats),
     };
     let listener = tokio::net::TcpListener::bind(metrics_listen)
         .await
@@ -265,6 +306,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(metrics = %listener.local_addr()?, interface = args.interface.as_deref().unwrap_or("all"), port = args.dns_port, delivery = ?args.delivery, "portcullis-sensor capturing");
     tokio::spawn(metrics::serve(listener, sources));
     drop(queue_tx);
+    let flows_task = flow_reporter.map(|(reporter, rx, tx)| {
+        // The capture thread holds the only sender left: the reporter ends after it.
+        drop(tx);
+        tokio::spawn(reporter.run(rx))
+    });
     let outputs =
         tokio::spawn(output::run(queue_rx, budget, Outputs { stdout: args.output == Output::Stdout, report }));
 
@@ -279,5 +325,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // The capture thread owned the last sender: the output task ends once what was queued is
     // written (and reported).
     let _ = tokio::time::timeout(Duration::from_secs(10), outputs).await;
+    if let Some(task) = flows_task {
+        let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+    }
     Ok(())
+}
+
+/// `/v1/flows` on the host of the observations' URL.
+fn flows_url(report_url: &hyper::Uri) -> anyhow::Result<hyper::Uri> {
+    let mut parts = report_url.clone().into_parts();
+    parts.path_and_query = Some(hyper::http::uri::PathAndQuery::from_static("/v1/flows"));
+    hyper::Uri::from_parts(parts).context("building the /v1/flows URL from --report-url")
 }

@@ -11,6 +11,7 @@ pub mod capture;
 pub mod cli;
 pub mod cluster;
 pub mod dns;
+pub mod flow_report;
 pub mod flows;
 pub mod matcher;
 pub mod metrics;

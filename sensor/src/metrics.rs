@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::bpf::KERNEL_COUNTERS;
 use crate::capture::KernelFigures;
+use crate::flow_report::FlowReportStats;
 use crate::output::ReportStats;
 use crate::pods::PodDirectory;
 use crate::stats::Stats;
@@ -28,6 +29,8 @@ pub struct Sources {
     /// Weak, so the output task still ends when the capture thread's sender is gone.
     pub queue: mpsc::WeakSender<SensorObservation>,
     pub queue_capacity: usize,
+    /// The flow reporter's figures (`--flows` with `--report-url`).
+    pub flow_report: Option<Arc<FlowReportStats>>,
 }
 
 /// Serves until the process ends.
@@ -82,6 +85,30 @@ pub fn render(sources: &Sources) -> String {
         writeln!(out, "# HELP portcullis_sensor_report_failures_total Failed requests to the webhook (each retried).");
     let _ = writeln!(out, "# TYPE portcullis_sensor_report_failures_total counter");
     let _ = writeln!(out, "portcullis_sensor_report_failures_total {}", report.failed_requests.load(Ordering::Relaxed));
+    if let Some(flows) = &sources.flow_report {
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_sensor_flows_reported_total Connection starts sent to the traffic history, by result: durable (written by the aggregator) or dropped (the queue was full)."
+        );
+        let _ = writeln!(out, "# TYPE portcullis_sensor_flows_reported_total counter");
+        for (result, n) in [("durable", &flows.durable), ("dropped", &flows.dropped)] {
+            let _ = writeln!(
+                out,
+                "portcullis_sensor_flows_reported_total{{result=\"{result}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_sensor_flow_report_retries_total Sends of a flow batch no webhook replica acknowledged as durable (each retried)."
+        );
+        let _ = writeln!(out, "# TYPE portcullis_sensor_flow_report_retries_total counter");
+        let _ = writeln!(out, "portcullis_sensor_flow_report_retries_total {}", flows.retries.load(Ordering::Relaxed));
+        let _ =
+            writeln!(out, "# HELP portcullis_sensor_flows_waiting Connection starts not yet acknowledged as durable.");
+        let _ = writeln!(out, "# TYPE portcullis_sensor_flows_waiting gauge");
+        let _ = writeln!(out, "portcullis_sensor_flows_waiting {}", flows.waiting.load(Ordering::Relaxed));
+    }
     let _ = writeln!(out, "# HELP portcullis_sensor_pods Pod addresses of this node known for attribution.");
     let _ = writeln!(out, "# TYPE portcullis_sensor_pods gauge");
     let _ = writeln!(out, "portcullis_sensor_pods {}", sources.pods.len());

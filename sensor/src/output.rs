@@ -301,7 +301,7 @@ impl Reporter {
                     .map(|addr| {
                         let client = self.client(*addr);
                         let request = self.request(body.clone());
-                        async move { (*addr, post(&client, request).await) }
+                        async move { (*addr, post(&client, request, Duration::from_secs(10)).await.map(drop)) }
                     })
                     .collect();
                 let mut failed = Vec::new();
@@ -326,6 +326,25 @@ impl Reporter {
         }
     }
 
+    /// Sends `body` once to every replica the host resolves to; each one's answer body, or why
+    /// not. `timeout` bounds each exchange.
+    pub async fn send_to_all(
+        &mut self,
+        body: Bytes,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<(SocketAddr, anyhow::Result<Bytes>)>> {
+        let targets = self.replicas().await?;
+        let sends: Vec<_> = targets
+            .iter()
+            .map(|addr| {
+                let client = self.client(*addr);
+                let request = self.request(body.clone());
+                async move { (*addr, post(&client, request, timeout).await) }
+            })
+            .collect();
+        Ok(futures::future::join_all(sends).await)
+    }
+
     /// The request for one replica (the token is re-read: kubelet rotates projected tokens).
     fn request(&self, body: Bytes) -> anyhow::Result<Request<Full<Bytes>>> {
         let token = std::fs::read_to_string(&self.config.token_file)
@@ -337,15 +356,30 @@ impl Reporter {
     }
 }
 
-async fn post(client: &PinnedClient, request: anyhow::Result<Request<Full<Bytes>>>) -> anyhow::Result<()> {
-    let response =
-        tokio::time::timeout(Duration::from_secs(10), client.request(request?)).await.context("timed out")??;
-    let status = response.status();
-    if status == StatusCode::OK || status == StatusCode::ACCEPTED || status == StatusCode::NO_CONTENT {
-        return Ok(());
-    }
-    let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    anyhow::bail!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(512)]))
+/// Largest answer body read (the webhook's answers are a few hundred bytes).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Posts and reads the answer: its body on 200, 202 or 204, else the status and the start of
+/// the body as the error. Bounded in time (`timeout`) and in the bytes read.
+async fn post(
+    client: &PinnedClient,
+    request: anyhow::Result<Request<Full<Bytes>>>,
+    timeout: Duration,
+) -> anyhow::Result<Bytes> {
+    let exchange = async {
+        let response = client.request(request?).await?;
+        let status = response.status();
+        let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        if status == StatusCode::OK || status == StatusCode::ACCEPTED || status == StatusCode::NO_CONTENT {
+            return Ok(body);
+        }
+        anyhow::bail!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(512)]))
+    };
+    tokio::time::timeout(timeout, exchange).await.context("timed out")?
 }
 
 #[cfg(test)]

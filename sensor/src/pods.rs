@@ -32,6 +32,14 @@ impl PodDirectory {
         self.by_ip.read().ok()?.get(&ip).cloned()
     }
 
+    /// Every address and its pod, by address.
+    pub fn all(&self) -> Vec<(IpAddr, SensorPod)> {
+        let mut all: Vec<(IpAddr, SensorPod)> =
+            self.by_ip.read().map(|map| map.iter().map(|(ip, pod)| (*ip, pod.clone())).collect()).unwrap_or_default();
+        all.sort_by_key(|(ip, _)| *ip);
+        all
+    }
+
     pub fn len(&self) -> usize {
         self.by_ip.read().map_or(0, |map| map.len())
     }

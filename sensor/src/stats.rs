@@ -57,6 +57,7 @@ reasons! {
     Flows => "flows", "connection starts written (--flows)";
     MalformedFlow => "malformed_flow", "a connection-start record from the kernel that does not decode";
     FlowOutputFailed => "flow_output_failed", "connection starts that could not be written (the output failed)";
+    FlowQueueFull => "flow_queue_full", "a connection start dropped because the queue to the flow reporter was full";
 }
 
 /// One counter per [`Reason`].

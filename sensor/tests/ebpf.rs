@@ -134,6 +134,12 @@ impl Sensor {
         metrics::counters(&in_netns(&self.ns, move || metrics::scrape(addr)))
     }
 
+    /// The whole metrics page.
+    fn scrape(&self) -> String {
+        let addr = self.metrics;
+        in_netns(&self.ns, move || metrics::scrape(addr))
+    }
+
     /// Waits until `done` holds for the counters (the capture thread works asynchronously).
     fn wait_for(&self, what: &str, done: impl Fn(&BTreeMap<String, u64>) -> bool) -> BTreeMap<String, u64> {
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -357,15 +363,107 @@ fn answers_forged_from_a_pod_are_not_learned_without_rp_filter() {
     forged_from_a_pod(5, 0);
 }
 
+/// Two in-process webhook replicas inside the client namespace, on 127.0.0.1 and 127.0.0.2,
+/// both named `webhook.test` there (as behind a headless Service), accepting the sensor's token;
+/// with `traffic`, the first counts flows into that store and the second stands by.
+struct Replicas {
+    runtime: tokio::runtime::Runtime,
+    replicas: Vec<(portcullis_webhook::server::Running, Arc<portcullis_webhook::metrics::Metrics>)>,
+    dir: std::path::PathBuf,
+    etc: std::path::PathBuf,
+    _leaders: Vec<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Replicas {
+    fn start(net: &NetPair, traffic: Option<Arc<portcullis_webhook::traffic::MemoryStore>>) -> Replicas {
+        use portcullis_webhook::observations::{Ingest, LocalIntents, StaticToken};
+        use portcullis_webhook::server::{self, App, Limits};
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+        let dir = std::env::temp_dir().join(format!("portcullis-sensor-e2e-{}-{}", std::process::id(), net.client_ns));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("token"), "e2e-sensor-token-0123456789").unwrap();
+        portcullis_webhook::tls::install_crypto_provider();
+        let certs = portcullis_webhook::tls::dev_certificates(&["webhook.test"]).unwrap();
+        std::fs::write(dir.join("ca.pem"), &certs.ca_pem).unwrap();
+        let user = "system:serviceaccount:portcullis-system:portcullis-sensor".to_owned();
+        // Listeners opened inside the client namespace stay there, whichever thread serves them.
+        let listeners = in_netns(&net.client_ns, || {
+            let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = first.local_addr().unwrap().port();
+            let second = std::net::TcpListener::bind(("127.0.0.2", port)).unwrap();
+            let ops = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            vec![(first, ops()), (second, ops())]
+        });
+        // `ip netns exec` shows /etc/netns/NAME/hosts as /etc/hosts to the sensor.
+        let etc = std::path::PathBuf::from(format!("/etc/netns/{}", net.client_ns));
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("hosts"), "127.0.0.1 localhost\n127.0.0.1 webhook.test\n127.0.0.2 webhook.test\n")
+            .unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let mut replicas = Vec::new();
+        let mut leaders = Vec::new();
+        for (i, (https, ops)) in listeners.into_iter().enumerate() {
+            let metrics = Arc::new(portcullis_webhook::metrics::Metrics::new());
+            let mut ingest = Ingest::new(
+                Arc::new(StaticToken::from_file(&dir.join("token"), user.clone()).unwrap()),
+                user.clone(),
+                Arc::new(LocalIntents::load(&repo.join("testcases/sensor"), Default::default()).unwrap()),
+            );
+            if let Some(store) = &traffic {
+                let (tx, rx) = tokio::sync::watch::channel(i == 0);
+                let aggregator = Arc::new(portcullis_webhook::traffic::Aggregator::new(
+                    store.clone(),
+                    "portcullis-system",
+                    rx,
+                    Default::default(),
+                    metrics.clone(),
+                ));
+                runtime.spawn(aggregator.clone().run(Duration::from_millis(100)));
+                ingest = ingest.with_traffic(aggregator);
+                leaders.push(tx);
+            }
+            let app = App {
+                config: Arc::new(Default::default()),
+                state: Arc::new(portcullis_webhook::state::StaticState::default()),
+                metrics: metrics.clone(),
+                timeout: Duration::from_secs(10),
+                ingest: Some(Arc::new(ingest)),
+            };
+            let loaded =
+                portcullis_webhook::tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap();
+            let tls = axum_server::tls_rustls::RustlsConfig::from_config(loaded.config);
+            let running = runtime.block_on(server::start(https, ops, app, tls, Limits::default())).unwrap();
+            replicas.push((running, metrics));
+        }
+        Replicas { runtime, replicas, dir, etc, _leaders: leaders }
+    }
+
+    /// The sensor's arguments to report to these replicas.
+    fn sensor_args(&self) -> Vec<String> {
+        let url = format!("https://webhook.test:{}/v1/observations", self.replicas[0].0.https.port());
+        vec![
+            "--report-url".to_owned(),
+            url,
+            "--report-ca".to_owned(),
+            self.dir.join("ca.pem").display().to_string(),
+            "--report-token-file".to_owned(),
+            self.dir.join("token").display().to_string(),
+        ]
+    }
+
+    fn stop(self) {
+        for (running, _) in self.replicas {
+            self.runtime.block_on(running.shutdown()).unwrap();
+        }
+        let _ = std::fs::remove_dir_all(self.etc);
+    }
+}
+
 /// The whole path: the sensor, attributing the client to a pod (from a pod list), reports over
-/// HTTPS with a bearer token to `POST /v1/observations` of **two** webhook replicas (in-process,
-/// on 127.0.0.1 and 127.0.0.2 inside the client namespace, both named `webhook.test` there, as
-/// behind a headless Service); each feeds its wildcard intent the address.
+/// HTTPS with a bearer token to `POST /v1/observations` of **two** webhook replicas; each feeds
+/// its wildcard intent the address.
 #[test]
 fn reports_attributed_observations_to_the_webhook() {
-    use portcullis_webhook::observations::{Ingest, LocalIntents, StaticToken};
-    use portcullis_webhook::server::{self, App, Limits};
-
     let net = NetPair::new(3);
     let _dns = dnsmasq::Dnsmasq::start_in(
         &net.server_ns,
@@ -376,72 +474,19 @@ fn reports_attributed_observations_to_the_webhook() {
         &["www.example.test,api.example.test"],
     );
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
-    let dir = std::env::temp_dir().join(format!("portcullis-sensor-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let token = "e2e-sensor-token-0123456789";
-    std::fs::write(dir.join("token"), token).unwrap();
-
-    portcullis_webhook::tls::install_crypto_provider();
-    let certs = portcullis_webhook::tls::dev_certificates(&["webhook.test"]).unwrap();
-    std::fs::write(dir.join("ca.pem"), &certs.ca_pem).unwrap();
-    let user = "system:serviceaccount:portcullis-system:portcullis-sensor".to_owned();
-    // Listeners opened inside the client namespace stay there, whichever thread serves them.
-    let listeners = in_netns(&net.client_ns, || {
-        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = first.local_addr().unwrap().port();
-        let second = std::net::TcpListener::bind(("127.0.0.2", port)).unwrap();
-        let ops = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        vec![(first, ops()), (second, ops())]
-    });
-    // `ip netns exec` shows /etc/netns/NAME/hosts as /etc/hosts to the sensor.
-    let etc = std::path::PathBuf::from(format!("/etc/netns/{}", net.client_ns));
-    std::fs::create_dir_all(&etc).unwrap();
-    std::fs::write(etc.join("hosts"), "127.0.0.1 localhost\n127.0.0.1 webhook.test\n127.0.0.2 webhook.test\n").unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut replicas = Vec::new();
-    for (https, ops) in listeners {
-        let metrics = Arc::new(portcullis_webhook::metrics::Metrics::new());
-        let app = App {
-            config: Arc::new(Default::default()),
-            state: Arc::new(portcullis_webhook::state::StaticState::default()),
-            metrics: metrics.clone(),
-            timeout: Duration::from_secs(10),
-            ingest: Some(Arc::new(Ingest::new(
-                Arc::new(StaticToken::from_file(&dir.join("token"), user.clone()).unwrap()),
-                user.clone(),
-                Arc::new(LocalIntents::load(&repo.join("testcases/sensor"), Default::default()).unwrap()),
-            ))),
-        };
-        let loaded =
-            portcullis_webhook::tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap();
-        let tls = axum_server::tls_rustls::RustlsConfig::from_config(loaded.config);
-        let running = runtime.block_on(server::start(https, ops, app, tls, Limits::default())).unwrap();
-        replicas.push((running, metrics));
-    }
-
-    let url = format!("https://webhook.test:{}/v1/observations", replicas[0].0.https.port());
-    let extra: Vec<String> = [
-        "--report-url",
-        &url,
-        "--report-ca",
-        &dir.join("ca.pem").display().to_string(),
-        "--report-token-file",
-        &dir.join("token").display().to_string(),
-        "--report-interval-ms",
-        "100",
-        "--pods",
-        &repo.join("testcases/sensor/pods.json").display().to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let replicas = Replicas::start(&net, None);
+    let mut extra = replicas.sensor_args();
+    extra.extend(
+        ["--report-interval-ms", "100", "--pods", &repo.join("testcases/sensor/pods.json").display().to_string()]
+            .map(str::to_owned),
+    );
     let sensor = Sensor::start(&net, "socket", &extra);
     let (client4, server4) = (net.client_ip(false), SocketAddr::new(net.server_ip(false), PORT));
     in_netns(&net.client_ns, move || {
         udp_ask(SocketAddr::new(client4, 0), server4, 7, "www.example.test.", RecordType::A);
     });
     let deadline = Instant::now() + Duration::from_secs(15);
-    for (running, metrics) in &replicas {
+    for (running, metrics) in &replicas.replicas {
         loop {
             let text = metrics.render(Default::default());
             if text.contains("portcullis_webhook_observation_intent_updates_total 1") {
@@ -464,10 +509,101 @@ fn reports_attributed_observations_to_the_webhook() {
         serde_json::json!({"ip": "10.231.3.2", "pod": {"namespace": "shop", "name": "pay-7f9c4d-x2k8q",
             "workload": "Deployment/pay", "labels": {"app": "pay", "pod-template-hash": "7f9c4d"}}})
     );
-    for (running, _) in replicas {
-        runtime.block_on(running.shutdown()).unwrap();
-    }
-    let _ = std::fs::remove_dir_all(etc);
+    replicas.stop();
+}
+
+/// Connection starts into the traffic history, for real: the sensor sends them with its pods to
+/// both replicas; the leading one counts them and acknowledges each batch once it is written.
+/// The stored history holds the pod's edges with the right counts, and the sensor's metrics
+/// say every start was acknowledged as durable.
+#[test]
+fn connection_starts_reach_the_traffic_history_and_are_acknowledged_once_written() {
+    let net = NetPair::new(9);
+    let server4 = net.server_ip(false);
+    let listener =
+        in_netns(&net.server_ns, move || std::net::TcpListener::bind(SocketAddr::new(server4, 8443)).unwrap());
+    let accepted = listener.try_clone().unwrap();
+    std::thread::spawn(move || for _ in accepted.incoming() {});
+    let store = Arc::new(portcullis_webhook::traffic::MemoryStore::default());
+    let replicas = Replicas::start(&net, Some(store.clone()));
+    let client4 = net.client_ip(false);
+    let pods = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [{
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "pay-7f9c4d-x2k8q", "namespace": "shop", "labels": {"app": "pay", "pod-template-hash": "7f9c4d"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "pay-7f9c4d", "uid": "u1", "controller": true}]},
+        "spec": {"nodeName": "test-node", "containers": [{"name": "pay", "image": "shop/pay:1.4"}]},
+        "status": {"phase": "Running", "podIP": client4.to_string(), "podIPs": [{"ip": client4.to_string()}]}}]});
+    std::fs::write(replicas.dir.join("pods.json"), pods.to_string()).unwrap();
+    let mut extra = replicas.sensor_args();
+    extra.extend(
+        [
+            "--flows",
+            "--flow-interval-s",
+            "3600",
+            "--flow-report-interval-ms",
+            "200",
+            "--pods",
+            &replicas.dir.join("pods.json").display().to_string(),
+        ]
+        .map(str::to_owned),
+    );
+    let sensor = Sensor::start(&net, "socket", &extra);
+    in_netns(&net.client_ns, move || {
+        for _ in 0..5 {
+            drop(TcpStream::connect(SocketAddr::new(server4, 8443)).unwrap());
+        }
+        let refused = TcpStream::connect_timeout(&SocketAddr::new(server4, 8444), Duration::from_secs(2));
+        assert!(refused.is_err());
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = replicas.runtime.block_on(async {
+            use portcullis_webhook::traffic::TrafficStore;
+            let mut logs = Vec::new();
+            for object in store.list().await.unwrap() {
+                logs.push(portcullis_webhook::traffic::decode(&object).unwrap().log);
+            }
+            portcullis_linter::replay::history::merge(logs)
+        });
+        if log.edges.iter().map(|e| e.count).sum::<u64>() >= 6 {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the history never held the connections: {log:#?}\n{:#?}",
+            sensor.counters()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let edges: BTreeMap<String, u64> = log
+        .edges
+        .iter()
+        .map(|e| (format!("{} -> {}:{}", e.source.label(), e.destination.label(), e.port), e.count))
+        .collect();
+    let want: BTreeMap<String, u64> =
+        [(format!("shop/Deployment/pay -> {server4}:8443"), 5), (format!("shop/Deployment/pay -> {server4}:8444"), 1)]
+            .into_iter()
+            .collect();
+    assert_eq!(edges, want);
+    // The sensor heard "durable" for every start it sent (SYN-ACKs included: the aggregator
+    // skips them, but they were in acknowledged batches).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = sensor.scrape();
+        if text.contains("portcullis_sensor_flows_reported_total{result=\"durable\"} 11\n") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "not every start was acknowledged:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(text.contains("portcullis_sensor_flows_reported_total{result=\"dropped\"} 0"), "{text}");
+    let leader = replicas.replicas[0].1.render(Default::default());
+    assert!(leader.contains("portcullis_webhook_traffic_flows_total{result=\"counted\"} 6"), "{leader}");
+    let standby = replicas.replicas[1].1.render(Default::default());
+    assert!(!standby.contains("traffic_flows_total{result=\"counted\"}"), "{standby}");
+    drop(sensor);
+    drop(listener);
+    replicas.stop();
 }
 
 /// The `flow` lines of the sensor's output: (kind, protocol, source, destination).
