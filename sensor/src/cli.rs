@@ -108,8 +108,9 @@ pub struct Args {
     /// With --flows and --report-url: connection starts waiting for the webhook at most (beyond: dropped, counted)
     #[arg(long, env = "PORTCULLIS_SENSOR_FLOW_QUEUE", default_value_t = 200_000)]
     pub flow_queue: usize,
-    /// With --flows and --report-url: how often a batch of connection starts is sent, in milliseconds
-    #[arg(long, env = "PORTCULLIS_SENSOR_FLOW_REPORT_INTERVAL_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    /// With --flows and --report-url: how often a batch of connection starts is sent, in
+    /// milliseconds (each batch is a write of this node's history object in the API server)
+    #[arg(long, env = "PORTCULLIS_SENSOR_FLOW_REPORT_INTERVAL_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub flow_report_interval_ms: u64,
     /// With --flows: a 5-tuple is reported again at most once per this many seconds
     #[arg(long, env = "PORTCULLIS_SENSOR_FLOW_INTERVAL_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]

@@ -21,8 +21,8 @@ use crate::output::{MAX_REQUEST_BYTES, Reporter};
 use crate::pods::PodDirectory;
 
 /// How long one exchange may take: the aggregator answers once the batch is written (it waits
-/// up to 10 s for that).
-const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
+/// up to 30 s for that).
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// Figures for metrics.
 #[derive(Debug, Default)]

@@ -141,6 +141,7 @@ impl Replica {
             .args(["--config", &config.display().to_string(), "--log-format", "text"])
             .args(["--self-managed-tls", "portcullis-webhook-tls", "--webhook-configuration", "portcullis-webhook"])
             .args(["--tls-dns-name", &cluster.webhook_host, "--pod-name", identity, "--pod-namespace", RELEASE_NS])
+            .args(["--traffic-history", "--traffic-flush-ms", "200"])
             .env("KUBECONFIG", sa_kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -286,6 +287,7 @@ fn setup(cluster: &Cluster, dns_port: u16) {
   ignoreAnnotations: {{forbiddenRules: [PC002]}}
   controller: {{nameservers: [\"127.0.0.1:{dns_port}\"], ttlFloorSeconds: 5}}
 networkPolicies: {{apiServer: {{cidrs: [127.0.0.1/32]}}, nodeCidrs: [127.0.0.0/8]}}
+traffic: {{enabled: true}}
 "
         ),
     )
@@ -709,12 +711,162 @@ fn a_real_api_server_agrees() {
         format!("{wrote} writes after resume"),
     );
 
+    traffic_history(&cluster, &sa, &config_path, &mut report, vec![a, b]);
+
     let failed: Vec<&(String, bool, String)> = report.rows.iter().filter(|r| !r.1).collect();
     eprintln!("e2e summary: {} checks, {} failed", report.rows.len(), failed.len());
     for (case, passed, detail) in &report.rows {
         eprintln!("  [{}] {case} — {detail}", if *passed { "x" } else { " " });
     }
-    drop(b);
-    drop(a);
     assert!(failed.is_empty(), "failed against the real API server: {failed:?}\nlogs in {}", cluster.dir.display());
+}
+
+/// The traffic history against the real API server, as the chart's ServiceAccount: a sensor
+/// (its real token, checked by TokenReview) sends 45 batches to every live replica, each until
+/// one says it is durable; twice, every replica is killed (SIGKILL) mid-stream and two new ones
+/// start. The ConfigMaps must then hold every connection exactly once.
+fn traffic_history(cluster: &Cluster, sa: &Path, config: &Path, report: &mut Report, replicas: Vec<Replica>) {
+    use portcullis_linter::egress::observation::{FlowBatch, FlowEnd, FlowKind, FlowStart, PodAddress, SensorFlow};
+    use std::sync::{Arc, Mutex};
+    const BATCHES: u64 = 45;
+    let token =
+        cluster.ok(&["create", "token", "portcullis-sensor", "-n", RELEASE_NS, "--duration=1h"]).trim().to_owned();
+    let bundle = cluster.ok(&[
+        "get",
+        "validatingwebhookconfiguration",
+        "portcullis-webhook",
+        "-o",
+        "jsonpath={.webhooks[0].clientConfig.caBundle}",
+    ]);
+    let pem =
+        String::from_utf8(base64::Engine::decode(&base64::engine::general_purpose::STANDARD, bundle.trim()).unwrap())
+            .unwrap();
+    let ca = common::ca_der(&pem);
+    let pod: portcullis_linter::egress::observation::SensorPod = serde_json::from_value(json!({
+        "namespace": "pc-e2e-shop", "name": "pay-1", "workload": "Deployment/pay", "labels": {"app": "pay"}}))
+    .unwrap();
+    let batch = move |seq: u64| {
+        let ts = jiff::Timestamp::now();
+        let flows = (0..5u16)
+            .map(|i| SensorFlow {
+                ts,
+                node: "e2e-node-1".to_owned(),
+                flow: FlowStart {
+                    kind: FlowKind::Syn,
+                    protocol: portcullis_linter::model::Protocol::Tcp,
+                    source: FlowEnd { ip: "10.244.1.5".parse().unwrap(), port: 30_000 + i, pod: Some(pod.clone()) },
+                    destination: FlowEnd { ip: "203.0.113.7".parse().unwrap(), port: 440 + (i % 3), pod: None },
+                },
+            })
+            .collect();
+        FlowBatch {
+            node: "e2e-node-1".to_owned(),
+            boot: "e2e-boot".to_owned(),
+            seq,
+            pods: vec![PodAddress { ip: "10.244.1.5".parse().unwrap(), pod: pod.clone() }],
+            flows,
+        }
+    };
+    // The https ports of the replicas alive now, and how far the sensor got.
+    let ports: Arc<Mutex<Vec<u16>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut live: Vec<(Replica, u16)> = Vec::new();
+    let start_two = |generation: usize| -> Vec<(Replica, u16)> {
+        (0..2)
+            .map(|i| {
+                let port = free_port();
+                (Replica::start(cluster, sa, config, &format!("e2e-traffic-{generation}-{i}"), port), port)
+            })
+            .collect()
+    };
+    // The suite's replicas go first: their https ports are not known here, so they are killed
+    // before the sensor starts, and this phase starts over from what the API server holds.
+    drop(replicas);
+    live.extend(start_two(0));
+    *ports.lock().unwrap() = live.iter().map(|(_, p)| *p).collect();
+    let acknowledged = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sender = {
+        let (ports, acknowledged, token) = (ports.clone(), acknowledged.clone(), token.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            let mut duplicates = 0;
+            for seq in 1..=BATCHES {
+                let body = serde_json::to_vec(&batch(seq)).unwrap();
+                let deadline = Instant::now() + Duration::from_secs(120);
+                loop {
+                    let targets = ports.lock().unwrap().clone();
+                    let bearer = format!("Bearer {token}");
+                    let answers: Vec<Value> = runtime.block_on(async {
+                        let mut answers = Vec::new();
+                        for port in targets {
+                            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                            let headers = [("authorization", bearer.as_str())];
+                            let sent = common::https_with(
+                                addr,
+                                &ca,
+                                "/v1/flows",
+                                body.clone(),
+                                &rustls::version::TLS13,
+                                &headers,
+                            );
+                            if let Ok(Ok((200, answer, _))) = tokio::time::timeout(Duration::from_secs(15), sent).await
+                            {
+                                answers.push(serde_json::from_slice(&answer).unwrap_or(Value::Null));
+                            }
+                        }
+                        answers
+                    });
+                    duplicates += answers.iter().filter(|a| a["duplicate"] == true).count();
+                    if answers.iter().any(|a| a["durable"] == true) {
+                        acknowledged.store(seq, std::sync::atomic::Ordering::SeqCst);
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "batch {seq} was never acknowledged");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+            duplicates
+        })
+    };
+    for (generation, after) in [(1, 12), (2, 30)] {
+        let reached = wait_for(Duration::from_secs(120), || {
+            (acknowledged.load(std::sync::atomic::Ordering::SeqCst) >= after).then_some(())
+        });
+        assert!(reached.is_some(), "the sensor never got {after} batches acknowledged:\n{}", live[0].0.log_text());
+        // Every replica dies at once; two new ones start.
+        live.clear();
+        live.extend(start_two(generation));
+        *ports.lock().unwrap() = live.iter().map(|(_, p)| *p).collect();
+    }
+    let duplicates = sender.join().unwrap();
+    let listed: Value = serde_json::from_str(&cluster.ok(&[
+        "get",
+        "configmaps",
+        "-n",
+        RELEASE_NS,
+        "-l",
+        "portcullis.dev/traffic=v1",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let items = listed["items"].as_array().cloned().unwrap_or_default();
+    let mut counts = std::collections::BTreeMap::new();
+    let mut seq = 0;
+    for item in &items {
+        let object: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(item.clone()).unwrap();
+        let part = portcullis_webhook::traffic::decode(&object).unwrap();
+        seq = seq.max(part.seq);
+        for e in part.log.edges {
+            counts.insert(e.port, e.count);
+        }
+    }
+    // Five connections a batch, to ports 440, 441, 442, 440, 441.
+    let want: std::collections::BTreeMap<i32, u64> =
+        [(440, 2 * BATCHES), (441, 2 * BATCHES), (442, BATCHES)].into_iter().collect();
+    report.check(
+        "traffic history: every replica killed twice mid-stream, every acknowledged connection kept once",
+        counts == want && seq == BATCHES && items.len() == 1,
+        format!("{} object(s), last batch {seq}, counts {counts:?} (want {want:?}), {duplicates} resends answered as duplicates", items.len()),
+    );
+    drop(live);
 }
