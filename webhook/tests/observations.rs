@@ -225,23 +225,7 @@ async fn the_egress_map_is_served_to_its_readers_only() {
     .iter()
     .map(Into::into)
     .collect();
-    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let mut io = portcullis_linter::cli::Io {
-            stdin: &mut std::io::empty(),
-            stdout: &mut stdout,
-            stderr: &mut stderr,
-            tty: false,
-            version: "test",
-            width: None,
-            stdin_tty: true,
-            exiting: false,
-        };
-        let code = portcullis_linter::cli::run(args, &mut io);
-        (code, String::from_utf8(stdout).unwrap(), String::from_utf8(stderr).unwrap())
-    })
-    .await
-    .unwrap();
+    let (code, stdout, stderr) = common::run_cli(args).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("shop/Deployment/pay  [app=pay]\n"), "{stdout}");
     assert!(stdout.contains("api.example.test  192.0.2.10"), "{stdout}");

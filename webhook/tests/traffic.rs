@@ -190,23 +190,7 @@ async fn a_batch_is_acknowledged_once_written_and_served_to_replay() {
     .iter()
     .map(Into::into)
     .collect();
-    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let mut io = portcullis_linter::cli::Io {
-            stdin: &mut std::io::empty(),
-            stdout: &mut stdout,
-            stderr: &mut stderr,
-            tty: false,
-            version: "test",
-            width: None,
-            stdin_tty: true,
-            exiting: false,
-        };
-        let code = portcullis_linter::cli::run(args, &mut io);
-        (code, String::from_utf8(stdout).unwrap(), String::from_utf8(stderr).unwrap())
-    })
-    .await
-    .unwrap();
+    let (code, stdout, stderr) = common::run_cli(args).await;
     assert_eq!(code, 1, "{stdout}{stderr}");
     let out: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(out["deniedEdges"], 2, "{stdout}");

@@ -641,6 +641,18 @@ mod tests {
         SensorFlow { ts: ts(at), node: node.to_owned(), flow: FlowStart { kind, protocol, source, destination } }
     }
 
+    fn syn(at: &str, node: &str, source: FlowEnd, destination: FlowEnd) -> SensorFlow {
+        flow(at, node, FlowKind::Syn, Protocol::Tcp, source, destination)
+    }
+
+    fn syn_ack(at: &str, node: &str, source: FlowEnd, destination: FlowEnd) -> SensorFlow {
+        flow(at, node, FlowKind::SynAck, Protocol::Tcp, source, destination)
+    }
+
+    fn datagram(at: &str, node: &str, source: FlowEnd, destination: FlowEnd) -> SensorFlow {
+        flow(at, node, FlowKind::Datagram, Protocol::Udp, source, destination)
+    }
+
     fn batch(node: &str, seq: u64, pods: &[(&str, &SensorPod)], flows: Vec<SensorFlow>) -> FlowBatch {
         FlowBatch {
             node: node.to_owned(),
@@ -695,14 +707,7 @@ mod tests {
             "n2",
             1,
             &[("10.0.2.9", &db)],
-            vec![flow(
-                "2026-11-26T10:00:00Z",
-                "n2",
-                FlowKind::Syn,
-                Protocol::Tcp,
-                end("10.0.1.5", 40000, None),
-                end("10.0.2.9", 5432, Some(&db)),
-            )],
+            vec![syn("2026-11-26T10:00:00Z", "n2", end("10.0.1.5", 40000, None), end("10.0.2.9", 5432, Some(&db)))],
         ));
         assert_eq!((a.counted, a.skipped), (0, 1));
         // n1 saw it leave; the destination is attributed from n2's pods.
@@ -731,14 +736,7 @@ mod tests {
             "n2",
             1,
             &[("10.0.2.9", &db)],
-            vec![flow(
-                "2026-11-26T10:00:00Z",
-                "n2",
-                FlowKind::Syn,
-                Protocol::Tcp,
-                end("198.51.100.7", 40000, None),
-                end("10.0.2.9", 5432, Some(&db)),
-            )],
+            vec![syn("2026-11-26T10:00:00Z", "n2", end("198.51.100.7", 40000, None), end("10.0.2.9", 5432, Some(&db)))],
         ));
         assert_eq!(edges(&h), [("198.51.100.7 -> shop/StatefulSet/db:5432/TCP".to_owned(), 1)]);
     }
@@ -760,14 +758,7 @@ mod tests {
                     end("10.0.1.5", 40000, Some(&pay)),
                     end("10.96.0.10", 53, None),
                 ),
-                flow(
-                    "2026-11-26T10:00:00Z",
-                    "n1",
-                    FlowKind::Datagram,
-                    Protocol::Udp,
-                    end("10.96.0.10", 53, None),
-                    end("10.0.1.5", 40000, Some(&pay)),
-                ),
+                datagram("2026-11-26T10:00:00Z", "n1", end("10.96.0.10", 53, None), end("10.0.1.5", 40000, Some(&pay))),
                 flow(
                     "2026-11-26T10:00:01Z",
                     "n1",
@@ -776,11 +767,9 @@ mod tests {
                     end("10.0.1.5", 40001, Some(&pay)),
                     end("203.0.113.7", 443, None),
                 ),
-                flow(
+                syn_ack(
                     "2026-11-26T10:00:01Z",
                     "n1",
-                    FlowKind::SynAck,
-                    Protocol::Tcp,
                     end("203.0.113.7", 443, None),
                     end("10.0.1.5", 40001, Some(&pay)),
                 ),
@@ -971,14 +960,9 @@ mod tests {
                 "n2",
                 1,
                 &[],
-                vec![flow(
-                    "2026-11-26T10:00:00Z",
-                    "n2",
-                    FlowKind::Syn,
-                    Protocol::Tcp,
-                    end("10.0.1.5", 40001, None),
-                    end("10.0.2.9", 5432, Some(&db)),
-                )]
+                vec![
+                    syn("2026-11-26T10:00:00Z", "n2", end("10.0.1.5", 40001, None), end("10.0.2.9", 5432, Some(&db)),)
+                ]
             ))
             .skipped
                 == 1

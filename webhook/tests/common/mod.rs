@@ -121,3 +121,25 @@ pub fn respond(
             .unwrap(),
     );
 }
+
+/// Runs the `portcullis` CLI (the linter's real client) with `args` on the blocking pool;
+/// returns its exit code, stdout and stderr.
+pub async fn run_cli(args: Vec<std::ffi::OsString>) -> (u8, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let mut io = portcullis_linter::cli::Io {
+            stdin: &mut std::io::empty(),
+            stdout: &mut stdout,
+            stderr: &mut stderr,
+            tty: false,
+            version: "test",
+            width: None,
+            stdin_tty: true,
+            exiting: false,
+        };
+        let code = portcullis_linter::cli::run(args, &mut io);
+        (code, String::from_utf8(stdout).unwrap(), String::from_utf8(stderr).unwrap())
+    })
+    .await
+    .unwrap()
+}
