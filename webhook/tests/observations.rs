@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{https_request, https_with, repo};
+use common::repo;
 use hyper::{Request, Response};
 use kube::client::Body;
 use portcullis_linter::config::Config;
@@ -64,11 +64,7 @@ async fn start_with_readers(user: &str, readers: Vec<String>) -> Harness {
 }
 
 async fn post(h: &Harness, token: Option<&str>, body: Vec<u8>) -> (u16, String) {
-    let bearer = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
-    let (status, body, _) =
-        https_with(h.running.https, &h.ca, "/v1/observations", body, &rustls::version::TLS13, &headers).await.unwrap();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    common::bearer(h.running.https, &h.ca, "POST", "/v1/observations", token, body).await
 }
 
 fn observation(qname: &str, pod: bool) -> Value {
@@ -179,13 +175,7 @@ async fn token_reviews_go_to_the_api_server_and_are_cached() {
 }
 
 async fn get_map(h: &Harness, token: Option<&str>) -> (u16, String) {
-    let bearer = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
-    let (status, body, _) =
-        https_request(h.running.https, &h.ca, "GET", "/v1/map", Vec::new(), &rustls::version::TLS13, &headers)
-            .await
-            .unwrap();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    common::bearer(h.running.https, &h.ca, "GET", "/v1/map", token, Vec::new()).await
 }
 
 #[tokio::test]

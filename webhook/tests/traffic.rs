@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{https_request, https_with, repo};
+use common::repo;
 use jiff::Timestamp;
 use portcullis_linter::config::Config;
 use portcullis_linter::egress::observation::{
@@ -107,21 +107,11 @@ async fn start(leader: bool) -> Harness {
 }
 
 async fn post(h: &Harness, token: Option<&str>, body: Vec<u8>) -> (u16, String) {
-    let bearer = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
-    let (status, body, _) =
-        https_with(h.running.https, &h.ca, "/v1/flows", body, &rustls::version::TLS13, &headers).await.unwrap();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    common::bearer(h.running.https, &h.ca, "POST", "/v1/flows", token, body).await
 }
 
 async fn get_traffic(h: &Harness, token: Option<&str>) -> (u16, String) {
-    let bearer = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
-    let (status, body, _) =
-        https_request(h.running.https, &h.ca, "GET", "/v1/traffic", Vec::new(), &rustls::version::TLS13, &headers)
-            .await
-            .unwrap();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    common::bearer(h.running.https, &h.ca, "GET", "/v1/traffic", token, Vec::new()).await
 }
 
 #[tokio::test]

@@ -143,3 +143,19 @@ pub async fn run_cli(args: Vec<std::ffi::OsString>) -> (u8, String, String) {
     .await
     .unwrap()
 }
+
+/// One HTTPS request over TLS 1.3 with an optional bearer token; status and body as text.
+pub async fn bearer(
+    addr: SocketAddr,
+    ca: &CertificateDer<'static>,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, String) {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
+    let (status, body, _) =
+        https_request(addr, ca, method, path, body, &rustls::version::TLS13, &headers).await.unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
