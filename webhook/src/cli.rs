@@ -202,6 +202,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::discover(args.config.as_deref(), &cwd)?;
     let metrics = Arc::new(Metrics::new());
     let sensor_user = sensor_user(&args)?;
+    if args.traffic_history && args.dev && args.observations_token_file.is_none() {
+        anyhow::bail!("--traffic-history in --dev needs --observations-token-file (the token the sensor posts with)");
+    }
+    if args.traffic_history && !args.dev && !args.controller {
+        anyhow::bail!(
+            "--traffic-history needs the controller (--controller true): the replica holding its Lease counts"
+        );
+    }
     // Bound first: a port in use fails the start before anything is written (the dev CA) or
     // changed in the cluster (self-managed TLS).
     let (listen, metrics_listen) = args.addresses();

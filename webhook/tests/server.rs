@@ -512,3 +512,28 @@ fn a_port_in_use_fails_the_start_before_anything_is_written() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("Address already in use"));
     assert!(!ca.exists(), "the CA was written although the server could not start");
 }
+
+/// `--traffic-history` where nothing could post to it, or no replica would count, is refused
+/// at the start with the reason, not accepted as a history that stays empty.
+#[test]
+fn a_traffic_history_that_could_not_work_is_refused_at_start() {
+    for (args, reason) in [
+        (vec!["--dev", "--state", "STATE"], "needs --observations-token-file"),
+        (
+            vec!["--controller", "false", "--tls-cert", "/nonexistent", "--tls-key", "/nonexistent"],
+            "needs the controller",
+        ),
+    ] {
+        let state = repo().join("testcases/admission/state");
+        let args: Vec<String> =
+            args.iter().map(|a| if *a == "STATE" { state.display().to_string() } else { (*a).to_owned() }).collect();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis-webhook"))
+            .args(["serve", "--traffic-history", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
+}
