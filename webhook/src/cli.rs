@@ -104,7 +104,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PORTCULLIS_TRAFFIC_WINDOW_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u16).range(1..=92))]
     pub traffic_window_days: u16,
     /// Edges the traffic history keeps at most (over all nodes); connections that would add more are dropped and counted
-    #[arg(long, env = "PORTCULLIS_TRAFFIC_MAX_EDGES", default_value_t = 500_000)]
+    #[arg(long, env = "PORTCULLIS_TRAFFIC_MAX_EDGES", default_value_t = 200_000)]
     pub traffic_max_edges: usize,
     /// How often changed traffic history is written, in milliseconds (a sensor's batch is acknowledged once written)
     #[arg(long, env = "PORTCULLIS_TRAFFIC_FLUSH_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]

@@ -45,6 +45,8 @@ use crate::metrics::{Metrics, ResultLabels};
 pub const TRAFFIC_LABEL: &str = "portcullis.dev/traffic";
 /// Annotation naming the node a history object holds.
 pub const NODE_ANNOTATION: &str = "portcullis.dev/node";
+/// Node parts encoded and written at once.
+const WRITES_AT_ONCE: usize = 2;
 /// Largest body `POST /v1/flows` reads (the sensor sends at most 1 MiB).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Largest compressed part written: the API server refuses ConfigMaps over 1 MiB.
@@ -432,12 +434,18 @@ impl Aggregator {
         // Encoding and writing happen outside the lock: batches keep being counted meanwhile
         // (a node they change is written again at the next flush).
         let mut written = 0;
-        // Parts are encoded side by side (on the blocking pool) and written side by side.
+        // Two parts at a time are encoded (on the blocking pool) and written: each holds a copy
+        // of its part and its JSON (megabytes), so memory stays bounded however many changed.
         let writes = dirty.into_iter().map(|(node, version)| async move {
             let result = self.write_part(&node, version).await;
             (node, result)
         });
-        for (node, result) in futures::future::join_all(writes).await {
+        let results: Vec<_> = futures::stream::StreamExt::collect(futures::stream::StreamExt::buffer_unordered(
+            futures::stream::iter(writes),
+            WRITES_AT_ONCE,
+        ))
+        .await;
+        for (node, result) in results {
             match result {
                 Ok(()) => {
                     written += 1;

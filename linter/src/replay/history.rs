@@ -48,7 +48,7 @@ impl Default for HistoryConfig {
         HistoryConfig {
             window: SignedDuration::from_hours(14 * 24),
             hourly: SignedDuration::from_hours(48),
-            max_edges: 500_000,
+            max_edges: 200_000,
             max_addresses: 1_000_000,
         }
     }
