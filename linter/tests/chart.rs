@@ -267,6 +267,8 @@ fn bad_values_are_refused_with_the_reason() {
         ("webhook.timeoutSeconds=60", "maximum"),
         ("sensor.dnsService=kube-dns", "does not match pattern"),
         ("webhook.unknownKey=1", "additional properties"),
+        ("traffic.windowDays=0", "minimum"),
+        ("traffic.retention=1", "additional properties"),
     ] {
         let out = Command::new(helm()).args(["template", "pc"]).arg(chart()).args(["--set", set]).output().unwrap();
         assert!(!out.status.success(), "{set} was accepted");
