@@ -330,31 +330,12 @@ impl Aggregator {
     /// Reads every part from the store into a fresh history (on becoming the leader).
     async fn load(&self, inner: &mut Inner) -> Result<(), ApiError> {
         let objects = self.store.list().await?;
-        *inner = Inner { history: History::new(self.config), loaded: true, ..Inner::default() };
-        for object in objects {
-            let name = object.metadata.name.clone().unwrap_or_default();
-            match decode(&object) {
-                Ok(part) if object_name(&part.node) == name => {
-                    inner.written.insert(part.node.clone(), (part.boot.clone(), part.seq));
-                    if let Some(v) = &object.metadata.resource_version {
-                        inner.versions.insert(part.node.clone(), v.clone());
-                    }
-                    inner.history.restore(part);
-                }
-                Ok(part) => {
-                    tracing::warn!(object = %name, node = %part.node, "traffic history object names another node; ignored")
-                }
-                Err(e) => {
-                    // Not counted over: its node's next write replaces it.
-                    tracing::warn!(object = %name, error = %e, "unreadable traffic history object; its node starts over");
-                    if let Some(v) = &object.metadata.resource_version
-                        && let Some(node) = object.metadata.annotations.as_ref().and_then(|a| a.get(NODE_ANNOTATION))
-                    {
-                        inner.versions.insert(node.clone(), v.clone());
-                    }
-                }
-            }
-        }
+        let config = self.config;
+        // Decoding and restoring is seconds of CPU at the size: off the async workers,
+        // which also serve admission reviews.
+        *inner = tokio::task::spawn_blocking(move || restored(objects, config))
+            .await
+            .map_err(|e| ApiError::Other(e.to_string()))?;
         self.set_edges(inner);
         tracing::info!(parts = inner.written.len(), edges = inner.history.edge_count(), "traffic history loaded");
         Ok(())
@@ -539,17 +520,51 @@ impl Aggregator {
     /// `GET /v1/traffic`: every stored part, merged (any replica can answer).
     pub async fn stored_log(&self) -> Result<TrafficLog, ApiError> {
         let objects = self.store.list().await?;
-        let mut logs = Vec::with_capacity(objects.len());
-        for object in &objects {
-            match decode(object) {
-                Ok(part) => logs.push(part.log),
-                Err(e) => {
-                    tracing::warn!(object = ?object.metadata.name, error = %e, "unreadable traffic history object left out")
+        let merged = move || {
+            let mut logs = Vec::with_capacity(objects.len());
+            for object in &objects {
+                match decode(object) {
+                    Ok(part) => logs.push(part.log),
+                    Err(e) => {
+                        tracing::warn!(object = ?object.metadata.name, error = %e, "unreadable traffic history object left out")
+                    }
+                }
+            }
+            merge(logs)
+        };
+        // Seconds of CPU at the size: off the async workers.
+        tokio::task::spawn_blocking(merged).await.map_err(|e| ApiError::Other(e.to_string()))
+    }
+}
+
+/// The aggregator's state from stored objects: each readable part restored with its position
+/// and version; an unreadable one only gives its version (its node's next write replaces it).
+fn restored(objects: Vec<StoredObject>, config: HistoryConfig) -> Inner {
+    let mut inner = Inner { history: History::new(config), loaded: true, ..Inner::default() };
+    for object in objects {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        match decode(&object) {
+            Ok(part) if object_name(&part.node) == name => {
+                inner.written.insert(part.node.clone(), (part.boot.clone(), part.seq));
+                if let Some(v) = &object.metadata.resource_version {
+                    inner.versions.insert(part.node.clone(), v.clone());
+                }
+                inner.history.restore(part);
+            }
+            Ok(part) => {
+                tracing::warn!(object = %name, node = %part.node, "traffic history object names another node; ignored")
+            }
+            Err(e) => {
+                tracing::warn!(object = %name, error = %e, "unreadable traffic history object; its node starts over");
+                if let Some(v) = &object.metadata.resource_version
+                    && let Some(node) = object.metadata.annotations.as_ref().and_then(|a| a.get(NODE_ANNOTATION))
+                {
+                    inner.versions.insert(node.clone(), v.clone());
                 }
             }
         }
-        Ok(merge(logs))
     }
+    inner
 }
 
 #[cfg(test)]
@@ -669,6 +684,30 @@ mod tests {
         let metrics = a.metrics.render(Default::default());
         assert!(metrics.contains("portcullis_webhook_traffic_edges_evicted_total"), "{metrics}");
         assert!(!metrics.contains("portcullis_webhook_traffic_edges_evicted_total 0"), "{metrics}");
+    }
+
+    #[test]
+    fn loading_skips_unreadable_and_misnamed_objects() {
+        let mut h = History::default();
+        h.apply(&batch("n1", 4, 1..3, "x"));
+        let (good, _) = encode(&h.node("n1").unwrap(), "ns").unwrap();
+        let mut misnamed = good.clone();
+        misnamed.metadata.name = Some(object_name("n2"));
+        let mut garbage = good.clone();
+        garbage.metadata.name = Some(object_name("n3"));
+        garbage.metadata.annotations = Some([(NODE_ANNOTATION.to_owned(), "n3".to_owned())].into_iter().collect());
+        garbage.binary_data.as_mut().unwrap().insert("pods.json.gz".to_owned(), ByteString(b"not gzip".to_vec()));
+        for (o, v) in [(&mut misnamed, "7"), (&mut garbage, "8")] {
+            o.metadata.resource_version = Some(v.to_owned());
+        }
+        let mut good = good;
+        good.metadata.resource_version = Some("6".to_owned());
+        let inner = restored(vec![good, misnamed, garbage], HistoryConfig::default());
+        assert_eq!(inner.history.nodes().collect::<Vec<_>>(), ["n1"]);
+        assert_eq!(inner.written.get("n1"), Some(&("b".to_owned(), 4)));
+        // The unreadable part's version is kept: its node's next write replaces it.
+        assert_eq!(inner.versions.get("n3").map(String::as_str), Some("8"));
+        assert!(!inner.versions.contains_key("n2"));
     }
 
     #[tokio::test]
