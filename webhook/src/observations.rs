@@ -346,6 +346,12 @@ impl Ingest {
         let batch: FlowBatch =
             serde_json::from_slice(body).map_err(|e| Refusal::BadRequest(format!("not a flow batch: {e}")))?;
         batch.validate().map_err(Refusal::BadRequest)?;
+        // A start from the future would never leave the history's window.
+        let latest =
+            jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_mins(10)).unwrap_or(jiff::Timestamp::MAX);
+        if let Some((index, f)) = batch.flows.iter().enumerate().find(|(_, f)| f.ts > latest) {
+            return Err(Refusal::BadRequest(format!("flows[{index}].ts: {} is in the future", f.ts)));
+        }
         Ok(traffic.accept(&batch).await)
     }
 

@@ -354,6 +354,10 @@ impl Aggregator {
                 return ack;
             }
             let applied = inner.history.apply(batch);
+            if applied.refused {
+                tracing::warn!(node = %batch.node.chars().take(64).collect::<String>(), "flow batch of a node beyond the node limit refused");
+                return ack;
+            }
             ack.duplicate = applied.duplicate;
             (ack.counted, ack.skipped, ack.dropped) = (applied.counted, applied.skipped, applied.dropped);
             if !applied.duplicate {

@@ -207,6 +207,8 @@ async fn only_the_sensor_may_post_and_a_bad_batch_changes_nothing() {
     let mut bad_flow_pod = good.clone();
     bad_flow_pod.flows[0].flow.source.pod.as_mut().unwrap().namespace = "Shop!".to_owned();
     let huge = batch(1, 1, portcullis_linter::egress::observation::MAX_FLOW_BATCH + 1, 1);
+    let mut future = good.clone();
+    future.flows[0].ts = "2100-01-01T00:00:00Z".parse().unwrap();
     let json = |b: &FlowBatch| serde_json::to_vec(b).unwrap();
     let mut unknown_field: Value = serde_json::to_value(&good).unwrap();
     unknown_field["extra"] = json!(1);
@@ -218,6 +220,7 @@ async fn only_the_sensor_may_post_and_a_bad_batch_changes_nothing() {
         (json(&other_node), "flows[0].node"),
         (json(&bad_flow_pod), "flows[0].flow.source.pod: namespace"),
         (json(&huge), "at most 10000"),
+        (json(&future), "flows[0].ts: 2100-01-01T00:00:00Z is in the future"),
     ] {
         let (status, text) = post(&h, Some(TOKEN), body).await;
         assert_eq!(status, 400, "{needle}: {text}");
@@ -229,7 +232,7 @@ async fn only_the_sensor_may_post_and_a_bad_batch_changes_nothing() {
     assert!(h.store.list().await.unwrap().is_empty(), "nothing was written");
     let metrics = h.metrics.render(Default::default());
     assert!(!metrics.contains("traffic_flows_total{result=\"counted\"}"), "{metrics}");
-    assert!(metrics.contains("portcullis_webhook_traffic_batches_total{result=\"rejected\"} 7"), "{metrics}");
+    assert!(metrics.contains("portcullis_webhook_traffic_batches_total{result=\"rejected\"} 8"), "{metrics}");
 }
 
 #[tokio::test]

@@ -75,7 +75,14 @@ pub fn traffic_from_records(text: &str) -> (TrafficLog, Vec<InputProblem>) {
             Err(_) => unreadable += 1,
         }
     }
-    let config = HistoryConfig { max_edges: MAX_EDGES, max_addresses: MAX_ATTRIBUTIONS, ..HistoryConfig::default() };
+    // A capture is the user's own file: its nodes and names are bounded by the file, not here.
+    let config = HistoryConfig {
+        max_edges: MAX_EDGES,
+        max_addresses: MAX_ATTRIBUTIONS,
+        max_names: MAX_ATTRIBUTIONS,
+        max_nodes: usize::MAX,
+        ..HistoryConfig::default()
+    };
     let mut history = History::new(config);
     for o in &dns {
         history.observe_dns(o);

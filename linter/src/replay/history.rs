@@ -39,8 +39,14 @@ pub struct HistoryConfig {
     pub hourly: SignedDuration,
     /// Most edges, over all nodes; connections that would add more are dropped and counted.
     pub max_edges: usize,
-    /// Most pod addresses and (pod, address) → name pairs remembered.
+    /// Most pod addresses remembered.
     pub max_addresses: usize,
+    /// Most (pod, address) → name pairs remembered; when full, those older than an hour before
+    /// the newest go (a pod that resolves millions of names cannot fill it for good).
+    pub max_names: usize,
+    /// Most reporting nodes (a holder of the sensor's token could name any number of them);
+    /// a batch of a node beyond it is refused.
+    pub max_nodes: usize,
 }
 
 impl Default for HistoryConfig {
@@ -50,6 +56,8 @@ impl Default for HistoryConfig {
             hourly: SignedDuration::from_hours(48),
             max_edges: 200_000,
             max_addresses: 1_000_000,
+            max_names: 100_000,
+            max_nodes: 10_000,
         }
     }
 }
@@ -75,6 +83,8 @@ pub struct Applied {
     pub skipped: usize,
     /// Connections not kept: the edge limit was reached.
     pub dropped: usize,
+    /// The batch's node is new and the node limit is reached: nothing was counted.
+    pub refused: bool,
 }
 
 /// What [`History::compact`] did.
@@ -302,8 +312,13 @@ impl History {
         let Ok(qname) = crate::egress::parse_fqdn(&observation.qname) else { return };
         for a in &observation.answers {
             let key = (observation.client.ip, a.ip);
-            if self.names.len() >= self.config.max_addresses && !self.names.contains_key(&key) {
-                continue;
+            if self.names.len() >= self.config.max_names && !self.names.contains_key(&key) {
+                let newest = self.names.values().map(|(t, _)| *t).max().unwrap_or(observation.ts);
+                let horizon = newest.checked_sub(SignedDuration::from_hours(1)).unwrap_or(newest);
+                self.names.retain(|_, (t, _)| *t >= horizon);
+                if self.names.len() >= self.config.max_names {
+                    continue;
+                }
             }
             if self.names.get(&key).is_none_or(|(t, _)| *t <= observation.ts) {
                 self.names.insert(key, (observation.ts, qname.clone()));
@@ -329,6 +344,9 @@ impl History {
     pub fn apply(&mut self, batch: &FlowBatch) -> Applied {
         if self.is_duplicate(batch) {
             return Applied { duplicate: true, ..Applied::default() };
+        }
+        if !self.parts.contains_key(&batch.node) && self.parts.len() >= self.config.max_nodes {
+            return Applied { refused: true, ..Applied::default() };
         }
         let mut applied = Applied::default();
         self.set_pods(&batch.node, &batch.pods);
@@ -999,6 +1017,39 @@ mod tests {
         assert_eq!(h.evict_oldest("n1", 1), 1);
         let ports: Vec<i32> = h.log().edges.iter().map(|e| e.port).collect();
         assert_eq!(ports, [1], "port 2 was seen least recently");
+    }
+
+    #[test]
+    fn a_node_beyond_the_limit_is_refused_and_names_make_room() {
+        let pay = pod("shop", "Deployment/pay", "a1");
+        let mut h = History::new(HistoryConfig { max_nodes: 2, max_names: 2, ..HistoryConfig::default() });
+        let one = |node: &str| {
+            batch(
+                node,
+                1,
+                &[],
+                vec![syn("2026-11-26T10:00:00Z", node, end("10.0.1.5", 1, Some(&pay)), end("203.0.113.7", 443, None))],
+            )
+        };
+        assert!(!h.apply(&one("n1")).refused);
+        assert!(!h.apply(&one("n2")).refused);
+        let third = h.apply(&one("n3"));
+        assert!(third.refused && third.counted == 0, "{third:?}");
+        assert_eq!(h.nodes().count(), 2);
+        // Names: two slots; an old pair makes room for a new one, a recent one does not.
+        let dns = |ts: &str, ip: &str, name: &str| -> SensorObservation {
+            serde_json::from_value(serde_json::json!({"ts": ts, "node": "n1", "client": {"ip": "10.0.1.5"},
+                "server": "10.96.0.10", "qname": name, "answers": [{"ip": ip, "ttl": 60}]}))
+            .unwrap()
+        };
+        h.observe_dns(&dns("2026-11-26T07:00:00Z", "192.0.2.1", "old.test"));
+        h.observe_dns(&dns("2026-11-26T09:30:00Z", "192.0.2.2", "recent.test"));
+        h.observe_dns(&dns("2026-11-26T09:40:00Z", "192.0.2.3", "new.test"));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(!h.names.contains_key(&(ip("10.0.1.5"), ip("192.0.2.1"))), "the old pair made room");
+        assert!(h.names.contains_key(&(ip("10.0.1.5"), ip("192.0.2.3"))));
+        h.observe_dns(&dns("2026-11-26T09:41:00Z", "192.0.2.4", "full.test"));
+        assert!(!h.names.contains_key(&(ip("10.0.1.5"), ip("192.0.2.4"))), "recent pairs are kept; the new one waits");
     }
 
     #[test]
