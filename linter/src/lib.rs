@@ -25,3 +25,4 @@ pub mod rules;
 pub mod semantics;
 #[cfg(feature = "service")]
 pub mod service;
+pub mod staged;

@@ -8,6 +8,7 @@ mod lint;
 mod map;
 mod matrix;
 mod output;
+mod promote;
 mod render;
 pub(crate) mod replay;
 mod resolve;
@@ -88,6 +89,8 @@ pub enum Command {
     Matrix(matrix::MatrixArgs),
     /// Show which observed connections the policies would deny, and the change that allows them
     Replay(replay::ReplayArgs),
+    /// Turn StagedPolicies that are ready (their status says so) into NetworkPolicies
+    Promote(promote::PromoteArgs),
 }
 
 /// Options shared by commands that load manifests.
@@ -199,6 +202,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>, io: &mut Io<'_>) 
         Command::Diff(args) => diff::run(&args, io),
         Command::Matrix(args) => matrix::run(&args, io),
         Command::Replay(args) => replay::run(&args, io),
+        Command::Promote(args) => promote::run(&args, io),
     };
     match result {
         Ok(code) => code,

@@ -398,7 +398,12 @@ fn judge<'a>(
 
 /// Whether each edge is allowed, as `trace` would answer: the evaluator's verdict for it.
 pub fn allowed(project: &Project, log: &TrafficLog) -> Vec<bool> {
-    let ends = Ends::new(&project.inventory, log);
+    allowed_edges(&project.inventory, log)
+}
+
+/// [`allowed`] against an inventory built by the caller (the controller's staged policies).
+pub fn allowed_edges(inventory: &Inventory, log: &TrafficLog) -> Vec<bool> {
+    let ends = Ends::new(inventory, log);
     let mut cache = ApplicableCache::new();
     log.edges.iter().enumerate().map(|(i, e)| judge(&ends, &mut cache, i, e).allowed).collect()
 }
