@@ -134,6 +134,7 @@ fn check_invariants(objects: &[Value]) {
             "pods",
             "replicasets",
             "replicationcontrollers",
+            "stagedpolicies",
             "statefulsets"
         ],
         "exactly the kinds of DESIGN §6"
@@ -302,4 +303,31 @@ fn the_webhook_port_admits_the_api_server_and_the_nodes_once_they_are_known() {
     };
     assert_eq!(from_8443(&render(Some(&values))).unwrap(), ["10.0.0.1/32", "10.1.0.0/16"]);
     assert_eq!(from_8443(&render(None)).unwrap(), Vec::<String>::new(), "nothing known: open, and NOTES.txt says so");
+}
+
+/// Staged policies are judged only where the traffic history is: only then may the webhook read
+/// them and write their status, and never create what they stand for.
+#[test]
+fn staged_policy_rights_come_with_the_traffic_history_and_stop_at_status() {
+    let rules_of = |values: Option<&Path>| -> Vec<Value> {
+        let objects = documents(&render(values));
+        let role = of_kind(&objects, "ClusterRole")
+            .into_iter()
+            .find(|r| r["metadata"]["name"] == "pc-portcullis-webhook")
+            .unwrap()
+            .clone();
+        role["rules"].as_array().unwrap().clone()
+    };
+    let names = |rules: &[Value], resource: &str| -> Vec<String> {
+        rules
+            .iter()
+            .filter(|r| r["resources"].as_array().unwrap().iter().any(|x| x == resource))
+            .flat_map(|r| r["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let default = rules_of(None);
+    assert!(names(&default, "stagedpolicies").is_empty() && names(&default, "stagedpolicies/status").is_empty());
+    let traffic = rules_of(Some(&common::repo().join("testcases/chart/values-traffic.yaml")));
+    assert_eq!(names(&traffic, "stagedpolicies"), ["get", "list", "watch"]);
+    assert_eq!(names(&traffic, "stagedpolicies/status"), ["patch"]);
 }

@@ -269,6 +269,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         let state = crate::kube_state::KubeState::new(client.clone()).with_layers(&config.webhook.layers);
         tokio::spawn(state.clone().run());
+        let state = Arc::new(state);
         if args.controller {
             let identity = args.pod_name.clone().unwrap_or_else(|| format!("portcullis-{}", std::process::id()));
             let lease = crate::controller::lease::LeaseConfig::new(&args.pod_namespace, &identity);
@@ -283,6 +284,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 ));
                 start_traffic(&args, store, handle.leader(), &metrics)
             });
+            if let Some(traffic) = &traffic {
+                // Staged policies are judged against the history this replica counts.
+                crate::controller::run::start_staged(client.clone(), &handle, state.clone(), traffic.clone());
+            }
             let auth = Arc::new(TokenReviewer::new(client));
             let mut cluster_ingest =
                 Ingest::new(auth, sensor_user.clone(), Arc::new(handle)).with_map_readers(args.map_readers.clone());
@@ -291,7 +296,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
             ingest = Some(Arc::new(cluster_ingest));
         }
-        (Arc::new(state), tls_config)
+        (state, tls_config)
     };
     let app = App {
         config: Arc::new(config),

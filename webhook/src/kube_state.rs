@@ -262,6 +262,10 @@ impl ClusterState for KubeState {
         self.index.cluster_view()
     }
 
+    fn objects(&self) -> Vec<serde_json::Value> {
+        self.index.objects()
+    }
+
     fn fresh<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Fresh, StateError>> {
         Box::pin(async move {
             let error = |e: kube::Error| StateError { namespace: namespace.to_owned(), message: e.to_string() };

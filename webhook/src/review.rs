@@ -21,6 +21,7 @@ use portcullis_linter::load::{DocumentRef, SourceId};
 use portcullis_linter::model::{Directions, Inventory, Kind, Labels, ObjectId, PolicyId, has_annotations};
 use portcullis_linter::rules::{self, Context, explain_dns_block};
 use portcullis_linter::semantics::{Direction, describe_selector, selector_matches};
+use portcullis_linter::staged;
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 
@@ -56,6 +57,8 @@ pub enum Scope {
     PolicyDelete,
     /// An EgressIntent created or updated.
     Intent,
+    /// A StagedPolicy created or updated: reviewed as the NetworkPolicy it stands for.
+    Staged,
     /// An object of another policy layer (ClusterNetworkPolicy, AdminNetworkPolicy, Cilium,
     /// Calico) created or updated: its own findings (what the API server or the CNI would
     /// reject, shadowed rules, …).
@@ -72,6 +75,9 @@ impl Scope {
         }
         let (kind, _) = Kind::classify(subject.api_version, subject.kind);
         let writes = matches!(subject.operation, Operation::Create | Operation::Update);
+        if subject.api_version == staged::API_VERSION && subject.kind == staged::KIND {
+            return if writes { Ok(Scope::Staged) } else { Err("operation not reviewed for this kind") };
+        }
         match kind {
             k if k.is_workload() && writes => Ok(Scope::Workload),
             Kind::NetworkPolicy if writes => Ok(Scope::Policy),
@@ -118,6 +124,7 @@ pub fn validate(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> 
     match Scope::of(subject) {
         Ok(Scope::Workload) | Ok(Scope::Intent) | Ok(Scope::Layer) => review_object(subject, snapshot, config),
         Ok(Scope::Policy) => review_policy(subject, snapshot, config).0,
+        Ok(Scope::Staged) => review_staged(subject, snapshot, config),
         Ok(Scope::PolicyDelete) => review_delete(subject, snapshot, config),
         Ok(Scope::LayerDelete) => review_layer_delete(subject, snapshot, config),
         Err(_) => Vec::new(),
@@ -403,6 +410,34 @@ fn review_policy(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
         }
     }
     (problems, mutation)
+}
+
+/// A StagedPolicy: the same rules as the NetworkPolicy it stands for (its spec under its name),
+/// reviewed as if it were created. The fixes are left out: their YAML is a NetworkPolicy, and
+/// applying it would enforce what is only staged; the message says where to change it.
+fn review_staged(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Vec<Problem> {
+    let Some(spec) = subject.object.and_then(|o| o.pointer("/spec/networkPolicy")) else { return Vec::new() };
+    let name = subject.object.and_then(|o| o.pointer("/metadata/name")).and_then(Value::as_str).unwrap_or(subject.name);
+    let policy = staged::network_policy(subject.namespace, name, spec);
+    let as_policy = Subject {
+        api_version: "networking.k8s.io/v1",
+        kind: "NetworkPolicy",
+        object: Some(&policy),
+        old_object: None,
+        ..*subject
+    };
+    review_policy(&as_policy, snapshot, config)
+        .0
+        .into_iter()
+        .map(|p| Problem {
+            message: format!(
+                "StagedPolicy {}/{name}, once promoted: {} (change spec.networkPolicy)",
+                subject.namespace, p.message
+            ),
+            fix: None,
+            ..p
+        })
+        .collect()
 }
 
 /// NetworkPolicy DELETE: removing the policy that makes the namespace default-deny.
@@ -695,6 +730,10 @@ mod tests {
             Ok(Scope::PolicyDelete)
         );
         assert_eq!(Scope::of(&subject("portcullis.dev/v1alpha1", "EgressIntent", &op, None)), Ok(Scope::Intent));
+        assert_eq!(Scope::of(&subject("portcullis.dev/v1alpha1", "StagedPolicy", &op, None)), Ok(Scope::Staged));
+        let update = Operation::Update;
+        assert!(Scope::of(&subject("portcullis.dev/v1alpha1", "StagedPolicy", &update, Some("status"))).is_err());
+        assert!(Scope::of(&subject("portcullis.dev/v1alpha1", "StagedPolicy", &Operation::Delete, None)).is_err());
         assert!(Scope::of(&subject("apps/v1", "Deployment", &Operation::Delete, None)).is_err());
         assert!(Scope::of(&subject("apps/v1", "Deployment", &Operation::Update, Some("status"))).is_err());
         assert!(Scope::of(&subject("v1", "Service", &op, None)).is_err());

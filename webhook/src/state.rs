@@ -382,6 +382,11 @@ pub trait ClusterState: Send + Sync + std::fmt::Debug {
     /// Whether the cache is complete (every watch listed once).
     fn ready(&self) -> bool;
 
+    /// Every object the cache holds, as values: each Namespace (name and labels), each
+    /// NetworkPolicy and each other layer's object. What replaying traffic against a staged
+    /// policy needs to judge it as the cluster would.
+    fn objects(&self) -> Vec<Value>;
+
     fn sizes(&self) -> Sizes;
 }
 
@@ -441,6 +446,11 @@ impl<T: Clone> KindIndex<T> {
                 self.synced = true;
             }
         }
+    }
+
+    /// Every object, namespace by namespace.
+    pub fn all(&self) -> impl Iterator<Item = (&str, &str, &T)> {
+        self.live.iter().flat_map(|(ns, m)| m.iter().map(move |(name, v)| (ns.as_str(), name.as_str(), v)))
     }
 
     pub fn in_namespace(&self, namespace: &str) -> Vec<T> {
@@ -519,6 +529,19 @@ impl Index {
             })
             .collect();
         ClusterView { namespaces }
+    }
+
+    /// See [`ClusterState::objects`].
+    pub fn objects(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        for (_, name, info) in read(&self.namespaces).all() {
+            out.push(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": info.labels}}));
+        }
+        out.extend(read(&self.policies).all().map(|(_, _, p)| p.value()));
+        for index in read(&self.layers).values() {
+            out.extend(index.all().map(|(_, _, o)| o.value()));
+        }
+        out
     }
 
     /// [`Snapshot::layers`] for a namespace.
@@ -717,6 +740,10 @@ fn apply_all<T: Clone>(index: &RwLock<KindIndex<T>>, events: Vec<IndexEvent<T>>)
 impl ClusterState for StaticState {
     fn snapshot(&self, namespace: &str, dns_namespace: &str) -> Snapshot {
         self.index.snapshot(namespace, dns_namespace)
+    }
+
+    fn objects(&self) -> Vec<Value> {
+        self.index.objects()
     }
 
     fn cluster_view(&self) -> ClusterView {

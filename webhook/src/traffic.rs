@@ -312,6 +312,11 @@ impl Aggregator {
         }
     }
 
+    /// How long counts are kept.
+    pub fn window(&self) -> jiff::SignedDuration {
+        self.config.window
+    }
+
     fn leading(&self) -> bool {
         *self.leader.borrow()
     }
@@ -519,6 +524,29 @@ impl Aggregator {
             }
             self.flush(Timestamp::now()).await;
         }
+    }
+
+    /// The history this replica counts, merged over nodes: `None` unless it leads and has
+    /// loaded the stored history. Parts are copied one at a time under the lock (as a write
+    /// copies its part) and merged off the async workers.
+    pub async fn live_log(&self) -> Option<TrafficLog> {
+        if !self.leading() {
+            return None;
+        }
+        let nodes: Vec<String> = {
+            let inner = self.inner.lock().await;
+            if !inner.loaded {
+                return None;
+            }
+            inner.history.nodes().map(str::to_owned).collect()
+        };
+        let mut logs = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            if let Some(part) = self.inner.lock().await.history.node(&node) {
+                logs.push(part.log);
+            }
+        }
+        tokio::task::spawn_blocking(move || merge(logs)).await.ok()
     }
 
     /// `GET /v1/traffic`: every stored part, merged (any replica can answer).

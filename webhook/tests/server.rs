@@ -77,6 +77,10 @@ impl ClusterState for TestState {
     fn cluster_view(&self) -> portcullis_webhook::state::ClusterView {
         self.inner.cluster_view()
     }
+
+    fn objects(&self) -> Vec<serde_json::Value> {
+        self.inner.objects()
+    }
 }
 
 fn test_state(confirm_delay: Duration, ready: bool) -> Arc<TestState> {

@@ -78,6 +78,11 @@ impl KubeApi {
     pub fn new(client: Client) -> KubeApi {
         KubeApi { client }
     }
+
+    /// The client, for the other resources' writes ([`super::staged::StagedApi`]).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
 }
 
 impl ControllerApi for KubeApi {
@@ -153,6 +158,11 @@ impl<A> Fenced<A> {
 
     pub fn inner(&self) -> &A {
         &self.inner
+    }
+
+    /// Whether writes may be sent now.
+    pub fn is_open(&self) -> bool {
+        self.fence.is_open()
     }
 }
 

@@ -12,6 +12,7 @@ pub mod api;
 pub mod dns;
 pub mod lease;
 pub mod run;
+pub mod staged;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;

@@ -224,3 +224,55 @@ fn retry_namespace(_: Arc<Namespace>, error: &ApiError, _: Arc<Context>) -> Acti
     tracing::warn!(%error, "namespace guard failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
+
+/// Judges StagedPolicies against the traffic history while this replica leads (the history
+/// counts only there): a kube-runtime Controller on StagedPolicy, each requeued every
+/// [`JUDGE_EVERY`](super::staged::JUDGE_EVERY).
+pub fn start_staged(
+    client: Client,
+    handle: &Handle,
+    state: Arc<dyn crate::state::ClusterState>,
+    history: Arc<crate::traffic::Aggregator>,
+) {
+    use super::staged::{JUDGE_EVERY, Judge};
+    use portcullis_linter::staged::StagedPolicy;
+    let judge = Arc::new(Judge::new(Fenced::new(KubeApi::new(client.clone()), handle.fence()), state, history));
+    let controller = Controller::new(Api::<StagedPolicy>::all(client), watcher::Config::default());
+    let store = controller.store();
+    let reconcile = |staged: Arc<StagedPolicy>, judge: Arc<Judge<Fenced<KubeApi>>>| async move {
+        let name = format!(
+            "{}/{}",
+            staged.metadata.namespace.as_deref().unwrap_or(""),
+            staged.metadata.name.as_deref().unwrap_or("")
+        );
+        match judge.judge(&staged, Timestamp::now()).await? {
+            super::staged::Judgement::NoHistory => {
+                tracing::debug!(staged = %name, "no traffic history here (not the leader, or loading)");
+                Ok::<_, ApiError>(Action::requeue(Duration::from_secs(30)))
+            }
+            super::staged::Judgement::Written => {
+                tracing::info!(staged = %name, "staged policy status written");
+                Ok(Action::requeue(JUDGE_EVERY))
+            }
+            super::staged::Judgement::Unchanged => Ok(Action::requeue(JUDGE_EVERY)),
+        }
+    };
+    let retry = |_: Arc<StagedPolicy>, error: &ApiError, _: Arc<Judge<Fenced<KubeApi>>>| {
+        tracing::warn!(%error, "judging a staged policy failed; retrying");
+        Action::requeue(Duration::from_secs(30))
+    };
+    tokio::spawn(controller.run(reconcile, retry, judge.clone()).for_each(|_| async {}));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(JUDGE_EVERY).await;
+            let present = store
+                .state()
+                .iter()
+                .map(|s| {
+                    (s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default())
+                })
+                .collect();
+            judge.forget_absent(&present);
+        }
+    });
+}
