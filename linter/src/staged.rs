@@ -290,7 +290,9 @@ pub fn status(evaluation: Evaluation, judged: Judged<'_>) -> StagedPolicyStatus 
                 "would deny {} connection(s) on {} edge(s) seen in the last {window}, the last at {}; the most frequent: {} -> {} {}/{}",
                 evaluation.denied_connections,
                 evaluation.denied.len(),
-                evaluation.last_denied.map_or_else(String::new, |t| t.to_string()),
+                evaluation
+                    .last_denied
+                    .map_or_else(String::new, |t| t.round(jiff::Unit::Second).unwrap_or(t).to_string()),
                 first.source,
                 first.destination,
                 first.port,

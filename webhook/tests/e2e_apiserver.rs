@@ -236,6 +236,20 @@ spec:
     )
 }
 
+fn staged_policy(ns: &str, name: &str, selector: &str, egress: &str) -> String {
+    format!(
+        "apiVersion: portcullis.dev/v1alpha1
+kind: StagedPolicy
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  networkPolicy:
+    podSelector: {selector}
+    policyTypes: [Egress]
+    egress: {egress}
+"
+    )
+}
+
 fn intent(ns: &str, name: &str, fqdns: &[&str]) -> String {
     let egress: Vec<String> = fqdns.iter().map(|f| format!("{{fqdn: \"{f}\", ports: [{{port: 443}}]}}")).collect();
     format!(
@@ -269,6 +283,7 @@ fn setup(cluster: &Cluster, dns_port: u16) {
         cluster.ok(&args);
     }
     cluster.ok(&["delete", "crd", "egressintents.portcullis.dev", "--ignore-not-found"]);
+    cluster.ok(&["delete", "crd", "stagedpolicies.portcullis.dev", "--ignore-not-found"]);
     let _ = cluster.kubectl(&["delete", "clusternetworkpolicies", "--all"]);
     cluster.ok(&["delete", "crd", "ciliumnetworkpolicies.cilium.io", "--ignore-not-found"]);
     // The ClusterNetworkPolicy layer: a CRD of the suite's own (a permissive schema; the engine
@@ -475,6 +490,31 @@ fn a_real_api_server_agrees() {
         "warn: admitted with warnings",
         warned.status.success() && text(&warned).contains("Warning: portcullis: PC001"),
         "kubectl printed the warnings",
+    );
+
+    // A StagedPolicy: the CRD (from the chart) stores it, and the webhook reviews it as the
+    // NetworkPolicy it stands for.
+    let staged_denied = cluster.apply(&staged_policy(&enforce, "lockdown", "{}", "[]"));
+    report.check(
+        "enforce: a StagedPolicy that would cut DNS is denied as its NetworkPolicy would be",
+        !staged_denied.status.success()
+            && text(&staged_denied).contains("PC003")
+            && text(&staged_denied).contains("StagedPolicy"),
+        text(&staged_denied).lines().next().unwrap_or("").to_owned(),
+    );
+    let dns_rule = "[{ports: [{port: 53, protocol: UDP}, {port: 53, protocol: TCP}], to: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}, podSelector: {matchLabels: {k8s-app: kube-dns}}}]}]";
+    let staged_ok = cluster.apply(&staged_policy(&enforce, "lockdown", "{}", dns_rule));
+    report.check(
+        "StagedPolicy CRD: a staged NetworkPolicy spec is stored",
+        staged_ok.status.success(),
+        text(&staged_ok).trim().to_owned(),
+    );
+    let bad_ready = cluster
+        .apply(&staged_policy(&enforce, "later", "{}", dns_rule).replace("spec:\n", "spec:\n  readyAfter: 2w\n"));
+    report.check(
+        "StagedPolicy CRD: readyAfter must be hours or days",
+        !bad_ready.status.success() && text(&bad_ready).contains("readyAfter"),
+        text(&bad_ready).lines().next().unwrap_or("").to_owned(),
     );
 
     // The DNS patch of /mutate.
@@ -711,7 +751,9 @@ fn a_real_api_server_agrees() {
         format!("{wrote} writes after resume"),
     );
 
-    traffic_history(&cluster, &sa, &config_path, &mut report, vec![a, b]);
+    let live = traffic_history(&cluster, &sa, &config_path, &mut report, vec![a, b]);
+    staged_status(&cluster, &mut report);
+    drop(live);
 
     let failed: Vec<&(String, bool, String)> = report.rows.iter().filter(|r| !r.1).collect();
     eprintln!("e2e summary: {} checks, {} failed", report.rows.len(), failed.len());
@@ -725,7 +767,13 @@ fn a_real_api_server_agrees() {
 /// (its real token, checked by TokenReview) sends 45 batches to every live replica, each until
 /// one says it is durable; twice, every replica is killed (SIGKILL) mid-stream and two new ones
 /// start. The ConfigMaps must then hold every connection exactly once.
-fn traffic_history(cluster: &Cluster, sa: &Path, config: &Path, report: &mut Report, replicas: Vec<Replica>) {
+fn traffic_history(
+    cluster: &Cluster,
+    sa: &Path,
+    config: &Path,
+    report: &mut Report,
+    replicas: Vec<Replica>,
+) -> Vec<(Replica, u16)> {
     use portcullis_linter::egress::observation::{FlowBatch, FlowEnd, FlowKind, FlowStart, PodAddress, SensorFlow};
     use std::sync::{Arc, Mutex};
     const BATCHES: u64 = 45;
@@ -868,5 +916,45 @@ fn traffic_history(cluster: &Cluster, sa: &Path, config: &Path, report: &mut Rep
         counts == want && seq == BATCHES && items.len() == 1,
         format!("{} object(s), last batch {seq}, counts {counts:?} (want {want:?}), {duplicates} resends answered as duplicates", items.len()),
     );
-    drop(live);
+    live
+}
+
+/// A StagedPolicy of the pods the traffic phase recorded (app=pay of pc-e2e-shop, which reached
+/// 203.0.113.7 on 440, 441 and 442), allowing egress to port 440 only: the leader must write in
+/// its status that it would deny the 441 and 442 connections (2 × 45 + 45), and not that it is
+/// ready to promote.
+fn staged_status(cluster: &Cluster, report: &mut Report) {
+    let shop = cluster.namespace("shop", "warn");
+    let egress = "[{ports: [{port: 440}, {port: 53, protocol: UDP}, {port: 53, protocol: TCP}]}]";
+    let applied = cluster.apply(&staged_policy(&shop, "pay-egress", "{matchLabels: {app: pay}}", egress));
+    assert!(applied.status.success(), "{}", text(&applied));
+    let judged = wait_for(Duration::from_secs(120), || {
+        cluster.get(&["stagedpolicy", "pay-egress", "-n", &shop]).filter(|s| s["status"]["conditions"].is_array())
+    });
+    let status = judged.map(|s| s["status"].clone()).unwrap_or(Value::Null);
+    let condition = &status["conditions"][0];
+    report.check(
+        "staged policy: the leader writes what it would deny of the recorded traffic",
+        status["deniedEdges"] == 2
+            && status["deniedConnections"] == 135
+            && condition["type"] == "ReadyToPromote"
+            && condition["status"] == "False"
+            && condition["reason"] == "WouldDeny",
+        status.to_string().chars().take(300).collect::<String>(),
+    );
+    // Promotion (what `portcullis promote` runs) refuses that verdict; forced, the
+    // NetworkPolicy it writes is one the API server stores.
+    let object = cluster.get(&["stagedpolicy", "pay-egress", "-n", &shop]).unwrap_or(Value::Null);
+    let refused = portcullis_linter::staged::promoted(&object, "default", false);
+    let forced = portcullis_linter::staged::promoted(&object, "default", true).unwrap();
+    let stored = cluster.apply(&serde_json::to_string(&forced).unwrap());
+    let policy = cluster.get(&["networkpolicy", "pay-egress", "-n", &shop]).unwrap_or(Value::Null);
+    report.check(
+        "promote: refused while it would deny; forced, the API server stores the NetworkPolicy",
+        matches!(refused, Err(portcullis_linter::staged::PromoteError::NotReady { .. }))
+            && stored.status.success()
+            && policy["metadata"]["annotations"]["portcullis.dev/promoted-from"] == "StagedPolicy/pay-egress"
+            && policy["spec"]["podSelector"]["matchLabels"]["app"] == "pay",
+        text(&stored).trim().to_owned(),
+    );
 }
