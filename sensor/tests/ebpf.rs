@@ -752,15 +752,24 @@ fn a_burst_larger_than_the_lru_loses_nothing() {
             u.send_to(b"x", server).unwrap();
         }
     });
-    let counters = sensor.wait_for("3,100 connection starts, in user space and in the kernel's counters", |c| {
-        c.get("flows").copied().unwrap_or(0) >= 3_100 && c.get("kernel:flow_reported").copied().unwrap_or(0) >= 3_100
+    // Every one of the 3,100 datagrams is either reported or a repeat the map still held. The
+    // kernel's LRU hash evicts approximately (per-CPU free lists), not strictly oldest first:
+    // most of the 100 resent 5-tuples were evicted by the 3,000 that followed them and are
+    // reported again, a few may still be held; either is right, losing one is not.
+    let seen = |c: &std::collections::BTreeMap<String, u64>| {
+        c.get("kernel:flow_reported").copied().unwrap_or(0) + c.get("kernel:flow_repeated").copied().unwrap_or(0)
+    };
+    let counters = sensor.wait_for("3,100 datagrams seen by the kernel, and all it reported in user space", |c| {
+        seen(c) >= 3_100 && c.get("flows") == c.get("kernel:flow_reported")
     });
     assert_eq!(counters["kernel:flow_ringbuf_full"], 0);
+    let reported = counters["kernel:flow_reported"];
+    assert!(reported > 3_000, "the map (1,024 entries) never evicted: {reported} reported");
     let lines = sensor.stop();
     let got = flows(&lines);
     let to_sink: Vec<_> = got.iter().filter(|f| f.3 == server).collect();
-    assert_eq!(to_sink.len(), 3_100);
+    assert_eq!(to_sink.len() as u64, reported);
     let distinct: std::collections::BTreeSet<u16> = to_sink.iter().map(|f| f.2.port()).collect();
-    assert_eq!(distinct.len(), 3_000);
+    assert_eq!(distinct.len(), 3_000, "every new 5-tuple reported");
     drop(sink);
 }

@@ -85,7 +85,10 @@ fn traffic(stripe_count: u64) -> TrafficLog {
 /// The cluster: namespaces shop and kube-system, and (with a name) a policy of shop already
 /// isolating web's egress and allowing 443.
 fn state(allow_stripe: Option<&str>) -> Arc<StaticState> {
-    let dir = std::env::temp_dir().join(format!("portcullis-staged-{allow_stripe:?}-{}", std::process::id()));
+    // One directory per call: the tests run side by side.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("portcullis-staged-{}-{call}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let mut text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: kube-system}\n".to_owned();
