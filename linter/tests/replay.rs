@@ -55,7 +55,7 @@ fn apply_fixes(project: &Project, r: &replay::Replay) -> Vec<String> {
         if let Some(p) = policy {
             let object = project.inventory.object(project.inventory.policy(p.id).object);
             let current = patched.remove(&p.policy).unwrap_or_else(|| object.value.clone());
-            patched.insert(p.policy.clone(), portcullis_linter::fix::apply(&current, &p.patch).unwrap());
+            patched.insert(p.policy.clone(), portcullis_linter::fix::apply(&current, &p.patch.to_patch()).unwrap());
         }
         docs.extend(objects.iter().map(replay::FixObject::to_json));
     }
@@ -339,4 +339,71 @@ fn exported_policies_allow_exactly_what_was_seen() {
          "port":443,"firstSeen":"2026-11-20T00:00:00Z","lastSeen":"2026-11-20T00:00:00Z","count":1}]}"#;
     let unseen = traffic::parse(unseen, traffic::Bounds::default()).unwrap();
     assert_eq!(replay::allowed(&project, &unseen), [false, false]);
+}
+
+/// A replay large enough to run on two threads gives, byte for byte, the answer of one: the
+/// runs' groups, counts, edges and fixes merge as one run would have built them.
+#[test]
+fn replay_on_two_threads_answers_as_on_one() {
+    let policies = "apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: data}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: shop-egress, namespace: shop}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress:
+  - ports: [{port: 53, protocol: UDP}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: w1-egress, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: w1}}
+  policyTypes: [Egress]
+  egress:
+  - ports: [{port: 443}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-ingress, namespace: data}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: shop}}, podSelector: {matchLabels: {app: w0}}}]
+";
+    let mut rng = Rng(0x5eed_2026);
+    let workload = |ns: &str, app: String| json!({"namespace": ns, "workload": format!("Deployment/{app}"), "labels": {"app": app}});
+    let edges: Vec<Value> = (0..12_000u32)
+        .map(|i| {
+            let source = workload("shop", format!("w{}", rng.below(60)));
+            let destination = match rng.below(3) {
+                0 => workload("data", if rng.below(2) == 0 { "db".to_owned() } else { format!("d{}", rng.below(40)) }),
+                1 => json!({"address": format!("203.0.113.{}", rng.below(200)), "name": format!("api{}.example.com", rng.below(30))}),
+                _ => json!({"address": format!("198.51.100.{}", rng.below(200))}),
+            };
+            json!({"source": source, "destination": destination, "port": 1000 + i, "protocol": if i % 7 == 0 { "UDP" } else { "TCP" },
+                   "firstSeen": "2026-11-20T00:00:00Z", "lastSeen": format!("2026-11-2{}T10:00:00Z", rng.below(6)), "count": 1 + rng.below(50)})
+        })
+        .collect();
+    let log = traffic::parse(json!({"version": 1, "edges": edges}).to_string().as_bytes(), traffic::Bounds::default())
+        .unwrap();
+    let answer = |threads: usize| {
+        let mut project = Project::new("default");
+        project.add_text("policies.yaml", policies.to_owned(), true);
+        project.set_threads(threads);
+        serde_json::to_string(&replay::replay(&project, &log)).unwrap()
+    };
+    let one = answer(1);
+    assert!(one.contains("\"deniedEdges\":") && one.len() > 1_000_000, "a large answer: {} bytes", one.len());
+    assert_eq!(one, answer(2));
+    assert_eq!(one, answer(3));
 }

@@ -61,7 +61,7 @@ struct Subject {
 fn peer_out(peer: &Peer, from_namespace: &str) -> (String, PeerOut) {
     let out = match peer {
         Peer::Address(AddressPeer { address, .. }) => PeerOut::address(*address),
-        Peer::Workload(w) => PeerOut::workload(&w.namespace, &stable(&w.labels), from_namespace),
+        Peer::Workload(w) => PeerOut::workload(&w.namespace, &std::sync::Arc::new(stable(&w.labels)), from_namespace),
     };
     (serde_json::to_string(&out).unwrap_or_default(), out)
 }

@@ -29,6 +29,7 @@ pub use render::{render_human, render_json, render_markdown, render_sarif};
 pub use traffic::{Bounds, Edge, Peer, TrafficError, TrafficLog};
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use json_patch::{AddOperation, Patch, PatchOperation};
@@ -89,8 +90,10 @@ pub struct DeniedGroup {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeniedEdge {
-    pub source: String,
-    pub destination: String,
+    #[serde(serialize_with = "serialize_shared_str")]
+    pub source: Arc<str>,
+    #[serde(serialize_with = "serialize_shared_str")]
+    pub destination: Arc<str>,
     #[serde(flatten)]
     pub port: Port,
     pub count: u64,
@@ -180,11 +183,20 @@ pub struct NewSpec {
     pub egress: Option<Vec<RuleOut>>,
 }
 
-/// A selector by labels.
+/// A selector by labels (shared: a replay writes the same workload's selector into many rules).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MatchLabels {
-    pub match_labels: Labels,
+    #[serde(serialize_with = "serialize_shared")]
+    pub match_labels: Arc<Labels>,
+}
+
+fn serialize_shared<T: Serialize, S: serde::Serializer>(value: &Arc<T>, serializer: S) -> Result<S::Ok, S::Error> {
+    value.as_ref().serialize(serializer)
+}
+
+fn serialize_shared_str<S: serde::Serializer>(value: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(value)
 }
 
 /// A NetworkPolicy rule: its peers (`to` or `from`) and ports.
@@ -212,12 +224,15 @@ pub struct PeerOut {
 impl PeerOut {
     /// The pods with these labels in `namespace`, as a policy of `policy_namespace` names them
     /// (a namespace selector only for another namespace).
-    pub fn workload(namespace: &str, labels: &Labels, policy_namespace: &str) -> PeerOut {
+    pub fn workload(namespace: &str, labels: &Arc<Labels>, policy_namespace: &str) -> PeerOut {
+        PeerOut::selecting(labels, namespace != policy_namespace, || namespace_selector(namespace))
+    }
+
+    /// The pods `pods` selects, in the namespace `namespace` selects when `other_namespace`.
+    fn selecting(pods: &Arc<Labels>, other_namespace: bool, namespace: impl FnOnce() -> Arc<Labels>) -> PeerOut {
         PeerOut {
-            pod_selector: Some(MatchLabels { match_labels: labels.clone() }),
-            namespace_selector: (namespace != policy_namespace).then(|| MatchLabels {
-                match_labels: [(NAMESPACE_NAME_LABEL.to_owned(), namespace.to_owned())].into(),
-            }),
+            pod_selector: Some(MatchLabels { match_labels: pods.clone() }),
+            namespace_selector: other_namespace.then(|| MatchLabels { match_labels: namespace() }),
             ip_block: None,
         }
     }
@@ -251,9 +266,51 @@ pub struct PolicyPatch {
     /// `namespace/name`.
     pub policy: String,
     pub at: Location,
-    pub patch: Patch,
+    pub patch: RulePatch,
     #[serde(skip)]
     pub id: PolicyId,
+}
+
+/// The selector of one namespace by its name label.
+fn namespace_selector(namespace: &str) -> Arc<Labels> {
+    Arc::new([(NAMESPACE_NAME_LABEL.to_owned(), namespace.to_owned())].into())
+}
+
+/// Rules appended to a NetworkPolicy: an RFC 6902 patch of `add` operations, typed (a large
+/// replay patches tens of thousands of rules, and a rule as a JSON value costs a map per
+/// selector). It serializes as the patch; [`RulePatch::to_patch`] gives it to `json_patch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RulePatch(pub Vec<AddRules>);
+
+/// One `add` operation of a [`RulePatch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AddRules {
+    pub op: &'static str,
+    pub path: String,
+    pub value: RulesValue,
+}
+
+/// What an [`AddRules`] adds: one rule appended to a list, or the whole list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum RulesValue {
+    One(RuleOut),
+    All(Vec<RuleOut>),
+}
+
+impl RulePatch {
+    /// The same patch as `json_patch` operations (what `fix::apply` applies).
+    pub fn to_patch(&self) -> Patch {
+        let ops = self
+            .0
+            .iter()
+            .map(|op| {
+                let value = serde_json::to_value(&op.value).unwrap_or_default();
+                add(&op.path, value)
+            })
+            .collect();
+        Patch(ops)
+    }
 }
 
 /// One end of an edge as the evaluator sees it, with what its view borrows.
@@ -315,7 +372,10 @@ impl End {
 struct Ends<'p> {
     ends: Vec<End>,
     /// Per end: the workload peer it was made from and its stable labels (what selectors name).
-    info: Vec<(WorkloadPeer, Labels)>,
+    info: Vec<(WorkloadPeer, Arc<Labels>)>,
+    /// Per end: how output names it, and the selector of its namespace (built once, shared by
+    /// every denied edge and rule that names the end).
+    names: Vec<(Arc<str>, Arc<Labels>)>,
     /// Per edge: its source's and destination's end, when a workload.
     edges: Vec<[Option<usize>; 2]>,
     eval: Evaluator<'p>,
@@ -326,6 +386,7 @@ impl<'p> Ends<'p> {
         let workloads = workload_index(inventory);
         let mut ends = Vec::new();
         let mut info = Vec::new();
+        let mut names = Vec::new();
         let mut index: BTreeMap<String, usize> = BTreeMap::new();
         let mut end = |p: &Peer| {
             let Peer::Workload(w) = p else { return None };
@@ -342,18 +403,27 @@ impl<'p> Ends<'p> {
                     .filter(|(k, _)| !PER_REVISION_LABELS.contains(&k.as_str()))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
-                info.push((w.clone(), stable));
+                names.push((Arc::from(w.key()), namespace_selector(&w.namespace)));
+                info.push((w.clone(), Arc::new(stable)));
                 ends.push(end);
             }
             Some(i)
         };
         let edges = log.edges.iter().map(|e| [end(&e.source), end(&e.destination)]).collect();
-        Ends { ends, info, edges, eval: Evaluator::new(inventory) }
+        Ends { ends, info, names, edges, eval: Evaluator::new(inventory) }
     }
 
     /// The end's workload and stable labels.
-    fn info(&self, end: usize) -> Option<&(WorkloadPeer, Labels)> {
+    fn info(&self, end: usize) -> Option<&(WorkloadPeer, Arc<Labels>)> {
         self.info.get(end)
+    }
+
+    /// How output names an edge's end: the end's shared name, or the address peer's label.
+    fn label(&self, peer: &Peer, end: Option<usize>) -> Arc<str> {
+        match end.and_then(|e| self.names.get(e)) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(peer.label()),
+        }
     }
 }
 
@@ -452,55 +522,18 @@ struct Gathered {
 pub fn replay(project: &Project, log: &TrafficLog) -> Replay {
     let inv = &project.inventory;
     let ends = Ends::new(inv, log);
-    let mut cache = ApplicableCache::new();
-    let mut groups: BTreeMap<(Direction, String), (DeniedGroup, Gathered)> = BTreeMap::new();
-    let mut denied_edges = 0;
-    let mut denied_connections = 0u64;
-    let mut undecided_allowed = 0;
-    for (i, edge) in log.edges.iter().enumerate() {
-        let verdict = judge(&ends, &mut cache, i, edge);
-        let sides = [(Direction::Egress, &verdict.egress), (Direction::Ingress, &verdict.ingress)];
-        let denying: Vec<(Direction, &DirectionVerdict)> =
-            sides.iter().filter_map(|(d, v)| v.as_ref().filter(|v| !v.allowed()).map(|v| (*d, v))).collect();
-        let undecided = verdict.undecided().map(|u| u.why().to_owned());
-        if denying.is_empty() {
-            undecided_allowed += usize::from(undecided.is_some());
-            continue;
-        }
-        denied_edges += 1;
-        denied_connections = denied_connections.saturating_add(edge.count);
-        let port = Port { port: edge.port, protocol: edge.protocol };
-        for (direction, dv) in denying {
-            let (group, gathered) = groups.entry(group_key(direction, dv)).or_insert_with(|| {
-                let (why, at) = crate::diff::why_direction(project, dv, direction.key());
-                let group = DeniedGroup {
-                    direction,
-                    decided_by: dv.decided().key(),
-                    why,
-                    at,
-                    object: deciding_object(inv, dv),
-                    edges: Vec::new(),
-                    connections: 0,
-                    last_seen: edge.last_seen,
-                    fix: no_fix(dv),
-                };
-                (group, Gathered::default())
-            });
-            group.connections = group.connections.saturating_add(edge.count);
-            group.last_seen = group.last_seen.max(edge.last_seen);
-            group.edges.push(DeniedEdge {
-                source: edge.source.label(),
-                destination: edge.destination.label(),
-                port,
-                count: edge.count,
-                first_seen: edge.first_seen,
-                last_seen: edge.last_seen,
-                undecided: undecided.clone(),
-            });
-            let [from_end, to_end] = ends.edges.get(i).copied().unwrap_or_default();
-            gather(&ends, dv, direction, (edge, from_end, to_end), port, gathered);
-        }
+    // The edges are judged in contiguous runs, one per thread the project may use, and the runs'
+    // groups merged in order: the answer is the same on any number of threads.
+    let threads = project.threads().min(log.edges.len() / MIN_EDGES_PER_THREAD).max(1);
+    let per = log.edges.len().div_ceil(threads).max(1);
+    let runs: Vec<std::ops::Range<usize>> =
+        (0..threads).map(|t| (t * per).min(log.edges.len())..((t + 1) * per).min(log.edges.len())).collect();
+    let partials = crate::parallel::map(&runs, threads, |run| judge_run(project, &ends, log, run.clone()));
+    let mut all = Partial::default();
+    for partial in partials {
+        all.merge(partial);
     }
+    let Partial { groups, denied_edges, denied_connections, undecided_allowed } = all;
     let mut out: Vec<DeniedGroup> = Vec::new();
     for (_, (mut group, gathered)) in groups {
         if let Some(fix) = fix_of(project, &ends, group.direction, gathered) {
@@ -519,6 +552,116 @@ pub fn replay(project: &Project, log: &TrafficLog) -> Replay {
         undecided_allowed,
         groups: out,
     }
+}
+
+/// Below this many edges per thread, a replay runs on one.
+const MIN_EDGES_PER_THREAD: usize = 4096;
+
+/// What judging a run of edges found: its groups (with what their fixes gather) and counts.
+#[derive(Default)]
+struct Partial {
+    groups: BTreeMap<(Direction, String), (DeniedGroup, Gathered)>,
+    denied_edges: usize,
+    denied_connections: u64,
+    undecided_allowed: usize,
+}
+
+impl Partial {
+    /// Adds a later run's findings (its edges after this run's, as one run would have them).
+    fn merge(&mut self, later: Partial) {
+        self.denied_edges += later.denied_edges;
+        self.denied_connections = self.denied_connections.saturating_add(later.denied_connections);
+        self.undecided_allowed += later.undecided_allowed;
+        for (key, (group, gathered)) in later.groups {
+            match self.groups.entry(key) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert((group, gathered));
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    let (mine, my_gathered) = o.get_mut();
+                    mine.connections = mine.connections.saturating_add(group.connections);
+                    mine.last_seen = mine.last_seen.max(group.last_seen);
+                    mine.edges.extend(group.edges);
+                    my_gathered.merge(gathered);
+                }
+            }
+        }
+    }
+}
+
+impl Gathered {
+    fn merge(&mut self, later: Gathered) {
+        if self.existing.is_none() {
+            self.existing = later.existing;
+        }
+        for (target, rules) in later.rules {
+            let mine = self.rules.entry(target).or_default();
+            for (key, (peer, ports)) in rules {
+                let entry = mine.entry(key).or_insert_with(|| (peer, Vec::new()));
+                for port in ports {
+                    push_port(entry, port);
+                }
+            }
+        }
+        for (key, (intent, ports)) in later.intents {
+            let entry = self.intents.entry(key).or_insert_with(|| (intent, Vec::new()));
+            for port in ports {
+                push_port(entry, port);
+            }
+        }
+    }
+}
+
+/// Judges the edges of `run`, grouping the denied ones.
+fn judge_run(project: &Project, ends: &Ends<'_>, log: &TrafficLog, run: std::ops::Range<usize>) -> Partial {
+    let inv = &project.inventory;
+    let mut cache = ApplicableCache::new();
+    let mut out = Partial::default();
+    for (i, edge) in log.edges.iter().enumerate().skip(run.start).take(run.len()) {
+        let verdict = judge(ends, &mut cache, i, edge);
+        let sides = [(Direction::Egress, &verdict.egress), (Direction::Ingress, &verdict.ingress)];
+        let denying: Vec<(Direction, &DirectionVerdict)> =
+            sides.iter().filter_map(|(d, v)| v.as_ref().filter(|v| !v.allowed()).map(|v| (*d, v))).collect();
+        let undecided = verdict.undecided().map(|u| u.why().to_owned());
+        if denying.is_empty() {
+            out.undecided_allowed += usize::from(undecided.is_some());
+            continue;
+        }
+        out.denied_edges += 1;
+        out.denied_connections = out.denied_connections.saturating_add(edge.count);
+        let port = Port { port: edge.port, protocol: edge.protocol };
+        for (direction, dv) in denying {
+            let (group, gathered) = out.groups.entry(group_key(direction, dv)).or_insert_with(|| {
+                let (why, at) = crate::diff::why_direction(project, dv, direction.key());
+                let group = DeniedGroup {
+                    direction,
+                    decided_by: dv.decided().key(),
+                    why,
+                    at,
+                    object: deciding_object(inv, dv),
+                    edges: Vec::new(),
+                    connections: 0,
+                    last_seen: edge.last_seen,
+                    fix: no_fix(dv),
+                };
+                (group, Gathered::default())
+            });
+            group.connections = group.connections.saturating_add(edge.count);
+            group.last_seen = group.last_seen.max(edge.last_seen);
+            let [from_end, to_end] = ends.edges.get(i).copied().unwrap_or_default();
+            group.edges.push(DeniedEdge {
+                source: ends.label(&edge.source, from_end),
+                destination: ends.label(&edge.destination, to_end),
+                port,
+                count: edge.count,
+                first_seen: edge.first_seen,
+                last_seen: edge.last_seen,
+                undecided: undecided.clone(),
+            });
+            gather(ends, dv, direction, (edge, from_end, to_end), port, gathered);
+        }
+    }
+    out
 }
 
 /// Adds what allows one denied edge in one direction to its group's fix: for a name, an
@@ -679,7 +822,9 @@ fn target_policy(inv: &Inventory, d: &DirectionVerdict, direction: Direction) ->
 /// `policy_namespace`).
 fn peer_value(ends: &Ends<'_>, policy_namespace: &str, peer: &Peer, end: Option<usize>) -> PeerOut {
     match (peer, end.and_then(|e| ends.info(e))) {
-        (Peer::Workload(w), Some((_, stable))) => PeerOut::workload(&w.namespace, stable, policy_namespace),
+        (Peer::Workload(w), Some((_, stable))) => PeerOut::selecting(stable, w.namespace != policy_namespace, || {
+            end.and_then(|e| ends.names.get(e)).map_or_else(|| namespace_selector(&w.namespace), |(_, ns)| ns.clone())
+        }),
         (Peer::Address(AddressPeer { address, .. }), _) => PeerOut::address(*address),
         (Peer::Workload(_), None) => PeerOut { pod_selector: None, namespace_selector: None, ip_block: None },
     }
@@ -706,7 +851,7 @@ pub(crate) fn rule_values(direction: Direction, added: impl Iterator<Item = (Pee
 fn new_policy(
     namespace: &str,
     workload: &str,
-    labels: &Labels,
+    labels: &Arc<Labels>,
     direction: Direction,
     added: impl Iterator<Item = (PeerOut, Vec<Port>)>,
 ) -> NewPolicy {
@@ -740,20 +885,21 @@ fn new_policy(
 }
 
 /// The patch appending one rule per peer to the policy's rules of `direction`.
-fn rule_patch(policy: &Policy, direction: Direction, added: impl Iterator<Item = (PeerOut, Vec<Port>)>) -> Patch {
-    let rules: Vec<Value> =
-        rule_values(direction, added).iter().map(|r| serde_json::to_value(r).unwrap_or_default()).collect();
+fn rule_patch(policy: &Policy, direction: Direction, added: impl Iterator<Item = (PeerOut, Vec<Port>)>) -> RulePatch {
+    let rules = rule_values(direction, added);
     let existing = match direction {
         Direction::Egress => policy.spec.egress.is_some(),
         Direction::Ingress => policy.spec.ingress.is_some(),
     };
     let key = direction.key();
+    let op = |path: String, value| AddRules { op: "add", path, value };
     let ops = if existing {
-        rules.into_iter().map(|r| add(&format!("/spec/{key}/-"), r)).collect()
+        let append = format!("/spec/{key}/-");
+        rules.into_iter().map(|r| op(append.clone(), RulesValue::One(r))).collect()
     } else {
-        vec![add(&format!("/spec/{key}"), Value::Array(rules))]
+        vec![op(format!("/spec/{key}"), RulesValue::All(rules))]
     };
-    Patch(ops)
+    RulePatch(ops)
 }
 
 fn add(path: &str, value: Value) -> PatchOperation {
