@@ -106,6 +106,31 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// Writes policies as one YAML stream, `header` first: to `out` (never over an input; an
+/// existing file only when portcullis wrote it or with `force`, said on stderr) or to stdout.
+pub fn write_policies(
+    project: &Project,
+    policies: &[serde_json::Value],
+    (out, force, header): (Option<&Path>, bool, &'static str),
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut text = String::from(header);
+    for p in policies {
+        text.push_str("---\n");
+        text.push_str(&crate::emit::to_yaml(p));
+    }
+    match out {
+        Some(path) => {
+            Output::new(project, force, header).write(path, &text)?;
+            let noun = if policies.len() == 1 { "policy" } else { "policies" };
+            writeln!(stderr, "wrote {} {noun} to {}", policies.len(), path.display())?;
+        }
+        None => stdout.write_all(text.as_bytes())?,
+    }
+    Ok(())
+}
+
 /// Problems that make the input unusable for commands that write from it (`fix`, `resolve`) or
 /// answer for all of it (`replay`): files that do not parse or could not be read. Printed with
 /// their location; the command then exits 2 and writes nothing (`outcome` says so), so a

@@ -12,9 +12,8 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::output::{Output, refuse_invalid_input};
+use super::output::{refuse_invalid_input, write_policies};
 use super::{EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, Io, LoadArgs, load_config, load_project};
-use crate::emit::to_yaml;
 use crate::project::Project;
 use crate::staged::{API_VERSION, KIND, PromoteError, promoted};
 
@@ -80,18 +79,6 @@ pub fn run(args: &PromoteArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
         writeln!(io.stderr, "portcullis: error: the input holds no {KIND} ({API_VERSION}); nothing was written")?;
         return Ok(EXIT_ERROR);
     }
-    let mut text = String::from(HEADER);
-    for p in &policies {
-        text.push_str("---\n");
-        text.push_str(&to_yaml(p));
-    }
-    match &args.out {
-        Some(path) => {
-            Output::new(&project, args.force, HEADER).write(path, &text)?;
-            let noun = if policies.len() == 1 { "policy" } else { "policies" };
-            writeln!(io.stderr, "wrote {} {noun} to {}", policies.len(), path.display())?;
-        }
-        None => io.stdout.write_all(text.as_bytes())?,
-    }
+    write_policies(&project, &policies, (args.out.as_deref(), args.force, HEADER), io.stdout, io.stderr)?;
     Ok(EXIT_OK)
 }

@@ -14,12 +14,11 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use super::dns::{Stub, lookup_many};
-use super::output::{Output, refuse_invalid_input};
+use super::output::{refuse_invalid_input, write_policies};
 use super::{EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, Io, LoadArgs, load_config, load_project};
 use crate::egress::intents::compile_inventory;
 use crate::egress::resolve::{HostsTable, LookupError, Resolution};
 use crate::egress::{CacheConfig, IntentSet, NameState, RenderConfig};
-use crate::emit::to_yaml;
 use crate::project::Project;
 
 #[derive(Debug, clap::Args)]
@@ -145,19 +144,7 @@ pub fn run(args: &ResolveArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
         writeln!(io.stderr, "portcullis: error: {invalid} invalid intents (above); nothing was written")?;
         return Ok(EXIT_ERROR);
     }
-    let mut text = String::from(HEADER);
-    for p in &policies {
-        text.push_str("---\n");
-        text.push_str(&to_yaml(p));
-    }
-    match &args.out {
-        Some(path) => {
-            Output::new(&project, args.force, HEADER).write(path, &text)?;
-            let noun = if policies.len() == 1 { "policy" } else { "policies" };
-            writeln!(io.stderr, "wrote {} {noun} to {}", policies.len(), path.display())?;
-        }
-        None => io.stdout.write_all(text.as_bytes())?,
-    }
+    write_policies(&project, &policies, (args.out.as_deref(), args.force, HEADER), io.stdout, io.stderr)?;
     Ok(if pending > 0 || dropped > 0 || !refusals.is_empty() { EXIT_FINDINGS } else { EXIT_OK })
 }
 
