@@ -317,18 +317,7 @@ pub fn status(evaluation: Evaluation, judged: Judged<'_>) -> StagedPolicyStatus 
     } else {
         ("False", "NoTraffic", "no traffic recorded yet: is the traffic history enabled (traffic.enabled)?".to_owned())
     };
-    let since = previous
-        .and_then(|p| p.conditions.iter().find(|c| c.type_ == READY_TO_PROMOTE))
-        .filter(|c| c.status == state)
-        .map_or(Time(now), |c| c.last_transition_time.clone());
-    let condition = Condition {
-        type_: READY_TO_PROMOTE.to_owned(),
-        status: state.to_owned(),
-        reason: reason.to_owned(),
-        message,
-        observed_generation: generation,
-        last_transition_time: since,
-    };
+    let condition = ready_to_promote((state, reason, message), generation, previous, now);
     StagedPolicyStatus {
         observed_generation: generation,
         evaluated_at: Some(Time(now)),
@@ -339,6 +328,43 @@ pub fn status(evaluation: Evaluation, judged: Judged<'_>) -> StagedPolicyStatus 
         last_denied: evaluation.last_denied.map(Time),
         examples: evaluation.denied.into_iter().take(MAX_EXAMPLES).collect(),
         conditions: vec![condition],
+    }
+}
+
+/// The status of a staged policy whose spec cannot be judged (`message` says why).
+pub fn invalid(
+    message: String,
+    generation: Option<i64>,
+    previous: Option<&StagedPolicyStatus>,
+    now: Timestamp,
+) -> StagedPolicyStatus {
+    StagedPolicyStatus {
+        observed_generation: generation,
+        evaluated_at: Some(Time(now)),
+        conditions: vec![ready_to_promote(("False", "InvalidSpec", message), generation, previous, now)],
+        ..StagedPolicyStatus::default()
+    }
+}
+
+/// The `ReadyToPromote` condition; its `lastTransitionTime` is kept from `previous` while the
+/// status stays the same (it marks flips, not new reasons or messages).
+fn ready_to_promote(
+    (state, reason, message): (&str, &str, String),
+    generation: Option<i64>,
+    previous: Option<&StagedPolicyStatus>,
+    now: Timestamp,
+) -> Condition {
+    let since = previous
+        .and_then(|p| p.conditions.iter().find(|c| c.type_ == READY_TO_PROMOTE))
+        .filter(|c| c.status == state)
+        .map_or(Time(now), |c| c.last_transition_time.clone());
+    Condition {
+        type_: READY_TO_PROMOTE.to_owned(),
+        status: state.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time: since,
     }
 }
 

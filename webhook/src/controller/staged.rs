@@ -17,7 +17,8 @@ use jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, Patch, PatchParams};
 use portcullis_linter::replay::TrafficLog;
 use portcullis_linter::staged::{
-    Evaluation, Judged, StagedPolicy, StagedPolicyStatus, evaluate, network_policy, ready_after, same_verdict, status,
+    Evaluation, Judged, StagedPolicy, StagedPolicyStatus, evaluate, invalid, network_policy, ready_after, same_verdict,
+    status,
 };
 use serde_json::{Value, json};
 
@@ -227,33 +228,5 @@ impl<A: StagedApi> Judge<A> {
     /// Forgets staged policies no longer present.
     pub fn forget_absent(&self, present: &std::collections::HashSet<(String, String)>) {
         self.written().retain(|k, _| present.contains(k));
-    }
-}
-
-/// The status of a staged policy whose spec the controller cannot judge.
-fn invalid(
-    message: String,
-    generation: Option<i64>,
-    previous: Option<&StagedPolicyStatus>,
-    now: Timestamp,
-) -> StagedPolicyStatus {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-    use portcullis_linter::staged::READY_TO_PROMOTE;
-    let since = previous
-        .and_then(|p| p.conditions.iter().find(|c| c.type_ == READY_TO_PROMOTE))
-        .filter(|c| c.status == "False")
-        .map_or(Time(now), |c| c.last_transition_time.clone());
-    StagedPolicyStatus {
-        observed_generation: generation,
-        evaluated_at: Some(Time(now)),
-        conditions: vec![Condition {
-            type_: READY_TO_PROMOTE.to_owned(),
-            status: "False".to_owned(),
-            reason: "InvalidSpec".to_owned(),
-            message,
-            observed_generation: generation,
-            last_transition_time: since,
-        }],
-        ..StagedPolicyStatus::default()
     }
 }
