@@ -201,8 +201,10 @@ pub fn promoted(staged: &Value, default_namespace: &str, force: bool) -> Result<
 /// Replays `log` against the cluster's objects (`cluster`: Namespaces, NetworkPolicies and the
 /// other layers' objects the engine reads) with and without the staged `policy` (a
 /// NetworkPolicy value from [`network_policy`]). A stored policy of the same name and namespace
-/// is replaced by the staged one. Only edges with an end in the policy's namespace are judged:
-/// no other edge's verdict can change.
+/// is replaced by the staged one. Only edges with an end in the policy's namespace are judged
+/// (no other edge's verdict can change), with only the objects of their ends' namespaces and
+/// the cluster-scoped ones (no other object can select their ends): the cost follows the staged
+/// policy's traffic, not the cluster's size.
 pub fn evaluate(cluster: &[Value], policy: &Value, log: &TrafficLog) -> Evaluation {
     let str_at = |v: &Value, pointer: &str| v.pointer(pointer).and_then(Value::as_str).map(str::to_owned);
     let namespace = str_at(policy, "/metadata/namespace").unwrap_or_default();
@@ -217,9 +219,24 @@ pub fn evaluate(cluster: &[Value], policy: &Value, log: &TrafficLog) -> Evaluati
     let judged = TrafficLog {
         edges: log.edges.iter().filter(|e| in_namespace(&e.source) || in_namespace(&e.destination)).cloned().collect(),
     };
+    // Only the namespaces of the judged edges' ends can hold a namespaced policy that selects
+    // one of them; cluster-scoped objects (Namespaces, cluster-wide layers) all stay.
+    let mut namespaces: std::collections::BTreeSet<&str> = [namespace.as_str()].into();
+    for edge in &judged.edges {
+        for peer in [&edge.source, &edge.destination] {
+            if let crate::replay::Peer::Workload(w) = peer {
+                namespaces.insert(&w.namespace);
+            }
+        }
+    }
+    let relevant = |v: &Value| {
+        v.pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .is_none_or(|ns| ns.is_empty() || namespaces.contains(ns))
+    };
     let inventory = |with: Option<&Value>| {
         let mut inv = Inventory::new(&namespace);
-        let objects = cluster.iter().filter(|v| with.is_none() || !replaced(v)).chain(with);
+        let objects = cluster.iter().filter(|v| relevant(v) && (with.is_none() || !replaced(v))).chain(with);
         for (i, value) in objects.enumerate() {
             inv.add_object(DocumentRef::detached(SourceId(0), i), String::new(), value.clone());
         }
@@ -488,6 +505,23 @@ mod tests {
         );
         let e = evaluate(&cluster, &staged, &traffic());
         assert_eq!(denied(&e), Vec::<(String, i32)>::new());
+    }
+
+    #[test]
+    fn the_far_ends_namespace_counts_and_unrelated_ones_do_not() {
+        let mut cluster = namespaces();
+        // Today data's db admits nobody: web's 5432 edge is already denied there.
+        cluster.push(network_policy(
+            "data",
+            "db-closed",
+            &json!({"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"]}),
+        ));
+        let e = evaluate(&cluster, &web_dns_only("web-egress"), &traffic());
+        assert_eq!(denied(&e), vec![("api.stripe.com (203.0.113.7)".to_owned(), 443)]);
+        // A namespace no judged edge touches changes nothing.
+        cluster.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}));
+        cluster.push(network_policy("other", "all", &json!({"podSelector": {}, "policyTypes": ["Egress", "Ingress"]})));
+        assert_eq!(evaluate(&cluster, &web_dns_only("web-egress"), &traffic()), e);
     }
 
     #[test]

@@ -140,6 +140,10 @@ pub struct Judge<A> {
     state: Arc<dyn ClusterState>,
     history: Arc<dyn HistorySource>,
     round: tokio::sync::Mutex<Option<Round>>,
+    /// One evaluation at a time: each holds two inventories of its namespaces' objects, and
+    /// anyone who may create StagedPolicies decides how many there are (kube-runtime reconciles
+    /// them concurrently).
+    evaluating: tokio::sync::Semaphore,
     /// The status last written per staged policy (namespace, name).
     written: Mutex<HashMap<(String, String), StagedPolicyStatus>>,
 }
@@ -152,7 +156,14 @@ impl<A> std::fmt::Debug for Judge<A> {
 
 impl<A: StagedApi> Judge<A> {
     pub fn new(api: A, state: Arc<dyn ClusterState>, history: Arc<dyn HistorySource>) -> Judge<A> {
-        Judge { api, state, history, round: tokio::sync::Mutex::new(None), written: Mutex::new(HashMap::new()) }
+        Judge {
+            api,
+            state,
+            history,
+            round: tokio::sync::Mutex::new(None),
+            evaluating: tokio::sync::Semaphore::new(1),
+            written: Mutex::new(HashMap::new()),
+        }
     }
 
     fn written(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), StagedPolicyStatus>> {
@@ -198,6 +209,7 @@ impl<A: StagedApi> Judge<A> {
                 let cut = now.checked_sub(ready_after).unwrap_or(now);
                 // Seconds of CPU at scale (two replays of the namespace's edges): off the async
                 // workers, which also serve admission.
+                let _turn = self.evaluating.acquire().await.map_err(|e| ApiError::Other(e.to_string()))?;
                 let evaluation: Evaluation =
                     tokio::task::spawn_blocking(move || evaluate(&objects, &policy, &log.since(cut)))
                         .await
