@@ -138,6 +138,8 @@ pub fn network_policy(namespace: &str, name: &str, spec: &Value) -> Value {
 pub enum PromoteError {
     #[error("not a StagedPolicy (apiVersion {API_VERSION}, kind {KIND})")]
     NotStaged,
+    #[error("the StagedPolicy has no metadata.name")]
+    NoName,
     #[error("StagedPolicy {0} has no spec.networkPolicy object")]
     NoSpec(String),
     #[error(
@@ -156,7 +158,7 @@ pub fn promoted(staged: &Value, default_namespace: &str, force: bool) -> Result<
     if str_at("/apiVersion") != Some(API_VERSION) || str_at("/kind") != Some(KIND) {
         return Err(PromoteError::NotStaged);
     }
-    let name = str_at("/metadata/name").unwrap_or_default();
+    let name = str_at("/metadata/name").filter(|n| !n.is_empty()).ok_or(PromoteError::NoName)?;
     let namespace = str_at("/metadata/namespace").unwrap_or(default_namespace);
     let qualified = format!("{namespace}/{name}");
     let spec = match staged.pointer("/spec/networkPolicy") {
@@ -272,11 +274,15 @@ pub fn evaluate(cluster: &[Value], policy: &Value, log: &TrafficLog) -> Evaluati
 pub fn ready_after(raw: Option<&str>, window: SignedDuration) -> Result<SignedDuration, String> {
     let Some(raw) = raw else { return Ok(window) };
     let bad = || format!("readyAfter {raw:?}: expected hours or days such as 36h or 7d");
-    let (number, hours_per) = match raw.split_at(raw.len().saturating_sub(1)) {
-        (n, "h") => (n, 1),
-        (n, "d") => (n, 24),
+    let (number, hours_per) = match (raw.strip_suffix('h'), raw.strip_suffix('d')) {
+        (Some(n), _) => (n, 1),
+        (_, Some(n)) => (n, 24),
         _ => return Err(bad()),
     };
+    // Digits only, as the CRD's pattern (`parse` would take a sign).
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
     let n: i64 = number.parse().ok().filter(|n| (1..=9_999).contains(n)).ok_or_else(bad)?;
     Ok(SignedDuration::from_hours(n.saturating_mul(hours_per)).min(window))
 }
@@ -600,7 +606,9 @@ mod tests {
         let later = Judged { previous: Some(&first), ..judged("2026-11-21T00:00:00Z", Some("2026-11-18T00:00:00Z")) };
         let second = status(clean(), later);
         assert_eq!(second.conditions[0].last_transition_time, first.conditions[0].last_transition_time);
-        assert!(same_verdict(&first, &second) || first.conditions[0].message != second.conditions[0].message);
+        // Still observing, but the message says the history grew: a verdict to write.
+        assert!(second.conditions[0].message.contains("3d of traffic"), "{}", second.conditions[0].message);
+        assert!(!same_verdict(&first, &second));
         let flipped =
             Judged { previous: Some(&second), ..judged("2026-11-26T00:00:00Z", Some("2026-11-18T00:00:00Z")) };
         let third = status(clean(), flipped);
@@ -623,7 +631,8 @@ mod tests {
         assert_eq!(ready_after(Some("36h"), window), Ok(SignedDuration::from_hours(36)));
         assert_eq!(ready_after(Some("7d"), window), Ok(SignedDuration::from_hours(168)));
         assert_eq!(ready_after(Some("30d"), window), Ok(window));
-        for bad in ["", "d", "0d", "7", "7w", "-1d", "10000d", "1.5d", "٣d"] {
+        // A last character of several bytes once split inside it (a panic).
+        for bad in ["", "d", "0d", "7", "7w", "-1d", "10000d", "1.5d", "٣d", "7é", "é", "+7d", " 7d"] {
             assert!(ready_after(Some(bad), window).is_err(), "{bad}");
         }
     }
@@ -677,6 +686,9 @@ mod tests {
         let mut no_spec = staged_object(None);
         no_spec["spec"] = json!({"networkPolicy": "podSelector: {}"});
         assert_eq!(promoted(&no_spec, "default", true), Err(PromoteError::NoSpec("shop/web-egress".to_owned())));
+        let mut no_name = staged_object(None);
+        no_name["metadata"].as_object_mut().unwrap().remove("name");
+        assert_eq!(promoted(&no_name, "default", true), Err(PromoteError::NoName));
         let mut no_ns = staged_object(None);
         no_ns["metadata"].as_object_mut().unwrap().remove("namespace");
         let p = promoted(&no_ns, "team-a", true).unwrap();

@@ -62,7 +62,7 @@ pub fn run(args: &PromoteArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
                 writeln!(io.stderr, "{file}:{}:{}: {e}", at.line, at.column)?;
                 match e {
                     PromoteError::NotReady { .. } | PromoteError::NoStatus(_) => not_ready += 1,
-                    PromoteError::NotStaged | PromoteError::NoSpec(_) => invalid += 1,
+                    PromoteError::NotStaged | PromoteError::NoName | PromoteError::NoSpec(_) => invalid += 1,
                 }
             }
         }
