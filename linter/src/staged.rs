@@ -202,12 +202,12 @@ pub fn promoted(staged: &Value, default_namespace: &str, force: bool) -> Result<
 
 /// Replays `log` against the cluster's objects (`cluster`: Namespaces, NetworkPolicies and the
 /// other layers' objects the engine reads) with and without the staged `policy` (a
-/// NetworkPolicy value from [`network_policy`]). A stored policy of the same name and namespace
+/// NetworkPolicy value from [`network_policy`]), counting connections from `since` on. A stored policy of the same name and namespace
 /// is replaced by the staged one. Only edges with an end in the policy's namespace are judged
 /// (no other edge's verdict can change), with only the objects of their ends' namespaces and
 /// the cluster-scoped ones (no other object can select their ends): the cost follows the staged
 /// policy's traffic, not the cluster's size.
-pub fn evaluate(cluster: &[Value], policy: &Value, log: &TrafficLog) -> Evaluation {
+pub fn evaluate(cluster: &[Value], policy: &Value, log: &TrafficLog, since: Option<Timestamp>) -> Evaluation {
     let str_at = |v: &Value, pointer: &str| v.pointer(pointer).and_then(Value::as_str).map(str::to_owned);
     let namespace = str_at(policy, "/metadata/namespace").unwrap_or_default();
     let name = str_at(policy, "/metadata/name");
@@ -218,8 +218,14 @@ pub fn evaluate(cluster: &[Value], policy: &Value, log: &TrafficLog) -> Evaluati
     };
     let in_namespace =
         |p: &crate::replay::Peer| matches!(p, crate::replay::Peer::Workload(w) if w.namespace == namespace);
+    // The namespace's edges first, then the window: only they are copied (the history holds the
+    // whole cluster's).
     let judged = TrafficLog {
         edges: log.edges.iter().filter(|e| in_namespace(&e.source) || in_namespace(&e.destination)).cloned().collect(),
+    };
+    let judged = match since {
+        Some(since) => judged.since(since),
+        None => judged,
     };
     // Only the namespaces of the judged edges' ends can hold a namespaced policy that selects
     // one of them; cluster-scoped objects (Namespaces, cluster-wide layers) all stay.
@@ -488,7 +494,7 @@ mod tests {
 
     #[test]
     fn an_egress_lockdown_denies_what_its_rules_leave_out() {
-        let e = evaluate(&namespaces(), &web_dns_only("web-egress"), &traffic());
+        let e = evaluate(&namespaces(), &web_dns_only("web-egress"), &traffic(), None);
         // Judged: the three edges of shop's pod; data's own edges cannot change.
         assert_eq!(e.edges, 3);
         assert_eq!(
@@ -497,6 +503,15 @@ mod tests {
         );
         assert_eq!(e.denied_connections, 47);
         assert_eq!(e.last_denied, Some("2026-11-20T10:00:00Z".parse().unwrap()));
+        // From the 20th on, the 5432 edge (last seen on the 19th) is out of the window.
+        let recent = evaluate(
+            &namespaces(),
+            &web_dns_only("web-egress"),
+            &traffic(),
+            Some("2026-11-20T00:00:00Z".parse().unwrap()),
+        );
+        assert_eq!(denied(&recent), vec![("api.stripe.com (203.0.113.7)".to_owned(), 443)]);
+        assert_eq!(recent.edges, 2);
     }
 
     #[test]
@@ -509,7 +524,7 @@ mod tests {
             "web-egress",
             &json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]}),
         );
-        let e = evaluate(&cluster, &staged, &traffic());
+        let e = evaluate(&cluster, &staged, &traffic(), None);
         assert_eq!(denied(&e), Vec::<(String, i32)>::new());
     }
 
@@ -522,12 +537,12 @@ mod tests {
             "db-closed",
             &json!({"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"]}),
         ));
-        let e = evaluate(&cluster, &web_dns_only("web-egress"), &traffic());
+        let e = evaluate(&cluster, &web_dns_only("web-egress"), &traffic(), None);
         assert_eq!(denied(&e), vec![("api.stripe.com (203.0.113.7)".to_owned(), 443)]);
         // A namespace no judged edge touches changes nothing.
         cluster.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}));
         cluster.push(network_policy("other", "all", &json!({"podSelector": {}, "policyTypes": ["Egress", "Ingress"]})));
-        assert_eq!(evaluate(&cluster, &web_dns_only("web-egress"), &traffic()), e);
+        assert_eq!(evaluate(&cluster, &web_dns_only("web-egress"), &traffic(), None), e);
     }
 
     #[test]
@@ -541,7 +556,7 @@ mod tests {
                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "api"}}}]}],
             }),
         );
-        let e = evaluate(&namespaces(), &staged, &traffic());
+        let e = evaluate(&namespaces(), &staged, &traffic(), None);
         // The client in shop is not `app=api` of data (a bare podSelector names the policy's
         // own namespace); the api is allowed on every port.
         assert_eq!(e.edges, 3);
@@ -556,10 +571,10 @@ mod tests {
         stored["spec"]["egress"].as_array_mut().unwrap().push(json!({"ports": [{"port": 443}, {"port": 5432}]}));
         cluster.push(stored);
         // Without replacement, the stored rules would keep 443 and 5432 open.
-        let e = evaluate(&cluster, &web_dns_only("web-egress"), &traffic());
+        let e = evaluate(&cluster, &web_dns_only("web-egress"), &traffic(), None);
         assert_eq!(denied(&e).len(), 2);
         // Under another name, the policies add up: nothing more is denied.
-        let e = evaluate(&cluster, &web_dns_only("other"), &traffic());
+        let e = evaluate(&cluster, &web_dns_only("other"), &traffic(), None);
         assert!(e.denied.is_empty());
     }
 
@@ -582,7 +597,7 @@ mod tests {
 
     #[test]
     fn readiness_needs_no_denial_and_a_history_covering_the_window() {
-        let denying = evaluate(&namespaces(), &web_dns_only("w"), &traffic());
+        let denying = evaluate(&namespaces(), &web_dns_only("w"), &traffic(), None);
         let s = status(denying, judged("2026-11-21T00:00:00Z", Some("2026-11-01T00:00:00Z")));
         assert_eq!(ready(&s), ("False", "WouldDeny"));
         assert_eq!((s.denied_edges, s.denied_connections, s.examples.len()), (2, 47, 2));

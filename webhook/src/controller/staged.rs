@@ -211,7 +211,7 @@ impl<A: StagedApi> Judge<A> {
                 // workers, which also serve admission.
                 let _turn = self.evaluating.acquire().await.map_err(|e| ApiError::Other(e.to_string()))?;
                 let evaluation: Evaluation =
-                    tokio::task::spawn_blocking(move || evaluate(&objects, &policy, &log.since(cut)))
+                    tokio::task::spawn_blocking(move || evaluate(&objects, &policy, &log, Some(cut)))
                         .await
                         .map_err(|e| ApiError::Other(e.to_string()))?;
                 let judged = Judged { now, generation, ready_after, history_since: since, previous: previous.as_ref() };
