@@ -9,6 +9,7 @@
 //! reviewed one, so rules that need all of a namespace's pods (PC010, PC012) do not run here.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use json_patch::Patch;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -18,6 +19,7 @@ use portcullis_linter::emit::to_yaml;
 use portcullis_linter::finding::{Anchor, Edit, Finding, Severity};
 use portcullis_linter::fix::{self, default_deny_policy, dns_patch};
 use portcullis_linter::load::{DocumentRef, SourceId};
+use portcullis_linter::model::inventory::PolicyNames;
 use portcullis_linter::model::{Directions, Inventory, Kind, Labels, ObjectId, PolicyId, has_annotations};
 use portcullis_linter::rules::{self, Context, explain_dns_block};
 use portcullis_linter::semantics::{Direction, describe_selector, selector_matches};
@@ -123,7 +125,7 @@ pub struct Mutation {
 pub fn validate(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Vec<Problem> {
     match Scope::of(subject) {
         Ok(Scope::Workload) | Ok(Scope::Intent) | Ok(Scope::Layer) => review_object(subject, snapshot, config),
-        Ok(Scope::Policy) => review_policy(subject, snapshot, config).0,
+        Ok(Scope::Policy) => review_policy(subject, snapshot, config, Want::Problems).0,
         Ok(Scope::Staged) => review_staged(subject, snapshot, config),
         Ok(Scope::PolicyDelete) => review_delete(subject, snapshot, config),
         Ok(Scope::LayerDelete) => review_layer_delete(subject, snapshot, config),
@@ -137,7 +139,7 @@ pub fn mutate(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Op
     if !config.webhook.add_dns_allowance || Scope::of(subject) != Ok(Scope::Policy) {
         return None;
     }
-    let mutation = review_policy(subject, snapshot, config).1?;
+    let mutation = review_policy(subject, snapshot, config, Want::Mutation).1?;
     // The patch must apply to the object exactly as the API server sent it, and the result
     // must still be a NetworkPolicy.
     let original = subject.object?;
@@ -207,11 +209,9 @@ impl Build {
     /// when `labels` is `None`), except the one named `except`. The others cannot change a
     /// finding about those pods; their names are reserved so a fix never reuses one.
     fn add_policies(&mut self, snapshot: &Snapshot, except: Option<&str>, labels: Option<&Labels>) {
-        self.inv.reserve_policy_names(
-            &self.namespace,
-            snapshot.policies.iter().filter(|p| except != Some(p.name())).map(|p| p.name().to_owned()),
-        );
-        for p in &snapshot.policies {
+        let names = StoredNames { policies: Arc::clone(&snapshot.policies), except: except.map(str::to_owned) };
+        self.inv.reserve_policy_names(&self.namespace, Arc::new(names));
+        for p in snapshot.policies.iter() {
             if except == Some(p.name()) || labels.is_some_and(|l| !p.may_select(l)) {
                 continue;
             }
@@ -252,6 +252,19 @@ impl Build {
     fn policy_at(&self, index: usize) -> Option<PolicyId> {
         let object = self.object_at(index)?;
         self.inv.policies.iter().position(|p| p.object == object).map(PolicyId)
+    }
+}
+
+/// The names of a namespace's stored policies but one, read only when a fix picks a name.
+#[derive(Debug)]
+struct StoredNames {
+    policies: Arc<[StoredPolicy]>,
+    except: Option<String>,
+}
+
+impl PolicyNames for StoredNames {
+    fn contains(&self, name: &str) -> bool {
+        self.except.as_deref() != Some(name) && self.policies.iter().any(|p| p.name() == name)
     }
 }
 
@@ -302,7 +315,7 @@ fn review_object(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
     let mut b = Build::new(subject, snapshot, config);
     b.add_policies(snapshot, None, pod_labels(&value).as_ref());
     let reviewed = b.add(value);
-    let cx = Context::new(&b.inv, config, &[]);
+    let cx = Context::new(&b.inv, config, &[]).focused(b.object_at(reviewed));
     let is_workload = Scope::of(subject) == Ok(Scope::Workload);
     rules::run(&cx)
         .into_iter()
@@ -314,7 +327,21 @@ fn review_object(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
 
 /// A NetworkPolicy: its own findings, and whether the pods it selects can still resolve names
 /// (checked on a representative pod). Returns the problems and the DNS mutation, if one helps.
-fn review_policy(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> (Vec<Problem>, Option<Mutation>) {
+/// What a policy's review is for: `/validate` wants the problems, `/mutate` only the DNS
+/// mutation (the same one, found the same way, without running the other rules or rendering
+/// fixes nobody reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Problems,
+    Mutation,
+}
+
+fn review_policy(
+    subject: &Subject<'_>,
+    snapshot: &Snapshot,
+    config: &Config,
+    want: Want,
+) -> (Vec<Problem>, Option<Mutation>) {
     let Some(object) = subject.object else { return (Vec::new(), None) };
     let value = completed(subject, object);
     let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(subject.name).to_owned();
@@ -338,13 +365,22 @@ fn review_policy(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
         let labels = representative_labels(&selector)?;
         Some((b.add(probe_pod(&policy.namespace, labels)), describe_selector(&selector)))
     });
-    let cx = Context::new(&b.inv, config, &[]);
-    let findings = rules::run(&cx);
-    let mut problems: Vec<Problem> = findings
-        .iter()
-        .filter(|f| !NEEDS_ALL_WORKLOADS.contains(&f.code) && doc_index(f) == Some(reviewed))
-        .map(|f| problem(&b, f))
-        .collect();
+    let focus =
+        [Some(reviewed), probe.as_ref().map(|(doc, _)| *doc)].into_iter().flatten().filter_map(|doc| b.object_at(doc));
+    let cx = Context::new(&b.inv, config, &[]).focused(focus);
+    let findings = match want {
+        Want::Problems => rules::run(&cx),
+        // A mutation reads one finding (PC004's own fix), found below when it is needed.
+        Want::Mutation => Vec::new(),
+    };
+    let mut problems: Vec<Problem> = match want {
+        Want::Problems => findings
+            .iter()
+            .filter(|f| !NEEDS_ALL_WORKLOADS.contains(&f.code) && doc_index(f) == Some(reviewed))
+            .map(|f| problem(&b, f))
+            .collect(),
+        Want::Mutation => Vec::new(),
+    };
     let (Some(pid), Some((probe, selected))) = (policy, probe) else { return (problems, None) };
     let Some(workload) = b.inv.workloads.iter().position(|w| b.inv.object(w.object).doc.index == probe) else {
         return (problems, None);
@@ -366,7 +402,9 @@ fn review_policy(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
     if let Some(why) = explain_dns_block(&cx, reach) {
         let patch = dns_patch(policy, has_annotations(subject.object.unwrap_or(&original)), &config.dns);
         let description = "appended an egress rule allowing DNS (UDP and TCP 53) to cluster DNS".to_owned();
-        if let Some(severity) = enabled("PC003", "egress-blocks-dns", Severity::Error) {
+        if want == Want::Problems
+            && let Some(severity) = enabled("PC003", "egress-blocks-dns", Severity::Error)
+        {
             problems.push(Problem {
                 code: "PC003",
                 rule: "egress-blocks-dns",
@@ -386,14 +424,21 @@ fn review_policy(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
         && !reach.tcp_allowed
     {
         // NetworkPolicy lets UDP reach DNS, not TCP: PC004's own fix, when it patches this policy.
-        let finding = findings.iter().find(|f| f.code == "PC004" && doc_index(f) == Some(probe));
+        let pc004 = match want {
+            Want::Problems => None,
+            Want::Mutation => Some(rules::run_only(&cx, &["PC004"])),
+        };
+        let finding =
+            pc004.as_ref().unwrap_or(&findings).iter().find(|f| f.code == "PC004" && doc_index(f) == Some(probe));
         let own_patch = finding.and_then(|f| f.fix.as_ref()).and_then(|fix| {
             fix.edits.iter().find_map(|e| match e {
                 Edit::Patch { object, patch } if *object == policy.object => Some(patch.clone()),
                 _ => None,
             })
         });
-        if let Some(severity) = enabled("PC004", "dns-tcp-missing", Severity::Warning) {
+        if want == Want::Problems
+            && let Some(severity) = enabled("PC004", "dns-tcp-missing", Severity::Warning)
+        {
             problems.push(Problem {
                 code: "PC004",
                 rule: "dns-tcp-missing",
@@ -426,7 +471,7 @@ fn review_staged(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
         old_object: None,
         ..*subject
     };
-    review_policy(&as_policy, snapshot, config)
+    review_policy(&as_policy, snapshot, config, Want::Problems)
         .0
         .into_iter()
         .map(|p| Problem {

@@ -376,7 +376,7 @@ async fn decide(
             app.metrics.fresh_reads.get_or_create(&ResultLabels { result: "success" }).inc();
             let layers = fresh.layers.unwrap_or_else(|| snapshot.layers.clone());
             let fresh = Snapshot {
-                policies: fresh.policies,
+                policies: fresh.policies.into(),
                 layers,
                 namespace_terminating: snapshot.namespace_terminating || fresh.terminating,
                 ..snapshot

@@ -64,13 +64,43 @@ struct PolicyEntry {
     reference: bool,
 }
 
-/// A policy's spec as compact JSON, with its `podSelector` typed.
-#[derive(Debug, PartialEq)]
+/// A policy's spec as compact JSON, with its `podSelector` typed, and the whole spec typed once
+/// a review has read it (within [`MAX_TYPED_SPECS`]).
+#[derive(Debug)]
 struct SharedSpec {
     text: Box<str>,
     /// `None` when the selector is not a valid LabelSelector: the engine reports such a policy,
     /// so it is read for every review.
     selector: Option<CompactSelector>,
+    /// The spec in the engine's types, lent to every review that reads it (issue 22: typing
+    /// the namespace's policies again for each review was a third of its time). Set by the
+    /// first review that reads the spec while fewer than [`MAX_TYPED_SPECS`] are held.
+    /// With the counter it was counted on.
+    typed: std::sync::OnceLock<(Arc<NetworkPolicySpec>, &'static std::sync::atomic::AtomicUsize)>,
+}
+
+impl PartialEq for SharedSpec {
+    fn eq(&self, other: &SharedSpec) -> bool {
+        // The typed spec is the text, read.
+        self.text == other.text && self.selector == other.selector
+    }
+}
+
+/// How many specs may be held typed at once. A typed spec takes several times its text (a
+/// policy of three selectors: ~2 KB against ~400 bytes), so the bound keeps a cluster of
+/// distinct specs within ~8 MB more; templated clusters (one spec in every namespace) hold
+/// few. Beyond it, a review types the spec from its text as before.
+pub const MAX_TYPED_SPECS: usize = 4096;
+
+/// Specs held typed now ([`SharedSpec::typed`]).
+static TYPED_SPECS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Drop for SharedSpec {
+    fn drop(&mut self) {
+        if let Some((_, held)) = self.typed.get() {
+            held.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// The specs stored policies share, by a hash of their text (the text itself is kept once, in
@@ -123,7 +153,37 @@ impl SharedSpec {
             Ok(Some(selector)) => LabelSelector::deserialize(selector).ok(),
             Err(_) => None,
         };
-        SharedSpec { text, selector: selector.map(CompactSelector::new) }
+        SharedSpec { text, selector: selector.map(CompactSelector::new), typed: std::sync::OnceLock::new() }
+    }
+
+    /// The spec typed: held when it was read before, else read from the text and held while
+    /// fewer than [`MAX_TYPED_SPECS`] are. `None` when the text is not a spec (`null`, or
+    /// what the engine must report: the review then reads the value).
+    fn typed(&self) -> Option<Arc<NetworkPolicySpec>> {
+        self.typed_within(&TYPED_SPECS, MAX_TYPED_SPECS)
+    }
+
+    /// [`SharedSpec::typed`], `held` counting the specs held typed, at most `max`.
+    fn typed_within(
+        &self,
+        held: &'static std::sync::atomic::AtomicUsize,
+        max: usize,
+    ) -> Option<Arc<NetworkPolicySpec>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some((spec, _)) = self.typed.get() {
+            return Some(Arc::clone(spec));
+        }
+        let spec: Arc<NetworkPolicySpec> =
+            Arc::new(serde_json::from_str::<Option<NetworkPolicySpec>>(&self.text).ok()??);
+        if held.fetch_add(1, Relaxed) < max {
+            if self.typed.set((Arc::clone(&spec), held)).is_err() {
+                // Another review held it first.
+                held.fetch_sub(1, Relaxed);
+            }
+        } else {
+            held.fetch_sub(1, Relaxed);
+        }
+        Some(spec)
     }
 }
 
@@ -183,7 +243,7 @@ impl StoredPolicy {
         let spec = value.as_object_mut().and_then(|o| o.shift_remove("spec"));
         let spec = spec.map(|spec| {
             let text: Box<str> = serde_json::to_string(&spec).unwrap_or_default().into();
-            Arc::new(SharedSpec { text, selector: None })
+            Arc::new(SharedSpec { text, selector: None, typed: std::sync::OnceLock::new() })
         });
         StoredPolicy(Arc::new(PolicyEntry {
             head: serde_json::to_string(&value).unwrap_or_default().into(),
@@ -230,8 +290,10 @@ impl StoredPolicy {
             // One without the other: the value path reports it.
             _ => return None,
         };
-        let spec: Option<NetworkPolicySpec> = match &self.0.spec {
-            Some(spec) => serde_json::from_str(&spec.text).ok()?,
+        let spec = match &self.0.spec {
+            // `null`: no spec, as an absent one.
+            Some(spec) if &*spec.text == "null" => None,
+            Some(spec) => Some(spec.typed()?),
             None => None,
         };
         ScannedObject::network_policy(at, api_version, kind, head.metadata.unwrap_or_default(), spec)
@@ -308,7 +370,7 @@ pub struct Snapshot {
     /// Labels of the namespace cluster DNS runs in.
     pub dns_namespace_labels: Option<Labels>,
     /// The namespace's NetworkPolicies, as the API server returns them.
-    pub policies: Vec<StoredPolicy>,
+    pub policies: Arc<[StoredPolicy]>,
     /// The namespace's EgressIntents.
     pub intents: Vec<StoredObject>,
     /// Objects of the other policy layers that can apply here: every cluster-scoped one
@@ -504,7 +566,7 @@ impl Index {
             namespace_labels: info.map(|i| i.labels.clone()),
             namespace_terminating: info.is_some_and(|i| i.terminating),
             dns_namespace_labels: namespaces.get("", dns_namespace).map(|i| i.labels.clone()),
-            policies: read(&self.policies).in_namespace(namespace),
+            policies: read(&self.policies).in_namespace(namespace).into(),
             intents: read(&self.intents).in_namespace(namespace),
             layers: self.layers_for(namespace),
             cluster: None,
@@ -770,6 +832,46 @@ impl ClusterState for StaticState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spec_is_typed_once_and_lent_within_the_bound() {
+        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+        static HELD: AtomicUsize = AtomicUsize::new(0);
+        let spec = |port: u16| {
+            SharedSpec::new(
+                serde_json::json!({"podSelector": {}, "egress": [{"ports": [{"port": port}]}]}).to_string().into(),
+            )
+        };
+        let (a, b, c) = (spec(1), spec(2), spec(3));
+        let first = a.typed_within(&HELD, 2).unwrap();
+        assert_eq!(first.egress.as_ref().unwrap()[0].ports.as_ref().unwrap().len(), 1);
+        assert!(Arc::ptr_eq(&first, &a.typed_within(&HELD, 2).unwrap()), "read once, then lent");
+        assert_eq!(HELD.load(Relaxed), 1);
+        let second = b.typed_within(&HELD, 2).unwrap();
+        assert!(Arc::ptr_eq(&second, &b.typed_within(&HELD, 2).unwrap()));
+        // At the bound: typed for the review, not held.
+        let third = c.typed_within(&HELD, 2).unwrap();
+        assert!(!Arc::ptr_eq(&third, &c.typed_within(&HELD, 2).unwrap()), "beyond the bound, read every time");
+        assert_eq!(HELD.load(Relaxed), 2);
+        drop(a);
+        assert_eq!(HELD.load(Relaxed), 1, "a dropped spec frees its place");
+        assert!(Arc::ptr_eq(&third_held(&c), &c.typed_within(&HELD, 2).unwrap()));
+        drop((b, c));
+        assert_eq!(HELD.load(Relaxed), 0);
+
+        fn third_held(c: &SharedSpec) -> Arc<NetworkPolicySpec> {
+            c.typed_within(&HELD, 2).unwrap()
+        }
+    }
+
+    #[test]
+    fn a_null_or_untyped_spec_is_not_lent() {
+        use std::sync::atomic::AtomicUsize;
+        static HELD: AtomicUsize = AtomicUsize::new(0);
+        assert!(SharedSpec::new("null".into()).typed_within(&HELD, 8).is_none());
+        assert!(SharedSpec::new(r#"{"podSelector": 7}"#.into()).typed_within(&HELD, 8).is_none());
+        assert_eq!(HELD.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn the_usual_type_is_left_out_and_put_back_and_any_other_kept() {

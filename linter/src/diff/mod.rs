@@ -176,7 +176,7 @@ fn namespace_fingerprints(inventory: &Inventory) -> (BTreeMap<String, Vec<String
         namespaced.entry(w.namespace.clone()).or_default().push(facts);
     }
     for p in &inventory.policies {
-        let facts = format!("policy {} {}", p.name, serde_json::to_string(&p.spec).unwrap_or_default());
+        let facts = format!("policy {} {}", p.name, serde_json::to_string(&*p.spec).unwrap_or_default());
         namespaced.entry(p.namespace.clone()).or_default().push(facts);
     }
     for ns in inventory.namespaces.values() {
@@ -333,7 +333,7 @@ fn applied_text(inventory: &Inventory, applicable: Option<&crate::semantics::eva
     let mut out = String::new();
     for p in &a.isolated_by {
         let p = inventory.policy(*p);
-        out.push_str(&format!("np {} {} {:?};", p.name, serde_json::to_string(&p.spec).unwrap_or_default(), p.names));
+        out.push_str(&format!("np {} {} {:?};", p.name, serde_json::to_string(&*p.spec).unwrap_or_default(), p.names));
     }
     for c in a.admin.iter().chain(&a.baseline) {
         out.push_str(&format!("cnp {};", value(inventory.cluster_policy(*c).object)));

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSetSpec, DeploymentSpec, ReplicaSetSpec, StatefulSetSpec};
 use k8s_openapi::api::batch::v1::{CronJobSpec, JobSpec};
@@ -91,7 +92,9 @@ pub struct Policy {
     pub object: ObjectId,
     pub namespace: String,
     pub name: String,
-    pub spec: NetworkPolicySpec,
+    /// Shared: a caller that keeps policies typed (the webhook's state) lends them without a
+    /// copy.
+    pub spec: Arc<NetworkPolicySpec>,
     /// Which directions the policy isolates, with `policyTypes` defaulting applied.
     pub types: Directions,
     /// Whether `policyTypes` was written out.
@@ -215,6 +218,18 @@ pub struct ModelProblem {
     pub object: Option<ObjectRef>,
 }
 
+/// Names of NetworkPolicies that exist beyond those an inventory models
+/// ([`Inventory::reserve_policy_names`]).
+pub trait PolicyNames: Send + Sync + std::fmt::Debug {
+    fn contains(&self, name: &str) -> bool;
+}
+
+impl PolicyNames for BTreeSet<String> {
+    fn contains(&self, name: &str) -> bool {
+        BTreeSet::contains(self, name)
+    }
+}
+
 /// All objects of a run.
 #[derive(Debug)]
 pub struct Inventory {
@@ -256,7 +271,7 @@ pub struct Inventory {
     /// See [`Inventory::keep_values`].
     keep_values: bool,
     /// See [`Inventory::reserve_policy_names`].
-    reserved_policy_names: BTreeMap<String, std::collections::BTreeSet<String>>,
+    reserved_policy_names: BTreeMap<String, Vec<Arc<dyn PolicyNames>>>,
 }
 
 /// Whether a document's top-level mapping claims to be a Kubernetes object, even a broken one:
@@ -343,18 +358,18 @@ impl Inventory {
         self.namespaces.get(name)
     }
 
-    /// Policies of a namespace.
     /// Records NetworkPolicies of `namespace` that exist but are not modeled here: the webhook
     /// models only the policies that can select the reviewed pods, yet a fix must not create a
-    /// policy under a name another one already has.
-    pub fn reserve_policy_names(&mut self, namespace: &str, names: impl IntoIterator<Item = String>) {
-        self.reserved_policy_names.entry(namespace.to_owned()).or_default().extend(names);
+    /// policy under a name another one already has. The names are asked only when a fix picks
+    /// one, so the caller lends them rather than copying a namespace's names for every review.
+    pub fn reserve_policy_names(&mut self, namespace: &str, names: Arc<dyn PolicyNames>) {
+        self.reserved_policy_names.entry(namespace.to_owned()).or_default().push(names);
     }
 
     /// Whether a NetworkPolicy named `name` exists in `namespace` (modeled or reserved).
     pub fn policy_name_taken(&self, namespace: &str, name: &str) -> bool {
         self.policies_in(namespace).any(|(_, p)| p.name == name)
-            || self.reserved_policy_names.get(namespace).is_some_and(|names| names.contains(name))
+            || self.reserved_policy_names.get(namespace).is_some_and(|sets| sets.iter().any(|s| s.contains(name)))
     }
 
     pub fn policies_in<'a>(&'a self, namespace: &str) -> impl Iterator<Item = (PolicyId, &'a Policy)> + 'a {
@@ -596,15 +611,15 @@ impl Inventory {
         &mut self,
         object_id: ObjectId,
         namespace: String,
-        spec: Option<Option<NetworkPolicySpec>>,
+        spec: Option<Option<Arc<NetworkPolicySpec>>>,
         managed_by_portcullis: bool,
     ) {
         let object = &self.objects[object_id.0];
         let spec = match spec {
             Some(spec) => Ok(spec),
-            None => typed(&object.value, "/spec", &object.pointer),
+            None => typed(&object.value, "/spec", &object.pointer).map(|spec| spec.map(Arc::new)),
         };
-        let spec: NetworkPolicySpec = match spec {
+        let spec: Arc<NetworkPolicySpec> = match spec {
             Ok(spec) => spec.unwrap_or_default(),
             Err((at, msg)) => {
                 let (doc, id) = (object.doc, object.id.clone());
@@ -881,7 +896,7 @@ impl Inventory {
         let Ok(spec) = typed::<NetworkPolicySpec>(policy, "/spec", "") else {
             return;
         };
-        let spec = spec.unwrap_or_default();
+        let spec = Arc::new(spec.unwrap_or_default());
         let types = Directions {
             ingress: spec.policy_types.iter().flatten().any(|t| t == "Ingress"),
             egress: spec.policy_types.iter().flatten().any(|t| t == "Egress"),
@@ -966,7 +981,7 @@ impl ScannedObject {
         api_version: String,
         kind: String,
         meta: ObjectMeta,
-        spec: Option<NetworkPolicySpec>,
+        spec: Option<Arc<NetworkPolicySpec>>,
     ) -> Option<ScannedObject> {
         if Kind::classify(&api_version, &kind).0 != Kind::NetworkPolicy {
             return None;
@@ -1011,7 +1026,7 @@ impl ScannedObject {
         let spec = node("spec");
         let typed = match kind_enum {
             Kind::NetworkPolicy if !keep_values => match EventSpec(spec).spec() {
-                Ok(spec) => Typed::Policy(spec),
+                Ok(spec) => Typed::Policy(spec.map(Arc::new)),
                 Err(_) => return None,
             },
             Kind::Pod => return None,
@@ -1070,7 +1085,7 @@ struct Header {
 #[derive(Debug)]
 enum Typed {
     Pods(PodFacts),
-    Policy(Option<NetworkPolicySpec>),
+    Policy(Option<Arc<NetworkPolicySpec>>),
 }
 
 /// Where a workload's `spec` is deserialized from: the object's value, or the document's events.

@@ -74,7 +74,7 @@ impl Rule for AllowShadowedByDeny {
         // policies).
         let mut memo = Memo::default();
         let mut selected = Selected::new();
-        for policy in inv.written_policies() {
+        for policy in cx.written_policies() {
             let subjects: Vec<WorkloadId> = inv
                 .namespace(&policy.namespace)
                 .map(|ns| ns.workloads.as_slice())

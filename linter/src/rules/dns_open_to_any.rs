@@ -50,7 +50,7 @@ impl Rule for DnsOpenToAny {
     }
 
     fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
-        for policy in cx.inventory.written_policies() {
+        for policy in cx.written_policies() {
             if !applies(policy, Direction::Egress) {
                 continue;
             }

@@ -49,7 +49,7 @@ pub(super) fn check_allow_all(cx: &Context<'_>, meta: &'static RuleMeta, directi
         Direction::Egress => ("egress", "to", "destination"),
         Direction::Ingress => ("ingress", "from", "source"),
     };
-    for policy in cx.inventory.written_policies() {
+    for policy in cx.written_policies() {
         if !applies(policy, direction) {
             continue;
         }

@@ -63,7 +63,7 @@ impl Rule for GuardedAddressAllowed {
 
     fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         let guard = &cx.config.address_guard;
-        for policy in cx.inventory.written_policies() {
+        for policy in cx.written_policies() {
             if !applies(policy, Direction::Egress) {
                 continue;
             }

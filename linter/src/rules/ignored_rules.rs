@@ -42,7 +42,7 @@ impl Rule for IgnoredRules {
     }
 
     fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
-        for policy in cx.inventory.written_policies() {
+        for policy in cx.written_policies() {
             if !policy.types_explicit {
                 continue;
             }

@@ -45,7 +45,7 @@ impl Rule for InvalidIpBlock {
     }
 
     fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
-        for policy in cx.inventory.written_policies() {
+        for policy in cx.written_policies() {
             for list in peer_lists(policy) {
                 for (pi, peer) in list.items.iter().enumerate() {
                     let Some(block) = &peer.ip_block else { continue };

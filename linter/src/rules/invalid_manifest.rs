@@ -93,6 +93,9 @@ impl Rule for InvalidManifest {
             });
         }
         for (i, object) in cx.inventory.objects.iter().enumerate() {
+            if !cx.reports_on(crate::model::ObjectId(i)) {
+                continue;
+            }
             for name in &object.ignore {
                 if super::registry::find(name).is_none() {
                     out.push(cx.finding(
@@ -104,7 +107,7 @@ impl Rule for InvalidManifest {
                 }
             }
         }
-        for policy in cx.inventory.written_policies() {
+        for policy in cx.written_policies() {
             let obj = policy.object;
             for (i, t) in policy.spec.policy_types.iter().flatten().enumerate() {
                 if t != "Ingress" && t != "Egress" {

@@ -45,7 +45,7 @@ impl Rule for InvalidPort {
     }
 
     fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
-        for policy in cx.inventory.written_policies() {
+        for policy in cx.written_policies() {
             for list in port_lists(policy) {
                 for (pi, port) in list.items.iter().enumerate() {
                     let at = list.port_pointer(pi);

@@ -134,6 +134,8 @@ pub struct Context<'a> {
     dns_reach: std::sync::OnceLock<Vec<Option<DnsReach>>>,
     /// The cluster-wide policies that can select each namespace's pods, computed once.
     candidates: std::sync::OnceLock<std::collections::HashMap<&'a str, NamespaceCandidates<'a>>>,
+    /// See [`Context::focused`].
+    focus: Option<Vec<ObjectId>>,
 }
 
 impl<'a> Context<'a> {
@@ -149,7 +151,28 @@ impl<'a> Context<'a> {
             traffic: None,
             dns_reach: std::sync::OnceLock::new(),
             candidates: std::sync::OnceLock::new(),
+            focus: None,
         }
+    }
+
+    /// Only findings about `objects` are wanted (the webhook reviews one object among the
+    /// stored ones it reads for context): rules that judge each policy on its own skip the
+    /// others ([`Context::written_policies`]). Every other finding is still made; a caller
+    /// keeps what it wants, so a focused run finds what an unfocused one finds about `objects`.
+    pub fn focused(mut self, objects: impl IntoIterator<Item = ObjectId>) -> Context<'a> {
+        self.focus = Some(objects.into_iter().collect());
+        self
+    }
+
+    /// Whether findings about `object` are wanted ([`Context::focused`]).
+    pub fn reports_on(&self, object: ObjectId) -> bool {
+        self.focus.as_ref().is_none_or(|focus| focus.contains(&object))
+    }
+
+    /// The policies written in the input ([`Inventory::written_policies`]) that findings are
+    /// wanted about: what rules judging each policy on its own go through.
+    pub fn written_policies(&self) -> impl Iterator<Item = &'a crate::model::Policy> + '_ {
+        self.inventory.written_policies().filter(|p| self.reports_on(p.object))
     }
 
     /// The ClusterNetworkPolicies and Cilium rules that can select pods of `namespace` (a
@@ -217,10 +240,22 @@ pub fn run(cx: &Context<'_>) -> Vec<Finding> {
 /// [`run`], the rules spread over up to `threads` threads; the findings are the same, in the
 /// same order, on any number.
 pub fn run_on(cx: &Context<'_>, threads: usize) -> Vec<Finding> {
+    run_rules(cx, threads, |_| true)
+}
+
+/// [`run`] with only the rules whose codes are in `codes` (the webhook's mutation needs one).
+pub fn run_only(cx: &Context<'_>, codes: &[&str]) -> Vec<Finding> {
+    run_rules(cx, 1, |code| codes.contains(&code))
+}
+
+fn run_rules(cx: &Context<'_>, threads: usize, wanted: impl Fn(&str) -> bool) -> Vec<Finding> {
     let enabled: Vec<(&dyn Rule, Severity)> = registry::RULES
         .iter()
         .filter_map(|&rule| {
             let meta = rule.meta();
+            if !wanted(meta.code) {
+                return None;
+            }
             Some((rule, cx.config.severity(meta.code, meta.severity)?))
         })
         .collect();

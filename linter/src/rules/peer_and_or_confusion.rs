@@ -47,7 +47,7 @@ impl Rule for PeerAndOrConfusion {
     }
 
     fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
-        for policy in cx.inventory.written_policies() {
+        for policy in cx.written_policies() {
             for list in peer_lists(policy) {
                 let peers = list.items;
                 let ns_only = peers

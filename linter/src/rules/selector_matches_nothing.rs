@@ -42,7 +42,7 @@ impl Rule for SelectorMatchesNothing {
     }
 
     fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
-        for policy in cx.inventory.written_policies() {
+        for policy in cx.written_policies() {
             let Some(selector) = &policy.spec.pod_selector else { continue };
             if selector_is_empty(Some(selector)) || selector_problem(selector).is_some() {
                 continue;

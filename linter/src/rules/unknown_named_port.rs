@@ -48,7 +48,7 @@ impl Rule for UnknownNamedPort {
 
     fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         let inv = cx.inventory;
-        for policy in inv.written_policies() {
+        for policy in cx.written_policies() {
             // Ingress: names resolve on the selected pods of the policy's namespace.
             if policy.spec.ingress.as_ref().is_some_and(|r| !r.is_empty()) {
                 let selected: Vec<&Workload> = inv
