@@ -554,6 +554,21 @@ fn direct_and_typed_readings_agree() {
     for (what, edit) in edits {
         bodies.push((format!("{case} edited: {what}"), edited(&case, edit)));
     }
+    // Fields the one-pass reader must take as kube's type does: unknown ones at either level
+    // (ignored), a response next to the request (read, not kept), a request field of the wrong
+    // type (refused by both).
+    let text = String::from_utf8(std::fs::read(cases_dir().join(format!("validate/{case}.json"))).unwrap()).unwrap();
+    for (what, from, to) in [
+        ("unknown review field", "\"request\":", "\"unknownField\": [1, {\"a\": 2}],\n  \"request\":"),
+        ("unknown request field", "\"operation\":", "\"unknownField\": {\"x\": null},\n    \"operation\":"),
+        ("a response too", "\"request\":", "\"response\": {\"uid\": \"u\", \"allowed\": true},\n  \"request\":"),
+        ("a bad response", "\"request\":", "\"response\": {\"allowed\": \"yes\"},\n  \"request\":"),
+        ("dryRun not a bool", "\"operation\":", "\"dryRun\": \"no\",\n    \"operation\":"),
+    ] {
+        let body = text.replacen(from, to, 1);
+        assert_ne!(body, text, "{what}: not edited");
+        bodies.push((format!("{case} edited: {what}"), body.into_bytes()));
+    }
     let mut direct_count = 0;
     for (name, body) in &bodies {
         let typed = admission::parse_typed(body);
