@@ -3,7 +3,7 @@
 //! Rules that judge each policy on their own skip the others; if one of them reported on an
 //! object other than the one it skipped, this test would catch the finding it lost.
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use portcullis_linter::config::Config;
 use portcullis_linter::finding::Finding;
@@ -11,30 +11,18 @@ use portcullis_linter::model::ObjectId;
 use portcullis_linter::project::{Project, TextFile};
 use portcullis_linter::rules::{self, Context};
 
-fn fixtures(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            fixtures(&path, out);
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            out.push(path);
-        }
-    }
-}
-
 fn about(findings: &[Finding], object: ObjectId) -> Vec<String> {
     findings.iter().filter(|f| f.object_id == Some(object)).map(|f| format!("{f:?}")).collect()
 }
 
 #[test]
 fn a_focused_run_finds_what_an_unfocused_one_finds_about_its_objects() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testcases");
-    let mut paths = Vec::new();
-    for dir in ["rules", "semantics", "egress"] {
-        fixtures(&root.join(dir), &mut paths);
-    }
+    let root = common::repo().join("testcases");
+    let paths: Vec<_> = ["rules", "semantics", "egress"]
+        .iter()
+        .flat_map(|dir| common::manifest_files(&root.join(dir)))
+        .filter(|p| p.extension().is_some_and(|e| e != "json"))
+        .collect();
     assert!(paths.len() > 50, "only {} fixtures found", paths.len());
     let config = Config::default();
     let (mut objects, mut compared) = (0, 0);
