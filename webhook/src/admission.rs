@@ -152,10 +152,9 @@ struct DirectReview {
     api_version: String,
     kind: String,
     request: Option<DirectRequest>,
-    // Read (not kept) so that a review the typed reader refuses for it is refused here too.
-    #[serde(default)]
-    #[allow(dead_code)]
-    response: Option<AdmissionResponse>,
+    /// Read, not kept, so that a review the typed reader refuses for it is refused here too.
+    #[serde(default, rename = "response")]
+    _response: Option<AdmissionResponse>,
 }
 
 #[derive(serde::Deserialize)]

@@ -325,8 +325,6 @@ fn review_object(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
         .collect()
 }
 
-/// A NetworkPolicy: its own findings, and whether the pods it selects can still resolve names
-/// (checked on a representative pod). Returns the problems and the DNS mutation, if one helps.
 /// What a policy's review is for: `/validate` wants the problems, `/mutate` only the DNS
 /// mutation (the same one, found the same way, without running the other rules or rendering
 /// fixes nobody reads).
@@ -336,6 +334,9 @@ enum Want {
     Mutation,
 }
 
+/// A NetworkPolicy: its own findings, and whether the pods it selects can still resolve names
+/// (checked on a representative pod). Returns the problems (none when only the mutation is
+/// wanted) and the DNS mutation, if one helps.
 fn review_policy(
     subject: &Subject<'_>,
     snapshot: &Snapshot,
@@ -425,11 +426,10 @@ fn review_policy(
     {
         // NetworkPolicy lets UDP reach DNS, not TCP: PC004's own fix, when it patches this policy.
         let pc004 = match want {
-            Want::Problems => None,
-            Want::Mutation => Some(rules::run_only(&cx, &["PC004"])),
+            Want::Problems => findings,
+            Want::Mutation => rules::run_only(&cx, &["PC004"]),
         };
-        let finding =
-            pc004.as_ref().unwrap_or(&findings).iter().find(|f| f.code == "PC004" && doc_index(f) == Some(probe));
+        let finding = pc004.iter().find(|f| f.code == "PC004" && doc_index(f) == Some(probe));
         let own_patch = finding.and_then(|f| f.fix.as_ref()).and_then(|fix| {
             fix.edits.iter().find_map(|e| match e {
                 Edit::Patch { object, patch } if *object == policy.object => Some(patch.clone()),

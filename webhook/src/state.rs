@@ -855,13 +855,11 @@ mod tests {
         assert_eq!(HELD.load(Relaxed), 2);
         drop(a);
         assert_eq!(HELD.load(Relaxed), 1, "a dropped spec frees its place");
-        assert!(Arc::ptr_eq(&third_held(&c), &c.typed_within(&HELD, 2).unwrap()));
+        let now_held = c.typed_within(&HELD, 2).unwrap();
+        assert!(Arc::ptr_eq(&now_held, &c.typed_within(&HELD, 2).unwrap()), "the freed place is taken");
+        assert_eq!(HELD.load(Relaxed), 2);
         drop((b, c));
         assert_eq!(HELD.load(Relaxed), 0);
-
-        fn third_held(c: &SharedSpec) -> Arc<NetworkPolicySpec> {
-            c.typed_within(&HELD, 2).unwrap()
-        }
     }
 
     #[test]

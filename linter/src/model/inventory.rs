@@ -224,12 +224,6 @@ pub trait PolicyNames: Send + Sync + std::fmt::Debug {
     fn contains(&self, name: &str) -> bool;
 }
 
-impl PolicyNames for BTreeSet<String> {
-    fn contains(&self, name: &str) -> bool {
-        BTreeSet::contains(self, name)
-    }
-}
-
 /// All objects of a run.
 #[derive(Debug)]
 pub struct Inventory {
