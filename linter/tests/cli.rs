@@ -437,7 +437,7 @@ fn rules_and_rule_commands() {
     assert!(stdout(&out).contains("| PC003 | egress-blocks-dns | error | safe |"));
     let out = portcullis(&["rules", "--format", "json"], &repo, None);
     let rules: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(rules.as_array().unwrap().len(), 25);
+    assert_eq!(rules.as_array().unwrap().len(), 30);
     let by_name = stdout(&portcullis(&["rule", "egress-blocks-dns"], &repo, None));
     assert_eq!(by_name, stdout(&portcullis(&["rule", "pc003"], &repo, None)));
     assert!(by_name.contains("## Why is this bad?"));

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSetSpec, DeploymentSpec, ReplicaSetSpec, StatefulSetSpec};
 use k8s_openapi::api::batch::v1::{CronJobSpec, JobSpec};
-use k8s_openapi::api::core::v1::{PodSpec, PodStatus, ReplicationControllerSpec};
+use k8s_openapi::api::core::v1::{PodSpec, PodStatus, ReplicationControllerSpec, ServiceSpec};
 use k8s_openapi::api::networking::v1::NetworkPolicySpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use saphyr_parser::{Event, Span};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -17,6 +18,7 @@ use serde_json::Value;
 use super::calico_policy::{CalicoKind, CalicoNetworkSet, CalicoPolicy, CalicoPolicyId, CalicoTier};
 use super::cilium_policy::{CiliumRule, CiliumRuleId, RuleSpec};
 use super::cluster_policy::{ClusterNetworkPolicySpec, ClusterPolicy, ClusterPolicyId};
+use super::istio::{IstioKind, MeshConfig, MeshObject, MeshSettings, MeshSpec};
 use super::object::{ApiVersionStatus, Kind, Object, ObjectId, ObjectRef, has_annotations};
 use crate::egress::EgressIntentSpec;
 use crate::load::yaml::{MAX_NODES_PER_DOCUMENT, build_value, resolve_untagged};
@@ -178,6 +180,21 @@ pub struct Workload {
     pub pod_ips: Vec<IpAddr>,
     /// Pointer (relative to the object) of the pod template (`""` for a Pod).
     pub template: &'static str,
+    /// The pods' `sidecar.istio.io/inject` annotation, the older form of the label Istio's
+    /// injector still honours ([`super::istio::injected`]).
+    pub inject_annotation: Option<String>,
+}
+
+/// What the engine reads of a Service: where its ports lead.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceFacts {
+    pub object: ObjectId,
+    pub namespace: String,
+    pub name: String,
+    /// `spec.selector`; `None` selects no pod (a Service with manual endpoints).
+    pub selector: Option<BTreeMap<String, String>>,
+    /// `(port, targetPort)` pairs.
+    pub ports: Vec<(i32, IntOrString)>,
 }
 
 /// An EgressIntent.
@@ -251,6 +268,14 @@ pub struct Inventory {
     pub calico_tiers: Vec<CalicoTier>,
     /// Calico NetworkSets and GlobalNetworkSets.
     pub calico_network_sets: Vec<CalicoNetworkSet>,
+    /// Istio's egress objects (ServiceEntry, Sidecar, Gateway, VirtualService,
+    /// DestinationRule), in input order.
+    pub mesh_objects: Vec<MeshObject>,
+    /// Istio's mesh-wide settings, from the `istio` ConfigMap or an `IstioOperator`, in input
+    /// order (`semantics::mesh` says which one counts).
+    pub mesh_settings: Vec<MeshSettings>,
+    /// Services (`v1`), for where a route's `*.svc.cluster.local` host leads.
+    pub services: Vec<ServiceFacts>,
     pub problems: Vec<ModelProblem>,
     /// Documents skipped as plainly not Kubernetes objects ([`is_kubernetes_shaped`]):
     /// `package.json`, `docker-compose.yml`, CI workflows, OpenAPI specs, Helm values.
@@ -294,6 +319,9 @@ impl Inventory {
             calico_global: Vec::new(),
             calico_tiers: Vec::new(),
             calico_network_sets: Vec::new(),
+            mesh_objects: Vec::new(),
+            mesh_settings: Vec::new(),
+            services: Vec::new(),
             problems: Vec::new(),
             skipped: Vec::new(),
             replaced: Vec::new(),
@@ -572,7 +600,20 @@ impl Inventory {
             self.add_calico(object_id, kind, ns_name, labels.unwrap_or_default());
             return;
         }
-        let Some(ns) = ns_name else { return };
+        let Some(ns) = ns_name else {
+            if kind_enum == Kind::Other {
+                self.add_mesh_settings(object_id);
+            }
+            return;
+        };
+        if let Kind::Istio(kind) = kind_enum {
+            // Counted as custom resources, as before they were read.
+            if let Some(info) = self.namespaces.get_mut(&ns) {
+                info.custom_resources += 1;
+            }
+            self.add_mesh_object(object_id, kind, ns);
+            return;
+        }
         if custom_group && let Some(info) = self.namespaces.get_mut(&ns) {
             info.custom_resources += 1;
         }
@@ -586,8 +627,114 @@ impl Inventory {
             Kind::EgressIntent => self.add_intent(object_id, ns),
             Kind::CiliumNetworkPolicy => self.add_cilium_policy(object_id, Some(ns)),
             k if k.is_workload() => self.add_workload(object_id, ns, pods),
+            Kind::Other if self.objects[object_id.0].id.api_version == "v1" => {
+                match self.objects[object_id.0].id.kind.as_str() {
+                    "Service" => self.add_service(object_id, ns),
+                    "ConfigMap" => self.add_mesh_settings(object_id),
+                    _ => {}
+                }
+            }
+            Kind::Other => self.add_mesh_settings(object_id),
             _ => {}
         }
+    }
+
+    /// Reads an Istio object; a spec of the wrong shape is a problem (PC000), as the API
+    /// server's schema would refuse it.
+    fn add_mesh_object(&mut self, object_id: ObjectId, kind: IstioKind, namespace: String) {
+        fn read<T: DeserializeOwned + Default>(
+            object: &Object,
+            wrap: fn(T) -> MeshSpec,
+        ) -> Result<MeshSpec, (String, String)> {
+            typed::<T>(&object.value, "/spec", &object.pointer).map(|spec| wrap(spec.unwrap_or_default()))
+        }
+        let object = &self.objects[object_id.0];
+        let spec = match kind {
+            IstioKind::ServiceEntry => read(object, MeshSpec::ServiceEntry),
+            IstioKind::Sidecar => read(object, MeshSpec::Sidecar),
+            IstioKind::Gateway => read(object, MeshSpec::Gateway),
+            IstioKind::VirtualService => read(object, MeshSpec::VirtualService),
+            IstioKind::DestinationRule => read(object, MeshSpec::DestinationRule),
+        };
+        let spec = spec.and_then(|spec| match &spec {
+            MeshSpec::Sidecar(s) => match s.outbound_traffic_policy.as_ref().and_then(|p| p.problem()) {
+                Some(msg) => Err((format!("{}/spec/outboundTrafficPolicy/mode", object.pointer), msg)),
+                None => Ok(spec),
+            },
+            _ => Ok(spec),
+        });
+        match spec {
+            Ok(spec) => {
+                let name = object.id.name.clone();
+                self.mesh_objects.push(MeshObject { object: object_id, namespace, name, spec });
+            }
+            Err((at, msg)) => {
+                let (doc, id) = (object.doc, object.id.clone());
+                self.problem(doc, &at, &msg, Some(id));
+            }
+        }
+    }
+
+    /// Reads Istio's mesh-wide settings from the `istio` ConfigMap (`data.mesh`, a YAML
+    /// document) or an `IstioOperator` (`spec.meshConfig`); anything else is left alone. A
+    /// setting that does not parse is a problem (PC000): Istio would not start with it.
+    fn add_mesh_settings(&mut self, object_id: ObjectId) {
+        let object = &self.objects[object_id.0];
+        // Where a wrong setting is reported: inside the ConfigMap's string, only the key holding
+        // it can be pointed at.
+        let (config, source, at) = if object.id.kind == "ConfigMap" && object.id.name == super::istio::MESH_CONFIG_MAP {
+            let Some(text) = lookup(&object.value, "/data/mesh").and_then(Value::as_str) else { return };
+            let at = format!("{}/data/mesh", object.pointer);
+            let parsed = crate::load::yaml::split_documents(text)
+                .into_iter()
+                .next()
+                .map(|chunk| crate::load::yaml::parse_chunk(text, chunk));
+            let config = match parsed {
+                None | Some(Ok(None)) => Ok(None),
+                Some(Ok(Some(value))) => {
+                    typed::<MeshConfig>(&value, "", "").map_err(|(_, msg)| (at.clone(), format!("data.mesh: {msg}")))
+                }
+                Some(Err(e)) => Err((at.clone(), format!("data.mesh is not YAML: {}", e.message))),
+            };
+            (config, format!("ConfigMap {}/{} (data.mesh)", object.namespace().unwrap_or(""), object.id.name), at)
+        } else if object.id.kind == "IstioOperator" && object.id.api_version == super::istio::OPERATOR_API_VERSION {
+            let source = match object.namespace() {
+                Some(ns) => format!("IstioOperator {ns}/{} (spec.meshConfig)", object.id.name),
+                None => format!("IstioOperator {} (spec.meshConfig)", object.id.name),
+            };
+            let at = format!("{}/spec/meshConfig/outboundTrafficPolicy/mode", object.pointer);
+            (typed::<MeshConfig>(&object.value, "/spec/meshConfig", &object.pointer), source, at)
+        } else {
+            return;
+        };
+        let mode_problem = |c: &Option<MeshConfig>| c.as_ref()?.outbound_traffic_policy.as_ref()?.problem();
+        let config = config.and_then(|config| match mode_problem(&config) {
+            Some(msg) => Err((at, msg)),
+            None => Ok(config),
+        });
+        match config {
+            Ok(Some(config)) => self.mesh_settings.push(MeshSettings { object: object_id, source, config }),
+            Ok(None) => {}
+            Err((at, msg)) => {
+                let (doc, id) = (object.doc, object.id.clone());
+                self.problem(doc, &at, &msg, Some(id));
+            }
+        }
+    }
+
+    /// Reads a Service's selector and ports; a Service that does not parse is left out (the
+    /// engine judges no Service itself).
+    fn add_service(&mut self, object_id: ObjectId, namespace: String) {
+        let object = &self.objects[object_id.0];
+        let Ok(Some(spec)) = typed::<ServiceSpec>(&object.value, "/spec", &object.pointer) else { return };
+        let ports = spec
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.port, p.target_port.clone().unwrap_or(IntOrString::Int(p.port))))
+            .collect();
+        let name = object.id.name.clone();
+        self.services.push(ServiceFacts { object: object_id, namespace, name, selector: spec.selector, ports });
     }
 
     fn ensure_namespace(&mut self, name: &str) {
@@ -843,7 +990,7 @@ impl Inventory {
             Some(pods) => Ok(pods),
             None => pod_facts(kind, &object.value, &object.pointer),
         };
-        let PodFacts { labels, ports, host_network, pod_ips } = match parsed {
+        let PodFacts { labels, inject_annotation, ports, host_network, pod_ips } = match parsed {
             Ok(v) => v,
             Err((at, msg)) => {
                 let (doc, id) = (object.doc, object.id.clone());
@@ -867,6 +1014,7 @@ impl Inventory {
             host_network,
             pod_ips,
             template,
+            inject_annotation,
         });
         if let Some(ns) = self.namespaces.get_mut(&namespace) {
             ns.workloads.push(id);
@@ -929,13 +1077,15 @@ impl Inventory {
 #[derive(Debug)]
 struct PodFacts {
     labels: Labels,
+    inject_annotation: Option<String>,
     ports: Vec<ContainerPort>,
     host_network: bool,
     pod_ips: Vec<IpAddr>,
 }
 
 impl PodFacts {
-    fn new(labels: Labels, spec: &PodSpec, status: Option<PodStatus>) -> PodFacts {
+    fn new(labels: Labels, annotations: Option<&Labels>, spec: &PodSpec, status: Option<PodStatus>) -> PodFacts {
+        let inject_annotation = annotations.and_then(|a| a.get(super::istio::POD_INJECTION_KEY)).cloned();
         let mut ports = Vec::new();
         let sidecars = spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always"));
         for container in spec.containers.iter().chain(sidecars) {
@@ -951,7 +1101,7 @@ impl PodFacts {
         }
         let pod_ips =
             status.and_then(|s| s.pod_ips).into_iter().flatten().filter_map(|ip| ip.ip.parse().ok()).collect();
-        PodFacts { labels, ports, host_network: spec.host_network.unwrap_or(false), pod_ips }
+        PodFacts { labels, inject_annotation, ports, host_network: spec.host_network.unwrap_or(false), pod_ips }
     }
 }
 
@@ -1119,7 +1269,8 @@ fn pod_facts(kind: Kind, value: &Value, base: &str) -> Result<PodFacts, (String,
         let labels: Option<Labels> = typed(value, "/metadata/labels", base)?;
         let spec: Option<PodSpec> = typed(value, "/spec", base)?;
         let status: Option<PodStatus> = typed(value, "/status", base)?;
-        return Ok(PodFacts::new(labels.unwrap_or_default(), &spec.unwrap_or_default(), status));
+        let annotations: Option<Labels> = typed(value, "/metadata/annotations", base)?;
+        return Ok(PodFacts::new(labels.unwrap_or_default(), annotations.as_ref(), &spec.unwrap_or_default(), status));
     }
     template_facts(kind, &ValueSpec { value, base })
 }
@@ -1129,7 +1280,8 @@ fn template_facts<S: SpecSource>(kind: Kind, source: &S) -> Result<PodFacts, S::
     use k8s_openapi::api::core::v1::PodTemplateSpec;
     let from_template = |t: Option<PodTemplateSpec>| -> PodFacts {
         let t = t.unwrap_or_default();
-        PodFacts::new(t.metadata.and_then(|m| m.labels).unwrap_or_default(), &t.spec.unwrap_or_default(), None)
+        let (labels, annotations) = t.metadata.map_or((None, None), |m| (m.labels, m.annotations));
+        PodFacts::new(labels.unwrap_or_default(), annotations.as_ref(), &t.spec.unwrap_or_default(), None)
     };
     Ok(match kind {
         Kind::Deployment => from_template(source.spec::<DeploymentSpec>()?.map(|s| s.template)),
@@ -1143,7 +1295,7 @@ fn template_facts<S: SpecSource>(kind: Kind, source: &S) -> Result<PodFacts, S::
         Kind::CronJob => {
             from_template(source.spec::<CronJobSpec>()?.and_then(|s| s.job_template.spec).map(|s| s.template))
         }
-        _ => PodFacts::new(Labels::new(), &PodSpec::default(), None),
+        _ => PodFacts::new(Labels::new(), None, &PodSpec::default(), None),
     })
 }
 

@@ -53,6 +53,8 @@ pub enum Kind {
     CiliumClusterwideNetworkPolicy,
     /// `projectcalico.org/v3` (or `crd.projectcalico.org/v1`) kinds.
     Calico(super::calico_policy::CalicoKind),
+    /// `networking.istio.io` `v1`, `v1beta1` or `v1alpha3` egress kinds (namespaced).
+    Istio(super::istio::IstioKind),
     Other,
 }
 
@@ -74,6 +76,9 @@ impl Kind {
                 Some(k) => (Kind::Calico(k), Served),
                 None => (Kind::Other, Served),
             };
+        }
+        if let Some(k) = super::istio::IstioKind::classify(api_version, kind) {
+            return (Kind::Istio(k), Served);
         }
         let k = match kind {
             "Namespace" => Kind::Namespace,

@@ -24,9 +24,11 @@ mod dns_tcp_missing;
 mod domain_names_outside_admin_accept;
 mod egress_allow_all;
 mod egress_blocks_dns;
+mod egress_gateway_blocked;
 mod forbidden_ignore;
 mod fqdn_allow_all;
 mod fqdn_without_dns_proxy;
+mod gateway_bypass;
 mod guarded_address_allowed;
 mod host_network_bypass;
 mod ignored_rules;
@@ -35,9 +37,12 @@ mod invalid_egress_intent;
 mod invalid_ip_block;
 mod invalid_manifest;
 mod invalid_port;
+mod mesh_registry_allow_all;
+mod mesh_registry_mismatch;
 mod missing_default_deny_egress;
 mod missing_default_deny_ingress;
 mod observed_traffic_denied;
+mod outside_mesh;
 mod peer_and_or_confusion;
 mod same_priority_overlap;
 mod selector_matches_nothing;
@@ -136,6 +141,8 @@ pub struct Context<'a> {
     candidates: std::sync::OnceLock<std::collections::HashMap<&'a str, NamespaceCandidates<'a>>>,
     /// See [`Context::focused`].
     focus: Option<Vec<ObjectId>>,
+    /// Istio's objects, indexed once for the mesh rules (PC025-PC029).
+    mesh: std::sync::OnceLock<Option<crate::semantics::mesh::Mesh<'a>>>,
 }
 
 impl<'a> Context<'a> {
@@ -152,6 +159,7 @@ impl<'a> Context<'a> {
             dns_reach: std::sync::OnceLock::new(),
             candidates: std::sync::OnceLock::new(),
             focus: None,
+            mesh: std::sync::OnceLock::new(),
         }
     }
 
@@ -188,6 +196,11 @@ impl<'a> Context<'a> {
             all
         });
         all.get(namespace)
+    }
+
+    /// Istio's egress objects of the input (`None` without any), indexed once.
+    pub fn mesh(&self) -> Option<&crate::semantics::mesh::Mesh<'a>> {
+        self.mesh.get_or_init(|| crate::semantics::mesh::Mesh::new(self.inventory)).as_ref()
     }
 
     /// How a workload's egress treats DNS (`None` when its egress is not isolated).

@@ -5,13 +5,15 @@ use super::{
     admin_accept_overrides_default_deny::AdminAcceptOverridesDefaultDeny, allow_shadowed_by_deny::AllowShadowedByDeny,
     dns_open_to_any::DnsOpenToAny, dns_tcp_missing::DnsTcpMissing,
     domain_names_outside_admin_accept::DomainNamesOutsideAdminAccept, egress_allow_all::EgressAllowAll,
-    egress_blocks_dns::EgressBlocksDns, forbidden_ignore::ForbiddenIgnore, fqdn_allow_all::FqdnAllowAll,
-    fqdn_without_dns_proxy::FqdnWithoutDnsProxy, guarded_address_allowed::GuardedAddressAllowed,
+    egress_blocks_dns::EgressBlocksDns, egress_gateway_blocked::EgressGatewayBlocked,
+    forbidden_ignore::ForbiddenIgnore, fqdn_allow_all::FqdnAllowAll, fqdn_without_dns_proxy::FqdnWithoutDnsProxy,
+    gateway_bypass::GatewayBypass, guarded_address_allowed::GuardedAddressAllowed,
     host_network_bypass::HostNetworkBypass, ignored_rules::IgnoredRules, ingress_allow_all::IngressAllowAll,
     invalid_egress_intent::InvalidEgressIntent, invalid_ip_block::InvalidIpBlock, invalid_manifest::InvalidManifest,
-    invalid_port::InvalidPort, missing_default_deny_egress::MissingDefaultDenyEgress,
+    invalid_port::InvalidPort, mesh_registry_allow_all::MeshRegistryAllowAll,
+    mesh_registry_mismatch::MeshRegistryMismatch, missing_default_deny_egress::MissingDefaultDenyEgress,
     missing_default_deny_ingress::MissingDefaultDenyIngress, observed_traffic_denied::ObservedTrafficDenied,
-    peer_and_or_confusion::PeerAndOrConfusion, same_priority_overlap::SamePriorityOverlap,
+    outside_mesh::OutsideMesh, peer_and_or_confusion::PeerAndOrConfusion, same_priority_overlap::SamePriorityOverlap,
     selector_matches_nothing::SelectorMatchesNothing, unknown_named_port::UnknownNamedPort,
 };
 
@@ -42,6 +44,11 @@ pub static RULES: &[&dyn Rule] = &[
     &AdminAcceptOverridesDefaultDeny,
     &SamePriorityOverlap,
     &ObservedTrafficDenied,
+    &GatewayBypass,
+    &EgressGatewayBlocked,
+    &MeshRegistryMismatch,
+    &OutsideMesh,
+    &MeshRegistryAllowAll,
 ];
 
 /// Metadata of every rule, in code order.

@@ -1,6 +1,7 @@
 //! Exact NetworkPolicy semantics (networking.k8s.io/v1): selectors, ipBlocks, ports and the
 //! evaluator that rules and `portcullis trace` share; the ClusterNetworkPolicy tiers around it
-//! (`cluster`), Cilium's policies beside it (`cilium`) and Calico's tiers (`calico`).
+//! (`cluster`), Cilium's policies beside it (`cilium`) and Calico's tiers (`calico`); and, beside
+//! the L4 verdict rather than in it, Istio's routes and registry (`mesh`).
 
 pub mod calico;
 pub mod cilium;
@@ -8,6 +9,7 @@ pub mod cluster;
 pub mod dns;
 pub mod evaluator;
 pub mod ip_block;
+pub mod mesh;
 pub mod selector;
 
 pub use evaluator::{

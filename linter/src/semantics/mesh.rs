@@ -1,0 +1,587 @@
+//! What Istio's egress objects mean for a pod's traffic, beside (not inside) the L4 verdict.
+//!
+//! The L4 layers (ClusterNetworkPolicy, NetworkPolicy, Cilium, Calico) answer whether a packet
+//! may pass, combined in one place ([`super::DirectionVerdict::decided`]). Istio answers two other
+//! questions for a pod with a sidecar: which *hosts* it may reach (`outboundTrafficPolicy`
+//! `ALLOW_ANY`, Istio's default, or `REGISTRY_ONLY`, where only hosts of the registry visible to
+//! the pod are reached) and *through which hop* (a VirtualService bound to `mesh` may send a host
+//! to an egress gateway's Service first). [`Mesh::route`] gives that answer; each hop of a route is
+//! then an L4 question asked of the one evaluator ([`Mesh::l4`]), so rules never judge packets
+//! here. Istio's egress-gateway task says the mesh cannot make traffic use the gateway, only the
+//! L4 layers can: the rules built on this module check one layer against the other.
+//!
+//! Ambient mode (`istio.io/dataplane-mode: ambient`) sends egress through the node's ztunnel and
+//! waypoints, which this module does not model: such pods are [`Proxy::Ambient`] and rules leave
+//! them alone.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{Decided, DirectionVerdict, Endpoint, Evaluator, Traffic};
+use crate::model::istio::{
+    self, DEFAULT_ROOT_NAMESPACE, Injection, MESH_GATEWAY, MeshObject, MeshSettings, MeshSpec, ServiceEntrySpec,
+    SidecarSpec, VirtualServiceSpec,
+};
+use crate::model::{Inventory, Protocol, ServiceFacts, WorkloadId};
+
+/// `outboundTrafficPolicy.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbound {
+    AllowAny,
+    RegistryOnly,
+}
+
+/// The outbound mode of a pod and what set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundMode {
+    pub mode: Outbound,
+    /// `Sidecar shop/default`, `ConfigMap istio-system/istio (data.mesh)`, or
+    /// `Istio's default`.
+    pub set_by: String,
+}
+
+/// What proxies a workload's pods.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Proxy<'a> {
+    /// An injected sidecar: the mesh's routes and registry apply.
+    Sidecar,
+    /// A gateway's proxy pods: the Gateways selecting them.
+    Gateway(Vec<&'a MeshObject>),
+    /// Ambient mode (not modelled).
+    Ambient,
+    /// No proxy, and why.
+    None(&'static str),
+}
+
+/// Where a meshed pod's connection to an external host goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route<'a> {
+    /// Straight to the host, on `port` (a VirtualService may change the port: TLS origination).
+    Direct { port: u32, virtual_service: Option<&'a MeshObject> },
+    /// To an egress gateway first.
+    ViaGateway(GatewayHop<'a>),
+    /// `REGISTRY_ONLY` and no ServiceEntry visible to the pod admits the host on the port.
+    Refused { set_by: String },
+    /// The pod has no sidecar: the mesh does not see its traffic.
+    NotMeshed,
+}
+
+/// The gateway hop of a route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayHop<'a> {
+    /// The VirtualService routing the host to the gateway.
+    pub virtual_service: &'a MeshObject,
+    /// The destination host of the sidecar's route (the gateway's Service).
+    pub service_host: String,
+    /// The Service's port the sidecar connects to.
+    pub service_port: u32,
+    /// The Service, when it is in the input.
+    pub service: Option<&'a ServiceFacts>,
+    /// The gateway's pods, when they are in the input.
+    pub pods: Vec<WorkloadId>,
+    /// The Gateway bound by the VirtualService that selects those pods, when known.
+    pub gateway: Option<&'a MeshObject>,
+    /// The port the gateway connects to the host on.
+    pub upstream_port: u32,
+}
+
+impl GatewayHop<'_> {
+    /// The container port of gateway pod `pod` behind the Service port (its `targetPort`,
+    /// named ports resolved against the pod's ports); the Service port when the Service is
+    /// not in the input.
+    pub fn pod_port(&self, inv: &Inventory, pod: WorkloadId) -> Option<i32> {
+        let Some(service) = self.service else { return i32::try_from(self.service_port).ok() };
+        let (_, target) = service.ports.iter().find(|(port, _)| i64::from(*port) == i64::from(self.service_port))?;
+        match target {
+            IntOrString::Int(n) => Some(*n),
+            IntOrString::String(name) => {
+                inv.workload(pod).ports.iter().find(|p| p.name.as_deref() == Some(name.as_str())).map(|p| p.port)
+            }
+        }
+    }
+}
+
+/// A destination outside the cluster the mesh has a say about: a host of a ServiceEntry, of a
+/// VirtualService, or of an EgressIntent, on one port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Target {
+    pub host: String,
+    pub port: u32,
+}
+
+/// Istio's egress objects of one input, indexed for [`Mesh::route`].
+#[derive(Debug)]
+pub struct Mesh<'a> {
+    inv: &'a Inventory,
+    settings: Option<&'a MeshSettings>,
+    root: &'a str,
+    entries: Vec<(&'a MeshObject, &'a ServiceEntrySpec)>,
+    sidecars: Vec<(&'a MeshObject, &'a SidecarSpec)>,
+    gateways: Vec<&'a MeshObject>,
+    virtual_services: Vec<(&'a MeshObject, &'a VirtualServiceSpec)>,
+}
+
+impl<'a> Mesh<'a> {
+    /// The mesh of an input; `None` when it holds no Istio object and no mesh settings, so
+    /// inputs without Istio pay nothing.
+    pub fn new(inv: &'a Inventory) -> Option<Mesh<'a>> {
+        if inv.mesh_objects.is_empty() && inv.mesh_settings.is_empty() {
+            return None;
+        }
+        // istiod reads the ConfigMap; an IstioOperator is what generates it.
+        let settings =
+            inv.mesh_settings.iter().find(|s| s.source.starts_with("ConfigMap")).or_else(|| inv.mesh_settings.first());
+        let root = settings.and_then(|s| s.config.root_namespace.as_deref()).unwrap_or(DEFAULT_ROOT_NAMESPACE);
+        let mut mesh = Mesh {
+            inv,
+            settings,
+            root,
+            entries: Vec::new(),
+            sidecars: Vec::new(),
+            gateways: Vec::new(),
+            virtual_services: Vec::new(),
+        };
+        for o in &inv.mesh_objects {
+            match &o.spec {
+                MeshSpec::ServiceEntry(s) => mesh.entries.push((o, s)),
+                MeshSpec::Sidecar(s) => mesh.sidecars.push((o, s)),
+                MeshSpec::Gateway(_) => mesh.gateways.push(o),
+                MeshSpec::VirtualService(s) => mesh.virtual_services.push((o, s)),
+                MeshSpec::DestinationRule(_) => {}
+            }
+        }
+        Some(mesh)
+    }
+
+    /// The ServiceEntries.
+    pub fn entries(&self) -> impl Iterator<Item = (&'a MeshObject, &'a ServiceEntrySpec)> + '_ {
+        self.entries.iter().copied()
+    }
+
+    /// What proxies workload `w`'s pods: a Gateway's selector (in any namespace, as Istio
+    /// selects by default), else an injected sidecar ([`istio::injected`]), else ambient mode.
+    pub fn proxy(&self, w: WorkloadId) -> Proxy<'a> {
+        let workload = self.inv.workload(w);
+        let gateways: Vec<&'a MeshObject> = self
+            .gateways
+            .iter()
+            .copied()
+            .filter(|g| match &g.spec {
+                MeshSpec::Gateway(spec) => {
+                    !spec.selector.is_empty() && spec.selector.iter().all(|(k, v)| workload.labels.get(k) == Some(v))
+                }
+                _ => false,
+            })
+            .collect();
+        if !gateways.is_empty() {
+            return Proxy::Gateway(gateways);
+        }
+        if workload.host_network {
+            return Proxy::None("host network: Istio never injects such pods");
+        }
+        let ns_labels = self.namespace_labels(&workload.namespace);
+        match istio::injected(ns_labels, &workload.labels, workload.inject_annotation.as_deref()) {
+            Injection::Yes => Proxy::Sidecar,
+            Injection::No(why) => {
+                let pod_mode = workload.labels.get(istio::DATAPLANE_MODE_LABEL).map(String::as_str);
+                let ns_mode = ns_labels.get(istio::DATAPLANE_MODE_LABEL).map(String::as_str);
+                if pod_mode == Some("ambient") || (ns_mode == Some("ambient") && pod_mode != Some("none")) {
+                    Proxy::Ambient
+                } else {
+                    Proxy::None(why)
+                }
+            }
+        }
+    }
+
+    fn namespace_labels(&self, namespace: &str) -> &'a BTreeMap<String, String> {
+        Evaluator::new(self.inv).namespace_labels(namespace)
+    }
+
+    /// The Sidecar resource configuring workload `w`: one in its namespace whose
+    /// `workloadSelector` matches its pods, else its namespace's one without a selector, else
+    /// the root namespace's one without a selector. Istio leaves several matches undefined;
+    /// the first in input order is taken.
+    pub fn sidecar(&self, w: WorkloadId) -> Option<&'a MeshObject> {
+        self.sidecar_chain(w).into_iter().next()
+    }
+
+    /// The Sidecars that can configure `w`, most specific first (selected, namespace-wide,
+    /// root namespace's).
+    fn sidecar_chain(&self, w: WorkloadId) -> Vec<&'a MeshObject> {
+        let workload = self.inv.workload(w);
+        let own = workload.namespace.as_str();
+        let selected = self.sidecars.iter().find(|(o, s)| {
+            o.namespace == own
+                && s.workload_selector
+                    .as_ref()
+                    .is_some_and(|sel| sel.labels.iter().all(|(k, v)| workload.labels.get(k) == Some(v)))
+        });
+        let wide = |ns: &str| self.sidecars.iter().find(|(o, s)| o.namespace == ns && s.workload_selector.is_none());
+        let namespace_wide = wide(own);
+        let root = if self.root == own { None } else { wide(self.root) };
+        [selected, namespace_wide, root].into_iter().flatten().map(|(o, _)| *o).collect()
+    }
+
+    /// The outbound mode of workload `w`'s sidecar: the most specific Sidecar that sets one
+    /// (Istio's Sidecar reference: unset, it inherits the namespace-wide or the global default
+    /// Sidecar's), else the mesh-wide setting, else `ALLOW_ANY`, Istio's default.
+    pub fn outbound(&self, w: WorkloadId) -> OutboundMode {
+        for o in self.sidecar_chain(w) {
+            let MeshSpec::Sidecar(spec) = &o.spec else { continue };
+            if let Some(mode) = spec.outbound_traffic_policy.as_ref().and_then(|p| p.mode.as_deref()) {
+                return OutboundMode { mode: parse_mode(mode), set_by: o.describe() };
+            }
+        }
+        if let Some(settings) = self.settings
+            && let Some(mode) = settings.config.outbound_traffic_policy.as_ref().and_then(|p| p.mode.as_deref())
+        {
+            return OutboundMode { mode: parse_mode(mode), set_by: settings.source.clone() };
+        }
+        OutboundMode { mode: Outbound::AllowAny, set_by: "Istio's default".to_owned() }
+    }
+
+    /// The ServiceEntry visible to workload `w` that admits `host` on `port`: exported to the
+    /// pod's namespace (`exportTo`, or the mesh's `defaultServiceExportTo`, or every
+    /// namespace) and, when the pod's Sidecar lists egress hosts, among them.
+    pub fn registry_entry(&self, w: WorkloadId, host: &str, port: u32) -> Option<&'a MeshObject> {
+        let namespace = self.inv.workload(w).namespace.as_str();
+        let listed = self.sidecar(w).and_then(|o| match &o.spec {
+            MeshSpec::Sidecar(s) => s.egress.as_ref().map(|e| (o, e)),
+            _ => None,
+        });
+        self.entries.iter().find_map(|(o, spec)| {
+            let exported = self.exported(spec.export_to.as_deref(), &o.namespace, namespace, true);
+            let admits =
+                spec.hosts.iter().any(|h| host_matches(h, host)) && spec.ports.iter().any(|p| p.number == Some(port));
+            // A listener host narrows what it imports: the host asked for must match both the
+            // entry's host and the listener's.
+            let in_sidecar = listed.is_none_or(|(sidecar, listeners)| {
+                listeners.iter().flat_map(|l| &l.hosts).any(|entry| {
+                    let (ns, name) = entry.split_once('/').unwrap_or(("*", entry));
+                    let ns_ok = match ns {
+                        "*" => true,
+                        "." => o.namespace == sidecar.namespace,
+                        "~" => false,
+                        ns => ns == o.namespace,
+                    };
+                    ns_ok && host_matches(name, host)
+                })
+            });
+            (exported && admits && in_sidecar).then_some(*o)
+        })
+    }
+
+    /// Whether an object of `owner` with `export_to` is visible in `namespace`.
+    fn exported(&self, export_to: Option<&[String]>, owner: &str, namespace: &str, service: bool) -> bool {
+        let default = self.settings.and_then(|s| match service {
+            true => s.config.default_service_export_to.as_deref(),
+            false => s.config.default_virtual_service_export_to.as_deref(),
+        });
+        let Some(list) = export_to.filter(|l| !l.is_empty()).or(default) else { return true };
+        list.iter().any(|e| match e.as_str() {
+            "*" => true,
+            "." => owner == namespace,
+            "~" => false,
+            ns => ns == namespace,
+        })
+    }
+
+    /// Where workload `w`'s connection to external `host` on `port` goes.
+    pub fn route(&self, w: WorkloadId, host: &str, port: u32) -> Route<'a> {
+        if !matches!(self.proxy(w), Proxy::Sidecar) {
+            return Route::NotMeshed;
+        }
+        let namespace = self.inv.workload(w).namespace.as_str();
+        for (vs, spec) in &self.virtual_services {
+            let gateways = vs_gateways(spec);
+            if !gateways.contains(&MESH_GATEWAY)
+                || !self.exported(spec.export_to.as_deref(), &vs.namespace, namespace, false)
+                || !spec.hosts.iter().any(|h| host_matches(h, host))
+            {
+                continue;
+            }
+            let Some(destination) = first_destination(spec, MESH_GATEWAY, &vs.namespace, port) else { continue };
+            let dest_port = destination.1.unwrap_or(port);
+            let to_service = is_cluster_host(&destination.0) || self.service(&destination.0, &vs.namespace).is_some();
+            if host_matches(&destination.0, host) || !to_service {
+                return Route::Direct { port: dest_port, virtual_service: Some(vs) };
+            }
+            return Route::ViaGateway(self.gateway_hop(vs, spec, &destination.0, dest_port, host));
+        }
+        let outbound = self.outbound(w);
+        if outbound.mode == Outbound::RegistryOnly && self.registry_entry(w, host, port).is_none() {
+            return Route::Refused { set_by: outbound.set_by };
+        }
+        Route::Direct { port, virtual_service: None }
+    }
+
+    /// The hop to the gateway Service `service_host` on `service_port`, for `host`.
+    fn gateway_hop(
+        &self,
+        vs: &'a MeshObject,
+        spec: &'a VirtualServiceSpec,
+        service_host: &str,
+        service_port: u32,
+        host: &str,
+    ) -> GatewayHop<'a> {
+        let service = self.service(service_host, &vs.namespace);
+        let pods: Vec<WorkloadId> = service
+            .map(|s| {
+                self.inv
+                    .workloads_in(&s.namespace)
+                    .filter(|(_, wl)| {
+                        s.selector
+                            .as_ref()
+                            .is_some_and(|sel| !sel.is_empty() && sel.iter().all(|(k, v)| wl.labels.get(k) == Some(v)))
+                    })
+                    .map(|(id, _)| id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        // The Gateway the VirtualService binds whose selector picks those pods (or, without
+        // the pods in the input, the first it binds).
+        let bound: Vec<&'a MeshObject> = vs_gateways(spec)
+            .into_iter()
+            .filter(|g| *g != MESH_GATEWAY)
+            .filter_map(|g| {
+                let (ns, name) = g.split_once('/').unwrap_or((vs.namespace.as_str(), g));
+                self.gateways.iter().copied().find(|o| o.namespace == ns && o.name == name)
+            })
+            .collect();
+        let gateway = bound
+            .iter()
+            .copied()
+            .find(|g| pods.iter().any(|p| matches!(self.proxy(*p), Proxy::Gateway(gs) if gs.contains(g))))
+            .or_else(|| bound.first().copied());
+        // The gateway's own route for the host: in this VirtualService or another binding the
+        // same Gateway.
+        let upstream_port = gateway
+            .and_then(|g| {
+                let reference = format!("{}/{}", g.namespace, g.name);
+                self.virtual_services.iter().find_map(|(other, other_spec)| {
+                    let names = vs_gateways(other_spec);
+                    let name = names
+                        .iter()
+                        .find(|n| **n == reference || (other.namespace == g.namespace && **n == g.name.as_str()))?;
+                    if !other_spec.hosts.iter().any(|h| host_matches(h, host)) {
+                        return None;
+                    }
+                    first_destination(other_spec, name, &other.namespace, service_port)
+                        .filter(|(dest, _)| host_matches(dest, host) || host_matches(host, dest))
+                        .map(|(_, port)| port.unwrap_or(service_port))
+                })
+            })
+            .unwrap_or(service_port);
+        GatewayHop {
+            virtual_service: vs,
+            service_host: service_host.to_owned(),
+            service_port,
+            service,
+            pods,
+            gateway,
+            upstream_port,
+        }
+    }
+
+    /// The Service a cluster host names (`name`, `name.ns`, `name.ns.svc`,
+    /// `name.ns.svc.cluster.local`; a short name is relative to `namespace`).
+    fn service(&self, host: &str, namespace: &str) -> Option<&'a ServiceFacts> {
+        let trimmed = host.trim_end_matches('.');
+        let trimmed = trimmed.strip_suffix(".cluster.local").unwrap_or(trimmed);
+        let trimmed = trimmed.strip_suffix(".svc").unwrap_or(trimmed);
+        let (name, ns) = trimmed.split_once('.').unwrap_or((trimmed, namespace));
+        self.inv.services.iter().find(|s| s.name == name && s.namespace == ns)
+    }
+
+    /// The external destinations the mesh has a say about: hosts (not wildcards) of
+    /// `MESH_EXTERNAL` ServiceEntries on their ports, of VirtualServices bound to `mesh` on
+    /// their routes' ports, and of EgressIntents on their ports.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut out = std::collections::BTreeSet::new();
+        for (_, spec) in &self.entries {
+            if !spec.is_external() {
+                continue;
+            }
+            for host in spec.hosts.iter().filter(|h| is_external_name(h)) {
+                for port in spec.ports.iter().filter_map(|p| p.number) {
+                    out.insert(Target { host: host.to_ascii_lowercase(), port });
+                }
+            }
+        }
+        for (_, spec) in &self.virtual_services {
+            if !vs_gateways(spec).contains(&MESH_GATEWAY) {
+                continue;
+            }
+            let ports: Vec<u32> = routes(spec)
+                .flat_map(|r| &r.matches)
+                .filter(|m| m.gateways.as_ref().is_none_or(|g| g.iter().any(|g| g == MESH_GATEWAY)))
+                .filter_map(|m| m.port)
+                .collect();
+            for host in spec.hosts.iter().filter(|h| is_external_name(h)) {
+                for port in &ports {
+                    out.insert(Target { host: host.to_ascii_lowercase(), port: *port });
+                }
+            }
+        }
+        for intent in &self.inv.intents {
+            for target in intent.spec.iter().flat_map(|s| &s.egress) {
+                let Some(host) = target.fqdn.as_deref().filter(|h| is_external_name(h)) else { continue };
+                for port in target.ports.iter().filter(|p| p.protocol.as_deref().is_none_or(|p| p == "TCP")) {
+                    if let Ok(port) = u32::try_from(port.port) {
+                        out.insert(Target { host: host.to_ascii_lowercase(), port });
+                    }
+                }
+            }
+        }
+        out.into_iter().filter(|t| (1..=65535).contains(&t.port)).collect()
+    }
+
+    /// The L4 verdict (every layer, combined) on workload `from` reaching `to` on TCP `port`.
+    pub fn l4(&self, from: WorkloadId, to: &Endpoint<'_>, port: u32) -> Option<DirectionVerdict> {
+        let eval = Evaluator::new(self.inv);
+        let pod = eval.pod(from);
+        let port = i32::try_from(port).ok()?;
+        let traffic = Traffic { port, protocol: Protocol::Tcp };
+        eval.evaluate(&Endpoint::Pod(pod), to, traffic).egress
+    }
+}
+
+impl Mesh<'_> {
+    /// The L4 verdict (both ends' policies) on workload `from` reaching workload `to`'s pods on
+    /// TCP `port`.
+    pub fn l4_to_pod(&self, from: WorkloadId, to: WorkloadId, port: i32) -> super::PolicyVerdict {
+        let eval = Evaluator::new(self.inv);
+        let traffic = Traffic { port, protocol: Protocol::Tcp };
+        eval.evaluate(&Endpoint::Pod(eval.pod(from)), &Endpoint::Pod(eval.pod(to)), traffic)
+    }
+}
+
+/// Why the L4 layers decided as they did, for messages: `no policy isolates its egress`,
+/// `NetworkPolicy shop/allow-web (egress[1]) allows it`, `NetworkPolicy shop/lockdown isolates
+/// it and no rule allows it`, or the deciding ClusterNetworkPolicy, Cilium or Calico policy.
+pub fn l4_reason(inv: &Inventory, d: &DirectionVerdict, direction: super::Direction) -> String {
+    let allowed = d.allowed();
+    let verb = if allowed { "allows it" } else { "denies it" };
+    match d.decided() {
+        Decided::Admin(t) | Decided::Baseline(t) => format!("{} {verb}", inv.cluster_policy(t.policy).describe()),
+        Decided::CiliumDeny(r) => format!("{} denies it", inv.cilium_rule(r.rule).describe()),
+        Decided::Calico(i) => match d.calico.tiers.get(i) {
+            Some(t) => format!("Calico tier {} {verb}", t.tier),
+            None => format!("a Calico tier {verb}"),
+        },
+        Decided::Isolation if allowed => match (d.allowed_by.first(), d.cilium.allowed_by.first()) {
+            (Some(r), _) => {
+                let p = inv.policy(r.policy);
+                format!("NetworkPolicy {}/{} ({}) allows it", p.namespace, p.name, p.rule_label(r.direction, r.index))
+            }
+            (None, Some(r)) => format!("{} allows it", inv.cilium_rule(r.rule).describe()),
+            (None, None) => "its egress policies allow it".to_owned(),
+        },
+        Decided::Isolation => match (d.isolated_by.first(), d.cilium.isolated_by.first()) {
+            (Some(p), _) => {
+                let p = inv.policy(*p);
+                format!("NetworkPolicy {}/{} isolates it and no rule allows it", p.namespace, p.name)
+            }
+            (None, Some(r)) => format!("{} isolates it and no rule allows it", inv.cilium_rule(*r).describe()),
+            (None, None) => format!("its {} is isolated and no rule allows it", direction.key()),
+        },
+        Decided::Default => format!("no policy isolates its {}", direction.key()),
+    }
+}
+
+fn parse_mode(mode: &str) -> Outbound {
+    match mode {
+        "REGISTRY_ONLY" => Outbound::RegistryOnly,
+        _ => Outbound::AllowAny,
+    }
+}
+
+/// A VirtualService's `gateways`, `mesh` when absent.
+fn vs_gateways(spec: &VirtualServiceSpec) -> Vec<&str> {
+    match &spec.gateways {
+        Some(g) if !g.is_empty() => g.iter().map(String::as_str).collect(),
+        _ => vec![MESH_GATEWAY],
+    }
+}
+
+fn routes(spec: &VirtualServiceSpec) -> impl Iterator<Item = &istio::Route> {
+    spec.http.iter().chain(&spec.tls).chain(&spec.tcp)
+}
+
+/// The first destination (host, port) of the first route of `spec` that traffic through
+/// `gateway` on `port` takes: a route matches when it has no `match`, or one of its matches
+/// names no gateways or names `gateway` (as written, or `namespace/name` against the
+/// VirtualService's namespace), and names no port or `port`.
+fn first_destination(
+    spec: &VirtualServiceSpec,
+    gateway: &str,
+    namespace: &str,
+    port: u32,
+) -> Option<(String, Option<u32>)> {
+    let names_gateway =
+        |g: &String| g == gateway || (g.split_once('/').is_some_and(|(ns, name)| ns == namespace && name == gateway));
+    routes(spec)
+        .find(|r| {
+            r.matches.is_empty()
+                || r.matches.iter().any(|m| {
+                    m.gateways.as_ref().is_none_or(|gs| gs.iter().any(names_gateway))
+                        && m.port.is_none_or(|p| p == port)
+                })
+        })
+        .and_then(|r| r.route.iter().find_map(|d| d.destination.as_ref()))
+        .map(|d| (d.host.clone(), d.port.as_ref().and_then(|p| p.number)))
+}
+
+/// Whether Istio host `pattern` (`api.example.com`, `*.example.com`, `*`) covers `host`,
+/// case-insensitively. A wildcard prefix covers any name ending in the rest.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    match pattern.strip_prefix('*') {
+        Some("") => true,
+        Some(suffix) => host.ends_with(suffix) && host.len() > suffix.len(),
+        None => pattern == host,
+    }
+}
+
+/// Whether a host names a Service of the cluster.
+fn is_cluster_host(host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    !host.contains('.')
+        || host.ends_with(".svc")
+        || host.ends_with(".svc.cluster.local")
+        || host.ends_with(".cluster.local")
+}
+
+/// Whether a host is a name outside the cluster (not a wildcard, not a cluster name).
+fn is_external_name(host: &str) -> bool {
+    !host.contains('*') && host.contains('.') && !is_cluster_host(host) && host.parse::<std::net::IpAddr>().is_err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_match_as_istio_writes_them() {
+        assert!(host_matches("edition.cnn.com", "EDITION.cnn.com."));
+        assert!(host_matches("*.wikipedia.org", "en.wikipedia.org"));
+        assert!(host_matches("*.wikipedia.org", "a.b.wikipedia.org"));
+        assert!(!host_matches("*.wikipedia.org", "wikipedia.org"));
+        assert!(host_matches("*", "anything.example"));
+        assert!(!host_matches("cnn.com", "edition.cnn.com"));
+    }
+
+    #[test]
+    fn cluster_and_external_names_are_told_apart() {
+        assert!(is_cluster_host("istio-egressgateway.istio-system.svc.cluster.local"));
+        assert!(is_cluster_host("reviews"));
+        assert!(!is_cluster_host("edition.cnn.com"));
+        assert!(is_external_name("api.stripe.com"));
+        assert!(!is_external_name("*.stripe.com"));
+        assert!(!is_external_name("10.0.0.1"));
+        assert!(!is_external_name("db.shop.svc"));
+    }
+}

@@ -1,0 +1,224 @@
+//! Istio's routes and registry (`semantics::mesh`), each expectation written from the Istio
+//! page named beside it before the code was run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
+use portcullis_linter::model::WorkloadId;
+use portcullis_linter::project::Project;
+use portcullis_linter::semantics::mesh::{Mesh, Outbound, Proxy, Route};
+
+fn project(yaml: &str) -> Project {
+    let mut project = Project::new("default");
+    project.add_text("input.yaml", yaml.to_owned(), true);
+    assert!(project.inventory.problems.is_empty(), "{:?}", project.inventory.problems);
+    project
+}
+
+fn workload(project: &Project, namespace: &str, name: &str) -> WorkloadId {
+    let i = project.inventory.workloads.iter().position(|w| w.namespace == namespace && w.name == name).unwrap();
+    WorkloadId(i)
+}
+
+fn deployment(namespace: &str, name: &str, labels: &str) -> String {
+    format!(
+        "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata:\n      labels: {{app: {name}{labels}}}\n    spec:\n      containers: [{{name: c, image: x}}]\n"
+    )
+}
+
+const INJECTED: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio-injection: enabled}}\n";
+
+/// "Egress Gateways", HTTP section: port 80 goes to the gateway, 443 (not routed) directly.
+#[test]
+fn the_http_task_routes_port_80_through_the_gateway_and_443_directly() {
+    let yaml = format!(
+        "{INJECTED}{}{}---
+apiVersion: v1
+kind: Service
+metadata: {{name: istio-egressgateway, namespace: istio-system}}
+spec:
+  selector: {{istio: egressgateway}}
+  ports: [{{name: http2, port: 80, targetPort: 8080}}, {{name: https, port: 443, targetPort: 8443}}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata: {{name: istio-egressgateway, namespace: shop}}
+spec:
+  selector: {{istio: egressgateway}}
+  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: [edition.cnn.com]}}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {{name: direct-cnn-through-egress-gateway, namespace: shop}}
+spec:
+  hosts: [edition.cnn.com]
+  gateways: [istio-egressgateway, mesh]
+  http:
+  - match: [{{gateways: [mesh], port: 80}}]
+    route: [{{destination: {{host: istio-egressgateway.istio-system.svc.cluster.local, subset: cnn, port: {{number: 80}}}}}}]
+  - match: [{{gateways: [istio-egressgateway], port: 80}}]
+    route: [{{destination: {{host: edition.cnn.com, port: {{number: 80}}}}, weight: 100}}]
+",
+        deployment("shop", "sleep", ""),
+        deployment("istio-system", "istio-egressgateway", ", istio: egressgateway"),
+    );
+    let project = project(&yaml);
+    let mesh = Mesh::new(&project.inventory).unwrap();
+    let sleep = workload(&project, "shop", "sleep");
+    let gateway = workload(&project, "istio-system", "istio-egressgateway");
+    assert_eq!(mesh.proxy(sleep), Proxy::Sidecar);
+    assert!(matches!(mesh.proxy(gateway), Proxy::Gateway(g) if g.len() == 1));
+    let Route::ViaGateway(hop) = mesh.route(sleep, "edition.cnn.com", 80) else { panic!("port 80 is routed") };
+    assert_eq!(hop.service_port, 80);
+    assert_eq!(hop.pods, vec![gateway]);
+    assert_eq!(hop.pod_port(&project.inventory, gateway), Some(8080));
+    assert_eq!(hop.upstream_port, 80);
+    assert!(matches!(mesh.route(sleep, "edition.cnn.com", 443), Route::Direct { port: 443, virtual_service: None }));
+    // The gateway's own pods are not routed as sidecars.
+    assert_eq!(mesh.route(gateway, "edition.cnn.com", 80), Route::NotMeshed);
+}
+
+/// "Egress TLS Origination": the sidecar takes port 80 and connects to the host on 443.
+#[test]
+fn tls_origination_changes_the_port_the_sidecar_connects_to() {
+    let yaml = format!(
+        "{INJECTED}{}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: edition-cnn-com, namespace: shop}}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - match: [{{port: 80}}]
+    route: [{{destination: {{host: edition.cnn.com, port: {{number: 443}}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: edition-cnn-com, namespace: shop}}
+spec:
+  host: edition.cnn.com
+  trafficPolicy:
+    portLevelSettings: [{{port: {{number: 443}}, tls: {{mode: SIMPLE}}}}]
+",
+        deployment("shop", "sleep", ""),
+    );
+    let project = project(&yaml);
+    let mesh = Mesh::new(&project.inventory).unwrap();
+    let sleep = workload(&project, "shop", "sleep");
+    assert!(matches!(mesh.route(sleep, "edition.cnn.com", 80), Route::Direct { port: 443, virtual_service: Some(_) }));
+}
+
+/// Sidecar reference: a Sidecar with a workloadSelector wins over the namespace's, which wins
+/// over the root namespace's; an unset outboundTrafficPolicy inherits; MeshConfig comes last.
+#[test]
+fn the_most_specific_sidecar_sets_the_outbound_mode() {
+    let mesh_config = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    outboundTrafficPolicy: {mode: ALLOW_ANY}\n---\n";
+    let yaml = format!(
+        "{mesh_config}{INJECTED}{}{}{}---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: istio-system}}
+spec:
+  outboundTrafficPolicy: {{mode: REGISTRY_ONLY}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: open, namespace: shop}}
+spec:
+  workloadSelector: {{labels: {{app: crawler}}}}
+  outboundTrafficPolicy: {{mode: ALLOW_ANY}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: no-mode, namespace: shop}}
+spec:
+  workloadSelector: {{labels: {{app: pay}}}}
+  egress: [{{hosts: [./*]}}]
+",
+        deployment("shop", "crawler", ""),
+        deployment("shop", "pay", ""),
+        deployment("shop", "other", ""),
+    );
+    let project = project(&yaml);
+    let mesh = Mesh::new(&project.inventory).unwrap();
+    let crawler = mesh.outbound(workload(&project, "shop", "crawler"));
+    assert_eq!((crawler.mode, crawler.set_by.as_str()), (Outbound::AllowAny, "Sidecar shop/open"));
+    // pay's Sidecar sets no mode: the root namespace's default Sidecar does.
+    let pay = mesh.outbound(workload(&project, "shop", "pay"));
+    assert_eq!((pay.mode, pay.set_by.as_str()), (Outbound::RegistryOnly, "Sidecar istio-system/default"));
+    let other = mesh.outbound(workload(&project, "shop", "other"));
+    assert_eq!(other.mode, Outbound::RegistryOnly);
+}
+
+/// ServiceEntry `exportTo` and Sidecar `egress.hosts` decide which entries a pod sees; in
+/// REGISTRY_ONLY an unseen host is refused.
+#[test]
+fn registry_visibility_follows_export_to_and_sidecar_hosts() {
+    let yaml = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: 'outboundTrafficPolicy: {{mode: REGISTRY_ONLY}}'\n---\n{INJECTED}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: blog, labels: {{istio.io/rev: canary}}}}\n{}{}---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: stripe, namespace: shop}}
+spec:
+  hosts: [api.stripe.com]
+  exportTo: [.]
+  ports: [{{number: 443, name: tls, protocol: TLS}}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: wikipedia, namespace: istio-system}}
+spec:
+  hosts: ['*.wikipedia.org']
+  ports: [{{number: 443, name: https, protocol: HTTPS}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: blog}}
+spec:
+  egress: [{{hosts: [./*, istio-system/en.wikipedia.org]}}]
+",
+        deployment("shop", "pay", ""),
+        deployment("blog", "web", ""),
+    );
+    let project = project(&yaml);
+    let mesh = Mesh::new(&project.inventory).unwrap();
+    let pay = workload(&project, "shop", "pay");
+    let web = workload(&project, "blog", "web");
+    assert_eq!(mesh.proxy(web), Proxy::Sidecar, "istio.io/rev on the namespace injects");
+    assert!(mesh.registry_entry(pay, "api.stripe.com", 443).is_some());
+    assert!(mesh.registry_entry(pay, "api.stripe.com", 80).is_none(), "not on a port the entry lacks");
+    assert!(mesh.registry_entry(pay, "de.wikipedia.org", 443).is_some());
+    assert!(mesh.registry_entry(web, "api.stripe.com", 443).is_none(), "exported to shop only");
+    assert!(mesh.registry_entry(web, "en.wikipedia.org", 443).is_some());
+    assert!(mesh.registry_entry(web, "de.wikipedia.org", 443).is_none(), "not among the Sidecar's hosts");
+    assert!(matches!(mesh.route(web, "de.wikipedia.org", 443), Route::Refused { .. }));
+    assert!(matches!(mesh.route(pay, "api.stripe.com", 443), Route::Direct { port: 443, .. }));
+}
+
+/// An input without Istio objects builds no mesh: the mesh rules cost nothing there.
+#[test]
+fn no_istio_objects_no_mesh() {
+    let project = project(&format!("{INJECTED}{}", deployment("shop", "pay", "")));
+    assert!(Mesh::new(&project.inventory).is_none());
+}
+
+/// A mesh setting Istio would refuse is reported where it is written, not ignored.
+#[test]
+fn a_malformed_mesh_config_is_a_problem() {
+    let mut project = Project::new("default");
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: 'outboundTrafficPolicy: {mode: [1]}'\n";
+    project.add_text("input.yaml", yaml.to_owned(), true);
+    let problems = &project.inventory.problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].pointer.starts_with("/data/mesh"), "{problems:?}");
+}
+
+/// An outbound mode Istio's API refuses is reported, in a Sidecar and in MeshConfig.
+#[test]
+fn an_unknown_outbound_mode_is_a_problem() {
+    let mut project = Project::new("default");
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: 'outboundTrafficPolicy: {mode: REGISTRY}'\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: shop}\nspec:\n  outboundTrafficPolicy: {mode: allow_any}\n";
+    project.add_text("input.yaml", yaml.to_owned(), true);
+    let problems: Vec<&str> = project.inventory.problems.iter().map(|p| p.pointer.as_str()).collect();
+    assert_eq!(problems, ["/data/mesh", "/spec/outboundTrafficPolicy/mode"]);
+}
