@@ -31,7 +31,7 @@ pub fn allow_dns_policy(namespace: &str, name: &str, dns: &DnsConfig) -> Value {
 }
 
 /// A NetworkPolicy written by `portcullis fix`, annotated as such.
-fn generated_policy(namespace: &str, name: &str, what: &str, spec: Value) -> Value {
+pub fn generated_policy(namespace: &str, name: &str, what: &str, spec: Value) -> Value {
     json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -96,6 +96,23 @@ pub fn dns_tcp_patch(has_annotations: bool, rule_index: usize) -> Patch {
         add(&format!("/spec/egress/{rule_index}/ports/-"), json!({"port": DNS_PORT, "protocol": "TCP"})),
         annotate(has_annotations, &format!("added TCP 53 to egress rule {rule_index} so truncated DNS answers work")),
     ])
+}
+
+/// A patch asking for an Istio Gateway's egress to follow the mesh's routes
+/// ([`crate::egress::mesh::ANNOTATION`]), for `portcullis resolve` and the controller.
+pub fn routes_annotation_patch(has_annotations: bool) -> Patch {
+    let what = "asked portcullis to keep the gateway's egress to the hosts routed through it";
+    if has_annotations {
+        Patch(vec![
+            add("/metadata/annotations/portcullis.dev~1egress-from-routes", json!("true")),
+            annotate(true, what),
+        ])
+    } else {
+        Patch(vec![add(
+            "/metadata/annotations",
+            json!({crate::egress::mesh::ANNOTATION: "true", GENERATED_ANNOTATION: what}),
+        )])
+    }
 }
 
 /// Sets the annotation saying what portcullis changed (creating `annotations` if needed).

@@ -70,7 +70,7 @@ spec:
     let Route::ViaGateway(hop) = mesh.route(sleep, "edition.cnn.com", 80) else { panic!("port 80 is routed") };
     assert_eq!(hop.service_port, 80);
     assert_eq!(hop.pods, vec![gateway]);
-    assert_eq!(hop.pod_port(&project.inventory, gateway), Some(8080));
+    assert_eq!(hop.pod_port(&project.inventory, Some(gateway)), Some(8080));
     assert_eq!(hop.upstream_port, 80);
     assert!(matches!(mesh.route(sleep, "edition.cnn.com", 443), Route::Direct { port: 443, virtual_service: None }));
     // The gateway's own pods are not routed as sidecars.
@@ -221,4 +221,37 @@ fn an_unknown_outbound_mode_is_a_problem() {
     project.add_text("input.yaml", yaml.to_owned(), true);
     let problems: Vec<&str> = project.inventory.problems.iter().map(|p| p.pointer.as_str()).collect();
     assert_eq!(problems, ["/data/mesh", "/spec/outboundTrafficPolicy/mode"]);
+}
+
+/// `portcullis fix` on the egress-gateway task before its NetworkPolicy: the bypass fix
+/// isolates the client to DNS and the gateway, the namespace lockdowns it also writes break the
+/// gateway's hops (PC026), and a second `fix` opens them again (the annotated Gateway renders the
+/// gateway's egress, an ingress policy admits the client). After it neither rule finds anything.
+#[test]
+fn fixing_the_egress_gateway_task_converges() {
+    let input = common_repo().join("testcases/rules/PC025/egress-gateway-task-before-network-policy/input.yaml");
+    let dir = std::env::temp_dir().join(format!("portcullis-mesh-fix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |args: &[&std::path::Path]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.args(args).current_dir(&dir);
+        cmd.output().unwrap()
+    };
+    let (first, second) = (dir.join("first.yaml"), dir.join("second.yaml"));
+    let out = run(&[std::path::Path::new("fix"), &input, std::path::Path::new("-o"), &first]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&first).unwrap();
+    assert!(text.contains("name: egress-via-gateway-sleep"), "{text}");
+    let out = run(&[std::path::Path::new("fix"), &first, &input, std::path::Path::new("-o"), &second]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&second).unwrap();
+    assert!(text.contains("portcullis.dev/egress-from-routes: \"true\""), "{text}");
+    let out = run(&[std::path::Path::new("lint"), &second, &first, &input]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!report.contains("PC025") && !report.contains("PC026"), "{report}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn common_repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }

@@ -12,6 +12,7 @@ pub mod cache;
 pub mod guard;
 pub mod intents;
 pub mod map;
+pub mod mesh;
 pub mod observation;
 pub mod otterize;
 pub mod render;

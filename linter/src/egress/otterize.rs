@@ -28,7 +28,8 @@ use crate::model::{Inventory, ObjectId, Protocol};
 /// The API group of Otterize intents.
 pub const GROUP: &str = "k8s.otterize.com";
 
-/// A ClientIntents object with internet targets, converted (or why it could not be).
+/// An object of another tool read as an intent (a ClientIntents object with internet targets,
+/// or an annotated Istio Gateway: [`super::mesh`]), converted (or why it could not be).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Converted {
     pub object: ObjectId,
@@ -37,7 +38,7 @@ pub struct Converted {
     pub intent: Result<CompiledIntent, Problem>,
 }
 
-/// Why a ClientIntents object could not be converted, at a pointer relative to the object.
+/// Why an object could not be converted, at a pointer relative to the object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub pointer: String,

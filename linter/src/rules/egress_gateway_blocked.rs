@@ -1,10 +1,10 @@
 use std::collections::BTreeMap;
 
 use super::{Context, Rule, RuleMeta, declare_rule};
-use crate::finding::Finding;
-use crate::model::{ObjectId, WorkloadId};
+use crate::finding::{Applicability, Edit, Finding, Fix};
+use crate::model::{NAMESPACE_NAME_LABEL, ObjectId, WorkloadId};
 use crate::semantics::mesh::{Proxy, Route, l4_reason};
-use crate::semantics::{Direction, Endpoint};
+use crate::semantics::{Decided, Direction, Endpoint};
 
 declare_rule! {
     /// ## What it does
@@ -30,16 +30,23 @@ declare_rule! {
     ///   policyTypes: [Egress]   # the egress gateway can no longer reach edition.cnn.com
     /// ```
     ///
-    /// Use instead: allow the gateway's pods egress to the hosts on the forwarded ports (an
-    /// EgressIntent keeps their addresses fresh), and the clients egress to the gateway.
+    /// Use instead: allow the gateway's pods egress to the hosts on the forwarded ports (the
+    /// annotation `portcullis.dev/egress-from-routes: "true"` on the Gateway keeps that policy
+    /// in step with the routes), and the clients egress to the gateway.
     ///
     /// ## Fix safety
-    /// No automatic fix.
+    /// Safe, when NetworkPolicy isolation is what denies (allows only add up, so nothing else
+    /// changes): for the gateway's pods, the annotation `portcullis.dev/egress-from-routes:
+    /// "true"` on the Gateway, so `portcullis resolve` and the controller render their egress
+    /// to exactly the routed hosts, kept fresh from DNS; for a client, a policy allowing its
+    /// pods egress to the gateway's pods on the port, and one allowing the gateway's pods
+    /// ingress from them, whichever side denies. A deny of another layer (an Admin-tier
+    /// ClusterNetworkPolicy, a Cilium deny rule, a Calico tier) is not overridden: no fix then.
     pub struct EgressGatewayBlocked {
         code: "PC026",
         name: "egress-gateway-blocked",
         severity: Error,
-        fix: None,
+        fix: Safe,
     }
 }
 
@@ -57,8 +64,8 @@ impl Rule for EgressGatewayBlocked {
         let inv = cx.inventory;
         // (client, gateway pod) pairs that cannot connect, and (gateway pod, host:port) pairs
         // that cannot leave: each reported once, with the VirtualService that routes them.
-        let mut to_gateway: BTreeMap<(WorkloadId, WorkloadId, i32), (ObjectId, String, String)> = BTreeMap::new();
-        let mut from_gateway: BTreeMap<(WorkloadId, String, u32), (ObjectId, String, String)> = BTreeMap::new();
+        let mut to_gateway: BTreeMap<(WorkloadId, WorkloadId, i32), Blocked> = BTreeMap::new();
+        let mut from_gateway: BTreeMap<(WorkloadId, String, u32), Blocked> = BTreeMap::new();
         for i in 0..inv.workloads.len() {
             let id = WorkloadId(i);
             if !matches!(mesh.proxy(id), Proxy::Sidecar) {
@@ -68,7 +75,7 @@ impl Rule for EgressGatewayBlocked {
                 let Route::ViaGateway(hop) = mesh.route(id, &t.host, t.port) else { continue };
                 let vs = hop.virtual_service;
                 for &pod in &hop.pods {
-                    if let Some(port) = hop.pod_port(inv, pod)
+                    if let Some(port) = hop.pod_port(inv, Some(pod))
                         && !to_gateway.contains_key(&(id, pod, port))
                     {
                         let verdict = mesh.l4_to_pod(id, pod, port);
@@ -80,7 +87,25 @@ impl Rule for EgressGatewayBlocked {
                                 (_, Some(i)) => format!("the gateway's {}", l4_reason(inv, i, Direction::Ingress)),
                                 _ => "the policies deny it".to_owned(),
                             };
-                            to_gateway.insert((id, pod, port), (vs.object, vs.describe(), why));
+                            // Which sides a NetworkPolicy allow would open (`None`: another
+                            // layer denies, no fix).
+                            let side = |d: &Option<crate::semantics::DirectionVerdict>| match d {
+                                Some(d) if !d.allowed() => (d.decided() == Decided::Isolation).then_some(true),
+                                _ => Some(false),
+                            };
+                            let fixable = side(&verdict.egress).zip(side(&verdict.ingress));
+                            let gateway_labels = gateway_labels(&hop, inv.workload(pod));
+                            to_gateway.insert(
+                                (id, pod, port),
+                                Blocked {
+                                    vs: vs.object,
+                                    describe: vs.describe(),
+                                    why,
+                                    fixable,
+                                    gateway: hop.gateway.map(|g| g.object),
+                                    gateway_labels,
+                                },
+                            );
                         }
                     }
                     let key = (pod, t.host.clone(), hop.upstream_port);
@@ -90,13 +115,23 @@ impl Rule for EgressGatewayBlocked {
                     if let Some(d) = mesh.l4(pod, &Endpoint::Name(&t.host), hop.upstream_port)
                         && !d.allowed()
                     {
-                        from_gateway.insert(key, (vs.object, vs.describe(), l4_reason(inv, &d, Direction::Egress)));
+                        let fixable = (d.decided() == Decided::Isolation).then_some((true, false));
+                        let blocked = Blocked {
+                            vs: vs.object,
+                            describe: vs.describe(),
+                            why: l4_reason(inv, &d, Direction::Egress),
+                            fixable,
+                            gateway: hop.gateway.map(|g| g.object),
+                            gateway_labels: gateway_labels(&hop, inv.workload(pod)),
+                        };
+                        from_gateway.insert(key, blocked);
                     }
                 }
             }
         }
-        for ((client, pod, port), (vs, describe, why)) in to_gateway {
-            let w = inv.workload(client);
+        for ((client, pod, port), blocked) in to_gateway {
+            let Blocked { vs, describe, why, .. } = &blocked;
+            let (vs, w) = (*vs, inv.workload(client));
             if !cx.reports_on(w.object) {
                 continue;
             }
@@ -111,10 +146,14 @@ impl Rule for EgressGatewayBlocked {
                 ),
             );
             finding.related.push(cx.related(vs, "/spec/hosts", "the route through the gateway".to_owned()));
+            finding.fix = client_fix(cx, client, pod, port, &blocked);
             out.push(finding);
         }
-        for ((pod, host, port), (vs, describe, why)) in from_gateway {
-            let w = inv.workload(pod);
+        // One annotation serves every host of a gateway: offered on its first finding.
+        let mut annotated = std::collections::BTreeSet::new();
+        for ((pod, host, port), blocked) in from_gateway {
+            let Blocked { vs, describe, why, .. } = &blocked;
+            let (vs, w) = (*vs, inv.workload(pod));
             if !cx.reports_on(w.object) {
                 continue;
             }
@@ -128,7 +167,105 @@ impl Rule for EgressGatewayBlocked {
                 ),
             );
             finding.related.push(cx.related(vs, "/spec/hosts", "the route through the gateway".to_owned()));
+            if let (Some(gateway), Some(_)) = (blocked.gateway, blocked.fixable)
+                && annotated.insert(gateway)
+            {
+                let object = inv.object(gateway);
+                finding.fix = Some(Fix {
+                    description: format!(
+                        "annotate Gateway {}/{} so its pods' egress follows the hosts routed through it (`portcullis resolve`, the controller)",
+                        object.namespace().unwrap_or(""),
+                        object.id.name
+                    ),
+                    applicability: Applicability::Safe,
+                    edits: vec![Edit::Patch {
+                        object: gateway,
+                        patch: crate::fix::routes_annotation_patch(object.has_annotations),
+                    }],
+                });
+            }
             out.push(finding);
         }
     }
+}
+
+/// A blocked hop: the VirtualService routing it, why the L4 layers deny it, which sides a
+/// NetworkPolicy allow would open (egress, ingress; `None` when another layer denies), and
+/// the gateway (its object and the labels selecting its pods).
+struct Blocked {
+    vs: ObjectId,
+    describe: String,
+    why: String,
+    fixable: Option<(bool, bool)>,
+    gateway: Option<ObjectId>,
+    gateway_labels: BTreeMap<String, String>,
+}
+
+/// The labels the Gateway selects its pods by, else the pod's own.
+fn gateway_labels(
+    hop: &crate::semantics::mesh::GatewayHop<'_>,
+    pod: &crate::model::Workload,
+) -> BTreeMap<String, String> {
+    match hop.gateway.map(|g| &g.spec) {
+        Some(crate::model::istio::MeshSpec::Gateway(spec)) if !spec.selector.is_empty() => spec.selector.clone(),
+        _ => pod.labels.clone(),
+    }
+}
+
+/// The policies opening a client → gateway hop: egress for the client, ingress for the
+/// gateway, whichever NetworkPolicy isolation denies.
+fn client_fix(cx: &Context<'_>, client: WorkloadId, pod: WorkloadId, port: i32, blocked: &Blocked) -> Option<Fix> {
+    let (egress, ingress) = blocked.fixable?;
+    let (c, g) = (cx.inventory.workload(client), cx.inventory.workload(pod));
+    if c.labels.is_empty() || blocked.gateway_labels.is_empty() {
+        return None;
+    }
+    let pick = |namespace: &str, base: String| {
+        if cx.inventory.policy_name_taken(namespace, &base) { format!("portcullis-{base}") } else { base }
+    };
+    let ports = serde_json::json!([{"port": port, "protocol": "TCP"}]);
+    let mut edits = Vec::new();
+    if egress {
+        let spec = serde_json::json!({
+            "podSelector": {"matchLabels": c.labels},
+            "policyTypes": ["Egress"],
+            "egress": [{
+                "to": [{
+                    "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: g.namespace}},
+                    "podSelector": {"matchLabels": blocked.gateway_labels},
+                }],
+                "ports": ports,
+            }],
+        });
+        let name = pick(&c.namespace, format!("allow-{}-to-egress-gateway", c.name));
+        edits.push(Edit::Create(crate::fix::generated_policy(&c.namespace, &name, "egress to the gateway", spec)));
+    }
+    if ingress {
+        let spec = serde_json::json!({
+            "podSelector": {"matchLabels": blocked.gateway_labels},
+            "policyTypes": ["Ingress"],
+            "ingress": [{
+                "from": [{
+                    "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: c.namespace}},
+                    "podSelector": {"matchLabels": c.labels},
+                }],
+                "ports": ports,
+            }],
+        });
+        let name = pick(&g.namespace, format!("allow-{}-{}-to-egress-gateway", c.namespace, c.name));
+        edits.push(Edit::Create(crate::fix::generated_policy(
+            &g.namespace,
+            &name,
+            "ingress from a routed client",
+            spec,
+        )));
+    }
+    if edits.is_empty() {
+        return None;
+    }
+    Some(Fix {
+        description: format!("allow {} to reach the egress gateway on port {port}", super::workload_label(cx, client)),
+        applicability: Applicability::Safe,
+        edits,
+    })
 }

@@ -88,15 +88,15 @@ pub struct GatewayHop<'a> {
 
 impl GatewayHop<'_> {
     /// The container port of gateway pod `pod` behind the Service port (its `targetPort`,
-    /// named ports resolved against the pod's ports); the Service port when the Service is
-    /// not in the input.
-    pub fn pod_port(&self, inv: &Inventory, pod: WorkloadId) -> Option<i32> {
+    /// named ports resolved against the pod's ports, so not known without the pod); the
+    /// Service port when the Service is not in the input.
+    pub fn pod_port(&self, inv: &Inventory, pod: Option<WorkloadId>) -> Option<i32> {
         let Some(service) = self.service else { return i32::try_from(self.service_port).ok() };
         let (_, target) = service.ports.iter().find(|(port, _)| i64::from(*port) == i64::from(self.service_port))?;
         match target {
             IntOrString::Int(n) => Some(*n),
             IntOrString::String(name) => {
-                inv.workload(pod).ports.iter().find(|p| p.name.as_deref() == Some(name.as_str())).map(|p| p.port)
+                inv.workload(pod?).ports.iter().find(|p| p.name.as_deref() == Some(name.as_str())).map(|p| p.port)
             }
         }
     }
@@ -436,6 +436,75 @@ impl<'a> Mesh<'a> {
             }
         }
         out.into_iter().filter(|t| (1..=65535).contains(&t.port)).collect()
+    }
+
+    /// The external destinations VirtualServices send through `gateway` (a Gateway object):
+    /// the destination host and port of every route bound to it whose destination is a name
+    /// outside the cluster. The port is the destination's, else the route's match port; a
+    /// route naming neither is left out (its upstream port is not known).
+    pub fn gateway_routes(&self, gateway: &MeshObject) -> Vec<Target> {
+        let reference = format!("{}/{}", gateway.namespace, gateway.name);
+        let mut out = std::collections::BTreeSet::new();
+        for (vs, spec) in &self.virtual_services {
+            let binds = |name: &str| name == reference || (vs.namespace == gateway.namespace && name == gateway.name);
+            if !vs_gateways(spec).into_iter().any(binds) {
+                continue;
+            }
+            for route in routes(spec) {
+                let matching: Vec<&istio::RouteMatch> = route
+                    .matches
+                    .iter()
+                    .filter(|m| m.gateways.as_ref().is_none_or(|gs| gs.iter().any(|g| binds(g))))
+                    .collect();
+                if !route.matches.is_empty() && matching.is_empty() {
+                    continue;
+                }
+                for destination in route.route.iter().filter_map(|d| d.destination.as_ref()) {
+                    if !is_external_name(&destination.host) {
+                        continue;
+                    }
+                    let port = destination.port.as_ref().and_then(|p| p.number);
+                    let ports: Vec<u32> = match port {
+                        Some(p) => vec![p],
+                        None => matching.iter().filter_map(|m| m.port).collect(),
+                    };
+                    for port in ports.into_iter().filter(|p| (1..=65535).contains(p)) {
+                        out.insert(Target { host: destination.host.to_ascii_lowercase(), port });
+                    }
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// The namespaces of `gateway`'s proxy pods: those of the input's workloads its selector
+    /// picks, else those of the Services the mesh's routes send to it.
+    pub fn gateway_namespaces(&self, gateway: &MeshObject) -> std::collections::BTreeSet<String> {
+        let mut out: std::collections::BTreeSet<String> = (0..self.inv.workloads.len())
+            .map(WorkloadId)
+            .filter(|&w| matches!(self.proxy(w), Proxy::Gateway(gs) if gs.iter().any(|g| std::ptr::eq(*g, gateway))))
+            .map(|w| self.inv.workload(w).namespace.clone())
+            .collect();
+        if out.is_empty() {
+            let reference = format!("{}/{}", gateway.namespace, gateway.name);
+            for (vs, spec) in &self.virtual_services {
+                let binds =
+                    |name: &str| name == reference || (vs.namespace == gateway.namespace && name == gateway.name);
+                if !vs_gateways(spec).into_iter().any(binds) {
+                    continue;
+                }
+                for destination in routes(spec).flat_map(|r| &r.route).filter_map(|d| d.destination.as_ref()) {
+                    if let Some(service) = self.service(&destination.host, &vs.namespace) {
+                        out.insert(service.namespace.clone());
+                    } else if is_cluster_host(&destination.host)
+                        && let Some(ns) = destination.host.split('.').nth(1)
+                    {
+                        out.insert(ns.to_owned());
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The L4 verdict (every layer, combined) on workload `from` reaching `to` on TCP `port`.
