@@ -255,3 +255,57 @@ fn fixing_the_egress_gateway_task_converges() {
 fn common_repo() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
+
+fn trace(fixture: &str, from: &str, to: &str, port: &str, format: &str) -> (Option<i32>, String) {
+    let input = common_repo().join("testcases/rules").join(fixture).join("input.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["trace", "--from", from, "--to", to, "--port", port, "--format", format])
+        .arg(&input)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8(out.stdout).unwrap())
+}
+
+/// The egress-gateway task's verdicts, through `trace`: with the task's NetworkPolicy the
+/// request goes client -> gateway -> edition.cnn.com and succeeds, while skipping the sidecar
+/// is denied ("the sleep pod cannot bypass istio-egressgateway"); before it, the route works
+/// and the bypass too.
+#[test]
+fn trace_follows_the_gateway_hop() {
+    let (code, text) =
+        trace("PC026/ok-gateway-and-clients-allowed", "test-egress/sleep", "edition.cnn.com", "443", "human");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(
+            "hop 1: Deployment test-egress/sleep -> Deployment istio-system/istio-egressgateway on 8443/TCP: allowed"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("hop 2: Deployment istio-system/istio-egressgateway -> edition.cnn.com (external, address unknown) on 443/TCP: allowed"), "{text}");
+    assert!(text.contains("directly: denied"), "{text}");
+    let (code, text) =
+        trace("PC025/egress-gateway-task-before-network-policy", "default/sleep", "edition.cnn.com", "443", "json");
+    assert_eq!(code, Some(0), "{text}");
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["mesh"]["route"], "gateway");
+    assert_eq!(doc["hops"].as_array().unwrap().len(), 2);
+    assert_eq!(doc["bypass"]["verdict"], "allowed");
+    // A locked-down gateway fails the route at its second hop.
+    let (code, text) =
+        trace("PC026/gateway-locked-down-and-forgotten", "test-egress/sleep", "edition.cnn.com", "443", "human");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("on 443/TCP: denied"), "{text}");
+}
+
+/// "Accessing External Services" in REGISTRY_ONLY: a host without a ServiceEntry is refused by
+/// the sidecar, whatever the L4 layers allow.
+#[test]
+fn trace_reports_a_registry_refusal() {
+    let (code, text) = trace("PC027/intent-host-the-registry-refuses", "shop/pay", "api.stripe.com", "443", "human");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.starts_with("DENIED: Deployment shop/pay -> api.stripe.com"), "{text}");
+    assert!(text.contains("REGISTRY_ONLY (set by ConfigMap istio-system/istio (data.mesh))"), "{text}");
+    // With a ServiceEntry and the intent, the same connection goes straight out.
+    let (code, text) = trace("PC027/ok-both-layers-allow", "shop/pay", "api.stripe.com", "443", "human");
+    assert_eq!(code, Some(0), "{text}");
+}

@@ -14,7 +14,8 @@ use crate::semantics::calico::{CalicoRuleRef, TierOutcome, TierVerdict};
 use crate::semantics::cilium::CiliumRuleRef;
 use crate::semantics::cluster::TierDecision;
 use crate::semantics::evaluator::LayerUndecided;
-use crate::semantics::{Decided, Direction, DirectionVerdict, Endpoint, Evaluator, Traffic};
+use crate::semantics::mesh::{Mesh, Route};
+use crate::semantics::{Decided, Direction, DirectionVerdict, Endpoint, Evaluator, PolicyVerdict, Traffic};
 
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
@@ -51,56 +52,19 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     let traffic = Traffic::parse(&args.port).map_err(|e| anyhow::anyhow!("--port {e}"))?;
     let from = resolve(&project, &args.from, false)?;
     let to = resolve(&project, &args.to, true)?;
-    let eval = Evaluator::new(&project.inventory);
-    fn endpoint<'t>(eval: &Evaluator<'t>, t: &'t Target) -> Endpoint<'t> {
-        match t {
-            Target::Workload(w) => Endpoint::Pod(eval.pod(*w)),
-            Target::Address(ip) => Endpoint::Address(*ip),
-            Target::Name(name) => Endpoint::Name(name),
+    // A pod with an Istio sidecar reaching an external name: the mesh's route first.
+    let mesh = Mesh::new(&project.inventory);
+    if let (Some(mesh), Target::Workload(w), Target::Name(name)) = (&mesh, &from, &to)
+        && traffic.protocol == crate::model::Protocol::Tcp
+        && let Ok(port) = u32::try_from(traffic.port)
+    {
+        let route = mesh.route(*w, name, port);
+        if !matches!(route, Route::NotMeshed | Route::Direct { virtual_service: None, .. }) {
+            return mesh_trace(args, io, &project, mesh, *w, name, traffic, route);
         }
     }
-    let verdict = eval.evaluate(&endpoint(&eval, &from), &endpoint(&eval, &to), traffic);
-    let describe = |t: &Target| match t {
-        Target::Workload(w) => crate::rules::workload_label_of(&project.inventory, *w),
-        Target::Address(ip) => ip.to_string(),
-        Target::Name(n) => format!("{n} (external, address unknown)"),
-    };
-    let rule_json = |dv: &Option<DirectionVerdict>, applies_note: &str| -> Value {
-        match dv {
-            None => {
-                json!({"isolated": false, "applies": false, "note": applies_note, "isolatedBy": [], "allowedBy": []})
-            }
-            Some(d) => json!({
-                "allowed": d.allowed(),
-                "decidedBy": d.decided().key(),
-                "isolated": d.is_isolated(),
-                "applies": true,
-                "isolatedBy": d.isolated_by.iter().map(|p| Decider::new(&project, *p, None).json()).collect::<Vec<_>>(),
-                "allowedBy": d.allowed_by.iter().map(|r| Decider::new(&project, r.policy, Some((r.direction, r.index))).json()).collect::<Vec<_>>(),
-                "admin": d.admin.map(|t| tier_json(&project, t)),
-                "baseline": d.baseline.map(|t| tier_json(&project, t)),
-                "cilium": {
-                    "isolatedBy": d.cilium.isolated_by.iter().map(|r| cilium_json(&project, *r, None)).collect::<Vec<_>>(),
-                    "allowedBy": d.cilium.allowed_by.iter().map(|r| cilium_json(&project, r.rule, Some(*r))).collect::<Vec<_>>(),
-                    "deniedBy": d.cilium.denied_by.map(|r| cilium_json(&project, r.rule, Some(r))),
-                    "undecided": d.cilium.undecided.iter().map(|u| {
-                        let mut v = cilium_json(&project, u.rule.rule, Some(u.rule));
-                        v["why"] = json!(u.why);
-                        v
-                    }).collect::<Vec<_>>(),
-                },
-                "calico": {
-                    "tiers": d.calico.tiers.iter().map(|t| calico_tier_json(&project, t)).collect::<Vec<_>>(),
-                    "undecided": d.calico.undecided.iter().map(|u| {
-                        let mut v = calico_json(&project, u.rule.policy, Some(u.rule));
-                        v["action"] = json!(u.action.as_str());
-                        v["why"] = json!(u.why);
-                        v
-                    }).collect::<Vec<_>>(),
-                },
-            }),
-        }
-    };
+    let verdict = judge(&project, &from, &to, traffic);
+    let describe = |t: &Target| describe(&project, t);
     let verdict_word = if verdict.allowed { "allowed" } else { "denied" };
     if args.format == "json" {
         let doc = json!({
@@ -110,8 +74,8 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
             "to": describe(&to),
             "port": traffic.port,
             "protocol": traffic.protocol,
-            "egress": rule_json(&verdict.egress, "the source is not a pod NetworkPolicy applies to"),
-            "ingress": rule_json(&verdict.ingress, "the destination is not a pod NetworkPolicy applies to"),
+            "egress": rule_json(&project, &verdict.egress, "the source is not a pod NetworkPolicy applies to"),
+            "ingress": rule_json(&project, &verdict.ingress, "the destination is not a pod NetworkPolicy applies to"),
         });
         writeln!(io.stdout, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
@@ -124,110 +88,334 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
             traffic.port,
             traffic.protocol
         )?;
-        for (label, dv, who) in
-            [("egress", &verdict.egress, describe(&from)), ("ingress", &verdict.ingress, describe(&to))]
-        {
-            let Some(d) = dv else {
-                writeln!(io.stdout, "  {label}: not applicable ({who} is not a pod NetworkPolicy applies to)")?;
-                continue;
-            };
-            let state = if d.allowed() { "allowed" } else { "denied" };
-            if let Some(t) = d.admin.filter(|t| t.action == crate::model::cluster_policy::Action::Pass) {
-                writeln!(io.stdout, "  {label} of {who}: the Admin tier passes it on: {}", tier_text(&project, t))?;
+        write_directions(io.stdout, &project, &verdict, &describe(&from), &describe(&to))?;
+    }
+    Ok(if verdict.allowed { EXIT_OK } else { EXIT_FINDINGS })
+}
+
+fn judge(project: &Project, from: &Target, to: &Target, traffic: Traffic) -> PolicyVerdict {
+    let eval = Evaluator::new(&project.inventory);
+    fn endpoint<'t>(eval: &Evaluator<'t>, t: &'t Target) -> Endpoint<'t> {
+        match t {
+            Target::Workload(w) => Endpoint::Pod(eval.pod(*w)),
+            Target::Address(ip) => Endpoint::Address(*ip),
+            Target::Name(name) => Endpoint::Name(name),
+        }
+    }
+    eval.evaluate(&endpoint(&eval, from), &endpoint(&eval, to), traffic)
+}
+
+fn describe(project: &Project, t: &Target) -> String {
+    match t {
+        Target::Workload(w) => crate::rules::workload_label_of(&project.inventory, *w),
+        Target::Address(ip) => ip.to_string(),
+        Target::Name(n) => format!("{n} (external, address unknown)"),
+    }
+}
+
+/// The egress and ingress lines of one verdict, each indented by two spaces (more for the
+/// rules under them), and the undecided rule that could turn it.
+fn write_directions(
+    out: &mut dyn std::io::Write,
+    project: &Project,
+    verdict: &PolicyVerdict,
+    from: &str,
+    to: &str,
+) -> std::io::Result<()> {
+    for (label, dv, who) in [("egress", &verdict.egress, from), ("ingress", &verdict.ingress, to)] {
+        let Some(d) = dv else {
+            writeln!(out, "  {label}: not applicable ({who} is not a pod NetworkPolicy applies to)")?;
+            continue;
+        };
+        let state = if d.allowed() { "allowed" } else { "denied" };
+        if let Some(t) = d.admin.filter(|t| t.action == crate::model::cluster_policy::Action::Pass) {
+            writeln!(out, "  {label} of {who}: the Admin tier passes it on: {}", tier_text(project, t))?;
+        }
+        match d.decided() {
+            Decided::Admin(t) => {
+                writeln!(out, "  {label} of {who}: {state} by the Admin tier: {}", tier_text(project, t))?;
             }
-            match d.decided() {
-                Decided::Admin(t) => {
-                    writeln!(io.stdout, "  {label} of {who}: {state} by the Admin tier: {}", tier_text(&project, t))?;
-                }
-                Decided::Baseline(t) => writeln!(
-                    io.stdout,
-                    "  {label} of {who}: not isolated by NetworkPolicy; {state} by the Baseline tier: {}",
-                    tier_text(&project, t)
-                )?,
-                Decided::Default if !d.calico.tiers.is_empty() => {
-                    writeln!(
-                        io.stdout,
-                        "  {label} of {who}: every Calico tier that applies passes it on; nothing else decides, allowed"
-                    )?;
-                }
-                Decided::Default => {
-                    writeln!(
-                        io.stdout,
-                        "  {label} of {who}: not isolated (no policy selects it for {label}), allowed"
-                    )?;
-                    if let Some(t) = d.baseline {
-                        writeln!(io.stdout, "    the Baseline tier passes it on: {}", tier_text(&project, t))?;
-                    }
-                }
-                Decided::Calico(i) => {
-                    let tier = &d.calico.tiers[i];
-                    writeln!(
-                        io.stdout,
-                        "  {label} of {who}: {state} by Calico tier {}: {}",
-                        tier.tier,
-                        outcome_text(&project, tier)
-                    )?;
-                }
-                Decided::CiliumDeny(r) => {
-                    writeln!(
-                        io.stdout,
-                        "  {label} of {who}: denied by a Cilium deny rule (deny wins over every allow): {}",
-                        cilium_text(&project, r.rule, Some(r))
-                    )?;
-                }
-                Decided::Isolation => {
-                    writeln!(io.stdout, "  {label} of {who}: isolated, {state}")?;
-                    for p in &d.isolated_by {
-                        writeln!(io.stdout, "    isolated by {}", Decider::new(&project, *p, None).text())?;
-                    }
-                    for r in &d.cilium.isolated_by {
-                        writeln!(io.stdout, "    isolated by {}", cilium_text(&project, *r, None))?;
-                    }
-                    for r in &d.allowed_by {
-                        writeln!(
-                            io.stdout,
-                            "    allowed by {}",
-                            Decider::new(&project, r.policy, Some((r.direction, r.index))).text()
-                        )?;
-                    }
-                    for r in &d.cilium.allowed_by {
-                        writeln!(io.stdout, "    allowed by {}", cilium_text(&project, r.rule, Some(*r)))?;
-                    }
-                    if !d.allowed() {
-                        writeln!(io.stdout, "    no rule of these policies allows this traffic")?;
-                    }
-                }
-            }
-            for t in d.calico.tiers.iter().filter(|t| t.outcome.verdict().is_none()) {
-                writeln!(io.stdout, "    Calico tier {} passes it on: {}", t.tier, outcome_text(&project, t))?;
-            }
-            for u in &d.calico.undecided {
+            Decided::Baseline(t) => writeln!(
+                out,
+                "  {label} of {who}: not isolated by NetworkPolicy; {state} by the Baseline tier: {}",
+                tier_text(project, t)
+            )?,
+            Decided::Default if !d.calico.tiers.is_empty() => {
                 writeln!(
-                    io.stdout,
-                    "    undecided offline: {} may match ({})",
-                    calico_text(&project, u.rule.policy, Some(u.rule)),
-                    u.why
+                    out,
+                    "  {label} of {who}: every Calico tier that applies passes it on; nothing else decides, allowed"
                 )?;
             }
-            for u in &d.cilium.undecided {
+            Decided::Default => {
+                writeln!(out, "  {label} of {who}: not isolated (no policy selects it for {label}), allowed")?;
+                if let Some(t) = d.baseline {
+                    writeln!(out, "    the Baseline tier passes it on: {}", tier_text(project, t))?;
+                }
+            }
+            Decided::Calico(i) => {
+                let tier = &d.calico.tiers[i];
                 writeln!(
-                    io.stdout,
-                    "    undecided offline: {} may match ({})",
-                    cilium_text(&project, u.rule.rule, Some(u.rule)),
-                    u.why
+                    out,
+                    "  {label} of {who}: {state} by Calico tier {}: {}",
+                    tier.tier,
+                    outcome_text(project, tier)
                 )?;
+            }
+            Decided::CiliumDeny(r) => {
+                writeln!(
+                    out,
+                    "  {label} of {who}: denied by a Cilium deny rule (deny wins over every allow): {}",
+                    cilium_text(project, r.rule, Some(r))
+                )?;
+            }
+            Decided::Isolation => {
+                writeln!(out, "  {label} of {who}: isolated, {state}")?;
+                for p in &d.isolated_by {
+                    writeln!(out, "    isolated by {}", Decider::new(project, *p, None).text())?;
+                }
+                for r in &d.cilium.isolated_by {
+                    writeln!(out, "    isolated by {}", cilium_text(project, *r, None))?;
+                }
+                for r in &d.allowed_by {
+                    writeln!(
+                        out,
+                        "    allowed by {}",
+                        Decider::new(project, r.policy, Some((r.direction, r.index))).text()
+                    )?;
+                }
+                for r in &d.cilium.allowed_by {
+                    writeln!(out, "    allowed by {}", cilium_text(project, r.rule, Some(*r)))?;
+                }
+                if !d.allowed() {
+                    writeln!(out, "    no rule of these policies allows this traffic")?;
+                }
             }
         }
-        if let Some(u) = verdict.undecided() {
+        for t in d.calico.tiers.iter().filter(|t| t.outcome.verdict().is_none()) {
+            writeln!(out, "    Calico tier {} passes it on: {}", t.tier, outcome_text(project, t))?;
+        }
+        for u in &d.calico.undecided {
             writeln!(
-                io.stdout,
-                "  the verdict may be the opposite: {} cannot be decided offline ({})",
-                undecided_text(&project, &u),
-                u.why()
+                out,
+                "    undecided offline: {} may match ({})",
+                calico_text(project, u.rule.policy, Some(u.rule)),
+                u.why
+            )?;
+        }
+        for u in &d.cilium.undecided {
+            writeln!(
+                out,
+                "    undecided offline: {} may match ({})",
+                cilium_text(project, u.rule.rule, Some(u.rule)),
+                u.why
             )?;
         }
     }
-    Ok(if verdict.allowed { EXIT_OK } else { EXIT_FINDINGS })
+    if let Some(u) = verdict.undecided() {
+        writeln!(
+            out,
+            "  the verdict may be the opposite: {} cannot be decided offline ({})",
+            undecided_text(project, &u),
+            u.why()
+        )?;
+    }
+    Ok(())
+}
+
+fn rule_json(project: &Project, dv: &Option<DirectionVerdict>, applies_note: &str) -> Value {
+    match dv {
+        None => {
+            json!({"isolated": false, "applies": false, "note": applies_note, "isolatedBy": [], "allowedBy": []})
+        }
+        Some(d) => json!({
+            "allowed": d.allowed(),
+            "decidedBy": d.decided().key(),
+            "isolated": d.is_isolated(),
+            "applies": true,
+            "isolatedBy": d.isolated_by.iter().map(|p| Decider::new(project, *p, None).json()).collect::<Vec<_>>(),
+            "allowedBy": d.allowed_by.iter().map(|r| Decider::new(project, r.policy, Some((r.direction, r.index))).json()).collect::<Vec<_>>(),
+            "admin": d.admin.map(|t| tier_json(project, t)),
+            "baseline": d.baseline.map(|t| tier_json(project, t)),
+            "cilium": {
+                "isolatedBy": d.cilium.isolated_by.iter().map(|r| cilium_json(project, *r, None)).collect::<Vec<_>>(),
+                "allowedBy": d.cilium.allowed_by.iter().map(|r| cilium_json(project, r.rule, Some(*r))).collect::<Vec<_>>(),
+                "deniedBy": d.cilium.denied_by.map(|r| cilium_json(project, r.rule, Some(r))),
+                "undecided": d.cilium.undecided.iter().map(|u| {
+                    let mut v = cilium_json(project, u.rule.rule, Some(u.rule));
+                    v["why"] = json!(u.why);
+                    v
+                }).collect::<Vec<_>>(),
+            },
+            "calico": {
+                "tiers": d.calico.tiers.iter().map(|t| calico_tier_json(project, t)).collect::<Vec<_>>(),
+                "undecided": d.calico.undecided.iter().map(|u| {
+                    let mut v = calico_json(project, u.rule.policy, Some(u.rule));
+                    v["action"] = json!(u.action.as_str());
+                    v["why"] = json!(u.why);
+                    v
+                }).collect::<Vec<_>>(),
+            },
+        }),
+    }
+}
+
+/// One connection of a traced route.
+struct Hop {
+    from: Target,
+    to: Target,
+    traffic: Traffic,
+}
+
+/// `trace` for a pod with an Istio sidecar reaching an external name that the mesh routes
+/// elsewhere than straight out: through an egress gateway (two hops, each judged by the L4
+/// layers), to another port (TLS origination), or nowhere (REGISTRY_ONLY refuses it). The
+/// route is allowed when every hop is; what the pod reaches by skipping its sidecar is shown
+/// beside it, as PC025 reports it.
+#[allow(clippy::too_many_arguments)]
+fn mesh_trace(
+    args: &TraceArgs,
+    io: &mut Io<'_>,
+    project: &Project,
+    _mesh: &Mesh<'_>,
+    client: WorkloadId,
+    name: &str,
+    traffic: Traffic,
+    route: Route<'_>,
+) -> anyhow::Result<u8> {
+    let place = |object, pointer: &str| {
+        let (file, line) = project.place(object, pointer);
+        format!("{file}:{line}")
+    };
+    let host = Target::Name(name.to_owned());
+    let (summary, route_json, hops): (String, Value, Vec<Hop>) = match &route {
+        Route::ViaGateway(hop) => {
+            let vs = hop.virtual_service;
+            let summary = format!(
+                "the pod's Istio sidecar sends it through the egress gateway: {} ({}) routes {name}:{} to {}:{}",
+                vs.describe(),
+                place(vs.object, "/spec/hosts"),
+                traffic.port,
+                hop.service_host,
+                hop.service_port
+            );
+            let json = json!({
+                "route": "gateway",
+                "virtualService": vs.describe(),
+                "service": format!("{}:{}", hop.service_host, hop.service_port),
+                "gatewayPods": hop.pods.iter().map(|p| crate::rules::workload_label_of(&project.inventory, *p)).collect::<Vec<_>>(),
+            });
+            let mut hops = Vec::new();
+            if let Some(&pod) = hop.pods.first() {
+                let port = hop.pod_port(&project.inventory, Some(pod));
+                if let Some(port) = port {
+                    hops.push(Hop {
+                        from: Target::Workload(client),
+                        to: Target::Workload(pod),
+                        traffic: Traffic { port, protocol: traffic.protocol },
+                    });
+                }
+                if let Ok(upstream) = i32::try_from(hop.upstream_port) {
+                    hops.push(Hop {
+                        from: Target::Workload(pod),
+                        to: Target::Name(name.to_owned()),
+                        traffic: Traffic { port: upstream, protocol: traffic.protocol },
+                    });
+                }
+            }
+            (summary, json, hops)
+        }
+        Route::Direct { port, virtual_service } => {
+            let via = virtual_service
+                .map(|vs| format!("{} ({})", vs.describe(), place(vs.object, "/spec/hosts")))
+                .unwrap_or_default();
+            let summary = format!("the pod's Istio sidecar sends it to {name} on port {port}: {via} routes it there");
+            let json =
+                json!({"route": "direct", "virtualService": virtual_service.map(|vs| vs.describe()), "port": port});
+            let port = i32::try_from(*port).unwrap_or(traffic.port);
+            let hops = vec![Hop {
+                from: Target::Workload(client),
+                to: Target::Name(name.to_owned()),
+                traffic: Traffic { port, protocol: traffic.protocol },
+            }];
+            (summary, json, hops)
+        }
+        Route::Refused { set_by } => (
+            format!(
+                "refused by the pod's Istio sidecar: REGISTRY_ONLY (set by {set_by}) and no ServiceEntry visible to the pod admits {name} on port {}",
+                traffic.port
+            ),
+            json!({"route": "refused", "setBy": set_by}),
+            Vec::new(),
+        ),
+        Route::NotMeshed => (String::new(), json!({"route": "not-meshed"}), Vec::new()),
+    };
+    let judged: Vec<(&Hop, PolicyVerdict)> =
+        hops.iter().map(|h| (h, judge(project, &h.from, &h.to, h.traffic))).collect();
+    // A route through a gateway whose pods are not in the input cannot be judged: not allowed.
+    let complete = !matches!(route, Route::ViaGateway(_)) || judged.len() == 2;
+    let allowed = !judged.is_empty() && complete && judged.iter().all(|(_, v)| v.allowed);
+    let bypass = judge(project, &Target::Workload(client), &host, traffic);
+    let from_text = describe(project, &Target::Workload(client));
+    let to_text = describe(project, &host);
+    let word = if allowed { "allowed" } else { "denied" };
+    if args.format == "json" {
+        let hop_json = |(h, v): &(&Hop, PolicyVerdict)| {
+            json!({
+                "from": describe(project, &h.from),
+                "to": describe(project, &h.to),
+                "port": h.traffic.port,
+                "protocol": h.traffic.protocol,
+                "verdict": if v.allowed { "allowed" } else { "denied" },
+                "egress": rule_json(project, &v.egress, "the source is not a pod NetworkPolicy applies to"),
+                "ingress": rule_json(project, &v.ingress, "the destination is not a pod NetworkPolicy applies to"),
+            })
+        };
+        let doc = json!({
+            "verdict": word,
+            "from": from_text,
+            "to": to_text,
+            "port": traffic.port,
+            "protocol": traffic.protocol,
+            "mesh": route_json,
+            "hops": judged.iter().map(hop_json).collect::<Vec<_>>(),
+            "bypass": {
+                "verdict": if bypass.allowed { "allowed" } else { "denied" },
+                "egress": rule_json(project, &bypass.egress, "the source is not a pod NetworkPolicy applies to"),
+            },
+        });
+        writeln!(io.stdout, "{}", serde_json::to_string_pretty(&doc)?)?;
+    } else {
+        writeln!(
+            io.stdout,
+            "{}: {from_text} -> {to_text} on {}/{}",
+            word.to_uppercase(),
+            traffic.port,
+            traffic.protocol
+        )?;
+        writeln!(io.stdout, "  mesh: {summary}")?;
+        if !complete {
+            writeln!(io.stdout, "  the gateway's pods are not in the input: the hops through it cannot be judged")?;
+        }
+        for (i, (h, v)) in judged.iter().enumerate() {
+            let (f, t) = (describe(project, &h.from), describe(project, &h.to));
+            let state = if v.allowed { "allowed" } else { "denied" };
+            writeln!(io.stdout, "  hop {}: {f} -> {t} on {}/{}: {state}", i + 1, h.traffic.port, h.traffic.protocol)?;
+            let mut lines = Vec::new();
+            write_directions(&mut lines, project, v, &f, &t)?;
+            for line in String::from_utf8_lossy(&lines).lines() {
+                writeln!(io.stdout, "  {line}")?;
+            }
+        }
+        let state = if bypass.allowed { "allowed" } else { "denied" };
+        writeln!(
+            io.stdout,
+            "  skipping the sidecar, {from_text} -> {name} on {}/{} directly: {state}{}",
+            traffic.port,
+            traffic.protocol,
+            if bypass.allowed && matches!(route, Route::ViaGateway(_)) { " (PC025 gateway-bypass)" } else { "" }
+        )?;
+    }
+    Ok(if allowed { EXIT_OK } else { EXIT_FINDINGS })
 }
 
 fn resolve(project: &Project, raw: &str, allow_name: bool) -> anyhow::Result<Target> {
