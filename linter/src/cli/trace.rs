@@ -60,7 +60,7 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     {
         let route = mesh.route(*w, name, port);
         if !matches!(route, Route::NotMeshed | Route::Direct { virtual_service: None, .. }) {
-            return mesh_trace(args, io, &project, mesh, *w, name, traffic, route);
+            return mesh_trace(args, io, &project, *w, name, traffic, route);
         }
     }
     let verdict = judge(&project, &from, &to, traffic);
@@ -271,12 +271,10 @@ struct Hop {
 /// layers), to another port (TLS origination), or nowhere (REGISTRY_ONLY refuses it). The
 /// route is allowed when every hop is; what the pod reaches by skipping its sidecar is shown
 /// beside it, as PC025 reports it.
-#[allow(clippy::too_many_arguments)]
 fn mesh_trace(
     args: &TraceArgs,
     io: &mut Io<'_>,
     project: &Project,
-    _mesh: &Mesh<'_>,
     client: WorkloadId,
     name: &str,
     traffic: Traffic,
