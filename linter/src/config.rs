@@ -124,6 +124,9 @@ pub enum PolicyLayer {
     /// Calico's policies, Tiers and network sets (`projectcalico.org/v3`, or the
     /// `crd.projectcalico.org/v1` CRDs when Calico's API server is not installed).
     Calico,
+    /// Istio's egress objects (`networking.istio.io` ServiceEntry, Sidecar, Gateway,
+    /// VirtualService, DestinationRule), read beside the L4 layers (`semantics::mesh`).
+    Istio,
 }
 
 /// One kind a layer watches.
@@ -142,10 +145,18 @@ const NETWORK_POLICY_API_V1ALPHA1: &[(&str, &str)] = &[("policy.networking.k8s.i
 const CILIUM: &[(&str, &str)] = &[("cilium.io", "v2")];
 /// Calico's API server, or its CRDs when the API server is not installed.
 const CALICO: &[(&str, &str)] = &[("projectcalico.org", "v3"), ("crd.projectcalico.org", "v1")];
+/// Istio's networking CRDs: `v1` since Istio 1.22, the beta and alpha versions before.
+const ISTIO: &[(&str, &str)] =
+    &[("networking.istio.io", "v1"), ("networking.istio.io", "v1beta1"), ("networking.istio.io", "v1alpha3")];
 
 impl PolicyLayer {
-    pub const ALL: [PolicyLayer; 4] =
-        [PolicyLayer::ClusterNetworkPolicy, PolicyLayer::AdminNetworkPolicy, PolicyLayer::Cilium, PolicyLayer::Calico];
+    pub const ALL: [PolicyLayer; 5] = [
+        PolicyLayer::ClusterNetworkPolicy,
+        PolicyLayer::AdminNetworkPolicy,
+        PolicyLayer::Cilium,
+        PolicyLayer::Calico,
+        PolicyLayer::Istio,
+    ];
 
     /// The name in `portcullis.yaml` and the chart's values.
     pub fn as_str(self) -> &'static str {
@@ -154,6 +165,7 @@ impl PolicyLayer {
             PolicyLayer::AdminNetworkPolicy => "adminNetworkPolicy",
             PolicyLayer::Cilium => "cilium",
             PolicyLayer::Calico => "calico",
+            PolicyLayer::Istio => "istio",
         }
     }
 
@@ -184,11 +196,19 @@ impl PolicyLayer {
             r(CALICO, "NetworkSet", "networksets", true),
             r(CALICO, "GlobalNetworkSet", "globalnetworksets", false),
         ];
+        const ISTIO_KINDS: &[LayerResource] = &[
+            r(ISTIO, "ServiceEntry", "serviceentries", true),
+            r(ISTIO, "Sidecar", "sidecars", true),
+            r(ISTIO, "Gateway", "gateways", true),
+            r(ISTIO, "VirtualService", "virtualservices", true),
+            r(ISTIO, "DestinationRule", "destinationrules", true),
+        ];
         match self {
             PolicyLayer::ClusterNetworkPolicy => CNP,
             PolicyLayer::AdminNetworkPolicy => ANP,
             PolicyLayer::Cilium => CILIUM_KINDS,
             PolicyLayer::Calico => CALICO_KINDS,
+            PolicyLayer::Istio => ISTIO_KINDS,
         }
     }
 

@@ -115,10 +115,14 @@ fn check_invariants(objects: &[Value]) {
         }
     }
     let validating = &of_kind(objects, "ValidatingWebhookConfiguration")[0]["webhooks"][0]["rules"];
+    // The policy layers' rules come with `config.webhook.layers` (checked on their own).
+    const LAYER_GROUPS: [&str; 5] =
+        ["policy.networking.k8s.io", "cilium.io", "projectcalico.org", "crd.projectcalico.org", "networking.istio.io"];
     let mut covered: Vec<String> = validating
         .as_array()
         .unwrap()
         .iter()
+        .filter(|r| !r["apiGroups"].as_array().unwrap().iter().any(|g| LAYER_GROUPS.iter().any(|l| g == l)))
         .flat_map(|r| r["resources"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_owned()))
         .collect();
     covered.sort();
@@ -330,4 +334,36 @@ fn staged_policy_rights_come_with_the_traffic_history_and_stop_at_status() {
     let traffic = rules_of(Some(&common::repo().join("testcases/chart/values-traffic.yaml")));
     assert_eq!(names(&traffic, "stagedpolicies"), ["get", "list", "watch"]);
     assert_eq!(names(&traffic, "stagedpolicies/status"), ["patch"]);
+}
+
+/// Each policy layer adds read-only rights and webhook rules for exactly its kinds; Istio's
+/// rule covers every version it serves (v1, v1beta1, v1alpha3).
+#[test]
+fn layers_add_read_only_rights_and_rules_for_their_kinds() {
+    let objects = documents(&render(Some(&common::repo().join("testcases/chart/values-layers.yaml"))));
+    let role = of_kind(&objects, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "pc-portcullis-webhook")
+        .unwrap()
+        .clone();
+    let istio: Vec<&Value> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["apiGroups"].as_array().unwrap().iter().any(|g| g == "networking.istio.io"))
+        .collect();
+    assert_eq!(istio.len(), 1, "{istio:?}");
+    assert_eq!(istio[0]["verbs"], serde_json::json!(["get", "list", "watch"]));
+    assert_eq!(
+        istio[0]["resources"],
+        serde_json::json!(["serviceentries", "sidecars", "gateways", "virtualservices", "destinationrules"])
+    );
+    let validating = of_kind(&objects, "ValidatingWebhookConfiguration");
+    let rules = validating[0]["webhooks"][0]["rules"].as_array().unwrap();
+    let rule = rules.iter().find(|r| r["apiGroups"] == serde_json::json!(["networking.istio.io"])).unwrap();
+    assert_eq!(rule["apiVersions"], serde_json::json!(["*"]));
+    assert_eq!(rule["scope"], "Namespaced");
+    // Without the layer, nothing of Istio's.
+    let plain = render(None);
+    assert!(!plain.contains("networking.istio.io"));
 }

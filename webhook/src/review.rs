@@ -29,8 +29,9 @@ use serde_json::{Value, json};
 
 use crate::state::{Snapshot, StoredPolicy};
 
-/// Rules that need every workload of a namespace, which the webhook does not watch.
-const NEEDS_ALL_WORKLOADS: [&str; 2] = ["PC010", "PC012"];
+/// Rules that need every workload of a namespace, which the webhook does not watch (the mesh
+/// rules but PC025 judge routes between workloads: clients, gateways, neighbours).
+const NEEDS_ALL_WORKLOADS: [&str; 5] = ["PC010", "PC012", "PC026", "PC027", "PC028"];
 /// Rules about a namespace as a whole, reported on any workload review in it.
 const NAMESPACE_RULES: [&str; 2] = ["PC001", "PC002"];
 

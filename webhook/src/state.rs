@@ -702,7 +702,10 @@ struct Events {
 /// Whether a kind belongs to one of the other policy layers.
 pub fn is_layer_kind(kind: Kind) -> bool {
     kind.is_cluster_policy()
-        || matches!(kind, Kind::CiliumNetworkPolicy | Kind::CiliumClusterwideNetworkPolicy | Kind::Calico(_))
+        || matches!(
+            kind,
+            Kind::CiliumNetworkPolicy | Kind::CiliumClusterwideNetworkPolicy | Kind::Calico(_) | Kind::Istio(_)
+        )
 }
 
 /// The index key of a layer object: `group/Kind` from its `apiVersion` and `kind`.

@@ -602,3 +602,60 @@ fn a_key_given_twice_is_not_read_directly() {
     assert_ne!(inner, body);
     assert!(admission::parse_direct(inner.as_bytes()).is_none());
 }
+
+/// Issue 21: with the `istio` layer, Istio's objects are reviewed on write and count in the
+/// reviews of their namespace. A ServiceEntry admitting every host is PC029; a Deployment with
+/// a sidecar whose host a VirtualService of its namespace sends through an egress gateway,
+/// while nothing at L4 stops it going direct, is PC025 (Istio's egress-gateway task).
+#[test]
+fn istio_objects_are_reviewed_and_routes_count() {
+    use portcullis_webhook::state::StoredObject;
+    let state = state();
+    let config = Config::default();
+    let entry = edited("deployment-create-no-default-deny", |r| {
+        let gvk = json!({"group": "networking.istio.io", "version": "v1", "kind": "ServiceEntry"});
+        let gvr = json!({"group": "networking.istio.io", "version": "v1", "resource": "serviceentries"});
+        r["kind"] = gvk.clone();
+        r["requestKind"] = gvk;
+        r["resource"] = gvr.clone();
+        r["requestResource"] = gvr;
+        r["name"] = json!("everything");
+        r["object"] = json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+            "metadata": {"name": "everything", "namespace": "legacy"},
+            "spec": {"hosts": ["*"], "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}]},
+        });
+    });
+    let (_, allowed, codes) = verdict(&entry, &state, &config, false);
+    assert!(allowed && codes.contains("PC029"), "{codes}");
+
+    let route = json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "direct-cnn-through-egress-gateway", "namespace": "legacy"},
+        "spec": {
+            "hosts": ["edition.cnn.com"],
+            "gateways": ["istio-egressgateway", "mesh"],
+            "tls": [{
+                "match": [{"gateways": ["mesh"], "port": 443, "sniHosts": ["edition.cnn.com"]}],
+                "route": [{"destination": {"host": "istio-egressgateway.istio-system.svc.cluster.local", "port": {"number": 443}}}],
+            }],
+        },
+    });
+    let deployment = |inject: &str| {
+        edited("deployment-create-no-default-deny", |r| {
+            r["object"]["spec"]["template"]["metadata"]["labels"]["sidecar.istio.io/inject"] = json!(inject);
+        })
+    };
+    let codes_with_route = |body: &[u8]| {
+        let req = admission::parse(body).unwrap();
+        let mut snapshot = state.snapshot(&req.namespace(), &config.dns.namespace);
+        snapshot.layers.push(StoredObject::new(route.clone()));
+        let outcome = admission::decide(Endpoint::Validate, &req, &snapshot, &config);
+        portcullis_webhook::review::codes(&outcome.problems)
+    };
+    assert!(codes_with_route(&deployment("true")).contains("PC025"));
+    // Without a sidecar the route does not apply to its pods (PC028 needs the neighbours the
+    // webhook does not watch: lint's business).
+    let codes = codes_with_route(&deployment("false"));
+    assert!(!codes.contains("PC025") && !codes.contains("PC028"), "{codes}");
+}

@@ -286,6 +286,16 @@ fn setup(cluster: &Cluster, dns_port: u16) {
     cluster.ok(&["delete", "crd", "stagedpolicies.portcullis.dev", "--ignore-not-found"]);
     let _ = cluster.kubectl(&["delete", "clusternetworkpolicies", "--all"]);
     cluster.ok(&["delete", "crd", "ciliumnetworkpolicies.cilium.io", "--ignore-not-found"]);
+    // Istio's layer: CRDs of the suite's own for two of its kinds, served at the three versions
+    // Istio serves; the other three kinds stay absent (skipped, as Cilium's).
+    for plural in ["serviceentries", "virtualservices"] {
+        cluster.ok(&["delete", "crd", &format!("{plural}.networking.istio.io"), "--ignore-not-found"]);
+    }
+    for (kind, plural) in [("ServiceEntry", "serviceentries"), ("VirtualService", "virtualservices")] {
+        let crd = cluster.apply(&istio_crd(kind, plural));
+        assert!(crd.status.success(), "the {kind} CRD: {}", text(&crd));
+        cluster.ok(&["wait", "--for=condition=Established", &format!("crd/{plural}.networking.istio.io")]);
+    }
     // The ClusterNetworkPolicy layer: a CRD of the suite's own (a permissive schema; the engine
     // judges the content), so the layer's watch, RBAC and webhook rules meet a real API server.
     // The Cilium layer is configured too, without its CRD: it must be skipped, not block.
@@ -298,7 +308,7 @@ fn setup(cluster: &Cluster, dns_port: u16) {
         &values,
         format!(
             "config:
-  webhook: {{mode: warn, layers: [clusterNetworkPolicy, cilium]}}
+  webhook: {{mode: warn, layers: [clusterNetworkPolicy, cilium, istio]}}
   ignoreAnnotations: {{forbiddenRules: [PC002]}}
   controller: {{nameservers: [\"127.0.0.1:{dns_port}\"], ttlFloorSeconds: 5}}
 networkPolicies: {{apiServer: {{cidrs: [127.0.0.1/32]}}, nodeCidrs: [127.0.0.0/8]}}
@@ -338,6 +348,23 @@ spec:
         properties:
           spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
 ";
+
+/// A minimal Istio CRD (namespaced, `v1` stored, `v1beta1` and `v1alpha3` served, any spec):
+/// enough for the API server to serve the kind at each version Istio serves it.
+fn istio_crd(kind: &str, plural: &str) -> String {
+    let singular = kind.to_lowercase();
+    let version = |name: &str, storage: bool| {
+        format!(
+            "  - name: {name}\n    served: true\n    storage: {storage}\n    schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          spec: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
+        )
+    };
+    format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {plural}.networking.istio.io\nspec:\n  group: networking.istio.io\n  scope: Namespaced\n  names: {{plural: {plural}, singular: {singular}, kind: {kind}, listKind: {kind}List}}\n  versions:\n{}{}{}",
+        version("v1", true),
+        version("v1beta1", false),
+        version("v1alpha3", false)
+    )
+}
 
 /// A Baseline-tier ClusterNetworkPolicy that is the default deny of the namespaces labelled
 /// `e2e-layer: baseline`, with DNS accepted first.
@@ -670,6 +697,41 @@ fn a_real_api_server_agrees() {
         "layers: a configured layer without its CRD is skipped (Cilium)",
         a.ready() && a.log_text().contains("not served by this cluster"),
         "ready, and the log says so",
+    );
+
+    // Issue 21: the Istio layer, watched with the chart's RBAC at whichever version is served
+    // (one webhook rule for every version): a ServiceEntry admitting every host is reviewed on
+    // apply through v1alpha3 (PC029, warned); a VirtualService of the namespace routing a host
+    // through an egress gateway counts in a Deployment review (PC025, warned: nothing at L4
+    // keeps the sidecar's pods from going direct).
+    let meshed = cluster.namespace("meshed", "warn");
+    cluster.ok(&["label", "namespace", &meshed, "istio-injection=enabled"]);
+    let entry = cluster.apply(&format!(
+        "apiVersion: networking.istio.io/v1alpha3\nkind: ServiceEntry\nmetadata: {{name: everything, namespace: {meshed}}}\nspec: {{hosts: [\"*\"], ports: [{{number: 443, name: tls, protocol: TLS}}]}}\n"
+    ));
+    report.check(
+        "layers (istio): a ServiceEntry is reviewed on apply at v1alpha3 (PC029 allow-all, warned)",
+        entry.status.success() && text(&entry).contains("PC029"),
+        text(&entry).lines().find(|l| l.contains("PC029")).unwrap_or("").to_owned(),
+    );
+    let route = cluster.apply(&format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: direct-cnn-through-egress-gateway, namespace: {meshed}}}
+spec:
+  hosts: [edition.cnn.com]
+  gateways: [istio-egressgateway, mesh]
+  tls:
+  - match: [{{gateways: [mesh], port: 443, sniHosts: [edition.cnn.com]}}]
+    route: [{{destination: {{host: istio-egressgateway.istio-system.svc.cluster.local, port: {{number: 443}}}}}}]
+"
+    ));
+    let bypass = wait_for(Duration::from_secs(20), || {
+        let out = cluster.kubectl_in(&["apply", "--dry-run=server", "-f", "-"], &deployment(&meshed, "sleep", "{}"));
+        (out.status.success() && text(&out).contains("PC025")).then(|| text(&out))
+    });
+    report.check(
+        "layers (istio): a VirtualService routing through an egress gateway counts in a Deployment review (PC025, warned)",
+        route.status.success() && bypass.is_some(),
+        bypass.as_deref().and_then(|t| t.lines().find(|l| l.contains("PC025"))).unwrap_or(&text(&route)).to_owned(),
     );
 
     // Item 7: names that are not external DNS names are refused at apply time.

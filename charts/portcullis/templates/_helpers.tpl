@@ -83,5 +83,9 @@ API group: RBAC and the webhook rules are rendered from the same list.
 {{- $out = append $out (dict "group" "projectcalico.org" "version" "v3" "cluster" (list "globalnetworkpolicies" "tiers" "globalnetworksets") "namespaced" (list "networkpolicies" "networksets")) -}}
 {{- $out = append $out (dict "group" "crd.projectcalico.org" "version" "v1" "cluster" (list "globalnetworkpolicies" "tiers" "globalnetworksets") "namespaced" (list "networkpolicies" "networksets")) -}}
 {{- end -}}
+{{- if has "istio" $layers -}}
+{{- /* One rule for every version Istio serves (v1, v1beta1, v1alpha3). */ -}}
+{{- $out = append $out (dict "group" "networking.istio.io" "version" "*" "cluster" (list) "namespaced" (list "serviceentries" "sidecars" "gateways" "virtualservices" "destinationrules")) -}}
+{{- end -}}
 {{- toJson $out -}}
 {{- end -}}
