@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::{Applicability, Edit, Finding, Fix};
 use crate::model::{NAMESPACE_NAME_LABEL, ObjectId, WorkloadId};
-use crate::semantics::mesh::{Proxy, Route, l4_reason};
+use crate::semantics::mesh::{Route, l4_reason};
 use crate::semantics::{Decided, Direction, Endpoint};
 
 declare_rule! {
@@ -66,13 +66,13 @@ impl Rule for EgressGatewayBlocked {
         // that cannot leave: each reported once, with the VirtualService that routes them.
         let mut to_gateway: BTreeMap<(WorkloadId, WorkloadId, i32), Blocked> = BTreeMap::new();
         let mut from_gateway: BTreeMap<(WorkloadId, String, u32), Blocked> = BTreeMap::new();
+        let mut judged: std::collections::BTreeSet<(WorkloadId, String, u32)> = std::collections::BTreeSet::new();
+        let mut gateway_egress = std::collections::HashMap::new();
         for i in 0..inv.workloads.len() {
             let id = WorkloadId(i);
-            if !matches!(mesh.proxy(id), Proxy::Sidecar) {
-                continue;
-            }
-            for t in &targets {
-                let Route::ViaGateway(hop) = mesh.route(id, &t.host, t.port) else { continue };
+            let Some(routes) = mesh.routes_of(id) else { continue };
+            for (t, route) in targets.iter().zip(routes.iter()) {
+                let Route::ViaGateway(hop) = route else { continue };
                 let vs = hop.virtual_service;
                 for &pod in &hop.pods {
                     if let Some(port) = hop.pod_port(inv, Some(pod))
@@ -94,7 +94,7 @@ impl Rule for EgressGatewayBlocked {
                                 _ => Some(false),
                             };
                             let fixable = side(&verdict.egress).zip(side(&verdict.ingress));
-                            let gateway_labels = gateway_labels(&hop, inv.workload(pod));
+                            let gateway_labels = gateway_labels(hop, inv.workload(pod));
                             to_gateway.insert(
                                 (id, pod, port),
                                 Blocked {
@@ -109,10 +109,11 @@ impl Rule for EgressGatewayBlocked {
                         }
                     }
                     let key = (pod, t.host.clone(), hop.upstream_port);
-                    if from_gateway.contains_key(&key) {
+                    if !judged.insert(key.clone()) {
                         continue;
                     }
-                    if let Some(d) = mesh.l4(pod, &Endpoint::Name(&t.host), hop.upstream_port)
+                    let egress = gateway_egress.entry(pod).or_insert_with(|| mesh.egress_of(pod));
+                    if let Some(d) = egress.judge(&Endpoint::Name(&t.host), hop.upstream_port)
                         && !d.allowed()
                     {
                         let fixable = (d.decided() == Decided::Isolation).then_some((true, false));
@@ -122,7 +123,7 @@ impl Rule for EgressGatewayBlocked {
                             why: l4_reason(inv, &d, Direction::Egress),
                             fixable,
                             gateway: hop.gateway.map(|g| g.object),
-                            gateway_labels: gateway_labels(&hop, inv.workload(pod)),
+                            gateway_labels: gateway_labels(hop, inv.workload(pod)),
                         };
                         from_gateway.insert(key, blocked);
                     }

@@ -49,19 +49,28 @@ declare_rule! {
     }
 }
 
-/// What one VirtualService's routes through a gateway leave open for one workload.
+/// What the mesh's routes through egress gateways leave open for one workload.
+#[derive(Default)]
 struct Bypass {
-    describe: String,
-    gateway: String,
-    /// `host:port` the pods reach directly, and why (each reason once).
-    hosts: Vec<String>,
+    /// The VirtualServices routing the hosts, each once, in the order met.
+    routes: Vec<ObjectId>,
+    /// The gateways (service host and port), each once.
+    gateways: Vec<(String, u32)>,
+    /// The targets the pods reach directly (indexes into [`crate::semantics::mesh::Mesh::targets`]),
+    /// and why (each reason once).
+    hosts: Vec<usize>,
     why: Vec<String>,
     /// Whether nothing isolates the pods' egress (the only case with a fix).
     open: bool,
-    /// The gateway's pods as a peer (namespace, labels) and their ports, when known.
-    peer: Option<(String, BTreeMap<String, String>)>,
-    ports: std::collections::BTreeSet<i32>,
+    /// Each gateway's pods as a peer with their ports, when known.
+    peers: Vec<(Peer, std::collections::BTreeSet<i32>)>,
 }
+
+/// Pods as a NetworkPolicy peer: their namespace and labels.
+type Peer = (String, BTreeMap<String, String>);
+
+/// How many hosts a message names before "and N more".
+const NAMED_HOSTS: usize = 3;
 
 impl Rule for GatewayBypass {
     fn meta(&self) -> &'static RuleMeta {
@@ -80,50 +89,90 @@ impl Rule for GatewayBypass {
             if !cx.reports_on(w.object) || !matches!(mesh.proxy(id), Proxy::Sidecar) {
                 continue;
             }
-            let mut bypassed: BTreeMap<ObjectId, Bypass> = BTreeMap::new();
-            for t in &targets {
-                let Route::ViaGateway(hop) = mesh.route(id, &t.host, t.port) else { continue };
-                let Some(direct) = mesh.l4(id, &Endpoint::Name(&t.host), t.port) else { continue };
+            let Some(routes) = mesh.routes_of(id) else { continue };
+            if !routes.iter().any(|r| matches!(r, Route::ViaGateway(_))) {
+                continue;
+            }
+            let egress = mesh.egress_of(id);
+            let mut bypass = Bypass { open: true, ..Bypass::default() };
+            // Reasons are worked out once per deciding layer and rule.
+            let mut reasons = Vec::new();
+            for (k, (t, route)) in targets.iter().zip(routes.iter()).enumerate() {
+                let Route::ViaGateway(hop) = route else { continue };
+                let Some(direct) = egress.judge(&Endpoint::Name(&t.host), t.port) else { continue };
                 if !direct.allowed() {
                     continue;
                 }
-                let vs = hop.virtual_service;
-                let entry = bypassed.entry(vs.object).or_insert_with(|| Bypass {
-                    describe: vs.describe(),
-                    gateway: format!("{}:{}", hop.service_host, hop.service_port),
-                    hosts: Vec::new(),
-                    why: Vec::new(),
-                    open: true,
-                    peer: gateway_peer(inv, &hop),
-                    ports: std::collections::BTreeSet::new(),
-                });
-                entry.hosts.push(format!("{}:{}", t.host, t.port));
-                let why = l4_reason(inv, &direct, Direction::Egress);
-                if !entry.why.contains(&why) {
-                    entry.why.push(why);
+                let vs = hop.virtual_service.object;
+                if !bypass.routes.contains(&vs) {
+                    bypass.routes.push(vs);
                 }
-                entry.open &= direct.decided() == Decided::Default;
-                entry.ports.extend(hop.pod_port(inv, hop.pods.first().copied()));
+                let gateway = (hop.service_host.as_str(), hop.service_port);
+                if !bypass.gateways.iter().any(|(h, p)| (h.as_str(), *p) == gateway) {
+                    bypass.gateways.push((hop.service_host.clone(), hop.service_port));
+                }
+                bypass.hosts.push(k);
+                let reason_key =
+                    (direct.decided(), direct.allowed_by.first().copied(), direct.cilium.allowed_by.first().copied());
+                if !reasons.contains(&reason_key) {
+                    reasons.push(reason_key);
+                    let why = l4_reason(inv, &direct, Direction::Egress);
+                    if !bypass.why.contains(&why) {
+                        bypass.why.push(why);
+                    }
+                }
+                bypass.open &= direct.decided() == Decided::Default;
+                match gateway_peer(inv, hop) {
+                    Some(peer) => {
+                        let ports = hop.pod_port(inv, hop.pods.first().copied());
+                        match bypass.peers.iter_mut().find(|(p, _)| *p == peer) {
+                            Some((_, known)) => known.extend(ports),
+                            None => bypass.peers.push((peer, ports.into_iter().collect())),
+                        }
+                    }
+                    None => bypass.open = false,
+                }
             }
-            for (vs, bypass) in bypassed {
-                let Bypass { describe, gateway, hosts, why, .. } = &bypass;
-                let mut finding = cx.finding(
-                    &Self::META,
-                    w.object,
-                    w.template,
-                    format!(
-                        "pods of {} can skip the egress gateway: {describe} routes their sidecar traffic to {} through {gateway}, yet nothing at L4 keeps them from going there directly ({}); isolate their egress and allow the gateway instead",
-                        super::workload_label(cx, id),
-                        hosts.join(", "),
-                        why.join("; "),
-                    ),
-                );
-                finding.related.push(cx.related(vs, "/spec/hosts", "the route through the gateway".to_owned()));
-                finding.fix = fix(cx, id, &bypass);
-                out.push(finding);
+            let Some(&first_route) = bypass.routes.first() else { continue };
+            let named: Vec<String> = bypass
+                .hosts
+                .iter()
+                .take(NAMED_HOSTS)
+                .map(|&k| format!("{}:{}", targets[k].host, targets[k].port))
+                .collect();
+            let hosts = match bypass.hosts.len() {
+                n if n <= NAMED_HOSTS => named.join(", "),
+                n => format!("{} and {} more", named.join(", "), n - NAMED_HOSTS),
+            };
+            let gateways: Vec<String> = bypass.gateways.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+            let routes = match bypass.routes.len() {
+                1 => format!("VirtualService {} routes", describe_object(inv, first_route)),
+                n => format!("{n} VirtualServices route"),
+            };
+            let mut finding = cx.finding(
+                &Self::META,
+                w.object,
+                w.template,
+                format!(
+                    "pods of {} can skip the egress gateway: {routes} their sidecar traffic to {hosts} through {}, yet nothing at L4 keeps them from going there directly ({}); isolate their egress and allow the gateway instead",
+                    super::workload_label(cx, id),
+                    gateways.join(", "),
+                    bypass.why.join("; "),
+                ),
+            );
+            for &vs in bypass.routes.iter().take(NAMED_HOSTS) {
+                finding.related.push(cx.related(vs, "/spec/hosts", "a route through the gateway".to_owned()));
             }
+            finding.fix = fix(cx, id, &bypass);
+            out.push(finding);
         }
     }
+}
+
+/// `namespace/name` of an object.
+fn describe_object(inv: &crate::model::Inventory, object: ObjectId) -> String {
+    let o = inv.object(object);
+    format!("{}/{}", o.namespace().unwrap_or(""), o.id.name)
 }
 
 /// The gateway's pods as a NetworkPolicy peer: their namespace and the labels the Gateway
@@ -131,7 +180,7 @@ impl Rule for GatewayBypass {
 fn gateway_peer(
     inv: &crate::model::Inventory,
     hop: &crate::semantics::mesh::GatewayHop<'_>,
-) -> Option<(String, BTreeMap<String, String>)> {
+) -> Option<Peer> {
     let selector = match hop.gateway.map(|g| &g.spec) {
         Some(crate::model::istio::MeshSpec::Gateway(spec)) if !spec.selector.is_empty() => Some(spec.selector.clone()),
         _ => hop.service.and_then(|s| s.selector.clone()).filter(|s| !s.is_empty()),
@@ -144,30 +193,30 @@ fn gateway_peer(
     Some((namespace, selector))
 }
 
-/// A policy isolating the workload's egress to DNS and the gateway (see "Fix safety").
+/// A policy isolating the workload's egress to DNS and the gateways (see "Fix safety").
 fn fix(cx: &Context<'_>, id: WorkloadId, bypass: &Bypass) -> Option<Fix> {
     let w = cx.inventory.workload(id);
-    let (namespace, labels) = bypass.peer.as_ref()?;
-    if !bypass.open || w.labels.is_empty() || bypass.ports.is_empty() {
+    if !bypass.open || w.labels.is_empty() || bypass.peers.iter().any(|(_, ports)| ports.is_empty()) {
         return None;
     }
     let base = format!("egress-via-gateway-{}", w.name);
     let name = if cx.inventory.policy_name_taken(&w.namespace, &base) { format!("portcullis-{base}") } else { base };
-    let ports: Vec<serde_json::Value> =
-        bypass.ports.iter().map(|p| serde_json::json!({"port": p, "protocol": "TCP"})).collect();
+    let mut egress = vec![crate::fix::dns_egress_rule(&cx.config.dns)];
+    for ((namespace, labels), ports) in &bypass.peers {
+        let ports: Vec<serde_json::Value> =
+            ports.iter().map(|p| serde_json::json!({"port": p, "protocol": "TCP"})).collect();
+        egress.push(serde_json::json!({
+            "to": [{
+                "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}},
+                "podSelector": {"matchLabels": labels},
+            }],
+            "ports": ports,
+        }));
+    }
     let spec = serde_json::json!({
         "podSelector": {"matchLabels": w.labels},
         "policyTypes": ["Egress"],
-        "egress": [
-            crate::fix::dns_egress_rule(&cx.config.dns),
-            {
-                "to": [{
-                    "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}},
-                    "podSelector": {"matchLabels": labels},
-                }],
-                "ports": ports,
-            },
-        ],
+        "egress": egress,
     });
     let policy = crate::fix::generated_policy(&w.namespace, &name, "egress through the gateway", spec);
     Some(Fix {

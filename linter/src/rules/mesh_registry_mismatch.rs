@@ -56,6 +56,7 @@ impl Rule for MeshRegistryMismatch {
         // A ServiceEntry host the L4 layers deny: per (entry, host index, port), the workloads
         // and why.
         let mut denied: BTreeMap<(usize, usize, u32), Vec<(WorkloadId, String)>> = BTreeMap::new();
+        let mut egress_of = std::collections::HashMap::new();
         for (e, (o, spec)) in mesh.entries().enumerate() {
             if !spec.is_external() || !cx.reports_on(o.object) {
                 continue;
@@ -70,7 +71,8 @@ impl Rule for MeshRegistryMismatch {
                     }
                     for port in spec.ports.iter().filter_map(|p| p.number) {
                         let Route::Direct { port: to_port, .. } = mesh.route(id, host, port) else { continue };
-                        let Some(d) = mesh.l4(id, &Endpoint::Name(host), to_port) else { continue };
+                        let egress = egress_of.entry(id).or_insert_with(|| mesh.egress_of(id));
+                        let Some(d) = egress.judge(&Endpoint::Name(host), to_port) else { continue };
                         if !d.allowed() {
                             denied.entry((e, h, port)).or_default().push((id, l4_reason(inv, &d, Direction::Egress)));
                         }

@@ -59,9 +59,12 @@ impl Rule for OutsideMesh {
             if meshed.is_empty() {
                 continue;
             }
+            let routes: Vec<_> = meshed.iter().filter_map(|&id| mesh.routes_of(id)).collect();
             let routed: Vec<&Target> = targets
                 .iter()
-                .filter(|t| meshed.iter().any(|&id| matches!(mesh.route(id, &t.host, t.port), Route::ViaGateway(_))))
+                .enumerate()
+                .filter(|(i, _)| routes.iter().any(|r| matches!(r.get(*i), Some(Route::ViaGateway(_)))))
+                .map(|(_, t)| t)
                 .collect();
             let registry_only = meshed.iter().map(|&id| mesh.outbound(id)).find(|m| m.mode == Outbound::RegistryOnly);
             if routed.is_empty() && registry_only.is_none() {
@@ -78,9 +81,10 @@ impl Rule for OutsideMesh {
                     continue;
                 }
                 let Proxy::None(why) = mesh.proxy(id) else { continue };
+                let egress = mesh.egress_of(id);
                 // The first controlled destination its L4 egress reaches directly.
                 let mut reached = routed.iter().find_map(|t| {
-                    let d = mesh.l4(id, &Endpoint::Name(&t.host), t.port)?;
+                    let d = egress.judge(&Endpoint::Name(&t.host), t.port)?;
                     d.allowed().then(|| (format!("{}:{}", t.host, t.port), l4_reason(inv, &d, Direction::Egress)))
                 });
                 if reached.is_none() && registry_only.is_some() {
@@ -88,7 +92,7 @@ impl Rule for OutsideMesh {
                         targets.iter().map(|t| (Endpoint::Name(&t.host), t.port, format!("{}:{}", t.host, t.port)));
                     let any = [(Endpoint::UnknownAddress, 443, "any external address on port 443".to_owned())];
                     reached = names.chain(any).find_map(|(to, port, label)| {
-                        let d = mesh.l4(id, &to, port)?;
+                        let d = egress.judge(&to, port)?;
                         d.allowed().then(|| (label, l4_reason(inv, &d, Direction::Egress)))
                     });
                 }

@@ -145,6 +145,18 @@ pub struct Applicable {
     pub calico: Vec<crate::model::calico_policy::CalicoPolicyId>,
 }
 
+impl Applicable {
+    /// Whether no policy of any layer applies: every peer and port is then judged alike
+    /// (not isolated, allowed by default).
+    pub fn is_empty(&self) -> bool {
+        self.isolated_by.is_empty()
+            && self.admin.is_empty()
+            && self.baseline.is_empty()
+            && self.cilium.is_empty()
+            && self.calico.is_empty()
+    }
+}
+
 /// A rule the input cannot settle that could turn a verdict around.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerUndecided {

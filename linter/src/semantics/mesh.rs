@@ -14,7 +14,7 @@
 //! waypoints, which this module does not model: such pods are [`Proxy::Ambient`] and rules leave
 //! them alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -110,7 +110,10 @@ pub struct Target {
     pub port: u32,
 }
 
-/// Istio's egress objects of one input, indexed for [`Mesh::route`].
+/// Istio's egress objects of one input, indexed for [`Mesh::route`]: rules ask for every
+/// meshed workload and every external host, so what does not depend on the workload is
+/// computed once (each workload's proxy, the objects by host, and each route per namespace and
+/// Sidecar, memoised).
 #[derive(Debug)]
 pub struct Mesh<'a> {
     inv: &'a Inventory,
@@ -120,6 +123,58 @@ pub struct Mesh<'a> {
     sidecars: Vec<(&'a MeshObject, &'a SidecarSpec)>,
     gateways: Vec<&'a MeshObject>,
     virtual_services: Vec<(&'a MeshObject, &'a VirtualServiceSpec)>,
+    /// [`Mesh::proxy`] of each workload, by [`WorkloadId`].
+    proxies: Vec<Proxy<'a>>,
+    /// Indexes into `virtual_services` and `entries` of the objects naming a host exactly
+    /// (lower case), and of those with a wildcard host, each in input order.
+    vs_hosts: HostIndex,
+    entry_hosts: HostIndex,
+    /// The routes to every [`Mesh::targets`] already worked out, by what they depend on
+    /// besides the host and port: the pod's namespace and the Sidecars configuring it.
+    routes: std::sync::Mutex<HashMap<RouteKey, std::sync::Arc<[Route<'a>]>>>,
+    /// See [`Mesh::targets`].
+    targets: std::sync::OnceLock<Vec<Target>>,
+}
+
+/// What a meshed pod's routes depend on: its namespace and its Sidecars (most specific first).
+type RouteKey = (String, Vec<crate::model::ObjectId>);
+
+/// Objects by the hosts they name.
+#[derive(Debug, Default)]
+struct HostIndex {
+    exact: HashMap<String, Vec<usize>>,
+    wildcard: Vec<usize>,
+}
+
+impl HostIndex {
+    fn new<'h>(hosts: impl Iterator<Item = (usize, &'h [String])>) -> HostIndex {
+        let mut index = HostIndex::default();
+        for (i, names) in hosts {
+            for name in names {
+                if name.contains('*') {
+                    if index.wildcard.last() != Some(&i) {
+                        index.wildcard.push(i);
+                    }
+                } else {
+                    let list = index.exact.entry(name.trim_end_matches('.').to_ascii_lowercase()).or_default();
+                    if list.last() != Some(&i) {
+                        list.push(i);
+                    }
+                }
+            }
+        }
+        index
+    }
+
+    /// The objects that may name `host`, in input order.
+    fn candidates(&self, host: &str) -> Vec<usize> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let mut out: Vec<usize> = self.exact.get(&host).into_iter().flatten().copied().collect();
+        out.extend(&self.wildcard);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 impl<'a> Mesh<'a> {
@@ -141,6 +196,11 @@ impl<'a> Mesh<'a> {
             sidecars: Vec::new(),
             gateways: Vec::new(),
             virtual_services: Vec::new(),
+            proxies: Vec::new(),
+            vs_hosts: HostIndex::default(),
+            entry_hosts: HostIndex::default(),
+            routes: std::sync::Mutex::new(HashMap::new()),
+            targets: std::sync::OnceLock::new(),
         };
         for o in &inv.mesh_objects {
             match &o.spec {
@@ -151,6 +211,9 @@ impl<'a> Mesh<'a> {
                 MeshSpec::DestinationRule(_) => {}
             }
         }
+        mesh.vs_hosts = HostIndex::new(mesh.virtual_services.iter().enumerate().map(|(i, (_, s))| (i, &s.hosts[..])));
+        mesh.entry_hosts = HostIndex::new(mesh.entries.iter().enumerate().map(|(i, (_, s))| (i, &s.hosts[..])));
+        mesh.proxies = (0..inv.workloads.len()).map(|w| mesh.find_proxy(WorkloadId(w))).collect();
         Some(mesh)
     }
 
@@ -162,6 +225,13 @@ impl<'a> Mesh<'a> {
     /// What proxies workload `w`'s pods: a Gateway's selector (in any namespace, as Istio
     /// selects by default), else an injected sidecar ([`istio::injected`]), else ambient mode.
     pub fn proxy(&self, w: WorkloadId) -> Proxy<'a> {
+        match self.proxies.get(w.0) {
+            Some(proxy) => proxy.clone(),
+            None => self.find_proxy(w),
+        }
+    }
+
+    fn find_proxy(&self, w: WorkloadId) -> Proxy<'a> {
         let workload = self.inv.workload(w);
         let gateways: Vec<&'a MeshObject> = self
             .gateways
@@ -251,7 +321,8 @@ impl<'a> Mesh<'a> {
             MeshSpec::Sidecar(s) => s.egress.as_ref().map(|e| (o, e)),
             _ => None,
         });
-        self.entries.iter().find_map(|(o, spec)| {
+        self.entry_hosts.candidates(host).into_iter().find_map(|i| {
+            let (o, spec) = self.entries.get(i)?;
             let exported = self.exported(spec.export_to.as_deref(), &o.namespace, namespace, true);
             let admits =
                 spec.hosts.iter().any(|h| host_matches(h, host)) && spec.ports.iter().any(|p| p.number == Some(port));
@@ -293,8 +364,33 @@ impl<'a> Mesh<'a> {
         if !matches!(self.proxy(w), Proxy::Sidecar) {
             return Route::NotMeshed;
         }
+        self.find_route(w, host, port)
+    }
+
+    /// [`Mesh::route`] to each of [`Mesh::targets`], in their order; `None` for a workload
+    /// without a sidecar. Worked out once per namespace and Sidecars, as routes depend on
+    /// nothing else of the pod.
+    pub fn routes_of(&self, w: WorkloadId) -> Option<std::sync::Arc<[Route<'a>]>> {
+        if !matches!(self.proxy(w), Proxy::Sidecar) {
+            return None;
+        }
+        let key: RouteKey =
+            (self.inv.workload(w).namespace.clone(), self.sidecar_chain(w).iter().map(|o| o.object).collect());
+        if let Some(routes) = self.routes.lock().ok().and_then(|memo| memo.get(&key).cloned()) {
+            return Some(routes);
+        }
+        let routes: std::sync::Arc<[Route<'a>]> =
+            self.targets().iter().map(|t| self.find_route(w, &t.host, t.port)).collect();
+        if let Ok(mut memo) = self.routes.lock() {
+            memo.insert(key, std::sync::Arc::clone(&routes));
+        }
+        Some(routes)
+    }
+
+    fn find_route(&self, w: WorkloadId, host: &str, port: u32) -> Route<'a> {
         let namespace = self.inv.workload(w).namespace.as_str();
-        for (vs, spec) in &self.virtual_services {
+        for i in self.vs_hosts.candidates(host) {
+            let Some((vs, spec)) = self.virtual_services.get(i) else { continue };
             let gateways = vs_gateways(spec);
             if !gateways.contains(&MESH_GATEWAY)
                 || !self.exported(spec.export_to.as_deref(), &vs.namespace, namespace, false)
@@ -360,7 +456,8 @@ impl<'a> Mesh<'a> {
         let upstream_port = gateway
             .and_then(|g| {
                 let reference = format!("{}/{}", g.namespace, g.name);
-                self.virtual_services.iter().find_map(|(other, other_spec)| {
+                self.vs_hosts.candidates(host).into_iter().find_map(|i| {
+                    let (other, other_spec) = self.virtual_services.get(i)?;
                     let names = vs_gateways(other_spec);
                     let name = names
                         .iter()
@@ -398,7 +495,11 @@ impl<'a> Mesh<'a> {
     /// The external destinations the mesh has a say about: hosts (not wildcards) of
     /// `MESH_EXTERNAL` ServiceEntries on their ports, of VirtualServices bound to `mesh` on
     /// their routes' ports, and of EgressIntents on their ports.
-    pub fn targets(&self) -> Vec<Target> {
+    pub fn targets(&self) -> &[Target] {
+        self.targets.get_or_init(|| self.find_targets())
+    }
+
+    fn find_targets(&self) -> Vec<Target> {
         let mut out = std::collections::BTreeSet::new();
         for (_, spec) in &self.entries {
             if !spec.is_external() {
@@ -506,14 +607,42 @@ impl<'a> Mesh<'a> {
         }
         out
     }
+}
 
-    /// The L4 verdict (every layer, combined) on workload `from` reaching `to` on TCP `port`.
-    pub fn l4(&self, from: WorkloadId, to: &Endpoint<'_>, port: u32) -> Option<DirectionVerdict> {
+/// One workload's egress with the policies of every layer that apply to it found once
+/// ([`Mesh::egress_of`]), to judge many destinations.
+#[derive(Debug)]
+pub struct EgressOf<'a> {
+    eval: Evaluator<'a>,
+    pod: super::PodView<'a>,
+    applicable: super::evaluator::Applicable,
+    /// With no policy applying, the one verdict every destination gets, once judged.
+    unpoliced: std::sync::OnceLock<DirectionVerdict>,
+}
+
+impl EgressOf<'_> {
+    /// The combined L4 verdict on the pods reaching `to` on TCP `port`; `None` for a
+    /// host-network pod (NetworkPolicy does not apply) or a port outside 1-65535.
+    pub fn judge(&self, to: &Endpoint<'_>, port: u32) -> Option<DirectionVerdict> {
+        if self.pod.host_network {
+            return None;
+        }
+        let traffic = Traffic { port: i32::try_from(port).ok()?, protocol: Protocol::Tcp };
+        let judge = || self.eval.judge(&self.pod, super::Direction::Egress, &self.applicable, to, traffic);
+        if self.applicable.is_empty() {
+            return Some(self.unpoliced.get_or_init(judge).clone());
+        }
+        Some(judge())
+    }
+}
+
+impl<'a> Mesh<'a> {
+    /// Workload `w`'s egress, to judge many destinations with [`EgressOf::judge`].
+    pub fn egress_of(&self, w: WorkloadId) -> EgressOf<'a> {
         let eval = Evaluator::new(self.inv);
-        let pod = eval.pod(from);
-        let port = i32::try_from(port).ok()?;
-        let traffic = Traffic { port, protocol: Protocol::Tcp };
-        eval.evaluate(&Endpoint::Pod(pod), to, traffic).egress
+        let pod = eval.pod(w);
+        let applicable = eval.applicable(&pod, super::Direction::Egress);
+        EgressOf { eval, pod, applicable, unpoliced: std::sync::OnceLock::new() }
     }
 }
 
@@ -606,12 +735,15 @@ fn first_destination(
 /// Whether Istio host `pattern` (`api.example.com`, `*.example.com`, `*`) covers `host`,
 /// case-insensitively. A wildcard prefix covers any name ending in the rest.
 pub fn host_matches(pattern: &str, host: &str) -> bool {
-    let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let (pattern, host) = (pattern.trim_end_matches('.'), host.trim_end_matches('.'));
     match pattern.strip_prefix('*') {
         Some("") => true,
-        Some(suffix) => host.ends_with(suffix) && host.len() > suffix.len(),
-        None => pattern == host,
+        Some(suffix) => {
+            host.len() > suffix.len()
+                && host.is_char_boundary(host.len() - suffix.len())
+                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        }
+        None => pattern.eq_ignore_ascii_case(host),
     }
 }
 
