@@ -309,3 +309,18 @@ fn trace_reports_a_registry_refusal() {
     let (code, text) = trace("PC027/ok-both-layers-allow", "shop/pay", "api.stripe.com", "443", "human");
     assert_eq!(code, Some(0), "{text}");
 }
+
+/// An ipBlock narrower than a whole family may or may not hold a name's addresses: offline that
+/// cannot be decided, so PC026 stays quiet and `trace` says the verdict may be the opposite.
+#[test]
+fn a_pinned_address_range_is_undecided_for_a_name() {
+    let (code, text) =
+        trace("PC026/ok-gateway-egress-pinned-to-addresses", "test-egress/sleep", "edition.cnn.com", "443", "human");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(
+            "the verdict may be the opposite: an ipBlock of these policies may hold the addresses of edition.cnn.com"
+        ),
+        "{text}"
+    );
+}

@@ -14,7 +14,7 @@ use crate::semantics::calico::{CalicoRuleRef, TierOutcome, TierVerdict};
 use crate::semantics::cilium::CiliumRuleRef;
 use crate::semantics::cluster::TierDecision;
 use crate::semantics::evaluator::LayerUndecided;
-use crate::semantics::mesh::{Mesh, Route};
+use crate::semantics::mesh::{Mesh, Route, denial_may_not_hold};
 use crate::semantics::{Decided, Direction, DirectionVerdict, Endpoint, Evaluator, PolicyVerdict, Traffic};
 
 #[derive(Debug, clap::Args)]
@@ -402,6 +402,15 @@ fn mesh_trace(
             write_directions(&mut lines, project, v, &f, &t)?;
             for line in String::from_utf8_lossy(&lines).lines() {
                 writeln!(io.stdout, "  {line}")?;
+            }
+            if let (Target::Name(host), Some(egress)) = (&h.to, &v.egress)
+                && !v.allowed
+                && u32::try_from(h.traffic.port).is_ok_and(|p| denial_may_not_hold(&project.inventory, egress, p))
+            {
+                writeln!(
+                    io.stdout,
+                    "    the verdict may be the opposite: an ipBlock of these policies may hold the addresses of {host}, which are not known offline"
+                )?;
             }
         }
         let state = if bypass.allowed { "allowed" } else { "denied" };

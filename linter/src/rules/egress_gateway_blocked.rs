@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::{Applicability, Edit, Finding, Fix};
 use crate::model::{NAMESPACE_NAME_LABEL, ObjectId, WorkloadId};
-use crate::semantics::mesh::{Route, l4_reason};
+use crate::semantics::mesh::{Route, denial_may_not_hold, l4_reason};
 use crate::semantics::{Decided, Direction, Endpoint};
 
 declare_rule! {
@@ -115,6 +115,7 @@ impl Rule for EgressGatewayBlocked {
                     let egress = gateway_egress.entry(pod).or_insert_with(|| mesh.egress_of(pod));
                     if let Some(d) = egress.judge(&Endpoint::Name(&t.host), hop.upstream_port)
                         && !d.allowed()
+                        && !denial_may_not_hold(inv, &d, hop.upstream_port)
                     {
                         let fixable = (d.decided() == Decided::Isolation).then_some((true, false));
                         let blocked = Blocked {

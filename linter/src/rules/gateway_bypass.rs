@@ -177,10 +177,7 @@ fn describe_object(inv: &crate::model::Inventory, object: ObjectId) -> String {
 
 /// The gateway's pods as a NetworkPolicy peer: their namespace and the labels the Gateway
 /// selects them by (else the Service's selector); `None` when neither is known.
-fn gateway_peer(
-    inv: &crate::model::Inventory,
-    hop: &crate::semantics::mesh::GatewayHop<'_>,
-) -> Option<Peer> {
+fn gateway_peer(inv: &crate::model::Inventory, hop: &crate::semantics::mesh::GatewayHop<'_>) -> Option<Peer> {
     let selector = match hop.gateway.map(|g| &g.spec) {
         Some(crate::model::istio::MeshSpec::Gateway(spec)) if !spec.selector.is_empty() => Some(spec.selector.clone()),
         _ => hop.service.and_then(|s| s.selector.clone()).filter(|s| !s.is_empty()),

@@ -3,13 +3,14 @@ use std::collections::BTreeMap;
 use super::{Context, Rule, RuleMeta, declare_rule};
 use crate::finding::Finding;
 use crate::model::WorkloadId;
-use crate::semantics::mesh::{Proxy, Route, l4_reason};
+use crate::semantics::mesh::{Proxy, Route, denial_may_not_hold, l4_reason};
 use crate::semantics::{Direction, Endpoint, selector_matches};
 
 declare_rule! {
     /// ## What it does
-    /// Finds the two egress layers disagreeing about an external host, for pods with an Istio
-    /// sidecar:
+    /// Finds external hosts the mesh and the L4 layers disagree about, for pods with an Istio
+    /// sidecar.
+    ///
     /// - a `MESH_EXTERNAL` ServiceEntry in the pods' namespace admits a host they reach
     ///   directly, but their L4 egress (NetworkPolicy and the other policy layers) denies it;
     /// - an EgressIntent allows the pods a host that the mesh refuses: the pods run with
@@ -73,7 +74,7 @@ impl Rule for MeshRegistryMismatch {
                         let Route::Direct { port: to_port, .. } = mesh.route(id, host, port) else { continue };
                         let egress = egress_of.entry(id).or_insert_with(|| mesh.egress_of(id));
                         let Some(d) = egress.judge(&Endpoint::Name(host), to_port) else { continue };
-                        if !d.allowed() {
+                        if !d.allowed() && !denial_may_not_hold(inv, &d, to_port) {
                             denied.entry((e, h, port)).or_default().push((id, l4_reason(inv, &d, Direction::Egress)));
                         }
                     }

@@ -656,6 +656,30 @@ impl Mesh<'_> {
     }
 }
 
+/// Whether a denial of an external *name* may not hold for its addresses: NetworkPolicy
+/// isolation decided it, and a rule of an isolating policy allows part of the address space
+/// (an `ipBlock` narrower than a whole family) on the port. Offline a name has no address,
+/// so such a rule can neither be matched nor ruled out: rules that report a blocked host do
+/// not report this one (the issue-18 rule for what cannot be decided).
+pub fn denial_may_not_hold(inv: &Inventory, d: &DirectionVerdict, port: u32) -> bool {
+    if d.decided() != Decided::Isolation {
+        return false;
+    }
+    let Ok(port) = i32::try_from(port) else { return false };
+    let traffic = Traffic { port, protocol: Protocol::Tcp };
+    d.isolated_by.iter().any(|&p| {
+        super::evaluator::rules(inv.policy(p), super::Direction::Egress).any(|(peers, ports)| {
+            super::evaluator::ports_match(ports, &[], traffic)
+                && peers.into_iter().flatten().any(|peer| {
+                    peer.ip_block
+                        .as_ref()
+                        .and_then(|b| super::ParsedIpBlock::parse(b).ok())
+                        .is_some_and(|b| !b.is_whole_family())
+                })
+        })
+    })
+}
+
 /// Why the L4 layers decided as they did, for messages: `no policy isolates its egress`,
 /// `NetworkPolicy shop/allow-web (egress[1]) allows it`, `NetworkPolicy shop/lockdown isolates
 /// it and no rule allows it`, or the deciding ClusterNetworkPolicy, Cilium or Calico policy.
