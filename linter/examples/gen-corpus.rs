@@ -23,6 +23,12 @@
 //! GlobalNetworkPolicy in tier `platform` (order 100, in `calico-global-policies.yaml`) denying
 //! one team's pods the metadata address and passing the rest on. No new findings; the `api`
 //! policy allows DNS, which clears `api`'s PC003 in the broken namespaces it covers.
+//! `--istio-hosts=N` adds an Istio mesh (`istio.yaml`): every namespace labelled for sidecar
+//! injection, `REGISTRY_ONLY` in the `istio` ConfigMap, an egress gateway (Deployment, Service,
+//! Gateway) in `istio-system`, and N external hosts, each with a ServiceEntry (in namespace
+//! `i` modulo the count) and a VirtualService in `istio-system` routing it through the gateway.
+//! The mesh rules then judge every workload against every host (PC025: nothing isolates the
+//! workloads' egress from the hosts).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -39,7 +45,11 @@ fn main() -> std::io::Result<()> {
         flags.iter().find_map(|a| a.strip_prefix("--cilium-policies=")?.parse().ok()).unwrap_or(0);
     let calico_policies: usize =
         flags.iter().find_map(|a| a.strip_prefix("--calico-policies=")?.parse().ok()).unwrap_or(0);
+    let istio_hosts: usize = flags.iter().find_map(|a| a.strip_prefix("--istio-hosts=")?.parse().ok()).unwrap_or(0);
     std::fs::create_dir_all(&dir)?;
+    if istio_hosts > 0 {
+        std::fs::write(dir.join("istio.yaml"), istio(istio_hosts, namespaces.max(1)))?;
+    }
     // Each namespace's CiliumNetworkPolicy is written beside its other objects (as a
     // repository keeps them); the clusterwide ones go to one file.
     let mut namespaced_cilium = vec![Vec::new(); namespaces];
@@ -73,6 +83,9 @@ fn main() -> std::io::Result<()> {
     }
     for (i, cilium) in namespaced_cilium.iter().enumerate() {
         let mut text = namespace(i);
+        if istio_hosts > 0 {
+            text = text.replacen("  labels:\n", "  labels:\n    istio-injection: enabled\n", 1);
+        }
         for policy in cilium {
             text.push_str("---\n");
             text.push_str(policy);
@@ -92,6 +105,21 @@ fn main() -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The mesh of `--istio-hosts`: settings, the egress gateway, and `hosts` routed hosts.
+fn istio(hosts: usize, namespaces: usize) -> String {
+    let mut s = String::from(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: istio-egressgateway, namespace: istio-system}\nspec:\n  selector: {matchLabels: {istio: egressgateway}}\n  template:\n    metadata: {labels: {istio: egressgateway}}\n    spec: {containers: [{name: istio-proxy, image: docker.io/istio/proxyv2:1.24.0, ports: [{containerPort: 8443}]}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: istio-egressgateway, namespace: istio-system}\nspec:\n  selector: {istio: egressgateway}\n  ports: [{name: https, port: 443, targetPort: 8443}]\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: egress, namespace: istio-system}\nspec:\n  selector: {istio: egressgateway}\n  servers: [{port: {number: 443, name: tls, protocol: TLS}, hosts: [\"*\"], tls: {mode: PASSTHROUGH}}]\n",
+    );
+    for h in 0..hosts {
+        let _ = write!(
+            s,
+            "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: host-{h:04}, namespace: team-{:05}}}\nspec:\n  hosts: [api{h}.example.com]\n  ports: [{{number: 443, name: tls, protocol: TLS}}]\n  resolution: DNS\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: host-{h:04}, namespace: istio-system}}\nspec:\n  hosts: [api{h}.example.com]\n  gateways: [istio-system/egress, mesh]\n  tls:\n  - match: [{{gateways: [mesh], port: 443, sniHosts: [api{h}.example.com]}}]\n    route: [{{destination: {{host: istio-egressgateway.istio-system.svc.cluster.local, port: {{number: 443}}}}}}]\n  - match: [{{gateways: [istio-system/egress], port: 443, sniHosts: [api{h}.example.com]}}]\n    route: [{{destination: {{host: api{h}.example.com, port: {{number: 443}}}}}}]\n",
+            h % namespaces
+        );
+    }
+    s
 }
 
 fn cluster_policy(i: usize) -> String {

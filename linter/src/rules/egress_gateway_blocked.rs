@@ -66,17 +66,24 @@ impl Rule for EgressGatewayBlocked {
         // that cannot leave: each reported once, with the VirtualService that routes them.
         let mut to_gateway: BTreeMap<(WorkloadId, WorkloadId, i32), Blocked> = BTreeMap::new();
         let mut from_gateway: BTreeMap<(WorkloadId, String, u32), Blocked> = BTreeMap::new();
-        let mut judged: std::collections::BTreeSet<(WorkloadId, String, u32)> = std::collections::BTreeSet::new();
-        let mut gateway_egress = std::collections::HashMap::new();
+        // Every hop once (hops are shared by every pod routed there), with the host it serves.
+        let mut hops: Vec<(&crate::semantics::mesh::Target, std::sync::Arc<crate::semantics::mesh::GatewayHop<'_>>)> =
+            Vec::new();
+        let mut seen_hops = std::collections::HashSet::new();
         for i in 0..inv.workloads.len() {
             let id = WorkloadId(i);
             let Some(routes) = mesh.routes_of(id) else { continue };
+            // Each (gateway pod, port) is judged once per client, whatever the hosts.
+            let mut judged_for_client = std::collections::BTreeSet::new();
             for (t, route) in targets.iter().zip(routes.iter()) {
                 let Route::ViaGateway(hop) = route else { continue };
+                if seen_hops.insert(std::sync::Arc::as_ptr(hop)) {
+                    hops.push((t, std::sync::Arc::clone(hop)));
+                }
                 let vs = hop.virtual_service;
                 for &pod in &hop.pods {
                     if let Some(port) = hop.pod_port(inv, Some(pod))
-                        && !to_gateway.contains_key(&(id, pod, port))
+                        && judged_for_client.insert((pod, port))
                     {
                         let verdict = mesh.l4_to_pod(id, pod, port);
                         if !verdict.allowed {
@@ -108,26 +115,33 @@ impl Rule for EgressGatewayBlocked {
                             );
                         }
                     }
-                    let key = (pod, t.host.clone(), hop.upstream_port);
-                    if !judged.insert(key.clone()) {
-                        continue;
-                    }
-                    let egress = gateway_egress.entry(pod).or_insert_with(|| mesh.egress_of(pod));
-                    if let Some(d) = egress.judge(&Endpoint::Name(&t.host), hop.upstream_port)
-                        && !d.allowed()
-                        && !denial_may_not_hold(inv, &d, hop.upstream_port)
-                    {
-                        let fixable = (d.decided() == Decided::Isolation).then_some((true, false));
-                        let blocked = Blocked {
-                            vs: vs.object,
-                            describe: vs.describe(),
-                            why: l4_reason(inv, &d, Direction::Egress),
-                            fixable,
-                            gateway: hop.gateway.map(|g| g.object),
-                            gateway_labels: gateway_labels(hop, inv.workload(pod)),
-                        };
-                        from_gateway.insert(key, blocked);
-                    }
+                }
+            }
+        }
+        // The gateways' own egress, once per hop and gateway pod.
+        let mut gateway_egress = std::collections::HashMap::new();
+        for (t, hop) in &hops {
+            let vs = hop.virtual_service;
+            for &pod in &hop.pods {
+                let key = (pod, t.host.clone(), hop.upstream_port);
+                if from_gateway.contains_key(&key) {
+                    continue;
+                }
+                let egress = gateway_egress.entry(pod).or_insert_with(|| mesh.egress_of(pod));
+                if let Some(d) = egress.judge(&Endpoint::Name(&t.host), hop.upstream_port)
+                    && !d.allowed()
+                    && !denial_may_not_hold(inv, &d, hop.upstream_port)
+                {
+                    let fixable = (d.decided() == Decided::Isolation).then_some((true, false));
+                    let blocked = Blocked {
+                        vs: vs.object,
+                        describe: vs.describe(),
+                        why: l4_reason(inv, &d, Direction::Egress),
+                        fixable,
+                        gateway: hop.gateway.map(|g| g.object),
+                        gateway_labels: gateway_labels(hop, inv.workload(pod)),
+                    };
+                    from_gateway.insert(key, blocked);
                 }
             }
         }

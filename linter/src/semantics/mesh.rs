@@ -60,7 +60,8 @@ pub enum Route<'a> {
     /// Straight to the host, on `port` (a VirtualService may change the port: TLS origination).
     Direct { port: u32, virtual_service: Option<&'a MeshObject> },
     /// To an egress gateway first.
-    ViaGateway(GatewayHop<'a>),
+    /// To an egress gateway first (shared: the same hop serves every pod routed there).
+    ViaGateway(std::sync::Arc<GatewayHop<'a>>),
     /// `REGISTRY_ONLY` and no ServiceEntry visible to the pod admits the host on the port.
     Refused { set_by: String },
     /// The pod has no sidecar: the mesh does not see its traffic.
@@ -134,7 +135,13 @@ pub struct Mesh<'a> {
     routes: std::sync::Mutex<HashMap<RouteKey, std::sync::Arc<[Route<'a>]>>>,
     /// See [`Mesh::targets`].
     targets: std::sync::OnceLock<Vec<Target>>,
+    /// Gateway hops already worked out, by VirtualService, destination, port and host.
+    hops: std::sync::Mutex<HashMap<HopKey, std::sync::Arc<GatewayHop<'a>>>>,
 }
+
+/// A gateway hop's inputs: the VirtualService (its index), the destination and its port, the
+/// host.
+type HopKey = (usize, String, u32, String);
 
 /// What a meshed pod's routes depend on: its namespace and its Sidecars (most specific first).
 type RouteKey = (String, Vec<crate::model::ObjectId>);
@@ -201,6 +208,7 @@ impl<'a> Mesh<'a> {
             entry_hosts: HostIndex::default(),
             routes: std::sync::Mutex::new(HashMap::new()),
             targets: std::sync::OnceLock::new(),
+            hops: std::sync::Mutex::new(HashMap::new()),
         };
         for o in &inv.mesh_objects {
             match &o.spec {
@@ -404,7 +412,15 @@ impl<'a> Mesh<'a> {
             if host_matches(&destination.0, host) || !to_service {
                 return Route::Direct { port: dest_port, virtual_service: Some(vs) };
             }
-            return Route::ViaGateway(self.gateway_hop(vs, spec, &destination.0, dest_port, host));
+            let key = (i, destination.0.clone(), dest_port, host.to_ascii_lowercase());
+            if let Some(hop) = self.hops.lock().ok().and_then(|hops| hops.get(&key).cloned()) {
+                return Route::ViaGateway(hop);
+            }
+            let hop = std::sync::Arc::new(self.gateway_hop(vs, spec, &destination.0, dest_port, host));
+            if let Ok(mut hops) = self.hops.lock() {
+                hops.insert(key, std::sync::Arc::clone(&hop));
+            }
+            return Route::ViaGateway(hop);
         }
         let outbound = self.outbound(w);
         if outbound.mode == Outbound::RegistryOnly && self.registry_entry(w, host, port).is_none() {
