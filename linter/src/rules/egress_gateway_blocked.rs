@@ -146,43 +146,25 @@ impl Rule for EgressGatewayBlocked {
             }
         }
         for ((client, pod, port), blocked) in to_gateway {
-            let Blocked { vs, describe, why, .. } = &blocked;
-            let (vs, w) = (*vs, inv.workload(client));
-            if !cx.reports_on(w.object) {
-                continue;
-            }
-            let mut finding = cx.finding(
-                &Self::META,
-                w.object,
-                w.template,
-                format!(
-                    "pods of {} cannot reach the egress gateway's pods ({}) on port {port}, where {describe} routes their sidecar traffic: {why}",
-                    super::workload_label(cx, client),
-                    super::workload_label(cx, pod),
-                ),
+            let Blocked { describe, why, .. } = &blocked;
+            let message = format!(
+                "pods of {} cannot reach the egress gateway's pods ({}) on port {port}, where {describe} routes their sidecar traffic: {why}",
+                super::workload_label(cx, client),
+                super::workload_label(cx, pod),
             );
-            finding.related.push(cx.related(vs, "/spec/hosts", "the route through the gateway".to_owned()));
+            let Some(mut finding) = hop_finding(cx, client, &blocked, message) else { continue };
             finding.fix = client_fix(cx, client, pod, port, &blocked);
             out.push(finding);
         }
         // One annotation serves every host of a gateway: offered on its first finding.
         let mut annotated = std::collections::BTreeSet::new();
         for ((pod, host, port), blocked) in from_gateway {
-            let Blocked { vs, describe, why, .. } = &blocked;
-            let (vs, w) = (*vs, inv.workload(pod));
-            if !cx.reports_on(w.object) {
-                continue;
-            }
-            let mut finding = cx.finding(
-                &Self::META,
-                w.object,
-                w.template,
-                format!(
-                    "the egress gateway's pods ({}) cannot reach {host}:{port}, which {describe} routes through them: {why}",
-                    super::workload_label(cx, pod),
-                ),
+            let Blocked { describe, why, .. } = &blocked;
+            let message = format!(
+                "the egress gateway's pods ({}) cannot reach {host}:{port}, which {describe} routes through them: {why}",
+                super::workload_label(cx, pod),
             );
-            finding.related.push(cx.related(vs, "/spec/hosts", "the route through the gateway".to_owned()));
+            let Some(mut finding) = hop_finding(cx, pod, &blocked, message) else { continue };
             if let (Some(gateway), Some(_)) = (blocked.gateway, blocked.fixable)
                 && annotated.insert(gateway)
             {
@@ -203,6 +185,18 @@ impl Rule for EgressGatewayBlocked {
             out.push(finding);
         }
     }
+}
+
+/// The finding about workload `w` for a blocked hop (`None` when findings about it are not
+/// wanted), pointing at the route.
+fn hop_finding(cx: &Context<'_>, w: WorkloadId, blocked: &Blocked, message: String) -> Option<Finding> {
+    let workload = cx.inventory.workload(w);
+    if !cx.reports_on(workload.object) {
+        return None;
+    }
+    let mut finding = cx.finding(&EgressGatewayBlocked::META, workload.object, workload.template, message);
+    finding.related.push(cx.related(blocked.vs, "/spec/hosts", "the route through the gateway".to_owned()));
+    Some(finding)
 }
 
 /// A blocked hop: the VirtualService routing it, why the L4 layers deny it, which sides a

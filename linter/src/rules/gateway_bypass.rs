@@ -138,7 +138,7 @@ impl Rule for GatewayBypass {
                 .hosts
                 .iter()
                 .take(NAMED_HOSTS)
-                .map(|&k| format!("{}:{}", targets[k].host, targets[k].port))
+                .filter_map(|&k| targets.get(k).map(|t| format!("{}:{}", t.host, t.port)))
                 .collect();
             let hosts = match bypass.hosts.len() {
                 n if n <= NAMED_HOSTS => named.join(", "),

@@ -84,7 +84,7 @@ impl Rule for MeshRegistryMismatch {
         let entries: Vec<_> = mesh.entries().collect();
         for ((e, h, port), workloads) in denied {
             let Some((o, spec)) = entries.get(e) else { continue };
-            let Some((first, why)) = workloads.first() else { continue };
+            let (Some((first, why)), Some(host)) = (workloads.first(), spec.hosts.get(h)) else { continue };
             let more = match workloads.len() {
                 1 => String::new(),
                 n => format!(" and {} other workload{}", n - 1, if n == 2 { "" } else { "s" }),
@@ -95,7 +95,7 @@ impl Rule for MeshRegistryMismatch {
                 &format!("/spec/hosts/{h}"),
                 format!(
                     "{}:{port} is admitted by {} but unreachable for {}{more}: their L4 egress denies it ({why})",
-                    spec.hosts[h],
+                    host,
                     o.describe(),
                     super::workload_label(cx, *first),
                 ),

@@ -139,6 +139,9 @@ pub struct Mesh<'a> {
     hops: std::sync::Mutex<HashMap<HopKey, std::sync::Arc<GatewayHop<'a>>>>,
 }
 
+/// How many routes [`Mesh::routes_of`] keeps (about 32 bytes each).
+const MAX_MEMO_ROUTES: usize = 2_000_000;
+
 /// A gateway hop's inputs: the VirtualService (its index), the destination and its port, the
 /// host.
 type HopKey = (usize, String, u32, String);
@@ -389,7 +392,11 @@ impl<'a> Mesh<'a> {
         }
         let routes: std::sync::Arc<[Route<'a>]> =
             self.targets().iter().map(|t| self.find_route(w, &t.host, t.port)).collect();
-        if let Ok(mut memo) = self.routes.lock() {
+        // Kept while the memo stays small (classes × targets can grow as namespaces × hosts);
+        // past that, routes are worked out again per workload: slower, never more memory.
+        if let Ok(mut memo) = self.routes.lock()
+            && (memo.len() + 1).saturating_mul(routes.len()) <= MAX_MEMO_ROUTES
+        {
             memo.insert(key, std::sync::Arc::clone(&routes));
         }
         Some(routes)
