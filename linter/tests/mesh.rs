@@ -72,7 +72,7 @@ spec:
     assert_eq!(hop.pods, vec![gateway]);
     assert_eq!(hop.pod_port(&project.inventory, Some(gateway)), Some(8080));
     assert_eq!(hop.upstream_port, 80);
-    assert!(matches!(mesh.route(sleep, "edition.cnn.com", 443), Route::Direct { port: 443, virtual_service: None }));
+    assert!(matches!(mesh.route(sleep, "edition.cnn.com", 443), Route::Direct { port: 443, via: None }));
     // The gateway's own pods are not routed as sidecars.
     assert_eq!(mesh.route(gateway, "edition.cnn.com", 80), Route::NotMeshed);
 }
@@ -104,7 +104,7 @@ spec:
     let project = project(&yaml);
     let mesh = Mesh::new(&project.inventory).unwrap();
     let sleep = workload(&project, "shop", "sleep");
-    assert!(matches!(mesh.route(sleep, "edition.cnn.com", 80), Route::Direct { port: 443, virtual_service: Some(_) }));
+    assert!(matches!(mesh.route(sleep, "edition.cnn.com", 80), Route::Direct { port: 443, via: Some(_) }));
 }
 
 /// Sidecar reference: a Sidecar with a workloadSelector wins over the namespace's, which wins
@@ -323,4 +323,22 @@ fn a_pinned_address_range_is_undecided_for_a_name() {
         ),
         "{text}"
     );
+}
+
+/// "Egress TLS Origination": the ServiceEntry sends port 80 to `targetPort: 443`, so the
+/// sidecar connects on 443, and that is the port the L4 layers must allow.
+#[test]
+fn tls_origination_by_target_port_is_judged_on_443() {
+    let (code, text) = trace("PC027/tls-origination-leaves-on-443", "default/sleep", "edition.cnn.com", "80", "human");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("sends it to edition.cnn.com on port 443: ServiceEntry default/edition-cnn-com"), "{text}");
+    assert!(
+        text.contains(
+            "hop 1: Deployment default/sleep -> edition.cnn.com (external, address unknown) on 443/TCP: denied"
+        ),
+        "{text}"
+    );
+    let (code, text) =
+        trace("PC027/ok-tls-origination-allowed-on-443", "default/sleep", "edition.cnn.com", "80", "human");
+    assert_eq!(code, Some(0), "{text}");
 }

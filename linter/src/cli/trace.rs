@@ -59,7 +59,7 @@ pub fn run(args: &TraceArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
         && let Ok(port) = u32::try_from(traffic.port)
     {
         let route = mesh.route(*w, name, port);
-        if !matches!(route, Route::NotMeshed | Route::Direct { virtual_service: None, .. }) {
+        if !matches!(route, Route::NotMeshed | Route::Direct { via: None, .. }) {
             return mesh_trace(args, io, &project, *w, name, traffic, route);
         }
     }
@@ -322,13 +322,10 @@ fn mesh_trace(
             }
             (summary, json, hops)
         }
-        Route::Direct { port, virtual_service } => {
-            let via = virtual_service
-                .map(|vs| format!("{} ({})", vs.describe(), place(vs.object, "/spec/hosts")))
-                .unwrap_or_default();
-            let summary = format!("the pod's Istio sidecar sends it to {name} on port {port}: {via} routes it there");
-            let json =
-                json!({"route": "direct", "virtualService": virtual_service.map(|vs| vs.describe()), "port": port});
+        Route::Direct { port, via } => {
+            let by = via.map(|o| format!("{} ({})", o.describe(), place(o.object, "/spec"))).unwrap_or_default();
+            let summary = format!("the pod's Istio sidecar sends it to {name} on port {port}: {by} sends it there");
+            let json = json!({"route": "direct", "via": via.map(|o| o.describe()), "port": port});
             let port = i32::try_from(*port).unwrap_or(traffic.port);
             let hops = vec![Hop {
                 from: Target::Workload(client),

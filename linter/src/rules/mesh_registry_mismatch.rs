@@ -56,6 +56,8 @@ impl Rule for MeshRegistryMismatch {
         let inv = cx.inventory;
         // A ServiceEntry host the L4 layers deny: per (entry, host index, port), the workloads
         // and why.
+        // The route gives the port the sidecar really connects on (a `targetPort`, a
+        // VirtualService's destination port).
         let mut denied: BTreeMap<(usize, usize, u32), Vec<(WorkloadId, String)>> = BTreeMap::new();
         let mut egress_of = std::collections::HashMap::new();
         for (e, (o, spec)) in mesh.entries().enumerate() {
@@ -75,7 +77,11 @@ impl Rule for MeshRegistryMismatch {
                         let egress = egress_of.entry(id).or_insert_with(|| mesh.egress_of(id));
                         let Some(d) = egress.judge(&Endpoint::Name(host), to_port) else { continue };
                         if !d.allowed() && !denial_may_not_hold(inv, &d, to_port) {
-                            denied.entry((e, h, port)).or_default().push((id, l4_reason(inv, &d, Direction::Egress)));
+                            let mut why = l4_reason(inv, &d, Direction::Egress);
+                            if to_port != port {
+                                why = format!("the sidecar connects on port {to_port}, and {why}");
+                            }
+                            denied.entry((e, h, port)).or_default().push((id, why));
                         }
                     }
                 }

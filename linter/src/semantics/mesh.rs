@@ -57,8 +57,10 @@ pub enum Proxy<'a> {
 /// Where a meshed pod's connection to an external host goes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Route<'a> {
-    /// Straight to the host, on `port` (a VirtualService may change the port: TLS origination).
-    Direct { port: u32, virtual_service: Option<&'a MeshObject> },
+    /// Straight to the host, on `port`. `via` is what changed the port, if anything: a
+    /// VirtualService's destination port, or a ServiceEntry port's `targetPort` (TLS
+    /// origination: the application speaks HTTP on 80, the sidecar HTTPS on 443).
+    Direct { port: u32, via: Option<&'a MeshObject> },
     /// To an egress gateway first.
     /// To an egress gateway first (shared: the same hop serves every pod routed there).
     ViaGateway(std::sync::Arc<GatewayHop<'a>>),
@@ -417,7 +419,7 @@ impl<'a> Mesh<'a> {
             let dest_port = destination.1.unwrap_or(port);
             let to_service = is_cluster_host(&destination.0) || self.service(&destination.0, &vs.namespace).is_some();
             if host_matches(&destination.0, host) || !to_service {
-                return Route::Direct { port: dest_port, virtual_service: Some(vs) };
+                return Route::Direct { port: dest_port, via: Some(vs) };
             }
             let key = (i, destination.0.clone(), dest_port, host.to_ascii_lowercase());
             if let Some(hop) = self.hops.lock().ok().and_then(|hops| hops.get(&key).cloned()) {
@@ -429,11 +431,22 @@ impl<'a> Mesh<'a> {
             }
             return Route::ViaGateway(hop);
         }
+        let entry = self.registry_entry(w, host, port);
         let outbound = self.outbound(w);
-        if outbound.mode == Outbound::RegistryOnly && self.registry_entry(w, host, port).is_none() {
+        if outbound.mode == Outbound::RegistryOnly && entry.is_none() {
             return Route::Refused { set_by: outbound.set_by };
         }
-        Route::Direct { port, virtual_service: None }
+        // A ServiceEntry port's `targetPort` is where the sidecar connects.
+        let target = entry.and_then(|o| match &o.spec {
+            MeshSpec::ServiceEntry(spec) => {
+                spec.ports.iter().find(|p| p.number == Some(port)).and_then(|p| p.target_port)
+            }
+            _ => None,
+        });
+        match target.filter(|t| (1..=65535).contains(t) && *t != port) {
+            Some(target) => Route::Direct { port: target, via: entry },
+            None => Route::Direct { port, via: None },
+        }
     }
 
     /// The hop to the gateway Service `service_host` on `service_port`, for `host`.
