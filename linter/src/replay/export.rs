@@ -71,7 +71,7 @@ fn is_dns(peer: &Peer, port: Port, dns: &DnsConfig) -> bool {
     let Peer::Workload(w) = peer else { return false };
     port.port == crate::semantics::dns::DNS_PORT
         && w.namespace == dns.namespace
-        && dns.pod_labels.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+        && crate::semantics::selector::labels_match(&dns.pod_labels, &w.labels)
 }
 
 fn ports_json(ports: &BTreeSet<Port>) -> Value {

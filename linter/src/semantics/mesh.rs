@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::selector::labels_match;
 use super::{Decided, DirectionVerdict, Endpoint, Evaluator, Traffic};
 use crate::model::istio::{
     self, DEFAULT_ROOT_NAMESPACE, Injection, MESH_GATEWAY, MeshObject, MeshSettings, MeshSpec, ServiceEntrySpec,
@@ -252,7 +253,7 @@ impl<'a> Mesh<'a> {
             .copied()
             .filter(|g| match &g.spec {
                 MeshSpec::Gateway(spec) => {
-                    !spec.selector.is_empty() && spec.selector.iter().all(|(k, v)| workload.labels.get(k) == Some(v))
+                    !spec.selector.is_empty() && labels_match(&spec.selector, &workload.labels)
                 }
                 _ => false,
             })
@@ -299,7 +300,7 @@ impl<'a> Mesh<'a> {
             o.namespace == own
                 && s.workload_selector
                     .as_ref()
-                    .is_some_and(|sel| sel.labels.iter().all(|(k, v)| workload.labels.get(k) == Some(v)))
+                    .is_some_and(|sel| labels_match(&sel.labels, &workload.labels))
         });
         let wide = |ns: &str| self.sidecars.iter().find(|(o, s)| o.namespace == ns && s.workload_selector.is_none());
         let namespace_wide = wide(own);
@@ -466,7 +467,7 @@ impl<'a> Mesh<'a> {
                     .filter(|(_, wl)| {
                         s.selector
                             .as_ref()
-                            .is_some_and(|sel| !sel.is_empty() && sel.iter().all(|(k, v)| wl.labels.get(k) == Some(v)))
+                            .is_some_and(|sel| !sel.is_empty() && labels_match(sel, &wl.labels))
                     })
                     .map(|(id, _)| id)
                     .collect()

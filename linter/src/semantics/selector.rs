@@ -11,7 +11,7 @@ use crate::model::Labels;
 /// selects nothing here, so an invalid policy never looks like it allows traffic.
 pub fn selector_matches(selector: &LabelSelector, labels: &Labels) -> bool {
     if let Some(required) = &selector.match_labels
-        && !required.iter().all(|(k, v)| labels.get(k) == Some(v))
+        && !labels_match(required, labels)
     {
         return false;
     }
@@ -30,6 +30,12 @@ pub fn selector_matches(selector: &LabelSelector, labels: &Labels) -> bool {
         }
     }
     true
+}
+
+/// Whether `labels` carry every label of `required` (a `matchLabels`, or the plain label map
+/// Istio's and Services' selectors are); an empty map matches everything.
+pub fn labels_match(required: &Labels, labels: &Labels) -> bool {
+    required.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 /// Whether the selector is empty (`{}`, or absent where absent means empty): it selects all.
