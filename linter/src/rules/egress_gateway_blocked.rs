@@ -56,11 +56,7 @@ impl Rule for EgressGatewayBlocked {
     }
 
     fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
-        let Some(mesh) = cx.mesh() else { return };
-        let targets = mesh.targets();
-        if targets.is_empty() {
-            return;
-        }
+        let Some((mesh, targets)) = cx.mesh_targets() else { return };
         let inv = cx.inventory;
         // (client, gateway pod) pairs that cannot connect, and (gateway pod, host:port) pairs
         // that cannot leave: each reported once, with the VirtualService that routes them.

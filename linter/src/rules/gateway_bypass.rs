@@ -78,11 +78,7 @@ impl Rule for GatewayBypass {
     }
 
     fn check(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
-        let Some(mesh) = cx.mesh() else { return };
-        let targets = mesh.targets();
-        if targets.is_empty() {
-            return;
-        }
+        let Some((mesh, targets)) = cx.mesh_targets() else { return };
         let inv = cx.inventory;
         for (i, w) in inv.workloads.iter().enumerate() {
             let id = WorkloadId(i);

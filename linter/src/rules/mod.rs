@@ -203,6 +203,14 @@ impl<'a> Context<'a> {
         self.mesh.get_or_init(|| crate::semantics::mesh::Mesh::new(self.inventory)).as_ref()
     }
 
+    /// The mesh and the external hosts it has a say about, for the rules that judge routes;
+    /// `None` without Istio objects or without such hosts.
+    pub fn mesh_targets(&self) -> Option<(&crate::semantics::mesh::Mesh<'a>, &[crate::semantics::mesh::Target])> {
+        let mesh = self.mesh()?;
+        let targets = mesh.targets();
+        (!targets.is_empty()).then_some((mesh, targets))
+    }
+
     /// How a workload's egress treats DNS (`None` when its egress is not isolated).
     pub fn dns_reach(&self, workload: WorkloadId) -> Option<&DnsReach> {
         let all = self.dns_reach.get_or_init(|| {
