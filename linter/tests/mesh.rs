@@ -342,3 +342,25 @@ fn tls_origination_by_target_port_is_judged_on_443() {
         trace("PC027/ok-tls-origination-allowed-on-443", "default/sleep", "edition.cnn.com", "80", "human");
     assert_eq!(code, Some(0), "{text}");
 }
+
+/// The mesh settings are a YAML document inside a string: read with the same bounds as any
+/// document, so an alias bomb there is refused where it is written, not expanded.
+#[test]
+fn an_alias_bomb_in_the_mesh_settings_is_refused() {
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..9 {
+        let p = i - 1;
+        bomb.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+    }
+    let indented: String = bomb.lines().map(|l| format!("    {l}\n")).collect();
+    let yaml = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n{indented}"
+    );
+    let mut project = Project::new("default");
+    project.add_text("input.yaml", yaml, true);
+    let problems = &project.inventory.problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].pointer, "/data/mesh");
+    assert!(problems[0].message.contains("alias bomb"), "{problems:?}");
+    assert!(project.inventory.mesh_settings.is_empty());
+}

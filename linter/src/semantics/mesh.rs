@@ -252,9 +252,7 @@ impl<'a> Mesh<'a> {
             .iter()
             .copied()
             .filter(|g| match &g.spec {
-                MeshSpec::Gateway(spec) => {
-                    !spec.selector.is_empty() && labels_match(&spec.selector, &workload.labels)
-                }
+                MeshSpec::Gateway(spec) => !spec.selector.is_empty() && labels_match(&spec.selector, &workload.labels),
                 _ => false,
             })
             .collect();
@@ -298,9 +296,7 @@ impl<'a> Mesh<'a> {
         let own = workload.namespace.as_str();
         let selected = self.sidecars.iter().find(|(o, s)| {
             o.namespace == own
-                && s.workload_selector
-                    .as_ref()
-                    .is_some_and(|sel| labels_match(&sel.labels, &workload.labels))
+                && s.workload_selector.as_ref().is_some_and(|sel| labels_match(&sel.labels, &workload.labels))
         });
         let wide = |ns: &str| self.sidecars.iter().find(|(o, s)| o.namespace == ns && s.workload_selector.is_none());
         let namespace_wide = wide(own);
@@ -465,9 +461,7 @@ impl<'a> Mesh<'a> {
                 self.inv
                     .workloads_in(&s.namespace)
                     .filter(|(_, wl)| {
-                        s.selector
-                            .as_ref()
-                            .is_some_and(|sel| !sel.is_empty() && labels_match(sel, &wl.labels))
+                        s.selector.as_ref().is_some_and(|sel| !sel.is_empty() && labels_match(sel, &wl.labels))
                     })
                     .map(|(id, _)| id)
                     .collect()
