@@ -99,7 +99,7 @@ pub fn dns_tcp_patch(has_annotations: bool, rule_index: usize) -> Patch {
 }
 
 /// A patch asking for an Istio Gateway's egress to follow the mesh's routes
-/// ([`crate::egress::mesh::ANNOTATION`]), for `portcullis resolve` and the controller.
+/// ([`crate::egress::istio::ANNOTATION`]), for `portcullis resolve` and the controller.
 pub fn routes_annotation_patch(has_annotations: bool) -> Patch {
     let what = "asked portcullis to keep the gateway's egress to the hosts routed through it";
     if has_annotations {
@@ -110,7 +110,7 @@ pub fn routes_annotation_patch(has_annotations: bool) -> Patch {
     } else {
         Patch(vec![add(
             "/metadata/annotations",
-            json!({crate::egress::mesh::ANNOTATION: "true", GENERATED_ANNOTATION: what}),
+            json!({crate::egress::istio::ANNOTATION: "true", GENERATED_ANNOTATION: what}),
         )])
     }
 }

@@ -124,7 +124,7 @@ impl Project {
     }
 
     /// Adds the NetworkPolicy each valid EgressIntent (and Otterize ClientIntents with internet
-    /// targets, and Istio Gateways annotated for it: [`crate::egress::mesh`]) will have in the cluster, so the rules see its pods as egress-isolated with DNS
+    /// targets, and Istio Gateways annotated for it: [`crate::egress::istio`]) will have in the cluster, so the rules see its pods as egress-isolated with DNS
     /// allowed. Offline there are no addresses yet: only the DNS allowance and fixed blocks.
     /// Call it once all files are added; later calls do nothing.
     pub fn expand_intents(&mut self, dns: &DnsConfig) {
@@ -152,7 +152,7 @@ impl Project {
             }
         }
         let converted =
-            otterize::convert_all(&self.inventory).into_iter().chain(crate::egress::mesh::convert_all(&self.inventory));
+            otterize::convert_all(&self.inventory).into_iter().chain(crate::egress::istio::convert_all(&self.inventory));
         for converted in converted {
             if let Ok(compiled) = converted.intent {
                 let names = name_rules(&compiled, |_| String::new());

@@ -126,7 +126,7 @@ pub struct SpecProblem {
 }
 
 /// Every intent in `inventory`, EgressIntents, Otterize ClientIntents and annotated Istio
-/// Gateways ([`super::mesh`]) alike, compiled, with
+/// Gateways ([`super::istio`]) alike, compiled, with
 /// the object each came from (for locating its problems).
 pub fn compile_inventory(
     inventory: &crate::model::Inventory,
@@ -143,7 +143,7 @@ pub fn compile_inventory(
         };
         out.push((intent.object, compiled));
     }
-    for converted in super::otterize::convert_all(inventory).into_iter().chain(super::mesh::convert_all(inventory)) {
+    for converted in super::otterize::convert_all(inventory).into_iter().chain(super::istio::convert_all(inventory)) {
         let compiled = converted.intent.map_err(|p| vec![SpecProblem { pointer: p.pointer, message: p.message }]);
         out.push((converted.object, compiled));
     }

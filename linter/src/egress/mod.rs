@@ -11,8 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, T
 pub mod cache;
 pub mod guard;
 pub mod intents;
+pub mod istio;
 pub mod map;
-pub mod mesh;
 pub mod observation;
 pub mod otterize;
 pub mod render;

@@ -29,7 +29,7 @@ use crate::model::{Inventory, ObjectId, Protocol};
 pub const GROUP: &str = "k8s.otterize.com";
 
 /// An object of another tool read as an intent (a ClientIntents object with internet targets,
-/// or an annotated Istio Gateway: [`super::mesh`]), converted (or why it could not be).
+/// or an annotated Istio Gateway: [`super::istio`]), converted (or why it could not be).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Converted {
     pub object: ObjectId,
