@@ -151,8 +151,9 @@ impl Project {
                 generated.push((intent.object, policy, names));
             }
         }
-        let converted =
-            otterize::convert_all(&self.inventory).into_iter().chain(crate::egress::istio::convert_all(&self.inventory));
+        let converted = otterize::convert_all(&self.inventory)
+            .into_iter()
+            .chain(crate::egress::istio::convert_all(&self.inventory));
         for converted in converted {
             if let Ok(compiled) = converted.intent {
                 let names = name_rules(&compiled, |_| String::new());
