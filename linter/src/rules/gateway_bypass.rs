@@ -69,9 +69,6 @@ struct Bypass {
 /// Pods as a NetworkPolicy peer: their namespace and labels.
 type Peer = (String, BTreeMap<String, String>);
 
-/// How many hosts a message names before "and N more".
-const NAMED_HOSTS: usize = 3;
-
 impl Rule for GatewayBypass {
     fn meta(&self) -> &'static RuleMeta {
         &Self::META
@@ -130,16 +127,8 @@ impl Rule for GatewayBypass {
                 }
             }
             let Some(&first_route) = bypass.routes.first() else { continue };
-            let named: Vec<String> = bypass
-                .hosts
-                .iter()
-                .take(NAMED_HOSTS)
-                .filter_map(|&k| targets.get(k).map(|t| format!("{}:{}", t.host, t.port)))
-                .collect();
-            let hosts = match bypass.hosts.len() {
-                n if n <= NAMED_HOSTS => named.join(", "),
-                n => format!("{} and {} more", named.join(", "), n - NAMED_HOSTS),
-            };
+            let named = bypass.hosts.iter().filter_map(|&k| targets.get(k).map(|t| format!("{}:{}", t.host, t.port)));
+            let hosts = super::first_few(named, bypass.hosts.len());
             let gateways: Vec<String> = bypass.gateways.iter().map(|(h, p)| format!("{h}:{p}")).collect();
             let routes = match bypass.routes.len() {
                 1 => format!("VirtualService {} routes", describe_object(inv, first_route)),
@@ -156,7 +145,7 @@ impl Rule for GatewayBypass {
                     bypass.why.join("; "),
                 ),
             );
-            for &vs in bypass.routes.iter().take(NAMED_HOSTS) {
+            for &vs in bypass.routes.iter().take(super::NAMED_IN_MESSAGE) {
                 finding.related.push(cx.related(vs, "/spec/hosts", "a route through the gateway".to_owned()));
             }
             finding.fix = fix(cx, id, &bypass);

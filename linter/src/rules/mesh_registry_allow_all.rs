@@ -74,32 +74,10 @@ impl Rule for MeshRegistryAllowAll {
                         "port {number} ({}) of {} admits every destination on {number}, not only {}: with resolution NONE and no addresses the sidecar forwards to whatever address was asked",
                         port.protocol(),
                         o.describe(),
-                        named_hosts(&spec.hosts)
+                        super::first_few(spec.hosts.iter().cloned(), spec.hosts.len())
                     ),
                 ));
             }
         }
-    }
-}
-
-/// The hosts a message names: the first three and how many more (an entry may list thousands).
-fn named_hosts(hosts: &[String]) -> String {
-    const NAMED: usize = 3;
-    let named = hosts.iter().take(NAMED).map(String::as_str).collect::<Vec<_>>().join(", ");
-    match hosts.len() {
-        n if n <= NAMED => named,
-        n => format!("{named} and {} more", n - NAMED),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::named_hosts;
-
-    #[test]
-    fn messages_name_at_most_three_hosts() {
-        let hosts: Vec<String> = (0..10_000).map(|i| format!("h{i}.example.com")).collect();
-        assert_eq!(named_hosts(&hosts), "h0.example.com, h1.example.com, h2.example.com and 9997 more");
-        assert_eq!(named_hosts(&hosts[..2]), "h0.example.com, h1.example.com");
     }
 }

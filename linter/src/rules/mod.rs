@@ -322,6 +322,19 @@ pub fn ignores(cx: &Context<'_>, object: ObjectId, code: &str, name: &str) -> bo
     ignore.contains(code) || ignore.contains(name)
 }
 
+/// How many items a message names before "and N more".
+pub(crate) const NAMED_IN_MESSAGE: usize = 3;
+
+/// The first [`NAMED_IN_MESSAGE`] of `total` items, named, and how many more: a message stays
+/// short whatever the input lists.
+pub(crate) fn first_few(names: impl Iterator<Item = String>, total: usize) -> String {
+    let named = names.take(NAMED_IN_MESSAGE).collect::<Vec<_>>().join(", ");
+    match total {
+        n if n <= NAMED_IN_MESSAGE => named,
+        n => format!("{named} and {} more", n - NAMED_IN_MESSAGE),
+    }
+}
+
 /// Human name of a workload for messages: `Deployment shop/pay`.
 pub(crate) fn workload_label(cx: &Context<'_>, id: crate::model::WorkloadId) -> String {
     workload_label_of(cx.inventory, id)
@@ -331,4 +344,17 @@ pub(crate) fn workload_label(cx: &Context<'_>, id: crate::model::WorkloadId) -> 
 pub fn workload_label_of(inventory: &Inventory, id: crate::model::WorkloadId) -> String {
     let w = inventory.workload(id);
     format!("{} {}/{}", inventory.object(w.object).id.kind, w.namespace, w.name)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn messages_name_a_few_items_and_count_the_rest() {
+        let hosts = |n: usize| (0..n).map(|i| format!("h{i}.example.com"));
+        assert_eq!(
+            super::first_few(hosts(10_000), 10_000),
+            "h0.example.com, h1.example.com, h2.example.com and 9997 more"
+        );
+        assert_eq!(super::first_few(hosts(2), 2), "h0.example.com, h1.example.com");
+    }
 }
