@@ -1,5 +1,7 @@
 //! Times the pure decision (parse + decide + encode) without HTTP or TLS, one core.
 //! `cargo run --release -p portcullis-webhook --example decide-timing -- STATE_DIR REVIEW.json...`
+//! (`PORTCULLIS_TIMING_N`: reviews per file, 5,000 unless set; a file named `*mutate*` goes to
+//! `/mutate`; `PORTCULLIS_TIMING_PARSE_ONLY` set: only parse)
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::time::Instant;
@@ -20,10 +22,25 @@ fn main() {
     for file in &args[1..] {
         let body = std::fs::read(file).unwrap();
         let endpoint = if file.contains("mutate") { Endpoint::Mutate } else { Endpoint::Validate };
-        let n = 5_000;
+        let n: u32 = std::env::var("PORTCULLIS_TIMING_N").ok().and_then(|n| n.parse().ok()).unwrap_or(5_000);
+        let req = admission::parse(&body).unwrap();
+        let outcome =
+            admission::decide(endpoint, &req, &state.snapshot(&req.namespace(), &config.dns.namespace), &config);
+        let codes: Vec<&str> = outcome.problems.iter().map(|p| p.code).collect();
+        println!("{file}: {} {codes:?}", outcome.decision.as_str());
+        let parse_only = std::env::var_os("PORTCULLIS_TIMING_PARSE_ONLY").is_some();
         let t = Instant::now();
+        let value_only = std::env::var_os("PORTCULLIS_TIMING_VALUE_ONLY").is_some();
         for _ in 0..n {
+            if value_only {
+                std::hint::black_box(serde_json::from_slice::<serde_json::Value>(&body).unwrap());
+                continue;
+            }
             let req = admission::parse(&body).unwrap();
+            if parse_only {
+                std::hint::black_box(req);
+                continue;
+            }
             let snapshot = state.snapshot(&req.namespace(), &config.dns.namespace);
             let outcome = admission::decide(endpoint, &req, &snapshot, &config);
             std::hint::black_box(admission::response_body(outcome.response).unwrap());

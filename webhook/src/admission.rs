@@ -264,11 +264,16 @@ impl<'de> serde::de::Visitor<'de> for StrictValue {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if out.contains_key(&key) {
-                return Err(serde::de::Error::custom(format_args!("the key {key:?} is given twice")));
-            }
             let value = map.next_value_seed(StrictValue)?;
-            out.insert(key, value);
+            // One hash per key: the entry both finds a key given twice and inserts.
+            match out.entry(key) {
+                serde_json::map::Entry::Occupied(given) => {
+                    return Err(serde::de::Error::custom(format_args!("the key {:?} is given twice", given.key())));
+                }
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+            }
         }
         Ok(Value::Object(out))
     }

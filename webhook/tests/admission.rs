@@ -531,17 +531,25 @@ fn direct_and_typed_readings_agree() {
         let path = e.unwrap().path();
         bodies.push((path.display().to_string(), std::fs::read(&path).unwrap()));
     }
-    let case = std::fs::read_dir(cases_dir().join("validate"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "json"))
-        .unwrap();
-    let case = case.file_stem().unwrap().to_string_lossy().into_owned();
+    // A CREATE with an object to edit (the first file of the directory was once a DELETE, whose
+    // `object` is null: no edit below then reached the direct reader).
+    let case = "deployment-create-dns-blocked".to_owned();
     type Edit = (&'static str, fn(&mut Value));
-    let edits: [Edit; 4] = [
+    let edits: [Edit; 7] = [
         ("no apiVersion", |r| drop(r["object"].as_object_mut().map(|o| o.remove("apiVersion")))),
         ("labels not strings", |r| r["object"]["metadata"]["labels"] = serde_json::json!({"a": 1})),
         ("null metadata", |r| r["object"]["metadata"] = Value::Null),
+        // Metadata as `ObjectMeta` writes it back: fields and map keys in order, nulls left out.
+        ("plain metadata: labels out of order, a null field, annotations", |r| {
+            r["object"]["metadata"] = serde_json::json!({
+                "uid": "u-1", "namespace": "billing", "name": "invoices", "generateName": null,
+                "labels": {"z": "1", "a": "2", "m": ""}, "annotations": {"b": "x", "a": "y"},
+            });
+        }),
+        ("plain metadata: empty labels, null annotations", |r| {
+            r["object"]["metadata"] = serde_json::json!({"name": "invoices", "labels": {}, "annotations": null});
+        }),
+        ("a timestamp", |r| r["object"]["metadata"]["creationTimestamp"] = serde_json::json!("2026-11-27T08:00:00Z")),
         ("metadata reordered, extra field", |r| {
             let meta = r["object"]["metadata"].take();
             let mut fields: Vec<(String, Value)> = meta.as_object().cloned().unwrap_or_default().into_iter().collect();
@@ -551,6 +559,7 @@ fn direct_and_typed_readings_agree() {
             r["object"]["metadata"] = Value::Object(reordered);
         }),
     ];
+    let edited_from = bodies.len();
     for (what, edit) in edits {
         bodies.push((format!("{case} edited: {what}"), edited(&case, edit)));
     }
@@ -570,9 +579,15 @@ fn direct_and_typed_readings_agree() {
         bodies.push((format!("{case} edited: {what}"), body.into_bytes()));
     }
     let mut direct_count = 0;
-    for (name, body) in &bodies {
+    for (i, (name, body)) in bodies.iter().enumerate() {
         let typed = admission::parse_typed(body);
-        let Some(direct) = admission::parse_direct(body) else { continue };
+        let direct = admission::parse_direct(body);
+        // These edits must reach the direct reader, or they test nothing.
+        let direct_expected = ["plain metadata", "a timestamp", "extra field", "unknown review", "unknown request"]
+            .iter()
+            .any(|what| name.contains(what));
+        assert!(i < edited_from || !direct_expected || direct.is_some(), "{name}: not read directly");
+        let Some(direct) = direct else { continue };
         direct_count += 1;
         let mut typed = typed.unwrap_or_else(|e| panic!("{name}: read directly, refused typed: {e}"));
         let text = |v: &Option<Value>| v.as_ref().map(|v| serde_json::to_string(v).unwrap());
