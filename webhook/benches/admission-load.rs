@@ -6,7 +6,9 @@
 //! mimalloc, as the webhook): it parses each body and answers a fixed review.
 //!
 //! `cargo bench -p portcullis-webhook --bench admission-load [-- SECONDS CONNECTIONS]`
-//! (`PORTCULLIS_BENCH_BASELINE_WEBHOOK=BINARY` runs another build first, for before/after)
+//! (`PORTCULLIS_BENCH_BASELINE_WEBHOOK=BINARY` runs another build first, for before/after;
+//! `PORTCULLIS_BENCH_FLOOR=1` adds a run where every namespace is in mode `off`: the webhook's
+//! cost of reading and answering a review without deciding it)
 //!
 //! Prints, per server: reviews/s and its ratio to the no-op server's, client-side latency
 //! percentiles, the server-side p99 bound from the webhook's own histogram, server CPU per
@@ -68,9 +70,14 @@ fn main() {
     // Another build of the webhook to compare with in the same run (a commit before a change).
     let other = std::env::var_os(BASELINE_ENV).map(std::path::PathBuf::from);
     let this = Path::new(env!("CARGO_BIN_EXE_portcullis-webhook")).to_path_buf();
-    for policies in [10, 100] {
-        let state = work.join(format!("state-{policies}"));
-        write_state(&state, policies);
+    // With `PORTCULLIS_BENCH_FLOOR` set, first the webhook on the 10-policy state with every
+    // namespace in mode `off`: each review is read and answered, nothing decided. What it costs
+    // over the no-op server is the webhook's serving; the rest is the decision.
+    let floor = std::env::var_os(FLOOR_ENV).is_some();
+    let phases = floor.then_some((10, "off")).into_iter().chain([(10, ""), (100, "")]);
+    for (policies, mode) in phases {
+        let state = work.join(format!("state-{policies}{mode}"));
+        write_state(&state, policies, mode);
         for binary in other.iter().chain([&this]) {
             let ca = work.join("ca.pem");
             let (https, ops) = (free_port(), free_port());
@@ -83,7 +90,8 @@ fn main() {
             let which = if binary == &this { "webhook".to_owned() } else { format!("webhook {}", binary.display()) };
             result.print(
                 &format!(
-                    "{which}, {NAMESPACES} namespaces x {policies} NetworkPolicies (ready in {:.1} s)",
+                    "{which}, {NAMESPACES} namespaces x {policies} NetworkPolicies{} (ready in {:.1} s)",
+                    if mode.is_empty() { String::new() } else { format!(", mode {mode} (nothing decided)") },
                     startup.as_secs_f64()
                 ),
                 Some(&baseline),
@@ -94,6 +102,8 @@ fn main() {
 
 /// A `portcullis-webhook` binary to run before this build's, on the same states in the same run.
 const BASELINE_ENV: &str = "PORTCULLIS_BENCH_BASELINE_WEBHOOK";
+/// Set: also run the webhooks with every namespace in mode `off` (their floor).
+const FLOOR_ENV: &str = "PORTCULLIS_BENCH_FLOOR";
 
 /// The no-op server: what any admission webhook on this stack costs before it decides anything.
 mod noop {
@@ -142,14 +152,19 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Namespaces with a default-deny, a DNS allowance and application policies, `policies` in all.
-fn write_state(dir: &Path, policies: usize) {
+/// Namespaces with a default-deny, a DNS allowance and application policies, `policies` in all;
+/// half enforce, half warn, unless `mode` names the mode of all.
+fn write_state(dir: &Path, policies: usize, mode: &str) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
     for n in 0..NAMESPACES {
         let ns = format!("team-{n:04}");
         let mut docs = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns,
-            "labels": {"team": ns, "portcullis.dev/mode": if n % 2 == 0 { "enforce" } else { "warn" }}}})];
+        "labels": {"team": ns, "portcullis.dev/mode": match mode {
+            "" if n % 2 == 0 => "enforce",
+            "" => "warn",
+            mode => mode,
+        }}}})];
         docs.push(policy(&ns, "default-deny", json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})));
         docs.push(policy(
             &ns,

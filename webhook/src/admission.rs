@@ -7,6 +7,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::core::response::StatusSummary;
 use portcullis_linter::config::{Config, WebhookMode};
 use portcullis_linter::finding::Severity;
+use portcullis_linter::model::lookup;
 use portcullis_linter::report::escape_control;
 use serde_json::Value;
 
@@ -62,7 +63,7 @@ impl Request {
     /// The namespace the object lives in: the request's, else the object's, else `default`.
     pub fn namespace(&self) -> String {
         let from_object = |o: &Option<Value>| {
-            o.as_ref().and_then(|v| v.pointer("/metadata/namespace")).and_then(Value::as_str).map(str::to_owned)
+            o.as_ref().and_then(|v| lookup(v, "/metadata/namespace")).and_then(Value::as_str).map(str::to_owned)
         };
         self.inner
             .namespace
@@ -430,7 +431,7 @@ pub fn housekeeping(req: &Request, snapshot: &Snapshot) -> Option<&'static str> 
     // Only the stored object says so: a client can write `deletionTimestamp` into what it sends
     // (and `/mutate` sees it before the API server clears it).
     let deleting =
-        req.old_object.as_ref().and_then(|v| v.pointer("/metadata/deletionTimestamp")).is_some_and(|t| !t.is_null());
+        req.old_object.as_ref().and_then(|v| lookup(v, "/metadata/deletionTimestamp")).is_some_and(|t| !t.is_null());
     if deleting {
         return Some("object is being deleted");
     }
@@ -465,7 +466,7 @@ pub fn from_workload_controller(req: &Request, config: &Config) -> bool {
     if !config.webhook.trusted_controllers.iter().any(|u| u == user) {
         return false;
     }
-    req.object.as_ref().and_then(|o| o.pointer("/metadata/ownerReferences")).and_then(Value::as_array).is_some_and(
+    req.object.as_ref().and_then(|o| lookup(o, "/metadata/ownerReferences")).and_then(Value::as_array).is_some_and(
         |refs| {
             refs.iter().any(|r| {
                 r.get("controller").and_then(Value::as_bool) == Some(true)

@@ -19,8 +19,8 @@ use portcullis_linter::emit::to_yaml;
 use portcullis_linter::finding::{Anchor, Edit, Finding, Severity};
 use portcullis_linter::fix::{self, default_deny_policy, dns_patch};
 use portcullis_linter::load::{DocumentRef, SourceId};
-use portcullis_linter::model::inventory::PolicyNames;
-use portcullis_linter::model::{Directions, Inventory, Kind, Labels, ObjectId, PolicyId, has_annotations};
+use portcullis_linter::model::inventory::{PolicyNames, ScannedObject};
+use portcullis_linter::model::{Directions, Inventory, Kind, Labels, ObjectId, PolicyId, has_annotations, lookup};
 use portcullis_linter::rules::{self, Context, explain_dns_block};
 use portcullis_linter::semantics::{Direction, describe_selector, selector_matches};
 use portcullis_linter::staged;
@@ -175,7 +175,9 @@ impl Build {
         for (name, labels) in namespaces {
             // An unknown namespace still gets its metadata.name label from the inventory.
             if let Some(labels) = labels {
-                b.add(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}));
+                let at = DocumentRef::detached(SourceId(0), b.docs);
+                b.docs += 1;
+                b.inv.add_scanned_object(ScannedObject::namespace(at, name, labels.clone()));
             }
         }
         b.add_layers(snapshot, subject);
@@ -195,8 +197,8 @@ impl Build {
     fn add_layers(&mut self, snapshot: &Snapshot, subject: &Subject<'_>) {
         for stored in &snapshot.layers {
             let value = stored.value();
-            let same = |pointer: &str, want: &str| value.pointer(pointer).and_then(Value::as_str) == Some(want);
-            let namespace = value.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+            let same = |pointer: &str, want: &str| lookup(&value, pointer).and_then(Value::as_str) == Some(want);
+            let namespace = lookup(&value, "/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
             let reviewed = same("/kind", subject.kind)
                 && same("/metadata/name", subject.name)
                 && (namespace.is_empty() || namespace == subject.namespace);
@@ -275,7 +277,7 @@ fn pod_labels(object: &Value) -> Option<Labels> {
     let api_version = object.get("apiVersion").and_then(Value::as_str)?;
     let kind = object.get("kind").and_then(Value::as_str)?;
     let template = Kind::classify(api_version, kind).0.pod_template_pointer()?;
-    match object.pointer(&format!("{template}/metadata/labels")) {
+    match lookup(object, &format!("{template}/metadata/labels")) {
         None | Some(Value::Null) => Some(Labels::new()),
         Some(labels) => Labels::deserialize(labels).ok(),
     }
@@ -346,10 +348,9 @@ fn review_policy(
 ) -> (Vec<Problem>, Option<Mutation>) {
     let Some(object) = subject.object else { return (Vec::new(), None) };
     let value = completed(subject, object);
-    let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(subject.name).to_owned();
+    let name = lookup(&value, "/metadata/name").and_then(Value::as_str).unwrap_or(subject.name).to_owned();
     // Only policies that may select the probe pod below can change what this review finds.
-    let probe_labels = value
-        .pointer("/spec/podSelector")
+    let probe_labels = lookup(&value, "/spec/podSelector")
         .map_or(Some(LabelSelector::default()), |s| LabelSelector::deserialize(s).ok())
         .and_then(|selector| representative_labels(&selector));
     let mut b = Build::new(subject, snapshot, config);
@@ -462,8 +463,8 @@ fn review_policy(
 /// reviewed as if it were created. The fixes are left out: their YAML is a NetworkPolicy, and
 /// applying it would enforce what is only staged; the message says where to change it.
 fn review_staged(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Vec<Problem> {
-    let Some(spec) = subject.object.and_then(|o| o.pointer("/spec/networkPolicy")) else { return Vec::new() };
-    let name = subject.object.and_then(|o| o.pointer("/metadata/name")).and_then(Value::as_str).unwrap_or(subject.name);
+    let Some(spec) = subject.object.and_then(|o| lookup(o, "/spec/networkPolicy")) else { return Vec::new() };
+    let name = subject.object.and_then(|o| lookup(o, "/metadata/name")).and_then(Value::as_str).unwrap_or(subject.name);
     let policy = staged::network_policy(subject.namespace, name, spec);
     let as_policy = Subject {
         api_version: "networking.k8s.io/v1",
@@ -490,7 +491,7 @@ fn review_staged(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
 fn review_delete(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Vec<Problem> {
     let Some(old) = subject.old_object else { return Vec::new() };
     let old = completed(subject, old);
-    let name = old.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(subject.name).to_owned();
+    let name = lookup(&old, "/metadata/name").and_then(Value::as_str).unwrap_or(subject.name).to_owned();
     let default_deny = |with_deleted: bool| {
         let mut b = Build::new(subject, snapshot, config);
         // A default-deny policy has an empty podSelector, which selects a pod without labels.

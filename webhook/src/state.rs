@@ -17,7 +17,7 @@ use portcullis_linter::load::DocumentRef;
 use portcullis_linter::load::Limits;
 use portcullis_linter::load::fs::{Input, read_each};
 use portcullis_linter::model::inventory::ScannedObject;
-use portcullis_linter::model::{Kind, Labels};
+use portcullis_linter::model::{Kind, Labels, lookup};
 use portcullis_linter::project::Project;
 use portcullis_linter::semantics::selector_matches;
 use serde::Deserialize as _;
@@ -221,7 +221,7 @@ pub(crate) fn slim_metadata(value: &mut Value) {
 
 impl StoredPolicy {
     pub fn new(mut value: Value) -> StoredPolicy {
-        let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let name = lookup(&value, "/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
         slim_metadata(&mut value);
         elide_type(&mut value);
         let spec = value.as_object_mut().and_then(|o| o.shift_remove("spec"));
@@ -239,7 +239,7 @@ impl StoredPolicy {
     /// A policy every review reads, whatever pods it selects, through a `Value`: how reviews
     /// read every policy before the index, kept to compare against (`tests/index.rs`).
     pub fn read_always(mut value: Value) -> StoredPolicy {
-        let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let name = lookup(&value, "/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
         let spec = value.as_object_mut().and_then(|o| o.shift_remove("spec"));
         let spec = spec.map(|spec| {
             let text: Box<str> = serde_json::to_string(&spec).unwrap_or_default().into();
@@ -354,8 +354,8 @@ pub struct NamespaceInfo {
 impl NamespaceInfo {
     /// From a Namespace object as JSON (the API server's, or a manifest).
     pub fn from_value(value: &Value, labels: Labels) -> NamespaceInfo {
-        let terminating = value.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
-            || value.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating");
+        let terminating = lookup(value, "/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
+            || lookup(value, "/status/phase").and_then(Value::as_str) == Some("Terminating");
         NamespaceInfo { labels, terminating }
     }
 }

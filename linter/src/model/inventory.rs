@@ -459,7 +459,7 @@ impl Inventory {
     /// Adds an object [`ScannedObject::read`] read (in any thread) from a document's events.
     pub fn add_scanned_object(&mut self, object: ScannedObject) {
         let ScannedObject { at, header, value, typed } = object;
-        self.add_object_with(at, String::new(), header, value, Some(typed));
+        self.add_object_with(at, String::new(), header, value, typed);
     }
 
     /// Whether [`Inventory::keep_values`] is on: what [`ScannedObject::read`] must be told.
@@ -1113,7 +1113,8 @@ pub struct ScannedObject {
     at: DocumentRef,
     header: Header,
     value: Value,
-    typed: Typed,
+    /// `None` for a kind with nothing typed beyond its header (a Namespace).
+    typed: Option<Typed>,
 }
 
 impl ScannedObject {
@@ -1131,7 +1132,18 @@ impl ScannedObject {
             return None;
         }
         let header = Header { api_version, kind, has_annotations: meta.annotations.is_some(), meta };
-        Some(ScannedObject { at, header, value: Value::Null, typed: Typed::Policy(spec) })
+        Some(ScannedObject { at, header, value: Value::Null, typed: Some(Typed::Policy(spec)) })
+    }
+
+    /// A Namespace known by its name and labels (the webhook keeps them for the namespaces a
+    /// review reads): what [`Inventory::add_object`] makes of
+    /// `{apiVersion: v1, kind: Namespace, metadata: {name, labels}}`, without its value (no
+    /// rule reads a Namespace's value; its anchors name the object).
+    pub fn namespace(at: DocumentRef, name: &str, labels: Labels) -> ScannedObject {
+        let meta = ObjectMeta { name: Some(name.to_owned()), labels: Some(labels), ..ObjectMeta::default() };
+        let header =
+            Header { api_version: "v1".to_owned(), kind: "Namespace".to_owned(), meta, has_annotations: false };
+        ScannedObject { at, header, value: Value::Null, typed: None }
     }
 
     /// Reads a scanned document; `None` for anything the fast path does not take (other kinds,
@@ -1210,7 +1222,7 @@ impl ScannedObject {
             has_annotations: meta.annotations.is_some(),
             meta,
         };
-        Some(ScannedObject { at: scanned.at, header, value, typed })
+        Some(ScannedObject { at: scanned.at, header, value, typed: Some(typed) })
     }
 }
 
@@ -1299,9 +1311,10 @@ fn template_facts<S: SpecSource>(kind: Kind, source: &S) -> Result<PodFacts, S::
     })
 }
 
-/// `Value::pointer` for the constant, escape-free pointers of this module, without allocating
-/// (serde_json unescapes every segment into a new string).
-fn lookup<'v>(value: &'v Value, pointer: &str) -> Option<&'v Value> {
+/// `Value::pointer` without allocating for an escape-free pointer (serde_json unescapes every
+/// segment into a new string); a pointer with an escape, or not starting with `/`, goes to
+/// `Value::pointer`.
+pub fn lookup<'v>(value: &'v Value, pointer: &str) -> Option<&'v Value> {
     if pointer.contains('~') || !(pointer.is_empty() || pointer.starts_with('/')) {
         return value.pointer(pointer);
     }

@@ -12,6 +12,6 @@ pub mod object;
 pub use cluster_policy::{ClusterPolicy, ClusterPolicyId, ClusterPolicyKind};
 pub use inventory::{
     ContainerPort, Directions, Intent, Inventory, Labels, ModelProblem, NAMESPACE_NAME_LABEL, NameMatch, NameRule,
-    NamespaceInfo, Policy, PolicyId, Protocol, ServiceFacts, Workload, WorkloadId,
+    NamespaceInfo, Policy, PolicyId, Protocol, ServiceFacts, Workload, WorkloadId, lookup,
 };
 pub use object::{Kind, Object, ObjectId, ObjectRef, has_annotations};
