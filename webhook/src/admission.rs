@@ -330,6 +330,10 @@ pub fn parse_typed(body: &[u8]) -> Result<Request, BadReview> {
 /// would write an array of numbers, which the API server also reads, but no one else does).
 pub fn response_body(response: AdmissionResponse) -> Result<Vec<u8>, serde_json::Error> {
     use base64::Engine as _;
+    if response.patch.is_none() {
+        // Most reviews: written straight, the same text as through a `Value` (fields in order).
+        return serde_json::to_vec(&response.into_review());
+    }
     let mut review = serde_json::to_value(response.into_review())?;
     if let Some(patch) = review.pointer_mut("/response/patch") {
         let bytes: Vec<u8> = serde_json::from_value(patch.take())?;

@@ -33,7 +33,15 @@ fn decide(endpoint: Endpoint, body: &[u8], state: &StaticState, config: &Config)
     let snapshot = state.snapshot(&req.namespace(), &config.dns.namespace);
     let outcome = admission::decide(endpoint, &req, &snapshot, config);
     let decision = outcome.decision.as_str();
+    // Without a patch the body is written straight: the same text as written through a `Value`.
+    let via_value =
+        outcome.response.patch.is_none().then(|| {
+            serde_json::to_vec(&serde_json::to_value(outcome.response.clone().into_review()).unwrap()).unwrap()
+        });
     let body = admission::response_body(outcome.response).unwrap();
+    if let Some(via_value) = via_value {
+        assert_eq!(String::from_utf8_lossy(&body), String::from_utf8_lossy(&via_value));
+    }
     let mut review: Value = serde_json::from_slice(&body).unwrap();
     let mut patch = None;
     if let Some(p) = review.pointer_mut("/response/patch") {
