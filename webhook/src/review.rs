@@ -248,6 +248,21 @@ impl Build {
         }
     }
 
+    /// Adds the object under review: a workload without copying its spec (its pods are read
+    /// from `object`, the inventory keeps `head`), anything else completed whole. Returns its
+    /// document index.
+    fn add_reviewed(&mut self, subject: &Subject<'_>, head: Value, object: &Value) -> usize {
+        let at = DocumentRef::detached(SourceId(0), self.docs);
+        match ScannedObject::workload(at, head, object) {
+            Ok(scanned) => {
+                self.docs += 1;
+                self.inv.add_scanned_object(scanned);
+                at.index
+            }
+            Err(_) => self.add(completed(subject, object)),
+        }
+    }
+
     fn object_at(&self, index: usize) -> Option<ObjectId> {
         self.inv.objects.iter().position(|o| o.doc.index == index).map(ObjectId)
     }
@@ -271,11 +286,12 @@ impl PolicyNames for StoredNames {
     }
 }
 
-/// The labels of the pods a workload object runs (`None`: not a workload, or labels that are
-/// not a string map, which the engine reports; the review then reads every policy).
-fn pod_labels(object: &Value) -> Option<Labels> {
-    let api_version = object.get("apiVersion").and_then(Value::as_str)?;
-    let kind = object.get("kind").and_then(Value::as_str)?;
+/// The labels of the pods a workload object runs, its kind read from `head` (`None`: not a
+/// workload, or labels that are not a string map, which the engine reports; the review then
+/// reads every policy).
+fn pod_labels(head: &Value, object: &Value) -> Option<Labels> {
+    let api_version = head.get("apiVersion").and_then(Value::as_str)?;
+    let kind = head.get("kind").and_then(Value::as_str)?;
     let template = Kind::classify(api_version, kind).0.pod_template_pointer()?;
     match lookup(object, &format!("{template}/metadata/labels")) {
         None | Some(Value::Null) => Some(Labels::new()),
@@ -293,7 +309,25 @@ fn doc_index(f: &Finding) -> Option<usize> {
 /// The object as the engine should see it: `apiVersion`/`kind` from the request when the
 /// object omits them, and a name for objects created with `generateName`.
 fn completed(subject: &Subject<'_>, object: &Value) -> Value {
-    let mut value = object.clone();
+    complete(subject, object.clone())
+}
+
+/// [`completed`] with only `apiVersion`, `kind` and `metadata`: what the inventory keeps of a
+/// workload ([`Build::add_reviewed`]).
+fn completed_head(subject: &Subject<'_>, object: &Value) -> Value {
+    let head = match object {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    };
+    complete(subject, head)
+}
+
+fn complete(subject: &Subject<'_>, mut value: Value) -> Value {
     if let Value::Object(map) = &mut value {
         map.entry("apiVersion").or_insert_with(|| json!(subject.api_version));
         map.entry("kind").or_insert_with(|| json!(subject.kind));
@@ -314,10 +348,10 @@ fn completed(subject: &Subject<'_>, object: &Value) -> Value {
 /// namespace-level rules for the namespace the pods would run in.
 fn review_object(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Vec<Problem> {
     let Some(object) = subject.object else { return Vec::new() };
-    let value = completed(subject, object);
+    let head = completed_head(subject, object);
     let mut b = Build::new(subject, snapshot, config);
-    b.add_policies(snapshot, None, pod_labels(&value).as_ref());
-    let reviewed = b.add(value);
+    b.add_policies(snapshot, None, pod_labels(&head, object).as_ref());
+    let reviewed = b.add_reviewed(subject, head, object);
     let cx = Context::new(&b.inv, config, &[]).focused(b.object_at(reviewed));
     let is_workload = Scope::of(subject) == Ok(Scope::Workload);
     rules::run(&cx)

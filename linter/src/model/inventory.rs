@@ -1135,6 +1135,36 @@ impl ScannedObject {
         Some(ScannedObject { at, header, value: Value::Null, typed: Some(Typed::Policy(spec)) })
     }
 
+    /// A workload whose pods are read from `source` (the object as written) while the
+    /// inventory keeps `head`: the object's `apiVersion`, `kind` and `metadata`, all that
+    /// [`Inventory::add_object`] keeps of a workload once its pods are read. The webhook adds
+    /// the object under review this way, without copying its spec. Gives `head` back for
+    /// anything but a workload, and for anything [`Inventory::add_object`] would report (a
+    /// header or a pod template that does not type): add the whole object then.
+    pub fn workload(at: DocumentRef, head: Value, source: &Value) -> Result<ScannedObject, Value> {
+        let header = (|| {
+            let api_version = head.get("apiVersion")?.as_str()?;
+            let kind = head.get("kind")?.as_str()?;
+            let kind_enum = Kind::classify(api_version, kind).0;
+            if !kind_enum.is_workload() {
+                return None;
+            }
+            let meta = typed::<ObjectMeta>(&head, "/metadata", "").ok()?.unwrap_or_default();
+            let pods = pod_facts(kind_enum, source, "").ok()?;
+            let header = Header {
+                api_version: api_version.to_owned(),
+                kind: kind.to_owned(),
+                meta,
+                has_annotations: has_annotations(&head),
+            };
+            Some((header, pods))
+        })();
+        match header {
+            Some((header, pods)) => Ok(ScannedObject { at, header, value: head, typed: Some(Typed::Pods(pods)) }),
+            None => Err(head),
+        }
+    }
+
     /// A Namespace known by its name and labels (the webhook keeps them for the namespaces a
     /// review reads): what [`Inventory::add_object`] makes of
     /// `{apiVersion: v1, kind: Namespace, metadata: {name, labels}}`, without its value (no
@@ -1437,6 +1467,62 @@ mod tests {
     }
 
     const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\n  namespace: shop\n  labels: {app: api}\nspec:\n  selector: {matchLabels: {app: api}}\n  template:\n    metadata:\n      labels: {app: api, tier: backend}\n    spec:\n      hostNetwork: true\n      containers:\n      - name: api\n        image: example/api:1\n        ports:\n        - {name: http, containerPort: 8080}\n        - {containerPort: 53, protocol: UDP}\nstatus: {replicas: 1}\n";
+
+    /// A workload added from its head (the webhook's way, [`ScannedObject::workload`]) is the
+    /// workload [`Inventory::add_object`] makes of the whole value, and anything that way would
+    /// report (or that is not a workload) is given back to be added whole.
+    #[test]
+    fn a_workload_added_from_its_head_is_the_workload_added_whole() {
+        use serde_json::json;
+        let template = json!({"metadata": {"labels": {"app": "a"}, "annotations": {"sidecar.istio.io/inject": "true"}},
+            "spec": {"hostNetwork": true, "containers": [{"name": "c", "image": "i",
+                "ports": [{"name": "http", "containerPort": 8080}]}]}});
+        let taken = [
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "d", "namespace": "n", "annotations": {"a": "b"}},
+                "spec": {"selector": {}, "template": template.clone()}}),
+            json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"},
+                "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": template.clone()}}}}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"app": "p"}},
+                "spec": template["spec"].clone(), "status": {"podIPs": [{"ip": "10.0.0.7"}]}}),
+            json!({"apiVersion": "extensions/v1beta1", "kind": "Deployment", "metadata": {"name": "old"},
+                "spec": {"template": template.clone()}}),
+        ];
+        let given_back = [
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "bad"},
+                "spec": {"template": {"metadata": {"labels": {"app": 1}}}}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": 7}}),
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "np"}}),
+            json!({"kind": "Deployment", "metadata": {"name": "no-api-version"}}),
+        ];
+        let head = |v: &Value| -> Value {
+            v.as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter(|(k, _)| matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .map(Value::Object)
+                .unwrap_or_default()
+        };
+        let at = DocumentRef::detached(SourceId(0), 0);
+        for value in &taken {
+            let mut whole = Inventory::new("default");
+            whole.add_object(at, String::new(), value.clone());
+            let mut from_head = Inventory::new("default");
+            from_head.add_scanned_object(ScannedObject::workload(at, head(value), value).expect("taken"));
+            assert_eq!(format!("{:?}", from_head.workloads), format!("{:?}", whole.workloads), "{value}");
+            assert_eq!(from_head.objects.len(), 1, "{value}");
+            assert_eq!(from_head.objects[0].value, whole.objects[0].value, "{value}");
+            assert_eq!(format!("{:?}", from_head.objects[0]), format!("{:?}", whole.objects[0]), "{value}");
+            assert_eq!(format!("{:?}", from_head.problems), format!("{:?}", whole.problems), "{value}");
+            assert_eq!(format!("{:?}", from_head.namespaces), format!("{:?}", whole.namespaces), "{value}");
+        }
+        for value in &given_back {
+            assert_eq!(ScannedObject::workload(at, head(value), value).err(), Some(head(value)), "{value}");
+        }
+    }
 
     #[test]
     fn lookup_agrees_with_value_pointer() {
