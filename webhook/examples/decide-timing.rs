@@ -1,7 +1,8 @@
 //! Times the pure decision (parse + decide + encode) without HTTP or TLS, one core.
 //! `cargo run --release -p portcullis-webhook --example decide-timing -- STATE_DIR REVIEW.json...`
 //! (`PORTCULLIS_TIMING_N`: reviews per file, 5,000 unless set; a file named `*mutate*` goes to
-//! `/mutate`; `PORTCULLIS_TIMING_PARSE_ONLY` set: only parse)
+//! `/mutate`; `PORTCULLIS_TIMING_PARSE_ONLY` set: only parse; `PORTCULLIS_TIMING_VALUE_ONLY`
+//! set: only `serde_json::from_slice::<Value>` of the body, what the bench's no-op server does)
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::time::Instant;

@@ -19,7 +19,7 @@ use portcullis_linter::emit::to_yaml;
 use portcullis_linter::finding::{Anchor, Edit, Finding, Severity};
 use portcullis_linter::fix::{self, default_deny_policy, dns_patch};
 use portcullis_linter::load::{DocumentRef, SourceId};
-use portcullis_linter::model::inventory::{PolicyNames, ScannedObject};
+use portcullis_linter::model::inventory::{PolicyNames, ScannedObject, head_of};
 use portcullis_linter::model::{Directions, Inventory, Kind, Labels, ObjectId, PolicyId, has_annotations, lookup};
 use portcullis_linter::rules::{self, Context, explain_dns_block};
 use portcullis_linter::semantics::{Direction, describe_selector, selector_matches};
@@ -315,16 +315,7 @@ fn completed(subject: &Subject<'_>, object: &Value) -> Value {
 /// [`completed`] with only `apiVersion`, `kind` and `metadata`: what the inventory keeps of a
 /// workload ([`Build::add_reviewed`]).
 fn completed_head(subject: &Subject<'_>, object: &Value) -> Value {
-    let head = match object {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .filter(|(k, _)| matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        ),
-        other => other.clone(),
-    };
-    complete(subject, head)
+    complete(subject, head_of(object))
 }
 
 fn complete(subject: &Subject<'_>, mut value: Value) -> Value {

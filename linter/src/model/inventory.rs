@@ -1002,7 +1002,7 @@ impl Inventory {
         let name = object.id.name.clone();
         let object = &mut self.objects[object_id.0];
         if let Value::Object(map) = &mut object.value {
-            map.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata"));
+            map.retain(|k, _| HEAD_FIELDS.contains(&k.as_str()));
         }
         self.workloads.push(Workload {
             object: object_id,
@@ -1136,8 +1136,8 @@ impl ScannedObject {
     }
 
     /// A workload whose pods are read from `source` (the object as written) while the
-    /// inventory keeps `head`: the object's `apiVersion`, `kind` and `metadata`, all that
-    /// [`Inventory::add_object`] keeps of a workload once its pods are read. The webhook adds
+    /// inventory keeps `head`: the object's `apiVersion`, `kind` and `metadata` ([`head_of`]),
+    /// all that [`Inventory::add_object`] keeps of a workload once its pods are read. The webhook adds
     /// the object under review this way, without copying its spec. Gives `head` back for
     /// anything but a workload, and for anything [`Inventory::add_object`] would report (a
     /// header or a pod template that does not type): add the whole object then.
@@ -1225,7 +1225,7 @@ impl ScannedObject {
         let Ok(meta) = node("metadata").map_or(Ok(None), de::from_events::<Option<ObjectMeta>>) else { return None };
         let meta = meta.unwrap_or_default();
         // Entries the object does not keep must still be what the `Value` path accepts.
-        let kept = |k: &str| matches!(k, "apiVersion" | "kind" | "metadata");
+        let kept = |k: &str| HEAD_FIELDS.contains(&k);
         let rest_ok = entries
             .iter()
             .filter(|(k, _)| !kept(k) && *k != "spec")
@@ -1339,6 +1339,24 @@ fn template_facts<S: SpecSource>(kind: Kind, source: &S) -> Result<PodFacts, S::
         }
         _ => PodFacts::new(Labels::new(), None, &PodSpec::default(), None),
     })
+}
+
+/// The fields the inventory keeps of a workload's value once its pods are read: all that
+/// anchors and names need.
+const HEAD_FIELDS: [&str; 3] = ["apiVersion", "kind", "metadata"];
+
+/// An object's head: its [`HEAD_FIELDS`], copied, in the object's order (a value that is not a
+/// mapping is copied whole). What [`ScannedObject::workload`] takes as the value to keep.
+pub fn head_of(object: &Value) -> Value {
+    match object {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| HEAD_FIELDS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 /// `Value::pointer` without allocating for an escape-free pointer (serde_json unescapes every
@@ -1495,23 +1513,12 @@ mod tests {
             json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "np"}}),
             json!({"kind": "Deployment", "metadata": {"name": "no-api-version"}}),
         ];
-        let head = |v: &Value| -> Value {
-            v.as_object()
-                .map(|m| {
-                    m.iter()
-                        .filter(|(k, _)| matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect()
-                })
-                .map(Value::Object)
-                .unwrap_or_default()
-        };
         let at = DocumentRef::detached(SourceId(0), 0);
         for value in &taken {
             let mut whole = Inventory::new("default");
             whole.add_object(at, String::new(), value.clone());
             let mut from_head = Inventory::new("default");
-            from_head.add_scanned_object(ScannedObject::workload(at, head(value), value).expect("taken"));
+            from_head.add_scanned_object(ScannedObject::workload(at, head_of(value), value).expect("taken"));
             assert_eq!(format!("{:?}", from_head.workloads), format!("{:?}", whole.workloads), "{value}");
             assert_eq!(from_head.objects.len(), 1, "{value}");
             assert_eq!(from_head.objects[0].value, whole.objects[0].value, "{value}");
@@ -1520,7 +1527,7 @@ mod tests {
             assert_eq!(format!("{:?}", from_head.namespaces), format!("{:?}", whole.namespaces), "{value}");
         }
         for value in &given_back {
-            assert_eq!(ScannedObject::workload(at, head(value), value).err(), Some(head(value)), "{value}");
+            assert_eq!(ScannedObject::workload(at, head_of(value), value).err(), Some(head_of(value)), "{value}");
         }
     }
 
