@@ -74,9 +74,9 @@ fn main() {
     // namespace in mode `off`: each review is read and answered, nothing decided. What it costs
     // over the no-op server is the webhook's serving; the rest is the decision.
     let floor = std::env::var_os(FLOOR_ENV).is_some();
-    let phases = floor.then_some((10, "off")).into_iter().chain([(10, ""), (100, "")]);
+    let phases = floor.then_some((10, Some("off"))).into_iter().chain([(10, None), (100, None)]);
     for (policies, mode) in phases {
-        let state = work.join(format!("state-{policies}{mode}"));
+        let state = work.join(format!("state-{policies}{}", mode.unwrap_or_default()));
         write_state(&state, policies, mode);
         for binary in other.iter().chain([&this]) {
             let ca = work.join("ca.pem");
@@ -91,7 +91,7 @@ fn main() {
             result.print(
                 &format!(
                     "{which}, {NAMESPACES} namespaces x {policies} NetworkPolicies{} (ready in {:.1} s)",
-                    if mode.is_empty() { String::new() } else { format!(", mode {mode} (nothing decided)") },
+                    mode.map(|mode| format!(", mode {mode} (nothing decided)")).unwrap_or_default(),
                     startup.as_secs_f64()
                 ),
                 Some(&baseline),
@@ -154,16 +154,16 @@ fn free_port() -> u16 {
 
 /// Namespaces with a default-deny, a DNS allowance and application policies, `policies` in all;
 /// half enforce, half warn, unless `mode` names the mode of all.
-fn write_state(dir: &Path, policies: usize, mode: &str) {
+fn write_state(dir: &Path, policies: usize, mode: Option<&str>) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
     for n in 0..NAMESPACES {
         let ns = format!("team-{n:04}");
         let mut docs = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns,
         "labels": {"team": ns, "portcullis.dev/mode": match mode {
-            "" if n % 2 == 0 => "enforce",
-            "" => "warn",
-            mode => mode,
+            Some(mode) => mode,
+            None if n % 2 == 0 => "enforce",
+            None => "warn",
         }}}})];
         docs.push(policy(&ns, "default-deny", json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})));
         docs.push(policy(
