@@ -27,7 +27,7 @@ use portcullis_linter::staged;
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 
-use crate::state::{Snapshot, StoredPolicy};
+use crate::state::{PolicySet, Snapshot, StoredPolicy};
 
 /// Rules that need every workload of a namespace, which the webhook does not watch (the mesh
 /// rules but PC025 judge routes between workloads: clients, gateways, neighbours).
@@ -212,13 +212,16 @@ impl Build {
     /// when `labels` is `None`), except the one named `except`. The others cannot change a
     /// finding about those pods; their names are reserved so a fix never reuses one.
     fn add_policies(&mut self, snapshot: &Snapshot, except: Option<&str>, labels: Option<&Labels>) {
-        let names = StoredNames { policies: Arc::clone(&snapshot.policies), except: except.map(str::to_owned) };
+        let names = StoredNames { policies: snapshot.policies.clone(), except: except.map(str::to_owned) };
         self.inv.reserve_policy_names(&self.namespace, Arc::new(names));
-        for p in snapshot.policies.iter() {
-            if except == Some(p.name()) || labels.is_some_and(|l| !p.may_select(l)) {
-                continue;
+        let selecting: Box<dyn Iterator<Item = &StoredPolicy>> = match labels {
+            Some(labels) => Box::new(snapshot.policies.selecting(labels)),
+            None => Box::new(snapshot.policies.iter()),
+        };
+        for p in selecting {
+            if except != Some(p.name()) {
+                self.add_stored(p);
             }
-            self.add_stored(p);
         }
     }
 
@@ -276,7 +279,7 @@ impl Build {
 /// The names of a namespace's stored policies but one, read only when a fix picks a name.
 #[derive(Debug)]
 struct StoredNames {
-    policies: Arc<[StoredPolicy]>,
+    policies: PolicySet,
     except: Option<String>,
 }
 

@@ -309,6 +309,103 @@ impl StoredPolicy {
         // No spec: an empty podSelector, every pod.
         self.0.spec.as_ref().and_then(|spec| spec.selector.as_ref()).is_none_or(|s| s.matches(labels))
     }
+
+    /// A label pair every pod the policy may select carries: the first `matchLabels` pair of a
+    /// selector of pairs only. `None` when there is none to rely on (an empty selector, one
+    /// with expressions, one the engine cannot read, or no spec).
+    fn required_pair(&self) -> Option<(&str, &str)> {
+        match self.0.spec.as_ref()?.selector.as_ref()? {
+            CompactSelector::Labels(pairs) => pairs.first().map(|(k, v)| (&**k, &**v)),
+            CompactSelector::Full(_) => None,
+        }
+    }
+}
+
+/// A namespace's NetworkPolicies in name order, compiled once per change for the reviews that
+/// read them: the policies that may select a pod are found through a label pair each one
+/// requires, not by matching every policy of the namespace (issue 22: a review touches only
+/// the policies that can select its pods). Cloning is one reference count.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet(Option<Arc<CompiledPolicies>>);
+
+#[derive(Debug)]
+struct CompiledPolicies {
+    policies: Box<[StoredPolicy]>,
+    /// Positions of the policies no pair narrows ([`StoredPolicy::required_pair`] is `None`):
+    /// read for every pod.
+    unindexed: Box<[usize]>,
+    /// The others' positions by a hash of their required pair, sorted by hash. Two pairs may
+    /// share a hash (by chance only: the keys are random per process); every candidate is
+    /// matched in full, so a shared hash costs a match, never a wrong answer.
+    by_pair: Box<[(u64, usize)]>,
+}
+
+/// The hash keys of [`CompiledPolicies::by_pair`], random per process so no client can aim
+/// many pairs at one hash.
+static PAIR_HASHER: std::sync::LazyLock<std::hash::RandomState> = std::sync::LazyLock::new(Default::default);
+
+fn pair_hash(key: &str, value: &str) -> u64 {
+    use std::hash::BuildHasher as _;
+    PAIR_HASHER.hash_one((key, value))
+}
+
+impl PolicySet {
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |c| c.policies.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every policy, in name order.
+    pub fn iter(&self) -> std::slice::Iter<'_, StoredPolicy> {
+        self.0.as_ref().map_or(&[][..], |c| &c.policies[..]).iter()
+    }
+
+    /// The policies that may select a pod with `labels` ([`StoredPolicy::may_select`]), in
+    /// name order.
+    pub fn selecting<'a>(&'a self, labels: &'a Labels) -> impl Iterator<Item = &'a StoredPolicy> + 'a {
+        let mut at: Vec<usize> = Vec::new();
+        if let Some(c) = &self.0 {
+            at.extend_from_slice(&c.unindexed);
+            for (key, value) in labels {
+                let hash = pair_hash(key, value);
+                let start = c.by_pair.partition_point(|(h, _)| *h < hash);
+                at.extend(
+                    c.by_pair.get(start..).unwrap_or(&[]).iter().take_while(|(h, _)| *h == hash).map(|(_, i)| *i),
+                );
+            }
+            at.sort_unstable();
+        }
+        let policies = self.0.as_ref().map_or(&[][..], |c| &c.policies[..]);
+        at.into_iter().filter_map(|i| policies.get(i)).filter(move |p| p.may_select(labels))
+    }
+}
+
+impl FromIterator<StoredPolicy> for PolicySet {
+    fn from_iter<I: IntoIterator<Item = StoredPolicy>>(iter: I) -> PolicySet {
+        let policies: Box<[StoredPolicy]> = iter.into_iter().collect();
+        if policies.is_empty() {
+            return PolicySet(None);
+        }
+        let mut unindexed = Vec::new();
+        let mut by_pair = Vec::new();
+        for (position, policy) in policies.iter().enumerate() {
+            match policy.required_pair() {
+                Some((key, value)) => by_pair.push((pair_hash(key, value), position)),
+                None => unindexed.push(position),
+            }
+        }
+        by_pair.sort_unstable();
+        PolicySet(Some(Arc::new(CompiledPolicies { policies, unindexed: unindexed.into(), by_pair: by_pair.into() })))
+    }
+}
+
+impl From<Vec<StoredPolicy>> for PolicySet {
+    fn from(policies: Vec<StoredPolicy>) -> PolicySet {
+        policies.into_iter().collect()
+    }
 }
 
 /// A `podSelector` as a stored policy keeps it: the usual `matchLabels`-only selector as a
@@ -370,7 +467,7 @@ pub struct Snapshot {
     /// Labels of the namespace cluster DNS runs in.
     pub dns_namespace_labels: Option<Labels>,
     /// The namespace's NetworkPolicies, as the API server returns them.
-    pub policies: Arc<[StoredPolicy]>,
+    pub policies: PolicySet,
     /// The namespace's EgressIntents.
     pub intents: Vec<StoredObject>,
     /// Objects of the other policy layers that can apply here: every cluster-scoped one
@@ -536,6 +633,57 @@ impl<T: Clone> KindIndex<T> {
     }
 }
 
+/// The NetworkPolicies by namespace ([`KindIndex`]), and each namespace's [`PolicySet`]
+/// compiled by the first review after a change to it and shared by the reviews until the next.
+#[derive(Debug, Default)]
+pub struct PolicyIndex {
+    objects: KindIndex<StoredPolicy>,
+    /// One cell per namespace holding policies, emptied by every change to the namespace.
+    sets: HashMap<String, std::sync::OnceLock<PolicySet>>,
+}
+
+impl PolicyIndex {
+    /// Applies one event ([`KindIndex::apply`]) and forgets the compiled sets it changes.
+    pub fn apply(&mut self, event: IndexEvent<StoredPolicy>) {
+        let changed = match &event {
+            IndexEvent::Apply { namespace, .. } | IndexEvent::Delete { namespace, .. } => Some(namespace.clone()),
+            // A relist is buffered until it is complete.
+            IndexEvent::Init | IndexEvent::InitApply { .. } => return self.objects.apply(event),
+            IndexEvent::InitDone => None,
+        };
+        self.objects.apply(event);
+        match changed {
+            Some(namespace) if self.objects.live.contains_key(&namespace) => {
+                self.sets.insert(namespace, std::sync::OnceLock::new());
+            }
+            Some(namespace) => {
+                self.sets.remove(&namespace);
+            }
+            // The relist replaced every namespace.
+            None => {
+                self.sets = self.objects.live.keys().map(|ns| (ns.clone(), std::sync::OnceLock::new())).collect();
+            }
+        }
+    }
+
+    /// The namespace's policies, compiled.
+    pub fn set(&self, namespace: &str) -> PolicySet {
+        let compile = || self.objects.live.get(namespace).map(|m| m.values().cloned().collect()).unwrap_or_default();
+        match self.sets.get(namespace) {
+            Some(cell) => cell.get_or_init(compile).clone(),
+            None => compile(),
+        }
+    }
+}
+
+impl std::ops::Deref for PolicyIndex {
+    type Target = KindIndex<StoredPolicy>;
+
+    fn deref(&self) -> &KindIndex<StoredPolicy> {
+        &self.objects
+    }
+}
+
 /// Reads a lock; a writer that panicked left a consistent index (every event is applied whole),
 /// so a poisoned lock is read as is.
 pub fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -551,7 +699,7 @@ pub fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 #[derive(Debug, Default)]
 pub struct Index {
     pub namespaces: RwLock<KindIndex<Arc<NamespaceInfo>>>,
-    pub policies: RwLock<KindIndex<StoredPolicy>>,
+    pub policies: RwLock<PolicyIndex>,
     pub intents: RwLock<KindIndex<StoredObject>>,
     /// The other policy layers' objects, one index per kind (`group/Kind`) so each watch
     /// relists its own; cluster-scoped objects live under `""`.
@@ -566,7 +714,7 @@ impl Index {
             namespace_labels: info.map(|i| i.labels.clone()),
             namespace_terminating: info.is_some_and(|i| i.terminating),
             dns_namespace_labels: namespaces.get("", dns_namespace).map(|i| i.labels.clone()),
-            policies: read(&self.policies).in_namespace(namespace).into(),
+            policies: read(&self.policies).set(namespace),
             intents: read(&self.intents).in_namespace(namespace),
             layers: self.layers_for(namespace),
             cluster: None,
@@ -793,13 +941,30 @@ impl Events {
     }
 }
 
-fn apply_all<T: Clone>(index: &RwLock<KindIndex<T>>, events: Vec<IndexEvent<T>>) {
-    let mut guard = write(index);
-    guard.apply(IndexEvent::Init);
-    for e in events {
-        guard.apply(e);
+/// An index that watcher events update: [`KindIndex`] and [`PolicyIndex`].
+trait Indexes<T> {
+    fn apply_event(&mut self, event: IndexEvent<T>);
+}
+
+impl<T: Clone> Indexes<T> for KindIndex<T> {
+    fn apply_event(&mut self, event: IndexEvent<T>) {
+        self.apply(event);
     }
-    guard.apply(IndexEvent::InitDone);
+}
+
+impl Indexes<StoredPolicy> for PolicyIndex {
+    fn apply_event(&mut self, event: IndexEvent<StoredPolicy>) {
+        self.apply(event);
+    }
+}
+
+fn apply_all<T, I: Indexes<T>>(index: &RwLock<I>, events: Vec<IndexEvent<T>>) {
+    let mut guard = write(index);
+    guard.apply_event(IndexEvent::Init);
+    for e in events {
+        guard.apply_event(e);
+    }
+    guard.apply_event(IndexEvent::InitDone);
 }
 
 impl ClusterState for StaticState {
@@ -916,6 +1081,104 @@ mod tests {
         let mut bare = policy("d");
         bare.as_object_mut().unwrap().remove("spec");
         assert!(StoredPolicy::new(bare).may_select(&labels("z")));
+    }
+
+    fn stored(name: &str, spec: Option<Value>) -> StoredPolicy {
+        let mut policy = serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": "a"}});
+        if let Some(spec) = spec {
+            policy["spec"] = spec;
+        }
+        StoredPolicy::new(policy)
+    }
+
+    fn names<'a>(policies: impl Iterator<Item = &'a StoredPolicy>) -> Vec<&'a str> {
+        policies.map(StoredPolicy::name).collect()
+    }
+
+    /// The expected selections are the NetworkPolicy reference's: a podSelector selects a pod
+    /// when every `matchLabels` pair is among its labels and every expression holds; an empty
+    /// one (or no spec) selects every pod. A selector the engine cannot read is read for
+    /// every pod, so the engine reports it.
+    #[test]
+    fn a_compiled_set_finds_the_policies_that_may_select_a_pod_in_name_order() {
+        let selector = |s: Value| Some(serde_json::json!({"podSelector": s}));
+        let set: PolicySet = [
+            stored("all", selector(serde_json::json!({}))),
+            stored("bad", selector(serde_json::json!({"matchLabels": "app=web"}))),
+            stored("empty-value", selector(serde_json::json!({"matchLabels": {"tier": ""}}))),
+            stored("expr", selector(serde_json::json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["web", "db"]}]}))),
+            stored("no-spec", None),
+            stored("prod", selector(serde_json::json!({"matchLabels": {"env": "prod"}}))),
+            stored("web", selector(serde_json::json!({"matchLabels": {"app": "web"}}))),
+            stored("web-prod", selector(serde_json::json!({"matchLabels": {"app": "web", "env": "prod"}}))),
+            stored("web-staging", selector(serde_json::json!({"matchLabels": {"env": "staging", "app": "web"}}))),
+        ]
+        .into_iter()
+        .collect();
+        let pod =
+            |pairs: &[(&str, &str)]| -> Labels { pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+        let cases: [(Labels, &[&str]); 7] = [
+            (pod(&[("app", "web")]), &["all", "bad", "expr", "no-spec", "web"]),
+            (pod(&[("app", "web"), ("env", "prod")]), &["all", "bad", "expr", "no-spec", "prod", "web", "web-prod"]),
+            (pod(&[("env", "prod")]), &["all", "bad", "no-spec", "prod"]),
+            (pod(&[("app", "web"), ("env", "staging")]), &["all", "bad", "expr", "no-spec", "web", "web-staging"]),
+            (pod(&[("tier", "")]), &["all", "bad", "empty-value", "no-spec"]),
+            (pod(&[("app", "db"), ("tier", "x")]), &["all", "bad", "expr", "no-spec"]),
+            (pod(&[]), &["all", "bad", "no-spec"]),
+        ];
+        for (labels, want) in &cases {
+            assert_eq!(names(set.selecting(labels)), *want, "pod {labels:?}");
+            // The same as matching every policy.
+            assert_eq!(names(set.selecting(labels)), names(set.iter().filter(|p| p.may_select(labels))));
+        }
+        assert_eq!(set.len(), 9);
+        assert_eq!(PolicySet::default().selecting(&pod(&[("app", "web")])).count(), 0);
+    }
+
+    #[test]
+    fn a_change_to_a_namespace_compiles_its_set_again() {
+        let web = || Some(serde_json::json!({"podSelector": {"matchLabels": {"app": "web"}}}));
+        let apply = |name: &str, namespace: &str| IndexEvent::Apply {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            value: stored(name, web()),
+        };
+        let pod = Labels::from([("app".to_owned(), "web".to_owned())]);
+        let mut index = PolicyIndex::default();
+        let selected = |index: &PolicyIndex, ns: &str| -> Vec<String> {
+            index.set(ns).selecting(&pod).map(|p| p.name().to_owned()).collect()
+        };
+        index.apply(apply("b", "a"));
+        assert_eq!(selected(&index, "a"), ["b"]);
+        assert!(selected(&index, "other").is_empty());
+        index.apply(apply("a", "a"));
+        assert_eq!(selected(&index, "a"), ["a", "b"], "an apply is seen");
+        // A policy that no longer selects the pod.
+        index.apply(IndexEvent::Apply { namespace: "a".to_owned(), name: "a".to_owned(), value: stored("a", None) });
+        index.apply(IndexEvent::Apply {
+            namespace: "a".to_owned(),
+            name: "b".to_owned(),
+            value: stored("b", Some(serde_json::json!({"podSelector": {"matchLabels": {"app": "db"}}}))),
+        });
+        assert_eq!(selected(&index, "a"), ["a"], "an update is seen");
+        index.apply(IndexEvent::Delete { namespace: "a".to_owned(), name: "a".to_owned() });
+        assert!(selected(&index, "a").is_empty(), "a delete is seen");
+        index.apply(IndexEvent::Delete { namespace: "a".to_owned(), name: "b".to_owned() });
+        assert!(index.set("a").is_empty() && index.sets.is_empty(), "an empty namespace keeps no cell");
+        // A relist replaces every namespace once it is complete.
+        index.apply(apply("c", "a"));
+        assert_eq!(selected(&index, "a"), ["c"]);
+        index.apply(IndexEvent::Init);
+        index.apply(IndexEvent::InitApply {
+            namespace: "z".to_owned(),
+            name: "d".to_owned(),
+            value: stored("d", web()),
+        });
+        assert_eq!(selected(&index, "a"), ["c"], "a relist under way changes nothing");
+        index.apply(IndexEvent::InitDone);
+        assert!(selected(&index, "a").is_empty());
+        assert_eq!(selected(&index, "z"), ["d"]);
     }
 
     #[test]
