@@ -52,7 +52,7 @@ impl StoredObject {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredPolicy(Arc<PolicyEntry>);
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct PolicyEntry {
     /// The object without `spec`, compact JSON.
     head: Box<str>,
@@ -62,7 +62,37 @@ struct PolicyEntry {
     /// Read the way reviews read every policy before the index (every review, through a
     /// `Value`): the reference `tests/index.rs` compares the index with.
     reference: bool,
+    /// The head in the engine's types, read by the first review that adds the policy while
+    /// fewer than [`MAX_TYPED_HEADS`] are held (a review used to read it from the text, a
+    /// tenth of a Deployment review's instructions for its three policies).
+    typed_head: Held<TypedHead>,
 }
+
+impl PartialEq for PolicyEntry {
+    fn eq(&self, other: &PolicyEntry) -> bool {
+        // The typed head is the head, read.
+        self.head == other.head
+            && self.name == other.name
+            && self.spec == other.spec
+            && self.reference == other.reference
+    }
+}
+
+/// A stored policy's `apiVersion`, `kind` and `metadata` in the engine's types.
+#[derive(Debug)]
+struct TypedHead {
+    api_version: String,
+    kind: String,
+    meta: ObjectMeta,
+}
+
+/// How many heads may be held typed at once: one per policy reviews read (metadata as the
+/// cache keeps it, ~0.5-1 KB typed), so at most ~8 MB whatever the cluster holds. Beyond it,
+/// a review reads the head from its text.
+pub const MAX_TYPED_HEADS: usize = 8192;
+
+/// Heads held typed now ([`StoredPolicy::typed`]).
+static TYPED_HEADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// A policy's spec as compact JSON, with its `podSelector` typed, and the whole spec typed once
 /// a review has read it (within [`MAX_TYPED_SPECS`]).
@@ -76,7 +106,52 @@ struct SharedSpec {
     /// the namespace's policies again for each review was a third of its time). Set by the
     /// first review that reads the spec while fewer than [`MAX_TYPED_SPECS`] are held.
     /// With the counter it was counted on.
-    typed: std::sync::OnceLock<(Arc<NetworkPolicySpec>, &'static std::sync::atomic::AtomicUsize)>,
+    typed: Held<NetworkPolicySpec>,
+}
+
+/// A value read once and lent to every review after, while fewer than a process-wide bound
+/// are held; beyond the bound, read again by each review that needs it. The place is freed
+/// when the cell is dropped.
+#[derive(Debug)]
+struct Held<T>(std::sync::OnceLock<(Arc<T>, &'static std::sync::atomic::AtomicUsize)>);
+
+impl<T> Default for Held<T> {
+    fn default() -> Self {
+        Held(std::sync::OnceLock::new())
+    }
+}
+
+impl<T> Held<T> {
+    /// The value held, or `read` (`None`: nothing to hold), held if `count` is below `max`.
+    fn get_or_read(
+        &self,
+        count: &'static std::sync::atomic::AtomicUsize,
+        max: usize,
+        read: impl FnOnce() -> Option<T>,
+    ) -> Option<Arc<T>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some((value, _)) = self.0.get() {
+            return Some(Arc::clone(value));
+        }
+        let value = Arc::new(read()?);
+        if count.fetch_add(1, Relaxed) < max {
+            if self.0.set((Arc::clone(&value), count)).is_err() {
+                // Another review held it first.
+                count.fetch_sub(1, Relaxed);
+            }
+        } else {
+            count.fetch_sub(1, Relaxed);
+        }
+        Some(value)
+    }
+}
+
+impl<T> Drop for Held<T> {
+    fn drop(&mut self) {
+        if let Some((_, count)) = self.0.get() {
+            count.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 impl PartialEq for SharedSpec {
@@ -94,14 +169,6 @@ pub const MAX_TYPED_SPECS: usize = 4096;
 
 /// Specs held typed now ([`SharedSpec::typed`]).
 static TYPED_SPECS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-impl Drop for SharedSpec {
-    fn drop(&mut self) {
-        if let Some((_, held)) = self.typed.get() {
-            held.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-}
 
 /// The specs stored policies share, by a hash of their text (the text itself is kept once, in
 /// the spec). Entries die with their last policy; the dead are swept when the table has grown
@@ -153,7 +220,7 @@ impl SharedSpec {
             Ok(Some(selector)) => LabelSelector::deserialize(selector).ok(),
             Err(_) => None,
         };
-        SharedSpec { text, selector: selector.map(CompactSelector::new), typed: std::sync::OnceLock::new() }
+        SharedSpec { text, selector: selector.map(CompactSelector::new), typed: Held::default() }
     }
 
     /// The spec typed: held when it was read before, else read from the text and held while
@@ -169,21 +236,7 @@ impl SharedSpec {
         held: &'static std::sync::atomic::AtomicUsize,
         max: usize,
     ) -> Option<Arc<NetworkPolicySpec>> {
-        use std::sync::atomic::Ordering::Relaxed;
-        if let Some((spec, _)) = self.typed.get() {
-            return Some(Arc::clone(spec));
-        }
-        let spec: Arc<NetworkPolicySpec> =
-            Arc::new(serde_json::from_str::<Option<NetworkPolicySpec>>(&self.text).ok()??);
-        if held.fetch_add(1, Relaxed) < max {
-            if self.typed.set((Arc::clone(&spec), held)).is_err() {
-                // Another review held it first.
-                held.fetch_sub(1, Relaxed);
-            }
-        } else {
-            held.fetch_sub(1, Relaxed);
-        }
-        Some(spec)
+        self.typed.get_or_read(held, max, || serde_json::from_str::<Option<NetworkPolicySpec>>(&self.text).ok()?)
     }
 }
 
@@ -233,6 +286,7 @@ impl StoredPolicy {
             name: name.into(),
             spec,
             reference: false,
+            typed_head: Held::default(),
         }))
     }
 
@@ -243,13 +297,14 @@ impl StoredPolicy {
         let spec = value.as_object_mut().and_then(|o| o.shift_remove("spec"));
         let spec = spec.map(|spec| {
             let text: Box<str> = serde_json::to_string(&spec).unwrap_or_default().into();
-            Arc::new(SharedSpec { text, selector: None, typed: std::sync::OnceLock::new() })
+            Arc::new(SharedSpec { text, selector: None, typed: Held::default() })
         });
         StoredPolicy(Arc::new(PolicyEntry {
             head: serde_json::to_string(&value).unwrap_or_default().into(),
             name: name.into(),
             spec,
             reference: true,
+            typed_head: Held::default(),
         }))
     }
 
@@ -273,15 +328,27 @@ impl StoredPolicy {
     /// a review's inventory takes it; `None` when the text does not type (then the review adds
     /// [`StoredPolicy::value`], and the engine reports what is wrong exactly as before).
     pub fn typed(&self, at: DocumentRef) -> Option<ScannedObject> {
+        if self.0.reference {
+            return None;
+        }
+        let head = self.0.typed_head.get_or_read(&TYPED_HEADS, MAX_TYPED_HEADS, || self.read_head())?;
+        let spec = match &self.0.spec {
+            // `null`: no spec, as an absent one.
+            Some(spec) if &*spec.text == "null" => None,
+            Some(spec) => Some(spec.typed()?),
+            None => None,
+        };
+        ScannedObject::network_policy(at, head.api_version.clone(), head.kind.clone(), head.meta.clone(), spec)
+    }
+
+    /// The head read from its text; `None` when the value path must read the policy.
+    fn read_head(&self) -> Option<TypedHead> {
         #[derive(serde::Deserialize)]
         struct Head {
             #[serde(rename = "apiVersion")]
             api_version: Option<String>,
             kind: Option<String>,
             metadata: Option<ObjectMeta>,
-        }
-        if self.0.reference {
-            return None;
         }
         let head: Head = serde_json::from_str(&self.0.head).ok()?;
         let (api_version, kind) = match (head.api_version, head.kind) {
@@ -290,13 +357,7 @@ impl StoredPolicy {
             // One without the other: the value path reports it.
             _ => return None,
         };
-        let spec = match &self.0.spec {
-            // `null`: no spec, as an absent one.
-            Some(spec) if &*spec.text == "null" => None,
-            Some(spec) => Some(spec.typed()?),
-            None => None,
-        };
-        ScannedObject::network_policy(at, api_version, kind, head.metadata.unwrap_or_default(), spec)
+        Some(TypedHead { api_version, kind, meta: head.metadata.unwrap_or_default() })
     }
 
     pub fn name(&self) -> &str {
@@ -1028,6 +1089,27 @@ mod tests {
         assert_eq!(HELD.load(Relaxed), 2);
         drop((b, c));
         assert_eq!(HELD.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn a_held_head_reads_as_its_text() {
+        let policy = serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "web", "namespace": "a", "labels": {"team": "a"}, "annotations": {"keep": "me"}},
+            "spec": {"podSelector": {"matchLabels": {"app": "web"}}}});
+        let at = DocumentRef::detached(portcullis_linter::load::SourceId(0), 0);
+        let stored = StoredPolicy::new(policy.clone());
+        let first = format!("{:?}", stored.typed(at).unwrap());
+        assert!(stored.0.typed_head.0.get().is_some(), "held once read");
+        assert_eq!(format!("{:?}", stored.typed(at).unwrap()), first, "lent as read");
+        assert!(first.contains("\"keep\"") && first.contains("\"team\""), "{first}");
+        // A type the engine does not read typed goes the value path, read or held.
+        let mut beta = policy;
+        beta["apiVersion"] = serde_json::json!("networking.k8s.io/v1beta1");
+        let beta = StoredPolicy::new(beta);
+        assert!(beta.typed(at).is_none() && beta.typed(at).is_none());
+        // One of apiVersion and kind without the other: the value path, nothing held.
+        let half = StoredPolicy::new(serde_json::json!({"kind": "NetworkPolicy", "metadata": {"name": "x"}}));
+        assert!(half.typed(at).is_none() && half.0.typed_head.0.get().is_none());
     }
 
     #[test]
