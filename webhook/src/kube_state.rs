@@ -111,7 +111,7 @@ fn namespace_info(ns: &Namespace) -> Arc<NamespaceInfo> {
     labels.entry(NAMESPACE_NAME_LABEL.to_owned()).or_insert_with(|| ns.name_any());
     let terminating = ns.metadata.deletion_timestamp.is_some()
         || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
-    Arc::new(NamespaceInfo { labels, terminating })
+    Arc::new(NamespaceInfo { labels: Arc::new(labels), terminating })
 }
 
 impl KubeState {

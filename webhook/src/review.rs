@@ -177,7 +177,7 @@ impl Build {
             if let Some(labels) = labels {
                 let at = DocumentRef::detached(SourceId(0), b.docs);
                 b.docs += 1;
-                b.inv.add_scanned_object(ScannedObject::namespace(at, name, labels.clone()));
+                b.inv.add_scanned_object(ScannedObject::namespace(at, name, Labels::clone(labels)));
             }
         }
         b.add_layers(snapshot, subject);

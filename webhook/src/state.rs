@@ -502,8 +502,9 @@ impl CompactSelector {
 /// What a review needs of a Namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NamespaceInfo {
-    /// Its labels, `kubernetes.io/metadata.name` included.
-    pub labels: Labels,
+    /// Its labels, `kubernetes.io/metadata.name` included: shared with the reviews'
+    /// snapshots.
+    pub labels: Arc<Labels>,
     /// Being deleted (`deletionTimestamp` set or phase `Terminating`): the namespace controller
     /// is removing its objects, and nothing in it is ever denied.
     pub terminating: bool,
@@ -514,7 +515,7 @@ impl NamespaceInfo {
     pub fn from_value(value: &Value, labels: Labels) -> NamespaceInfo {
         let terminating = lookup(value, "/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
             || lookup(value, "/status/phase").and_then(Value::as_str) == Some("Terminating");
-        NamespaceInfo { labels, terminating }
+        NamespaceInfo { labels: Arc::new(labels), terminating }
     }
 }
 
@@ -522,11 +523,11 @@ impl NamespaceInfo {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Labels of the reviewed namespace (`None` when the namespace is unknown).
-    pub namespace_labels: Option<Labels>,
+    pub namespace_labels: Option<Arc<Labels>>,
     /// Whether the reviewed namespace is being deleted.
     pub namespace_terminating: bool,
     /// Labels of the namespace cluster DNS runs in.
-    pub dns_namespace_labels: Option<Labels>,
+    pub dns_namespace_labels: Option<Arc<Labels>>,
     /// The namespace's NetworkPolicies, as the API server returns them.
     pub policies: PolicySet,
     /// The namespace's EgressIntents.
@@ -772,9 +773,9 @@ impl Index {
         let namespaces = read(&self.namespaces);
         let info = namespaces.get("", namespace);
         Snapshot {
-            namespace_labels: info.map(|i| i.labels.clone()),
+            namespace_labels: info.map(|i| Arc::clone(&i.labels)),
             namespace_terminating: info.is_some_and(|i| i.terminating),
-            dns_namespace_labels: namespaces.get("", dns_namespace).map(|i| i.labels.clone()),
+            dns_namespace_labels: namespaces.get("", dns_namespace).map(|i| Arc::clone(&i.labels)),
             policies: read(&self.policies).set(namespace),
             intents: read(&self.intents).in_namespace(namespace),
             layers: self.layers_for(namespace),
@@ -793,7 +794,7 @@ impl Index {
         let namespaces = names
             .into_iter()
             .map(|name| {
-                let labels = namespaces.get("", name).map(|i| i.labels.clone()).unwrap_or_default();
+                let labels = namespaces.get("", name).map(|i| Labels::clone(&i.labels)).unwrap_or_default();
                 let policies = policies.in_namespace(name).into_iter().filter(|p| p.may_select(&no_labels)).collect();
                 let layers = layers.values().flat_map(|index| index.in_namespace(name)).collect();
                 NamespaceView { name: name.clone(), labels, policies, layers }
@@ -806,7 +807,7 @@ impl Index {
     pub fn objects(&self) -> Vec<Value> {
         let mut out = Vec::new();
         for (_, name, info) in read(&self.namespaces).all() {
-            out.push(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": info.labels}}));
+            out.push(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": *info.labels}}));
         }
         out.extend(read(&self.policies).all().map(|(_, _, p)| p.value()));
         for index in read(&self.layers).values() {
@@ -929,7 +930,7 @@ impl Events {
         for ns in inv.namespaces.values() {
             let info = match ns.object {
                 Some(o) => NamespaceInfo::from_value(&inv.object(o).value, ns.labels.clone()),
-                None => NamespaceInfo { labels: ns.labels.clone(), terminating: false },
+                None => NamespaceInfo { labels: Arc::new(ns.labels.clone()), terminating: false },
             };
             self.add_namespace(ns.name.clone(), Arc::new(info), ns.object.is_some());
         }

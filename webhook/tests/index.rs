@@ -189,9 +189,9 @@ fn the_index_never_changes_a_decision() {
         let mut dns_labels = Labels::new();
         dns_labels.insert("kubernetes.io/metadata.name".into(), "kube-system".into());
         let snapshot = Snapshot {
-            namespace_labels: Some(ns_labels),
+            namespace_labels: Some(std::sync::Arc::new(ns_labels)),
             namespace_terminating: false,
-            dns_namespace_labels: rng.chance(80).then_some(dns_labels),
+            dns_namespace_labels: rng.chance(80).then_some(std::sync::Arc::new(dns_labels)),
             policies: policies.iter().cloned().map(StoredPolicy::new).collect(),
             intents: Vec::new(),
             layers: Vec::new(),
