@@ -8,7 +8,8 @@
 //! `cargo bench -p portcullis-webhook --bench admission-load [-- SECONDS CONNECTIONS]`
 //! (`PORTCULLIS_BENCH_BASELINE_WEBHOOK=BINARY` runs another build first, for before/after;
 //! `PORTCULLIS_BENCH_FLOOR=1` adds a run where every namespace is in mode `off`: the webhook's
-//! cost of reading and answering a review without deciding it)
+//! cost of reading and answering a review without deciding it; `PORTCULLIS_BENCH_POLICIES=N`
+//! runs the state with N policies per namespace instead of 10 and 100)
 //!
 //! Prints, per server: reviews/s and its ratio to the no-op server's, client-side latency
 //! percentiles, the server-side p99 bound from the webhook's own histogram, server CPU per
@@ -74,7 +75,12 @@ fn main() {
     // namespace in mode `off`: each review is read and answered, nothing decided. What it costs
     // over the no-op server is the webhook's serving; the rest is the decision.
     let floor = std::env::var_os(FLOOR_ENV).is_some();
-    let phases = floor.then_some((10, Some("off"))).into_iter().chain([(10, None), (100, None)]);
+    // `PORTCULLIS_BENCH_POLICIES=N`: the state with N policies per namespace instead of 10 and 100.
+    let sizes: Vec<usize> = match std::env::var(POLICIES_ENV).ok().and_then(|n| n.parse().ok()) {
+        Some(n) => vec![n],
+        None => vec![10, 100],
+    };
+    let phases = floor.then_some((10, Some("off"))).into_iter().chain(sizes.into_iter().map(|n| (n, None)));
     for (policies, mode) in phases {
         let state = work.join(format!("state-{policies}{}", mode.unwrap_or_default()));
         write_state(&state, policies, mode);
@@ -104,6 +110,8 @@ fn main() {
 const BASELINE_ENV: &str = "PORTCULLIS_BENCH_BASELINE_WEBHOOK";
 /// Set: also run the webhooks with every namespace in mode `off` (their floor).
 const FLOOR_ENV: &str = "PORTCULLIS_BENCH_FLOOR";
+/// A number: run only the state with that many policies per namespace (at least 2).
+const POLICIES_ENV: &str = "PORTCULLIS_BENCH_POLICIES";
 
 /// The no-op server: what any admission webhook on this stack costs before it decides anything.
 mod noop {
@@ -171,7 +179,7 @@ fn write_state(dir: &Path, policies: usize, mode: Option<&str>) {
             "allow-dns",
             json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [dns_rule()]}),
         ));
-        for a in 0..policies - 2 {
+        for a in 0..policies.saturating_sub(2) {
             docs.push(policy(&ns, &format!("app-{a}"), app_policy(a)));
         }
         let text: Vec<String> = docs.iter().map(|d| serde_json::to_string(d).unwrap()).collect();

@@ -507,6 +507,26 @@ pub fn needs_cluster_view(req: &Request) -> bool {
         )
 }
 
+/// The request as the review reads it, with its namespace and `group/version` spelled out.
+fn subject<'a>(req: &'a Request, namespace: &'a str, api_version: &'a str) -> Subject<'a> {
+    Subject {
+        api_version,
+        kind: &req.inner.kind.kind,
+        operation: &req.inner.operation,
+        namespace,
+        name: &req.inner.name,
+        sub_resource: req.inner.sub_resource.as_deref(),
+        object: req.object.as_ref(),
+        old_object: req.old_object.as_ref(),
+    }
+}
+
+/// How many stored policies deciding the request reads ([`review::policies_read`]).
+pub fn policies_read(req: &Request, snapshot: &Snapshot) -> usize {
+    let (namespace, api_version) = (req.namespace(), req.api_version());
+    review::policies_read(&subject(req, &namespace, &api_version), snapshot)
+}
+
 /// Decides a review in a given mode (the server uses `warn` when it could not confirm a denial).
 pub fn decide_in_mode(
     endpoint: Endpoint,
@@ -518,16 +538,7 @@ pub fn decide_in_mode(
     let mut response = AdmissionResponse::from(&req.inner);
     let namespace = req.namespace();
     let api_version = req.api_version();
-    let subject = Subject {
-        api_version: &api_version,
-        kind: &req.inner.kind.kind,
-        operation: &req.inner.operation,
-        namespace: &namespace,
-        name: &req.inner.name,
-        sub_resource: req.inner.sub_resource.as_deref(),
-        object: req.object.as_ref(),
-        old_object: req.old_object.as_ref(),
-    };
+    let subject = subject(req, &namespace, &api_version);
     let skip = |response: AdmissionResponse, why: &'static str| Outcome {
         response,
         decision: Decision::Skip,

@@ -377,12 +377,8 @@ fn review_policy(
     let Some(object) = subject.object else { return (Vec::new(), None) };
     let value = completed(subject, object);
     let name = lookup(&value, "/metadata/name").and_then(Value::as_str).unwrap_or(subject.name).to_owned();
-    // Only policies that may select the probe pod below can change what this review finds.
-    let probe_labels = lookup(&value, "/spec/podSelector")
-        .map_or(Some(LabelSelector::default()), |s| LabelSelector::deserialize(s).ok())
-        .and_then(|selector| representative_labels(&selector));
     let mut b = Build::new(subject, snapshot, config);
-    b.add_policies(snapshot, Some(&name), Some(probe_labels.as_ref().unwrap_or(&Labels::new())));
+    b.add_policies(snapshot, Some(&name), Some(&probe_labels(&value)));
     let reviewed = b.add(value);
     let policy = b.policy_at(reviewed);
     // A pod the policy selects, with as few labels as the selector allows: other policies'
@@ -513,6 +509,34 @@ fn review_staged(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) ->
             ..p
         })
         .collect()
+}
+
+/// The labels of the pod a NetworkPolicy's review probes with (its selector's representative
+/// pod; none when it has none): only policies that may select that pod can change what the
+/// review finds.
+fn probe_labels(policy: &Value) -> Labels {
+    lookup(policy, "/spec/podSelector")
+        .map_or(Some(LabelSelector::default()), |s| LabelSelector::deserialize(s).ok())
+        .and_then(|selector| representative_labels(&selector))
+        .unwrap_or_default()
+}
+
+/// How many of the namespace's stored policies reviewing `subject` reads: those that may select
+/// the pods it judges ([`crate::state::PolicySet::selecting`]), or every one when that is not
+/// known without deciding. The server bounds it to decide on its async worker.
+pub fn policies_read(subject: &Subject<'_>, snapshot: &Snapshot) -> usize {
+    let labels = match Scope::of(subject) {
+        Ok(Scope::Workload | Scope::Intent | Scope::Layer) => {
+            subject.object.and_then(|object| pod_labels(&completed_head(subject, object), object))
+        }
+        Ok(Scope::Policy) => subject.object.map(probe_labels),
+        Ok(Scope::PolicyDelete) => Some(Labels::new()),
+        Ok(Scope::Staged | Scope::LayerDelete) | Err(_) => None,
+    };
+    match labels {
+        Some(labels) => snapshot.policies.selecting(&labels).count(),
+        None => snapshot.policies.len(),
+    }
 }
 
 /// NetworkPolicy DELETE: removing the policy that makes the namespace default-deny.
@@ -782,6 +806,56 @@ mod tests {
             match_expressions: Some(vec![req("tier", "In", &["front", "back"])]),
         };
         assert_eq!(representative_labels(&selector), Some(labels(&[("tier", "back")])));
+    }
+
+    /// A namespace of 300 policies: a default deny (empty selector, every pod) and one policy
+    /// per app. A review reads the policies that may select the pods it judges.
+    #[test]
+    fn a_review_reads_the_policies_that_may_select_its_pods() {
+        use crate::state::StoredPolicy;
+        let policy = |name: &str, selector: Value| {
+            StoredPolicy::new(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": name, "namespace": "ns"}, "spec": {"podSelector": selector}}))
+        };
+        let mut policies = vec![policy("default-deny", json!({}))];
+        policies
+            .extend((0..299).map(|i| policy(&format!("app-{i}"), json!({"matchLabels": {"app": format!("app-{i}")}}))));
+        let snapshot = Snapshot { policies: policies.into(), ..Snapshot::default() };
+        let (create, delete) = (Operation::Create, Operation::Delete);
+        let subject = |api_version, kind, operation, object: Option<&'static Value>| Subject {
+            api_version,
+            kind,
+            operation,
+            namespace: "ns",
+            name: "x",
+            sub_resource: None,
+            object,
+            old_object: None,
+        };
+        let leak = |v: Value| -> &'static Value { Box::leak(Box::new(v)) };
+        let deployment = |labels: Value| {
+            leak(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
+                "spec": {"template": {"metadata": {"labels": labels}, "spec": {"containers": []}}}}))
+        };
+        let read = |s: Subject<'_>| policies_read(&s, &snapshot);
+        // Its own app's policy and the default deny.
+        assert_eq!(read(subject("apps/v1", "Deployment", &create, Some(deployment(json!({"app": "app-7"}))))), 2);
+        assert_eq!(read(subject("apps/v1", "Deployment", &create, Some(deployment(json!({"team": "a"}))))), 1);
+        // Labels that are not a string map: the engine reports them, and every policy is read.
+        assert_eq!(read(subject("apps/v1", "Deployment", &create, Some(deployment(json!({"app": 7}))))), 300);
+        // A NetworkPolicy is probed with the fewest labels its selector allows.
+        let np = |selector: Value| {
+            leak(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "x"}, "spec": {"podSelector": selector}}))
+        };
+        let np_subject = |object| subject("networking.k8s.io/v1", "NetworkPolicy", &create, Some(object));
+        assert_eq!(read(np_subject(np(json!({"matchLabels": {"app": "app-3"}})))), 2);
+        assert_eq!(read(np_subject(np(json!({})))), 1);
+        // Deleting one: the policies that select a pod without labels.
+        assert_eq!(read(subject("networking.k8s.io/v1", "NetworkPolicy", &delete, None)), 1);
+        // Not known without deciding: every policy.
+        let cnp = leak(json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy"}));
+        assert_eq!(read(subject("policy.networking.k8s.io/v1alpha2", "ClusterNetworkPolicy", &delete, Some(cnp))), 300);
     }
 
     #[test]

@@ -316,7 +316,8 @@ fn internal(e: &tokio::task::JoinError) -> Response {
 }
 
 /// Reviews whose body is at most this many bytes are parsed on the async worker, and decided
-/// there when their namespace holds at most [`INLINE_POLICIES`] NetworkPolicies: bounded work,
+/// there when they read at most [`INLINE_POLICIES`] of their namespace's NetworkPolicies (all of
+/// them, or those that may select the pods judged: `review::policies_read`): bounded work,
 /// typically 100–400 µs and a few milliseconds at worst (every policy of a full namespace
 /// selecting the pods), cheaper than a hand-off to the blocking pool (wake-ups and context
 /// switches both ways cost a tenth of a review's CPU and most of its tail latency). Anything
@@ -326,8 +327,8 @@ const INLINE_BODY_BYTES: usize = 32 * 1024;
 /// See [`INLINE_BODY_BYTES`].
 const INLINE_POLICIES: usize = 256;
 
-/// Decides once, holding the review's share of the budget: on the async worker for a small review of
-/// a namespace with few policies ([`INLINE_BODY_BYTES`]), on the blocking pool otherwise.
+/// Decides once, holding the review's share of the budget: on the async worker for a small review
+/// that reads few policies ([`INLINE_BODY_BYTES`]), on the blocking pool otherwise.
 async fn decide_with_budget(
     app: &App,
     endpoint: Endpoint,
@@ -341,7 +342,9 @@ async fn decide_with_budget(
         Some(mode) => admission::decide_in_mode(endpoint, req, snapshot, config, mode),
         None => admission::decide(endpoint, req, snapshot, config),
     };
-    if small && snapshot.policies.len() <= INLINE_POLICIES {
+    if small
+        && (snapshot.policies.len() <= INLINE_POLICIES || admission::policies_read(req, &snapshot) <= INLINE_POLICIES)
+    {
         return Ok(decide(req, &app.config, &snapshot));
     }
     let (req, config, held) = (req.clone(), app.config.clone(), permit.clone());
