@@ -396,8 +396,8 @@ struct CompiledPolicies {
     /// read for every pod.
     unindexed: Box<[usize]>,
     /// The others' positions by a hash of their required pair, sorted by hash. Two pairs may
-    /// share a hash (by chance only: the keys are random per process); every candidate is
-    /// matched in full, so a shared hash costs a match, never a wrong answer.
+    /// share a hash (by chance only: the keys are random per process); candidates are read
+    /// once each and matched in full, so a shared hash costs a match, never a wrong answer.
     by_pair: Box<[(u64, usize)]>,
 }
 
@@ -438,6 +438,8 @@ impl PolicySet {
                 );
             }
             at.sort_unstable();
+            // Two of the pod's pairs sharing a hash find the same candidates twice.
+            at.dedup();
         }
         let policies = self.0.as_ref().map_or(&[][..], |c| &c.policies[..]);
         at.into_iter().filter_map(|i| policies.get(i)).filter(move |p| p.may_select(labels))
@@ -1217,6 +1219,29 @@ mod tests {
         }
         assert_eq!(set.len(), 9);
         assert_eq!(PolicySet::default().selecting(&pod(&[("app", "web")])).count(), 0);
+    }
+
+    /// Two of a pod's pairs that share a hash (by chance only: the keys are random) find the
+    /// same candidates twice; each policy is still read once.
+    #[test]
+    fn a_shared_hash_costs_a_match_never_a_policy_read_twice() {
+        let selector = |s: Value| Some(serde_json::json!({"podSelector": s}));
+        let mut set: PolicySet = [
+            stored("prod", selector(serde_json::json!({"matchLabels": {"env": "prod"}}))),
+            stored("web", selector(serde_json::json!({"matchLabels": {"app": "web"}}))),
+        ]
+        .into_iter()
+        .collect();
+        // Forged as a collision would leave it: both policies under the hash of each pod pair.
+        let (app, env) = (pair_hash("app", "web"), pair_hash("env", "prod"));
+        let compiled = Arc::get_mut(set.0.as_mut().unwrap()).unwrap();
+        let mut by_pair = vec![(app, 0), (app, 1), (env, 0), (env, 1)];
+        by_pair.sort_unstable();
+        compiled.by_pair = by_pair.into();
+        let pod = Labels::from([("app".to_owned(), "web".to_owned()), ("env".to_owned(), "prod".to_owned())]);
+        assert_eq!(names(set.selecting(&pod)), ["prod", "web"]);
+        let only_web = Labels::from([("app".to_owned(), "web".to_owned())]);
+        assert_eq!(names(set.selecting(&only_web)), ["web"], "a shared hash costs a match");
     }
 
     #[test]
