@@ -821,41 +821,50 @@ mod tests {
         policies
             .extend((0..299).map(|i| policy(&format!("app-{i}"), json!({"matchLabels": {"app": format!("app-{i}")}}))));
         let snapshot = Snapshot { policies: policies.into(), ..Snapshot::default() };
-        let (create, delete) = (Operation::Create, Operation::Delete);
-        let subject = |api_version, kind, operation, object: Option<&'static Value>| Subject {
-            api_version,
-            kind,
-            operation,
-            namespace: "ns",
-            name: "x",
-            sub_resource: None,
-            object,
-            old_object: None,
+        // How many policies reviewing `object` (`None`: a DELETE) of this kind reads.
+        let read = |api_version: &str, kind: &str, object: Option<Value>| {
+            let operation = if object.is_some() { Operation::Create } else { Operation::Delete };
+            let subject = Subject {
+                api_version,
+                kind,
+                operation: &operation,
+                namespace: "ns",
+                name: "x",
+                sub_resource: None,
+                object: object.as_ref(),
+                old_object: None,
+            };
+            policies_read(&subject, &snapshot)
         };
-        let leak = |v: Value| -> &'static Value { Box::leak(Box::new(v)) };
         let deployment = |labels: Value| {
-            leak(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
-                "spec": {"template": {"metadata": {"labels": labels}, "spec": {"containers": []}}}}))
+            read(
+                "apps/v1",
+                "Deployment",
+                Some(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "x"},
+                "spec": {"template": {"metadata": {"labels": labels}, "spec": {"containers": []}}}})),
+            )
         };
-        let read = |s: Subject<'_>| policies_read(&s, &snapshot);
         // Its own app's policy and the default deny.
-        assert_eq!(read(subject("apps/v1", "Deployment", &create, Some(deployment(json!({"app": "app-7"}))))), 2);
-        assert_eq!(read(subject("apps/v1", "Deployment", &create, Some(deployment(json!({"team": "a"}))))), 1);
+        assert_eq!(deployment(json!({"app": "app-7"})), 2);
+        assert_eq!(deployment(json!({"team": "a"})), 1);
         // Labels that are not a string map: the engine reports them, and every policy is read.
-        assert_eq!(read(subject("apps/v1", "Deployment", &create, Some(deployment(json!({"app": 7}))))), 300);
+        assert_eq!(deployment(json!({"app": 7})), 300);
         // A NetworkPolicy is probed with the fewest labels its selector allows.
-        let np = |selector: Value| {
-            leak(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": "x"}, "spec": {"podSelector": selector}}))
+        let network_policy = |selector: Value| {
+            read(
+                "networking.k8s.io/v1",
+                "NetworkPolicy",
+                Some(json!({"apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy", "metadata": {"name": "x"}, "spec": {"podSelector": selector}})),
+            )
         };
-        let np_subject = |object| subject("networking.k8s.io/v1", "NetworkPolicy", &create, Some(object));
-        assert_eq!(read(np_subject(np(json!({"matchLabels": {"app": "app-3"}})))), 2);
-        assert_eq!(read(np_subject(np(json!({})))), 1);
+        assert_eq!(network_policy(json!({"matchLabels": {"app": "app-3"}})), 2);
+        assert_eq!(network_policy(json!({})), 1);
         // Deleting one: the policies that select a pod without labels.
-        assert_eq!(read(subject("networking.k8s.io/v1", "NetworkPolicy", &delete, None)), 1);
-        // Not known without deciding: every policy.
-        let cnp = leak(json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy"}));
-        assert_eq!(read(subject("policy.networking.k8s.io/v1alpha2", "ClusterNetworkPolicy", &delete, Some(cnp))), 300);
+        assert_eq!(read("networking.k8s.io/v1", "NetworkPolicy", None), 1);
+        // Not known without deciding (a layer object deleted): every policy.
+        assert_eq!(read("policy.networking.k8s.io/v1alpha2", "ClusterNetworkPolicy", None), 300);
     }
 
     #[test]
