@@ -117,7 +117,9 @@ pub fn parse_direct(body: &[u8]) -> Option<Request> {
     // a sixth of a review's CPU). A field given twice is refused here as by the typed reader;
     // a key given twice inside an object is refused too (`StrictValue`; found by the
     // `admission_review` fuzz target), and such a body is left to the typed reader.
-    let review: DirectReview = serde_json::from_slice(body).ok()?;
+    // The body's UTF-8 checked once, not string by string (a tenth of the read: most strings
+    // are short); a body that is not UTF-8 is not JSON, and the typed reader says where.
+    let review: DirectReview = serde_json::from_str(std::str::from_utf8(body).ok()?).ok()?;
     if review.api_version != API_VERSION || review.kind != "AdmissionReview" {
         return None;
     }

@@ -626,6 +626,24 @@ fn a_key_given_twice_is_not_read_directly() {
     assert!(admission::parse_direct(inner.as_bytes()).is_none());
 }
 
+/// JSON is UTF-8 (RFC 8259, section 8.1). The direct reader checks the whole body once instead of
+/// string by string; a byte that is not UTF-8, inside a string or outside one, leaves the body to
+/// the typed reader, which refuses it (400) and says where.
+#[test]
+fn a_body_that_is_not_utf8_is_refused() {
+    let body = std::fs::read(cases_dir().join("validate/pod-create-shop-allowed.json")).unwrap();
+    assert!(admission::parse_direct(&body).is_some());
+    let at = |needle: &[u8]| body.windows(needle.len()).position(|w| w == needle).unwrap();
+    // An invalid byte inside a string (a label value), then one between tokens.
+    for (what, spliced) in [("in a string", at(b"\"operation\"") + 1), ("between tokens", at(b"\"request\""))] {
+        let mut bad = body.clone();
+        bad.insert(spliced, 0xff);
+        assert!(admission::parse_direct(&bad).is_none(), "{what}: read directly");
+        let refused = admission::parse(&bad).map(|_| ()).unwrap_err().to_string();
+        assert!(refused.contains("line"), "{what}: the refusal names no place: {refused}");
+    }
+}
+
 /// Issue 21: with the `istio` layer, Istio's objects are reviewed on write and count in the
 /// reviews of their namespace. A ServiceEntry admitting every host is PC029; a Deployment with
 /// a sidecar whose host a VirtualService of its namespace sends through an egress gateway,
