@@ -189,16 +189,70 @@ struct DirectRequest {
 }
 
 /// A review's object, read as JSON (a key given twice refused) and written as the typed reader
-/// writes a `DynamicObject` back ([`as_dynamic_object`]); an object that reader would read
-/// otherwise is an error, so the typed reader answers.
+/// writes a `DynamicObject` back: `apiVersion`, `kind`, the metadata as `ObjectMeta` writes it,
+/// then every other field in order. The metadata is typed straight from the body, as the typed
+/// reader types it (from its buffered copy of the same text, by the same `ObjectMeta` reader),
+/// not built as JSON first and typed from that (a twelfth of a Deployment review). An object
+/// that reader would read otherwise (`apiVersion` or `kind` missing or not a string, metadata
+/// `ObjectMeta` does not read) is an error here, so the typed reader answers.
 struct Captured(Value);
 
 impl<'de> serde::Deserialize<'de> for Captured {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Captured, D::Error> {
-        let value = serde::de::DeserializeSeed::deserialize(StrictValue, deserializer)?;
-        as_dynamic_object(value)
-            .map(Captured)
-            .ok_or_else(|| serde::de::Error::custom("an object the typed reader reads otherwise"))
+        deserializer.deserialize_map(CapturedVisitor)
+    }
+}
+
+struct CapturedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CapturedVisitor {
+    type Value = Captured;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a Kubernetes object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Captured, A::Error> {
+        use serde::de::Error as _;
+        let (mut api_version, mut kind, mut metadata) = (None, None, None);
+        let mut rest = serde_json::Map::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let given_twice = |key: &str| A::Error::custom(format_args!("the key {key:?} is given twice"));
+            match key.as_ref() {
+                "apiVersion" | "kind" => {
+                    let slot = if key == "kind" { &mut kind } else { &mut api_version };
+                    if slot.is_some() {
+                        return Err(given_twice(&key));
+                    }
+                    *slot = Some(map.next_value_seed(StrictValue)?);
+                }
+                "metadata" => {
+                    if metadata.is_some() {
+                        return Err(given_twice(&key));
+                    }
+                    metadata = Some(map.next_value::<ObjectMeta>()?);
+                }
+                _ => {
+                    let value = map.next_value_seed(StrictValue)?;
+                    match rest.entry(key.into_owned()) {
+                        serde_json::map::Entry::Occupied(given) => return Err(given_twice(given.key())),
+                        serde_json::map::Entry::Vacant(slot) => {
+                            slot.insert(value);
+                        }
+                    }
+                }
+            }
+        }
+        let (Some(Value::String(api_version)), Some(Value::String(kind))) = (api_version, kind) else {
+            return Err(A::Error::custom("an object without apiVersion and kind as strings"));
+        };
+        let metadata = serde_json::to_value(metadata.unwrap_or_default()).map_err(A::Error::custom)?;
+        let mut out = serde_json::Map::with_capacity(rest.len() + 3);
+        out.insert("apiVersion".to_owned(), Value::String(api_version));
+        out.insert("kind".to_owned(), Value::String(kind));
+        out.insert("metadata".to_owned(), metadata);
+        out.extend(rest);
+        Ok(Captured(Value::Object(out)))
     }
 }
 
@@ -280,26 +334,6 @@ impl<'de> serde::de::Visitor<'de> for StrictValue {
         }
         Ok(Value::Object(out))
     }
-}
-
-/// An object as `serde_json::to_value` of the `DynamicObject` read from it writes it.
-fn as_dynamic_object(object: Value) -> Option<Value> {
-    let Value::Object(mut fields) = object else { return None };
-    let (Some(Value::String(api_version)), Some(Value::String(kind))) =
-        (fields.shift_remove("apiVersion"), fields.shift_remove("kind"))
-    else {
-        return None;
-    };
-    let metadata = match fields.shift_remove("metadata") {
-        None => ObjectMeta::default(),
-        Some(metadata) => serde_json::from_value(metadata).ok()?,
-    };
-    let mut out = serde_json::Map::new();
-    out.insert("apiVersion".to_owned(), Value::String(api_version));
-    out.insert("kind".to_owned(), Value::String(kind));
-    out.insert("metadata".to_owned(), serde_json::to_value(metadata).ok()?);
-    out.extend(fields);
-    Some(Value::Object(out))
 }
 
 /// Parses a request body the typed way: kube's `AdmissionReview` with `DynamicObject`s, each

@@ -543,7 +543,7 @@ fn direct_and_typed_readings_agree() {
     // `object` is null: no edit below then reached the direct reader).
     let case = "deployment-create-dns-blocked".to_owned();
     type Edit = (&'static str, fn(&mut Value));
-    let edits: [Edit; 7] = [
+    let edits: [Edit; 8] = [
         ("no apiVersion", |r| drop(r["object"].as_object_mut().map(|o| o.remove("apiVersion")))),
         ("labels not strings", |r| r["object"]["metadata"]["labels"] = serde_json::json!({"a": 1})),
         ("null metadata", |r| r["object"]["metadata"] = Value::Null),
@@ -558,6 +558,11 @@ fn direct_and_typed_readings_agree() {
             r["object"]["metadata"] = serde_json::json!({"name": "invoices", "labels": {}, "annotations": null});
         }),
         ("a timestamp", |r| r["object"]["metadata"]["creationTimestamp"] = serde_json::json!("2026-11-27T08:00:00Z")),
+        ("managed fields", |r| {
+            r["object"]["metadata"]["managedFields"] = serde_json::json!([{"manager": "kubectl-client-side-apply",
+                "operation": "Update", "apiVersion": "apps/v1", "time": "2026-11-27T08:00:00Z", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:app": {}}}, "f:spec": {"f:replicas": {}}}}]);
+        }),
         ("metadata reordered, extra field", |r| {
             let meta = r["object"]["metadata"].take();
             let mut fields: Vec<(String, Value)> = meta.as_object().cloned().unwrap_or_default().into_iter().collect();
@@ -581,6 +586,8 @@ fn direct_and_typed_readings_agree() {
         ("a response too", "\"request\":", "\"response\": {\"uid\": \"u\", \"allowed\": true},\n  \"request\":"),
         ("a bad response", "\"request\":", "\"response\": {\"allowed\": \"yes\"},\n  \"request\":"),
         ("dryRun not a bool", "\"operation\":", "\"dryRun\": \"no\",\n    \"operation\":"),
+        // Inside metadata, as the typed reader reads it: a label given twice, the last one kept.
+        ("a label given twice", "\"labels\": {", "\"labels\": {\"app\": \"first\", "),
     ] {
         let body = text.replacen(from, to, 1);
         assert_ne!(body, text, "{what}: not edited");
@@ -591,9 +598,17 @@ fn direct_and_typed_readings_agree() {
         let typed = admission::parse_typed(body);
         let direct = admission::parse_direct(body);
         // These edits must reach the direct reader, or they test nothing.
-        let direct_expected = ["plain metadata", "a timestamp", "extra field", "unknown review", "unknown request"]
-            .iter()
-            .any(|what| name.contains(what));
+        let direct_expected = [
+            "plain metadata",
+            "a timestamp",
+            "managed fields",
+            "extra field",
+            "unknown review",
+            "unknown request",
+            "a label given twice",
+        ]
+        .iter()
+        .any(|what| name.contains(what));
         assert!(i < edited_from || !direct_expected || direct.is_some(), "{name}: not read directly");
         let Some(direct) = direct else { continue };
         direct_count += 1;
