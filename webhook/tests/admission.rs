@@ -588,6 +588,11 @@ fn direct_and_typed_readings_agree() {
         ("dryRun not a bool", "\"operation\":", "\"dryRun\": \"no\",\n    \"operation\":"),
         // Inside metadata, as the typed reader reads it: a label given twice, the last one kept.
         ("a label given twice", "\"labels\": {", "\"labels\": {\"app\": \"first\", "),
+        (
+            "a metadata field given twice",
+            "\"uid\": \"7e570000-0000-4000-8000-000000000003\",",
+            "\"uid\": \"first\", \"uid\": \"7e570000-0000-4000-8000-000000000003\",",
+        ),
     ] {
         let body = text.replacen(from, to, 1);
         assert_ne!(body, text, "{what}: not edited");
@@ -606,6 +611,7 @@ fn direct_and_typed_readings_agree() {
             "unknown review",
             "unknown request",
             "a label given twice",
+            "a metadata field given twice",
         ]
         .iter()
         .any(|what| name.contains(what));
