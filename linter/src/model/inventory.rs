@@ -529,11 +529,16 @@ impl Inventory {
             Some(namespace.unwrap_or_else(|| self.default_namespace.clone()))
         };
         let id = ObjectRef { api_version, kind, namespace, name };
-        let group = id.api_version.rsplit_once('/').map_or("", |(group, _)| group).to_owned();
-        let identity = (group, id.kind.clone(), id.namespace.clone(), id.name.clone());
+        // Built only when asked: most inventories supersede nothing, and a review builds one
+        // per object it adds.
+        let identity = || {
+            let group = id.api_version.rsplit_once('/').map_or("", |(group, _)| group).to_owned();
+            (group, id.kind.clone(), id.namespace.clone(), id.name.clone())
+        };
         if self.superseding {
-            self.superseding_ids.insert(identity);
-        } else if !id.name.is_empty() && self.superseding_ids.contains(&identity) {
+            self.superseding_ids.insert(identity());
+        } else if !id.name.is_empty() && !self.superseding_ids.is_empty() && self.superseding_ids.contains(&identity())
+        {
             self.replaced.push(doc);
             return;
         }
