@@ -645,6 +645,18 @@ fn a_key_given_twice_is_not_read_directly() {
     let inner = body.replacen("\"spec\":", "\"spec\": {},\n      \"spec\":", 1);
     assert_ne!(inner, body);
     assert!(admission::parse_direct(inner.as_bytes()).is_none());
+    // The object's own head, which the direct reader takes apart: each given twice.
+    let object = body.find("\"object\":").unwrap();
+    let (before, after) = body.split_at(object);
+    for (key, twice) in [
+        ("apiVersion", "\"apiVersion\": \"v1\", \"apiVersion\":"),
+        ("kind", "\"kind\": \"Pod\", \"kind\":"),
+        ("metadata", "\"metadata\": {}, \"metadata\":"),
+    ] {
+        let edited = format!("{before}{}", after.replacen(&format!("\"{key}\":"), twice, 1));
+        assert_ne!(edited, body, "{key}: not edited");
+        assert!(admission::parse_direct(edited.as_bytes()).is_none(), "{key} given twice in the object, read directly");
+    }
 }
 
 /// JSON is UTF-8 (RFC 8259, section 8.1). The direct reader checks the whole body once instead of
