@@ -118,8 +118,9 @@ pub fn parse_direct(body: &[u8]) -> Option<Request> {
     // a key given twice inside an object is refused too (`StrictValue`; found by the
     // `admission_review` fuzz target), and such a body is left to the typed reader; inside the
     // object's metadata, typed by the typed reader's own `ObjectMeta` reader, both keep the last.
-    // The body's UTF-8 checked once, not string by string (a tenth of the read: most strings
-    // are short); a body that is not UTF-8 is not JSON, and the typed reader says where.
+    // The body's UTF-8 checked once, not string by string (most strings are short: 9,000 of a
+    // Deployment review's 60,000 instructions of reading went to checking them one by one); a
+    // body that is not UTF-8 is not JSON, and the typed reader says where.
     let review: DirectReview = serde_json::from_str(std::str::from_utf8(body).ok()?).ok()?;
     if review.api_version != API_VERSION || review.kind != "AdmissionReview" {
         return None;
@@ -193,7 +194,7 @@ struct DirectRequest {
 /// writes a `DynamicObject` back: `apiVersion`, `kind`, the metadata as `ObjectMeta` writes it,
 /// then every other field in order. The metadata is typed straight from the body, as the typed
 /// reader types it (from its buffered copy of the same text, by the same `ObjectMeta` reader),
-/// not built as JSON first and typed from that (a twelfth of a Deployment review). An object
+/// not built as JSON first and typed from that (a twentieth of a Deployment review). An object
 /// that reader would read otherwise (`apiVersion` or `kind` missing or not a string, metadata
 /// `ObjectMeta` does not read) is an error here, so the typed reader answers.
 struct Captured(Value);
@@ -218,7 +219,6 @@ impl<'de> serde::de::Visitor<'de> for CapturedVisitor {
         let (mut api_version, mut kind, mut metadata) = (None, None, None);
         let mut rest = serde_json::Map::new();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let given_twice = |key: &str| A::Error::custom(format_args!("the key {key:?} is given twice"));
             match key.as_ref() {
                 "apiVersion" | "kind" => {
                     let slot = if key == "kind" { &mut kind } else { &mut api_version };
@@ -233,15 +233,7 @@ impl<'de> serde::de::Visitor<'de> for CapturedVisitor {
                     }
                     metadata = Some(map.next_value::<ObjectMeta>()?);
                 }
-                _ => {
-                    let value = map.next_value_seed(StrictValue)?;
-                    match rest.entry(key.into_owned()) {
-                        serde_json::map::Entry::Occupied(given) => return Err(given_twice(given.key())),
-                        serde_json::map::Entry::Vacant(slot) => {
-                            slot.insert(value);
-                        }
-                    }
-                }
+                _ => insert_once(&mut rest, key.into_owned(), map.next_value_seed(StrictValue)?)?,
             }
         }
         let (Some(Value::String(api_version)), Some(Value::String(kind))) = (api_version, kind) else {
@@ -322,19 +314,30 @@ impl<'de> serde::de::Visitor<'de> for StrictValue {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let value = map.next_value_seed(StrictValue)?;
-            // One hash per key: the entry both finds a key given twice and inserts.
-            match out.entry(key) {
-                serde_json::map::Entry::Occupied(given) => {
-                    return Err(serde::de::Error::custom(format_args!("the key {:?} is given twice", given.key())));
-                }
-                serde_json::map::Entry::Vacant(slot) => {
-                    slot.insert(value);
-                }
-            }
+            insert_once(&mut out, key, map.next_value_seed(StrictValue)?)?;
         }
         Ok(Value::Object(out))
     }
+}
+
+/// Inserts `key`, refusing it when the mapping already has it. One hash per key: the entry both
+/// finds a key given twice and inserts.
+fn insert_once<E: serde::de::Error>(
+    map: &mut serde_json::Map<String, Value>,
+    key: String,
+    value: Value,
+) -> Result<(), E> {
+    match map.entry(key) {
+        serde_json::map::Entry::Occupied(given) => Err(given_twice(given.key())),
+        serde_json::map::Entry::Vacant(slot) => {
+            slot.insert(value);
+            Ok(())
+        }
+    }
+}
+
+fn given_twice<E: serde::de::Error>(key: &str) -> E {
+    E::custom(format_args!("the key {key:?} is given twice"))
 }
 
 /// Parses a request body the typed way: kube's `AdmissionReview` with `DynamicObject`s, each
