@@ -252,11 +252,12 @@ impl Build {
     }
 
     /// Adds the object under review: a workload without copying its spec (its pods are read
-    /// from `object`, the inventory keeps `head`), anything else completed whole. Returns its
-    /// document index.
+    /// from `object`, which the API server decoded, so only the fields the model keeps are
+    /// read: [`ScannedObject::decoded_workload`]; the inventory keeps `head`), anything else
+    /// completed whole. Returns its document index.
     fn add_reviewed(&mut self, subject: &Subject<'_>, head: Value, object: &Value) -> usize {
         let at = DocumentRef::detached(SourceId(0), self.docs);
-        match ScannedObject::workload(at, head, object) {
+        match ScannedObject::decoded_workload(at, head, object) {
             Ok(scanned) => {
                 self.docs += 1;
                 self.inv.add_scanned_object(scanned);

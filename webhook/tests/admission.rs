@@ -175,6 +175,60 @@ fn conformance_reviews_never_fail_badly() {
     insta::assert_snapshot!("conformance_admission", table);
 }
 
+/// The workloads in real admission reviews (pods, a Deployment, their old objects) are read
+/// the short way the webhook reads what the API server decoded, and that reading is the full
+/// one: the same pods, labels and ports. A wrongly typed field the model does not read (which
+/// the API server would have refused) is not typed again: that is how the test knows the short
+/// way was taken.
+#[test]
+fn real_workloads_are_read_decoded_as_typing_reads_them() {
+    use portcullis_linter::load::{DocumentRef, SourceId};
+    use portcullis_linter::model::inventory::{Inventory, ScannedObject, head_of};
+    use portcullis_linter::model::{Kind, lookup};
+    let dir = repo().join("../shared/conformance/admission");
+    if !dir.is_dir() {
+        assert!(std::env::var_os("PORTCULLIS_REQUIRE_CONFORMANCE").is_none(), "no corpus at {}", dir.display());
+        eprintln!("SKIPPED: no conformance corpus at {} (CI requires it)", dir.display());
+        return;
+    }
+    let at = DocumentRef::detached(SourceId(0), 0);
+    let workloads_of = |scanned: ScannedObject| {
+        let mut inventory = Inventory::new("default");
+        inventory.add_scanned_object(scanned);
+        format!("{:?}", inventory.workloads)
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut read = Vec::new();
+    for file in files {
+        let review: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        for key in ["object", "oldObject"] {
+            let Some(object) = review["request"].get(key).filter(|o| o.is_object()) else { continue };
+            let (Some(api_version), Some(kind)) = (object["apiVersion"].as_str(), object["kind"].as_str()) else {
+                continue;
+            };
+            let Some(template) = Kind::classify(api_version, kind).0.pod_template_pointer() else { continue };
+            let name = format!("{}#{key}", file.file_name().unwrap().to_string_lossy());
+            let full = ScannedObject::workload(at, head_of(object), object).map(workloads_of);
+            let decoded = ScannedObject::decoded_workload(at, head_of(object), object).map(workloads_of);
+            assert_eq!(decoded, full, "{name}");
+            let mut wrong_elsewhere = object.clone();
+            let pointer = format!("{template}/spec");
+            if lookup(object, &pointer).is_some_and(Value::is_object) {
+                wrong_elsewhere.pointer_mut(&pointer).unwrap()["terminationGracePeriodSeconds"] = json!("soon");
+                assert!(ScannedObject::workload(at, head_of(&wrong_elsewhere), &wrong_elsewhere).is_err(), "{name}");
+                let decoded =
+                    ScannedObject::decoded_workload(at, head_of(&wrong_elsewhere), &wrong_elsewhere).map(workloads_of);
+                assert_eq!(decoded, full, "{name}: read the short way");
+                read.push(name);
+            }
+        }
+    }
+    // Pods with init and ephemeral containers, a privileged init container, a Deployment.
+    assert!(read.len() >= 10, "{read:?}");
+    assert!(read.iter().any(|n| n.contains("deployment")), "{read:?}");
+}
+
 /// A case's request body with `edit` applied to its `request`.
 fn edited(case: &str, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
     let mut review: Value =

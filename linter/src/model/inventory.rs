@@ -12,6 +12,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicySpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use saphyr_parser::{Event, Span};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -1091,23 +1092,102 @@ struct PodFacts {
 impl PodFacts {
     fn new(labels: Labels, annotations: Option<&Labels>, spec: &PodSpec, status: Option<PodStatus>) -> PodFacts {
         let inject_annotation = annotations.and_then(|a| a.get(super::istio::POD_INJECTION_KEY)).cloned();
-        let mut ports = Vec::new();
-        let sidecars = spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always"));
-        for container in spec.containers.iter().chain(sidecars) {
-            for p in container.ports.iter().flatten() {
-                let protocol = match p.protocol.as_deref() {
-                    None => Some(Protocol::Tcp),
-                    Some(s) => Protocol::parse(s),
-                };
-                if let Some(protocol) = protocol {
-                    ports.push(ContainerPort { name: p.name.clone(), port: p.container_port, protocol });
+        let sidecars =
+            spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some(SIDECAR_RESTART));
+        let ports = spec.containers.iter().chain(sidecars).flat_map(|c| c.ports.iter().flatten()).filter_map(port_fact);
+        let pod_ips =
+            status.and_then(|s| s.pod_ips).into_iter().flatten().filter_map(|ip| ip.ip.parse().ok()).collect();
+        PodFacts {
+            labels,
+            inject_annotation,
+            ports: ports.collect(),
+            host_network: spec.host_network.unwrap_or(false),
+            pod_ips,
+        }
+    }
+
+    /// What [`pod_facts`] reads of a workload, read from the few fields it needs without typing
+    /// the rest: for an object an API server decoded, whose types it has checked. `None` when
+    /// one of those fields is missing where the full reading would need it, or is not of its
+    /// type: the full reading then types the object and says what is wrong.
+    fn decoded(kind: Kind, value: &Value) -> Option<PodFacts> {
+        // Every step to the pod template is present: a missing one is left to the full reading,
+        // which knows, kind by kind, which of them may be absent.
+        let mut template = value;
+        for step in kind.pod_template_pointer()?.split('/').skip(1) {
+            template = template.get(step).filter(|v| v.is_object())?;
+        }
+        let (labels, annotations) = match optional(template, "metadata")? {
+            Some(meta) => (optional(meta, "labels")?, optional(meta, "annotations")?),
+            None => (None, None),
+        };
+        let labels = match labels {
+            Some(labels) => Labels::deserialize(labels).ok()?,
+            None => Labels::new(),
+        };
+        let inject_annotation = match annotations {
+            Some(Value::Object(annotations)) if annotations.values().all(Value::is_string) => {
+                annotations.get(super::istio::POD_INJECTION_KEY).and_then(Value::as_str).map(str::to_owned)
+            }
+            Some(_) => return None,
+            None => None,
+        };
+        let (mut ports, mut host_network) = (Vec::new(), false);
+        if let Some(spec) = optional(template, "spec")? {
+            host_network = match optional(spec, "hostNetwork")? {
+                Some(v) => v.as_bool()?,
+                None => false,
+            };
+            let containers = spec.get("containers")?.as_array()?;
+            let init = match optional(spec, "initContainers")? {
+                Some(init) => init.as_array()?.as_slice(),
+                None => &[],
+            };
+            let mut sidecars = Vec::new();
+            for c in init {
+                match optional(c, "restartPolicy")? {
+                    Some(v) if v.as_str()? == SIDECAR_RESTART => sidecars.push(c),
+                    _ => {}
+                }
+            }
+            for container in containers.iter().chain(sidecars) {
+                let Some(declared) = optional(container, "ports")? else { continue };
+                for port in declared.as_array()? {
+                    let port = k8s_openapi::api::core::v1::ContainerPort::deserialize(port).ok()?;
+                    ports.extend(port_fact(&port));
                 }
             }
         }
-        let pod_ips =
-            status.and_then(|s| s.pod_ips).into_iter().flatten().filter_map(|ip| ip.ip.parse().ok()).collect();
-        PodFacts { labels, inject_annotation, ports, host_network: spec.host_network.unwrap_or(false), pod_ips }
+        let mut pod_ips = Vec::new();
+        if kind == Kind::Pod
+            && let Some(status) = optional(value, "status")?
+            && let Some(ips) = optional(status, "podIPs")?
+        {
+            for ip in ips.as_array()? {
+                let ip = k8s_openapi::api::core::v1::PodIP::deserialize(ip).ok()?;
+                pod_ips.extend(ip.ip.parse::<IpAddr>().ok());
+            }
+        }
+        Some(PodFacts { labels, inject_annotation, ports, host_network, pod_ips })
     }
+}
+
+/// The `restartPolicy` of an init container that runs beside the others (a sidecar), whose
+/// ports are the pod's like any container's.
+const SIDECAR_RESTART: &str = "Always";
+
+/// A declared port as the model keeps it; `None` for a protocol the model does not know.
+fn port_fact(p: &k8s_openapi::api::core::v1::ContainerPort) -> Option<ContainerPort> {
+    let protocol = match p.protocol.as_deref() {
+        None => Protocol::Tcp,
+        Some(s) => Protocol::parse(s)?,
+    };
+    Some(ContainerPort { name: p.name.clone(), port: p.container_port, protocol })
+}
+
+/// A mapping's field: `Some(None)` when absent or null, `None` when `value` is not a mapping.
+fn optional<'v>(value: &'v Value, field: &str) -> Option<Option<&'v Value>> {
+    Some(value.as_object()?.get(field).filter(|v| !v.is_null()))
 }
 
 /// A document the fast path read into an object's header and typed contents, ready for
@@ -1147,6 +1227,20 @@ impl ScannedObject {
     /// anything but a workload, and for anything [`Inventory::add_object`] would report (a
     /// header or a pod template that does not type): add the whole object then.
     pub fn workload(at: DocumentRef, head: Value, source: &Value) -> Result<ScannedObject, Value> {
+        ScannedObject::workload_read(at, head, source, false)
+    }
+
+    /// [`ScannedObject::workload`] for an object an API server decoded (an admission review's
+    /// object or old object): the API server typed it against the kind's schema before any
+    /// webhook saw it, so the pods are read from the fields the model keeps (labels, the mesh
+    /// injection annotation, declared ports, `hostNetwork`, pod IPs) without typing the whole
+    /// spec again. The same workload as [`ScannedObject::workload`] whenever that one types;
+    /// anything unexpected in those fields is read the full way.
+    pub fn decoded_workload(at: DocumentRef, head: Value, source: &Value) -> Result<ScannedObject, Value> {
+        ScannedObject::workload_read(at, head, source, true)
+    }
+
+    fn workload_read(at: DocumentRef, head: Value, source: &Value, decoded: bool) -> Result<ScannedObject, Value> {
         let header = (|| {
             let api_version = head.get("apiVersion")?.as_str()?;
             let kind = head.get("kind")?.as_str()?;
@@ -1155,7 +1249,10 @@ impl ScannedObject {
                 return None;
             }
             let meta = typed::<ObjectMeta>(&head, "/metadata", "").ok()?.unwrap_or_default();
-            let pods = pod_facts(kind_enum, source, "").ok()?;
+            let pods = match decoded.then(|| PodFacts::decoded(kind_enum, source)).flatten() {
+                Some(pods) => pods,
+                None => pod_facts(kind_enum, source, "").ok()?,
+            };
             let header = Header {
                 api_version: api_version.to_owned(),
                 kind: kind.to_owned(),
@@ -1522,18 +1619,117 @@ mod tests {
         for value in &taken {
             let mut whole = Inventory::new("default");
             whole.add_object(at, String::new(), value.clone());
-            let mut from_head = Inventory::new("default");
-            from_head.add_scanned_object(ScannedObject::workload(at, head_of(value), value).expect("taken"));
-            assert_eq!(format!("{:?}", from_head.workloads), format!("{:?}", whole.workloads), "{value}");
-            assert_eq!(from_head.objects.len(), 1, "{value}");
-            assert_eq!(from_head.objects[0].value, whole.objects[0].value, "{value}");
-            assert_eq!(format!("{:?}", from_head.objects[0]), format!("{:?}", whole.objects[0]), "{value}");
-            assert_eq!(format!("{:?}", from_head.problems), format!("{:?}", whole.problems), "{value}");
-            assert_eq!(format!("{:?}", from_head.namespaces), format!("{:?}", whole.namespaces), "{value}");
+            for read in [ScannedObject::workload, ScannedObject::decoded_workload] {
+                let mut from_head = Inventory::new("default");
+                from_head.add_scanned_object(read(at, head_of(value), value).expect("taken"));
+                assert_eq!(format!("{:?}", from_head.workloads), format!("{:?}", whole.workloads), "{value}");
+                assert_eq!(from_head.objects.len(), 1, "{value}");
+                assert_eq!(from_head.objects[0].value, whole.objects[0].value, "{value}");
+                assert_eq!(format!("{:?}", from_head.objects[0]), format!("{:?}", whole.objects[0]), "{value}");
+                assert_eq!(format!("{:?}", from_head.problems), format!("{:?}", whole.problems), "{value}");
+                assert_eq!(format!("{:?}", from_head.namespaces), format!("{:?}", whole.namespaces), "{value}");
+            }
         }
         for value in &given_back {
             assert_eq!(ScannedObject::workload(at, head_of(value), value).err(), Some(head_of(value)), "{value}");
+            assert_eq!(
+                ScannedObject::decoded_workload(at, head_of(value), value).err(),
+                Some(head_of(value)),
+                "{value}"
+            );
         }
+    }
+
+    /// What a decoded workload's pods are read from (`PodFacts::decoded`, without typing the
+    /// spec) is what typing the whole spec reads, field by field; a shape the short reading
+    /// does not expect is left to the full one.
+    #[test]
+    fn a_decoded_workloads_pods_are_read_as_typing_reads_them() {
+        use serde_json::json;
+        let deployment = |template: Value| {
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+                "spec": {"selector": {}, "template": template}})
+        };
+        let port = |p: Value| json!({"name": "c", "image": "i", "ports": [p]});
+        let read_short = [
+            // Sidecars (init containers that keep running) declare the pod's ports; other
+            // init containers do not.
+            deployment(json!({"metadata": {"labels": {"app": "a"}}, "spec": {
+                "initContainers": [
+                    {"name": "proxy", "image": "p", "restartPolicy": "Always", "ports": [{"containerPort": 15001}]},
+                    {"name": "migrate", "image": "m", "restartPolicy": "OnFailure", "ports": [{"containerPort": 9}]},
+                    {"name": "setup", "image": "s", "ports": [{"containerPort": 10}]}],
+                "containers": [{"name": "c", "image": "i", "ports": [
+                    {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                    {"containerPort": 53, "protocol": "UDP"},
+                    {"containerPort": 9000, "protocol": "SCTP"},
+                    {"containerPort": 1, "protocol": "QUIC"}]}]}})),
+            // Absent and null read as the types' defaults.
+            deployment(json!({"metadata": {"labels": null, "annotations": null}, "spec": {"hostNetwork": null,
+                "initContainers": null, "containers": [{"name": "c", "image": "i", "ports": null}]}})),
+            deployment(json!({"spec": {"containers": []}})),
+            deployment(json!({"metadata": null, "spec": null})),
+            deployment(json!({})),
+            deployment(json!({"metadata": {"annotations": {"sidecar.istio.io/inject": "false", "other": "x"}},
+                "spec": {"hostNetwork": true, "containers": [port(json!({"containerPort": 80, "hostIP": "0.0.0.0"}))]}})),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"app": "p"}},
+                "spec": {"containers": [port(json!({"containerPort": 80}))]},
+                "status": {"podIPs": [{"ip": "10.0.0.7"}, {"ip": "fd00::7"}, {"ip": "not an address"}]}}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "status": {"podIPs": null}}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}),
+            json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"},
+                "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template":
+                    {"metadata": {"labels": {"job": "c"}}, "spec": {"containers": [port(json!({"containerPort": 443}))]}}}}}}),
+        ];
+        let read_in_full = [
+            // A step to the template missing: whether that is allowed depends on the kind.
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "r"}, "spec": {"selector": {}}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}),
+            // Fields of the wrong type: the full reading reports them.
+            deployment(json!({"metadata": {"labels": {"app": 1}}})),
+            deployment(json!({"metadata": {"annotations": {"sidecar.istio.io/inject": true}}})),
+            deployment(json!({"metadata": {"annotations": {"other": 1}}})),
+            deployment(json!({"metadata": "m"})),
+            deployment(json!({"spec": {"hostNetwork": "yes", "containers": []}})),
+            deployment(json!({"spec": {}})),
+            deployment(json!({"spec": {"containers": [port(json!({"containerPort": "80"}))]}})),
+            deployment(json!({"spec": {"containers": [{"name": "c", "ports": {"containerPort": 80}}]}})),
+            deployment(json!({"spec": {"containers": ["c"]}})),
+            deployment(json!({"spec": {"containers": [], "initContainers": [{"name": "s", "restartPolicy": 1}]}})),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "status": {"podIPs": [{"ip": 7}]}}),
+        ];
+        let at = DocumentRef::detached(SourceId(0), 0);
+        for value in read_short.iter().chain(&read_in_full) {
+            let kind = Kind::classify(value["apiVersion"].as_str().unwrap(), value["kind"].as_str().unwrap()).0;
+            let short = PodFacts::decoded(kind, value);
+            assert_eq!(short.is_some(), read_short.contains(value), "read short: {value}");
+            let full = pod_facts(kind, value, "");
+            if let (Some(short), Ok(full)) = (&short, &full) {
+                assert_eq!(format!("{short:?}"), format!("{full:?}"), "{value}");
+            }
+            if short.is_some() {
+                assert!(full.is_ok(), "read short, but the full reading reports {full:?}: {value}");
+            }
+            // Either way the decoded workload is the one added whole, or both are given back.
+            let mut whole = Inventory::new("default");
+            whole.add_object(at, String::new(), value.clone());
+            match ScannedObject::decoded_workload(at, head_of(value), value) {
+                Ok(scanned) => {
+                    let mut decoded = Inventory::new("default");
+                    decoded.add_scanned_object(scanned);
+                    assert_eq!(format!("{:?}", decoded.workloads), format!("{:?}", whole.workloads), "{value}");
+                }
+                Err(_) => assert!(full.is_err(), "{value}"),
+            }
+        }
+        // Only what the API server checks and the model does not read is taken on trust: a
+        // wrongly typed field elsewhere in the spec is not typed again.
+        let mut elsewhere = read_short[0].clone();
+        elsewhere["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!("soon");
+        assert!(pod_facts(Kind::Deployment, &elsewhere, "").is_err());
+        let short = PodFacts::decoded(Kind::Deployment, &elsewhere).map(|p| format!("{p:?}"));
+        let typed = pod_facts(Kind::Deployment, &read_short[0], "").map(|p| format!("{p:?}")).ok();
+        assert_eq!(short, typed);
     }
 
     #[test]
