@@ -192,6 +192,20 @@ impl Build {
         index
     }
 
+    /// Adds a pod the review makes up: well typed by construction, so read the way the API
+    /// server's objects are ([`ScannedObject::decoded_workload`]). Returns its document index.
+    fn add_made_up(&mut self, pod: Value) -> usize {
+        let at = DocumentRef::detached(SourceId(0), self.docs);
+        match ScannedObject::decoded_workload(at, head_of(&pod), &pod) {
+            Ok(scanned) => {
+                self.docs += 1;
+                self.inv.add_scanned_object(scanned);
+                at.index
+            }
+            Err(_) => self.add(pod),
+        }
+    }
+
     /// Adds the other layers' objects from the snapshot, except the reviewed object's stored
     /// version (the reviewed one replaces it).
     fn add_layers(&mut self, snapshot: &Snapshot, subject: &Subject<'_>) {
@@ -391,7 +405,7 @@ fn review_policy(
         }
         let selector = policy.spec.pod_selector.clone().unwrap_or_default();
         let labels = representative_labels(&selector)?;
-        Some((b.add(probe_pod(&policy.namespace, labels)), describe_selector(&selector)))
+        Some((b.add_made_up(probe_pod(&policy.namespace, labels)), describe_selector(&selector)))
     });
     let focus =
         [Some(reviewed), probe.as_ref().map(|(doc, _)| *doc)].into_iter().flatten().filter_map(|doc| b.object_at(doc));
