@@ -3,7 +3,11 @@
 //! connections sending the same mix of Deployment and NetworkPolicy reviews. The webhook runs
 //! twice: 1,000 namespaces with 10 NetworkPolicies each, then with 100 each (100,000 policies).
 //! The no-op server is this bench binary run again as a server (axum, axum-server, rustls,
-//! mimalloc, as the webhook): it parses each body and answers a fixed review.
+//! mimalloc, as the webhook): it parses each body and answers a fixed review. For each state,
+//! the no-op server and the webhooks run at once and take the load in turn, 2 s each, until
+//! each has had its seconds: this VM's speed drifts within a run (the same build measured
+//! 0.43 and 0.60 of a no-op server measured once at the start), and turns move every server
+//! alike.
 //!
 //! `cargo bench -p portcullis-webhook --bench admission-load [-- SECONDS CONNECTIONS]`
 //! (`PORTCULLIS_BENCH_BASELINE_WEBHOOK=BINARY` runs another build first, for before/after;
@@ -63,10 +67,7 @@ fn main() {
         .expect("start the no-op server");
     wait_for(&mut noop, https);
     wait_for_file(&ca);
-    let mut baseline = runtime.block_on(run(https, None, &ca, seconds, connections, noop.id()));
-    let _ = noop.kill();
-    let _ = noop.wait();
-    baseline.print("no-op server", None);
+    let noop_server = Server { https, ops: None, ca: ca.clone(), pid: noop.id() };
 
     // Another build of the webhook to compare with in the same run (a commit before a change).
     let other = std::env::var_os(BASELINE_ENV).map(std::path::PathBuf::from);
@@ -84,26 +85,69 @@ fn main() {
     for (policies, mode) in phases {
         let state = work.join(format!("state-{policies}{}", mode.unwrap_or_default()));
         write_state(&state, policies, mode);
-        for binary in other.iter().chain([&this]) {
-            let ca = work.join("ca.pem");
+        // Every server of the phase runs at once and takes the load in turn, a slice each, so
+        // that the VM's speed drifting over the run moves them all alike: the ratio is to the
+        // no-op server measured in the same slices, not minutes before.
+        let mut running = Vec::new();
+        for (n, binary) in other.iter().chain([&this]).enumerate() {
+            let ca = work.join(format!("ca-{n}.pem"));
             let (https, ops) = (free_port(), free_port());
             let started = Instant::now();
-            let mut server = start_server(binary, &state, &ca, https, ops);
+            let child = start_server(binary, &state, &ca, https, ops);
             let startup = started.elapsed();
-            let mut result = runtime.block_on(run(https, Some(ops), &ca, seconds, connections, server.id()));
-            let _ = server.kill();
-            let _ = server.wait();
             let which = if binary == &this { "webhook".to_owned() } else { format!("webhook {}", binary.display()) };
+            let server = Server { https, ops: Some(ops), ca, pid: child.id() };
+            running.push((which, startup, server, child));
+        }
+        let mut results: Vec<Option<Results>> = (0..=running.len()).map(|_| None).collect();
+        let slices = seconds.div_ceil(SLICE_SECONDS);
+        for _ in 0..slices {
+            let servers = std::iter::once(&noop_server).chain(running.iter().map(|(_, _, server, _)| server));
+            for (result, server) in results.iter_mut().zip(servers) {
+                let slice = runtime.block_on(run(server, SLICE_SECONDS, connections));
+                match result {
+                    Some(sum) => sum.add(slice),
+                    None => *result = Some(slice),
+                }
+            }
+        }
+        let mut results = results.into_iter().flatten();
+        let Some(mut noop_result) = results.next() else { continue };
+        noop_result.print(
+            &format!(
+                "no-op server, in turn with the webhooks on {policies} policies per namespace{}",
+                mode.map(|mode| format!(" in mode {mode}")).unwrap_or_default()
+            ),
+            None,
+        );
+        for (mut result, (which, startup, server, mut child)) in results.zip(running) {
+            result.finish(&runtime, &server);
+            let _ = child.kill();
+            let _ = child.wait();
             result.print(
                 &format!(
                     "{which}, {NAMESPACES} namespaces x {policies} NetworkPolicies{} (ready in {:.1} s)",
                     mode.map(|mode| format!(", mode {mode} (nothing decided)")).unwrap_or_default(),
                     startup.as_secs_f64()
                 ),
-                Some(&baseline),
+                Some(&noop_result),
             );
         }
     }
+    let _ = noop.kill();
+    let _ = noop.wait();
+}
+
+/// Seconds each server takes the load at a time before the next one does.
+const SLICE_SECONDS: u64 = 2;
+
+/// A server under test: its ports, the CA its certificate is signed with, its process.
+struct Server {
+    https: u16,
+    /// The operations port (`/metrics`); the no-op server has none.
+    ops: Option<u16>,
+    ca: std::path::PathBuf,
+    pid: u32,
 }
 
 /// A `portcullis-webhook` binary to run before this build's, on the same states in the same run.
@@ -304,6 +348,24 @@ struct Results {
 }
 
 impl Results {
+    /// Adds a later slice of the same server.
+    fn add(&mut self, slice: Results) {
+        self.reviews += slice.reviews;
+        self.errors += slice.errors;
+        self.elapsed += slice.elapsed;
+        self.latencies.extend(slice.latencies);
+        self.cpu += slice.cpu;
+        self.rss_kib = self.rss_kib.max(slice.rss_kib);
+    }
+
+    /// Reads what a server says of its whole run: the p99 bound of its own histogram.
+    fn finish(&mut self, runtime: &tokio::runtime::Runtime, server: &Server) {
+        if let Some(ops) = server.ops {
+            self.server_p99_bound = server_p99(&runtime.block_on(http_get(ops, "/metrics")));
+        }
+        self.rss_kib = self.rss_kib.max(peak_rss(server.pid));
+    }
+
     fn rate(&self) -> f64 {
         self.reviews as f64 / self.elapsed.as_secs_f64()
     }
@@ -329,8 +391,10 @@ impl Results {
     }
 }
 
-async fn run(https: u16, ops: Option<u16>, ca: &Path, seconds: u64, connections: usize, pid: u32) -> Results {
-    let pem = std::fs::read(ca).unwrap();
+/// One slice of load on a server: its reviews, latencies and CPU time.
+async fn run(server: &Server, seconds: u64, connections: usize) -> Results {
+    let (https, pid) = (server.https, server.pid);
+    let pem = std::fs::read(&server.ca).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut &pem[..]) {
         roots.add(cert.unwrap()).unwrap();
@@ -361,10 +425,7 @@ async fn run(https: u16, ops: Option<u16>, ca: &Path, seconds: u64, connections:
     }
     let elapsed = started.elapsed();
     let cpu = cpu_time(pid).saturating_sub(cpu_before);
-    let server_p99_bound = match ops {
-        Some(ops) => server_p99(&http_get(ops, "/metrics").await),
-        None => "n/a (no histogram)".to_owned(),
-    };
+    let server_p99_bound = "n/a (no histogram)".to_owned();
     Results { reviews, errors, elapsed, latencies, server_p99_bound, rss_kib: peak_rss(pid), cpu }
 }
 
