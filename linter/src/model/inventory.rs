@@ -1111,12 +1111,9 @@ impl PodFacts {
     /// one of those fields is missing where the full reading would need it, or is not of its
     /// type: the full reading then types the object and says what is wrong.
     fn decoded(kind: Kind, value: &Value) -> Option<PodFacts> {
-        // Every step to the pod template is present: a missing one is left to the full reading,
-        // which knows, kind by kind, which of them may be absent.
-        let mut template = value;
-        for step in kind.pod_template_pointer()?.split('/').skip(1) {
-            template = template.get(step).filter(|v| v.is_object())?;
-        }
+        // The pod template is there: a missing step to it is left to the full reading, which
+        // knows, kind by kind, which of them may be absent.
+        let template = lookup(value, kind.pod_template_pointer()?).filter(|v| v.is_object())?;
         let (labels, annotations) = match optional(template, "metadata")? {
             Some(meta) => (optional(meta, "labels")?, optional(meta, "annotations")?),
             None => (None, None),
