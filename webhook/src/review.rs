@@ -192,16 +192,22 @@ impl Build {
         index
     }
 
-    /// Adds a pod the review makes up: well typed by construction, so read the way the API
-    /// server's objects are ([`ScannedObject::decoded_workload`]). Returns its document index.
-    fn add_made_up(&mut self, pod: Value) -> usize {
+    /// Adds a workload whose types are already checked (the API server decoded it, or the
+    /// review made it up), keeping `head` and reading its pods from `source` the short way
+    /// ([`ScannedObject::decoded_workload`]). Returns its document index, or `head` back for
+    /// anything that is not such a workload.
+    fn add_decoded_workload(&mut self, head: Value, source: &Value) -> Result<usize, Value> {
         let at = DocumentRef::detached(SourceId(0), self.docs);
-        match ScannedObject::decoded_workload(at, head_of(&pod), &pod) {
-            Ok(scanned) => {
-                self.docs += 1;
-                self.inv.add_scanned_object(scanned);
-                at.index
-            }
+        let scanned = ScannedObject::decoded_workload(at, head, source)?;
+        self.docs += 1;
+        self.inv.add_scanned_object(scanned);
+        Ok(at.index)
+    }
+
+    /// Adds a pod the review makes up: well typed by construction. Returns its document index.
+    fn add_made_up(&mut self, pod: Value) -> usize {
+        match self.add_decoded_workload(head_of(&pod), &pod) {
+            Ok(index) => index,
             Err(_) => self.add(pod),
         }
     }
@@ -270,13 +276,8 @@ impl Build {
     /// read: [`ScannedObject::decoded_workload`]; the inventory keeps `head`), anything else
     /// completed whole. Returns its document index.
     fn add_reviewed(&mut self, subject: &Subject<'_>, head: Value, object: &Value) -> usize {
-        let at = DocumentRef::detached(SourceId(0), self.docs);
-        match ScannedObject::decoded_workload(at, head, object) {
-            Ok(scanned) => {
-                self.docs += 1;
-                self.inv.add_scanned_object(scanned);
-                at.index
-            }
+        match self.add_decoded_workload(head, object) {
+            Ok(index) => index,
             Err(_) => self.add(completed(subject, object)),
         }
     }
