@@ -6,11 +6,12 @@
 //! mimalloc, as the webhook): it parses each body and answers a fixed review. For each state,
 //! the no-op server and the webhooks run at once and take the load in turn, 2 s each, until
 //! each has had its seconds: this VM's speed drifts within a run (the same build measured
-//! 0.43 and 0.60 of a no-op server measured once at the start), and turns move every server
+//! 0.44 and 0.60 of a no-op server measured once at the start), and turns move every server
 //! alike.
 //!
 //! `cargo bench -p portcullis-webhook --bench admission-load [-- SECONDS CONNECTIONS]`
-//! (`PORTCULLIS_BENCH_BASELINE_WEBHOOK=BINARY` runs another build first, for before/after;
+//! (`PORTCULLIS_BENCH_BASELINE_WEBHOOK=BINARY` runs another build beside this one's, in the
+//! same turns, for before/after;
 //! `PORTCULLIS_BENCH_FLOOR=1` adds a run where every namespace is in mode `off`: the webhook's
 //! cost of reading and answering a review without deciding it; `PORTCULLIS_BENCH_POLICIES=N`
 //! runs the state with N policies per namespace instead of 10 and 100)
@@ -100,7 +101,8 @@ fn main() {
             running.push((which, startup, server, child));
         }
         let mut results: Vec<Option<Results>> = (0..=running.len()).map(|_| None).collect();
-        let slices = seconds.div_ceil(SLICE_SECONDS);
+        // At least one turn each, so every server started here is also stopped below.
+        let slices = seconds.div_ceil(SLICE_SECONDS).max(1);
         for _ in 0..slices {
             let servers = std::iter::once(&noop_server).chain(running.iter().map(|(_, _, server, _)| server));
             for (result, server) in results.iter_mut().zip(servers) {
