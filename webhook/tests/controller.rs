@@ -326,12 +326,17 @@ async fn a_paused_leader_stops_writing_before_its_lease_can_expire() {
     assert!(config.validate().is_ok());
     let fence = a.fence();
     assert!(!fence.is_open(), "closed before the first renewal");
+    // The renewal is sent at some instant between `before` and `after`; the fence is open until
+    // that instant plus the renew deadline. (A bound of `before` plus a millisecond failed in CI:
+    // a loaded machine can take longer than that between the two clock reads.)
     let before = std::time::Instant::now();
     assert!(a.tick(t(0)).await);
+    let after = std::time::Instant::now();
     assert!(fence.is_open());
+    assert!(fence.is_open_at(before + config.renew_deadline - Duration::from_millis(1)));
     // Paused past the renew deadline (10 s) but not yet past the lease duration (15 s):
     // another replica cannot hold the Lease yet, and this one already writes nothing.
-    assert!(!fence.is_open_at(before + config.renew_deadline + Duration::from_millis(1)));
+    assert!(!fence.is_open_at(after + config.renew_deadline));
     assert!(config.renew_deadline < config.duration);
 
     // With the fence closed, a reconcile sends nothing at all.
