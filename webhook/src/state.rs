@@ -35,6 +35,16 @@ impl StoredObject {
         StoredObject(Arc::from(serde_json::to_string(&value).unwrap_or_default()))
     }
 
+    /// Whether both are the one shared text (not merely equal texts).
+    pub fn same(&self, other: &StoredObject) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The shared text's address: an identity while a clone of this value is held.
+    pub fn address(&self) -> usize {
+        Arc::as_ptr(&self.0).cast::<u8>() as usize
+    }
+
     /// The object, parsed for a review to own (`Null` in the impossible unparseable case).
     pub fn value(&self) -> Value {
         serde_json::from_str(&self.0).unwrap_or(Value::Null)
@@ -260,13 +270,16 @@ fn elide_type(value: &mut Value) {
 /// bookkeeping. Also what a fix shows a person leaves out.
 pub(crate) fn slim_metadata(value: &mut Value) {
     if let Some(Value::Object(meta)) = value.get_mut("metadata") {
+        // `shift_remove` keeps the other keys in the order the client wrote them (`remove`
+        // moves the last key into the hole), so what a fix shows does not depend on which of
+        // these the cluster had set (the decision memo leaves them out of its key).
         for key in ["managedFields", "uid", "resourceVersion", "creationTimestamp", "generation", "selfLink"] {
-            meta.remove(key);
+            meta.shift_remove(key);
         }
         if let Some(Value::Object(annotations)) = meta.get_mut("annotations") {
-            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+            annotations.shift_remove("kubectl.kubernetes.io/last-applied-configuration");
             if annotations.is_empty() {
-                meta.remove("annotations");
+                meta.shift_remove("annotations");
             }
         }
     }
@@ -411,6 +424,21 @@ fn pair_hash(key: &str, value: &str) -> u64 {
 }
 
 impl PolicySet {
+    /// Whether both are the one compiled set (not merely equal sets); two empty sets are the
+    /// same.
+    pub fn same(&self, other: &PolicySet) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    /// The compiled set's address (0 for none): an identity while a clone of this set is held.
+    pub fn address(&self) -> usize {
+        self.0.as_ref().map_or(0, |c| Arc::as_ptr(c) as usize)
+    }
+
     pub fn len(&self) -> usize {
         self.0.as_ref().map_or(0, |c| c.policies.len())
     }
