@@ -428,6 +428,7 @@ impl Replicas {
                 metrics: metrics.clone(),
                 timeout: Duration::from_secs(10),
                 ingest: Some(Arc::new(ingest)),
+                memo: Arc::new(metrics.decision_memo(portcullis_webhook::memo::DEFAULT_BUDGET_BYTES)),
             };
             let loaded =
                 portcullis_webhook::tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap();

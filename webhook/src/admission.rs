@@ -11,6 +11,7 @@ use portcullis_linter::model::lookup;
 use portcullis_linter::report::escape_control;
 use serde_json::Value;
 
+use crate::memo::{DecisionMemo, strip_cluster_metadata};
 use crate::review::{self, Problem, Scope, Subject};
 use crate::state::Snapshot;
 
@@ -449,21 +450,6 @@ impl Outcome {
 const WORKLOAD_OWNERS: [&str; 7] =
     ["ReplicaSet", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "ReplicationController"];
 
-/// Metadata only the cluster maintains: an UPDATE that changes nothing else (the garbage
-/// collector removing `foregroundDeletion`, a finalizer added or removed, managed fields, a
-/// status write through the main resource) is housekeeping, never reviewed.
-const CLUSTER_METADATA: [&str; 9] = [
-    "finalizers",
-    "managedFields",
-    "ownerReferences",
-    "resourceVersion",
-    "generation",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "uid",
-    "creationTimestamp",
-];
-
 /// Why a request is part of the cluster's own housekeeping, which portcullis never reviews
 /// (and so never blocks): anything in a terminating namespace, anything whose stored object is
 /// being deleted, and
@@ -489,14 +475,13 @@ pub fn housekeeping(req: &Request, snapshot: &Snapshot) -> Option<&'static str> 
 }
 
 fn without_cluster_metadata(object: &Value) -> Value {
+    // Metadata only the cluster maintains: an UPDATE that changes nothing else (the garbage
+    // collector removing `foregroundDeletion`, a finalizer added or removed, managed fields, a
+    // status write through the main resource) is housekeeping, never reviewed.
     let mut value = object.clone();
+    strip_cluster_metadata(&mut value);
     if let Value::Object(map) = &mut value {
         map.remove("status");
-        if let Some(Value::Object(meta)) = map.get_mut("metadata") {
-            for key in CLUSTER_METADATA {
-                meta.remove(key);
-            }
-        }
     }
     value
 }
@@ -533,8 +518,26 @@ pub fn mode_for(snapshot: &Snapshot, config: &Config) -> WebhookMode {
 /// Decides a review in the namespace's mode. Dry-run requests are decided exactly like real ones.
 /// A cluster-scoped object has no namespace label: the config's mode applies.
 pub fn decide(endpoint: Endpoint, req: &Request, snapshot: &Snapshot, config: &Config) -> Outcome {
-    let mode = if req.cluster_scoped() { config.webhook.mode } else { mode_for(snapshot, config) };
-    decide_in_mode(endpoint, req, snapshot, config, mode)
+    decide_in_mode(endpoint, req, snapshot, config, mode_of(req, snapshot, config))
+}
+
+fn mode_of(req: &Request, snapshot: &Snapshot, config: &Config) -> WebhookMode {
+    if req.cluster_scoped() { config.webhook.mode } else { mode_for(snapshot, config) }
+}
+
+/// [`decide`] (or [`decide_in_mode`] with `mode`), the review's answers remembered in `memo`:
+/// the same question about the same object in the same cluster state is answered as before
+/// without being decided again ([`DecisionMemo`]).
+pub fn decide_remembered(
+    endpoint: Endpoint,
+    req: &Request,
+    snapshot: &Snapshot,
+    config: &Config,
+    mode: Option<WebhookMode>,
+    memo: &DecisionMemo,
+) -> Outcome {
+    let mode = mode.unwrap_or_else(|| mode_of(req, snapshot, config));
+    decide_with(endpoint, req, snapshot, config, mode, Some(memo))
 }
 
 /// Whether deciding the request needs every namespace's default-deny state
@@ -575,6 +578,25 @@ pub fn decide_in_mode(
     config: &Config,
     mode: WebhookMode,
 ) -> Outcome {
+    decide_with(endpoint, req, snapshot, config, mode, None)
+}
+
+/// The review's own questions, remembered when there is a memo.
+fn validate(memo: Option<&DecisionMemo>, subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Vec<Problem> {
+    match memo {
+        Some(memo) => memo.validate(subject, snapshot, config),
+        None => review::validate(subject, snapshot, config),
+    }
+}
+
+fn decide_with(
+    endpoint: Endpoint,
+    req: &Request,
+    snapshot: &Snapshot,
+    config: &Config,
+    mode: WebhookMode,
+    memo: Option<&DecisionMemo>,
+) -> Outcome {
     let mut response = AdmissionResponse::from(&req.inner);
     let namespace = req.namespace();
     let api_version = req.api_version();
@@ -601,7 +623,10 @@ pub fn decide_in_mode(
     match endpoint {
         Endpoint::Mutate => {
             let mutation = if matches!(mode, WebhookMode::Enforce | WebhookMode::Warn) {
-                review::mutate(&subject, snapshot, config)
+                match memo {
+                    Some(memo) => memo.mutate(&subject, snapshot, config),
+                    None => review::mutate(&subject, snapshot, config),
+                }
             } else {
                 None
             };
@@ -623,7 +648,7 @@ pub fn decide_in_mode(
             }
         }
         Endpoint::Validate => {
-            let mut problems = review::validate(&subject, snapshot, config);
+            let mut problems = validate(memo, &subject, snapshot, config);
             // Objects a workload controller creates (a ReplicaSet's pods, a CronJob's Jobs) are
             // warned about, never denied: their owner was reviewed when it was applied, and
             // denying them would stop a running app from rescheduling.
@@ -633,7 +658,7 @@ pub fn decide_in_mode(
                 mode
             };
             if mode == WebhookMode::Enforce {
-                ratchet(&subject, snapshot, config, &mut problems);
+                ratchet(&subject, snapshot, config, memo, &mut problems);
             }
             let decision = respond(&mut response, &subject, &problems, mode);
             Outcome { response, decision, mode, problems, skipped: None }
@@ -644,7 +669,13 @@ pub fn decide_in_mode(
 /// On UPDATE, only errors the update introduces deny: an error the old object already had
 /// becomes a warning. Scaling, a rollout restart or a label change of an app that predates
 /// enforce mode goes through (with the warning), while an update that breaks DNS is refused.
-fn ratchet(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config, problems: &mut [Problem]) {
+fn ratchet(
+    subject: &Subject<'_>,
+    snapshot: &Snapshot,
+    config: &Config,
+    memo: Option<&DecisionMemo>,
+    problems: &mut [Problem],
+) {
     if !matches!(subject.operation, Operation::Update)
         || subject.old_object.is_none()
         || !problems.iter().any(|p| p.severity == Severity::Error)
@@ -652,7 +683,7 @@ fn ratchet(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config, problems
         return;
     }
     let before = Subject { object: subject.old_object, ..*subject };
-    let existing: Vec<&'static str> = review::validate(&before, snapshot, config)
+    let existing: Vec<&'static str> = validate(memo, &before, snapshot, config)
         .into_iter()
         .filter(|p| p.severity == Severity::Error)
         .map(|p| p.code)

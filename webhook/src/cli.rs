@@ -124,6 +124,11 @@ pub struct ServeArgs {
     /// Reviews parsed and decided at once (on the blocking pool)
     #[arg(long, env = "PORTCULLIS_MAX_CONCURRENT_REVIEWS", default_value_t = 8)]
     pub max_concurrent_reviews: usize,
+    /// Memory for remembered review answers, in bytes: the same question about the same object
+    /// in the same cached cluster state is answered again without being decided again
+    /// (dry-runs, `kubectl diff` then `apply`, GitOps syncs). 0 remembers nothing
+    #[arg(long, env = "PORTCULLIS_DECISION_MEMO_BYTES", default_value_t = crate::memo::DEFAULT_BUDGET_BYTES)]
+    pub decision_memo_bytes: usize,
     /// Request bodies under review at once, in bytes (what bounds memory); beyond it, 503 at once
     #[arg(long, env = "PORTCULLIS_REVIEW_MEMORY_BYTES", default_value_t = 6 * 1024 * 1024)]
     pub review_memory_bytes: usize,
@@ -298,12 +303,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         (state, tls_config)
     };
+    let memo = Arc::new(metrics.decision_memo(args.decision_memo_bytes));
     let app = App {
         config: Arc::new(config),
         state,
         metrics,
         timeout: Duration::from_millis(args.review_timeout_ms),
         ingest,
+        memo,
     };
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,

@@ -97,6 +97,9 @@ pub struct Metrics {
     pub shed: Counter,
     /// Reviews answered 503 at their deadline.
     pub timeouts: Counter,
+    /// Review answers found in the decision memo (`crate::memo`), and not found.
+    pub memo_hits: Counter,
+    pub memo_misses: Counter,
     /// Connection starts of `POST /v1/flows`, by what the aggregator did with them.
     pub traffic_flows: Family<ResultLabels, Counter>,
     pub traffic_requests: Family<ResultLabels, Counter>,
@@ -113,6 +116,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A decision memo of `budget_bytes` counting into these metrics.
+    pub fn decision_memo(&self, budget_bytes: usize) -> crate::memo::DecisionMemo {
+        crate::memo::DecisionMemo::new(budget_bytes, self.memo_hits.clone(), self.memo_misses.clone())
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("portcullis_webhook");
         let reviews = Family::<ReviewLabels, Counter>::default();
@@ -177,6 +185,18 @@ impl Metrics {
         );
         let timeouts = Counter::default();
         registry.register("review_timeouts", "Reviews answered 503 at --review-timeout-ms", timeouts.clone());
+        let memo_hits = Counter::default();
+        registry.register(
+            "decision_memo_hits",
+            "Reviews answered from the decision memo: the same question about the same object in the same cached state",
+            memo_hits.clone(),
+        );
+        let memo_misses = Counter::default();
+        registry.register(
+            "decision_memo_misses",
+            "Reviews decided because the decision memo held no answer for them",
+            memo_misses.clone(),
+        );
         let traffic_flows = Family::<ResultLabels, Counter>::default();
         registry.register(
             "traffic_flows",
@@ -223,6 +243,8 @@ impl Metrics {
             registry,
             shed,
             timeouts,
+            memo_hits,
+            memo_misses,
             guard_refusals,
             reviews,
             latency,

@@ -137,12 +137,21 @@ pub fn validate(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> 
 /// Computes the `/mutate` patch: the DNS allowance for a policy that would cut its pods off
 /// from cluster DNS. `None` when nothing needs adding.
 pub fn mutate(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Option<Mutation> {
+    verified(subject, dns_mutation(subject, snapshot, config)?)
+}
+
+/// The DNS mutation [`mutate`] would make, not yet checked against the request's object
+/// ([`verified`]).
+pub fn dns_mutation(subject: &Subject<'_>, snapshot: &Snapshot, config: &Config) -> Option<Mutation> {
     if !config.webhook.add_dns_allowance || Scope::of(subject) != Ok(Scope::Policy) {
         return None;
     }
-    let mutation = review_policy(subject, snapshot, config, Want::Mutation).1?;
-    // The patch must apply to the object exactly as the API server sent it, and the result
-    // must still be a NetworkPolicy.
+    review_policy(subject, snapshot, config, Want::Mutation).1
+}
+
+/// `mutation` if its patch applies to the request's object exactly as the API server sent it
+/// and the result is still a NetworkPolicy.
+pub fn verified(subject: &Subject<'_>, mutation: Mutation) -> Option<Mutation> {
     let original = subject.object?;
     let patched = fix::apply(original, &mutation.patch).ok()?;
     serde_json::from_value::<k8s_openapi::api::networking::v1::NetworkPolicy>(patched).ok()?;

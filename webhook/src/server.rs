@@ -18,6 +18,7 @@ use portcullis_linter::report::escape_control;
 
 use crate::admission::{self, Decision, Endpoint, Outcome, Request};
 use crate::connections::Limit;
+use crate::memo::DecisionMemo;
 use crate::metrics::{EndpointLabels, Metrics, ResultLabels, ReviewLabels};
 use crate::observations::{self, Accepted, Ingest, Refusal};
 use crate::state::{ClusterState, Snapshot};
@@ -32,6 +33,9 @@ pub struct App {
     pub timeout: Duration,
     /// `POST /v1/observations` (the sensor's reports); `None` answers 404.
     pub ingest: Option<Arc<Ingest>>,
+    /// Answers of reviews decided on the cached state, for the same question asked again
+    /// (`crate::memo`).
+    pub memo: Arc<DecisionMemo>,
 }
 
 /// Server limits.
@@ -328,29 +332,33 @@ const INLINE_BODY_BYTES: usize = 32 * 1024;
 const INLINE_POLICIES: usize = 256;
 
 /// Decides once, holding the review's share of the budget: on the async worker for a small review
-/// that reads few policies ([`INLINE_BODY_BYTES`]), on the blocking pool otherwise.
+/// that reads few policies ([`INLINE_BODY_BYTES`]), on the blocking pool otherwise. With
+/// `remember`, the answers are looked up in and kept in the memo (the cached state's snapshots;
+/// a fresh read's are asked once).
 async fn decide_with_budget(
     app: &App,
     endpoint: Endpoint,
     req: &Arc<Request>,
     snapshot: Snapshot,
-    mode: Option<WebhookMode>,
+    (mode, remember): (Option<WebhookMode>, bool),
     small: bool,
     permit: &Arc<impl Send + Sync + 'static>,
 ) -> Result<Outcome, tokio::task::JoinError> {
-    let decide = move |req: &Request, config: &Config, snapshot: &Snapshot| match mode {
-        Some(mode) => admission::decide_in_mode(endpoint, req, snapshot, config, mode),
-        None => admission::decide(endpoint, req, snapshot, config),
+    let decide = move |req: &Request, config: &Config, snapshot: &Snapshot, memo: &DecisionMemo| match (mode, remember)
+    {
+        (mode, true) => admission::decide_remembered(endpoint, req, snapshot, config, mode, memo),
+        (Some(mode), false) => admission::decide_in_mode(endpoint, req, snapshot, config, mode),
+        (None, false) => admission::decide(endpoint, req, snapshot, config),
     };
     if small
         && (snapshot.policies.len() <= INLINE_POLICIES || admission::policies_read(req, &snapshot) <= INLINE_POLICIES)
     {
-        return Ok(decide(req, &app.config, &snapshot));
+        return Ok(decide(req, &app.config, &snapshot, &app.memo));
     }
-    let (req, config, held) = (req.clone(), app.config.clone(), permit.clone());
+    let (req, config, memo, held) = (req.clone(), app.config.clone(), app.memo.clone(), permit.clone());
     tokio::task::spawn_blocking(move || {
         let _held = held;
-        decide(&req, &config, &snapshot)
+        decide(&req, &config, &snapshot, &memo)
     })
     .await
 }
@@ -370,7 +378,7 @@ async fn decide(
     if crate::admission::needs_cluster_view(req) {
         snapshot.cluster = Some(Arc::new(app.state.cluster_view()));
     }
-    let outcome = decide_with_budget(app, endpoint, req, snapshot.clone(), None, small, permit).await?;
+    let outcome = decide_with_budget(app, endpoint, req, snapshot.clone(), (None, true), small, permit).await?;
     if !outcome.needs_confirmation() {
         return Ok(outcome);
     }
@@ -384,7 +392,7 @@ async fn decide(
                 namespace_terminating: snapshot.namespace_terminating || fresh.terminating,
                 ..snapshot
             };
-            decide_with_budget(app, endpoint, req, fresh, None, small, permit).await
+            decide_with_budget(app, endpoint, req, fresh, (None, false), small, permit).await
         }
         Err(e) if !outcome.depends_on_policy_state() => {
             // The object's own content is wrong whatever the cluster holds.
@@ -397,7 +405,7 @@ async fn decide(
             // we could not check.
             app.metrics.fresh_reads.get_or_create(&ResultLabels { result: "failure" }).inc();
             tracing::warn!(uid = %req.inner.uid, error = %e, "could not confirm a denial; admitting with warnings");
-            decide_with_budget(app, endpoint, req, snapshot, Some(WebhookMode::Warn), small, permit).await
+            decide_with_budget(app, endpoint, req, snapshot, (Some(WebhookMode::Warn), true), small, permit).await
         }
     }
 }

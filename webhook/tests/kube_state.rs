@@ -169,10 +169,12 @@ async fn validate_confirmed(
     let cached =
         admission::decide(Endpoint::Validate, &req, &state.snapshot("billing", "kube-system"), &Config::default());
     assert!(cached.needs_confirmation(), "with the cache alone the request is denied");
+    let metrics = Arc::new(Metrics::new());
     let app = App {
         config: Arc::new(Config::default()),
         state: Arc::new(state),
-        metrics: Arc::new(Metrics::new()),
+        memo: Arc::new(metrics.decision_memo(portcullis_webhook::memo::DEFAULT_BUDGET_BYTES)),
+        metrics,
         timeout: Duration::from_secs(10),
         ingest: None,
     };

@@ -58,6 +58,7 @@ async fn start_with_readers(user: &str, readers: Vec<String>) -> Harness {
         metrics: metrics.clone(),
         timeout: Duration::from_secs(10),
         ingest: Some(Arc::new(ingest)),
+        memo: Arc::new(metrics.decision_memo(portcullis_webhook::memo::DEFAULT_BUDGET_BYTES)),
     };
     let (running, ca, ca_pem) = common::serve(app).await;
     Harness { running, ca, ca_pem, metrics }

@@ -185,10 +185,12 @@ async fn the_stored_ca_verifies_the_served_certificate() {
     let material = settings().ensure(&fake, jiff::Timestamp::now().as_second()).await.unwrap();
     portcullis_webhook::tls::install_crypto_provider();
     let loaded = portcullis_webhook::tls::server_config(material.cert.as_bytes(), material.key.as_bytes()).unwrap();
+    let metrics = Arc::new(portcullis_webhook::metrics::Metrics::new());
     let app = App {
         config: Arc::new(Default::default()),
         state: Arc::new(portcullis_webhook::state::StaticState::default()),
-        metrics: Arc::new(portcullis_webhook::metrics::Metrics::new()),
+        memo: Arc::new(metrics.decision_memo(portcullis_webhook::memo::DEFAULT_BUDGET_BYTES)),
+        metrics,
         timeout: std::time::Duration::from_secs(5),
         ingest: None,
     };

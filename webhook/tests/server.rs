@@ -108,7 +108,8 @@ async fn start_timed(
     let loaded = tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap();
     let tls_config = RustlsConfig::from_config(loaded.config);
     let metrics = Arc::new(Metrics::new());
-    let app = App { config: Arc::new(Config::default()), state, metrics: metrics.clone(), timeout, ingest: None };
+    let memo = Arc::new(metrics.decision_memo(portcullis_webhook::memo::DEFAULT_BUDGET_BYTES));
+    let app = App { config: Arc::new(Config::default()), state, metrics: metrics.clone(), timeout, ingest: None, memo };
     let https = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let ops = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let running = server::start(https, ops, app, tls_config.clone(), limits).await.unwrap();
@@ -342,6 +343,21 @@ async fn operations_port() {
         "portcullis_webhook_review_duration_seconds_count{endpoint=\"validate\"} 1",
         "portcullis_webhook_cache_objects{kind=\"NetworkPolicy\"} 4",
         "portcullis_webhook_fresh_reads_total{result=\"success\"} 1",
+        // Decided on the cached state once (and again on the fresh read, never remembered).
+        "portcullis_webhook_decision_memo_hits_total 0",
+        "portcullis_webhook_decision_memo_misses_total 1",
+    ] {
+        assert!(metrics.contains(expected), "missing {expected} in\n{metrics}");
+    }
+    // The same review again: the cached state's answer is remembered; the denial is still
+    // confirmed on a fresh read.
+    let (status, review) = post(&h, "/validate", case("validate/deployment-create-no-default-deny.json")).await;
+    assert_eq!((status, &review["response"]["allowed"]), (200, &Value::Bool(false)), "{review}");
+    let metrics = get(h.running.ops, "/metrics").await.1;
+    for expected in [
+        "portcullis_webhook_decision_memo_hits_total 1",
+        "portcullis_webhook_decision_memo_misses_total 1",
+        "portcullis_webhook_fresh_reads_total{result=\"success\"} 2",
     ] {
         assert!(metrics.contains(expected), "missing {expected} in\n{metrics}");
     }

@@ -101,6 +101,7 @@ async fn start(leader: bool) -> Harness {
         metrics: metrics.clone(),
         timeout: Duration::from_secs(10),
         ingest: Some(Arc::new(ingest)),
+        memo: Arc::new(metrics.decision_memo(portcullis_webhook::memo::DEFAULT_BUDGET_BYTES)),
     };
     let (running, ca, ca_pem) = common::serve(app).await;
     Harness { running, ca, ca_pem, metrics, store, _leader: tx }

@@ -1,6 +1,7 @@
 //! Arbitrary bytes as an AdmissionReview body: parsing (the direct reading agreeing with the
 //! typed one wherever it answers), both endpoints' decisions against the admission test state,
-//! and encoding the response. Never a panic; a 400 or a review.
+//! and encoding the response; the decision memo answering as decided. Never a panic; a 400 or
+//! a review.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -8,6 +9,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use portcullis_linter::config::Config;
 use portcullis_webhook::admission::{self, Endpoint};
+use portcullis_webhook::memo::DecisionMemo;
 use portcullis_webhook::state::{ClusterState, StaticState};
 
 fn state() -> &'static StaticState {
@@ -34,6 +36,19 @@ fuzz_target!(|data: &[u8]| {
     let snapshot = state().snapshot(&req.namespace(), &config.dns.namespace);
     for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
         let outcome = admission::decide(endpoint, &req, &snapshot, &config);
+        // Remembered answers are the decided ones, asked the first time and again.
+        for _ in 0..2 {
+            let remembered = admission::decide_remembered(endpoint, &req, &snapshot, &config, None, memo());
+            assert_eq!(remembered.decision, outcome.decision);
+            assert_eq!(remembered.problems, outcome.problems);
+        }
         let _ = admission::response_body(outcome.response);
     }
 });
+
+fn memo() -> &'static DecisionMemo {
+    static MEMO: OnceLock<DecisionMemo> = OnceLock::new();
+    MEMO.get_or_init(|| {
+        portcullis_webhook::metrics::Metrics::new().decision_memo(portcullis_webhook::memo::DEFAULT_BUDGET_BYTES)
+    })
+}
