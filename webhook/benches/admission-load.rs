@@ -18,7 +18,14 @@
 //!
 //! Prints, per server: reviews/s and its ratio to the no-op server's, client-side latency
 //! percentiles, the server-side p99 bound from the webhook's own histogram, server CPU per
-//! review (from `/proc`), peak RSS, and the webhook's startup time with its state.
+//! review (from `/proc`), peak RSS, the webhook's startup time with its state, and what its
+//! decision memo answered.
+//!
+//! The mix repeats its 2,000 reviews, so the webhook answers most of them from its decision memo
+//! (docs/webhook.md, "Remembered answers"), as it does for a GitOps controller's repeated dry
+//! runs. `PORTCULLIS_DECISION_MEMO_BYTES=0` in the bench's environment turns the memo off in every
+//! webhook of the run; a baseline that is a script setting it before running this build's
+//! binary measures both in the same turns (docs/benchmarks.md, "Ninth round").
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::Path;
@@ -66,7 +73,7 @@ fn main() {
         .stdout(Stdio::null())
         .spawn()
         .expect("start the no-op server");
-    wait_for(&mut noop, https);
+    assert!(wait_for(&mut noop, https), "the no-op server did not start on port {https}");
     wait_for_file(&ca);
     let noop_server = Server { https, ops: None, ca: ca.clone(), pid: noop.id() };
 
@@ -92,9 +99,8 @@ fn main() {
         let mut running = Vec::new();
         for (n, binary) in other.iter().chain([&this]).enumerate() {
             let ca = work.join(format!("ca-{n}.pem"));
-            let (https, ops) = (free_port(), free_port());
             let started = Instant::now();
-            let child = start_server(binary, &state, &ca, https, ops);
+            let (child, https, ops) = start_server(binary, &state, &ca);
             let startup = started.elapsed();
             let which = if binary == &this { "webhook".to_owned() } else { format!("webhook {}", binary.display()) };
             let server = Server { https, ops: Some(ops), ca, pid: child.id() };
@@ -190,16 +196,20 @@ mod noop {
     }
 }
 
-fn wait_for(child: &mut Child, port: u16) {
+/// Whether `child` listens on `port` (false, and stopped, if it exits or does not within 2 min).
+fn wait_for(child: &mut Child, port: u16) -> bool {
     for _ in 0..2_400 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+            return true;
+        }
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
     let _ = child.wait();
-    panic!("the server on port {port} did not start");
+    false
 }
 
 fn free_port() -> u16 {
@@ -252,7 +262,20 @@ fn app_policy(a: usize) -> Value {
             {"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.96.0.0/12"]}}], "ports": [{"port": 5432}]}]})
 }
 
-fn start_server(binary: &Path, state: &Path, ca: &Path, https: u16, ops: u16) -> Child {
+/// Starts a webhook on free ports: `(child, https, ops)`. A port found free can be taken by
+/// another socket before the server binds it (the client's connections pick ports too): the
+/// server then exits, and it is started again on other ports.
+fn start_server(binary: &Path, state: &Path, ca: &Path) -> (Child, u16, u16) {
+    for _ in 0..5 {
+        let (https, ops) = (free_port(), free_port());
+        if let Some(child) = start_server_on(binary, state, ca, https, ops) {
+            return (child, https, ops);
+        }
+    }
+    panic!("{} did not start", binary.display());
+}
+
+fn start_server_on(binary: &Path, state: &Path, ca: &Path, https: u16, ops: u16) -> Option<Child> {
     // The server writes its CA once it is listening: never read the last run's.
     let _ = std::fs::remove_file(ca);
     let mut child = Command::new(binary)
@@ -266,9 +289,11 @@ fn start_server(binary: &Path, state: &Path, ca: &Path, https: u16, ops: u16) ->
         .stdout(Stdio::null())
         .spawn()
         .expect("start portcullis-webhook");
-    wait_for(&mut child, ops);
+    if !wait_for(&mut child, ops) {
+        return None;
+    }
     wait_for_file(ca);
-    child
+    Some(child)
 }
 
 fn wait_for_file(path: &Path) {
@@ -344,6 +369,8 @@ struct Results {
     elapsed: Duration,
     latencies: Vec<Duration>,
     server_p99_bound: String,
+    /// What the server's decision memo answered (`/metrics`).
+    memo: String,
     rss_kib: u64,
     /// Server CPU time (user + system) over the run.
     cpu: Duration,
@@ -363,7 +390,9 @@ impl Results {
     /// Reads what a server says of its whole run: the p99 bound of its own histogram.
     fn finish(&mut self, runtime: &tokio::runtime::Runtime, server: &Server) {
         if let Some(ops) = server.ops {
-            self.server_p99_bound = server_p99(&runtime.block_on(http_get(ops, "/metrics")));
+            let metrics = runtime.block_on(http_get(ops, "/metrics"));
+            self.server_p99_bound = server_p99(&metrics);
+            self.memo = memo_answers(&metrics);
         }
         self.rss_kib = self.rss_kib.max(peak_rss(server.pid));
     }
@@ -388,6 +417,9 @@ impl Results {
         }
         println!("  client latency   p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms", pct(0.50), pct(0.99), pct(1.0));
         println!("  server p99       {}", self.server_p99_bound);
+        if !self.memo.is_empty() {
+            println!("  decision memo    {}", self.memo);
+        }
         println!("  server CPU       {:.0} µs per review", self.cpu.as_secs_f64() * 1e6 / self.reviews.max(1) as f64);
         println!("  server peak RSS  {:.1} MB", self.rss_kib as f64 / 1024.0);
     }
@@ -428,7 +460,7 @@ async fn run(server: &Server, seconds: u64, connections: usize) -> Results {
     let elapsed = started.elapsed();
     let cpu = cpu_time(pid).saturating_sub(cpu_before);
     let server_p99_bound = "n/a (no histogram)".to_owned();
-    Results { reviews, errors, elapsed, latencies, server_p99_bound, rss_kib: peak_rss(pid), cpu }
+    Results { reviews, errors, elapsed, latencies, server_p99_bound, memo: String::new(), rss_kib: peak_rss(pid), cpu }
 }
 
 async fn connection(
@@ -500,6 +532,22 @@ fn server_p99(metrics: &str) -> String {
     match sorted.iter().find(|(_, n)| *n >= count * 0.99) {
         Some((le, _)) => format!("<= {:.2} ms (histogram bucket; {count} reviews)", le * 1000.0),
         None => "unknown".to_owned(),
+    }
+}
+
+/// The decision memo's hits and misses over the server's run, from its metrics.
+fn memo_answers(metrics: &str) -> String {
+    let counter =
+        |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
+    match (
+        counter("portcullis_webhook_decision_memo_hits_total"),
+        counter("portcullis_webhook_decision_memo_misses_total"),
+    ) {
+        (Some(hits), Some(misses)) => format!(
+            "{hits} answered from it, {misses} decided ({:.1} % remembered)",
+            100.0 * hits / (hits + misses).max(1.0)
+        ),
+        _ => "n/a (no decision memo)".to_owned(),
     }
 }
 
