@@ -13,11 +13,12 @@
 //! - the question (validate, the DNS mutation),
 //! - the request's kind, operation, namespace and name,
 //! - the object and the old object **without the metadata the cluster maintains**,
-//! - the snapshot's identity: the namespace's labels, the DNS namespace's labels, its compiled
-//!   NetworkPolicies, its intents and the other layers' objects, each one shared value of the
-//!   cluster-state index, compared by address. An entry holds a reference to each, so an
-//!   address cannot be reused while the entry lives; any change to the namespace's state gives
-//!   a new value, and the next review misses.
+//! - the snapshot's identity: its compiled NetworkPolicies by their id (unique in the process,
+//!   never reused, so an answer does not keep a replaced set of policies alive), and the
+//!   namespace's labels, the DNS namespace's labels, its intents and the other layers' objects,
+//!   each one shared value of the cluster-state index, compared by address. An entry holds a
+//!   reference to each of those, so an address cannot be reused while the entry lives; any
+//!   change to the namespace's state gives a new value or id, and the next review misses.
 //!
 //! What makes a remembered answer right by construction: on a miss the review is decided on
 //! the object *with that metadata removed*, so nothing the key leaves out can reach the answer.
@@ -40,7 +41,7 @@ use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
 
 use crate::review::{self, Mutation, Problem, Subject};
-use crate::state::{PolicySet, Snapshot, StoredObject};
+use crate::state::{Snapshot, StoredObject};
 
 /// The default budget: thousands of answers (one with a single finding takes about 300 bytes,
 /// one with a fix's YAML about a kilobyte).
@@ -103,13 +104,15 @@ enum Answer {
 }
 
 /// What of a snapshot an answer was given for: its shared values, held so their addresses stay
-/// theirs while the entry lives.
+/// theirs while the entry lives, and its policy set's id (a set is large and replaced on every
+/// change to the namespace's policies: holding it would keep replaced sets alive).
 #[derive(Debug)]
 struct Pins {
     namespace_labels: Option<Arc<Labels>>,
     namespace_terminating: bool,
     dns_namespace_labels: Option<Arc<Labels>>,
-    policies: PolicySet,
+    /// [`PolicySet::id`].
+    policies: u64,
     intents: Vec<StoredObject>,
     layers: Vec<StoredObject>,
 }
@@ -132,7 +135,7 @@ impl Pins {
             namespace_labels: snapshot.namespace_labels.clone(),
             namespace_terminating: snapshot.namespace_terminating,
             dns_namespace_labels: snapshot.dns_namespace_labels.clone(),
-            policies: snapshot.policies.clone(),
+            policies: snapshot.policies.id(),
             intents: snapshot.intents.clone(),
             layers: snapshot.layers.clone(),
         }
@@ -142,7 +145,7 @@ impl Pins {
         same_arc(&self.namespace_labels, &snapshot.namespace_labels)
             && self.namespace_terminating == snapshot.namespace_terminating
             && same_arc(&self.dns_namespace_labels, &snapshot.dns_namespace_labels)
-            && self.policies.same(&snapshot.policies)
+            && self.policies == snapshot.policies.id()
             && same_objects(&self.intents, &snapshot.intents)
             && same_objects(&self.layers, &snapshot.layers)
     }
@@ -357,7 +360,7 @@ impl DecisionMemo {
         let address = |a: Option<&Arc<Labels>>| a.map_or(0, |a| Arc::as_ptr(a) as usize);
         h.write_usize(address(snapshot.namespace_labels.as_ref()));
         h.write_usize(address(snapshot.dns_namespace_labels.as_ref()));
-        h.write_usize(snapshot.policies.address());
+        h.write_u64(snapshot.policies.id());
         h.write_u8(u8::from(snapshot.namespace_terminating));
         for objects in [&snapshot.intents, &snapshot.layers] {
             h.write_usize(objects.len());

@@ -412,7 +412,12 @@ struct CompiledPolicies {
     /// share a hash (by chance only: the keys are random per process); candidates are read
     /// once each and matched in full, so a shared hash costs a match, never a wrong answer.
     by_pair: Box<[(u64, usize)]>,
+    /// Unique in the process ([`PolicySet::id`]).
+    id: u64,
 }
+
+/// The next [`CompiledPolicies::id`]; 0 is the empty set's.
+static NEXT_SET_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The hash keys of [`CompiledPolicies::by_pair`], random per process so no client can aim
 /// many pairs at one hash.
@@ -424,19 +429,11 @@ fn pair_hash(key: &str, value: &str) -> u64 {
 }
 
 impl PolicySet {
-    /// Whether both are the one compiled set (not merely equal sets); two empty sets are the
-    /// same.
-    pub fn same(&self, other: &PolicySet) -> bool {
-        match (&self.0, &other.0) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        }
-    }
-
-    /// The compiled set's address (0 for none): an identity while a clone of this set is held.
-    pub fn address(&self) -> usize {
-        self.0.as_ref().map_or(0, |c| Arc::as_ptr(c) as usize)
+    /// The compiled set's identity: unique in the process, never reused (0 for the empty set).
+    /// Two sets with one id are the one compiled set, and hold the same policies. Remembering
+    /// an id keeps nothing alive (the decision memo keys on it).
+    pub fn id(&self) -> u64 {
+        self.0.as_ref().map_or(0, |c| c.id)
     }
 
     pub fn len(&self) -> usize {
@@ -489,7 +486,13 @@ impl FromIterator<StoredPolicy> for PolicySet {
             }
         }
         by_pair.sort_unstable();
-        PolicySet(Some(Arc::new(CompiledPolicies { policies, unindexed: unindexed.into(), by_pair: by_pair.into() })))
+        let id = NEXT_SET_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PolicySet(Some(Arc::new(CompiledPolicies {
+            policies,
+            unindexed: unindexed.into(),
+            by_pair: by_pair.into(),
+            id,
+        })))
     }
 }
 
