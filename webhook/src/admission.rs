@@ -525,19 +525,19 @@ fn mode_of(req: &Request, snapshot: &Snapshot, config: &Config) -> WebhookMode {
     if req.cluster_scoped() { config.webhook.mode } else { mode_for(snapshot, config) }
 }
 
-/// [`decide`] (or [`decide_in_mode`] with `mode`), the review's answers remembered in `memo`:
-/// the same question about the same object in the same cluster state is answered as before
-/// without being decided again ([`DecisionMemo`]).
-pub fn decide_remembered(
+/// [`decide`], or [`decide_in_mode`] when `mode` is given; with a `memo`, the review's answers
+/// are remembered in it: the same question about the same object in the same cluster state is
+/// answered as before without being decided again ([`DecisionMemo`]).
+pub fn decide_with(
     endpoint: Endpoint,
     req: &Request,
     snapshot: &Snapshot,
     config: &Config,
     mode: Option<WebhookMode>,
-    memo: &DecisionMemo,
+    memo: Option<&DecisionMemo>,
 ) -> Outcome {
     let mode = mode.unwrap_or_else(|| mode_of(req, snapshot, config));
-    decide_with(endpoint, req, snapshot, config, mode, Some(memo))
+    decide_in_mode_with(endpoint, req, snapshot, config, mode, memo)
 }
 
 /// Whether deciding the request needs every namespace's default-deny state
@@ -578,7 +578,7 @@ pub fn decide_in_mode(
     config: &Config,
     mode: WebhookMode,
 ) -> Outcome {
-    decide_with(endpoint, req, snapshot, config, mode, None)
+    decide_in_mode_with(endpoint, req, snapshot, config, mode, None)
 }
 
 /// The review's own questions, remembered when there is a memo.
@@ -589,7 +589,7 @@ fn validate(memo: Option<&DecisionMemo>, subject: &Subject<'_>, snapshot: &Snaps
     }
 }
 
-fn decide_with(
+fn decide_in_mode_with(
     endpoint: Endpoint,
     req: &Request,
     snapshot: &Snapshot,

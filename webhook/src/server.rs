@@ -331,24 +331,28 @@ const INLINE_BODY_BYTES: usize = 32 * 1024;
 /// See [`INLINE_BODY_BYTES`].
 const INLINE_POLICIES: usize = 256;
 
+/// How one decision is made: in the namespace's mode or a given one, and whether its answers are
+/// looked up in and kept in the decision memo (decisions on the cached state; a fresh read's
+/// state is asked once).
+#[derive(Debug, Clone, Copy)]
+struct Asking {
+    mode: Option<WebhookMode>,
+    remember: bool,
+}
+
 /// Decides once, holding the review's share of the budget: on the async worker for a small review
-/// that reads few policies ([`INLINE_BODY_BYTES`]), on the blocking pool otherwise. With
-/// `remember`, the answers are looked up in and kept in the memo (the cached state's snapshots;
-/// a fresh read's are asked once).
+/// that reads few policies ([`INLINE_BODY_BYTES`]), on the blocking pool otherwise.
 async fn decide_with_budget(
     app: &App,
     endpoint: Endpoint,
     req: &Arc<Request>,
     snapshot: Snapshot,
-    (mode, remember): (Option<WebhookMode>, bool),
+    asking: Asking,
     small: bool,
     permit: &Arc<impl Send + Sync + 'static>,
 ) -> Result<Outcome, tokio::task::JoinError> {
-    let decide = move |req: &Request, config: &Config, snapshot: &Snapshot, memo: &DecisionMemo| match (mode, remember)
-    {
-        (mode, true) => admission::decide_remembered(endpoint, req, snapshot, config, mode, memo),
-        (Some(mode), false) => admission::decide_in_mode(endpoint, req, snapshot, config, mode),
-        (None, false) => admission::decide(endpoint, req, snapshot, config),
+    let decide = move |req: &Request, config: &Config, snapshot: &Snapshot, memo: &DecisionMemo| {
+        admission::decide_with(endpoint, req, snapshot, config, asking.mode, asking.remember.then_some(memo))
     };
     if small
         && (snapshot.policies.len() <= INLINE_POLICIES || admission::policies_read(req, &snapshot) <= INLINE_POLICIES)
@@ -378,7 +382,9 @@ async fn decide(
     if crate::admission::needs_cluster_view(req) {
         snapshot.cluster = Some(Arc::new(app.state.cluster_view()));
     }
-    let outcome = decide_with_budget(app, endpoint, req, snapshot.clone(), (None, true), small, permit).await?;
+    let outcome =
+        decide_with_budget(app, endpoint, req, snapshot.clone(), Asking { mode: None, remember: true }, small, permit)
+            .await?;
     if !outcome.needs_confirmation() {
         return Ok(outcome);
     }
@@ -392,7 +398,7 @@ async fn decide(
                 namespace_terminating: snapshot.namespace_terminating || fresh.terminating,
                 ..snapshot
             };
-            decide_with_budget(app, endpoint, req, fresh, (None, false), small, permit).await
+            decide_with_budget(app, endpoint, req, fresh, Asking { mode: None, remember: false }, small, permit).await
         }
         Err(e) if !outcome.depends_on_policy_state() => {
             // The object's own content is wrong whatever the cluster holds.
@@ -405,7 +411,8 @@ async fn decide(
             // we could not check.
             app.metrics.fresh_reads.get_or_create(&ResultLabels { result: "failure" }).inc();
             tracing::warn!(uid = %req.inner.uid, error = %e, "could not confirm a denial; admitting with warnings");
-            decide_with_budget(app, endpoint, req, snapshot, (Some(WebhookMode::Warn), true), small, permit).await
+            let asking = Asking { mode: Some(WebhookMode::Warn), remember: true };
+            decide_with_budget(app, endpoint, req, snapshot, asking, small, permit).await
         }
     }
 }

@@ -103,7 +103,7 @@ fn remembered_answers_are_the_answers_decided_again() {
             // Asked the first time (decided, on the object without cluster metadata) and again
             // (remembered): both are the answer decided without the memo.
             for round in ["first", "again"] {
-                let remembered = answer(admission::decide_remembered(endpoint, &req, &snapshot, &config, None, &memo));
+                let remembered = answer(admission::decide_with(endpoint, &req, &snapshot, &config, None, Some(&memo)));
                 assert_eq!(remembered, decided, "{name} {endpoint:?} asked {round}");
             }
             asked += 1;
@@ -114,7 +114,7 @@ fn remembered_answers_are_the_answers_decided_again() {
             let decided_other = answer(admission::decide(endpoint, &other, &snapshot, &config));
             let (hits, _) = counts(&metrics);
             let remembered_other =
-                answer(admission::decide_remembered(endpoint, &other, &snapshot, &config, None, &memo));
+                answer(admission::decide_with(endpoint, &other, &snapshot, &config, None, Some(&memo)));
             assert_eq!(remembered_other, decided_other, "{name} {endpoint:?} with other cluster metadata");
             if counts(&metrics).0 > hits {
                 altered += 1;
@@ -190,7 +190,7 @@ fn a_change_to_the_namespace_state_is_decided_again() {
     let req = deployment_review();
     let ask = || {
         let snapshot = index.snapshot("shop", "kube-system");
-        let remembered = admission::decide_remembered(Endpoint::Validate, &req, &snapshot, &config, None, &memo);
+        let remembered = admission::decide_with(Endpoint::Validate, &req, &snapshot, &config, None, Some(&memo));
         let decided = admission::decide(Endpoint::Validate, &req, &snapshot, &config);
         let (codes, decision) = (codes(&remembered), remembered.decision.as_str());
         assert_eq!(answer(remembered), answer(decided));
@@ -237,21 +237,21 @@ fn the_memo_stays_within_its_budget() {
     for i in 0..500 {
         let req = review(i);
         let snapshot = state.snapshot("shop", &config.dns.namespace);
-        admission::decide_remembered(Endpoint::Validate, &req, &snapshot, &config, None, &memo);
+        admission::decide_with(Endpoint::Validate, &req, &snapshot, &config, None, Some(&memo));
     }
     eprintln!("{} answers held in 16 KiB", memo.len());
     assert!(memo.len() < 100, "{} answers held in 16 KiB", memo.len());
     assert!(!memo.is_empty());
     let snapshot = state.snapshot("shop", &config.dns.namespace);
     let (hits, _) = counts(&metrics);
-    admission::decide_remembered(Endpoint::Validate, &review(499), &snapshot, &config, None, &memo);
+    admission::decide_with(Endpoint::Validate, &review(499), &snapshot, &config, None, Some(&memo));
     assert_eq!(counts(&metrics).0, hits + 1, "the last question is still remembered");
-    admission::decide_remembered(Endpoint::Validate, &review(0), &snapshot, &config, None, &memo);
+    admission::decide_with(Endpoint::Validate, &review(0), &snapshot, &config, None, Some(&memo));
     assert_eq!(counts(&metrics).0, hits + 1, "the first one was forgotten");
 
     let (none, metrics) = self::memo(0);
     for _ in 0..2 {
-        admission::decide_remembered(Endpoint::Validate, &review(1), &snapshot, &config, None, &none);
+        admission::decide_with(Endpoint::Validate, &review(1), &snapshot, &config, None, Some(&none));
     }
     assert!(none.is_empty());
     assert_eq!(counts(&metrics), (0, 0));

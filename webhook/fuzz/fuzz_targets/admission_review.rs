@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
         let outcome = admission::decide(endpoint, &req, &snapshot, &config);
         // Remembered answers are the decided ones, asked the first time and again.
         for _ in 0..2 {
-            let remembered = admission::decide_remembered(endpoint, &req, &snapshot, &config, None, memo());
+            let remembered = admission::decide_with(endpoint, &req, &snapshot, &config, None, Some(memo()));
             assert_eq!(remembered.decision, outcome.decision);
             assert_eq!(remembered.problems, outcome.problems);
         }
