@@ -332,8 +332,9 @@ const INLINE_BODY_BYTES: usize = 32 * 1024;
 const INLINE_POLICIES: usize = 256;
 
 /// How one decision is made: in the namespace's mode or a given one, and whether its answers are
-/// looked up in and kept in the decision memo (decisions on the cached state; a fresh read's
-/// state is asked once).
+/// looked up in and kept in the decision memo: decisions on the cached state of reviews of at
+/// most [`INLINE_BODY_BYTES`] (a fresh read's state is asked once; a larger review's object is
+/// not copied again to be remembered, nor hashed).
 #[derive(Debug, Clone, Copy)]
 struct Asking {
     mode: Option<WebhookMode>,
@@ -383,7 +384,7 @@ async fn decide(
         snapshot.cluster = Some(Arc::new(app.state.cluster_view()));
     }
     let outcome =
-        decide_with_budget(app, endpoint, req, snapshot.clone(), Asking { mode: None, remember: true }, small, permit)
+        decide_with_budget(app, endpoint, req, snapshot.clone(), Asking { mode: None, remember: small }, small, permit)
             .await?;
     if !outcome.needs_confirmation() {
         return Ok(outcome);
@@ -411,7 +412,7 @@ async fn decide(
             // we could not check.
             app.metrics.fresh_reads.get_or_create(&ResultLabels { result: "failure" }).inc();
             tracing::warn!(uid = %req.inner.uid, error = %e, "could not confirm a denial; admitting with warnings");
-            let asking = Asking { mode: Some(WebhookMode::Warn), remember: true };
+            let asking = Asking { mode: Some(WebhookMode::Warn), remember: small };
             decide_with_budget(app, endpoint, req, snapshot, asking, small, permit).await
         }
     }

@@ -404,6 +404,33 @@ async fn the_review_timeout_answers_503_on_time_even_for_cpu_bound_reviews() {
     h.running.shutdown().await.unwrap();
 }
 
+/// A review over the inline size is never remembered: copying its object without the cluster's
+/// metadata would add a copy to the memory a large review already holds (docs/operations.md,
+/// "Resource envelope"), and its hash to its time. A small one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_small_reviews_are_remembered() {
+    let certs = tls::dev_certificates(&["localhost"]).unwrap();
+    let (h, _) =
+        start_timed(test_state(Duration::ZERO, true), &certs, Limits::default(), Duration::from_secs(60)).await;
+    let mut large: Value = serde_json::from_slice(&large_review()).unwrap();
+    large["request"]["operation"] = Value::String("CREATE".into());
+    large["request"]["oldObject"] = Value::Null;
+    let large = serde_json::to_vec(&large).unwrap();
+    for _ in 0..2 {
+        assert_eq!(post(&h, "/validate", large.clone()).await.0, 200);
+    }
+    let metrics = get(h.running.ops, "/metrics").await.1;
+    assert!(metrics.contains("portcullis_webhook_decision_memo_misses_total 0"), "{metrics}");
+    assert!(metrics.contains("portcullis_webhook_decision_memo_hits_total 0"), "{metrics}");
+    for _ in 0..2 {
+        assert_eq!(post(&h, "/validate", case("validate/deployment-create-no-default-deny.json")).await.0, 200);
+    }
+    let metrics = get(h.running.ops, "/metrics").await.1;
+    assert!(metrics.contains("portcullis_webhook_decision_memo_misses_total 1"), "{metrics}");
+    assert!(metrics.contains("portcullis_webhook_decision_memo_hits_total 1"), "{metrics}");
+    h.running.shutdown().await.unwrap();
+}
+
 /// Regression (issue 16, class 3): a normal review waited 7.4 s behind large ones decided on
 /// the async workers. Reviews run on the blocking pool: a small one is answered while a large
 /// one is still being decided, even with a single async worker (which a review decided on the
