@@ -1,6 +1,6 @@
 //! Helpers shared by the webhook's integration tests: the repository path and a real HTTPS
 //! client (rustls verifying the given CA, hyper HTTP/1.1).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,23 @@ use rustls::pki_types::{CertificateDer, ServerName};
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// The conformance corpus's captured AdmissionReviews beside the checkout. CI (`.ci/run` sets
+/// `PORTCULLIS_REQUIRE_CONFORMANCE`) has them, so there their absence is a loud failure; in a
+/// contributor's plain clone the tests that read them skip them, and say so on stderr.
+pub fn conformance_reviews() -> Option<PathBuf> {
+    let dir = repo().join("../shared/conformance/admission");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("PORTCULLIS_REQUIRE_CONFORMANCE").is_none(),
+        "the conformance corpus is missing at {}",
+        dir.display()
+    );
+    eprintln!("SKIPPED: no conformance corpus at {} (CI requires it)", dir.display());
+    None
 }
 
 /// The first certificate of a PEM bundle.
