@@ -183,7 +183,8 @@ impl KeyHasher {
     }
 
     /// A JSON value, each variant tagged and each string and container length-prefixed, so two
-    /// different values never write the same bytes. `object` leaves [`CLUSTER_METADATA`] out of
+    /// different values never write the same bytes. Recursive: as deep as the value, which the
+    /// review's parser (serde_json, 128 levels at most) bounds. `object` leaves [`CLUSTER_METADATA`] out of
     /// a top-level `metadata`.
     fn value(&mut self, value: &Value, object: bool) {
         match value {

@@ -254,3 +254,44 @@ fn the_metadata_left_out_is_the_metadata_the_cluster_maintains() {
         assert!(!CLUSTER_METADATA.contains(&key), "{key}");
     }
 }
+
+/// What a hostile client could send in a review's object: nesting as deep as the parser takes
+/// (serde_json refuses more than 128 levels, so the key's walk is as deep as the parse at most),
+/// an empty object, `metadata` that is not a map, cluster metadata of the wrong types. Each is
+/// answered as decided, asked first and again, and never panics.
+#[test]
+fn hostile_objects_are_answered_as_decided() {
+    let (state, _) = StaticState::load(&repo().join("testcases/admission/state")).unwrap();
+    let config = Config::default();
+    let (memo, _) = memo(portcullis_webhook::memo::DEFAULT_BUDGET_BYTES);
+    let mut deep = json!("leaf");
+    for _ in 0..120 {
+        deep = json!({"x": deep});
+    }
+    let objects = [
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c"}]}}, "x": deep}}),
+        json!({}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": "not a map"}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "uid": 7, "managedFields": "x",
+            "resourceVersion": {"a": [1, 2]}}, "spec": {}}),
+    ];
+    for object in objects {
+        let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "0b7c8a52-0000-4000-8000-000000000009",
+            "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+            "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+            "name": "web", "namespace": "shop", "operation": "CREATE", "userInfo": {"username": "alice"},
+            "object": object}});
+        let Ok(req) = admission::parse(&serde_json::to_vec(&body).unwrap()) else { continue };
+        let snapshot = state.snapshot("shop", &config.dns.namespace);
+        for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
+            let decided = answer(admission::decide(endpoint, &req, &snapshot, &config));
+            for round in ["first", "again"] {
+                let remembered = answer(admission::decide_with(endpoint, &req, &snapshot, &config, None, Some(&memo)));
+                assert_eq!(remembered, decided, "{endpoint:?} asked {round}: {object}");
+            }
+        }
+    }
+    assert!(!memo.is_empty(), "at least one hostile object was parsed and remembered");
+}
