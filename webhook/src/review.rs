@@ -449,7 +449,9 @@ fn review_policy(
         config.severity(code, default)
     };
     let pods = if selected == "{}" { "every pod of the namespace".to_owned() } else { format!("pods {selected}") };
-    let original = b.value_of(policy.object).into_owned();
+    // Borrowed: the policy under review is the inventory's own value (a stored one is built
+    // from its typed spec), read only when a fix is shown.
+    let original = b.value_of(policy.object);
     let mut mutation = None;
     if let Some(why) = explain_dns_block(&cx, reach) {
         let patch = dns_patch(policy, has_annotations(subject.object.unwrap_or(&original)), &config.dns);
