@@ -54,20 +54,21 @@ impl std::fmt::Debug for KubeState {
     }
 }
 
-/// Maps a watcher event to an index event, converting each object once.
-fn index_event<K, T>(event: &Event<K>, key: impl Fn(&K) -> (String, String), value: impl Fn(&K) -> T) -> IndexEvent<T> {
+/// Maps a watcher event to an index event, converting each object once (taking it: the
+/// conversion may leave out parts of it without copying the rest).
+fn index_event<K, T>(event: Event<K>, key: impl Fn(&K) -> (String, String), value: impl Fn(K) -> T) -> IndexEvent<T> {
     match event {
         Event::Apply(o) => {
-            let (namespace, name) = key(o);
+            let (namespace, name) = key(&o);
             IndexEvent::Apply { namespace, name, value: value(o) }
         }
         Event::Delete(o) => {
-            let (namespace, name) = key(o);
+            let (namespace, name) = key(&o);
             IndexEvent::Delete { namespace, name }
         }
         Event::Init => IndexEvent::Init,
         Event::InitApply(o) => {
-            let (namespace, name) = key(o);
+            let (namespace, name) = key(&o);
             IndexEvent::InitApply { namespace, name, value: value(o) }
         }
         Event::InitDone => IndexEvent::InitDone,
@@ -78,26 +79,29 @@ fn namespaced<K: ResourceExt>(o: &K) -> (String, String) {
     (o.namespace().unwrap_or_default(), o.name_any())
 }
 
-/// An object as compact JSON, without `managedFields` (large, and never read).
-fn slim<K: serde::Serialize>(o: &K) -> Value {
-    let mut value = serde_json::to_value(o).unwrap_or(Value::Null);
-    if let Some(Value::Object(meta)) = value.get_mut("metadata") {
-        meta.remove("managedFields");
-    }
-    value
+/// An object as JSON, without `managedFields` (large, and never read). They are taken out of
+/// the object before it is written as JSON: writing them (every field of the object again, as
+/// nested maps) and then removing them took a third of the webhook's CPU while it synced
+/// 100,000 NetworkPolicies from a real API server (`webhook/benches/watch-sync.sh`).
+fn slim<K: serde::Serialize + kube::Resource>(mut o: K) -> Value {
+    o.meta_mut().managed_fields = None;
+    serde_json::to_value(&o).unwrap_or(Value::Null)
 }
 
-fn slim_policy(o: &NetworkPolicy) -> StoredPolicy {
-    StoredPolicy::new(slim(o))
+/// A watched policy as stored: its spec written as JSON text straight from its typed form (the
+/// text `StoredPolicy::new` writes from the object's `Value`), the rest slimmed as any object.
+fn slim_policy(mut o: NetworkPolicy) -> StoredPolicy {
+    let spec = o.spec.take().map(|spec| serde_json::to_string(&spec).unwrap_or_default());
+    StoredPolicy::from_parts(slim(o), spec)
 }
 
-fn slim_object<K: serde::Serialize>(o: &K) -> StoredObject {
+fn slim_object<K: serde::Serialize + kube::Resource>(o: K) -> StoredObject {
     StoredObject::new(slim(o))
 }
 
 /// A layer object as stored, with the `apiVersion` and `kind` it is served as (list items
 /// leave them out).
-fn slim_layer(o: &DynamicObject, resource: &ApiResource) -> StoredObject {
+fn slim_layer(o: DynamicObject, resource: &ApiResource) -> StoredObject {
     let mut value = slim(o);
     if let Value::Object(map) = &mut value {
         map.insert("apiVersion".to_owned(), Value::String(resource.api_version.clone()));
@@ -131,7 +135,7 @@ impl KubeState {
     }
 
     /// Applies a watch event of a layer kind served as `resource`.
-    pub fn apply_layer_event(&self, resource: &ApiResource, event: &Event<DynamicObject>) {
+    pub fn apply_layer_event(&self, resource: &ApiResource, event: Event<DynamicObject>) {
         let key = crate::state::layer_key(&resource.api_version, &resource.kind);
         let e = index_event(event, namespaced, |o| slim_layer(o, resource));
         write(&self.index.layers).entry(key).or_default().apply(e);
@@ -188,17 +192,17 @@ impl KubeState {
         &self.index
     }
 
-    pub fn apply_namespace_event(&self, event: &Event<Namespace>) {
-        let e = index_event(event, |o| (String::new(), o.name_any()), namespace_info);
+    pub fn apply_namespace_event(&self, event: Event<Namespace>) {
+        let e = index_event(event, |o| (String::new(), o.name_any()), |o| namespace_info(&o));
         write(&self.index.namespaces).apply(e);
     }
 
-    pub fn apply_policy_event(&self, event: &Event<NetworkPolicy>) {
+    pub fn apply_policy_event(&self, event: Event<NetworkPolicy>) {
         let e = index_event(event, namespaced, slim_policy);
         write(&self.index.policies).apply(e);
     }
 
-    pub fn apply_intent_event(&self, event: &Event<DynamicObject>) {
+    pub fn apply_intent_event(&self, event: Event<DynamicObject>) {
         let e = index_event(event, namespaced, slim_object);
         write(&self.index.intents).apply(e);
     }
@@ -234,20 +238,20 @@ impl KubeState {
                 Api::<DynamicObject>::all_with(self.client.clone(), &resource)
             };
             let list = api.list(&ListParams::default()).await?;
-            out.extend(list.items.iter().map(|o| slim_layer(o, &resource)));
+            out.extend(list.items.into_iter().map(|o| slim_layer(o, &resource)));
         }
         Ok(Some(out))
     }
 }
 
-async fn watcher<K>(api: Api<K>, kind: &'static str, apply: impl Fn(&Event<K>))
+async fn watcher<K>(api: Api<K>, kind: &'static str, apply: impl Fn(Event<K>))
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
     while let Some(item) = stream.next().await {
         match item {
-            Ok(event) => apply(&event),
+            Ok(event) => apply(event),
             Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying with backoff"),
         }
     }
@@ -274,7 +278,7 @@ impl ClusterState for KubeState {
             let ns = Api::<Namespace>::all(self.client.clone()).get_opt(namespace).await.map_err(error)?;
             let terminating = ns.as_ref().is_some_and(|ns| namespace_info(ns).terminating);
             let layers = self.fresh_layers(namespace).await.map_err(error)?;
-            Ok(Fresh { policies: list.items.iter().map(slim_policy).collect(), layers, terminating })
+            Ok(Fresh { policies: list.items.into_iter().map(slim_policy).collect(), layers, terminating })
         })
     }
 

@@ -287,17 +287,23 @@ pub(crate) fn slim_metadata(value: &mut Value) {
 
 impl StoredPolicy {
     pub fn new(mut value: Value) -> StoredPolicy {
-        let name = lookup(&value, "/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
-        slim_metadata(&mut value);
-        elide_type(&mut value);
         let spec = value.as_object_mut().and_then(|o| o.shift_remove("spec"));
         // An object without a spec has the selector of an empty one (every pod), like the
         // engine's reading; `Null` is written as such.
-        let spec = spec.map(|spec| SharedSpec::intern(serde_json::to_string(&spec).unwrap_or_default()));
+        StoredPolicy::from_parts(value, spec.map(|spec| serde_json::to_string(&spec).unwrap_or_default()))
+    }
+
+    /// A policy from its object without `spec` and its spec as compact JSON text (`None`: the
+    /// object has no `spec`), as [`StoredPolicy::new`] splits them. A watched policy's spec is
+    /// written straight from its typed form: the same text, without building a `Value` first.
+    pub fn from_parts(mut head: Value, spec: Option<String>) -> StoredPolicy {
+        let name = lookup(&head, "/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
+        slim_metadata(&mut head);
+        elide_type(&mut head);
         StoredPolicy(Arc::new(PolicyEntry {
-            head: serde_json::to_string(&value).unwrap_or_default().into(),
+            head: serde_json::to_string(&head).unwrap_or_default().into(),
             name: name.into(),
-            spec,
+            spec: spec.map(SharedSpec::intern),
             reference: false,
             typed_head: Held::default(),
         }))

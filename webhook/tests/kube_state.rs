@@ -15,7 +15,7 @@ use portcullis_webhook::admission::{self, Endpoint};
 use portcullis_webhook::kube_state::KubeState;
 use portcullis_webhook::metrics::Metrics;
 use portcullis_webhook::server::App;
-use portcullis_webhook::state::ClusterState;
+use portcullis_webhook::state::{ClusterState, StoredPolicy};
 use portcullis_webhook::tls;
 use serde_json::{Value, json};
 use tower_test::mock::{Handle, pair};
@@ -60,20 +60,55 @@ fn dns_rule(namespace_labels: Value) -> Value {
 
 /// The cache as a watch leaves it after its first list: billing's DNS rule is the broken one.
 fn synced(state: &KubeState) {
-    state.apply_namespace_event(&Event::Init);
-    state.apply_namespace_event(&Event::InitApply(namespace("billing", json!({"portcullis.dev/mode": "enforce"}))));
-    state.apply_namespace_event(&Event::InitApply(namespace("kube-system", json!({}))));
-    state.apply_namespace_event(&Event::InitDone);
-    state.apply_policy_event(&Event::Init);
-    state.apply_policy_event(&Event::InitApply(default_deny("billing")));
-    state.apply_policy_event(&Event::InitApply(policy(
+    state.apply_namespace_event(Event::Init);
+    state.apply_namespace_event(Event::InitApply(namespace("billing", json!({"portcullis.dev/mode": "enforce"}))));
+    state.apply_namespace_event(Event::InitApply(namespace("kube-system", json!({}))));
+    state.apply_namespace_event(Event::InitDone);
+    state.apply_policy_event(Event::Init);
+    state.apply_policy_event(Event::InitApply(default_deny("billing")));
+    state.apply_policy_event(Event::InitApply(policy(
         "billing",
         "allow-dns",
         dns_rule(json!({"name": "kube-system"})),
     )));
-    state.apply_policy_event(&Event::InitDone);
-    state.apply_intent_event(&Event::Init);
-    state.apply_intent_event(&Event::InitDone);
+    state.apply_policy_event(Event::InitDone);
+    state.apply_intent_event(Event::Init);
+    state.apply_intent_event(Event::InitDone);
+}
+
+/// A watched policy is stored as its object's `Value` is (its spec written straight from its
+/// typed form, its managed fields left out before it is written): the same policy to every
+/// review, whatever the spec holds.
+#[tokio::test]
+async fn a_watched_policy_is_stored_as_its_value_is() {
+    let specs = [
+        json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+        dns_rule(json!({"kubernetes.io/metadata.name": "kube-system"})),
+        json!({"podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["a", "b"]}]},
+            "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}],
+                "ports": [{"port": "https", "protocol": "TCP"}, {"port": 8000, "endPort": 9000}]}],
+            "ingress": []}),
+        json!({"podSelector": {"matchLabels": {"app": "<&>é"}}, "egress": []}),
+    ];
+    let (state, _api) = mocked();
+    synced(&state);
+    let mut expected = Vec::new();
+    for (i, spec) in specs.into_iter().enumerate() {
+        let mut p = policy("shapes", &format!("p{i}"), spec);
+        p.metadata.labels = Some([("team".to_owned(), "a".to_owned())].into());
+        expected.push(StoredPolicy::new(serde_json::to_value(&p).unwrap()).value());
+        state.apply_policy_event(Event::Apply(p));
+    }
+    let mut without_spec = policy("shapes", "p9", json!({}));
+    without_spec.spec = None;
+    expected.push(StoredPolicy::new(serde_json::to_value(&without_spec).unwrap()).value());
+    state.apply_policy_event(Event::Apply(without_spec));
+    let mut stored: Vec<Value> = state.snapshot("shapes", "kube-system").policies.iter().map(|p| p.value()).collect();
+    let name = |v: &Value| v["metadata"]["name"].as_str().unwrap().to_owned();
+    stored.sort_by_key(name);
+    expected.sort_by_key(name);
+    assert_eq!(stored, expected);
+    assert!(stored.iter().all(|p| p["metadata"].get("managedFields").is_none()));
 }
 
 #[tokio::test]
@@ -93,8 +128,8 @@ async fn watcher_events_fill_the_index() {
     assert_eq!(labels["portcullis.dev/mode"], "enforce");
     assert!(snap.dns_namespace_labels.is_some());
 
-    state.apply_policy_event(&Event::Delete(default_deny("billing")));
-    state.apply_policy_event(&Event::Apply(default_deny("other")));
+    state.apply_policy_event(Event::Delete(default_deny("billing")));
+    state.apply_policy_event(Event::Apply(default_deny("other")));
     assert_eq!(state.snapshot("billing", "kube-system").policies.len(), 1);
     assert_eq!(state.sizes().policies, 2);
     assert_eq!(state.sizes().namespaces, 2);
@@ -241,14 +276,14 @@ async fn layer_watch_events_fill_the_index() {
         o.metadata.managed_fields = Some(Vec::new());
         o
     };
-    state.apply_layer_event(&cnp, &Event::Init);
+    state.apply_layer_event(&cnp, Event::Init);
     assert!(!state.ready(), "a layer watch that has not listed keeps the webhook unready");
-    state.apply_layer_event(&cnp, &Event::InitApply(object("baseline", None)));
-    state.apply_layer_event(&cnp, &Event::InitDone);
-    state.apply_layer_event(&cilium, &Event::Init);
-    state.apply_layer_event(&cilium, &Event::InitApply(object("api", Some("billing"))));
-    state.apply_layer_event(&cilium, &Event::InitApply(object("api", Some("other"))));
-    state.apply_layer_event(&cilium, &Event::InitDone);
+    state.apply_layer_event(&cnp, Event::InitApply(object("baseline", None)));
+    state.apply_layer_event(&cnp, Event::InitDone);
+    state.apply_layer_event(&cilium, Event::Init);
+    state.apply_layer_event(&cilium, Event::InitApply(object("api", Some("billing"))));
+    state.apply_layer_event(&cilium, Event::InitApply(object("api", Some("other"))));
+    state.apply_layer_event(&cilium, Event::InitDone);
     assert!(state.ready());
     let layers = state.snapshot("billing", "kube-system").layers;
     let seen: Vec<(String, String, String)> = layers
@@ -268,6 +303,6 @@ async fn layer_watch_events_fill_the_index() {
     );
     assert!(layers.iter().all(|o| o.value()["metadata"].get("managedFields").is_none()));
     assert_eq!(state.sizes().layer_objects, 3);
-    state.apply_layer_event(&cnp, &Event::Delete(object("baseline", None)));
+    state.apply_layer_event(&cnp, Event::Delete(object("baseline", None)));
     assert_eq!(state.snapshot("billing", "kube-system").layers.len(), 1);
 }
