@@ -57,24 +57,32 @@ material("client.pem", "client-certificate-data", "client-certificate", user)
 material("client.key", "client-key-data", "client-key", user)
 json.dump({"server": cluster["server"], "token": user.get("token", "")}, open(f"{tmp}/access.json", "w"))
 PY
+# One way to connect, for the loader and the list below (imported from $tmp).
+cat > "$tmp/apiserver.py" <<'PY'
+import http.client, json, os, ssl, urllib.parse
+
+def connect(tmp):
+    """A keep-alive connection to the API server and the headers that authenticate on it."""
+    access = json.load(open(f"{tmp}/access.json"))
+    url = urllib.parse.urlparse(access["server"])
+    context = ssl.create_default_context(cafile=f"{tmp}/ca.pem")
+    if os.path.exists(f"{tmp}/client.pem"):
+        context.load_cert_chain(f"{tmp}/client.pem", f"{tmp}/client.key")
+    headers = {"Authorization": "Bearer " + access["token"]} if access["token"] else {}
+    return http.client.HTTPSConnection(url.hostname, url.port or 443, context=context), headers
+PY
 
 kubectl apply -f charts/portcullis/crds/egressintents.yaml >/dev/null
 have=$(kubectl get ns -l portcullis-bench=watch-sync -o name | wc -l)
 if [ "$have" -lt "$namespaces" ]; then
   echo "creating $namespaces namespaces x $policies NetworkPolicies (once; kept for later runs)..."
   python3 - "$tmp" "$namespaces" "$policies" <<'PY'
-import http.client, json, os, ssl, sys, threading, urllib.parse
+import json, sys, threading
 tmp, namespaces, policies = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-access = json.load(open(f"{tmp}/access.json"))
-url = urllib.parse.urlparse(access["server"])
-context = ssl.create_default_context(cafile=f"{tmp}/ca.pem")
-if os.path.exists(f"{tmp}/client.pem"):
-    context.load_cert_chain(f"{tmp}/client.pem", f"{tmp}/client.key")
-headers = {"Content-Type": "application/json"}
-if access["token"]:
-    headers["Authorization"] = "Bearer " + access["token"]
+sys.path.insert(0, tmp)
+from apiserver import connect
 
-def post(conn, path, body):
+def post(conn, headers, path, body):
     conn.request("POST", path, json.dumps(body), headers)
     response = conn.getresponse()
     text = response.read()
@@ -102,13 +110,14 @@ def policy(ns, i):
     }
 
 def work(part, parts):
-    conn = http.client.HTTPSConnection(url.hostname, url.port or 443, context=context)
+    conn, headers = connect(tmp)
+    headers["Content-Type"] = "application/json"
     for n in range(part, namespaces, parts):
         ns = f"bench-sync-{n:05d}"
-        post(conn, "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+        post(conn, headers, "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
              "metadata": {"name": ns, "labels": {"portcullis-bench": "watch-sync"}}})
         for i in range(policies):
-            post(conn, f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies", policy(ns, i))
+            post(conn, headers, f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies", policy(ns, i))
 
 threads = [threading.Thread(target=work, args=(p, 4)) for p in range(4)]
 for t in threads:
@@ -123,18 +132,13 @@ total=$(kubectl get --raw "/apis/networking.k8s.io/v1/networkpolicies?limit=1" |
 # The API server's list: pages of 500, one connection, bodies read and dropped.
 list_once() {
   python3 - "$tmp" <<'PY'
-import http.client, json, os, re, ssl, sys, time, urllib.parse
+import re, sys, time, urllib.parse
 tmp = sys.argv[1]
-access = json.load(open(f"{tmp}/access.json"))
-url = urllib.parse.urlparse(access["server"])
-context = ssl.create_default_context(cafile=f"{tmp}/ca.pem")
-if os.path.exists(f"{tmp}/client.pem"):
-    context.load_cert_chain(f"{tmp}/client.pem", f"{tmp}/client.key")
-headers = {"Accept": "application/json"}
-if access["token"]:
-    headers["Authorization"] = "Bearer " + access["token"]
+sys.path.insert(0, tmp)
+from apiserver import connect
 start = time.perf_counter()
-conn = http.client.HTTPSConnection(url.hostname, url.port or 443, context=context)
+conn, headers = connect(tmp)
+headers["Accept"] = "application/json"
 token, pages, size = "", 0, 0
 while True:
     query = {"limit": "500"}
