@@ -127,7 +127,8 @@ for t in threads:
 PY
 fi
 total=$(kubectl get --raw "/apis/networking.k8s.io/v1/networkpolicies?limit=1" | python3 -c \
-  'import json,sys; m=json.load(sys.stdin)["metadata"]; print(m.get("remainingItemCount", 0) + 1)')
+  'import json,sys; l=json.load(sys.stdin); print(len(l["items"]) + l["metadata"].get("remainingItemCount", 0))')
+[ "$total" -gt 0 ] || fail "the cluster holds no NetworkPolicy to list"
 
 # The API server's list: pages of 500, one connection, bodies read and dropped.
 list_once() {
