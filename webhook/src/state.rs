@@ -296,7 +296,7 @@ impl StoredPolicy {
     /// A policy from its object without `spec` and its spec as compact JSON text (`None`: the
     /// object has no `spec`), as [`StoredPolicy::new`] splits them. A watched policy's spec is
     /// written straight from its typed form: the same text, without building a `Value` first.
-    pub fn from_parts(mut head: Value, spec: Option<String>) -> StoredPolicy {
+    pub(crate) fn from_parts(mut head: Value, spec: Option<String>) -> StoredPolicy {
         let name = lookup(&head, "/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
         slim_metadata(&mut head);
         elide_type(&mut head);

@@ -96,6 +96,13 @@ async fn a_watched_policy_is_stored_as_its_value_is() {
     for (i, spec) in specs.into_iter().enumerate() {
         let mut p = policy("shapes", &format!("p{i}"), spec);
         p.metadata.labels = Some([("team".to_owned(), "a".to_owned())].into());
+        // The spec's text, written from the typed spec and from its `Value`, is the same text:
+        // one spec shared by policies from either path (the store interns specs by text).
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(
+            serde_json::to_string(spec).unwrap(),
+            serde_json::to_string(&serde_json::to_value(spec).unwrap()).unwrap()
+        );
         expected.push(StoredPolicy::new(serde_json::to_value(&p).unwrap()).value());
         state.apply_policy_event(Event::Apply(p));
     }
