@@ -15,19 +15,23 @@
 # watches. Use a cluster made for testing, such as the loopback control plane of
 # docs/operations.md ("Building a kube-apiserver on a machine without a cluster").
 #
-#   PORTCULLIS_E2E_KUBECONFIG=KUBECONFIG webhook/benches/watch-sync.sh [NAMESPACES] [POLICIES] [RUNS] [BINARY]
+#   PORTCULLIS_E2E_KUBECONFIG=KUBECONFIG webhook/benches/watch-sync.sh [NAMESPACES] [POLICIES] [RUNS] [BINARY...]
 #
 # Defaults: 1,000 namespaces x 100 policies (100,000, the issue's memory and startup figure),
 # 3 runs, target/release/portcullis-webhook (cargo build --release -p portcullis-webhook).
+# Several binaries (a change and its base) are run in the same turns, after the same list.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 namespaces=${1:-1000}
 policies=${2:-100}
 runs=${3:-3}
-bin=${4:-target/release/portcullis-webhook}
+bins=("${@:4}")
+[ ${#bins[@]} -gt 0 ] || bins=(target/release/portcullis-webhook)
 fail() { echo "watch-sync: $*" >&2; exit 1; }
 [ -n "${PORTCULLIS_E2E_KUBECONFIG:-}" ] || fail "set PORTCULLIS_E2E_KUBECONFIG to a test cluster's kubeconfig"
-[ -x "$bin" ] || fail "$bin is missing; cargo build --release -p portcullis-webhook"
+for bin in "${bins[@]}"; do
+  [ -x "$bin" ] || fail "$bin is missing; cargo build --release -p portcullis-webhook"
+done
 for tool in kubectl curl openssl python3; do
   command -v "$tool" >/dev/null || fail "$tool is required"
 done
@@ -166,7 +170,7 @@ openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/tls.key" -out "$tmp/tls.
   -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost" 2>/dev/null
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 sync_once() {
-  local https ops start ready code peak_kb cpu
+  local bin=$1 https ops start ready code peak_kb cpu
   https=$(port)
   ops=$(port)
   start=$EPOCHREALTIME
@@ -197,16 +201,22 @@ sync_once() {
 echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
 echo "API server: $(kubectl version -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')," \
   "$total NetworkPolicies in the cluster; best of $runs, interleaved"
-best_list="" best_sync="" peak=0
+best_list=""
+declare -A best_sync peak
 for _ in $(seq "$runs"); do
   read -r t pages bytes < <(list_once)
   if [ -z "$best_list" ] || awk "BEGIN{exit !($t < $best_list)}"; then best_list=$t; fi
-  read -r s rss cpu < <(sync_once)
-  if [ -z "$best_sync" ] || awk "BEGIN{exit !($s < $best_sync)}"; then best_sync=$s; fi
-  [ "$rss" -gt "$peak" ] && peak=$rss
-  echo "  run: list ${t} s ($pages pages, $((bytes / 1000000)) MB), webhook ready in ${s} s (CPU ${cpu} s, peak RSS ${rss} MB)"
+  echo "  run: list ${t} s ($pages pages, $((bytes / 1000000)) MB)"
+  for bin in "${bins[@]}"; do
+    read -r s rss cpu < <(sync_once "$bin")
+    if [ -z "${best_sync[$bin]:-}" ] || awk "BEGIN{exit !($s < ${best_sync[$bin]})}"; then best_sync[$bin]=$s; fi
+    [ "$rss" -gt "${peak[$bin]:-0}" ] && peak[$bin]=$rss
+    echo "    $bin: ready in ${s} s (CPU ${cpu} s, peak RSS ${rss} MB)"
+  done
 done
 printf "%-44s %8s\n" "" seconds
 printf "%-44s %8s\n" "the API server's list (pages of 500)" "$best_list"
-printf "%-44s %8s   %.2fx the list, peak RSS %d MB\n" "the webhook, start to ready" "$best_sync" \
-  "$(awk "BEGIN{print $best_sync / $best_list}")" "$peak"
+for bin in "${bins[@]}"; do
+  printf "%-44s %8s   %.2fx the list, peak RSS %d MB\n" "$bin, start to ready" "${best_sync[$bin]}" \
+    "$(awk "BEGIN{print ${best_sync[$bin]} / $best_list}")" "${peak[$bin]}"
+done

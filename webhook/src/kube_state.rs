@@ -12,7 +12,6 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::WatchStreamExt;
@@ -26,6 +25,7 @@ use crate::state::{
     ClusterState, Fresh, Index, IndexEvent, NamespaceInfo, Sizes, Snapshot, StateError, StoredObject, StoredPolicy,
     write,
 };
+use crate::watched::WatchedPolicy;
 
 /// The EgressIntent resource, watched untyped so the webhook does not need the CRD's types.
 pub fn egress_intent_resource() -> ApiResource {
@@ -88,11 +88,14 @@ fn slim<K: serde::Serialize + kube::Resource>(mut o: K) -> Value {
     serde_json::to_value(&o).unwrap_or(Value::Null)
 }
 
-/// A watched policy as stored: its spec written as JSON text straight from its typed form (the
-/// text `StoredPolicy::new` writes from the object's `Value`), the rest slimmed as any object.
-fn slim_policy(mut o: NetworkPolicy) -> StoredPolicy {
-    let spec = o.spec.take().map(|spec| serde_json::to_string(&spec).unwrap_or_default());
-    StoredPolicy::from_parts(slim(o), spec)
+/// A watched policy as stored: its spec as the compact JSON text it was read into (the text
+/// `StoredPolicy::new` writes from the object's `Value`), its metadata as read.
+fn slim_policy(o: WatchedPolicy) -> StoredPolicy {
+    let spec = o.spec.map(|spec| spec.0);
+    let head = serde_json::to_value(&o.metadata).unwrap_or(Value::Null);
+    let mut object = serde_json::Map::with_capacity(1);
+    object.insert("metadata".to_owned(), head);
+    StoredPolicy::from_parts(Value::Object(object), spec)
 }
 
 fn slim_object<K: serde::Serialize + kube::Resource>(o: K) -> StoredObject {
@@ -197,7 +200,7 @@ impl KubeState {
         write(&self.index.namespaces).apply(e);
     }
 
-    pub fn apply_policy_event(&self, event: Event<NetworkPolicy>) {
+    pub fn apply_policy_event(&self, event: Event<WatchedPolicy>) {
         let e = index_event(event, namespaced, slim_policy);
         write(&self.index.policies).apply(e);
     }
@@ -212,7 +215,7 @@ impl KubeState {
     pub async fn run(self) {
         let ns = watcher(Api::<Namespace>::all(self.client.clone()), "Namespace", |e| self.apply_namespace_event(e));
         let np =
-            watcher(Api::<NetworkPolicy>::all(self.client.clone()), "NetworkPolicy", |e| self.apply_policy_event(e));
+            watcher(Api::<WatchedPolicy>::all(self.client.clone()), "NetworkPolicy", |e| self.apply_policy_event(e));
         let ei = watcher(
             Api::<DynamicObject>::all_with(self.client.clone(), &egress_intent_resource()),
             "EgressIntent",
@@ -273,7 +276,7 @@ impl ClusterState for KubeState {
     fn fresh<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Fresh, StateError>> {
         Box::pin(async move {
             let error = |e: kube::Error| StateError { namespace: namespace.to_owned(), message: e.to_string() };
-            let api = Api::<NetworkPolicy>::namespaced(self.client.clone(), namespace);
+            let api = Api::<WatchedPolicy>::namespaced(self.client.clone(), namespace);
             let list = api.list(&ListParams::default()).await.map_err(error)?;
             let ns = Api::<Namespace>::all(self.client.clone()).get_opt(namespace).await.map_err(error)?;
             let terminating = ns.as_ref().is_some_and(|ns| namespace_info(ns).terminating);

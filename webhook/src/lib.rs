@@ -22,3 +22,4 @@ pub mod server;
 pub mod state;
 pub mod tls;
 pub mod traffic;
+pub mod watched;

@@ -265,6 +265,9 @@ fn elide_type(value: &mut Value) {
     }
 }
 
+/// The annotation `kubectl apply` keeps the whole last applied object in.
+pub(crate) const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// Metadata no review reads, which in a real cluster can be larger than the spec: the managed
 /// fields, the last applied configuration (the whole object again), and the server's
 /// bookkeeping. Also what a fix shows a person leaves out.
@@ -277,7 +280,7 @@ pub(crate) fn slim_metadata(value: &mut Value) {
             meta.shift_remove(key);
         }
         if let Some(Value::Object(annotations)) = meta.get_mut("annotations") {
-            annotations.shift_remove("kubectl.kubernetes.io/last-applied-configuration");
+            annotations.shift_remove(LAST_APPLIED);
             if annotations.is_empty() {
                 meta.shift_remove("annotations");
             }

@@ -17,6 +17,7 @@ use portcullis_webhook::metrics::Metrics;
 use portcullis_webhook::server::App;
 use portcullis_webhook::state::{ClusterState, StoredPolicy};
 use portcullis_webhook::tls;
+use portcullis_webhook::watched::WatchedPolicy;
 use serde_json::{Value, json};
 use tower_test::mock::{Handle, pair};
 
@@ -48,6 +49,11 @@ fn policy(ns: &str, name: &str, spec: Value) -> NetworkPolicy {
     .unwrap()
 }
 
+/// A policy as the watch reads it from the API server's JSON.
+fn watched(p: NetworkPolicy) -> WatchedPolicy {
+    serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap()
+}
+
 fn default_deny(ns: &str) -> NetworkPolicy {
     policy(ns, "default-deny", json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}))
 }
@@ -65,20 +71,20 @@ fn synced(state: &KubeState) {
     state.apply_namespace_event(Event::InitApply(namespace("kube-system", json!({}))));
     state.apply_namespace_event(Event::InitDone);
     state.apply_policy_event(Event::Init);
-    state.apply_policy_event(Event::InitApply(default_deny("billing")));
-    state.apply_policy_event(Event::InitApply(policy(
+    state.apply_policy_event(Event::InitApply(watched(default_deny("billing"))));
+    state.apply_policy_event(Event::InitApply(watched(policy(
         "billing",
         "allow-dns",
         dns_rule(json!({"name": "kube-system"})),
-    )));
+    ))));
     state.apply_policy_event(Event::InitDone);
     state.apply_intent_event(Event::Init);
     state.apply_intent_event(Event::InitDone);
 }
 
-/// A watched policy is stored as its object's `Value` is (its spec written straight from its
-/// typed form, its managed fields left out before it is written): the same policy to every
-/// review, whatever the spec holds.
+/// A watched policy is stored as its object's `Value` is (its spec written out as text while it
+/// is read, the metadata no review reads skipped unread): the same policy to every review, and
+/// the same text (the store shares specs by their text), whatever the spec and metadata hold.
 #[tokio::test]
 async fn a_watched_policy_is_stored_as_its_value_is() {
     let specs = [
@@ -96,26 +102,80 @@ async fn a_watched_policy_is_stored_as_its_value_is() {
     for (i, spec) in specs.into_iter().enumerate() {
         let mut p = policy("shapes", &format!("p{i}"), spec);
         p.metadata.labels = Some([("team".to_owned(), "a".to_owned())].into());
-        // The spec's text, written from the typed spec and from its `Value`, is the same text:
-        // one spec shared by policies from either path (the store interns specs by text).
-        let spec = p.spec.as_ref().unwrap();
-        assert_eq!(
-            serde_json::to_string(spec).unwrap(),
-            serde_json::to_string(&serde_json::to_value(spec).unwrap()).unwrap()
-        );
+        if i == 1 {
+            // Every metadata field the API server writes: what the store keeps is read, the
+            // rest (managed fields, the last applied object, the server's bookkeeping) is not.
+            p.metadata = serde_json::from_value(json!({
+                "name": "p1", "namespace": "shapes", "generateName": "p", "uid": "0f0e", "generation": 3,
+                "resourceVersion": "12", "creationTimestamp": "2026-11-25T12:00:00Z", "selfLink": "/x",
+                "deletionTimestamp": "2026-11-26T12:00:00Z", "deletionGracePeriodSeconds": 30,
+                "labels": {"team": "a", "tier": "<b>"}, "finalizers": ["example.com/hold"],
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"kind\":\"NetworkPolicy\"}",
+                    "owner": "payments"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "d", "uid": "1a2b",
+                    "controller": true}],
+                "managedFields": [{"manager": "kubectl", "operation": "Apply", "apiVersion": "networking.k8s.io/v1",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:podSelector": {}}}}],
+            }))
+            .unwrap();
+        }
+        if i == 2 {
+            // Only the last applied object: no annotations are left.
+            p.metadata.annotations =
+                Some([("kubectl.kubernetes.io/last-applied-configuration".to_owned(), "{}".to_owned())].into());
+        }
         expected.push(StoredPolicy::new(serde_json::to_value(&p).unwrap()).value());
-        state.apply_policy_event(Event::Apply(p));
+        state.apply_policy_event(Event::Apply(watched(p)));
     }
     let mut without_spec = policy("shapes", "p9", json!({}));
     without_spec.spec = None;
     expected.push(StoredPolicy::new(serde_json::to_value(&without_spec).unwrap()).value());
-    state.apply_policy_event(Event::Apply(without_spec));
+    state.apply_policy_event(Event::Apply(watched(without_spec)));
     let mut stored: Vec<Value> = state.snapshot("shapes", "kube-system").policies.iter().map(|p| p.value()).collect();
     let name = |v: &Value| v["metadata"]["name"].as_str().unwrap().to_owned();
     stored.sort_by_key(name);
     expected.sort_by_key(name);
-    assert_eq!(stored, expected);
+    let text = |v: &Vec<Value>| v.iter().map(|v| serde_json::to_string(v).unwrap()).collect::<Vec<_>>();
+    assert_eq!(text(&stored), text(&expected));
     assert!(stored.iter().all(|p| p["metadata"].get("managedFields").is_none()));
+    assert_eq!(stored[1]["metadata"]["annotations"], json!({"owner": "payments"}));
+    assert_eq!(stored[1]["metadata"]["ownerReferences"][0]["name"], "d");
+    assert_eq!(stored[1]["metadata"]["deletionTimestamp"], "2026-11-26T12:00:00Z");
+    assert!(stored[2]["metadata"].get("annotations").is_none());
+}
+
+/// The watch writes a policy's spec out as text while it reads it: the text `serde_json` writes
+/// for the `Value` of the same JSON (key order, escapes, numbers), read directly or through
+/// serde's buffer (a watch event whose object comes before its type).
+#[test]
+fn a_spec_is_read_into_the_text_its_value_writes() {
+    let specs = [
+        r#"{"podSelector":{},"policyTypes":["Ingress","Egress"]}"#,
+        r#"{ "podSelector" : { "matchLabels" : { "app" : "\u003cb\u003e&", "é": "\ud83d\ude00" } } ,
+            "egress" : [ ] , "ingress":[{}] }"#,
+        r#"{"n":[-1,0,18446744073709551615,-9223372036854775808,1.5,1e300,2.0,-0.0],"b":[true,false,null],
+            "s":"a\"\\\/\b\f\n\r\t\u0001"}"#,
+        r#"{"z":1,"a":{"y":[[],{},[[1]]],"x":null}}"#,
+        r#"[]"#,
+        r#""text""#,
+    ];
+    for spec in specs {
+        let expected = serde_json::to_string(&serde_json::from_str::<Value>(spec).unwrap()).unwrap();
+        let object = format!(r#"{{"metadata":{{"name":"p","namespace":"n","resourceVersion":"3"}},"spec":{spec}}}"#);
+        let read: WatchedPolicy = serde_json::from_str(&object).unwrap();
+        assert_eq!(read.spec.unwrap().0, expected, "{spec}");
+        let event = format!(r#"{{"object":{object},"type":"MODIFIED"}}"#);
+        match serde_json::from_str::<kube::core::WatchEvent<WatchedPolicy>>(&event).unwrap() {
+            kube::core::WatchEvent::Modified(read) => assert_eq!(read.spec.unwrap().0, expected, "{spec}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    for object in [r#"{"metadata":{"name":"p"},"spec":null}"#, r#"{"metadata":{"name":"p"}}"#] {
+        assert_eq!(serde_json::from_str::<WatchedPolicy>(object).unwrap().spec, None, "{object}");
+    }
+    // What is not JSON's is refused, as the typed reading refused it.
+    assert!(serde_json::from_str::<WatchedPolicy>(r#"{"metadata":{"name":"p"},"spec":{"a":}}"#).is_err());
+    assert!(serde_json::from_str::<WatchedPolicy>(r#"{"metadata":{"labels":{"a":1}}}"#).is_err());
 }
 
 #[tokio::test]
@@ -135,8 +195,8 @@ async fn watcher_events_fill_the_index() {
     assert_eq!(labels["portcullis.dev/mode"], "enforce");
     assert!(snap.dns_namespace_labels.is_some());
 
-    state.apply_policy_event(Event::Delete(default_deny("billing")));
-    state.apply_policy_event(Event::Apply(default_deny("other")));
+    state.apply_policy_event(Event::Delete(watched(default_deny("billing"))));
+    state.apply_policy_event(Event::Apply(watched(default_deny("other"))));
     assert_eq!(state.snapshot("billing", "kube-system").policies.len(), 1);
     assert_eq!(state.sizes().policies, 2);
     assert_eq!(state.sizes().namespaces, 2);
