@@ -170,7 +170,7 @@ openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/tls.key" -out "$tmp/tls.
   -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost" 2>/dev/null
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 sync_once() {
-  local bin=$1 https ops start ready code peak_kb cpu
+  local bin=$1 https ops start ready code peak_kb rss_kb cpu
   https=$(port)
   ops=$(port)
   start=$EPOCHREALTIME
@@ -191,11 +191,12 @@ sync_once() {
   [ -n "$ready" ] || { cat "$tmp/log" >&2; fail "the webhook was not ready within two minutes"; }
   # The peak so far: the sync's, since nothing else has happened yet; and the CPU it took.
   peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
   cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$pid/stat")
   kill -TERM "$pid"
   wait "$pid" 2>/dev/null || true
   pid=
-  echo "$(awk "BEGIN{printf \"%.3f\", $ready - $start}") $((peak_kb / 1024)) $cpu"
+  echo "$(awk "BEGIN{printf \"%.3f\", $ready - $start}") $((peak_kb / 1024)) $cpu $((rss_kb / 1024))"
 }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
@@ -208,10 +209,10 @@ for _ in $(seq "$runs"); do
   if [ -z "$best_list" ] || awk "BEGIN{exit !($t < $best_list)}"; then best_list=$t; fi
   echo "  run: list ${t} s ($pages pages, $((bytes / 1000000)) MB)"
   for bin in "${bins[@]}"; do
-    read -r s rss cpu < <(sync_once "$bin")
+    read -r s rss cpu now < <(sync_once "$bin")
     if [ -z "${best_sync[$bin]:-}" ] || awk "BEGIN{exit !($s < ${best_sync[$bin]})}"; then best_sync[$bin]=$s; fi
     [ "$rss" -gt "${peak[$bin]:-0}" ] && peak[$bin]=$rss
-    echo "    $bin: ready in ${s} s (CPU ${cpu} s, peak RSS ${rss} MB)"
+    echo "    $bin: ready in ${s} s (CPU ${cpu} s, peak RSS ${rss} MB, ${now} MB when ready)"
   done
 done
 printf "%-44s %8s\n" "" seconds

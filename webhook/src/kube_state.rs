@@ -88,14 +88,18 @@ fn slim<K: serde::Serialize + kube::Resource>(mut o: K) -> Value {
     serde_json::to_value(&o).unwrap_or(Value::Null)
 }
 
-/// A watched policy as stored: its spec as the compact JSON text it was read into (the text
-/// `StoredPolicy::new` writes from the object's `Value`), its metadata as read.
-fn slim_policy(o: WatchedPolicy) -> StoredPolicy {
-    let spec = o.spec.map(|spec| spec.0);
-    let head = serde_json::to_value(&o.metadata).unwrap_or(Value::Null);
-    let mut object = serde_json::Map::with_capacity(1);
-    object.insert("metadata".to_owned(), head);
-    StoredPolicy::from_parts(Value::Object(object), spec)
+/// A watched policy as stored: the texts `StoredPolicy::new` writes from the object's `Value`,
+/// written without one. The spec is the text it was read into; the object without it is its
+/// metadata as read, less the `resourceVersion` only the watch needed (`apiVersion` and `kind`
+/// are left out of every stored NetworkPolicy).
+fn slim_policy(mut o: WatchedPolicy) -> StoredPolicy {
+    #[derive(serde::Serialize)]
+    struct Head<'a> {
+        metadata: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    }
+    o.metadata.resource_version = None;
+    let head = serde_json::to_string(&Head { metadata: &o.metadata }).unwrap_or_default();
+    StoredPolicy::from_text(head, o.metadata.name.unwrap_or_default(), o.spec.map(|spec| spec.0))
 }
 
 fn slim_object<K: serde::Serialize + kube::Resource>(o: K) -> StoredObject {

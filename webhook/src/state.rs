@@ -291,20 +291,24 @@ pub(crate) fn slim_metadata(value: &mut Value) {
 impl StoredPolicy {
     pub fn new(mut value: Value) -> StoredPolicy {
         let spec = value.as_object_mut().and_then(|o| o.shift_remove("spec"));
+        let name = lookup(&value, "/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
+        slim_metadata(&mut value);
+        elide_type(&mut value);
         // An object without a spec has the selector of an empty one (every pod), like the
         // engine's reading; `Null` is written as such.
-        StoredPolicy::from_parts(value, spec.map(|spec| serde_json::to_string(&spec).unwrap_or_default()))
+        StoredPolicy::from_text(
+            serde_json::to_string(&value).unwrap_or_default(),
+            name,
+            spec.map(|spec| serde_json::to_string(&spec).unwrap_or_default()),
+        )
     }
 
-    /// A policy from its object without `spec` and its spec as compact JSON text (`None`: the
-    /// object has no `spec`), as [`StoredPolicy::new`] splits them. A watched policy's spec is
-    /// written straight from its typed form: the same text, without building a `Value` first.
-    pub(crate) fn from_parts(mut head: Value, spec: Option<String>) -> StoredPolicy {
-        let name = lookup(&head, "/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
-        slim_metadata(&mut head);
-        elide_type(&mut head);
+    /// A policy from the compact JSON texts [`StoredPolicy::new`] writes: its object without
+    /// `spec`, slimmed, and its spec (`None`: the object has no `spec`); and its name. The watch
+    /// reads policies straight into these texts, without building a `Value`.
+    pub(crate) fn from_text(head: String, name: String, spec: Option<String>) -> StoredPolicy {
         StoredPolicy(Arc::new(PolicyEntry {
-            head: serde_json::to_string(&head).unwrap_or_default().into(),
+            head: head.into(),
             name: name.into(),
             spec: spec.map(SharedSpec::intern),
             reference: false,
