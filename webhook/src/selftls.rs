@@ -3,7 +3,7 @@
 //! The webhook keeps its own CA and serving certificate in one Secret (`tls.crt`, `tls.key`,
 //! `ca.crt`, `ca.key`) and writes the CA into the `caBundle` of its Validating and Mutating
 //! webhook configurations, at start and whenever it changes. Every replica runs the same
-//! [`ensure`] loop; the Secret's resourceVersion decides races (a replica that loses re-reads
+//! [`SelfTls::ensure`] loop; the Secret's resourceVersion decides races (a replica that loses re-reads
 //! and serves the winner's certificate), so all replicas converge on one CA and one certificate.
 //!
 //! The CA lives 10 years and is kept; the serving certificate lives one year and is re-issued by

@@ -58,7 +58,7 @@ impl StoredObject {
 /// The text is kept as the object without its spec (apiVersion, kind, metadata without what no
 /// review reads) and the spec, which is shared: policies generated from one template (the same
 /// spec in every namespace, the usual case in large clusters) hold one copy of it and of its
-/// typed selector ([`SharedSpec::intern`]).
+/// typed selector (`SharedSpec::intern`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredPolicy(Arc<PolicyEntry>);
 

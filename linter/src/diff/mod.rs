@@ -11,11 +11,11 @@
 //! apply to its egress differ between the sides, or the same of its destination's ingress. Each
 //! workload's policies are found once per side and direction; a source whose egress cannot
 //! have changed is judged only towards destinations whose ingress may have, and ends that no
-//! changed peer can name are settled by class ([`Classes`]). [`Diff::judged_pairs`] counts what
+//! changed peer can name are settled by class (`Classes`). [`Diff::judged_pairs`] counts what
 //! was judged; `tests/diff.rs` checks the result against judging every pair.
 //!
 //! Changes are grouped by what changed (opened or closed), the ports, and why, so one edit that
-//! opens a port to 200 workloads is one group. Output: [`render`].
+//! opens a port to 200 workloads is one group. Output: [`render_human`], [`render_markdown`], [`render_sarif`].
 
 mod probes;
 pub(crate) mod render;

@@ -348,7 +348,7 @@ fn externals(sides: [&Inventory; 2]) -> Vec<Destination> {
 }
 
 /// What is probed: every workload present on both sides and the external destinations, and the
-/// ports ([`ports`], [`externals`]).
+/// ports (`ports`, `externals`).
 pub fn probes(base: &Project, head: &Project) -> (Vec<Destination>, Vec<Port>) {
     let (bi, hi) = (&base.inventory, &head.inventory);
     let (bw, hw) = (workloads(bi), workloads(hi));

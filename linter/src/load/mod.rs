@@ -122,7 +122,7 @@ impl<'a> Locator<'a> {
         self.sources
     }
 
-    /// [`Sources::locate`], each document read at most [`INDEX_AFTER`] + 1 times.
+    /// [`Sources::locate`], each document read at most `INDEX_AFTER` + 1 times.
     pub fn locate(&mut self, doc: &DocumentRef, pointer: &str) -> Position {
         let sources = self.sources;
         let memo = self.memo.entry((doc.source, doc.chunk.offset)).or_insert_with(|| Memo::Few(Vec::new()));

@@ -1444,7 +1444,7 @@ fn template_facts<S: SpecSource>(kind: Kind, source: &S) -> Result<PodFacts, S::
 /// anchors and names need.
 const HEAD_FIELDS: [&str; 3] = ["apiVersion", "kind", "metadata"];
 
-/// An object's head: its [`HEAD_FIELDS`], copied, in the object's order (a value that is not a
+/// An object's head: its `HEAD_FIELDS`, copied, in the object's order (a value that is not a
 /// mapping is copied whole). What [`ScannedObject::workload`] takes as the value to keep.
 pub fn head_of(object: &Value) -> Value {
     match object {

@@ -1,6 +1,6 @@
 //! The rule catalogue. One rule per file; [`registry`] maps codes and names to rules.
 //!
-//! A rule is declared with [`declare_rule!`]: its doc comment (fixed headings `## What it does`,
+//! A rule is declared with `declare_rule!`: its doc comment (fixed headings `## What it does`,
 //! `## Why is this bad?`, `## Example`, `Use instead:`, `## Fix safety`) is written once and
 //! reused by `portcullis rule`, SARIF and `docs/rules.md`.
 

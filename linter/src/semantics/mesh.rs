@@ -6,7 +6,7 @@
 //! `ALLOW_ANY`, Istio's default, or `REGISTRY_ONLY`, where only hosts of the registry visible to
 //! the pod are reached) and *through which hop* (a VirtualService bound to `mesh` may send a host
 //! to an egress gateway's Service first). [`Mesh::route`] gives that answer; each hop of a route is
-//! then an L4 question asked of the one evaluator ([`Mesh::l4`]), so rules never judge packets
+//! then an L4 question asked of the one evaluator ([`Mesh::l4_to_pod`]), so rules never judge packets
 //! here. Istio's egress-gateway task says the mesh cannot make traffic use the gateway, only the
 //! L4 layers can: the rules built on this module check one layer against the other.
 //!
