@@ -108,17 +108,9 @@ impl<'de> serde::de::Visitor<'de> for Transcode<'_> {
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         self.0.push(b'[');
-        let mut first = true;
-        loop {
-            let at = self.0.len();
-            if !first {
-                self.0.push(b',');
-            }
-            if seq.next_element_seed(Transcode(&mut *self.0))?.is_none() {
-                self.0.truncate(at);
-                break;
-            }
-            first = false;
+        let mut comma = false;
+        while seq.next_element_seed(Item { out: &mut *self.0, comma })?.is_some() {
+            comma = true;
         }
         self.0.push(b']');
         Ok(())
@@ -126,27 +118,40 @@ impl<'de> serde::de::Visitor<'de> for Transcode<'_> {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         self.0.push(b'{');
-        let mut first = true;
-        loop {
-            let at = self.0.len();
-            if !first {
-                self.0.push(b',');
-            }
-            if map.next_key_seed(Key(&mut *self.0))?.is_none() {
-                self.0.truncate(at);
-                break;
-            }
+        let mut comma = false;
+        while map.next_key_seed(Key { out: &mut *self.0, comma })?.is_some() {
             self.0.push(b':');
             map.next_value_seed(Transcode(&mut *self.0))?;
-            first = false;
+            comma = true;
         }
         self.0.push(b'}');
         Ok(())
     }
 }
 
-/// Writes a map's key, which JSON has as a string.
-struct Key<'a>(&'a mut Vec<u8>);
+/// Writes an array's element, after a comma unless it is the first (nothing is written when
+/// the array has no more).
+struct Item<'a> {
+    out: &'a mut Vec<u8>,
+    comma: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Item<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if self.comma {
+            self.out.push(b',');
+        }
+        d.deserialize_any(Transcode(self.out))
+    }
+}
+
+/// Writes a map's key, which JSON has as a string, after a comma unless it is the first.
+struct Key<'a> {
+    out: &'a mut Vec<u8>,
+    comma: bool,
+}
 
 impl<'de> serde::de::DeserializeSeed<'de> for Key<'_> {
     type Value = ();
@@ -164,7 +169,10 @@ impl<'de> serde::de::Visitor<'de> for Key<'_> {
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
-        serde_json::to_writer(&mut *self.0, v).map_err(E::custom)
+        if self.comma {
+            self.out.push(b',');
+        }
+        serde_json::to_writer(&mut *self.out, v).map_err(E::custom)
     }
 }
 
