@@ -22,8 +22,7 @@ use portcullis_linter::model::{Labels, NAMESPACE_NAME_LABEL};
 use serde_json::Value;
 
 use crate::state::{
-    ClusterState, Fresh, Index, IndexEvent, NamespaceInfo, Sizes, Snapshot, StateError, StoredObject, StoredPolicy,
-    write,
+    ClusterState, Fresh, Index, IndexEvent, NamespaceInfo, Sizes, Snapshot, StateError, StoredObject, write,
 };
 use crate::watched::WatchedPolicy;
 
@@ -79,27 +78,12 @@ fn namespaced<K: ResourceExt>(o: &K) -> (String, String) {
     (o.namespace().unwrap_or_default(), o.name_any())
 }
 
-/// An object as JSON, without `managedFields` (large, and never read). They are taken out of
-/// the object before it is written as JSON: writing them (every field of the object again, as
-/// nested maps) and then removing them took a third of the webhook's CPU while it synced
-/// 100,000 NetworkPolicies from a real API server (`webhook/benches/watch-sync.sh`).
+/// An EgressIntent or layer object as JSON, without `managedFields` (large, and never read),
+/// taken out before the object is written rather than written and removed. NetworkPolicies,
+/// the kind clusters hold by the thousand, are read slimmer still ([`WatchedPolicy`]).
 fn slim<K: serde::Serialize + kube::Resource>(mut o: K) -> Value {
     o.meta_mut().managed_fields = None;
     serde_json::to_value(&o).unwrap_or(Value::Null)
-}
-
-/// A watched policy as stored: the texts `StoredPolicy::new` writes from the object's `Value`,
-/// written without one. The spec is the text it was read into; the object without it is its
-/// metadata as read, less the `resourceVersion` only the watch needed (`apiVersion` and `kind`
-/// are left out of every stored NetworkPolicy).
-fn slim_policy(mut o: WatchedPolicy) -> StoredPolicy {
-    #[derive(serde::Serialize)]
-    struct Head<'a> {
-        metadata: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    }
-    o.metadata.resource_version = None;
-    let head = serde_json::to_string(&Head { metadata: &o.metadata }).unwrap_or_default();
-    StoredPolicy::from_text(head, o.metadata.name.unwrap_or_default(), o.spec.map(|spec| spec.0))
 }
 
 fn slim_object<K: serde::Serialize + kube::Resource>(o: K) -> StoredObject {
@@ -205,7 +189,7 @@ impl KubeState {
     }
 
     pub fn apply_policy_event(&self, event: Event<WatchedPolicy>) {
-        let e = index_event(event, namespaced, slim_policy);
+        let e = index_event(event, namespaced, WatchedPolicy::into_stored);
         write(&self.index.policies).apply(e);
     }
 
@@ -285,7 +269,11 @@ impl ClusterState for KubeState {
             let ns = Api::<Namespace>::all(self.client.clone()).get_opt(namespace).await.map_err(error)?;
             let terminating = ns.as_ref().is_some_and(|ns| namespace_info(ns).terminating);
             let layers = self.fresh_layers(namespace).await.map_err(error)?;
-            Ok(Fresh { policies: list.items.into_iter().map(slim_policy).collect(), layers, terminating })
+            Ok(Fresh {
+                policies: list.items.into_iter().map(WatchedPolicy::into_stored).collect(),
+                layers,
+                terminating,
+            })
         })
     }
 

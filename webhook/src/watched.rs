@@ -8,7 +8,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::Deserialize as _;
 
-use crate::state::LAST_APPLIED;
+use crate::state::{LAST_APPLIED, StoredPolicy};
 
 /// A NetworkPolicy as the watch and the fresh read take it from the API server: its spec as
 /// compact JSON text, and of its metadata only what a stored policy keeps (and the
@@ -173,6 +173,22 @@ impl<'de> serde::de::Visitor<'de> for Key<'_> {
             self.out.push(b',');
         }
         serde_json::to_writer(&mut *self.out, v).map_err(E::custom)
+    }
+}
+
+impl WatchedPolicy {
+    /// The policy as stored: the texts `StoredPolicy::new` writes from the object's `Value`,
+    /// written without one. The spec is the text it was read into; the object without it is its
+    /// metadata as read, less the `resourceVersion` only the watch needed (`apiVersion` and
+    /// `kind` are left out of every stored NetworkPolicy).
+    pub fn into_stored(mut self) -> StoredPolicy {
+        #[derive(serde::Serialize)]
+        struct Head<'a> {
+            metadata: &'a ObjectMeta,
+        }
+        self.metadata.resource_version = None;
+        let head = serde_json::to_string(&Head { metadata: &self.metadata }).unwrap_or_default();
+        StoredPolicy::from_text(head, self.metadata.name.unwrap_or_default(), self.spec.map(|spec| spec.0))
     }
 }
 
