@@ -45,9 +45,9 @@ const NAMESPACES: usize = 1_000;
 /// Set in the environment of the copy of this binary that serves as the no-op server:
 /// `PORT:CA_FILE`.
 const NOOP_ENV: &str = "PORTCULLIS_BENCH_NOOP";
-/// The allocator setting the chart and the image deploy (docs/operations.md, "Memory"), given
+/// The allocator settings the chart and the image deploy (docs/operations.md, "Memory"), given
 /// to every server of the run, the no-op one included.
-const DEPLOYED_ENV: (&str, &str) = ("MIMALLOC_PURGE_DELAY", "1");
+const DEPLOYED_ENV: [(&str, &str); 2] = [("MIMALLOC_PURGE_DELAY", "1"), ("MIMALLOC_ALLOW_THP", "0")];
 
 fn main() {
     if let Ok(spec) = std::env::var(NOOP_ENV) {
@@ -68,7 +68,7 @@ fn main() {
     let https = free_port();
     let _ = std::fs::remove_file(&ca);
     let mut noop = Command::new(std::env::current_exe().unwrap())
-        .env(DEPLOYED_ENV.0, DEPLOYED_ENV.1)
+        .envs(DEPLOYED_ENV)
         .env(NOOP_ENV, format!("{https}:{}", ca.display()))
         .stdout(Stdio::null())
         .spawn()
@@ -279,7 +279,7 @@ fn start_server_on(binary: &Path, state: &Path, ca: &Path, https: u16, ops: u16)
     // The server writes its CA once it is listening: never read the last run's.
     let _ = std::fs::remove_file(ca);
     let mut child = Command::new(binary)
-        .env(DEPLOYED_ENV.0, DEPLOYED_ENV.1)
+        .envs(DEPLOYED_ENV)
         .args(["serve", "--dev", "--state"])
         .arg(state)
         .arg("--dev-ca-out")
