@@ -9,18 +9,17 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher::Event;
 use kube::{Client, ResourceExt};
 use portcullis_linter::config::PolicyLayer;
 use portcullis_linter::model::{Labels, NAMESPACE_NAME_LABEL};
 use serde_json::Value;
 
+use crate::listwatch;
 use crate::state::{
     ClusterState, Fresh, Index, IndexEvent, NamespaceInfo, Sizes, Snapshot, StateError, StoredObject, write,
 };
@@ -176,7 +175,7 @@ impl KubeState {
         }
         tracing::info!(kind = resource.kind, api_version = %found.api_version, "watching policy layer kind");
         let api = Api::<DynamicObject>::all_with(self.client.clone(), &found);
-        watcher(api, resource.kind, |e| self.apply_layer_event(&found, e)).await;
+        listwatch::run(api, resource.kind, Arc::new(move |e| self.apply_layer_event(&found, e))).await;
     }
 
     pub fn index(&self) -> &Index {
@@ -201,13 +200,21 @@ impl KubeState {
     /// Runs the three watches until the process ends. Errors are retried with kube's default
     /// backoff; `/readyz` stays unready until each watch has listed once.
     pub async fn run(self) {
-        let ns = watcher(Api::<Namespace>::all(self.client.clone()), "Namespace", |e| self.apply_namespace_event(e));
-        let np =
-            watcher(Api::<WatchedPolicy>::all(self.client.clone()), "NetworkPolicy", |e| self.apply_policy_event(e));
-        let ei = watcher(
+        let (s, p, i) = (self.clone(), self.clone(), self.clone());
+        let ns = listwatch::run(
+            Api::<Namespace>::all(self.client.clone()),
+            "Namespace",
+            Arc::new(move |e| s.apply_namespace_event(e)),
+        );
+        let np = listwatch::run(
+            Api::<WatchedPolicy>::all(self.client.clone()),
+            "NetworkPolicy",
+            Arc::new(move |e| p.apply_policy_event(e)),
+        );
+        let ei = listwatch::run(
             Api::<DynamicObject>::all_with(self.client.clone(), &egress_intent_resource()),
             "EgressIntent",
-            |e| self.apply_intent_event(e),
+            Arc::new(move |e| i.apply_intent_event(e)),
         );
         let layers = self.layers.iter().flat_map(|l| l.resources()).map(|r| self.clone().watch_layer(*r));
         let layers = futures::future::join_all(layers);
@@ -232,19 +239,6 @@ impl KubeState {
             out.extend(list.items.into_iter().map(|o| slim_layer(o, &resource)));
         }
         Ok(Some(out))
-    }
-}
-
-async fn watcher<K>(api: Api<K>, kind: &'static str, apply: impl Fn(Event<K>))
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(event) => apply(event),
-            Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying with backoff"),
-        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod connections;
 pub mod controller;
 pub mod crd;
 pub mod kube_state;
+pub mod listwatch;
 pub mod memo;
 pub mod metrics;
 pub mod observations;
