@@ -5,7 +5,8 @@
 //!
 //! kube-runtime's `Store` has no namespace index and a review needs one namespace's policies
 //! out of thousands, so the watch events go into our own [`Index`] (same relist buffering as
-//! `reflector::store::Writer::apply_watcher_event`).
+//! `reflector::store::Writer::apply_watcher_event`). The watches are [`crate::listwatch`]'s:
+//! kube-runtime's watcher semantics, with the list read from the watch cache as it arrives.
 
 use std::sync::Arc;
 

@@ -81,7 +81,7 @@ where
             }
         };
         backoff.reset();
-        watch(&api, resource_version, &apply, &mut backoff).await;
+        watch(&api, kind, resource_version, &apply, &mut backoff).await;
         tracing::info!(kind, "watch history expired (410 Gone); listing again");
     }
 }
@@ -149,8 +149,13 @@ where
 /// Watches from `resource_version` until the API server says it is too old (`410 Gone`): the
 /// caller lists again. A watch that ends (the server's timeout, a dropped connection) is started
 /// again from the last version seen.
-async fn watch<K>(api: &Api<K>, mut resource_version: String, apply: &Apply<K>, backoff: &mut Backoff)
-where
+async fn watch<K>(
+    api: &Api<K>,
+    kind: &'static str,
+    mut resource_version: String,
+    apply: &Apply<K>,
+    backoff: &mut Backoff,
+) where
     K: Resource + DeserializeOwned + Clone + std::fmt::Debug + Send + 'static,
 {
     // Bookmarks on: an idle watch still learns how far it has read.
@@ -160,7 +165,7 @@ where
             Ok(stream) => stream.boxed(),
             Err(kube::Error::Api(s)) if s.code == 410 => return,
             Err(e) => {
-                tracing::warn!(error = %e, "watch failed; retrying with backoff");
+                tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
                 backoff.wait().await;
                 continue;
             }
@@ -177,11 +182,16 @@ where
                     apply(Event::Delete(o));
                     backoff.reset();
                 }
-                Ok(WatchEvent::Bookmark(b)) => resource_version = b.metadata.resource_version,
+                Ok(WatchEvent::Bookmark(b)) if !b.metadata.resource_version.is_empty() => {
+                    resource_version = b.metadata.resource_version;
+                }
+                Ok(WatchEvent::Bookmark(_)) => {}
                 Ok(WatchEvent::Error(e)) if e.code == 410 => return,
-                Ok(WatchEvent::Error(e)) => tracing::warn!(code = e.code, message = %e.message, "watch error event"),
+                Ok(WatchEvent::Error(e)) => {
+                    tracing::warn!(kind, code = e.code, message = %e.message, "watch error event")
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "watch stream failed; watching again with backoff");
+                    tracing::warn!(kind, error = %e, "watch stream failed; watching again with backoff");
                     backoff.wait().await;
                     break;
                 }
