@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 pub type Apply<K> = Arc<dyn Fn(Event<K>) + Send + Sync>;
 
 /// How many body chunks may wait for the reader: bounds what a list holds in memory while it
-/// is read (hyper's chunks are at most a few tens of KB).
+/// is read (a chunk is at most hyper's HTTP/1 read buffer, 408 KiB: at most about 3 MiB).
 const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// The reader's buffer (serde reads a reader byte by byte; through a buffer that is cheap).
