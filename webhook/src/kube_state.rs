@@ -179,6 +179,12 @@ impl KubeState {
         listwatch::run(api, resource.kind, Arc::new(move |e| self.apply_layer_event(&found, e))).await;
     }
 
+    /// `apply` on a handle to this state, for a watch to call with each event.
+    fn applying<K: 'static>(&self, apply: fn(&KubeState, Event<K>)) -> listwatch::Apply<K> {
+        let state = self.clone();
+        Arc::new(move |e| apply(&state, e))
+    }
+
     pub fn index(&self) -> &Index {
         &self.index
     }
@@ -198,24 +204,23 @@ impl KubeState {
         write(&self.index.intents).apply(e);
     }
 
-    /// Runs the three watches until the process ends. Errors are retried with kube's default
+    /// Runs the watches ([`listwatch::run`]) until the process ends. Errors are retried with
     /// backoff; `/readyz` stays unready until each watch has listed once.
     pub async fn run(self) {
-        let (s, p, i) = (self.clone(), self.clone(), self.clone());
         let ns = listwatch::run(
             Api::<Namespace>::all(self.client.clone()),
             "Namespace",
-            Arc::new(move |e| s.apply_namespace_event(e)),
+            self.applying(KubeState::apply_namespace_event),
         );
         let np = listwatch::run(
             Api::<WatchedPolicy>::all(self.client.clone()),
             "NetworkPolicy",
-            Arc::new(move |e| p.apply_policy_event(e)),
+            self.applying(KubeState::apply_policy_event),
         );
         let ei = listwatch::run(
             Api::<DynamicObject>::all_with(self.client.clone(), &egress_intent_resource()),
             "EgressIntent",
-            Arc::new(move |e| i.apply_intent_event(e)),
+            self.applying(KubeState::apply_intent_event),
         );
         let layers = self.layers.iter().flat_map(|l| l.resources()).map(|r| self.clone().watch_layer(*r));
         let layers = futures::future::join_all(layers);

@@ -14,7 +14,8 @@
 //!   (kube's `ObjectList` buffers the whole document to read its flattened type fields), and
 //!   reading overlaps the API server's writing.
 //!
-//! Errors are retried with backoff (0.8 s doubling to 30 s, as kube's `default_backoff`).
+//! Errors are retried with kube-runtime's own backoff (`DefaultBackoff`: 0.8 s doubling to 30 s,
+//! jittered, the one its `default_backoff` uses).
 
 use std::io::{BufReader, Read};
 use std::marker::PhantomData;
@@ -27,7 +28,8 @@ use http_body_util::BodyExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::core::{Request, Status};
-use kube::runtime::watcher::Event;
+use kube::runtime::utils::Backoff as _;
+use kube::runtime::watcher::{DefaultBackoff, Event};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use tokio::sync::mpsc;
@@ -45,7 +47,7 @@ const READ_BUFFER: usize = 64 * 1024;
 /// The most of an error response's body that is read (a `Status` is a few hundred bytes).
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-const BACKOFF_FIRST: Duration = Duration::from_millis(800);
+/// The longest wait between attempts (`DefaultBackoff`'s own ceiling).
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Why a list or watch failed.
@@ -70,13 +72,13 @@ pub async fn run<K>(api: Api<K>, kind: &'static str, apply: Apply<K>)
 where
     K: Resource + DeserializeOwned + Clone + std::fmt::Debug + Send + 'static,
 {
-    let mut backoff = Backoff::default();
+    let mut backoff = DefaultBackoff::default();
     loop {
         let resource_version = match list(&api, &apply).await {
             Ok(rv) => rv,
             Err(e) => {
                 tracing::warn!(kind, error = %e, "list failed; retrying with backoff");
-                backoff.wait().await;
+                wait(&mut backoff).await;
                 continue;
             }
         };
@@ -154,7 +156,7 @@ async fn watch<K>(
     kind: &'static str,
     mut resource_version: String,
     apply: &Apply<K>,
-    backoff: &mut Backoff,
+    backoff: &mut DefaultBackoff,
 ) where
     K: Resource + DeserializeOwned + Clone + std::fmt::Debug + Send + 'static,
 {
@@ -166,7 +168,7 @@ async fn watch<K>(
             Err(kube::Error::Api(s)) if s.code == 410 => return,
             Err(e) => {
                 tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
-                backoff.wait().await;
+                wait(backoff).await;
                 continue;
             }
         };
@@ -192,7 +194,7 @@ async fn watch<K>(
                 }
                 Err(e) => {
                     tracing::warn!(kind, error = %e, "watch stream failed; watching again with backoff");
-                    backoff.wait().await;
+                    wait(backoff).await;
                     break;
                 }
             }
@@ -376,26 +378,9 @@ impl<'de, K: DeserializeOwned, F: FnMut(K)> Visitor<'de> for ItemsSeed<'_, K, F>
     }
 }
 
-/// Exponential backoff between failed attempts.
-struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff { next: BACKOFF_FIRST }
-    }
-}
-
-impl Backoff {
-    async fn wait(&mut self) {
-        tokio::time::sleep(self.next).await;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
-    }
-
-    fn reset(&mut self) {
-        self.next = BACKOFF_FIRST;
-    }
+/// Waits as long as the backoff says before the next attempt.
+async fn wait(backoff: &mut DefaultBackoff) {
+    tokio::time::sleep(backoff.next().unwrap_or(BACKOFF_MAX)).await;
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! Arbitrary text as a NetworkPolicy from the API server, read the way the watch reads it (kube
-//! reads every list body and watch line as UTF-8 text first): never a panic, and wherever the
-//! same text reads as a `Value`, the spec read is that value's spec.
+//! Arbitrary text as a NetworkPolicy from the API server, read the way the watch reads it (a list
+//! body is checked as UTF-8 first, `listwatch::Utf8Check`, and kube reads every watch line and
+//! fresh list as UTF-8 text): never a panic, and wherever the same text reads as a `Value`, the
+//! spec read is that value's spec.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
